@@ -1,0 +1,1 @@
+//! Parsers for the data-in of INQUIRY, READ CAPACITY and REPORT LUNS.

@@ -1,0 +1,1 @@
+//! SCSI status and sense data (SPC-4 §4.5), fixed and descriptor formats.
