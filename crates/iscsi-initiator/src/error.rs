@@ -1,0 +1,119 @@
+//! The initiator's error type: one variant per cause a user can act on.
+
+use std::fmt;
+
+use iscsi_proto::chap::ChapError;
+use iscsi_proto::negotiation::NegotiationError;
+use iscsi_proto::pdu::PduError;
+use iscsi_proto::scsi::sense::ScsiError;
+use iscsi_proto::text::TextError;
+
+/// Login status class and detail (RFC 7143 §11.13.5), shown in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginStatus {
+    pub class: u8,
+    pub detail: u8,
+}
+
+impl LoginStatus {
+    /// The RFC 7143 §11.13.5 wording of this status.
+    pub fn description(&self) -> &'static str {
+        match (self.class, self.detail) {
+            (0, 0) => "success",
+            (1, 1) => "target moved temporarily",
+            (1, 2) => "target moved permanently",
+            (1, _) => "target redirected",
+            (2, 0) => "initiator error",
+            (2, 1) => "authentication failed",
+            (2, 2) => "authorization failed (initiator not allowed to access this target)",
+            (2, 3) => "target not found",
+            (2, 4) => "target removed",
+            (2, 5) => "unsupported iSCSI version",
+            (2, 6) => "too many connections",
+            (2, 7) => "missing parameter",
+            (2, 8) => "cannot include this connection in the session",
+            (2, 9) => "session type not supported",
+            (2, 10) => "session does not exist",
+            (2, 11) => "invalid request during login",
+            (2, _) => "initiator error",
+            (3, 0) => "target error",
+            (3, 1) => "target service unavailable",
+            (3, 2) => "target out of resources",
+            (3, _) => "target error",
+            _ => "unknown login status",
+        }
+    }
+}
+
+impl fmt::Display for LoginStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (status class 0x{:02x}, detail 0x{:02x})",
+            self.description(),
+            self.class,
+            self.detail
+        )
+    }
+}
+
+/// Everything that can go wrong between this initiator and a target.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid address {0:?}: expected HOST[:PORT] or [IPv6][:PORT]")]
+    InvalidAddress(String),
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve { addr: String, source: std::io::Error },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("I/O error on the connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed PDU from the target: {0}")]
+    Pdu(#[from] PduError),
+    #[error("malformed text from the target: {0}")]
+    Text(#[from] TextError),
+    #[error("parameter negotiation failed: {0}")]
+    Negotiation(#[from] NegotiationError),
+    #[error("authentication failed: {0}")]
+    Chap(#[from] ChapError),
+    #[error("login to {target} failed: {status}")]
+    Login { target: String, status: LoginStatus },
+    #[error("authentication failed: the target requires CHAP but no CHAP user was given")]
+    ChapRequired,
+    #[error("authentication failed: the target does not offer CHAP, which was required")]
+    ChapRefused,
+    #[error("target redirected the login to {0}")]
+    Redirected(crate::portal::TargetPortal),
+    #[error("target redirected the login more than {0} times")]
+    TooManyRedirects(usize),
+    #[error("target broke the iSCSI protocol: {0}")]
+    Protocol(String),
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("command rejected by the target: {0}")]
+    Rejected(String),
+    #[error("target failed the command (iSCSI response 0x{0:02x})")]
+    TargetFailure(u8),
+    #[error("{0}")]
+    Scsi(#[from] ScsiError),
+    #[error("target {0} not found on the portal")]
+    TargetNotFound(String),
+    #[error("LUN {lun} does not exist (the target reports {available})")]
+    LunNotFound { lun: u64, available: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("the session is closed")]
+    SessionClosed,
+}
+
+impl Error {
+    pub(crate) fn protocol(msg: impl Into<String>) -> Self {
+        Error::Protocol(msg.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

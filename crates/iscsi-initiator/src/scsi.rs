@@ -1,0 +1,121 @@
+//! SCSI commands over a session: status and sense turned into errors,
+//! UNIT ATTENTION retried, data checked for length.
+
+use bytes::Bytes;
+use iscsi_proto::scsi::cdb::{self, Cdb};
+use iscsi_proto::scsi::data::{ReadCapacity10, ReadCapacity16, StandardInquiry, parse_report_luns};
+use iscsi_proto::scsi::sense::ScsiError;
+
+use crate::error::{Error, Result};
+use crate::session::{DataDirection, ScsiOutcome, Session};
+
+/// How often a command is re-sent after UNIT ATTENTION (reported once per
+/// condition after login or reset, SAM-5 §5.14).
+const UNIT_ATTENTION_RETRIES: usize = 8;
+
+/// Size of a logical unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub blocks: u64,
+    pub block_size: u32,
+}
+
+impl Capacity {
+    pub fn bytes(&self) -> u64 {
+        self.blocks.saturating_mul(u64::from(self.block_size))
+    }
+}
+
+impl Session {
+    /// Runs a command and turns a non-GOOD status into an error.
+    pub async fn command(&self, lun: u64, cdb: &Cdb, dir: DataDirection) -> Result<ScsiOutcome> {
+        let mut tries = 0;
+        loop {
+            let out = self.execute(lun, cdb, dir.clone()).await?;
+            match ScsiError::from_status(out.status, &out.sense) {
+                None => return Ok(out),
+                Some(ScsiError::UnitAttention(_)) if tries < UNIT_ATTENTION_RETRIES => tries += 1,
+                Some(e) => return Err(Error::Scsi(e)),
+            }
+        }
+    }
+
+    pub async fn test_unit_ready(&self, lun: u64) -> Result<()> {
+        self.command(lun, &cdb::test_unit_ready(), DataDirection::None).await.map(|_| ())
+    }
+
+    /// Standard INQUIRY data (SPC-4 §6.6.2).
+    pub async fn inquiry(&self, lun: u64) -> Result<StandardInquiry> {
+        let out = self.command(lun, &cdb::inquiry(false, 0, 255), DataDirection::Read(255)).await?;
+        StandardInquiry::parse(&out.data).map_err(|e| Error::protocol(format!("INQUIRY data: {e}")))
+    }
+
+    /// A vital product data page, raw (SPC-4 §7.8).
+    pub async fn vpd(&self, lun: u64, page: u8) -> Result<Bytes> {
+        let out = self.command(lun, &cdb::inquiry(true, page, 4096), DataDirection::Read(4096)).await?;
+        Ok(out.data)
+    }
+
+    /// LUNs of the target (SPC-4 §6.33), re-asked with a larger buffer when
+    /// the list did not fit.
+    pub async fn report_luns(&self) -> Result<Vec<u64>> {
+        let mut alloc: u32 = 16 + 8 * 256;
+        for _ in 0..3 {
+            let out = self.command(0, &cdb::report_luns(alloc), DataDirection::Read(alloc)).await?;
+            let r = parse_report_luns(&out.data).map_err(|e| Error::protocol(format!("REPORT LUNS data: {e}")))?;
+            let needed = r.total_len.saturating_add(8);
+            if needed <= alloc || needed > 1 << 20 {
+                return Ok(r.luns);
+            }
+            alloc = needed;
+        }
+        Err(Error::protocol("REPORT LUNS list kept growing"))
+    }
+
+    /// READ CAPACITY (10), and (16) when the LUN is too large for it.
+    pub async fn read_capacity(&self, lun: u64) -> Result<Capacity> {
+        let out = self.command(lun, &cdb::read_capacity10(), DataDirection::Read(8)).await?;
+        let rc = ReadCapacity10::parse(&out.data).map_err(|e| Error::protocol(format!("READ CAPACITY data: {e}")))?;
+        if rc.last_lba != u32::MAX {
+            return Ok(Capacity { blocks: u64::from(rc.last_lba) + 1, block_size: rc.block_len });
+        }
+        let out = self.command(lun, &cdb::read_capacity16(32), DataDirection::Read(32)).await?;
+        let rc = ReadCapacity16::parse(&out.data).map_err(|e| Error::protocol(format!("READ CAPACITY(16) data: {e}")))?;
+        Ok(Capacity { blocks: rc.last_lba.saturating_add(1), block_size: rc.block_len })
+    }
+
+    /// Reads `blocks` blocks at `lba`; fails unless all of them arrive.
+    pub async fn read_blocks(&self, lun: u64, lba: u64, blocks: u32, block_size: u32) -> Result<Bytes> {
+        let len = blocks
+            .checked_mul(block_size)
+            .ok_or_else(|| Error::InvalidArgument("read larger than 4 GiB in one command".into()))?;
+        let out = self.command(lun, &cdb::read(lba, blocks), DataDirection::Read(len)).await?;
+        if out.data.len() != len as usize {
+            return Err(Error::protocol(format!(
+                "READ returned {} bytes of the {len} asked (residual {})",
+                out.data.len(),
+                out.residual
+            )));
+        }
+        Ok(out.data)
+    }
+
+    /// Writes whole blocks at `lba`.
+    pub async fn write_blocks(&self, lun: u64, lba: u64, data: Bytes, block_size: u32) -> Result<()> {
+        if block_size == 0 || data.len() % block_size as usize != 0 {
+            return Err(Error::InvalidArgument(format!("write of {} bytes is not a whole number of {block_size}-byte blocks", data.len())));
+        }
+        let blocks = u32::try_from(data.len() / block_size as usize)
+            .map_err(|_| Error::InvalidArgument("write too large for one command".into()))?;
+        let out = self.command(lun, &cdb::write(lba, blocks), DataDirection::Write(data)).await?;
+        if out.residual != 0 {
+            return Err(Error::protocol(format!("WRITE left a residual of {} bytes", out.residual)));
+        }
+        Ok(())
+    }
+
+    /// SYNCHRONIZE CACHE (10) over the whole LUN.
+    pub async fn synchronize_cache(&self, lun: u64) -> Result<()> {
+        self.command(lun, &cdb::synchronize_cache10(0, 0), DataDirection::None).await.map(|_| ())
+    }
+}

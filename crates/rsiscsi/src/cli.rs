@@ -1,0 +1,93 @@
+//! Command-line syntax. The forms are fixed: scripts depend on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "rsiscsi", version, about = "Userspace iSCSI initiator")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DigestArg {
+    None,
+    Crc32c,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Our iSCSI node name (default: a generated name kept in the config file).
+    #[arg(long, global = true, value_name = "IQN")]
+    pub initiator_name: Option<String>,
+    /// Header digest to ask for.
+    #[arg(long, global = true, value_enum, default_value = "none")]
+    pub header_digest: DigestArg,
+    /// Data digest to ask for.
+    #[arg(long, global = true, value_enum, default_value = "none")]
+    pub data_digest: DigestArg,
+    /// CHAP user name; the secret comes from RSISCSI_CHAP_SECRET or --chap-secret-file.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub chap_user: Option<String>,
+    /// File holding the CHAP secret.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub chap_secret_file: Option<PathBuf>,
+    /// Mutual CHAP: the name the target must answer with; its secret comes from
+    /// RSISCSI_TARGET_CHAP_SECRET or --target-chap-secret-file.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub target_chap_user: Option<String>,
+    /// File holding the target's mutual CHAP secret.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub target_chap_secret_file: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the targets a portal offers (SendTargets): one `HOST:PORT,TPGT IQN` line per portal.
+    Discover {
+        /// HOST[:PORT] of the portal.
+        portal: String,
+        /// Print a JSON array instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List each target of a portal with its LUNs, sizes, vendor and product.
+    Ls {
+        /// iscsi://HOST[:PORT]/
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show INQUIRY data and device identifiers of a LUN.
+    Inquiry {
+        /// iscsi://HOST[:PORT]/IQN/LUN
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the capacity of a LUN: blocks, block size, bytes.
+    Capacity {
+        /// iscsi://HOST[:PORT]/IQN/LUN
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy between local files and LUNs (each side a path or iscsi://HOST[:PORT]/IQN/LUN).
+    Cp {
+        src: String,
+        dst: String,
+        /// Byte offset in the LUN(s) where the range starts (a multiple of the block size).
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
+        offset: u64,
+        /// Bytes to copy (default: the whole file, or the LUN from --offset to its end).
+        #[arg(long, value_name = "BYTES")]
+        length: Option<u64>,
+    },
+}

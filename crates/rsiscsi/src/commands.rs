@@ -1,0 +1,517 @@
+//! One function per subcommand.
+
+use std::io::IsTerminal;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use iscsi_initiator::discovery::{DiscoveredTarget, send_targets};
+use iscsi_initiator::scsi::Capacity;
+use iscsi_initiator::{Error as InitError, PortalAddr, Session, SessionConfig};
+use iscsi_proto::negotiation::Digest;
+use iscsi_proto::scsi::data::{StandardInquiry, parse_vpd_device_identification, parse_vpd_unit_serial};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::cli::{Cli, Command, Common, DigestArg};
+use crate::url::{IscsiUrl, redact};
+use crate::{config, creds};
+
+pub type CmdResult<T = ()> = Result<T, String>;
+
+/// Bytes per SCSI command in `cp`, and how many are in flight at once.
+const CHUNK: u64 = 1 << 20;
+const DEPTH: usize = 8;
+
+pub async fn run(cli: Cli) -> CmdResult {
+    match &cli.command {
+        Command::Discover { portal, json } => discover(&cli.common, portal, *json).await,
+        Command::Ls { url, json } => ls(&cli.common, url, *json).await,
+        Command::Inquiry { url, json } => inquiry(&cli.common, url, *json).await,
+        Command::Capacity { url, json } => capacity(&cli.common, url, *json).await,
+        Command::Cp { src, dst, offset, length } => cp(&cli.common, src, dst, *offset, *length).await,
+    }
+}
+
+fn digest(d: DigestArg) -> Vec<Digest> {
+    match d {
+        DigestArg::None => vec![Digest::None],
+        DigestArg::Crc32c => vec![Digest::Crc32c],
+    }
+}
+
+fn session_config(common: &Common, url: Option<&IscsiUrl>) -> CmdResult<SessionConfig> {
+    let name = match &common.initiator_name {
+        Some(n) => {
+            config::validate_name(n)?;
+            n.clone()
+        }
+        None => config::initiator_name(),
+    };
+    let mut cfg = SessionConfig::new(name);
+    cfg.chap = creds::chap_config(common, url)?;
+    cfg.proposal.header_digest = digest(common.header_digest);
+    cfg.proposal.data_digest = digest(common.data_digest);
+    Ok(cfg)
+}
+
+fn e(err: InitError) -> String {
+    err.to_string()
+}
+
+fn parse_url(s: &str) -> CmdResult<IscsiUrl> {
+    IscsiUrl::parse(s).map_err(|e| e.to_string())
+}
+
+/// A URL that must name a target and a LUN.
+fn lun_url(s: &str) -> CmdResult<(IscsiUrl, String, u64)> {
+    let u = parse_url(s)?;
+    match (u.target.clone(), u.lun) {
+        (Some(t), Some(l)) => Ok((u, t, l)),
+        _ => Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(s))),
+    }
+}
+
+#[derive(Serialize)]
+struct PortalJson {
+    address: String,
+    port: u16,
+    tpgt: u16,
+    target: String,
+}
+
+async fn discover(common: &Common, portal: &str, json: bool) -> CmdResult {
+    let addr = PortalAddr::parse(portal).map_err(e)?;
+    let cfg = session_config(common, None)?;
+    let targets = send_targets(&addr, cfg).await.map_err(e)?;
+    let rows: Vec<PortalJson> = targets
+        .iter()
+        .flat_map(|t| {
+            t.portals.iter().map(|p| PortalJson {
+                address: p.addr.host.clone(),
+                port: p.addr.port,
+                tpgt: p.tpgt,
+                target: t.name.clone(),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+    } else {
+        for t in &targets {
+            for p in &t.portals {
+                println!("{p} {}", t.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig) -> CmdResult<Session> {
+    Session::login(&url.portal, Some(target), cfg).await.map_err(e)
+}
+
+/// Checks that the LUN exists before using it, for a clear message.
+async fn check_lun(s: &Session, lun: u64) -> CmdResult {
+    let luns = s.report_luns().await.map_err(e)?;
+    if luns.contains(&lun) {
+        return Ok(());
+    }
+    let list: Vec<String> = luns.iter().map(u64::to_string).collect();
+    Err(InitError::LunNotFound { lun, available: format!("LUNs {}", list.join(", ")) }.to_string())
+}
+
+#[derive(Serialize)]
+struct LunJson {
+    lun: u64,
+    device_type: String,
+    vendor: String,
+    product: String,
+    revision: String,
+    size_bytes: Option<u64>,
+    block_size: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct TargetJson {
+    target: String,
+    portals: Vec<String>,
+    luns: Vec<LunJson>,
+    error: Option<String>,
+}
+
+async fn describe_target(common: &Common, url: &IscsiUrl, t: &DiscoveredTarget) -> Result<Vec<LunJson>, InitError> {
+    let cfg = session_config(common, Some(url)).map_err(InitError::InvalidArgument)?;
+    let s = Session::login(&url.portal, Some(&t.name), cfg).await?;
+    let r = async {
+        let mut out = Vec::new();
+        for lun in s.report_luns().await? {
+            let inq = s.inquiry(lun).await?;
+            let cap = if inq.device_type == 0 { Some(s.read_capacity(lun).await?) } else { None };
+            out.push(LunJson {
+                lun,
+                device_type: inq.device_type_name().to_string(),
+                vendor: inq.vendor.clone(),
+                product: inq.product.clone(),
+                revision: inq.revision.clone(),
+                size_bytes: cap.map(|c| c.bytes()),
+                block_size: cap.map(|c| c.block_size),
+            });
+        }
+        Ok(out)
+    }
+    .await;
+    let _ = s.logout().await;
+    r
+}
+
+async fn ls(common: &Common, url: &str, json: bool) -> CmdResult {
+    let u = parse_url(url)?;
+    let cfg = session_config(common, Some(&u))?;
+    let targets = send_targets(&u.portal, cfg).await.map_err(e)?;
+    let mut out = Vec::new();
+    let mut failed = 0;
+    for t in targets.iter().filter(|t| u.target.as_ref().is_none_or(|n| *n == t.name)) {
+        let portals = t.portals.iter().map(ToString::to_string).collect();
+        let (luns, error) = match describe_target(common, &u, t).await {
+            Ok(l) => (l, None),
+            Err(err @ (InitError::ChapRequired | InitError::Login { .. })) if is_auth(&err) => {
+                (Vec::new(), Some(format!("not listed: {err} (give --chap-user)")))
+            }
+            Err(err) => {
+                failed += 1;
+                (Vec::new(), Some(err.to_string()))
+            }
+        };
+        out.push(TargetJson { target: t.name.clone(), portals, luns, error });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+    } else {
+        for t in &out {
+            println!("Target: {} ({})", t.target, t.portals.join(" "));
+            if let Some(err) = &t.error {
+                println!("  {err}");
+            }
+            for l in &t.luns {
+                let size = match (l.size_bytes, l.block_size) {
+                    (Some(b), Some(bs)) => format!("{b} bytes ({} blocks of {bs})", b / u64::from(bs.max(1))),
+                    _ => "-".to_string(),
+                };
+                println!("  Lun {}: {}, {} {} {}, {size}", l.lun, l.device_type, l.vendor, l.product, l.revision);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!("{failed} target(s) could not be listed"));
+    }
+    Ok(())
+}
+
+fn is_auth(err: &InitError) -> bool {
+    match err {
+        InitError::ChapRequired => true,
+        InitError::Login { status, .. } => status.class == 2 && status.detail == 1,
+        _ => false,
+    }
+}
+
+#[derive(Serialize)]
+struct InquiryJson {
+    lun: u64,
+    peripheral_qualifier: u8,
+    device_type: u8,
+    device_type_name: String,
+    removable: bool,
+    version: u8,
+    vendor: String,
+    product: String,
+    revision: String,
+    unit_serial: Option<String>,
+    identifiers: Vec<String>,
+}
+
+async fn inquiry(common: &Common, url: &str, json: bool) -> CmdResult {
+    let (u, target, lun) = lun_url(url)?;
+    let s = login(&u, &target, session_config(common, Some(&u))?).await?;
+    let r = async {
+        check_lun(&s, lun).await?;
+        let inq: StandardInquiry = s.inquiry(lun).await.map_err(e)?;
+        let serial = match s.vpd(lun, 0x80).await {
+            Ok(d) => parse_vpd_unit_serial(&d).ok(),
+            Err(_) => None,
+        };
+        let ids = match s.vpd(lun, 0x83).await {
+            Ok(d) => parse_vpd_device_identification(&d).map(|v| v.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        Ok::<_, String>(InquiryJson {
+            lun,
+            peripheral_qualifier: inq.peripheral_qualifier,
+            device_type: inq.device_type,
+            device_type_name: inq.device_type_name().to_string(),
+            removable: inq.removable,
+            version: inq.version,
+            vendor: inq.vendor.clone(),
+            product: inq.product.clone(),
+            revision: inq.revision.clone(),
+            unit_serial: serial,
+            identifiers: ids,
+        })
+    }
+    .await;
+    let _ = s.logout().await;
+    let j = r?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?);
+    } else {
+        println!("Vendor:      {}", j.vendor);
+        println!("Product:     {}", j.product);
+        println!("Revision:    {}", j.revision);
+        println!("Device type: {} (0x{:02x})", j.device_type_name, j.device_type);
+        println!("Removable:   {}", if j.removable { "yes" } else { "no" });
+        println!("Version:     0x{:02x}", j.version);
+        if let Some(sn) = &j.unit_serial {
+            println!("Unit serial: {sn}");
+        }
+        for id in &j.identifiers {
+            println!("Identifier:  {id}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct CapacityJson {
+    blocks: u64,
+    block_size: u32,
+    bytes: u64,
+}
+
+async fn capacity(common: &Common, url: &str, json: bool) -> CmdResult {
+    let (u, target, lun) = lun_url(url)?;
+    let s = login(&u, &target, session_config(common, Some(&u))?).await?;
+    let r = async {
+        check_lun(&s, lun).await?;
+        s.read_capacity(lun).await.map_err(e)
+    }
+    .await;
+    let _ = s.logout().await;
+    let c = r?;
+    if json {
+        let j = CapacityJson { blocks: c.blocks, block_size: c.block_size, bytes: c.bytes() };
+        println!("{}", serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?);
+    } else {
+        println!("Blocks:     {}", c.blocks);
+        println!("Block size: {}", c.block_size);
+        println!("Bytes:      {}", c.bytes());
+    }
+    Ok(())
+}
+
+/// One side of a copy.
+#[derive(Clone)]
+enum End {
+    File(Arc<std::fs::File>, String),
+    Lun { s: Session, lun: u64, cap: Capacity },
+}
+
+impl End {
+    async fn open(common: &Common, spec: &str, write: bool) -> CmdResult<End> {
+        if spec.starts_with("iscsi://") {
+            let (u, target, lun) = lun_url(spec)?;
+            let s = login(&u, &target, session_config(common, Some(&u))?).await?;
+            if let Err(err) = check_lun(&s, lun).await {
+                let _ = s.logout().await;
+                return Err(err);
+            }
+            let cap = match s.read_capacity(lun).await {
+                Ok(c) => c,
+                Err(err) => {
+                    let _ = s.logout().await;
+                    return Err(e(err));
+                }
+            };
+            return Ok(End::Lun { s, lun, cap });
+        }
+        let f = if write {
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(spec)
+        } else {
+            std::fs::File::open(spec)
+        };
+        let f = f.map_err(|err| format!("cannot open {spec}: {err}"))?;
+        Ok(End::File(Arc::new(f), spec.to_string()))
+    }
+
+    async fn close(&self) {
+        if let End::Lun { s, .. } = self {
+            let _ = s.logout().await;
+        }
+    }
+
+    /// Reads `len` bytes at `pos` (relative to the file start or the LUN start).
+    async fn read(&self, pos: u64, len: u64) -> CmdResult<Bytes> {
+        match self {
+            End::File(f, name) => {
+                let f = f.clone();
+                let name = name.clone();
+                let mut buf = vec![0u8; len as usize];
+                tokio::task::spawn_blocking(move || {
+                    f.read_exact_at(&mut buf, pos).map(|_| Bytes::from(buf)).map_err(|err| format!("cannot read {name}: {err}"))
+                })
+                .await
+                .map_err(|err| err.to_string())?
+            }
+            End::Lun { s, lun, cap } => {
+                let bs = u64::from(cap.block_size);
+                let first = pos / bs;
+                let last = (pos + len).div_ceil(bs);
+                let blocks = u32::try_from(last - first).map_err(|_| "read chunk too large".to_string())?;
+                let data = s.read_blocks(*lun, first, blocks, cap.block_size).await.map_err(e)?;
+                let skip = (pos - first * bs) as usize;
+                Ok(data.slice(skip..skip + len as usize))
+            }
+        }
+    }
+
+    /// Writes `data` at `pos`; a LUN's partial last block is read, merged and rewritten.
+    async fn write(&self, pos: u64, data: Bytes) -> CmdResult {
+        match self {
+            End::File(f, name) => {
+                let f = f.clone();
+                let name = name.clone();
+                tokio::task::spawn_blocking(move || f.write_all_at(&data, pos).map_err(|err| format!("cannot write {name}: {err}")))
+                    .await
+                    .map_err(|err| err.to_string())?
+            }
+            End::Lun { s, lun, cap } => {
+                let bs = u64::from(cap.block_size);
+                if pos % bs != 0 {
+                    return Err(format!("offset {pos} is not a multiple of the block size {bs}"));
+                }
+                let whole = (data.len() as u64 / bs) * bs;
+                if whole > 0 {
+                    s.write_blocks(*lun, pos / bs, data.slice(..whole as usize), cap.block_size).await.map_err(e)?;
+                }
+                if whole < data.len() as u64 {
+                    let lba = (pos + whole) / bs;
+                    let old = s.read_blocks(*lun, lba, 1, cap.block_size).await.map_err(e)?;
+                    let mut merged = BytesMut::from(&old[..]);
+                    let tail = data.slice(whole as usize..);
+                    merged[..tail.len()].copy_from_slice(&tail);
+                    s.write_blocks(*lun, lba, merged.freeze(), cap.block_size).await.map_err(e)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn cp(common: &Common, src: &str, dst: &str, offset: u64, length: Option<u64>) -> CmdResult {
+    let from = End::open(common, src, false).await?;
+    let to = match End::open(common, dst, true).await {
+        Ok(t) => t,
+        Err(err) => {
+            from.close().await;
+            return Err(err);
+        }
+    };
+    let r = copy(&from, &to, offset, length).await;
+    from.close().await;
+    to.close().await;
+    let n = r?;
+    if !std::io::stderr().is_terminal() {
+        return Ok(());
+    }
+    eprintln!("copied {n} bytes");
+    Ok(())
+}
+
+async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResult<u64> {
+    for end in [from, to] {
+        if let End::Lun { cap, .. } = end {
+            if offset % u64::from(cap.block_size) != 0 {
+                return Err(format!("--offset {offset} is not a multiple of the LUN's block size {}", cap.block_size));
+            }
+            if offset > cap.bytes() {
+                return Err(format!("--offset {offset} is past the end of the LUN ({} bytes)", cap.bytes()));
+            }
+        }
+    }
+    let (src_base, dst_base) = (
+        if matches!(from, End::Lun { .. }) { offset } else { 0 },
+        if matches!(to, End::Lun { .. }) { offset } else { 0 },
+    );
+    let available = match from {
+        End::File(f, name) => f.metadata().map_err(|err| format!("cannot stat {name}: {err}"))?.len(),
+        End::Lun { cap, .. } => cap.bytes() - offset,
+    };
+    let len = match length {
+        Some(l) if l > available => {
+            return Err(format!("--length {l} is more than the {available} bytes the source has from there"));
+        }
+        Some(l) => l,
+        None => available,
+    };
+    if let End::Lun { cap, .. } = to {
+        if dst_base + len > cap.bytes() {
+            return Err(format!(
+                "copy of {len} bytes at offset {dst_base} does not fit in the LUN ({} bytes): LBA out of range",
+                cap.bytes()
+            ));
+        }
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(len);
+        if let Ok(st) = indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
+            b.set_style(st);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut set: JoinSet<CmdResult<u64>> = JoinSet::new();
+    let mut pos = 0;
+    let mut done = 0u64;
+    while pos < len || !set.is_empty() {
+        while pos < len && set.len() < DEPTH {
+            let n = CHUNK.min(len - pos);
+            let (from, to) = (from.clone(), to.clone());
+            let (sp, dp) = (src_base + pos, dst_base + pos);
+            set.spawn(async move {
+                let data = from.read(sp, n).await?;
+                to.write(dp, data).await?;
+                Ok(n)
+            });
+            pos += n;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(n))) => {
+                done += n;
+                bar.inc(n);
+            }
+            Some(Ok(Err(err))) => {
+                set.abort_all();
+                bar.abandon();
+                return Err(err);
+            }
+            Some(Err(err)) => {
+                set.abort_all();
+                return Err(format!("copy task failed: {err}"));
+            }
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    if let End::File(f, name) = to {
+        f.set_len(len).map_err(|err| format!("cannot set the length of {name}: {err}"))?;
+        f.sync_all().map_err(|err| format!("cannot flush {name}: {err}"))?;
+    }
+    if let End::Lun { s, lun, .. } = to {
+        s.synchronize_cache(*lun).await.map_err(e)?;
+    }
+    if done != len {
+        return Err(format!("copied {done} of {len} bytes"));
+    }
+    Ok(done)
+}
