@@ -125,6 +125,21 @@ impl StandardInquiry {
     }
 }
 
+/// SPC-4 §6.6.2: same as [`StandardInquiry::parse`].
+pub fn parse_standard_inquiry(data: &[u8]) -> Result<StandardInquiry, DataError> {
+    StandardInquiry::parse(data)
+}
+
+/// SBC-3 §5.15.2: same as [`ReadCapacity10::parse`].
+pub fn parse_read_capacity10(data: &[u8]) -> Result<ReadCapacity10, DataError> {
+    ReadCapacity10::parse(data)
+}
+
+/// SBC-3 §5.16.2: same as [`ReadCapacity16::parse`].
+pub fn parse_read_capacity16(data: &[u8]) -> Result<ReadCapacity16, DataError> {
+    ReadCapacity16::parse(data)
+}
+
 /// SPC-4 Table 134: short name of a PERIPHERAL DEVICE TYPE.
 pub fn device_type_name(device_type: u8) -> &'static str {
     match device_type {
