@@ -13,11 +13,7 @@ pub enum TextError {
     #[error("key {0:?} is not a valid key name")]
     InvalidKey(String),
     #[error("value of {key} is {len} bytes, longer than the limit of {limit}")]
-    ValueTooLong {
-        key: String,
-        len: usize,
-        limit: usize,
-    },
+    ValueTooLong { key: String, len: usize, limit: usize },
     #[error("text is not UTF-8")]
     NotUtf8,
     #[error("text of {len} bytes exceeds the limit of {limit}")]
