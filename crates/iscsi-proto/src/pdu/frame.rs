@@ -3,7 +3,11 @@
 
 use bytes::BytesMut;
 
-use super::{Bhs, Pdu, PduError};
+use super::{BHS_LEN, Bhs, MAX_DATA_SEGMENT_LENGTH, Pdu, PduError};
+use crate::digest::{DIGEST_LEN, crc32c, crc32c_append, to_wire};
+
+#[cfg(test)]
+mod tests;
 
 /// What the framing of one direction of a connection currently is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +23,36 @@ pub struct FrameConfig {
 
 impl Default for FrameConfig {
     fn default() -> Self {
-        Self { header_digest: false, data_digest: false, max_recv_data_segment_length: 8192 }
+        Self {
+            header_digest: false,
+            data_digest: false,
+            max_recv_data_segment_length: 8192,
+        }
     }
 }
 
 /// Reads TotalAHSLength (in bytes) and DataSegmentLength from the first
 /// 8 bytes of a BHS; `None` when fewer than 8 bytes are given.
 pub fn peek_lengths(bhs: &[u8]) -> Option<(usize, u32)> {
-    let _ = bhs;
-    todo!()
+    // RFC 7143 §11.2.1.4-5: byte 4 counts 4-byte words, bytes 5..8 are a
+    // 24-bit big-endian byte count.
+    let &[_, _, _, _, ahs_words, d0, d1, d2] = bhs.get(..8)? else {
+        return None;
+    };
+    Some((
+        usize::from(ahs_words) * 4,
+        u32::from_be_bytes([0, d0, d1, d2]),
+    ))
+}
+
+/// Zero padding that brings `len` up to a multiple of 4 (RFC 7143 §11.2.3).
+fn pad_len(len: usize) -> usize {
+    (4 - len % 4) % 4
+}
+
+/// Reads a digest as it sits on the wire (see [`crate::digest::to_wire`]).
+fn wire_digest(b: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(..DIGEST_LEN)?.try_into().ok()?))
 }
 
 /// Frames PDUs out of a receive buffer, one complete PDU at a time.
@@ -44,29 +69,156 @@ impl PduDecoder {
     /// Returns the next complete PDU and removes its bytes from `buf`;
     /// `Ok(None)` and `buf` untouched when more bytes are needed. Lengths are
     /// checked against `config` before anything is buffered for them.
+    ///
+    /// With a header digest in force the header (BHS, AHS and digest, at
+    /// most 1072 bytes) is verified before DataSegmentLength is trusted, so
+    /// a corrupted length shows up as [`PduError::HeaderDigest`]; without
+    /// one DataSegmentLength is checked as soon as the BHS is in. Either way
+    /// no data is waited for past the limit.
+    ///
+    /// On error `buf` is left as it was: the stream can no longer be framed
+    /// with confidence and the connection has to go (RFC 7143 §7.8). The
+    /// returned `data` and `ahs` are slices of the received buffer, not
+    /// copies.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Pdu>, PduError> {
-        let _ = buf;
-        todo!()
+        let cfg = self.config;
+        let Some((ahs_len, data_len)) = peek_lengths(buf) else {
+            return Ok(None);
+        };
+        if buf.len() < BHS_LEN {
+            return Ok(None);
+        }
+        let header_len = BHS_LEN + ahs_len;
+        let hdr_digest_len = if cfg.header_digest { DIGEST_LEN } else { 0 };
+
+        // RFC 7143 §12.1: the header digest covers BHS and AHS.
+        if cfg.header_digest {
+            let Some(header) = buf.get(..header_len) else {
+                return Ok(None);
+            };
+            let Some(received) = buf.get(header_len..).and_then(wire_digest) else {
+                return Ok(None);
+            };
+            let computed = crc32c(header);
+            if received != computed {
+                return Err(PduError::HeaderDigest { received, computed });
+            }
+        }
+
+        let limit = cfg.max_recv_data_segment_length;
+        if data_len > limit {
+            return Err(PduError::DataSegmentTooLong {
+                len: data_len,
+                limit,
+            });
+        }
+
+        // `data_len` is at most 2^24-1, so none of this can overflow.
+        let data_len = data_len as usize;
+        let data_start = header_len + hdr_digest_len;
+        let padded = data_len + pad_len(data_len);
+        // §12.1: no data digest on an empty data segment.
+        let data_digest_len = if cfg.data_digest && data_len > 0 {
+            DIGEST_LEN
+        } else {
+            0
+        };
+        let total = data_start + padded + data_digest_len;
+        if buf.len() < total {
+            return Ok(None);
+        }
+
+        if data_digest_len > 0 {
+            let covered = buf.get(data_start..data_start + padded).unwrap_or_default();
+            let computed = crc32c(covered);
+            let received = buf
+                .get(data_start + padded..)
+                .and_then(wire_digest)
+                .unwrap_or(!computed);
+            if received != computed {
+                return Err(PduError::DataDigest { received, computed });
+            }
+        }
+
+        let bhs_bytes: [u8; BHS_LEN] =
+            buf.get(..BHS_LEN)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(PduError::InvalidField {
+                    field: "BHS",
+                    reason: "shorter than 48 bytes",
+                })?;
+        let bhs = Bhs::decode(&bhs_bytes)?;
+
+        let frame = buf.split_to(total).freeze();
+        Ok(Some(Pdu {
+            bhs,
+            ahs: frame.slice(BHS_LEN..header_len),
+            data: frame.slice(data_start..data_start + data_len),
+        }))
     }
 }
 
 /// Appends BHS + AHS + header digest for a PDU whose data segment is
 /// `data_len` bytes long (the data itself is written separately).
+///
+/// `ahs` must be a multiple of 4 bytes and at most 1020 bytes (RFC 7143
+/// §11.2.1.4: TotalAHSLength is one byte of 4-byte words). Should a caller
+/// break that, the AHS is zero-padded or cut to fit so the stream stays
+/// framed; the header itself is then not what was meant.
 pub fn encode_header(bhs: &Bhs, ahs: &[u8], data_len: u32, cfg: &FrameConfig, out: &mut BytesMut) {
-    let _ = (bhs, ahs, data_len, cfg, out);
-    todo!()
+    let ahs_words = u8::try_from(ahs.len().div_ceil(4)).unwrap_or(u8::MAX);
+    let ahs_len = usize::from(ahs_words) * 4;
+    let ahs = ahs.get(..ahs_len).unwrap_or(ahs);
+
+    let start = out.len();
+    out.reserve(BHS_LEN + ahs_len + DIGEST_LEN);
+    out.extend_from_slice(&bhs.encode(ahs_words, data_len));
+    out.extend_from_slice(ahs);
+    out.resize(start + BHS_LEN + ahs_len, 0);
+    if cfg.header_digest {
+        let crc = crc32c(out.get(start..).unwrap_or_default());
+        out.extend_from_slice(&to_wire(crc));
+    }
 }
 
 /// The bytes that follow a data segment on the wire: zero padding to a
 /// multiple of 4, then the data digest (over data and padding) when on.
 /// Returns the buffer and how many of its bytes to send.
 pub fn data_trailer(data: &[u8], cfg: &FrameConfig) -> ([u8; 7], usize) {
-    let _ = (data, cfg);
-    todo!()
+    let mut trailer = [0u8; 7];
+    let pad = pad_len(data.len());
+    // RFC 7143 §12.1: no data digest when there is no data.
+    if !cfg.data_digest || data.is_empty() {
+        return (trailer, pad);
+    }
+    let zeros = [0u8; 3];
+    let crc = crc32c_append(crc32c(data), zeros.get(..pad).unwrap_or_default());
+    if let Some(dst) = trailer.get_mut(pad..pad + DIGEST_LEN) {
+        dst.copy_from_slice(&to_wire(crc));
+    }
+    (trailer, pad + DIGEST_LEN)
 }
 
 /// Appends a whole PDU (header, data, padding, digests) to `out`.
+///
+/// The data segment must fit the peer's MaxRecvDataSegmentLength, which is
+/// never above 2^24-1 (RFC 7143 §13.12); a longer one is cut to 2^24-1 so
+/// the header and the bytes sent agree.
 pub fn encode_pdu(pdu: &Pdu, cfg: &FrameConfig, out: &mut BytesMut) {
-    let _ = (pdu, cfg, out);
-    todo!()
+    let max = MAX_DATA_SEGMENT_LENGTH as usize;
+    let data = pdu.data.get(..max).unwrap_or(&pdu.data);
+    let (trailer, trailer_len) = data_trailer(data, cfg);
+    out.reserve(BHS_LEN + pdu.ahs.len() + 2 * DIGEST_LEN + data.len() + trailer.len());
+    // `data.len()` fits 24 bits after the cut above.
+    encode_header(&pdu.bhs, &pdu.ahs, data.len() as u32, cfg, out);
+    out.extend_from_slice(data);
+    out.extend_from_slice(trailer.get(..trailer_len).unwrap_or_default());
+}
+
+/// The encoded form of a PDU as one buffer, for tests and tools.
+#[cfg(test)]
+pub(crate) fn encode_to_bytes(pdu: &Pdu, cfg: &FrameConfig) -> bytes::Bytes {
+    let mut out = BytesMut::new();
+    encode_pdu(pdu, cfg, &mut out);
+    out.freeze()
 }
