@@ -8,8 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::negotiation::{Digest, Negotiated};
@@ -232,7 +231,7 @@ impl Session {
         });
         let (rd, wr) = stream.into_split();
         let w = tokio::spawn(writer(wr, rx));
-        let r = tokio::spawn(reader(inner.clone(), 0, rd, PduDecoder::new(rx_cfg), l.leftover));
+        let r = tokio::spawn(reader(Arc::downgrade(&inner), 0, rd, PduDecoder::new(rx_cfg), l.leftover));
         if let Ok(mut t) = inner.tasks.lock() {
             t.push(w);
             t.push(r);
@@ -821,10 +820,12 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
 }
 
 /// Reads, frames and dispatches PDUs; pings the target when it is quiet
-/// and declares the connection dead when a ping goes unanswered.
-async fn reader(inner: Arc<Inner>, cid: u16, mut rd: OwnedReadHalf, mut dec: PduDecoder, mut buf: BytesMut) {
-    let nop_interval = inner.cfg.nop_interval;
-    let nop_timeout = inner.cfg.nop_timeout;
+/// and declares the connection dead when a ping goes unanswered. Holds the
+/// session weakly so that dropping the last handle ends it.
+async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, mut dec: PduDecoder, mut buf: BytesMut) {
+    let Some((nop_interval, nop_timeout)) = weak.upgrade().map(|i| (i.cfg.nop_interval, i.cfg.nop_timeout)) else {
+        return;
+    };
     let reason = async {
         let mut deadline = Instant::now() + nop_interval;
         let mut pinging = false;
@@ -832,6 +833,7 @@ async fn reader(inner: Arc<Inner>, cid: u16, mut rd: OwnedReadHalf, mut dec: Pdu
             loop {
                 match dec.decode(&mut buf) {
                     Ok(Some(pdu)) => {
+                        let Some(inner) = weak.upgrade() else { return String::new() };
                         if let Err(e) = inner.handle_pdu(cid, pdu) {
                             return e.to_string();
                         }
@@ -856,6 +858,7 @@ async fn reader(inner: Arc<Inner>, cid: u16, mut rd: OwnedReadHalf, mut dec: Pdu
                     if pinging {
                         return format!("no answer to NOP-Out within {} s", nop_timeout.as_secs());
                     }
+                    let Some(inner) = weak.upgrade() else { return String::new() };
                     send_ping(&inner, cid);
                     pinging = true;
                     deadline = Instant::now() + nop_timeout;
@@ -864,7 +867,9 @@ async fn reader(inner: Arc<Inner>, cid: u16, mut rd: OwnedReadHalf, mut dec: Pdu
         }
     }
     .await;
-    inner.fail_connection(cid, &reason);
+    if let Some(inner) = weak.upgrade() {
+        inner.fail_connection(cid, &reason);
+    }
 }
 
 fn send_ping(inner: &Inner, cid: u16) {

@@ -22,7 +22,7 @@ impl Sn {
     pub fn next(self) -> Sn {
         Sn(self.0.wrapping_add(1))
     }
-    pub fn add(self, n: u32) -> Sn {
+    pub fn advance(self, n: u32) -> Sn {
         Sn(self.0.wrapping_add(n))
     }
 }
