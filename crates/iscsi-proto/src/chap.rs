@@ -53,7 +53,10 @@ pub enum ChapError {
     #[error("target chose CHAP algorithm {0:?}, which was not offered")]
     AlgorithmNotOffered(String),
     #[error("malformed {key}: {reason}")]
-    Malformed { key: &'static str, reason: &'static str },
+    Malformed {
+        key: &'static str,
+        reason: &'static str,
+    },
     #[error("target reflected our own CHAP challenge back")]
     ReflectedChallenge,
     #[error("target answered mutual CHAP with name {0:?}, expected another")]

@@ -142,7 +142,12 @@ impl Negotiator {
     /// connection (RFC 7143 §5.3); a non-leading connection negotiates only
     /// connection keys. Discovery sessions negotiate only what applies to them.
     pub fn new(proposal: Proposal, leading: bool, session_type: SessionType) -> Self {
-        Self { proposal, leading, session_type, result: Negotiated::default() }
+        Self {
+            proposal,
+            leading,
+            session_type,
+            result: Negotiated::default(),
+        }
     }
 
     /// The keys to send in the first operational-stage PDU.
