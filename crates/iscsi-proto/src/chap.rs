@@ -133,6 +133,9 @@ pub enum ChapError {
     /// target could answer our challenge by reflecting it back to us.
     #[error("mutual CHAP needs different secrets for initiator and target")]
     SameSecretBothWays,
+    /// The operating system gave no random bytes for our challenge.
+    #[error("no random numbers from the operating system for the CHAP challenge")]
+    NoRandomness,
     /// `verify_target` was called before `respond` sent our challenge.
     #[error("mutual CHAP check before our challenge was sent")]
     NoChallengeSent,
@@ -197,14 +200,16 @@ impl ChapInitiator {
     pub fn respond(&mut self, target: &TextPairs) -> Result<TextPairs, ChapError> {
         let mut id = [0u8; 1];
         let mut challenge = [0u8; OUR_CHALLENGE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut id);
-        rand::rngs::OsRng.fill_bytes(&mut challenge);
-        // Never send the target's own challenge back to it: regenerate on
-        // the (astronomically unlikely) match.
-        let target_c = lookup(target, "CHAP_C")?.map(|c| decode_binary_value("CHAP_C", c));
-        if let Some(Ok(tc)) = &target_c {
-            while tc.as_slice() == challenge {
-                rand::rngs::OsRng.fill_bytes(&mut challenge);
+        if self.is_mutual() {
+            fill_random(&mut id)?;
+            fill_random(&mut challenge)?;
+            // Never send the target's own challenge back to it: regenerate
+            // on the (astronomically unlikely) match.
+            let target_c = lookup(target, "CHAP_C")?.map(|c| decode_binary_value("CHAP_C", c));
+            if let Some(Ok(tc)) = &target_c {
+                while tc.as_slice() == challenge {
+                    fill_random(&mut challenge)?;
+                }
             }
         }
         let [id] = id;
@@ -297,6 +302,14 @@ impl ChapInitiator {
     pub fn is_mutual(&self) -> bool {
         self.config.target.is_some()
     }
+}
+
+/// Challenges come from the operating system's generator (RFC 1994 §2.3:
+/// they must be unpredictable); `OsRng::fill_bytes` would panic on failure.
+fn fill_random(buf: &mut [u8]) -> Result<(), ChapError> {
+    rand::rngs::OsRng
+        .try_fill_bytes(buf)
+        .map_err(|_| ChapError::NoRandomness)
 }
 
 /// The value of a CHAP key; a key sent twice is refused rather than
