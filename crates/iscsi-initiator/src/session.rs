@@ -439,6 +439,8 @@ impl Inner {
                 if let Some(t) = st.tasks.remove(&h.itt) {
                     complete(t, Ok(Reply::Logout(h)));
                 }
+                // The target closes the connection next: that is expected.
+                st.closed.get_or_insert_with(|| "logged out".to_string());
             }
             Bhs::TaskMgmtResponse(h) => {
                 st.tasks.remove(&h.itt);

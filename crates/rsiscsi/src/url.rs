@@ -38,8 +38,6 @@ pub enum UrlError {
     Lun(String),
     #[error("invalid target name {0:?} in URL")]
     Target(String),
-    #[error("URL has characters after the LUN: {0:?}")]
-    Trailing(String),
     #[error("unknown URL parameter {0:?} (known: target_user, target_password)")]
     Param(String),
     #[error("URL is not valid UTF-8 after percent-decoding")]
