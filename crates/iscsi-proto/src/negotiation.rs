@@ -1403,3 +1403,74 @@ mod tests {
         assert!(n.is_complete());
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                Key::ALL
+                    .iter()
+                    .map(|k| k.name().to_owned())
+                    .collect::<Vec<_>>()
+            ),
+            Just("MaxRecvDataSegmentLength".to_owned()),
+            Just("TargetPortalGroupTag".to_owned()),
+            Just("TargetAlias".to_owned()),
+            "[A-Za-z-]{1,12}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9]{1,25}",
+            "0x[0-9a-fA-F]{0,20}",
+            proptest::sample::select(vec![
+                "Yes",
+                "No",
+                "None",
+                "CRC32C",
+                "CRC32C,None",
+                "Reject",
+                "Irrelevant",
+                "NotUnderstood",
+            ])
+            .prop_map(str::to_owned),
+            ".{0,16}",
+        ]
+    }
+
+    proptest! {
+        /// Whatever the target sends, handle() returns (never panics), and
+        /// the result keeps FirstBurstLength within MaxBurstLength.
+        #[test]
+        fn handle_never_panics(
+            leading in any::<bool>(),
+            discovery in any::<bool>(),
+            offer_first in any::<bool>(),
+            rounds in proptest::collection::vec(proptest::collection::vec((key(), value()), 0..8), 1..4),
+        ) {
+            let st = if discovery { SessionType::Discovery } else { SessionType::Normal };
+            let mut n = Negotiator::new(Proposal::default(), leading, st);
+            if offer_first {
+                n.offer();
+            }
+            for round in rounds {
+                if n.handle(&round).is_err() {
+                    break;
+                }
+                let r = n.result();
+                prop_assert!(r.first_burst_length <= r.max_burst_length);
+            }
+        }
+    }
+}

@@ -38,11 +38,7 @@ pub struct CmdWindow {
 
 impl CmdWindow {
     pub fn new(next_cmd_sn: u32, exp_cmd_sn: u32, max_cmd_sn: u32) -> Self {
-        Self {
-            next_cmd_sn: Sn(next_cmd_sn),
-            exp_cmd_sn: Sn(exp_cmd_sn),
-            max_cmd_sn: Sn(max_cmd_sn),
-        }
+        Self { next_cmd_sn: Sn(next_cmd_sn), exp_cmd_sn: Sn(exp_cmd_sn), max_cmd_sn: Sn(max_cmd_sn) }
     }
 
     /// CmdSN carried by an immediate PDU (it does not advance the counter).

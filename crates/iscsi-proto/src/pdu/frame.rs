@@ -23,11 +23,7 @@ pub struct FrameConfig {
 
 impl Default for FrameConfig {
     fn default() -> Self {
-        Self {
-            header_digest: false,
-            data_digest: false,
-            max_recv_data_segment_length: 8192,
-        }
+        Self { header_digest: false, data_digest: false, max_recv_data_segment_length: 8192 }
     }
 }
 

@@ -88,10 +88,7 @@ pub enum PduError {
     #[error("data digest mismatch: received 0x{received:08x}, computed 0x{computed:08x}")]
     DataDigest { received: u32, computed: u32 },
     #[error("invalid {field}: {reason}")]
-    InvalidField {
-        field: &'static str,
-        reason: &'static str,
-    },
+    InvalidField { field: &'static str, reason: &'static str },
 }
 
 /// A whole PDU: the typed BHS plus its AHS and data segment (padding and
@@ -108,11 +105,7 @@ pub struct Pdu {
 impl Pdu {
     /// A PDU with no AHS.
     pub fn new(bhs: impl Into<Bhs>, data: Bytes) -> Self {
-        Self {
-            bhs: bhs.into(),
-            ahs: Bytes::new(),
-            data,
-        }
+        Self { bhs: bhs.into(), ahs: Bytes::new(), data }
     }
 }
 
@@ -145,24 +138,9 @@ macro_rules! bhs_from {
     };
 }
 bhs_from!(
-    NopOut,
-    ScsiCommand,
-    TaskMgmtRequest,
-    LoginRequest,
-    TextRequest,
-    DataOut,
-    LogoutRequest,
-    SnackRequest,
-    NopIn,
-    ScsiResponse,
-    TaskMgmtResponse,
-    LoginResponse,
-    TextResponse,
-    DataIn,
-    LogoutResponse,
-    R2t,
-    AsyncMessage,
-    Reject
+    NopOut, ScsiCommand, TaskMgmtRequest, LoginRequest, TextRequest, DataOut, LogoutRequest,
+    SnackRequest, NopIn, ScsiResponse, TaskMgmtResponse, LoginResponse, TextResponse, DataIn,
+    LogoutResponse, R2t, AsyncMessage, Reject
 );
 
 /// NOP-Out (RFC 7143 §11.18).
@@ -502,11 +480,9 @@ impl Bhs {
             Bhs::TaskMgmtResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::LoginResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::TextResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
-            Bhs::DataIn(h) => (
-                h.status_present.then_some(h.stat_sn),
-                h.exp_cmd_sn,
-                h.max_cmd_sn,
-            ),
+            Bhs::DataIn(h) => {
+                (h.status_present.then_some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn)
+            }
             Bhs::LogoutResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::R2t(h) => (None, h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::AsyncMessage(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
