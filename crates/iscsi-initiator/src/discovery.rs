@@ -50,6 +50,7 @@ pub fn parse_send_targets(pairs: &TextPairs, portal: &PortalAddr) -> Result<Vec<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -77,6 +78,8 @@ mod tests {
     fn refuses_orphan_or_bad_addresses() {
         let portal = PortalAddr::parse("127.0.0.1").unwrap();
         assert!(parse_send_targets(&vec![p("TargetAddress", "1.2.3.4:3260,1")], &portal).is_err());
-        assert!(parse_send_targets(&vec![p("TargetName", "iqn.a"), p("TargetAddress", "not an address")], &portal).is_err());
+        assert!(
+            parse_send_targets(&vec![p("TargetName", "iqn.a"), p("TargetAddress", "not an address")], &portal).is_err()
+        );
     }
 }

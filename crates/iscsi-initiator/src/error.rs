@@ -47,13 +47,7 @@ impl LoginStatus {
 
 impl fmt::Display for LoginStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (status class 0x{:02x}, detail 0x{:02x})",
-            self.description(),
-            self.class,
-            self.detail
-        )
+        write!(f, "{} (status class 0x{:02x}, detail 0x{:02x})", self.description(), self.class, self.detail)
     }
 }
 

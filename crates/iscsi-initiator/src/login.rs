@@ -88,7 +88,14 @@ impl Exchange<'_> {
             };
             let pdu = Pdu::new(req, std::mem::take(&mut payload));
             send_pdu(self.stream, &pdu, &FrameConfig::default()).await?;
-            let resp = recv_pdu(self.stream, &mut self.rbuf, &mut self.decoder, self.p.cfg.login_timeout, "the login response").await?;
+            let resp = recv_pdu(
+                self.stream,
+                &mut self.rbuf,
+                &mut self.decoder,
+                self.p.cfg.login_timeout,
+                "the login response",
+            )
+            .await?;
             let Bhs::LoginResponse(h) = resp.bhs else {
                 return Err(Error::protocol(format!("expected a Login Response, got {:?}", resp.bhs.opcode())));
             };

@@ -92,6 +92,7 @@ impl fmt::Display for TargetPortal {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -80,7 +80,8 @@ impl Session {
             return Ok(Capacity { blocks: u64::from(rc.last_lba) + 1, block_size: rc.block_len });
         }
         let out = self.command(lun, &cdb::read_capacity16(32), DataDirection::Read(32)).await?;
-        let rc = ReadCapacity16::parse(&out.data).map_err(|e| Error::protocol(format!("READ CAPACITY(16) data: {e}")))?;
+        let rc =
+            ReadCapacity16::parse(&out.data).map_err(|e| Error::protocol(format!("READ CAPACITY(16) data: {e}")))?;
         Ok(Capacity { blocks: rc.last_lba.saturating_add(1), block_size: rc.block_len })
     }
 
@@ -102,8 +103,11 @@ impl Session {
 
     /// Writes whole blocks at `lba`.
     pub async fn write_blocks(&self, lun: u64, lba: u64, data: Bytes, block_size: u32) -> Result<()> {
-        if block_size == 0 || data.len() % block_size as usize != 0 {
-            return Err(Error::InvalidArgument(format!("write of {} bytes is not a whole number of {block_size}-byte blocks", data.len())));
+        if block_size == 0 || !data.len().is_multiple_of(block_size as usize) {
+            return Err(Error::InvalidArgument(format!(
+                "write of {} bytes is not a whole number of {block_size}-byte blocks",
+                data.len()
+            )));
         }
         let blocks = u32::try_from(data.len() / block_size as usize)
             .map_err(|_| Error::InvalidArgument("write too large for one command".into()))?;

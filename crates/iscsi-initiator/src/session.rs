@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::negotiation::{Digest, Negotiated};
 use iscsi_proto::pdu::{
-    AsyncMessage, Bhs, DataIn, DataOut, FrameConfig, LogoutRequest, LogoutResponse, NopIn, NopOut,
-    Pdu, PduDecoder, R2t, RESERVED_TAG, Reject, ScsiCommand, ScsiResponse, TextRequest,
-    TextResponse, data_trailer, encode_header, logout_reason, task_attr,
+    AsyncMessage, Bhs, DataIn, DataOut, FrameConfig, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, PduDecoder,
+    R2t, RESERVED_TAG, Reject, ScsiCommand, ScsiResponse, TextRequest, TextResponse, data_trailer, encode_header,
+    logout_reason, task_attr,
 };
 use iscsi_proto::scsi::cdb::Cdb;
 use iscsi_proto::seq::{CmdWindow, Sn};
@@ -277,8 +277,8 @@ impl Session {
                 (false, b, n)
             }
         };
-        let raw_lun = iscsi_proto::scsi::lun::encode_lun(lun)
-            .map_err(|e| Error::InvalidArgument(format!("LUN {lun}: {e}")))?;
+        let raw_lun =
+            iscsi_proto::scsi::lun::encode_lun(lun).map_err(|e| Error::InvalidArgument(format!("LUN {lun}: {e}")))?;
         let task = Task {
             cid: 0,
             lun: raw_lun,
@@ -303,13 +303,8 @@ impl Session {
     pub async fn text_request(&self, pairs: &TextPairs) -> Result<TextPairs> {
         let mut data = Vec::new();
         text::encode(pairs, &mut data);
-        let task = Task {
-            cid: 0,
-            lun: 0,
-            kind: TaskKind::Text(TextAccumulator::default()),
-            reply: None,
-            queued_cdb: None,
-        };
+        let task =
+            Task { cid: 0, lun: 0, kind: TaskKind::Text(TextAccumulator::default()), reply: None, queued_cdb: None };
         match self.inner.submit_text(task, Bytes::from(data)).await? {
             Reply::Text(t) => Ok(t),
             _ => Err(Error::protocol("unexpected reply to a Text Request")),
@@ -422,11 +417,10 @@ impl Inner {
         if let Some((stat_sn, exp, max)) = pdu.bhs.target_sequence() {
             st.window.update(exp, max);
             let counts = !matches!(&pdu.bhs, Bhs::NopIn(h) if h.itt == RESERVED_TAG);
-            if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid)) {
-                if Sn(sn).ge(Sn(c.exp_stat_sn)) {
+            if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid))
+                && Sn(sn).ge(Sn(c.exp_stat_sn)) {
                     c.exp_stat_sn = sn.wrapping_add(1);
                 }
-            }
         }
         let Pdu { bhs, data, .. } = pdu;
         match bhs {
@@ -617,9 +611,7 @@ fn send_data_out(c: &ConnState, lun: u64, itt: u32, ttt: u32, data: &Bytes, offs
 }
 
 fn scsi_task<'a>(st: &'a mut State, itt: u32, what: &str) -> Result<&'a mut Task> {
-    st.tasks
-        .get_mut(&itt)
-        .ok_or_else(|| Error::protocol(format!("{what} for unknown task 0x{itt:08x}")))
+    st.tasks.get_mut(&itt).ok_or_else(|| Error::protocol(format!("{what} for unknown task 0x{itt:08x}")))
 }
 
 fn on_data_in(st: &mut State, h: DataIn, data: Bytes) -> Result<()> {
@@ -735,18 +727,24 @@ fn on_r2t(st: &mut State, cid: u16, h: R2t) -> Result<()> {
 fn on_nop_in(st: &mut State, cid: u16, h: NopIn, data: Bytes) {
     if h.itt != RESERVED_TAG {
         st.tasks.remove(&h.itt);
-        if let Some(c) = conn_mut(&mut st.conns, cid) {
-            if c.ping_itt == Some(h.itt) {
+        if let Some(c) = conn_mut(&mut st.conns, cid)
+            && c.ping_itt == Some(h.itt) {
                 c.ping_itt = None;
             }
-        }
     }
     if h.ttt != RESERVED_TAG {
         // RFC 7143 §11.19: a NOP-In with a valid TTT asks for a NOP-Out
         // echoing the TTT (and the ping data), ITT reserved.
         let cmd_sn = st.window.current();
         if let Some(c) = st.conns.iter().find(|c| c.cid == cid) {
-            let out = NopOut { immediate: true, lun: h.lun, itt: RESERVED_TAG, ttt: h.ttt, cmd_sn, exp_stat_sn: c.exp_stat_sn };
+            let out = NopOut {
+                immediate: true,
+                lun: h.lun,
+                itt: RESERVED_TAG,
+                ttt: h.ttt,
+                cmd_sn,
+                exp_stat_sn: c.exp_stat_sn,
+            };
             push(c, out, data);
         }
     }
@@ -904,11 +902,10 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>) {
             if !o.data.is_empty() {
                 segs.push(&o.data);
             }
-            if let Some(t) = o.trailer.0.get(..o.trailer.1) {
-                if !t.is_empty() {
+            if let Some(t) = o.trailer.0.get(..o.trailer.1)
+                && !t.is_empty() {
                     segs.push(t);
                 }
-            }
         }
         if let Err(e) = write_all_vectored(&mut wr, &segs).await {
             debug!("write failed: {e}");
@@ -946,4 +943,3 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, segs: &[&[u8]]) ->
     }
     w.flush().await
 }
-

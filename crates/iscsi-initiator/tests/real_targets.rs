@@ -158,9 +158,9 @@ async fn thirty_two_commands_in_flight() {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..32u64 {
             let s = s.clone();
-            set.spawn(async move {
-                s.write_blocks(lab.lun, base + i * 256, pattern(len, 7000 + i), 512).await.map(|_| i)
-            });
+            set.spawn(
+                async move { s.write_blocks(lab.lun, base + i * 256, pattern(len, 7000 + i), 512).await.map(|_| i) },
+            );
         }
         while let Some(r) = set.join_next().await {
             r.unwrap().unwrap();

@@ -90,12 +90,7 @@ impl ChapConfig {
     /// One-way CHAP with MD5, the only algorithm every target knows (tgt
     /// reads CHAP_A=7 as SHA-1, istgt knows only MD5).
     pub fn new(user: impl Into<String>, secret: Secret) -> Self {
-        Self {
-            user: user.into(),
-            secret,
-            algorithms: vec![ChapAlgorithm::Md5],
-            target: None,
-        }
+        Self { user: user.into(), secret, algorithms: vec![ChapAlgorithm::Md5], target: None }
     }
 
     /// Replaces the offered algorithms (in order of preference).
@@ -119,10 +114,7 @@ pub enum ChapError {
     #[error("target chose CHAP algorithm {0:?}, which was not offered")]
     AlgorithmNotOffered(String),
     #[error("malformed {key}: {reason}")]
-    Malformed {
-        key: &'static str,
-        reason: &'static str,
-    },
+    Malformed { key: &'static str, reason: &'static str },
     #[error("target reflected our own CHAP challenge back")]
     ReflectedChallenge,
     #[error("target answered mutual CHAP with name {0:?}, expected another")]
@@ -168,30 +160,18 @@ pub struct ChapInitiator {
 
 impl ChapInitiator {
     pub fn new(config: ChapConfig) -> Self {
-        Self {
-            config,
-            exchange: None,
-        }
+        Self { config, exchange: None }
     }
 
     /// The offered algorithms; MD5 when the list was left empty.
     fn offered(&self) -> &[ChapAlgorithm] {
-        if self.config.algorithms.is_empty() {
-            &[ChapAlgorithm::Md5]
-        } else {
-            &self.config.algorithms
-        }
+        if self.config.algorithms.is_empty() { &[ChapAlgorithm::Md5] } else { &self.config.algorithms }
     }
 
     /// Keys for the first security PDU after AuthMethod=CHAP is agreed:
     /// `CHAP_A=<offered list>`.
     pub fn algorithm_offer(&self) -> TextPairs {
-        let list = self
-            .offered()
-            .iter()
-            .map(|a| a.code().to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = self.offered().iter().map(|a| a.code().to_string()).collect::<Vec<_>>().join(",");
         vec![("CHAP_A".to_owned(), list)]
     }
 
@@ -217,20 +197,10 @@ impl ChapInitiator {
     }
 
     /// `respond` with our mutual CHAP_I/CHAP_C given, so tests can fix them.
-    fn respond_with(
-        &mut self,
-        target: &TextPairs,
-        our_id: u8,
-        our_challenge: Vec<u8>,
-    ) -> Result<TextPairs, ChapError> {
+    fn respond_with(&mut self, target: &TextPairs, our_id: u8, our_challenge: Vec<u8>) -> Result<TextPairs, ChapError> {
         self.exchange = None;
         let secret = self.config.secret.expose();
-        if self
-            .config
-            .target
-            .as_ref()
-            .is_some_and(|(_, t)| t.expose() == secret)
-        {
+        if self.config.target.as_ref().is_some_and(|(_, t)| t.expose() == secret) {
             return Err(ChapError::SameSecretBothWays);
         }
         let a = lookup(target, "CHAP_A")?.ok_or(ChapError::MissingKey("CHAP_A"))?;
@@ -259,11 +229,7 @@ impl ChapInitiator {
         } else {
             None
         };
-        self.exchange = Some(Exchange {
-            algorithm,
-            target_challenge,
-            ours,
-        });
+        self.exchange = Some(Exchange { algorithm, target_challenge, ours });
         Ok(out)
     }
 
@@ -272,12 +238,7 @@ impl ChapInitiator {
         let Some((name, secret)) = &self.config.target else {
             return Ok(());
         };
-        let Some(Exchange {
-            algorithm,
-            target_challenge,
-            ours: Some((our_id, our_challenge)),
-        }) = &self.exchange
-        else {
+        let Some(Exchange { algorithm, target_challenge, ours: Some((our_id, our_challenge)) }) = &self.exchange else {
             return Err(ChapError::NoChallengeSent);
         };
         // RFC 7143 §12.1.3: a challenge that equals ours means the target may
@@ -307,34 +268,23 @@ impl ChapInitiator {
 /// Challenges come from the operating system's generator (RFC 1994 §2.3:
 /// they must be unpredictable); `OsRng::fill_bytes` would panic on failure.
 fn fill_random(buf: &mut [u8]) -> Result<(), ChapError> {
-    rand::rngs::OsRng
-        .try_fill_bytes(buf)
-        .map_err(|_| ChapError::NoRandomness)
+    rand::rngs::OsRng.try_fill_bytes(buf).map_err(|_| ChapError::NoRandomness)
 }
 
 /// The value of a CHAP key; a key sent twice is refused rather than
 /// guessing which one counts.
 fn lookup<'a>(pairs: &'a TextPairs, key: &'static str) -> Result<Option<&'a str>, ChapError> {
-    let mut found = pairs
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str());
+    let mut found = pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let first = found.next();
     if found.next().is_some() {
-        return Err(ChapError::Malformed {
-            key,
-            reason: "sent more than once",
-        });
+        return Err(ChapError::Malformed { key, reason: "sent more than once" });
     }
     Ok(first)
 }
 
 /// RFC 7143 §12.1.3: CHAP_I is a decimal number from 0 to 255.
 fn parse_identifier(text: &str) -> Result<u8, ChapError> {
-    let malformed = ChapError::Malformed {
-        key: "CHAP_I",
-        reason: "not a decimal number from 0 to 255",
-    };
+    let malformed = ChapError::Malformed { key: "CHAP_I", reason: "not a decimal number from 0 to 255" };
     if text.is_empty() || text.len() > 3 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(malformed);
     }
@@ -346,9 +296,7 @@ fn parse_identifier(text: &str) -> Result<u8, ChapError> {
 /// not empty. Errors name `key`.
 fn decode_binary_value(key: &'static str, text: &str) -> Result<Vec<u8>, ChapError> {
     let malformed = |reason| ChapError::Malformed { key, reason };
-    let (prefix, body) = text
-        .split_at_checked(2)
-        .ok_or(malformed("not a 0x hex or 0b base64 binary value"))?;
+    let (prefix, body) = text.split_at_checked(2).ok_or(malformed("not a 0x hex or 0b base64 binary value"))?;
     let bytes = match prefix {
         "0x" | "0X" => {
             if body.len() % 2 != 0 {
@@ -371,9 +319,7 @@ fn decode_binary_value(key: &'static str, text: &str) -> Result<Vec<u8>, ChapErr
             if body.len() > MAX_CHALLENGE_LEN.div_ceil(3) * 4 {
                 return Err(malformed("longer than 1024 bytes"));
             }
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .map_err(|_| malformed("not base64"))?
+            base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| malformed("not base64"))?
         }
         _ => return Err(malformed("not a 0x hex or 0b base64 binary value")),
     };
@@ -417,12 +363,7 @@ fn echo(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -430,9 +371,7 @@ mod tests {
     const CHALLENGE: &str = "0xa1b2c3d4e5f60718293a4b5c6d7e8f90";
 
     fn kv(list: &[(&str, &str)]) -> TextPairs {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn get<'a>(pairs: &'a TextPairs, key: &str) -> &'a str {
@@ -440,15 +379,12 @@ mod tests {
     }
 
     fn one_way(algorithms: Vec<ChapAlgorithm>) -> ChapInitiator {
-        ChapInitiator::new(
-            ChapConfig::new("labuser", Secret::new("labsecret123")).with_algorithms(algorithms),
-        )
+        ChapInitiator::new(ChapConfig::new("labuser", Secret::new("labsecret123")).with_algorithms(algorithms))
     }
 
     fn mutual() -> ChapInitiator {
         ChapInitiator::new(
-            ChapConfig::new("muser", Secret::new("labsecret123"))
-                .with_target("mtarget", Secret::new("mtargetsecret")),
+            ChapConfig::new("muser", Secret::new("labsecret123")).with_target("mtarget", Secret::new("mtargetsecret")),
         )
     }
 
@@ -476,16 +412,9 @@ mod tests {
         let c = ChapConfig::new("u", Secret::new("s"));
         assert_eq!(c.algorithms, vec![ChapAlgorithm::Md5]);
         assert!(c.target.is_none());
-        assert_eq!(
-            ChapInitiator::new(c).algorithm_offer(),
-            kv(&[("CHAP_A", "5")])
-        );
-        let all = one_way(vec![
-            ChapAlgorithm::Sha3_256,
-            ChapAlgorithm::Sha256,
-            ChapAlgorithm::Sha1,
-            ChapAlgorithm::Md5,
-        ]);
+        assert_eq!(ChapInitiator::new(c).algorithm_offer(), kv(&[("CHAP_A", "5")]));
+        let all =
+            one_way(vec![ChapAlgorithm::Sha3_256, ChapAlgorithm::Sha256, ChapAlgorithm::Sha1, ChapAlgorithm::Md5]);
         assert_eq!(all.algorithm_offer(), kv(&[("CHAP_A", "8,7,6,5")]));
         assert_eq!(one_way(vec![]).algorithm_offer(), kv(&[("CHAP_A", "5")]));
     }
@@ -495,34 +424,14 @@ mod tests {
     #[test]
     fn responses_match_independent_vectors() {
         for (alg, code, want) in [
-            (
-                ChapAlgorithm::Md5,
-                "5",
-                "0xade3b99969cfb5938fc97a17b9cd24f8",
-            ),
-            (
-                ChapAlgorithm::Sha1,
-                "6",
-                "0x30ea6d6ec5fc07096b2e0ff96a698f645e93e70e",
-            ),
-            (
-                ChapAlgorithm::Sha256,
-                "7",
-                "0x6bbc7f0aa16decb09f7ff3a1e89c04c0272ac33a2d6df358e6fbc6e3a085f065",
-            ),
-            (
-                ChapAlgorithm::Sha3_256,
-                "8",
-                "0xd1414f61384bdce8dcae9fc4e60abce800565b7d104dae46fa5403b3bc842fbd",
-            ),
+            (ChapAlgorithm::Md5, "5", "0xade3b99969cfb5938fc97a17b9cd24f8"),
+            (ChapAlgorithm::Sha1, "6", "0x30ea6d6ec5fc07096b2e0ff96a698f645e93e70e"),
+            (ChapAlgorithm::Sha256, "7", "0x6bbc7f0aa16decb09f7ff3a1e89c04c0272ac33a2d6df358e6fbc6e3a085f065"),
+            (ChapAlgorithm::Sha3_256, "8", "0xd1414f61384bdce8dcae9fc4e60abce800565b7d104dae46fa5403b3bc842fbd"),
         ] {
             let mut c = one_way(vec![alg]);
             let out = c.respond(&challenge(code)).unwrap();
-            assert_eq!(
-                out,
-                kv(&[("CHAP_N", "labuser"), ("CHAP_R", want)]),
-                "{alg:?}"
-            );
+            assert_eq!(out, kv(&[("CHAP_N", "labuser"), ("CHAP_R", want)]), "{alg:?}");
             // One-way: nothing to verify.
             assert_eq!(c.verify_target(&TextPairs::new()), Ok(()));
         }
@@ -531,15 +440,9 @@ mod tests {
     #[test]
     fn base64_and_upper_case_hex_challenges_accepted() {
         let want = "0xade3b99969cfb5938fc97a17b9cd24f8";
-        for c in [
-            "0bobLD1OX2BxgpOktcbX6PkA==",
-            "0BobLD1OX2BxgpOktcbX6PkA==",
-            "0XA1B2C3D4E5F60718293A4B5C6D7E8F90",
-        ] {
+        for c in ["0bobLD1OX2BxgpOktcbX6PkA==", "0BobLD1OX2BxgpOktcbX6PkA==", "0XA1B2C3D4E5F60718293A4B5C6D7E8F90"] {
             let mut init = one_way(vec![ChapAlgorithm::Md5]);
-            let out = init
-                .respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", "42"), ("CHAP_C", c)]))
-                .unwrap();
+            let out = init.respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", "42"), ("CHAP_C", c)])).unwrap();
             assert_eq!(get(&out, "CHAP_R"), want, "{c}");
         }
     }
@@ -548,11 +451,7 @@ mod tests {
     fn algorithm_must_be_one_we_offered() {
         let mut c = one_way(vec![ChapAlgorithm::Md5]);
         for a in ["7", "5,7", "4", "x", "", "+5", "05x"] {
-            assert_eq!(
-                c.respond(&challenge(a)),
-                Err(ChapError::AlgorithmNotOffered(a.into())),
-                "{a}"
-            );
+            assert_eq!(c.respond(&challenge(a)), Err(ChapError::AlgorithmNotOffered(a.into())), "{a}");
         }
         let mut c = one_way(vec![ChapAlgorithm::Sha1, ChapAlgorithm::Md5]);
         assert!(c.respond(&challenge("6")).is_ok());
@@ -561,46 +460,20 @@ mod tests {
     #[test]
     fn missing_keys() {
         let mut c = one_way(vec![ChapAlgorithm::Md5]);
-        assert_eq!(
-            c.respond(&kv(&[("CHAP_I", "1"), ("CHAP_C", CHALLENGE)])),
-            Err(ChapError::MissingKey("CHAP_A"))
-        );
-        assert_eq!(
-            c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_C", CHALLENGE)])),
-            Err(ChapError::MissingKey("CHAP_I"))
-        );
-        assert_eq!(
-            c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", "1")])),
-            Err(ChapError::MissingKey("CHAP_C"))
-        );
+        assert_eq!(c.respond(&kv(&[("CHAP_I", "1"), ("CHAP_C", CHALLENGE)])), Err(ChapError::MissingKey("CHAP_A")));
+        assert_eq!(c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_C", CHALLENGE)])), Err(ChapError::MissingKey("CHAP_I")));
+        assert_eq!(c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", "1")])), Err(ChapError::MissingKey("CHAP_C")));
     }
 
     #[test]
     fn malformed_identifier() {
         let mut c = one_way(vec![ChapAlgorithm::Md5]);
         for i in ["", "256", "-1", "0x10", "1a", " 1", "1000"] {
-            let err = c
-                .respond(&kv(&[
-                    ("CHAP_A", "5"),
-                    ("CHAP_I", i),
-                    ("CHAP_C", CHALLENGE),
-                ]))
-                .unwrap_err();
-            assert!(
-                matches!(err, ChapError::Malformed { key: "CHAP_I", .. }),
-                "{i:?}: {err:?}"
-            );
+            let err = c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", i), ("CHAP_C", CHALLENGE)])).unwrap_err();
+            assert!(matches!(err, ChapError::Malformed { key: "CHAP_I", .. }), "{i:?}: {err:?}");
         }
         for i in ["0", "255", "007"] {
-            assert!(
-                c.respond(&kv(&[
-                    ("CHAP_A", "5"),
-                    ("CHAP_I", i),
-                    ("CHAP_C", CHALLENGE)
-                ]))
-                .is_ok(),
-                "{i}"
-            );
+            assert!(c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", i), ("CHAP_C", CHALLENGE)])).is_ok(), "{i}");
         }
     }
 
@@ -609,38 +482,15 @@ mod tests {
         let too_long = format!("0x{}", "ab".repeat(MAX_CHALLENGE_LEN + 1));
         let longest = format!("0x{}", "ab".repeat(MAX_CHALLENGE_LEN));
         let b64_long = format!("0b{}", "AAAA".repeat(342));
-        for bad in [
-            "",
-            "0x",
-            "0b",
-            "0xabc",
-            "0xzz",
-            "abcd",
-            "0b!!!!",
-            "0y00",
-            "0x0g",
-            "0b====",
-            too_long.as_str(),
-            &b64_long,
-        ] {
+        for bad in
+            ["", "0x", "0b", "0xabc", "0xzz", "abcd", "0b!!!!", "0y00", "0x0g", "0b====", too_long.as_str(), &b64_long]
+        {
             let mut c = one_way(vec![ChapAlgorithm::Md5]);
-            let err = c
-                .respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", bad)]))
-                .unwrap_err();
-            assert!(
-                matches!(err, ChapError::Malformed { key: "CHAP_C", .. }),
-                "{bad:?}: {err:?}"
-            );
+            let err = c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", bad)])).unwrap_err();
+            assert!(matches!(err, ChapError::Malformed { key: "CHAP_C", .. }), "{bad:?}: {err:?}");
         }
         let mut c = one_way(vec![ChapAlgorithm::Md5]);
-        assert!(
-            c.respond(&kv(&[
-                ("CHAP_A", "5"),
-                ("CHAP_I", "1"),
-                ("CHAP_C", &longest)
-            ]))
-            .is_ok()
-        );
+        assert!(c.respond(&kv(&[("CHAP_A", "5"), ("CHAP_I", "1"), ("CHAP_C", &longest)])).is_ok());
     }
 
     #[test]
@@ -648,10 +498,7 @@ mod tests {
         let mut c = one_way(vec![ChapAlgorithm::Md5]);
         let mut t = challenge("5");
         t.push(("CHAP_C".into(), "0x01".into()));
-        assert!(matches!(
-            c.respond(&t),
-            Err(ChapError::Malformed { key: "CHAP_C", .. })
-        ));
+        assert!(matches!(c.respond(&t), Err(ChapError::Malformed { key: "CHAP_C", .. })));
     }
 
     #[test]
@@ -664,12 +511,7 @@ mod tests {
         let id: u8 = get(&out, "CHAP_I").parse().unwrap();
         let ours = get(&out, "CHAP_C");
         assert_eq!(ours.len(), 2 + 2 * 16);
-        assert!(
-            ours.starts_with("0x")
-                && ours[2..]
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        );
+        assert!(ours.starts_with("0x") && ours[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_ne!(ours, CHALLENGE);
         // What an honest target computes.
         let bytes = decode_binary_value("CHAP_C", ours).unwrap();
@@ -687,55 +529,32 @@ mod tests {
         let out = c.respond_with(&challenge("5"), 200, ours).unwrap();
         assert_eq!(get(&out, "CHAP_I"), "200");
         assert_eq!(get(&out, "CHAP_C"), "0x101112131415161718191a1b1c1d1e1f");
-        let good = kv(&[
-            ("CHAP_N", "mtarget"),
-            ("CHAP_R", "0xe06b9c8caff689b04d48242a16c711ad"),
-        ]);
+        let good = kv(&[("CHAP_N", "mtarget"), ("CHAP_R", "0xe06b9c8caff689b04d48242a16c711ad")]);
         assert_eq!(c.verify_target(&good), Ok(()));
         // The same in base64.
-        let good64 = kv(&[
-            ("CHAP_N", "mtarget"),
-            ("CHAP_R", "0b4GucjK/2ibBNSCQqFscRrQ=="),
-        ]);
+        let good64 = kv(&[("CHAP_N", "mtarget"), ("CHAP_R", "0b4GucjK/2ibBNSCQqFscRrQ==")]);
         assert_eq!(c.verify_target(&good64), Ok(()));
     }
 
     #[test]
     fn wrong_target_response_refused() {
         let mut c = mutual();
-        c.respond_with(&challenge("5"), 200, (16..32).collect())
-            .unwrap();
-        let wrong = kv(&[
-            ("CHAP_N", "mtarget"),
-            ("CHAP_R", "0xe06b9c8caff689b04d48242a16c711ae"),
-        ]);
+        c.respond_with(&challenge("5"), 200, (16..32).collect()).unwrap();
+        let wrong = kv(&[("CHAP_N", "mtarget"), ("CHAP_R", "0xe06b9c8caff689b04d48242a16c711ae")]);
         assert_eq!(c.verify_target(&wrong), Err(ChapError::WrongTargetResponse));
         let short = kv(&[("CHAP_N", "mtarget"), ("CHAP_R", "0xe06b9c8c")]);
         assert_eq!(c.verify_target(&short), Err(ChapError::WrongTargetResponse));
         let garbage = kv(&[("CHAP_N", "mtarget"), ("CHAP_R", "yes")]);
-        assert!(matches!(
-            c.verify_target(&garbage),
-            Err(ChapError::Malformed { key: "CHAP_R", .. })
-        ));
-        assert_eq!(
-            c.verify_target(&kv(&[("CHAP_N", "mtarget")])),
-            Err(ChapError::MissingKey("CHAP_R"))
-        );
+        assert!(matches!(c.verify_target(&garbage), Err(ChapError::Malformed { key: "CHAP_R", .. })));
+        assert_eq!(c.verify_target(&kv(&[("CHAP_N", "mtarget")])), Err(ChapError::MissingKey("CHAP_R")));
     }
 
     #[test]
     fn wrong_target_name_refused() {
         let mut c = mutual();
-        c.respond_with(&challenge("5"), 200, (16..32).collect())
-            .unwrap();
-        let wrong = kv(&[
-            ("CHAP_N", "impostor"),
-            ("CHAP_R", "0xe06b9c8caff689b04d48242a16c711ad"),
-        ]);
-        assert_eq!(
-            c.verify_target(&wrong),
-            Err(ChapError::WrongTargetName("impostor".into()))
-        );
+        c.respond_with(&challenge("5"), 200, (16..32).collect()).unwrap();
+        let wrong = kv(&[("CHAP_N", "impostor"), ("CHAP_R", "0xe06b9c8caff689b04d48242a16c711ad")]);
+        assert_eq!(c.verify_target(&wrong), Err(ChapError::WrongTargetName("impostor".into())));
         assert_eq!(
             c.verify_target(&kv(&[("CHAP_R", "0xe06b9c8caff689b04d48242a16c711ad")])),
             Err(ChapError::MissingKey("CHAP_N"))
@@ -756,22 +575,15 @@ mod tests {
     #[test]
     fn same_secret_both_ways_refused() {
         let mut c = ChapInitiator::new(
-            ChapConfig::new("muser", Secret::new("samesecret12"))
-                .with_target("mtarget", Secret::new("samesecret12")),
+            ChapConfig::new("muser", Secret::new("samesecret12")).with_target("mtarget", Secret::new("samesecret12")),
         );
-        assert_eq!(
-            c.respond(&challenge("5")),
-            Err(ChapError::SameSecretBothWays)
-        );
+        assert_eq!(c.respond(&challenge("5")), Err(ChapError::SameSecretBothWays));
     }
 
     #[test]
     fn verify_before_respond() {
         let c = mutual();
-        assert_eq!(
-            c.verify_target(&TextPairs::new()),
-            Err(ChapError::NoChallengeSent)
-        );
+        assert_eq!(c.verify_target(&TextPairs::new()), Err(ChapError::NoChallengeSent));
     }
 
     #[test]
@@ -779,10 +591,7 @@ mod tests {
         let config = ChapConfig::new("labuser", Secret::new("labsecret123"))
             .with_target("mtarget", Secret::new("mtargetsecret"));
         let shown = format!("{config:?} {:?}", ChapInitiator::new(config.clone()));
-        assert!(
-            !shown.contains("labsecret123") && !shown.contains("mtargetsecret"),
-            "{shown}"
-        );
+        assert!(!shown.contains("labsecret123") && !shown.contains("mtargetsecret"), "{shown}");
         assert!(shown.contains("<redacted>"));
         assert_eq!(format!("{:?}", Secret::new("x")), "Secret(<redacted>)");
     }

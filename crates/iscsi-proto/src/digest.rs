@@ -21,12 +21,7 @@ pub fn to_wire(crc: u32) -> [u8; DIGEST_LEN] {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -60,8 +55,8 @@ mod tests {
     #[test]
     fn rfc3720_b4_iscsi_read_command() {
         let pdu = hex::decode(concat!(
-            "01c00000", "00000000", "00000000", "00000000", "14000000", "00000400", "00000014",
-            "00000018", "28000000", "00000000", "02000000", "00000000",
+            "01c00000", "00000000", "00000000", "00000000", "14000000", "00000400", "00000014", "00000018", "28000000",
+            "00000000", "02000000", "00000000",
         ))
         .unwrap();
         assert_eq!(pdu.len(), 48);

@@ -140,19 +140,13 @@ const MRDSL_RANGE: (u64, u64) = (512, 16_777_215);
 /// Keys of the security stage (RFC 7143 §12; SRP/Kerberos/SPKM are from
 /// RFC 3720 and its companions) that have no place in the operational stage.
 fn is_security_key(key: &str) -> bool {
-    key == "AuthMethod"
-        || ["CHAP_", "SRP_", "KRB_", "SPKM_"]
-            .iter()
-            .any(|p| key.starts_with(p))
+    key == "AuthMethod" || ["CHAP_", "SRP_", "KRB_", "SPKM_"].iter().any(|p| key.starts_with(p))
 }
 
 /// Keys only an initiator declares (RFC 7143 §13.4–§13.6, §13.21, §13.3):
 /// a target sending them is out of turn.
 fn is_initiator_only_key(key: &str) -> bool {
-    matches!(
-        key,
-        "InitiatorName" | "InitiatorAlias" | "SessionType" | "SendTargets"
-    )
+    matches!(key, "InitiatorName" | "InitiatorAlias" | "SessionType" | "SendTargets")
 }
 
 fn is_special(value: &str) -> bool {
@@ -223,11 +217,7 @@ enum Offer {
 impl Offer {
     fn encode(&self) -> String {
         match self {
-            Offer::Digests(list) => list
-                .iter()
-                .map(|d| Value::Digest(*d).to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            Offer::Digests(list) => list.iter().map(|d| Value::Digest(*d).to_string()).collect::<Vec<_>>().join(","),
             Offer::Number(n) => Value::Number(*n).to_string(),
             Offer::Bool(b) => Value::Bool(*b).to_string(),
         }
@@ -339,9 +329,9 @@ impl Key {
     fn parse_value(self, text: &str) -> Option<Value> {
         match self.function() {
             Function::List => parse_digest(text).map(Value::Digest),
-            Function::Min(lo, hi) | Function::Max(lo, hi) => parse_number(text)
-                .filter(|n| (lo..=hi).contains(n))
-                .map(Value::Number),
+            Function::Min(lo, hi) | Function::Max(lo, hi) => {
+                parse_number(text).filter(|n| (lo..=hi).contains(n)).map(Value::Number)
+            }
             Function::Or | Function::And => parse_bool(text).map(Value::Bool),
         }
     }
@@ -366,21 +356,15 @@ impl Key {
     fn answer(self, ours: &Offer, text: &str) -> Option<Value> {
         match (self.function(), ours) {
             // §6.2.1: the first value of the originator's list that we support.
-            (Function::List, Offer::Digests(accepted)) => text
-                .split(',')
-                .filter_map(parse_digest)
-                .find(|d| accepted.contains(d))
-                .map(Value::Digest),
+            (Function::List, Offer::Digests(accepted)) => {
+                text.split(',').filter_map(parse_digest).find(|d| accepted.contains(d)).map(Value::Digest)
+            }
             (_, Offer::Digests(_)) => None,
             (f, ours) => {
                 let theirs = self.parse_value(text)?;
                 Some(match (f, ours, theirs) {
-                    (Function::Min(..), Offer::Number(a), Value::Number(b)) => {
-                        Value::Number((*a).min(b))
-                    }
-                    (Function::Max(..), Offer::Number(a), Value::Number(b)) => {
-                        Value::Number((*a).max(b))
-                    }
+                    (Function::Min(..), Offer::Number(a), Value::Number(b)) => Value::Number((*a).min(b)),
+                    (Function::Max(..), Offer::Number(a), Value::Number(b)) => Value::Number((*a).max(b)),
                     (Function::Or, Offer::Bool(a), Value::Bool(b)) => Value::Bool(*a || b),
                     (Function::And, Offer::Bool(a), Value::Bool(b)) => Value::Bool(*a && b),
                     _ => return None,
@@ -463,11 +447,7 @@ impl Negotiator {
     fn ours(&self, key: Key) -> Offer {
         let p = &self.proposal;
         let digests = |list: &Vec<Digest>| {
-            if list.is_empty() {
-                Offer::Digests(vec![Digest::None])
-            } else {
-                Offer::Digests(list.clone())
-            }
+            if list.is_empty() { Offer::Digests(vec![Digest::None]) } else { Offer::Digests(list.clone()) }
         };
         let number = |n: u64| match key.function() {
             Function::Min(lo, hi) | Function::Max(lo, hi) => Offer::Number(n.clamp(lo, hi)),
@@ -481,9 +461,7 @@ impl Negotiator {
             Key::ImmediateData => Offer::Bool(p.immediate_data),
             Key::MaxBurstLength => number(p.max_burst_length.into()),
             // §13.14: FirstBurstLength must not exceed MaxBurstLength.
-            Key::FirstBurstLength => {
-                number(u64::from(p.first_burst_length).min(u64::from(p.max_burst_length)))
-            }
+            Key::FirstBurstLength => number(u64::from(p.first_burst_length).min(u64::from(p.max_burst_length))),
             Key::DefaultTime2Wait => number(p.default_time2wait.into()),
             Key::DefaultTime2Retain => number(p.default_time2retain.into()),
             Key::MaxOutstandingR2T => number(p.max_outstanding_r2t.into()),
@@ -506,9 +484,7 @@ impl Negotiator {
     /// Our MaxRecvDataSegmentLength, in its legal range (RFC 7143 §13.12).
     fn our_mrdsl(&self) -> u32 {
         // The clamp keeps the value within u32.
-        self.proposal
-            .max_recv_data_segment_length
-            .clamp(512, 16_777_215)
+        self.proposal.max_recv_data_segment_length.clamp(512, 16_777_215)
     }
 
     /// The keys to send in the first operational-stage PDU.
@@ -621,17 +597,8 @@ impl Negotiator {
 
     /// One negotiated key from the target: an answer to our offer, or the
     /// target's own offer. Returns our answer when one is due.
-    fn handle_key(
-        &mut self,
-        key: Key,
-        name: &str,
-        value: &str,
-    ) -> Result<Option<String>, NegotiationError> {
-        let offered = self
-            .offered
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, o)| o.clone());
+    fn handle_key(&mut self, key: Key, name: &str, value: &str) -> Result<Option<String>, NegotiationError> {
+        let offered = self.offered.iter().find(|(k, _)| *k == key).map(|(_, o)| o.clone());
         if let Some(offer) = offered {
             self.answered.push(key);
             let v = if is_special(value) {
@@ -645,10 +612,7 @@ impl Negotiator {
             } else {
                 let v = key.parse_value(value).ok_or_else(|| invalid(name, value))?;
                 if !key.answer_allowed(&offer, v) {
-                    return Err(NegotiationError::NotOffered {
-                        key: name.to_owned(),
-                        value: value.to_owned(),
-                    });
+                    return Err(NegotiationError::NotOffered { key: name.to_owned(), value: value.to_owned() });
                 }
                 v
             };
@@ -732,26 +696,16 @@ fn set<T: TryFrom<u64>>(field: &mut T, n: u64) {
 }
 
 fn invalid(key: &str, value: &str) -> NegotiationError {
-    NegotiationError::InvalidValue {
-        key: key.to_owned(),
-        value: value.to_owned(),
-    }
+    NegotiationError::InvalidValue { key: key.to_owned(), value: value.to_owned() }
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
     fn kv(list: &[(&str, &str)]) -> TextPairs {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn leading() -> Negotiator {
@@ -932,10 +886,7 @@ mod tests {
             ("MaxRecvDataSegmentLength", "262144"),
             ("MaxConnections", "8"),
         ]);
-        assert_eq!(
-            n.handle(&response).unwrap(),
-            kv(&[("MaxConnections", "Irrelevant")])
-        );
+        assert_eq!(n.handle(&response).unwrap(), kv(&[("MaxConnections", "Irrelevant")]));
         assert!(n.is_complete());
         assert_eq!(n.result().max_xmit_data_segment_length, 262_144);
         assert_eq!(n.result().max_connections, 1);
@@ -946,18 +897,8 @@ mod tests {
     /// target speaks before our offer (keys in its last security response).
     #[test]
     fn tgt_like_offers_before_ours() {
-        let mut n = Negotiator::new(
-            Proposal {
-                max_connections: 4,
-                ..Proposal::default()
-            },
-            true,
-            SessionType::Normal,
-        );
-        let response = kv(&[
-            ("MaxRecvDataSegmentLength", "262144"),
-            ("MaxConnections", "8"),
-        ]);
+        let mut n = Negotiator::new(Proposal { max_connections: 4, ..Proposal::default() }, true, SessionType::Normal);
+        let response = kv(&[("MaxRecvDataSegmentLength", "262144"), ("MaxConnections", "8")]);
         assert_eq!(n.handle(&response).unwrap(), kv(&[("MaxConnections", "4")]));
         assert_eq!(n.result().max_connections, 4);
         let offer = n.offer();
@@ -995,25 +936,14 @@ mod tests {
             ])
         );
         let r = n.result();
-        assert_eq!(
-            (
-                r.default_time2wait,
-                r.default_time2retain,
-                r.error_recovery_level
-            ),
-            (5, 0, 0)
-        );
+        assert_eq!((r.default_time2wait, r.default_time2retain, r.error_recovery_level), (5, 0, 0));
         assert_eq!(r.max_connections, 1);
         assert!(r.immediate_data);
     }
 
     #[test]
     fn target_offers_of_each_function() {
-        let p = Proposal {
-            immediate_data: true,
-            initial_r2t: false,
-            ..Proposal::default()
-        };
+        let p = Proposal { immediate_data: true, initial_r2t: false, ..Proposal::default() };
         let mut n = Negotiator::new(p, true, SessionType::Normal);
         // Nothing offered yet: everything the target sends is its offer.
         let reply = n
@@ -1047,44 +977,21 @@ mod tests {
     #[test]
     fn target_offer_invalid_is_rejected_with_default() {
         let mut n = Negotiator::new(Proposal::default(), true, SessionType::Discovery);
-        assert_eq!(
-            one(&mut n, "DefaultTime2Wait", "9999").unwrap(),
-            kv(&[("DefaultTime2Wait", "Reject")])
-        );
+        assert_eq!(one(&mut n, "DefaultTime2Wait", "9999").unwrap(), kv(&[("DefaultTime2Wait", "Reject")]));
         assert_eq!(n.result().default_time2wait, 2);
-        assert_eq!(
-            one(&mut n, "DataDigest", "MD5").unwrap(),
-            kv(&[("DataDigest", "Reject")])
-        );
+        assert_eq!(one(&mut n, "DataDigest", "MD5").unwrap(), kv(&[("DataDigest", "Reject")]));
         // A digest we must have, offered away by the target.
-        let p = Proposal {
-            header_digest: vec![Digest::Crc32c],
-            ..Proposal::default()
-        };
+        let p = Proposal { header_digest: vec![Digest::Crc32c], ..Proposal::default() };
         let mut n = Negotiator::new(p, true, SessionType::Normal);
-        assert_eq!(
-            one(&mut n, "HeaderDigest", "None"),
-            Err(NegotiationError::Rejected("HeaderDigest".into()))
-        );
+        assert_eq!(one(&mut n, "HeaderDigest", "None"), Err(NegotiationError::Rejected("HeaderDigest".into())));
     }
 
     #[test]
     fn unknown_keys_not_understood() {
         let mut n = leading();
-        let reply = n
-            .handle(&kv(&[
-                ("X-com.example.Foo", "1"),
-                ("FancyNewKey", "Yes"),
-                ("X-other", "NotUnderstood"),
-            ]))
-            .unwrap();
-        assert_eq!(
-            reply,
-            kv(&[
-                ("X-com.example.Foo", "NotUnderstood"),
-                ("FancyNewKey", "NotUnderstood")
-            ])
-        );
+        let reply =
+            n.handle(&kv(&[("X-com.example.Foo", "1"), ("FancyNewKey", "Yes"), ("X-other", "NotUnderstood")])).unwrap();
+        assert_eq!(reply, kv(&[("X-com.example.Foo", "NotUnderstood"), ("FancyNewKey", "NotUnderstood")]));
     }
 
     #[test]
@@ -1094,21 +1001,12 @@ mod tests {
         assert_eq!(n.result().max_burst_length, 65_536);
         assert_eq!(
             one(&mut n, "MaxOutstandingR2T", "2"),
-            Err(NegotiationError::NotOffered {
-                key: "MaxOutstandingR2T".into(),
-                value: "2".into()
-            })
+            Err(NegotiationError::NotOffered { key: "MaxOutstandingR2T".into(), value: "2".into() })
         );
-        let mut n = with(Proposal {
-            max_connections: 8,
-            ..Proposal::default()
-        });
+        let mut n = with(Proposal { max_connections: 8, ..Proposal::default() });
         assert_eq!(
             one(&mut n, "MaxConnections", "9"),
-            Err(NegotiationError::NotOffered {
-                key: "MaxConnections".into(),
-                value: "9".into()
-            })
+            Err(NegotiationError::NotOffered { key: "MaxConnections".into(), value: "9".into() })
         );
         for (key, bad) in [
             ("MaxConnections", "0"),
@@ -1123,17 +1021,10 @@ mod tests {
             ("MaxBurstLength", ""),
             ("MaxBurstLength", "99999999999999999999999"),
         ] {
-            let mut n = with(Proposal {
-                max_connections: 8,
-                error_recovery_level: 2,
-                ..Proposal::default()
-            });
+            let mut n = with(Proposal { max_connections: 8, error_recovery_level: 2, ..Proposal::default() });
             assert_eq!(
                 one(&mut n, key, bad),
-                Err(NegotiationError::InvalidValue {
-                    key: key.into(),
-                    value: bad.into()
-                }),
+                Err(NegotiationError::InvalidValue { key: key.into(), value: bad.into() }),
                 "{key}={bad}"
             );
         }
@@ -1148,21 +1039,12 @@ mod tests {
 
     #[test]
     fn numeric_maximum_rule() {
-        let mut n = with(Proposal {
-            default_time2wait: 5,
-            ..Proposal::default()
-        });
+        let mut n = with(Proposal { default_time2wait: 5, ..Proposal::default() });
         assert_eq!(
             one(&mut n, "DefaultTime2Wait", "4"),
-            Err(NegotiationError::NotOffered {
-                key: "DefaultTime2Wait".into(),
-                value: "4".into()
-            })
+            Err(NegotiationError::NotOffered { key: "DefaultTime2Wait".into(), value: "4".into() })
         );
-        let mut n = with(Proposal {
-            default_time2wait: 5,
-            ..Proposal::default()
-        });
+        let mut n = with(Proposal { default_time2wait: 5, ..Proposal::default() });
         one(&mut n, "DefaultTime2Wait", "10").unwrap();
         assert_eq!(n.result().default_time2wait, 10);
     }
@@ -1172,18 +1054,12 @@ mod tests {
         let mut n = leading();
         assert_eq!(
             one(&mut n, "DataPDUInOrder", "No"),
-            Err(NegotiationError::NotOffered {
-                key: "DataPDUInOrder".into(),
-                value: "No".into()
-            })
+            Err(NegotiationError::NotOffered { key: "DataPDUInOrder".into(), value: "No".into() })
         );
         let mut n = leading();
         assert_eq!(
             one(&mut n, "DataSequenceInOrder", "No"),
-            Err(NegotiationError::NotOffered {
-                key: "DataSequenceInOrder".into(),
-                value: "No".into()
-            })
+            Err(NegotiationError::NotOffered { key: "DataSequenceInOrder".into(), value: "No".into() })
         );
         // We offered InitialR2T=No: either answer is fine.
         let mut n = leading();
@@ -1195,25 +1071,16 @@ mod tests {
         let mut n = leading();
         assert_eq!(
             one(&mut n, "InitialR2T", "yes"),
-            Err(NegotiationError::InvalidValue {
-                key: "InitialR2T".into(),
-                value: "yes".into()
-            })
+            Err(NegotiationError::InvalidValue { key: "InitialR2T".into(), value: "yes".into() })
         );
     }
 
     #[test]
     fn boolean_and_rule() {
-        let mut n = with(Proposal {
-            immediate_data: false,
-            ..Proposal::default()
-        });
+        let mut n = with(Proposal { immediate_data: false, ..Proposal::default() });
         assert_eq!(
             one(&mut n, "ImmediateData", "Yes"),
-            Err(NegotiationError::NotOffered {
-                key: "ImmediateData".into(),
-                value: "Yes".into()
-            })
+            Err(NegotiationError::NotOffered { key: "ImmediateData".into(), value: "Yes".into() })
         );
         let mut n = leading();
         one(&mut n, "ImmediateData", "No").unwrap();
@@ -1222,28 +1089,19 @@ mod tests {
 
     #[test]
     fn digest_list_rule() {
-        let p = Proposal {
-            header_digest: vec![Digest::Crc32c, Digest::None],
-            ..Proposal::default()
-        };
+        let p = Proposal { header_digest: vec![Digest::Crc32c, Digest::None], ..Proposal::default() };
         let mut n = with(p.clone());
         one(&mut n, "HeaderDigest", "CRC32C").unwrap();
         assert_eq!(n.result().header_digest, Digest::Crc32c);
         let mut n = with(p);
         assert_eq!(
             one(&mut n, "HeaderDigest", "CRC32C,None"),
-            Err(NegotiationError::InvalidValue {
-                key: "HeaderDigest".into(),
-                value: "CRC32C,None".into()
-            })
+            Err(NegotiationError::InvalidValue { key: "HeaderDigest".into(), value: "CRC32C,None".into() })
         );
         let mut n = leading();
         assert_eq!(
             one(&mut n, "DataDigest", "CRC32C"),
-            Err(NegotiationError::NotOffered {
-                key: "DataDigest".into(),
-                value: "CRC32C".into()
-            })
+            Err(NegotiationError::NotOffered { key: "DataDigest".into(), value: "CRC32C".into() })
         );
     }
 
@@ -1271,31 +1129,15 @@ mod tests {
 
     #[test]
     fn required_value_lost_is_rejected() {
-        let mut n = with(Proposal {
-            header_digest: vec![Digest::Crc32c],
-            ..Proposal::default()
-        });
-        assert_eq!(
-            one(&mut n, "HeaderDigest", "Reject"),
-            Err(NegotiationError::Rejected("HeaderDigest".into()))
-        );
-        let mut n = with(Proposal {
-            immediate_data: false,
-            ..Proposal::default()
-        });
+        let mut n = with(Proposal { header_digest: vec![Digest::Crc32c], ..Proposal::default() });
+        assert_eq!(one(&mut n, "HeaderDigest", "Reject"), Err(NegotiationError::Rejected("HeaderDigest".into())));
+        let mut n = with(Proposal { immediate_data: false, ..Proposal::default() });
         assert_eq!(
             one(&mut n, "ImmediateData", "NotUnderstood"),
             Err(NegotiationError::Rejected("ImmediateData".into()))
         );
-        let mut n = with(Proposal {
-            max_burst_length: 4096,
-            first_burst_length: 4096,
-            ..Proposal::default()
-        });
-        assert_eq!(
-            one(&mut n, "MaxBurstLength", "Reject"),
-            Err(NegotiationError::Rejected("MaxBurstLength".into()))
-        );
+        let mut n = with(Proposal { max_burst_length: 4096, first_burst_length: 4096, ..Proposal::default() });
+        assert_eq!(one(&mut n, "MaxBurstLength", "Reject"), Err(NegotiationError::Rejected("MaxBurstLength".into())));
     }
 
     #[test]
@@ -1325,10 +1167,7 @@ mod tests {
             let mut n = leading();
             assert_eq!(
                 one(&mut n, key, bad),
-                Err(NegotiationError::InvalidValue {
-                    key: key.into(),
-                    value: bad.into()
-                }),
+                Err(NegotiationError::InvalidValue { key: key.into(), value: bad.into() }),
                 "{key}={bad}"
             );
         }
@@ -1338,56 +1177,32 @@ mod tests {
     fn repeated_keys_refused() {
         let mut n = leading();
         assert_eq!(
-            n.handle(&kv(&[
-                ("MaxBurstLength", "65536"),
-                ("MaxBurstLength", "65536")
-            ])),
+            n.handle(&kv(&[("MaxBurstLength", "65536"), ("MaxBurstLength", "65536")])),
             Err(NegotiationError::Repeated("MaxBurstLength".into()))
         );
         let mut n = leading();
         one(&mut n, "MaxRecvDataSegmentLength", "8192").unwrap();
         assert_eq!(
             one(&mut n, "MaxRecvDataSegmentLength", "8192"),
-            Err(NegotiationError::Repeated(
-                "MaxRecvDataSegmentLength".into()
-            ))
+            Err(NegotiationError::Repeated("MaxRecvDataSegmentLength".into()))
         );
         let mut n = leading();
         one(&mut n, "X-vendor", "1").unwrap();
-        assert_eq!(
-            one(&mut n, "X-vendor", "1"),
-            Err(NegotiationError::Repeated("X-vendor".into()))
-        );
+        assert_eq!(one(&mut n, "X-vendor", "1"), Err(NegotiationError::Repeated("X-vendor".into())));
     }
 
     #[test]
     fn security_keys_out_of_turn() {
-        for key in [
-            "AuthMethod",
-            "CHAP_A",
-            "CHAP_C",
-            "CHAP_R",
-            "SRP_U",
-            "InitiatorName",
-            "SessionType",
-        ] {
+        for key in ["AuthMethod", "CHAP_A", "CHAP_C", "CHAP_R", "SRP_U", "InitiatorName", "SessionType"] {
             let mut n = leading();
-            assert_eq!(
-                one(&mut n, key, "x"),
-                Err(NegotiationError::OutOfTurn(key.into())),
-                "{key}"
-            );
+            assert_eq!(one(&mut n, key, "x"), Err(NegotiationError::OutOfTurn(key.into())), "{key}");
         }
     }
 
     #[test]
     fn first_burst_never_exceeds_max_burst() {
         let mut n = leading();
-        n.handle(&kv(&[
-            ("FirstBurstLength", "262144"),
-            ("MaxBurstLength", "65536"),
-        ]))
-        .unwrap();
+        n.handle(&kv(&[("FirstBurstLength", "262144"), ("MaxBurstLength", "65536")])).unwrap();
         assert_eq!(n.result().max_burst_length, 65_536);
         assert_eq!(n.result().first_burst_length, 65_536);
     }
@@ -1405,24 +1220,14 @@ mod tests {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod prop {
     use super::*;
     use proptest::prelude::*;
 
     fn key() -> impl Strategy<Value = String> {
         prop_oneof![
-            proptest::sample::select(
-                Key::ALL
-                    .iter()
-                    .map(|k| k.name().to_owned())
-                    .collect::<Vec<_>>()
-            ),
+            proptest::sample::select(Key::ALL.iter().map(|k| k.name().to_owned()).collect::<Vec<_>>()),
             Just("MaxRecvDataSegmentLength".to_owned()),
             Just("TargetPortalGroupTag".to_owned()),
             Just("TargetAlias".to_owned()),

@@ -13,11 +13,7 @@ pub enum TextError {
     #[error("key {0:?} is not a valid key name")]
     InvalidKey(String),
     #[error("value of {key} is {len} bytes, longer than the limit of {limit}")]
-    ValueTooLong {
-        key: String,
-        len: usize,
-        limit: usize,
-    },
+    ValueTooLong { key: String, len: usize, limit: usize },
     #[error("text is not UTF-8")]
     NotUtf8,
     #[error("text of {len} bytes exceeds the limit of {limit}")]
@@ -47,9 +43,7 @@ const ERROR_ECHO: usize = 64;
 fn is_valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= MAX_KEY_LEN
-        && key.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'@' | b'_' | b':')
-        })
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'@' | b'_' | b':'))
 }
 
 /// A prefix of `s` for error messages, cut on a character boundary.
@@ -69,10 +63,7 @@ fn echo(s: &str) -> String {
 /// two pairs is an error.
 pub fn parse(data: &[u8]) -> Result<TextPairs, TextError> {
     if data.len() > TextAccumulator::LIMIT {
-        return Err(TextError::TooLong {
-            len: data.len(),
-            limit: TextAccumulator::LIMIT,
-        });
+        return Err(TextError::TooLong { len: data.len(), limit: TextAccumulator::LIMIT });
     }
     // Trailing NULs are either the terminator of the last pair or padding.
     let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
@@ -86,18 +77,12 @@ pub fn parse(data: &[u8]) -> Result<TextPairs, TextError> {
             return Err(TextError::TooManyKeys(MAX_PAIRS));
         }
         let pair = std::str::from_utf8(raw).map_err(|_| TextError::NotUtf8)?;
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| TextError::MissingEquals(echo(pair)))?;
+        let (key, value) = pair.split_once('=').ok_or_else(|| TextError::MissingEquals(echo(pair)))?;
         if !is_valid_key(key) {
             return Err(TextError::InvalidKey(echo(key)));
         }
         if value.len() > MAX_VALUE_LEN {
-            return Err(TextError::ValueTooLong {
-                key: key.to_owned(),
-                len: value.len(),
-                limit: MAX_VALUE_LEN,
-            });
+            return Err(TextError::ValueTooLong { key: key.to_owned(), len: value.len(), limit: MAX_VALUE_LEN });
         }
         pairs.push((key.to_owned(), value.to_owned()));
     }
@@ -139,10 +124,7 @@ impl TextAccumulator {
         let len = self.buf.len().saturating_add(data.len());
         if len > Self::LIMIT {
             self.buf = Vec::new();
-            return Err(TextError::TooLong {
-                len,
-                limit: Self::LIMIT,
-            });
+            return Err(TextError::TooLong { len, limit: Self::LIMIT });
         }
         self.buf.extend_from_slice(data);
         if continued {
@@ -159,37 +141,24 @@ impl TextAccumulator {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn pairs(list: &[(&str, &str)]) -> TextPairs {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn parses_terminated_pairs() {
         let got = parse(b"HeaderDigest=CRC32C,None\0MaxConnections=8\0").unwrap();
-        assert_eq!(
-            got,
-            pairs(&[("HeaderDigest", "CRC32C,None"), ("MaxConnections", "8")])
-        );
+        assert_eq!(got, pairs(&[("HeaderDigest", "CRC32C,None"), ("MaxConnections", "8")]));
     }
 
     #[test]
     fn last_pair_may_lack_nul() {
-        assert_eq!(
-            parse(b"A=1\0B=2").unwrap(),
-            pairs(&[("A", "1"), ("B", "2")])
-        );
+        assert_eq!(parse(b"A=1\0B=2").unwrap(), pairs(&[("A", "1"), ("B", "2")]));
     }
 
     #[test]
@@ -201,45 +170,27 @@ mod tests {
 
     #[test]
     fn empty_pair_in_the_middle_refused() {
-        assert_eq!(
-            parse(b"A=1\0\0B=2\0"),
-            Err(TextError::MissingEquals(String::new()))
-        );
+        assert_eq!(parse(b"A=1\0\0B=2\0"), Err(TextError::MissingEquals(String::new())));
     }
 
     #[test]
     fn empty_value_and_equals_in_value() {
-        assert_eq!(
-            parse(b"A=\0B=x=y\0").unwrap(),
-            pairs(&[("A", ""), ("B", "x=y")])
-        );
+        assert_eq!(parse(b"A=\0B=x=y\0").unwrap(), pairs(&[("A", ""), ("B", "x=y")]));
     }
 
     #[test]
     fn missing_equals_refused() {
-        assert_eq!(
-            parse(b"A=1\0Bogus\0"),
-            Err(TextError::MissingEquals("Bogus".into()))
-        );
+        assert_eq!(parse(b"A=1\0Bogus\0"), Err(TextError::MissingEquals("Bogus".into())));
     }
 
     #[test]
     fn key_rules() {
         assert!(parse(b"X-com.example:vendor_key+1@a=1\0").is_ok());
         assert_eq!(parse(b"=1\0"), Err(TextError::InvalidKey(String::new())));
-        assert_eq!(
-            parse(b"Bad Key=1\0"),
-            Err(TextError::InvalidKey("Bad Key".into()))
-        );
-        assert_eq!(
-            parse(b"K\xc3\xa9=1\0"),
-            Err(TextError::InvalidKey("K\u{e9}".into()))
-        );
+        assert_eq!(parse(b"Bad Key=1\0"), Err(TextError::InvalidKey("Bad Key".into())));
+        assert_eq!(parse(b"K\xc3\xa9=1\0"), Err(TextError::InvalidKey("K\u{e9}".into())));
         let long = format!("{}=1", "K".repeat(64));
-        assert!(matches!(
-            parse(long.as_bytes()),
-            Err(TextError::InvalidKey(_))
-        ));
+        assert!(matches!(parse(long.as_bytes()), Err(TextError::InvalidKey(_))));
         let ok = format!("{}=1", "K".repeat(63));
         assert!(parse(ok.as_bytes()).is_ok());
     }
@@ -251,21 +202,14 @@ mod tests {
         let long = format!("TargetAddress={}", "a".repeat(MAX_VALUE_LEN + 1));
         assert_eq!(
             parse(long.as_bytes()),
-            Err(TextError::ValueTooLong {
-                key: "TargetAddress".into(),
-                len: MAX_VALUE_LEN + 1,
-                limit: MAX_VALUE_LEN
-            })
+            Err(TextError::ValueTooLong { key: "TargetAddress".into(), len: MAX_VALUE_LEN + 1, limit: MAX_VALUE_LEN })
         );
     }
 
     #[test]
     fn utf8_required() {
         assert_eq!(parse(b"TargetAlias=\xff\xfe\0"), Err(TextError::NotUtf8));
-        assert_eq!(
-            parse("TargetAlias=disque \u{e9}t\u{e9}\0".as_bytes()).unwrap()[0].1,
-            "disque \u{e9}t\u{e9}"
-        );
+        assert_eq!(parse("TargetAlias=disque \u{e9}t\u{e9}\0".as_bytes()).unwrap()[0].1, "disque \u{e9}t\u{e9}");
     }
 
     #[test]
@@ -298,10 +242,7 @@ mod tests {
     #[test]
     fn accumulator_single_pdu() {
         let mut acc = TextAccumulator::default();
-        assert_eq!(
-            acc.push(b"A=1\0", false).unwrap(),
-            Some(pairs(&[("A", "1")]))
-        );
+        assert_eq!(acc.push(b"A=1\0", false).unwrap(), Some(pairs(&[("A", "1")])));
         assert!(!acc.is_pending());
     }
 
@@ -314,29 +255,17 @@ mod tests {
         // Split exactly between a key's end and the '='.
         assert_eq!(acc.push(b"ress", true).unwrap(), None);
         let got = acc.push(b"=127.0.0.1:3260,1\0", false).unwrap().unwrap();
-        assert_eq!(
-            got,
-            pairs(&[
-                ("TargetName", "iqn.2024-01.lab.tgt:ram1"),
-                ("TargetAddress", "127.0.0.1:3260,1")
-            ])
-        );
+        assert_eq!(got, pairs(&[("TargetName", "iqn.2024-01.lab.tgt:ram1"), ("TargetAddress", "127.0.0.1:3260,1")]));
         assert!(!acc.is_pending());
         // Ready for the next exchange.
-        assert_eq!(
-            acc.push(b"B=2\0", false).unwrap(),
-            Some(pairs(&[("B", "2")]))
-        );
+        assert_eq!(acc.push(b"B=2\0", false).unwrap(), Some(pairs(&[("B", "2")])));
     }
 
     #[test]
     fn accumulator_split_on_the_nul() {
         let mut acc = TextAccumulator::default();
         assert_eq!(acc.push(b"A=1", true).unwrap(), None);
-        assert_eq!(
-            acc.push(b"\0B=2\0", false).unwrap(),
-            Some(pairs(&[("A", "1"), ("B", "2")]))
-        );
+        assert_eq!(acc.push(b"\0B=2\0", false).unwrap(), Some(pairs(&[("A", "1"), ("B", "2")])));
     }
 
     #[test]
@@ -346,18 +275,9 @@ mod tests {
         acc.push(b"K=", true).unwrap();
         acc.push(&chunk, true).unwrap();
         let err = acc.push(&chunk, true).unwrap_err();
-        assert_eq!(
-            err,
-            TextError::TooLong {
-                len: TextAccumulator::LIMIT + 2,
-                limit: TextAccumulator::LIMIT
-            }
-        );
+        assert_eq!(err, TextError::TooLong { len: TextAccumulator::LIMIT + 2, limit: TextAccumulator::LIMIT });
         assert!(!acc.is_pending());
-        assert_eq!(
-            acc.push(b"A=1\0", false).unwrap(),
-            Some(pairs(&[("A", "1")]))
-        );
+        assert_eq!(acc.push(b"A=1\0", false).unwrap(), Some(pairs(&[("A", "1")])));
     }
 
     #[test]

@@ -242,7 +242,9 @@ async fn inquiry(common: &Common, url: &str, json: bool) -> CmdResult {
             Err(_) => None,
         };
         let ids = match s.vpd(lun, 0x83).await {
-            Ok(d) => parse_vpd_device_identification(&d).map(|v| v.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+            Ok(d) => parse_vpd_device_identification(&d)
+                .map(|v| v.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
         Ok::<_, String>(InquiryJson {
@@ -357,7 +359,9 @@ impl End {
                 let name = name.clone();
                 let mut buf = vec![0u8; len as usize];
                 tokio::task::spawn_blocking(move || {
-                    f.read_exact_at(&mut buf, pos).map(|_| Bytes::from(buf)).map_err(|err| format!("cannot read {name}: {err}"))
+                    f.read_exact_at(&mut buf, pos)
+                        .map(|_| Bytes::from(buf))
+                        .map_err(|err| format!("cannot read {name}: {err}"))
                 })
                 .await
                 .map_err(|err| err.to_string())?
@@ -380,13 +384,15 @@ impl End {
             End::File(f, name) => {
                 let f = f.clone();
                 let name = name.clone();
-                tokio::task::spawn_blocking(move || f.write_all_at(&data, pos).map_err(|err| format!("cannot write {name}: {err}")))
-                    .await
-                    .map_err(|err| err.to_string())?
+                tokio::task::spawn_blocking(move || {
+                    f.write_all_at(&data, pos).map_err(|err| format!("cannot write {name}: {err}"))
+                })
+                .await
+                .map_err(|err| err.to_string())?
             }
             End::Lun { s, lun, cap } => {
                 let bs = u64::from(cap.block_size);
-                if pos % bs != 0 {
+                if !pos.is_multiple_of(bs) {
                     return Err(format!("offset {pos} is not a multiple of the block size {bs}"));
                 }
                 let whole = (data.len() as u64 / bs) * bs;
@@ -430,7 +436,7 @@ async fn cp(common: &Common, src: &str, dst: &str, offset: u64, length: Option<u
 async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResult<u64> {
     for end in [from, to] {
         if let End::Lun { cap, .. } = end {
-            if offset % u64::from(cap.block_size) != 0 {
+            if !offset.is_multiple_of(u64::from(cap.block_size)) {
                 return Err(format!("--offset {offset} is not a multiple of the LUN's block size {}", cap.block_size));
             }
             if offset > cap.bytes() {
@@ -453,17 +459,18 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
         Some(l) => l,
         None => available,
     };
-    if let End::Lun { cap, .. } = to {
-        if dst_base + len > cap.bytes() {
+    if let End::Lun { cap, .. } = to
+        && dst_base + len > cap.bytes() {
             return Err(format!(
                 "copy of {len} bytes at offset {dst_base} does not fit in the LUN ({} bytes): LBA out of range",
                 cap.bytes()
             ));
         }
-    }
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(len);
-        if let Ok(st) = indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
+        if let Ok(st) =
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        {
             b.set_style(st);
         }
         b

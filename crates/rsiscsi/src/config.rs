@@ -37,11 +37,10 @@ pub fn initiator_name() -> String {
     let path = config_dir().join("initiatorname");
     if let Ok(text) = std::fs::read_to_string(&path) {
         for line in text.lines() {
-            if let Some(v) = line.trim().strip_prefix("InitiatorName=") {
-                if validate_name(v.trim()).is_ok() {
+            if let Some(v) = line.trim().strip_prefix("InitiatorName=")
+                && validate_name(v.trim()).is_ok() {
                     return v.trim().to_string();
                 }
-            }
         }
     }
     let host = std::fs::read_to_string("/etc/hostname")

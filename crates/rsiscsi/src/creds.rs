@@ -23,7 +23,10 @@ fn read_secret_file(path: &Path) -> Result<Secret, String> {
 }
 
 fn env_secret(var: &str) -> Option<Secret> {
-    std::env::var(var).ok().filter(|s| !s.is_empty()).map(|s| Secret::new(zeroize::Zeroizing::new(s).as_bytes().to_vec()))
+    std::env::var(var)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| Secret::new(zeroize::Zeroizing::new(s).as_bytes().to_vec()))
 }
 
 /// Builds the CHAP configuration, or `None` for AuthMethod=None.
@@ -40,8 +43,9 @@ pub fn chap_config(common: &Common, url: Option<&IscsiUrl>) -> Result<Option<Cha
         Some(f) => read_secret_file(f)?,
         None => match url.and_then(|u| u.secret.clone()) {
             Some(s) => Secret::new(s.as_bytes().to_vec()),
-            None => env_secret(SECRET_ENV)
-                .ok_or_else(|| format!("CHAP user {user:?} given but no secret: set {SECRET_ENV} or --chap-secret-file"))?,
+            None => env_secret(SECRET_ENV).ok_or_else(|| {
+                format!("CHAP user {user:?} given but no secret: set {SECRET_ENV} or --chap-secret-file")
+            })?,
         },
     };
     let target = match target_user {

@@ -8,10 +8,9 @@
 //! written as zero and ignored when read.
 
 use super::{
-    AsyncMessage, BHS_LEN, Bhs, DataIn, DataOut, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, MAX_DATA_SEGMENT_LENGTH, NopIn, NopOut, Opcode, PduError, R2t, RESERVED_TAG,
-    Reject, ScsiCommand, ScsiResponse, SnackRequest, TaskMgmtRequest, TaskMgmtResponse,
-    TextRequest, TextResponse,
+    AsyncMessage, BHS_LEN, Bhs, DataIn, DataOut, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
+    MAX_DATA_SEGMENT_LENGTH, NopIn, NopOut, Opcode, PduError, R2t, RESERVED_TAG, Reject, ScsiCommand, ScsiResponse,
+    SnackRequest, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse,
 };
 
 #[cfg(test)]
@@ -88,10 +87,7 @@ struct Reader<'a>(&'a [u8; BHS_LEN]);
 
 impl Reader<'_> {
     fn array<const N: usize>(&self, at: usize) -> [u8; N] {
-        self.0
-            .get(at..at + N)
-            .and_then(|s| s.try_into().ok())
-            .unwrap_or([0; N])
+        self.0.get(at..at + N).and_then(|s| s.try_into().ok()).unwrap_or([0; N])
     }
 
     fn u8(&self, at: usize) -> u8 {
@@ -142,8 +138,7 @@ impl Bhs {
     /// to their width.
     pub fn encode(&self, total_ahs_words: u8, data_segment_length: u32) -> [u8; BHS_LEN] {
         let op = self.opcode();
-        let new =
-            |byte0: u8, byte1: u8| Writer::new(byte0, byte1, total_ahs_words, data_segment_length);
+        let new = |byte0: u8, byte1: u8| Writer::new(byte0, byte1, total_ahs_words, data_segment_length);
         let w = match self {
             // §11.18
             Bhs::NopOut(h) => {
@@ -157,10 +152,7 @@ impl Bhs {
             }
             // §11.3
             Bhs::ScsiCommand(h) => {
-                let flags = bit(h.final_bit, F_BIT)
-                    | bit(h.read, R_BIT)
-                    | bit(h.write, W_BIT)
-                    | (h.attr & 0x07);
+                let flags = bit(h.final_bit, F_BIT) | bit(h.read, R_BIT) | bit(h.write, W_BIT) | (h.attr & 0x07);
                 let mut w = new(immediate(h.immediate, op), flags);
                 w.put_u64(8, h.lun);
                 w.put_u32(16, h.itt);
@@ -184,10 +176,7 @@ impl Bhs {
             }
             // §11.12: a Login Request always carries the I bit.
             Bhs::LoginRequest(h) => {
-                let mut w = new(
-                    immediate(true, op),
-                    login_flags(h.transit, h.continue_, h.csg, h.nsg),
-                );
+                let mut w = new(immediate(true, op), login_flags(h.transit, h.continue_, h.csg, h.nsg));
                 w.put_u8(2, h.version_max);
                 w.put_u8(3, h.version_min);
                 w.put_bytes(8, &h.isid);

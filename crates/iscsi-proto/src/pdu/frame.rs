@@ -35,10 +35,7 @@ pub fn peek_lengths(bhs: &[u8]) -> Option<(usize, u32)> {
     let &[_, _, _, _, ahs_words, d0, d1, d2] = bhs.get(..8)? else {
         return None;
     };
-    Some((
-        usize::from(ahs_words) * 4,
-        u32::from_be_bytes([0, d0, d1, d2]),
-    ))
+    Some((usize::from(ahs_words) * 4, u32::from_be_bytes([0, d0, d1, d2])))
 }
 
 /// Zero padding that brings `len` up to a multiple of 4 (RFC 7143 §11.2.3).
@@ -103,10 +100,7 @@ impl PduDecoder {
 
         let limit = cfg.max_recv_data_segment_length;
         if data_len > limit {
-            return Err(PduError::DataSegmentTooLong {
-                len: data_len,
-                limit,
-            });
+            return Err(PduError::DataSegmentTooLong { len: data_len, limit });
         }
 
         // `data_len` is at most 2^24-1, so none of this can overflow.
@@ -114,11 +108,7 @@ impl PduDecoder {
         let data_start = header_len + hdr_digest_len;
         let padded = data_len + pad_len(data_len);
         // §12.1: no data digest on an empty data segment.
-        let data_digest_len = if cfg.data_digest && data_len > 0 {
-            DIGEST_LEN
-        } else {
-            0
-        };
+        let data_digest_len = if cfg.data_digest && data_len > 0 { DIGEST_LEN } else { 0 };
         let total = data_start + padded + data_digest_len;
         if buf.len() < total {
             return Ok(None);
@@ -127,22 +117,16 @@ impl PduDecoder {
         if data_digest_len > 0 {
             let covered = buf.get(data_start..data_start + padded).unwrap_or_default();
             let computed = crc32c(covered);
-            let received = buf
-                .get(data_start + padded..)
-                .and_then(wire_digest)
-                .unwrap_or(!computed);
+            let received = buf.get(data_start + padded..).and_then(wire_digest).unwrap_or(!computed);
             if received != computed {
                 return Err(PduError::DataDigest { received, computed });
             }
         }
 
-        let bhs_bytes: [u8; BHS_LEN] =
-            buf.get(..BHS_LEN)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(PduError::InvalidField {
-                    field: "BHS",
-                    reason: "shorter than 48 bytes",
-                })?;
+        let bhs_bytes: [u8; BHS_LEN] = buf
+            .get(..BHS_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(PduError::InvalidField { field: "BHS", reason: "shorter than 48 bytes" })?;
         let bhs = Bhs::decode(&bhs_bytes)?;
 
         let frame = buf.split_to(total).freeze();

@@ -138,9 +138,24 @@ macro_rules! bhs_from {
     };
 }
 bhs_from!(
-    NopOut, ScsiCommand, TaskMgmtRequest, LoginRequest, TextRequest, DataOut, LogoutRequest,
-    SnackRequest, NopIn, ScsiResponse, TaskMgmtResponse, LoginResponse, TextResponse, DataIn,
-    LogoutResponse, R2t, AsyncMessage, Reject
+    NopOut,
+    ScsiCommand,
+    TaskMgmtRequest,
+    LoginRequest,
+    TextRequest,
+    DataOut,
+    LogoutRequest,
+    SnackRequest,
+    NopIn,
+    ScsiResponse,
+    TaskMgmtResponse,
+    LoginResponse,
+    TextResponse,
+    DataIn,
+    LogoutResponse,
+    R2t,
+    AsyncMessage,
+    Reject
 );
 
 /// NOP-Out (RFC 7143 §11.18).
@@ -480,9 +495,7 @@ impl Bhs {
             Bhs::TaskMgmtResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::LoginResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::TextResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
-            Bhs::DataIn(h) => {
-                (h.status_present.then_some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn)
-            }
+            Bhs::DataIn(h) => (h.status_present.then_some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::LogoutResponse(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::R2t(h) => (None, h.exp_cmd_sn, h.max_cmd_sn),
             Bhs::AsyncMessage(h) => (Some(h.stat_sn), h.exp_cmd_sn, h.max_cmd_sn),

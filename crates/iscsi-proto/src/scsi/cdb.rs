@@ -40,9 +40,7 @@ pub const OP_SYNCHRONIZE_CACHE16: u8 = 0x91;
 impl Cdb {
     /// The bytes that make up the CDB (`len` of them).
     pub fn as_slice(&self) -> &[u8] {
-        self.bytes
-            .get(..usize::from(self.len))
-            .unwrap_or(&self.bytes)
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&self.bytes)
     }
 
     /// The OPERATION CODE (byte 0 of every CDB, SPC-4 §4.2.5.1).
@@ -58,10 +56,7 @@ impl Cdb {
         }
         let mut bytes = [0u8; 16];
         bytes.get_mut(..raw.len())?.copy_from_slice(raw);
-        Some(Cdb {
-            bytes,
-            len: u8::try_from(raw.len()).ok()?,
-        })
+        Some(Cdb { bytes, len: u8::try_from(raw.len()).ok()? })
     }
 
     /// A zeroed CDB of `N` bytes with `opcode` in byte 0; `N` is 6, 10, 12 or 16.
@@ -75,20 +70,14 @@ impl Cdb {
         for (dst, src) in bytes.iter_mut().zip(head.iter()) {
             *dst = *src;
         }
-        Cdb {
-            bytes,
-            len: u8::try_from(N).unwrap_or(16),
-        }
+        Cdb { bytes, len: u8::try_from(N).unwrap_or(16) }
     }
 }
 
 /// Copies `src` into `dst` at `at`; a no-op if it would not fit, which the
 /// fixed CDB sizes below never hit.
 fn put(dst: &mut [u8], at: usize, src: &[u8]) {
-    if let Some(d) = at
-        .checked_add(src.len())
-        .and_then(|end| dst.get_mut(at..end))
-    {
+    if let Some(d) = at.checked_add(src.len()).and_then(|end| dst.get_mut(at..end)) {
         d.copy_from_slice(src);
     }
 }
@@ -184,8 +173,7 @@ pub fn synchronize_cache16(lba: u64, blocks: u32) -> Cdb {
 /// past LBA 2^32 - 1 (SBC-3 §4.5: the 10-byte forms only address the first
 /// 2^32 blocks, so a range crossing that line goes in a 16-byte CDB).
 fn fits_10(lba: u64, blocks: u32) -> bool {
-    u16::try_from(blocks).is_ok()
-        && u128::from(lba) + u128::from(blocks) <= u128::from(u32::MAX) + 1
+    u16::try_from(blocks).is_ok() && u128::from(lba) + u128::from(blocks) <= u128::from(u32::MAX) + 1
 }
 
 /// READ (10) when `lba` and `blocks` fit it, otherwise READ (16).
@@ -205,12 +193,7 @@ pub fn write(lba: u64, blocks: u32) -> Cdb {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -241,10 +224,7 @@ mod tests {
     #[test]
     fn read_capacity_layouts() {
         assert_eq!(hex(&read_capacity10()), "25000000000000000000");
-        assert_eq!(
-            hex(&read_capacity16(32)),
-            "9e100000000000000000000000200000"
-        );
+        assert_eq!(hex(&read_capacity16(32)), "9e100000000000000000000000200000");
     }
 
     #[test]
@@ -255,24 +235,15 @@ mod tests {
 
     #[test]
     fn read_write_16() {
-        assert_eq!(
-            hex(&read16(0x0102_0304_0506_0708, 0x090a_0b0c)),
-            "88000102030405060708090a0b0c0000"
-        );
-        assert_eq!(
-            hex(&write16(u64::MAX, u32::MAX)),
-            "8a00ffffffffffffffffffffffff0000"
-        );
+        assert_eq!(hex(&read16(0x0102_0304_0506_0708, 0x090a_0b0c)), "88000102030405060708090a0b0c0000");
+        assert_eq!(hex(&write16(u64::MAX, u32::MAX)), "8a00ffffffffffffffffffffffff0000");
     }
 
     #[test]
     fn synchronize_cache_layouts() {
         assert_eq!(hex(&synchronize_cache10(0, 0)), "35000000000000000000");
         assert_eq!(hex(&synchronize_cache10(8, 2)), "35000000000800000200");
-        assert_eq!(
-            hex(&synchronize_cache16(1 << 32, 7)),
-            "91000000000100000000000000070000"
-        );
+        assert_eq!(hex(&synchronize_cache16(1 << 32, 7)), "91000000000100000000000000070000");
     }
 
     #[test]
@@ -298,10 +269,7 @@ mod tests {
 
     #[test]
     fn as_slice_tolerates_a_bad_len() {
-        let c = Cdb {
-            bytes: [1; 16],
-            len: 200,
-        };
+        let c = Cdb { bytes: [1; 16], len: 200 };
         assert_eq!(c.as_slice().len(), 16);
     }
 }

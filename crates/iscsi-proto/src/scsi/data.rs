@@ -13,11 +13,7 @@ use super::lun::decode_lun;
 pub enum DataError {
     /// The data ends before a fixed field the parser needs.
     #[error("{what}: need {need} bytes, got {got}")]
-    TooShort {
-        what: &'static str,
-        need: usize,
-        got: usize,
-    },
+    TooShort { what: &'static str, need: usize, got: usize },
     /// SPC-4 §7.8.1: byte 1 of a VPD page is its PAGE CODE; the target sent
     /// another page than the one asked for.
     #[error("VPD page code is 0x{got:02x}, expected 0x{expected:02x}")]
@@ -40,13 +36,7 @@ pub enum DataError {
 /// Reads `N` bytes at `at`, or says what was missing.
 fn array<const N: usize>(data: &[u8], at: usize, what: &'static str) -> Result<[u8; N], DataError> {
     let need = at.saturating_add(N);
-    data.get(at..need)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(DataError::TooShort {
-            what,
-            need,
-            got: data.len(),
-        })
+    data.get(at..need).and_then(|s| s.try_into().ok()).ok_or(DataError::TooShort { what, need, got: data.len() })
 }
 
 fn byte(data: &[u8], at: usize, what: &'static str) -> Result<u8, DataError> {
@@ -57,16 +47,8 @@ fn byte(data: &[u8], at: usize, what: &'static str) -> Result<u8, DataError> {
 /// kept, anything else replaced by '?', trailing spaces and NULs (some
 /// targets pad with NUL) removed.
 fn ascii_field(raw: &[u8]) -> String {
-    let text: String = raw
-        .iter()
-        .map(|&b| {
-            if (0x20..=0x7e).contains(&b) || b == 0 {
-                char::from(b)
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let text: String =
+        raw.iter().map(|&b| if (0x20..=0x7e).contains(&b) || b == 0 { char::from(b) } else { '?' }).collect();
     text.trim_end_matches([' ', '\0']).replace('\0', "?")
 }
 
@@ -173,17 +155,10 @@ pub fn device_type_name(device_type: u8) -> &'static str {
 fn vpd_body(data: &[u8], page: u8) -> Result<&[u8], DataError> {
     let [_, code, hi, lo] = array::<4>(data, 0, "VPD page header")?;
     if code != page {
-        return Err(DataError::WrongPage {
-            expected: page,
-            got: code,
-        });
+        return Err(DataError::WrongPage { expected: page, got: code });
     }
     let need = 4 + usize::from(u16::from_be_bytes([hi, lo]));
-    data.get(4..need).ok_or(DataError::VpdTruncated {
-        page,
-        need,
-        got: data.len(),
-    })
+    data.get(4..need).ok_or(DataError::VpdTruncated { page, need, got: data.len() })
 }
 
 /// SPC-4 §7.8.13: the Supported VPD Pages page (0x00), as the list of page
@@ -255,10 +230,7 @@ impl fmt::Display for Designator {
         match self.designator_type {
             // SPC-4 §7.8.6.5-7: a 2-byte number in the last half of 4 bytes.
             0x4..=0x6 if self.value.len() == 4 => {
-                let n = self
-                    .value
-                    .get(2..4)
-                    .and_then(|s| <[u8; 2]>::try_from(s).ok());
+                let n = self.value.get(2..4).and_then(|s| <[u8; 2]>::try_from(s).ok());
                 match n {
                     Some(n) => write!(f, "{}", u16::from_be_bytes(n)),
                     None => Ok(()),
@@ -285,8 +257,7 @@ pub fn parse_vpd_device_identification(data: &[u8]) -> Result<Vec<Designator>, D
     let mut rest = body;
     while !rest.is_empty() {
         let offset = 4 + (body.len() - rest.len());
-        let Some(([b0, b1, _, len], tail)) = rest.split_first_chunk::<4>().map(|(h, t)| (*h, t))
-        else {
+        let Some(([b0, b1, _, len], tail)) = rest.split_first_chunk::<4>().map(|(h, t)| (*h, t)) else {
             return Err(DataError::DesignatorOverrun { offset });
         };
         let Some((value, tail)) = tail.split_at_checked(usize::from(len)) else {
@@ -382,8 +353,7 @@ impl ReadCapacity16 {
 
     /// Physical block size in bytes (block_len * 2^lbppbe), if it fits u64.
     pub fn physical_block_len(&self) -> Option<u64> {
-        1u64.checked_shl(u32::from(self.lbppbe))?
-            .checked_mul(u64::from(self.block_len))
+        1u64.checked_shl(u32::from(self.lbppbe))?.checked_mul(u64::from(self.block_len))
     }
 }
 
@@ -430,12 +400,7 @@ pub fn parse_report_luns(data: &[u8]) -> Result<ReportLuns, DataError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -488,10 +453,7 @@ mod tests {
         d.extend_from_slice(b"0001");
         assert_eq!(d.len(), STANDARD_INQUIRY_LEN);
         let inq = StandardInquiry::parse(&d).unwrap();
-        assert_eq!(
-            (inq.vendor.as_str(), inq.product.as_str()),
-            ("FreeBSD", "iSCSI DISK")
-        );
+        assert_eq!((inq.vendor.as_str(), inq.product.as_str()), ("FreeBSD", "iSCSI DISK"));
         assert_eq!(inq.revision, "0001");
     }
 
@@ -522,11 +484,7 @@ mod tests {
         let d = tgt_disk_inquiry();
         assert_eq!(
             StandardInquiry::parse(&d[..35]),
-            Err(DataError::TooShort {
-                what: "standard INQUIRY data",
-                need: 36,
-                got: 35
-            })
+            Err(DataError::TooShort { what: "standard INQUIRY data", need: 36, got: 35 })
         );
         assert!(StandardInquiry::parse(&[]).is_err());
     }
@@ -534,29 +492,10 @@ mod tests {
     #[test]
     fn vpd_supported_pages() {
         let d = [0x00, 0x00, 0x00, 0x04, 0x00, 0x80, 0x83, 0xb0, 0xee];
-        assert_eq!(
-            parse_vpd_supported_pages(&d).unwrap(),
-            vec![0x00, 0x80, 0x83, 0xb0]
-        );
-        assert_eq!(
-            parse_vpd_supported_pages(&d[..6]),
-            Err(DataError::VpdTruncated {
-                page: 0,
-                need: 8,
-                got: 6
-            })
-        );
-        assert_eq!(
-            parse_vpd_supported_pages(&[0, 0x80, 0, 0]),
-            Err(DataError::WrongPage {
-                expected: 0,
-                got: 0x80
-            })
-        );
-        assert!(matches!(
-            parse_vpd_supported_pages(&[0, 0]),
-            Err(DataError::TooShort { .. })
-        ));
+        assert_eq!(parse_vpd_supported_pages(&d).unwrap(), vec![0x00, 0x80, 0x83, 0xb0]);
+        assert_eq!(parse_vpd_supported_pages(&d[..6]), Err(DataError::VpdTruncated { page: 0, need: 8, got: 6 }));
+        assert_eq!(parse_vpd_supported_pages(&[0, 0x80, 0, 0]), Err(DataError::WrongPage { expected: 0, got: 0x80 }));
+        assert!(matches!(parse_vpd_supported_pages(&[0, 0]), Err(DataError::TooShort { .. })));
     }
 
     #[test]
@@ -577,18 +516,10 @@ mod tests {
     fn vpd_device_identification_tgt_like() {
         let naa = hex::decode("60000000000000000e00000000010001").unwrap();
         let mut body = Vec::new();
-        body.extend(designator(
-            0x02,
-            0x01,
-            b"IET     VIRTUAL-DISK    beaf11\0\0\0",
-        ));
+        body.extend(designator(0x02, 0x01, b"IET     VIRTUAL-DISK    beaf11\0\0\0"));
         body.extend(designator(0x01, 0x03, &naa));
         body.extend(designator(0x01, 0x02, &[1, 2, 3, 4, 5, 6, 7, 8]));
-        body.extend(designator(
-            0x03,
-            0x28,
-            b"iqn.2024-01.lab.tgt:ram1,t,0x0001\0\0\0",
-        ));
+        body.extend(designator(0x03, 0x28, b"iqn.2024-01.lab.tgt:ram1,t,0x0001\0\0\0"));
         body.extend(designator(0x01, 0x14, &[0, 0, 0, 1]));
         let mut d = vec![0x00, 0x83];
         d.extend_from_slice(&(body.len() as u16).to_be_bytes());
@@ -596,23 +527,14 @@ mod tests {
 
         let ids = parse_vpd_device_identification(&d).unwrap();
         assert_eq!(ids.len(), 5);
-        assert_eq!(
-            ids[0].to_string(),
-            "T10 vendor ID: IET     VIRTUAL-DISK    beaf11"
-        );
+        assert_eq!(ids[0].to_string(), "T10 vendor ID: IET     VIRTUAL-DISK    beaf11");
         assert_eq!(ids[1].designator_type, 3);
         assert_eq!(ids[1].value, naa);
-        assert_eq!(
-            ids[1].to_string(),
-            "NAA: 0x60000000000000000e00000000010001"
-        );
+        assert_eq!(ids[1].to_string(), "NAA: 0x60000000000000000e00000000010001");
         assert_eq!(ids[2].to_string(), "EUI-64: 0x0102030405060708");
         assert_eq!(ids[3].association, 2);
         assert_eq!(ids[3].association_name(), "target device");
-        assert_eq!(
-            ids[3].to_string(),
-            "SCSI name string: iqn.2024-01.lab.tgt:ram1,t,0x0001"
-        );
+        assert_eq!(ids[3].to_string(), "SCSI name string: iqn.2024-01.lab.tgt:ram1,t,0x0001");
         assert_eq!(ids[4].association, 1);
         assert_eq!(ids[4].to_string(), "relative target port: 1");
     }
@@ -621,33 +543,18 @@ mod tests {
     fn vpd_device_identification_bad() {
         // Descriptor says 16 bytes but the page holds 4 after its header.
         let d = [0x00, 0x83, 0x00, 0x08, 0x01, 0x03, 0x00, 0x10, 1, 2, 3, 4];
-        assert_eq!(
-            parse_vpd_device_identification(&d),
-            Err(DataError::DesignatorOverrun { offset: 4 })
-        );
+        assert_eq!(parse_vpd_device_identification(&d), Err(DataError::DesignatorOverrun { offset: 4 }));
         // A 2-byte leftover that cannot hold a descriptor header.
         let d = [0x00, 0x83, 0x00, 0x06, 0x01, 0x03, 0x00, 0x00, 9, 9];
-        assert_eq!(
-            parse_vpd_device_identification(&d),
-            Err(DataError::DesignatorOverrun { offset: 8 })
-        );
-        assert_eq!(
-            parse_vpd_device_identification(&[0, 0x83, 0, 0]).unwrap(),
-            vec![]
-        );
+        assert_eq!(parse_vpd_device_identification(&d), Err(DataError::DesignatorOverrun { offset: 8 }));
+        assert_eq!(parse_vpd_device_identification(&[0, 0x83, 0, 0]).unwrap(), vec![]);
     }
 
     #[test]
     fn read_capacity10_one_gib() {
         let d = hex::decode("001fffff00000200").unwrap();
         let rc = ReadCapacity10::parse(&d).unwrap();
-        assert_eq!(
-            rc,
-            ReadCapacity10 {
-                last_lba: 0x1f_ffff,
-                block_len: 512
-            }
-        );
+        assert_eq!(rc, ReadCapacity10 { last_lba: 0x1f_ffff, block_len: 512 });
         assert_eq!(rc.blocks(), 2 * 1024 * 1024);
         assert_eq!(rc.bytes(), 1 << 30);
         assert!(!rc.needs_read_capacity16());
@@ -668,27 +575,14 @@ mod tests {
         d.extend_from_slice(&[0x01, 0x03, 0x80, 0x00]);
         d.resize(32, 0);
         let rc = ReadCapacity16::parse(&d).unwrap();
-        assert_eq!(
-            rc,
-            ReadCapacity16 {
-                last_lba: 0x7ffff,
-                block_len: 4096,
-                prot_en: true,
-                lbppbe: 3,
-                lbpme: true
-            }
-        );
+        assert_eq!(rc, ReadCapacity16 { last_lba: 0x7ffff, block_len: 4096, prot_en: true, lbppbe: 3, lbpme: true });
         assert_eq!(rc.blocks(), 0x80000);
         assert_eq!(rc.bytes(), 2 << 30);
         assert_eq!(rc.physical_block_len(), Some(32768));
         assert!(ReadCapacity16::parse(&d[..16]).is_ok());
         assert_eq!(
             ReadCapacity16::parse(&d[..15]),
-            Err(DataError::TooShort {
-                what: "READ CAPACITY (16) data",
-                need: 16,
-                got: 15
-            })
+            Err(DataError::TooShort { what: "READ CAPACITY (16) data", need: 16, got: 15 })
         );
     }
 
@@ -709,13 +603,7 @@ mod tests {
         )
         .unwrap();
         let r = parse_report_luns(&d).unwrap();
-        assert_eq!(
-            r,
-            ReportLuns {
-                luns: vec![0, 1],
-                total_len: 16
-            }
-        );
+        assert_eq!(r, ReportLuns { luns: vec![0, 1], total_len: 16 });
         assert!(!r.is_truncated());
     }
 
@@ -732,22 +620,13 @@ mod tests {
         d.extend_from_slice(&[0xaa; 24]);
         assert_eq!(parse_report_luns(&d).unwrap().luns, vec![5]);
         // An empty list with only 4 header bytes still parses.
-        assert_eq!(
-            parse_report_luns(&[0, 0, 0, 0]).unwrap().luns,
-            Vec::<u64>::new()
-        );
+        assert_eq!(parse_report_luns(&[0, 0, 0, 0]).unwrap().luns, Vec::<u64>::new());
     }
 
     #[test]
     fn report_luns_bad() {
-        assert_eq!(
-            parse_report_luns(&hex::decode("0000000c00000000").unwrap()),
-            Err(DataError::LunListLength(12))
-        );
-        assert!(matches!(
-            parse_report_luns(&[0, 0, 0]),
-            Err(DataError::TooShort { .. })
-        ));
+        assert_eq!(parse_report_luns(&hex::decode("0000000c00000000").unwrap()), Err(DataError::LunListLength(12)));
+        assert!(matches!(parse_report_luns(&[0, 0, 0]), Err(DataError::TooShort { .. })));
         let r = parse_report_luns(&[0xff, 0xff, 0xff, 0xf8]).unwrap();
         assert_eq!(r.needed_alloc_len(), u32::MAX);
     }

@@ -56,12 +56,7 @@ pub fn decode_lun(raw: u64) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -69,30 +64,15 @@ mod tests {
     #[test]
     fn peripheral_addressing_below_256() {
         assert_eq!(encode_lun(0).unwrap(), 0);
-        assert_eq!(
-            encode_lun(1).unwrap().to_be_bytes(),
-            [0, 1, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            encode_lun(255).unwrap().to_be_bytes(),
-            [0, 0xff, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(encode_lun(1).unwrap().to_be_bytes(), [0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode_lun(255).unwrap().to_be_bytes(), [0, 0xff, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn flat_space_addressing_to_16383() {
-        assert_eq!(
-            encode_lun(256).unwrap().to_be_bytes(),
-            [0x41, 0x00, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            encode_lun(0x1234).unwrap().to_be_bytes(),
-            [0x52, 0x34, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            encode_lun(16383).unwrap().to_be_bytes(),
-            [0x7f, 0xff, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(encode_lun(256).unwrap().to_be_bytes(), [0x41, 0x00, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode_lun(0x1234).unwrap().to_be_bytes(), [0x52, 0x34, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode_lun(16383).unwrap().to_be_bytes(), [0x7f, 0xff, 0, 0, 0, 0, 0, 0]);
         assert_eq!(encode_lun(16384), Err(LunError::TooLarge(16384)));
         assert_eq!(encode_lun(u64::MAX), Err(LunError::TooLarge(u64::MAX)));
     }
@@ -101,14 +81,8 @@ mod tests {
     fn decode_known_forms() {
         assert_eq!(decode_lun(u64::from_be_bytes([0, 1, 0, 0, 0, 0, 0, 0])), 1);
         // Flat space may also carry a small LUN.
-        assert_eq!(
-            decode_lun(u64::from_be_bytes([0x40, 0x05, 0, 0, 0, 0, 0, 0])),
-            5
-        );
-        assert_eq!(
-            decode_lun(u64::from_be_bytes([0x7f, 0xff, 0, 0, 0, 0, 0, 0])),
-            16383
-        );
+        assert_eq!(decode_lun(u64::from_be_bytes([0x40, 0x05, 0, 0, 0, 0, 0, 0])), 5);
+        assert_eq!(decode_lun(u64::from_be_bytes([0x7f, 0xff, 0, 0, 0, 0, 0, 0])), 16383);
     }
 
     #[test]

@@ -159,17 +159,11 @@ pub enum SenseError {
     #[error("sense data is empty")]
     Empty,
     /// SPC-4 §4.5.1: only 0x70/0x71 (fixed) and 0x72/0x73 (descriptor) are defined.
-    #[error(
-        "sense RESPONSE CODE 0x{0:02x} is neither fixed (0x70/0x71) nor descriptor (0x72/0x73)"
-    )]
+    #[error("sense RESPONSE CODE 0x{0:02x} is neither fixed (0x70/0x71) nor descriptor (0x72/0x73)")]
     UnknownResponseCode(u8),
     /// The sense data ends before the SENSE KEY, ASC or ASCQ.
     #[error("{format} sense data: need {need} bytes for the sense key, got {got}")]
-    TooShort {
-        format: &'static str,
-        need: usize,
-        got: usize,
-    },
+    TooShort { format: &'static str, need: usize, got: usize },
     /// RFC 7143 §11.4.7.2: the data segment is shorter than its 2-byte SenseLength.
     #[error("SCSI Response data segment of {0} byte(s) cannot hold the 2-byte SenseLength")]
     NoSenseLength(usize),
@@ -215,15 +209,9 @@ impl Sense {
     /// SPC-4 §4.5.3: fixed format. Key in byte 2, INFORMATION in bytes 3..7
     /// (valid when byte 0 bit 7 is set), ASC/ASCQ in bytes 12 and 13.
     fn parse_fixed(data: &[u8], b0: u8) -> Result<Sense, SenseError> {
-        let key = data.get(2).copied().ok_or(SenseError::TooShort {
-            format: "fixed",
-            need: 3,
-            got: data.len(),
-        })?;
+        let key = data.get(2).copied().ok_or(SenseError::TooShort { format: "fixed", need: 3, got: data.len() })?;
         let information = if b0 & 0x80 != 0 {
-            data.get(3..7)
-                .and_then(|s| <[u8; 4]>::try_from(s).ok())
-                .map(|b| u64::from(u32::from_be_bytes(b)))
+            data.get(3..7).and_then(|s| <[u8; 4]>::try_from(s).ok()).map(|b| u64::from(u32::from_be_bytes(b)))
         } else {
             None
         };
@@ -243,11 +231,7 @@ impl Sense {
     /// §4.5.2.2) carries an 8-byte INFORMATION valid when its bit 7 is set.
     fn parse_descriptor(data: &[u8], b0: u8) -> Result<Sense, SenseError> {
         let Some(&[_, key, asc, ascq]) = data.first_chunk::<4>() else {
-            return Err(SenseError::TooShort {
-                format: "descriptor",
-                need: 4,
-                got: data.len(),
-            });
+            return Err(SenseError::TooShort { format: "descriptor", need: 4, got: data.len() });
         };
         let mut information = None;
         let mut rest = Self::declared(data).get(8..).unwrap_or_default();
@@ -364,14 +348,7 @@ impl Sense {
 /// `ILLEGAL REQUEST: logical block address out of range (asc 0x21 ascq 0x00)`.
 impl fmt::Display for Sense {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} (asc 0x{:02x} ascq 0x{:02x})",
-            self.key,
-            self.description(),
-            self.asc,
-            self.ascq
-        )?;
+        write!(f, "{}: {} (asc 0x{:02x} ascq 0x{:02x})", self.key, self.description(), self.asc, self.ascq)?;
         if let Some(info) = self.information {
             write!(f, " information 0x{info:x}")?;
         }
@@ -431,9 +408,7 @@ impl ScsiError {
             ScsiStatus::ReservationConflict => ScsiError::ReservationConflict,
             ScsiStatus::TaskSetFull => ScsiError::TaskSetFull,
             ScsiStatus::TaskAborted => ScsiError::TaskAborted,
-            other @ (ScsiStatus::AcaActive | ScsiStatus::Other(_)) => {
-                ScsiError::Status(other.as_u8())
-            }
+            other @ (ScsiStatus::AcaActive | ScsiStatus::Other(_)) => ScsiError::Status(other.as_u8()),
         })
     }
 
@@ -450,9 +425,7 @@ impl ScsiError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ScsiError::UnitAttention(_) | ScsiError::Busy | ScsiError::TaskSetFull => true,
-            ScsiError::CheckCondition(s) => {
-                s.key == SenseKey::NotReady && s.asc == 0x04 && s.ascq == 0x01
-            }
+            ScsiError::CheckCondition(s) => s.key == SenseKey::NotReady && s.asc == 0x04 && s.ascq == 0x01,
             _ => false,
         }
     }
@@ -470,12 +443,7 @@ fn sense_from(data: &[u8]) -> Option<Sense> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -528,10 +496,7 @@ mod tests {
                 descriptor_format: false,
             }
         );
-        assert_eq!(
-            s.to_string(),
-            "ILLEGAL REQUEST: logical block address out of range (asc 0x21 ascq 0x00)"
-        );
+        assert_eq!(s.to_string(), "ILLEGAL REQUEST: logical block address out of range (asc 0x21 ascq 0x00)");
     }
 
     #[test]
@@ -557,14 +522,7 @@ mod tests {
         // ADDITIONAL SENSE LENGTH 4 excludes the ASC at byte 12.
         let s = Sense::parse(&hex::decode("7000050000000004000000002400").unwrap()).unwrap();
         assert_eq!(s.asc, 0);
-        assert_eq!(
-            Sense::parse(&[0x70, 0x00]),
-            Err(SenseError::TooShort {
-                format: "fixed",
-                need: 3,
-                got: 2
-            })
-        );
+        assert_eq!(Sense::parse(&[0x70, 0x00]), Err(SenseError::TooShort { format: "fixed", need: 3, got: 2 }));
     }
 
     #[test]
@@ -598,29 +556,17 @@ mod tests {
         // Descriptor cut short: key/ASC still decoded.
         let d = hex::decode("720627000000000c000a8000").unwrap();
         let s = Sense::parse(&d).unwrap();
-        assert_eq!(
-            (s.key, s.asc, s.information),
-            (SenseKey::UnitAttention, 0x27, None)
-        );
+        assert_eq!((s.key, s.asc, s.information), (SenseKey::UnitAttention, 0x27, None));
         // Header only.
         assert_eq!(Sense::parse(&[0x72, 0x02, 0x04, 0x01]).unwrap().asc, 0x04);
-        assert!(matches!(
-            Sense::parse(&[0x73, 0x02]),
-            Err(SenseError::TooShort { .. })
-        ));
+        assert!(matches!(Sense::parse(&[0x73, 0x02]), Err(SenseError::TooShort { .. })));
     }
 
     #[test]
     fn bad_response_codes() {
         assert_eq!(Sense::parse(&[]), Err(SenseError::Empty));
-        assert_eq!(
-            Sense::parse(&[0x00; 18]),
-            Err(SenseError::UnknownResponseCode(0))
-        );
-        assert_eq!(
-            Sense::parse(&[0x7f, 0, 5]),
-            Err(SenseError::UnknownResponseCode(0x7f))
-        );
+        assert_eq!(Sense::parse(&[0x00; 18]), Err(SenseError::UnknownResponseCode(0)));
+        assert_eq!(Sense::parse(&[0x7f, 0, 5]), Err(SenseError::UnknownResponseCode(0x7f)));
     }
 
     #[test]
@@ -633,14 +579,9 @@ mod tests {
         assert_eq!((s.key, s.asc), (SenseKey::IllegalRequest, 0x21));
         assert_eq!(Sense::from_iscsi_data(&[]), Ok(None));
         assert_eq!(Sense::from_iscsi_data(&[0, 0, 0x70]), Ok(None));
-        assert_eq!(
-            Sense::from_iscsi_data(&[0]),
-            Err(SenseError::NoSenseLength(1))
-        );
+        assert_eq!(Sense::from_iscsi_data(&[0]), Err(SenseError::NoSenseLength(1)));
         // SenseLength larger than the segment: what is there is parsed.
-        let s = Sense::from_iscsi_data(&[0, 18, 0x70, 0, 0x02])
-            .unwrap()
-            .unwrap();
+        let s = Sense::from_iscsi_data(&[0, 18, 0x70, 0, 0x02]).unwrap().unwrap();
         assert_eq!(s.key, SenseKey::NotReady);
     }
 
@@ -654,10 +595,7 @@ mod tests {
             information: None,
             descriptor_format: false,
         };
-        assert_eq!(
-            mk(0x04, 0x01).description(),
-            "logical unit is in process of becoming ready"
-        );
+        assert_eq!(mk(0x04, 0x01).description(), "logical unit is in process of becoming ready");
         assert_eq!(mk(0x04, 0x55).description(), "logical unit not ready");
         assert_eq!(mk(0x20, 0).description(), "invalid command operation code");
         assert_eq!(mk(0x24, 0).description(), "invalid field in CDB");
@@ -665,19 +603,13 @@ mod tests {
         assert_eq!(mk(0x29, 0x07).description(), "I_T nexus loss occurred");
         assert_eq!(mk(0x2a, 0x09).description(), "capacity data has changed");
         assert_eq!(mk(0x3a, 0x02).description(), "medium not present");
-        assert_eq!(
-            mk(0x3f, 0x0e).description(),
-            "reported luns data has changed"
-        );
+        assert_eq!(mk(0x3f, 0x0e).description(), "reported luns data has changed");
         assert_eq!(mk(0x44, 0).description(), "internal target failure");
         assert_eq!(mk(0x47, 0).description(), "SCSI parity error");
         assert_eq!(mk(0x49, 0).description(), "invalid message error");
         assert_eq!(mk(0x0c, 0).description(), "write error");
         assert_eq!(mk(0x27, 0).description(), "write protected");
-        assert_eq!(
-            mk(0x28, 0).description(),
-            "not ready to ready change, medium may have changed"
-        );
+        assert_eq!(mk(0x28, 0).description(), "not ready to ready change, medium may have changed");
         assert_eq!(mk(0x99, 0x0a).description(), "ASC 0x99 ASCQ 0x0a");
     }
 
@@ -686,44 +618,20 @@ mod tests {
         assert_eq!(ScsiError::from_status(0x00, &[]), None);
         assert_eq!(ScsiError::from_status(0x04, &[]), None);
         assert_eq!(ScsiError::from_status(0x08, &[]), Some(ScsiError::Busy));
-        assert_eq!(
-            ScsiError::from_status(0x18, &[]),
-            Some(ScsiError::ReservationConflict)
-        );
-        assert_eq!(
-            ScsiError::from_status(0x28, &[]),
-            Some(ScsiError::TaskSetFull)
-        );
-        assert_eq!(
-            ScsiError::from_status(0x40, &[]),
-            Some(ScsiError::TaskAborted)
-        );
-        assert_eq!(
-            ScsiError::from_status(0x30, &[]),
-            Some(ScsiError::Status(0x30))
-        );
-        assert_eq!(
-            ScsiError::from_status(0x22, &[]),
-            Some(ScsiError::Status(0x22))
-        );
+        assert_eq!(ScsiError::from_status(0x18, &[]), Some(ScsiError::ReservationConflict));
+        assert_eq!(ScsiError::from_status(0x28, &[]), Some(ScsiError::TaskSetFull));
+        assert_eq!(ScsiError::from_status(0x40, &[]), Some(ScsiError::TaskAborted));
+        assert_eq!(ScsiError::from_status(0x30, &[]), Some(ScsiError::Status(0x30)));
+        assert_eq!(ScsiError::from_status(0x22, &[]), Some(ScsiError::Status(0x22)));
         assert_eq!(ScsiError::from_status(0x02, &[]), Some(ScsiError::NoSense));
-        assert_eq!(
-            ScsiError::from_status(0x02, &[0, 0]),
-            Some(ScsiError::NoSense)
-        );
-        assert_eq!(
-            ScsiError::from_status(0x02, &[0, 3, 0x10]),
-            Some(ScsiError::NoSense)
-        );
+        assert_eq!(ScsiError::from_status(0x02, &[0, 0]), Some(ScsiError::NoSense));
+        assert_eq!(ScsiError::from_status(0x02, &[0, 3, 0x10]), Some(ScsiError::NoSense));
 
         let sense = fixed_lba_out_of_range();
         let mut seg = (sense.len() as u16).to_be_bytes().to_vec();
         seg.extend_from_slice(&sense);
         let e = ScsiError::from_status(0x02, &seg).unwrap();
-        assert_eq!(
-            e.to_string(),
-            "ILLEGAL REQUEST: logical block address out of range (asc 0x21 ascq 0x00)"
-        );
+        assert_eq!(e.to_string(), "ILLEGAL REQUEST: logical block address out of range (asc 0x21 ascq 0x00)");
         assert!(!e.is_retryable());
         // Bare sense bytes give the same answer.
         assert_eq!(ScsiError::from_status(0x02, &sense), Some(e));
@@ -734,15 +642,10 @@ mod tests {
         // tgt after a LUN is added: UNIT ATTENTION 3F/0E, descriptor form here.
         let seg = hex::decode("000872063f0e00000000").unwrap();
         let e = ScsiError::from_status(0x02, &seg).unwrap();
-        let ScsiError::UnitAttention(s) = &e else {
-            panic!("{e:?}")
-        };
+        let ScsiError::UnitAttention(s) = &e else { panic!("{e:?}") };
         assert_eq!((s.asc, s.ascq), (0x3f, 0x0e));
         assert!(e.is_retryable());
-        assert_eq!(
-            e.to_string(),
-            "UNIT ATTENTION: reported luns data has changed (asc 0x3f ascq 0x0e)"
-        );
+        assert_eq!(e.to_string(), "UNIT ATTENTION: reported luns data has changed (asc 0x3f ascq 0x0e)");
         assert_eq!(e.sense(), Some(s));
     }
 

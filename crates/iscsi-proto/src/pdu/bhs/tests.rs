@@ -1,11 +1,6 @@
 //! Hand-checked byte layouts against the figures of RFC 7143 §11, and
 //! encode/decode round trips.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use proptest::prelude::*;
 
@@ -22,11 +17,7 @@ fn hex48(s: &str) -> [u8; BHS_LEN] {
 fn check(bhs: impl Into<Bhs>, ahs_words: u8, dsl: u32, wire: &str) {
     let bhs = bhs.into();
     let wire = hex48(wire);
-    assert_eq!(
-        hex::encode(bhs.encode(ahs_words, dsl)),
-        hex::encode(wire),
-        "encode {bhs:?}"
-    );
+    assert_eq!(hex::encode(bhs.encode(ahs_words, dsl)), hex::encode(wire), "encode {bhs:?}");
     assert_eq!(Bhs::decode(&wire).unwrap(), bhs);
     assert_eq!(peek_lengths(&wire), Some((usize::from(ahs_words) * 4, dsl)));
 }
@@ -57,13 +48,7 @@ fn login_request_layout() {
          00 00 00 00  00 00 00 00  00 00 00 00  00 00 00 00",
     );
     // C bit, no T, security stage.
-    let h = LoginRequest {
-        transit: false,
-        continue_: true,
-        csg: 0,
-        nsg: 0,
-        ..h
-    };
+    let h = LoginRequest { transit: false, continue_: true, csg: 0, nsg: 0, ..h };
     check(
         h,
         0,
@@ -179,15 +164,8 @@ fn data_in_with_status_layout() {
          00 00 00 77  00 00 00 03  00 03 00 00  00 00 02 00",
     );
     // Without S the status byte is reserved and ignored; A and O bits.
-    let h = DataIn {
-        final_bit: false,
-        ack: true,
-        overflow: true,
-        underflow: false,
-        status_present: false,
-        status: 0,
-        ..h
-    };
+    let h =
+        DataIn { final_bit: false, ack: true, overflow: true, underflow: false, status_present: false, status: 0, ..h };
     let wire = "25 44 00 00  00 01 00 00  00 01 00 00  00 00 00 00
          00 00 00 10  ff ff ff ff  00 00 00 55  00 00 00 66
          00 00 00 77  00 00 00 03  00 03 00 00  00 00 02 00";
@@ -223,14 +201,8 @@ fn r2t_layout() {
 #[test]
 fn nop_in_and_nop_out_layout() {
     // A target ping: ITT reserved, TTT valid (§11.19.1).
-    let ping = NopIn {
-        lun: 0,
-        itt: RESERVED_TAG,
-        ttt: 0x0000_0abc,
-        stat_sn: 0x100,
-        exp_cmd_sn: 0x200,
-        max_cmd_sn: 0x220,
-    };
+    let ping =
+        NopIn { lun: 0, itt: RESERVED_TAG, ttt: 0x0000_0abc, stat_sn: 0x100, exp_cmd_sn: 0x200, max_cmd_sn: 0x220 };
     check(
         ping,
         0,
@@ -240,14 +212,8 @@ fn nop_in_and_nop_out_layout() {
          00 00 02 20  00 00 00 00  00 00 00 00  00 00 00 00",
     );
     // The answer: immediate NOP-Out echoing the TTT.
-    let pong = NopOut {
-        immediate: true,
-        lun: 0,
-        itt: RESERVED_TAG,
-        ttt: 0x0000_0abc,
-        cmd_sn: 0x200,
-        exp_stat_sn: 0x101,
-    };
+    let pong =
+        NopOut { immediate: true, lun: 0, itt: RESERVED_TAG, ttt: 0x0000_0abc, cmd_sn: 0x200, exp_stat_sn: 0x101 };
     check(
         pong,
         0,
@@ -260,13 +226,7 @@ fn nop_in_and_nop_out_layout() {
 
 #[test]
 fn reject_layout() {
-    let h = Reject {
-        reason: 0x09,
-        stat_sn: 0x10,
-        exp_cmd_sn: 0x11,
-        max_cmd_sn: 0x12,
-        data_sn_r2t_sn: 0,
-    };
+    let h = Reject { reason: 0x09, stat_sn: 0x10, exp_cmd_sn: 0x11, max_cmd_sn: 0x12, data_sn_r2t_sn: 0 };
     // §11.17: the ITT field is 0xffffffff; 48 bytes of data follow.
     check(
         h,
@@ -299,13 +259,7 @@ fn request_and_response_families_layout() {
          00 00 00 2f  00 00 00 00  00 00 00 00  00 00 00 00",
     );
     check(
-        TaskMgmtResponse {
-            response: 5,
-            itt: 0x20,
-            stat_sn: 1,
-            exp_cmd_sn: 2,
-            max_cmd_sn: 3,
-        },
+        TaskMgmtResponse { response: 5, itt: 0x20, stat_sn: 1, exp_cmd_sn: 2, max_cmd_sn: 3 },
         0,
         0,
         "22 80 05 00  00 00 00 00  00 00 00 00  00 00 00 00
@@ -347,15 +301,7 @@ fn request_and_response_families_layout() {
          00 00 00 09  00 00 00 00  00 00 00 00  00 00 00 00",
     );
     check(
-        DataOut {
-            final_bit: true,
-            lun: 0,
-            itt: 9,
-            ttt: 0x1234,
-            exp_stat_sn: 8,
-            data_sn: 1,
-            buffer_offset: 0x2000,
-        },
+        DataOut { final_bit: true, lun: 0, itt: 9, ttt: 0x1234, exp_stat_sn: 8, data_sn: 1, buffer_offset: 0x2000 },
         0,
         0x2000,
         "05 80 00 00  00 00 20 00  00 00 00 00  00 00 00 00
@@ -469,26 +415,13 @@ fn reserved_bits_ignored_on_decode() {
 
 #[test]
 fn narrow_fields_are_masked_on_encode() {
-    let h = LoginRequest {
-        csg: 0xff,
-        nsg: 0xfd,
-        ..Default::default()
-    };
+    let h = LoginRequest { csg: 0xff, nsg: 0xfd, ..Default::default() };
     assert_eq!(h.encode_bhs()[1], 0x0d);
-    let h = SnackRequest {
-        snack_type: 0xf3,
-        ..Default::default()
-    };
+    let h = SnackRequest { snack_type: 0xf3, ..Default::default() };
     assert_eq!(h.encode_bhs()[1], 0x83);
-    let h = TaskMgmtRequest {
-        function: 0xff,
-        ..Default::default()
-    };
+    let h = TaskMgmtRequest { function: 0xff, ..Default::default() };
     assert_eq!(h.encode_bhs()[1], 0xff);
-    let h = ScsiCommand {
-        attr: 0xff,
-        ..Default::default()
-    };
+    let h = ScsiCommand { attr: 0xff, ..Default::default() };
     assert_eq!(h.encode_bhs()[1], 0x07);
     // DataSegmentLength is 24 bits; TotalAHSLength is byte 4.
     let b = Bhs::from(NopOut::default()).encode(0xab, 0xffff_ffff);

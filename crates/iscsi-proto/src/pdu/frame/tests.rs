@@ -1,11 +1,6 @@
 //! Framing tests: partial input, several PDUs in one buffer, limits checked
 //! early, digests verified, padding stripped, and round trips.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
@@ -16,47 +11,23 @@ use crate::pdu::bhs::strategies::{arb_bhs, arb_pdu};
 use crate::pdu::*;
 
 fn cfg(header_digest: bool, data_digest: bool) -> FrameConfig {
-    FrameConfig {
-        header_digest,
-        data_digest,
-        max_recv_data_segment_length: 8192,
-    }
+    FrameConfig { header_digest, data_digest, max_recv_data_segment_length: 8192 }
 }
 
 fn data_in(data_len: usize) -> Pdu {
-    let bhs = DataIn {
-        final_bit: true,
-        status_present: true,
-        itt: 7,
-        ttt: RESERVED_TAG,
-        data_sn: 1,
-        ..Default::default()
-    };
-    Pdu::new(
-        bhs,
-        (0..data_len)
-            .map(|i| i as u8 ^ 0x5a)
-            .collect::<Vec<u8>>()
-            .into(),
-    )
+    let bhs =
+        DataIn { final_bit: true, status_present: true, itt: 7, ttt: RESERVED_TAG, data_sn: 1, ..Default::default() };
+    Pdu::new(bhs, (0..data_len).map(|i| i as u8 ^ 0x5a).collect::<Vec<u8>>().into())
 }
 
 fn all_configs() -> [FrameConfig; 4] {
-    [
-        cfg(false, false),
-        cfg(true, false),
-        cfg(false, true),
-        cfg(true, true),
-    ]
+    [cfg(false, false), cfg(true, false), cfg(false, true), cfg(true, true)]
 }
 
 #[test]
 fn peek_lengths_needs_eight_bytes() {
     assert_eq!(peek_lengths(&[0; 7]), None);
-    assert_eq!(
-        peek_lengths(&[0, 0, 0, 0, 3, 0x01, 0x02, 0x03]),
-        Some((12, 0x01_0203))
-    );
+    assert_eq!(peek_lengths(&[0, 0, 0, 0, 3, 0x01, 0x02, 0x03]), Some((12, 0x01_0203)));
 }
 
 #[test]
@@ -81,10 +52,7 @@ fn empty_data_has_no_data_digest() {
     assert_eq!(wire.len(), 48 + 4);
     assert_eq!(data_trailer(&[], &cfg(true, true)).1, 0);
     let mut buf = BytesMut::from(&wire[..]);
-    let got = PduDecoder::new(cfg(true, true))
-        .decode(&mut buf)
-        .unwrap()
-        .unwrap();
+    let got = PduDecoder::new(cfg(true, true)).decode(&mut buf).unwrap().unwrap();
     assert_eq!(got, pdu);
     assert!(buf.is_empty());
 }
@@ -112,10 +80,7 @@ fn data_trailer_pads_and_digests() {
 #[test]
 fn fed_one_byte_at_a_time() {
     for c in all_configs() {
-        let pdu = Pdu {
-            ahs: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]),
-            ..data_in(13)
-        };
+        let pdu = Pdu { ahs: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]), ..data_in(13) };
         let wire = encode_to_bytes(&pdu, &c);
         let mut dec = PduDecoder::new(c);
         let mut buf = BytesMut::new();
@@ -133,14 +98,7 @@ fn fed_one_byte_at_a_time() {
 fn two_pdus_in_one_buffer() {
     for c in all_configs() {
         let a = data_in(3);
-        let b = Pdu::new(
-            NopIn {
-                itt: RESERVED_TAG,
-                ttt: 9,
-                ..Default::default()
-            },
-            Bytes::new(),
-        );
+        let b = Pdu::new(NopIn { itt: RESERVED_TAG, ttt: 9, ..Default::default() }, Bytes::new());
         let mut buf = BytesMut::new();
         encode_pdu(&a, &c, &mut buf);
         encode_pdu(&b, &c, &mut buf);
@@ -159,11 +117,7 @@ fn data_is_a_slice_of_the_received_buffer() {
     let mut buf = BytesMut::from(&encode_to_bytes(&pdu, &cfg(false, false))[..]);
     let start = buf.as_ptr() as usize;
     let got = PduDecoder::default().decode(&mut buf).unwrap().unwrap();
-    assert_eq!(
-        got.data.as_ptr() as usize,
-        start + 48,
-        "data segment was copied"
-    );
+    assert_eq!(got.data.as_ptr() as usize, start + 48, "data segment was copied");
 }
 
 #[test]
@@ -176,13 +130,7 @@ fn oversized_data_segment_refused_before_data_arrives() {
         let header = 48 + if c.header_digest { 4 } else { 0 };
         let mut buf = BytesMut::from(&wire[..header]);
         let err = PduDecoder::new(c).decode(&mut buf).unwrap_err();
-        assert_eq!(
-            err,
-            PduError::DataSegmentTooLong {
-                len: limit + 1,
-                limit
-            }
-        );
+        assert_eq!(err, PduError::DataSegmentTooLong { len: limit + 1, limit });
         assert_eq!(buf.len(), header);
         // Exactly at the limit is fine.
         let pdu = data_in(limit as usize);
@@ -193,10 +141,7 @@ fn oversized_data_segment_refused_before_data_arrives() {
     let mut buf = BytesMut::from(&encode_to_bytes(&data_in(9000), &cfg(false, false))[..48]);
     assert!(matches!(
         PduDecoder::default().decode(&mut buf),
-        Err(PduError::DataSegmentTooLong {
-            len: 9000,
-            limit: 8192
-        })
+        Err(PduError::DataSegmentTooLong { len: 9000, limit: 8192 })
     ));
 }
 
@@ -209,19 +154,13 @@ fn bad_header_digest_detected() {
         bad[at] ^= 0x01;
         let before = bad.clone();
         let err = PduDecoder::new(c).decode(&mut bad).unwrap_err();
-        assert!(
-            matches!(err, PduError::HeaderDigest { .. }),
-            "flip at {at}: {err:?}"
-        );
+        assert!(matches!(err, PduError::HeaderDigest { .. }), "flip at {at}: {err:?}");
         assert_eq!(bad, before, "buffer must be left alone on error");
     }
     // A corrupted DataSegmentLength is reported as a digest error, not a length error.
     let mut bad = BytesMut::from(&wire[..52]);
     bad[5] = 0xff;
-    assert!(matches!(
-        PduDecoder::new(c).decode(&mut bad),
-        Err(PduError::HeaderDigest { .. })
-    ));
+    assert!(matches!(PduDecoder::new(c).decode(&mut bad), Err(PduError::HeaderDigest { .. })));
 }
 
 #[test]
@@ -233,10 +172,7 @@ fn bad_data_digest_detected() {
         let mut bad = BytesMut::from(&wire[..]);
         bad[at] ^= 0x80;
         let err = PduDecoder::new(c).decode(&mut bad).unwrap_err();
-        assert!(
-            matches!(err, PduError::DataDigest { .. }),
-            "flip at {at}: {err:?}"
-        );
+        assert!(matches!(err, PduError::DataDigest { .. }), "flip at {at}: {err:?}");
     }
 }
 
@@ -256,18 +192,12 @@ fn padding_is_stripped() {
 fn unknown_opcode_in_a_complete_pdu() {
     let mut wire = BytesMut::from(&encode_to_bytes(&data_in(0), &cfg(false, false))[..]);
     wire[0] = 0x1c;
-    assert_eq!(
-        PduDecoder::default().decode(&mut wire),
-        Err(PduError::UnknownOpcode(0x1c))
-    );
+    assert_eq!(PduDecoder::default().decode(&mut wire), Err(PduError::UnknownOpcode(0x1c)));
 }
 
 #[test]
 fn encode_header_matches_encode_pdu() {
-    let pdu = Pdu {
-        ahs: Bytes::from_static(&[9; 12]),
-        ..data_in(10)
-    };
+    let pdu = Pdu { ahs: Bytes::from_static(&[9; 12]), ..data_in(10) };
     for c in all_configs() {
         let mut out = BytesMut::new();
         encode_header(&pdu.bhs, &pdu.ahs, pdu.data.len() as u32, &c, &mut out);
@@ -281,13 +211,7 @@ fn encode_header_matches_encode_pdu() {
 #[test]
 fn ahs_not_a_multiple_of_four_is_padded() {
     let mut out = BytesMut::new();
-    encode_header(
-        &Bhs::from(NopOut::default()),
-        &[1, 2, 3, 4, 5],
-        0,
-        &cfg(false, false),
-        &mut out,
-    );
+    encode_header(&Bhs::from(NopOut::default()), &[1, 2, 3, 4, 5], 0, &cfg(false, false), &mut out);
     assert_eq!(out.len(), 48 + 8);
     assert_eq!(out[4], 2);
     assert_eq!(&out[48..], &[1, 2, 3, 4, 5, 0, 0, 0]);
