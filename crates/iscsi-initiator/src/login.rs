@@ -182,6 +182,9 @@ async fn login_inner(stream: &mut TcpStream, p: &LoginParams<'_>) -> Result<Logg
             resp = r;
         }
         (Some("CHAP"), None) => return Err(Error::ChapRequired),
+        // istgt answers Reject when it requires CHAP and we offered None.
+        (Some("Reject"), None) => return Err(Error::ChapRequired),
+        (Some("Reject"), Some(_)) => return Err(Error::ChapRefused),
         (Some(other), _) if other != "None" => {
             return Err(Error::protocol(format!("target chose AuthMethod={other}, which was not offered")));
         }

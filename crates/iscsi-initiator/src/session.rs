@@ -418,9 +418,10 @@ impl Inner {
             st.window.update(exp, max);
             let counts = !matches!(&pdu.bhs, Bhs::NopIn(h) if h.itt == RESERVED_TAG);
             if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid))
-                && Sn(sn).ge(Sn(c.exp_stat_sn)) {
-                    c.exp_stat_sn = sn.wrapping_add(1);
-                }
+                && Sn(sn).ge(Sn(c.exp_stat_sn))
+            {
+                c.exp_stat_sn = sn.wrapping_add(1);
+            }
         }
         let Pdu { bhs, data, .. } = pdu;
         match bhs {
@@ -728,9 +729,10 @@ fn on_nop_in(st: &mut State, cid: u16, h: NopIn, data: Bytes) {
     if h.itt != RESERVED_TAG {
         st.tasks.remove(&h.itt);
         if let Some(c) = conn_mut(&mut st.conns, cid)
-            && c.ping_itt == Some(h.itt) {
-                c.ping_itt = None;
-            }
+            && c.ping_itt == Some(h.itt)
+        {
+            c.ping_itt = None;
+        }
     }
     if h.ttt != RESERVED_TAG {
         // RFC 7143 §11.19: a NOP-In with a valid TTT asks for a NOP-Out
@@ -903,9 +905,10 @@ async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>) {
                 segs.push(&o.data);
             }
             if let Some(t) = o.trailer.0.get(..o.trailer.1)
-                && !t.is_empty() {
-                    segs.push(t);
-                }
+                && !t.is_empty()
+            {
+                segs.push(t);
+            }
         }
         if let Err(e) = write_all_vectored(&mut wr, &segs).await {
             debug!("write failed: {e}");

@@ -460,12 +460,13 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
         None => available,
     };
     if let End::Lun { cap, .. } = to
-        && dst_base + len > cap.bytes() {
-            return Err(format!(
-                "copy of {len} bytes at offset {dst_base} does not fit in the LUN ({} bytes): LBA out of range",
-                cap.bytes()
-            ));
-        }
+        && dst_base + len > cap.bytes()
+    {
+        return Err(format!(
+            "copy of {len} bytes at offset {dst_base} does not fit in the LUN ({} bytes): LBA out of range",
+            cap.bytes()
+        ));
+    }
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(len);
         if let Ok(st) =

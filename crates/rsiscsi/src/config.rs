@@ -38,9 +38,10 @@ pub fn initiator_name() -> String {
     if let Ok(text) = std::fs::read_to_string(&path) {
         for line in text.lines() {
             if let Some(v) = line.trim().strip_prefix("InitiatorName=")
-                && validate_name(v.trim()).is_ok() {
-                    return v.trim().to_string();
-                }
+                && validate_name(v.trim()).is_ok()
+            {
+                return v.trim().to_string();
+            }
         }
     }
     let host = std::fs::read_to_string("/etc/hostname")
