@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the settings below are used by the scripts that source this file
 # Shared settings and helpers for the rsiscsi lab scripts. Sourced, never run.
 # Every port, IQN, size and credential of the lab is defined here once; lab-up.sh writes them to
 # $LAB/lab.env for the integration tests, the other scripts read them from here.
@@ -104,4 +105,23 @@ log_tail() { # log_tail FILE: the last lines of a daemon log, indented, for fail
   else
     printf '  (log %s is empty or missing)\n' "$1" >&2
   fi
+}
+
+# ensure_rust: cargo on PATH, plus rustfmt and clippy (added with rustup when missing).
+# The workspace needs a current stable toolchain (edition 2024); Debian 12's own cargo is too old.
+ensure_rust() {
+  if ! command -v cargo >/dev/null && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+    PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    export PATH
+  fi
+  command -v cargo >/dev/null ||
+    die "cargo not found: install a stable Rust toolchain with rustup (Debian 12's cargo is too old for edition 2024)"
+  local comp
+  for comp in fmt:rustfmt clippy:clippy; do
+    if ! cargo "${comp%%:*}" --version >/dev/null 2>&1; then
+      command -v rustup >/dev/null || die "cargo ${comp%%:*} is missing and there is no rustup to add ${comp##*:}"
+      say "adding the ${comp##*:} component with rustup"
+      rustup component add "${comp##*:}" || die "rustup component add ${comp##*:} failed"
+    fi
+  done
 }
