@@ -13,7 +13,12 @@ cd "$ROOT"
 need_root
 
 CURRENT="setup"
-trap 'say "ERROR: demo failed during: $CURRENT"' ERR
+LAB_UP=""
+on_error() {
+  say "ERROR: demo failed during: $CURRENT"
+  [ -z "$LAB_UP" ] || say "the lab is left running for a look (logs under $LAB); stop it with: LAB=$LAB $HERE/lab-down.sh"
+}
+trap on_error ERR
 
 # run CMD...: print the command, then run it.
 run() {
@@ -41,6 +46,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/rsiscsi"
 
 CURRENT="scripts/lab-up.sh"
 "$HERE/lab-up.sh"
+LAB_UP=1
 
 PORTAL="$HOST4:$TGT_PORT"
 LUN_URL="iscsi://$PORTAL/$TGT_BASE:ram1/$TGT_LUN"
