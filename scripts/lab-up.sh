@@ -15,6 +15,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lab-lib.sh"
 need_root
 T0=$EPOCHREALTIME
+# The path goes into istgt's config files and tgtadm arguments unquoted.
+[[ $LAB =~ ^/[A-Za-z0-9._/+-]+$ ]] || die "LAB must be an absolute path made of letters, digits and ._/+- (got '$LAB')"
 
 ensure_pkgs tgt istgt libiscsi-bin iproute2 procps util-linux
 for tool in tgtd tgtadm istgt ss ps mountpoint; do
