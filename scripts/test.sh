@@ -1,0 +1,56 @@
+#!/bin/bash
+# THE test command for rsiscsi (CI runs it through .ci/run, as root, from a fresh clone).
+#   1. installs what is missing: tgt istgt libiscsi-bin iproute2 procps (apt-get), rustfmt and clippy (rustup)
+#   2. cargo fmt --all -- --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. starts the target lab (scripts/lab-up.sh) and exports RSISCSI_LAB_ENV=$LAB/lab.env
+#   5. cargo test --workspace (the integration tests read RSISCSI_LAB_ENV and fail without it)
+#   6. always stops the lab again (scripts/lab-down.sh), keeping cargo test's exit status.
+# Extra arguments are passed to `cargo test` (e.g. `scripts/test.sh -- --nocapture`).
+set -Eeuo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=scripts/lab-lib.sh
+. "$HERE/lab-lib.sh"
+cd "$ROOT"
+need_root
+
+step() { printf '\n===== %s =====\n' "$*" >&2; }
+
+step "prerequisites"
+ensure_pkgs tgt istgt libiscsi-bin iproute2 procps util-linux
+ensure_rust
+cargo --version >&2
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check || die "formatting differs: run 'cargo fmt --all' (see the diff above)"
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings || die "clippy found problems (see above)"
+
+step "lab up ($LAB)"
+LAB_STARTED=""
+# shellcheck disable=SC2317  # called through the EXIT trap
+cleanup() {
+  local rc=$?
+  if [ -n "$LAB_STARTED" ]; then
+    step "lab down"
+    "$HERE/lab-down.sh" || say "WARNING: lab-down.sh reported leftovers (see above)"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+LAB_STARTED=1
+"$HERE/lab-up.sh" || die "the target lab did not start (see the messages above); no tests were run"
+[ -s "$LAB_ENV_FILE" ] || die "lab-up.sh succeeded but wrote no $LAB_ENV_FILE"
+export RSISCSI_LAB_ENV="$LAB_ENV_FILE"
+
+step "cargo test --workspace (RSISCSI_LAB_ENV=$RSISCSI_LAB_ENV)"
+set +e
+cargo test --workspace "$@"
+rc=$?
+set -e
+if [ "$rc" = 0 ]; then say "all tests passed"; else say "cargo test failed (exit $rc)"; fi
+exit "$rc"
