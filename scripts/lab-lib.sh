@@ -13,6 +13,7 @@ HOST6=::1
 TGT_PORT=3260
 ISTGT_PORT=3261
 DCHAP_PORT=3262
+REDIRECT_HOST=127.0.0.2   # tgt's redirects point here; see lab-up.sh
 ISTGT_UCTL_PORT=3269   # istgt's UnitControl would otherwise take 3261
 DCHAP_UCTL_PORT=3270
 # tgtd's management socket (/var/run/tgtd/socket.N). A private number keeps us clear of a system tgtd.
@@ -30,6 +31,7 @@ RAM1_MIB=1024
 CHAP_MIB=256
 MUTUAL_MIB=256
 DCHAP_MIB=64
+SMALL_MIB=64   # the write-path variants (unsol, noimm) and the redirect target
 
 # --- credentials (lab-only, not secret in any real sense) ---------------------------------------
 CHAP_USER=labuser

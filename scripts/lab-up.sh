@@ -75,12 +75,13 @@ wait_listen() {
 
 # --- RAM disk ------------------------------------------------------------------------------------
 mkdir -p "$LAB/ram" "$LAB/tgt" "$LAB/istgt" "$LAB/dchap"
-ram_mib=$((2 * (RAM1_MIB + CHAP_MIB + MUTUAL_MIB) + DCHAP_MIB + 64))
+ram_mib=$((2 * (RAM1_MIB + CHAP_MIB + MUTUAL_MIB) + DCHAP_MIB + 3 * SMALL_MIB + 64))
 mount -t tmpfs -o "size=${ram_mib}m,mode=0700" rsiscsi-lab "$LAB/ram"
 # Pre-fill every LUN file: the first touch of fresh tmpfs pages is slow (down to 200 MB/s on a new VM),
 # and that cost must not land in a test or a benchmark.
 for spec in tgt-ram1:$RAM1_MIB tgt-chap:$CHAP_MIB tgt-mutual:$MUTUAL_MIB \
-  istgt-ram1:$RAM1_MIB istgt-chap:$CHAP_MIB istgt-mutual:$MUTUAL_MIB dchap-ram1:$DCHAP_MIB; do
+  istgt-ram1:$RAM1_MIB istgt-chap:$CHAP_MIB istgt-mutual:$MUTUAL_MIB dchap-ram1:$DCHAP_MIB \
+  tgt-unsol:$SMALL_MIB tgt-noimm:$SMALL_MIB istgt-moved:$SMALL_MIB; do
   dd if=/dev/zero of="$LAB/ram/${spec%%:*}.img" bs=1M count="${spec##*:}" status=none
 done
 
@@ -122,7 +123,47 @@ tgta --mode account --op new --user "$MUTUAL_USER" --password "$MUTUAL_SECRET"
 tgta --mode account --op new --user "$MUTUAL_TARGET_USER" --password "$MUTUAL_TARGET_SECRET"
 tgta --mode account --op bind --tid 3 --user "$MUTUAL_USER"
 tgta --mode account --op bind --tid 3 --user "$MUTUAL_TARGET_USER" --outgoing
+# Write-path variants (RFC 7143 §13.10-13.14): "unsol" makes the initiator send unsolicited Data-Out
+# (InitialR2T=No) in PDUs no larger than a small MaxRecvDataSegmentLength; "noimm" forbids immediate
+# data and keeps bursts short, so every write is driven by many R2Ts.
+for name in unsol noimm; do
+  tid=$((tid + 1))
+  tgta --mode target --op new --tid "$tid" --targetname "$TGT_BASE:$name"
+  tgta --mode logicalunit --op new --tid "$tid" --lun "$TGT_LUN" \
+    --backing-store "$LAB/ram/tgt-$name.img" --bstype rdwr
+  tgta --mode target --op bind --tid "$tid" --initiator-address ALL
+  tgta --mode target --op update --tid "$tid" --name HeaderDigest --value CRC32C,None
+  tgta --mode target --op update --tid "$tid" --name DataDigest --value CRC32C,None
+done
+tgta --mode target --op update --tid 4 --name InitialR2T --value No
+tgta --mode target --op update --tid 4 --name ImmediateData --value Yes
+tgta --mode target --op update --tid 4 --name FirstBurstLength --value 65536
+tgta --mode target --op update --tid 4 --name MaxBurstLength --value 262144
+tgta --mode target --op update --tid 4 --name MaxRecvDataSegmentLength --value 16384
+# tgt pings initiators of "unsol" every second with NOP-In (a real TTT) and drops one that leaves three
+# unanswered (RFC 7143 §11.19): the tests hold idle sessions there to prove we answer.
+tgta --mode target --op update --tid 4 --name nop_interval --value 1
+tgta --mode target --op update --tid 4 --name nop_count --value 3
+tgta --mode target --op update --tid 5 --name ImmediateData --value No
+tgta --mode target --op update --tid 5 --name InitialR2T --value Yes
+tgta --mode target --op update --tid 5 --name MaxBurstLength --value 65536
+tgta --mode target --op update --tid 5 --name MaxRecvDataSegmentLength --value 32768
+# Login redirection (RFC 7143 §11.13.5, status class 1): "moved" sends initiators to istgt, which
+# serves a target of the same name; "loop" redirects to itself forever. tgt redirects only initiators
+# whose own address differs from the redirect address, so both point at 127.0.0.2 (a second loopback
+# address both daemons also listen on) while initiators connect from 127.0.0.1.
+tgta --mode target --op new --tid 6 --targetname "$TGT_BASE:moved"
+tgta --mode target --op bind --tid 6 --initiator-address ALL
+tgta --mode target --op update --tid 6 --name RedirectAddress --value "$REDIRECT_HOST"
+tgta --mode target --op update --tid 6 --name RedirectPort --value "$ISTGT_PORT"
+tgta --mode target --op update --tid 6 --name RedirectReason --value Temporary
+tgta --mode target --op new --tid 7 --targetname "$TGT_BASE:loop"
+tgta --mode target --op bind --tid 7 --initiator-address ALL
+tgta --mode target --op update --tid 7 --name RedirectAddress --value "$REDIRECT_HOST"
+tgta --mode target --op update --tid 7 --name RedirectPort --value "$TGT_PORT"
+tgta --mode target --op update --tid 7 --name RedirectReason --value Permanent
 tgta --mode portal --op new --param "portal=[$HOST6]:$TGT_PORT"
+tgta --mode portal --op new --param "portal=$REDIRECT_HOST:$TGT_PORT"
 wait_listen tgtd "$TGT_PID" "$TGT_LOG" "$HOST6" "$TGT_PORT"
 
 # --- istgt ---------------------------------------------------------------------------------------
@@ -199,10 +240,13 @@ start_istgt() {
 
 {
   write_istgt_global "$LAB/istgt" "$ISTGT_BASE" "$ISTGT_UCTL_PORT" None None
-  printf '\n[PortalGroup1]\n  Portal DA1 %s:%s\n  Portal DA2 [%s]:%s\n' "$HOST4" "$ISTGT_PORT" "$HOST6" "$ISTGT_PORT"
+  printf '\n[PortalGroup1]\n  Portal DA1 %s:%s\n  Portal DA2 [%s]:%s\n  Portal DA3 %s:%s\n' \
+    "$HOST4" "$ISTGT_PORT" "$HOST6" "$ISTGT_PORT" "$REDIRECT_HOST" "$ISTGT_PORT"
   write_istgt_lu 1 ram1 None None istgt-ram1.img "$RAM1_MIB"
   write_istgt_lu 2 chap CHAP AuthGroup1 istgt-chap.img "$CHAP_MIB"
   write_istgt_lu 3 mutual "CHAP Mutual" AuthGroup2 istgt-mutual.img "$MUTUAL_MIB"
+  # The destination of tgt's "moved" redirect: a full IQN is used as is, without NodeBase.
+  write_istgt_lu 4 "$TGT_BASE:moved" None None istgt-moved.img "$SMALL_MIB"
 } >"$LAB/istgt/istgt.conf"
 cat >"$LAB/istgt/auth.conf" <<CONF
 [AuthGroup1]
@@ -251,6 +295,13 @@ tmp_env="$LAB_ENV_FILE.tmp"
   e RSISCSI_TGT_IQN_RAM1 "$TGT_BASE:ram1"
   e RSISCSI_TGT_IQN_CHAP "$TGT_BASE:chap"
   e RSISCSI_TGT_IQN_MUTUAL "$TGT_BASE:mutual"
+  echo "# tgt write-path variants: unsol (InitialR2T=No, FirstBurstLength 64 KiB, MRDSL 16 KiB, NOP-In every 1 s), noimm (ImmediateData=No, MaxBurstLength 64 KiB)."
+  e RSISCSI_TGT_IQN_UNSOL "$TGT_BASE:unsol"
+  e RSISCSI_TGT_IQN_NOIMM "$TGT_BASE:noimm"
+  echo "# tgt redirects: moved -> istgt (same name, LUN 0), loop -> itself."
+  e RSISCSI_TGT_IQN_MOVED "$TGT_BASE:moved"
+  e RSISCSI_TGT_IQN_LOOP "$TGT_BASE:loop"
+  e RSISCSI_REDIRECT_HOST "$REDIRECT_HOST"
   echo "# istgt: disk at LUN 0; MaxConnections 8 (enforced); ErrorRecoveryLevel 0; UseDigest Auto."
   e RSISCSI_ISTGT_HOST "$HOST4"
   e RSISCSI_ISTGT_PORT "$ISTGT_PORT"

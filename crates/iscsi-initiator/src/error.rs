@@ -79,7 +79,7 @@ pub enum Error {
     #[error("authentication failed: the target does not offer CHAP, which was required")]
     ChapRefused,
     #[error("target redirected the login to {0}")]
-    Redirected(crate::portal::TargetPortal),
+    Redirected(crate::portal::PortalAddr),
     #[error("target redirected the login more than {0} times")]
     TooManyRedirects(usize),
     #[error("target broke the iSCSI protocol: {0}")]

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::config::SessionConfig;
 use crate::error::{Error, LoginStatus, Result};
-use crate::portal::TargetPortal;
+use crate::portal::PortalAddr;
 use crate::wire::{recv_pdu, send_pdu};
 
 /// Login stages (RFC 7143 §11.12.3).
@@ -49,7 +49,7 @@ pub(crate) struct LoggedIn {
 pub(crate) enum LoginOutcome {
     LoggedIn(Box<LoggedIn>),
     /// Status class 1: log in at this address instead (RFC 7143 §11.13.5).
-    Redirect(TargetPortal),
+    Redirect(PortalAddr),
 }
 
 struct Exchange<'a> {
@@ -109,7 +109,7 @@ impl Exchange<'_> {
                 let pairs = text::parse(&resp.data).unwrap_or_default();
                 let addr = pairs.iter().find(|(k, _)| k == "TargetAddress").map(|(_, v)| v.clone());
                 let addr = addr.ok_or_else(|| Error::protocol("login redirected without a TargetAddress"))?;
-                return Err(Error::Redirected(TargetPortal::parse(&addr)?));
+                return Err(Error::Redirected(redirect_address(&addr)?));
             }
             if h.status_class != 0 {
                 return Err(Error::Login {
@@ -270,4 +270,11 @@ fn keep_declared(pairs: &TextPairs, out: &mut TextPairs) {
             out.push((k.clone(), v.clone()));
         }
     }
+}
+
+/// The address of a redirect: `HOST[:PORT][,TPGT]` (RFC 7143 §13.8; the
+/// tag is optional here and tgt leaves it out).
+fn redirect_address(v: &str) -> Result<PortalAddr> {
+    let addr = v.rsplit_once(',').map_or(v, |(a, _)| a);
+    PortalAddr::parse(addr).map_err(|_| Error::protocol(format!("login redirected to an invalid TargetAddress {v:?}")))
 }

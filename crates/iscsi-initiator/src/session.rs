@@ -183,7 +183,7 @@ impl Session {
                         return Err(Error::TooManyRedirects(cfg.max_redirects));
                     }
                     info!(from = %addr, to = %to, "login redirected");
-                    addr = to.addr;
+                    addr = to;
                 }
             }
         }
