@@ -145,6 +145,11 @@ async fn data_round_trips_across_every_negotiated_length() {
         let p = s.params().clone();
         let fb = p.first_burst_length as usize;
         let mb = p.max_burst_length as usize;
+        if lab.name == "istgt" {
+            // istgt grants 16 outstanding R2Ts: the MaxBurstLength×3 write runs
+            // on several R2Ts at once.
+            assert_eq!(p.max_outstanding_r2t, 16, "{p:?}");
+        }
         let sizes = [512, fb - 512, fb, fb + 512, mb * 3 + 512, 64 << 20];
         let mut lba = 8192;
         for (i, len) in sizes.into_iter().enumerate() {

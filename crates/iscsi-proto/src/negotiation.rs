@@ -55,7 +55,7 @@ impl Default for Proposal {
             first_burst_length: 262_144,
             default_time2wait: 2,
             default_time2retain: 20,
-            max_outstanding_r2t: 1,
+            max_outstanding_r2t: 16,
             data_pdu_in_order: true,
             data_sequence_in_order: true,
             error_recovery_level: 0,
@@ -760,7 +760,7 @@ mod tests {
                 ("FirstBurstLength", "262144"),
                 ("DefaultTime2Wait", "2"),
                 ("DefaultTime2Retain", "20"),
-                ("MaxOutstandingR2T", "1"),
+                ("MaxOutstandingR2T", "16"),
                 ("DataPDUInOrder", "Yes"),
                 ("DataSequenceInOrder", "Yes"),
                 ("ErrorRecoveryLevel", "0"),
@@ -1000,8 +1000,8 @@ mod tests {
         assert!(one(&mut n, "MaxBurstLength", "65536").is_ok());
         assert_eq!(n.result().max_burst_length, 65_536);
         assert_eq!(
-            one(&mut n, "MaxOutstandingR2T", "2"),
-            Err(NegotiationError::NotOffered { key: "MaxOutstandingR2T".into(), value: "2".into() })
+            one(&mut n, "MaxOutstandingR2T", "17"),
+            Err(NegotiationError::NotOffered { key: "MaxOutstandingR2T".into(), value: "17".into() })
         );
         let mut n = with(Proposal { max_connections: 8, ..Proposal::default() });
         assert_eq!(
