@@ -37,7 +37,9 @@ impl SessionConfig {
             initiator_name: initiator_name.into(),
             initiator_alias: None,
             chap: None,
-            proposal: Proposal::default(),
+            // Ask for room to grow the session (MC/S); the target's own
+            // limit wins (RFC 7143 §13.2, result function minimum).
+            proposal: Proposal { max_connections: 16, ..Proposal::default() },
             isid: random_isid(),
             connect_timeout: Duration::from_secs(10),
             login_timeout: Duration::from_secs(15),

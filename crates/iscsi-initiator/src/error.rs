@@ -102,6 +102,16 @@ pub enum Error {
     InvalidArgument(String),
     #[error("the session is closed")]
     SessionClosed,
+    #[error("the target allows {limit} connection(s) in this session (MaxConnections)")]
+    TooManyConnections { limit: u16 },
+    #[error("no connection {0} in this session")]
+    InvalidConnectionId(String),
+    #[error("the last connection of a session cannot be removed (log the session out instead)")]
+    CantRemoveLastConnection,
+    #[error("the leading connection of a session cannot be removed")]
+    CannotRemoveLeadingConnection,
+    #[error("the connection is already being removed")]
+    RemoveConnectionInProgress,
 }
 
 impl Error {

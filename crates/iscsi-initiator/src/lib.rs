@@ -7,6 +7,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 mod login;
+pub mod model;
 pub mod portal;
 pub mod scsi;
 pub mod session;

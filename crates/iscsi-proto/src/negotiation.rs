@@ -541,6 +541,16 @@ impl Negotiator {
             if is_security_key(name) || is_initiator_only_key(name) {
                 return Err(NegotiationError::OutOfTurn(name.clone()));
             }
+            // tgt offers session keys again on every round of a non-leading
+            // login even after they were answered Irrelevant; answering
+            // again is harmless, since they change nothing here.
+            if let Some(key) = Key::from_name(name)
+                && !self.is_relevant(key)
+                && !is_special(value)
+            {
+                reply.push((name.clone(), IRRELEVANT.to_owned()));
+                continue;
+            }
             if !self.seen.insert(name.clone()) {
                 return Err(NegotiationError::Repeated(name.clone()));
             }

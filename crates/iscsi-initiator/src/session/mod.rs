@@ -1,0 +1,614 @@
+//! A session in full feature phase (RFC 7143 §4) over one or more TCP
+//! connections (MC/S).
+//!
+//! The session owns ITT and CmdSN allocation, so no caller can get them
+//! wrong: the CmdSN window and the task table are session-wide, StatSN is
+//! per connection, and every PDU of a task stays on the connection its
+//! command went out on (allegiance, RFC 7143 §4.2.2). New commands are
+//! spread over the connections by the load-balance policy.
+
+mod io;
+mod state;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iscsi_proto::negotiation::{Digest, Negotiated};
+use iscsi_proto::pdu::{FrameConfig, PduDecoder, RESERVED_TAG, logout_reason, task_attr};
+use iscsi_proto::scsi::cdb::Cdb;
+use iscsi_proto::seq::CmdWindow;
+use iscsi_proto::text::{self, TextAccumulator, TextPairs};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+pub use self::state::ConnCounters;
+use self::state::{Burst, ConnState, Reply, ScsiTask, State, Task, TaskKind};
+use crate::config::SessionConfig;
+use crate::error::{Error, Result};
+use crate::login::{LoggedIn, LoginOutcome, LoginParams, login};
+use crate::model::{Balancer, IdAllocator, LoadBalancePolicy, UniqueConnectionId, UniqueSessionId};
+use crate::portal::PortalAddr;
+
+/// Direction and size of a SCSI command's data.
+#[derive(Debug, Clone)]
+pub enum DataDirection {
+    None,
+    /// Read up to this many bytes.
+    Read(u32),
+    /// Write these bytes.
+    Write(Bytes),
+}
+
+/// The result of a SCSI command that reached the target and came back.
+#[derive(Debug, Clone, Default)]
+pub struct ScsiOutcome {
+    /// SCSI status byte (SAM-5).
+    pub status: u8,
+    /// Sense data (without the iSCSI SenseLength prefix), when sent.
+    pub sense: Bytes,
+    /// Data-In received, in order.
+    pub data: Bytes,
+    /// Residual count: positive for underflow, negative for overflow.
+    pub residual: i64,
+}
+
+/// What the management view shows of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub id: UniqueConnectionId,
+    /// The iSCSI CID.
+    pub cid: u16,
+    pub leading: bool,
+    pub portal: PortalAddr,
+    pub local_address: Option<std::net::SocketAddr>,
+    pub remote_address: Option<std::net::SocketAddr>,
+    pub header_digest: Digest,
+    pub data_digest: Digest,
+    pub max_recv_data_segment_length: u32,
+    pub max_xmit_data_segment_length: u32,
+    pub outstanding: usize,
+    pub primary: bool,
+    pub weight: u32,
+    pub counters: ConnCounters,
+}
+
+/// Per-connection login settings for [`Session::connect_more`]: the CHAP
+/// credentials and digests a new connection logs in with.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionLogin {
+    /// `None` keeps the session's own CHAP settings.
+    pub chap: Option<Option<iscsi_proto::chap::ChapConfig>>,
+    pub header_digest: Option<Vec<Digest>>,
+    pub data_digest: Option<Vec<Digest>>,
+}
+
+pub(crate) struct Inner {
+    state: Mutex<State>,
+    cfg: SessionConfig,
+    id: UniqueSessionId,
+    target_name: Option<String>,
+    portal: PortalAddr,
+    tsih: u16,
+    params: Negotiated,
+}
+
+/// A logged-in iSCSI session.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("target", &self.inner.target_name)
+            .field("portal", &self.inner.portal)
+            .field("tsih", &self.inner.tsih)
+            .finish()
+    }
+}
+
+/// Process-wide allocator of session and connection ids.
+fn ids() -> &'static IdAllocator {
+    static IDS: std::sync::OnceLock<IdAllocator> = std::sync::OnceLock::new();
+    IDS.get_or_init(IdAllocator::new)
+}
+
+/// Frame settings of a connection from what its login negotiated.
+fn frame_configs(p: &Negotiated) -> (FrameConfig, FrameConfig) {
+    let rx = FrameConfig {
+        header_digest: p.header_digest == Digest::Crc32c,
+        data_digest: p.data_digest == Digest::Crc32c,
+        max_recv_data_segment_length: p.max_recv_data_segment_length,
+    };
+    (rx, rx)
+}
+
+/// Starts the reader and writer of a logged-in connection.
+fn spawn_connection(
+    inner: &Arc<Inner>,
+    cid: u16,
+    id: UniqueConnectionId,
+    portal: PortalAddr,
+    stream: TcpStream,
+    l: LoggedIn,
+) -> ConnState {
+    let (rx_cfg, tx_cfg) = frame_configs(&l.negotiated);
+    let (local, remote) = (stream.local_addr().ok(), stream.peer_addr().ok());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (rd, wr) = stream.into_split();
+    let w = tokio::spawn(io::writer(wr, rx));
+    let r = tokio::spawn(io::reader(Arc::downgrade(inner), cid, rd, PduDecoder::new(rx_cfg), l.leftover));
+    ConnState {
+        cid,
+        id,
+        portal,
+        local,
+        remote,
+        max_xmit: l.negotiated.max_xmit_data_segment_length,
+        params: l.negotiated,
+        tx,
+        tx_cfg,
+        exp_stat_sn: l.exp_stat_sn,
+        ping_itt: None,
+        outstanding: 0,
+        draining: false,
+        primary: true,
+        weight: 1,
+        counters: ConnCounters::default(),
+        handles: vec![w, r],
+    }
+}
+
+impl Session {
+    /// Logs in to `target_name` (or a discovery session when `None`) at
+    /// `portal`, following login redirections.
+    pub async fn login(portal: &PortalAddr, target_name: Option<&str>, cfg: SessionConfig) -> Result<Self> {
+        let mut addr = portal.clone();
+        let mut redirects = 0;
+        loop {
+            let mut stream = io::connect(&addr, &cfg).await?;
+            let params = LoginParams { cfg: &cfg, target_name, tsih: 0, cid: 0, cmd_sn: 1, exp_stat_sn: 0 };
+            match login(&mut stream, &params).await? {
+                LoginOutcome::LoggedIn(l) => {
+                    info!(portal = %addr, target = target_name.unwrap_or("(discovery)"), tsih = l.tsih, "logged in");
+                    return Ok(Self::start(stream, addr, target_name, cfg, *l));
+                }
+                LoginOutcome::Redirect(to) => {
+                    redirects += 1;
+                    if redirects > cfg.max_redirects {
+                        return Err(Error::TooManyRedirects(cfg.max_redirects));
+                    }
+                    info!(from = %addr, to = %to, "login redirected");
+                    addr = to;
+                }
+            }
+        }
+    }
+
+    fn start(stream: TcpStream, portal: PortalAddr, target: Option<&str>, cfg: SessionConfig, l: LoggedIn) -> Self {
+        let params = l.negotiated.clone();
+        let state = State {
+            window: CmdWindow::new(l.exp_cmd_sn, l.exp_cmd_sn, l.max_cmd_sn),
+            burst: Burst {
+                first_burst_length: params.first_burst_length,
+                immediate_data: params.immediate_data,
+                initial_r2t: params.initial_r2t,
+            },
+            next_itt: 1,
+            tasks: HashMap::new(),
+            queued: VecDeque::new(),
+            conns: Vec::new(),
+            leading_cid: 0,
+            next_cid: 1,
+            balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
+            closed: None,
+        };
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            cfg,
+            id: ids().next_session(),
+            target_name: target.map(str::to_string),
+            portal: portal.clone(),
+            tsih: l.tsih,
+            params,
+        });
+        let conn = spawn_connection(&inner, 0, ids().next_connection(), portal, stream, l);
+        inner.lock().conns.push(conn);
+        Session { inner }
+    }
+
+    /// The session's management id (Windows `UniqueSessionId`).
+    pub fn id(&self) -> UniqueSessionId {
+        self.inner.id
+    }
+
+    /// Parameters negotiated on the leading login.
+    pub fn params(&self) -> &Negotiated {
+        &self.inner.params
+    }
+
+    /// Target Session Identifying Handle assigned by the target.
+    pub fn tsih(&self) -> u16 {
+        self.inner.tsih
+    }
+
+    pub fn isid(&self) -> [u8; 6] {
+        self.inner.cfg.isid
+    }
+
+    pub fn initiator_name(&self) -> &str {
+        &self.inner.cfg.initiator_name
+    }
+
+    pub fn target_name(&self) -> Option<&str> {
+        self.inner.target_name.as_deref()
+    }
+
+    /// The portal of the leading login (after redirects).
+    pub fn portal(&self) -> &PortalAddr {
+        &self.inner.portal
+    }
+
+    /// Why the session stopped, if it did.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.inner.lock().closed.clone()
+    }
+
+    /// The connections in service, leading first.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let st = self.inner.lock();
+        st.conns
+            .iter()
+            .map(|c| ConnectionInfo {
+                id: c.id,
+                cid: c.cid,
+                leading: c.cid == st.leading_cid,
+                portal: c.portal.clone(),
+                local_address: c.local,
+                remote_address: c.remote,
+                header_digest: c.params.header_digest,
+                data_digest: c.params.data_digest,
+                max_recv_data_segment_length: c.params.max_recv_data_segment_length,
+                max_xmit_data_segment_length: c.max_xmit,
+                outstanding: c.outstanding,
+                primary: c.primary,
+                weight: c.weight,
+                counters: c.counters,
+            })
+            .collect()
+    }
+
+    /// The load-balance policy in force.
+    pub fn load_balance_policy(&self) -> LoadBalancePolicy {
+        self.inner.lock().balancer.policy()
+    }
+
+    /// Switches the load-balance policy; commands already sent keep their
+    /// connection, new ones follow the new policy at once.
+    pub fn set_load_balance_policy(&self, policy: LoadBalancePolicy) {
+        self.inner.lock().balancer.set_policy(policy);
+    }
+
+    /// Sets a connection's role for the policies that use one: primary
+    /// (failover, round robin with subset) and weight (weighted paths).
+    pub fn set_path(&self, id: UniqueConnectionId, primary: bool, weight: u32) -> Result<()> {
+        let mut st = self.inner.lock();
+        let c = st.conns.iter_mut().find(|c| c.id == id).ok_or(Error::InvalidConnectionId(id.to_string()))?;
+        c.primary = primary;
+        c.weight = weight;
+        Ok(())
+    }
+
+    /// Logs in one more connection to this session (RFC 7143 §5.3: same
+    /// ISID, the session's TSIH, a new CID; only connection keys are
+    /// negotiated) and puts it into service while I/O goes on.
+    pub async fn connect_more(&self, portal: &PortalAddr, how: &ConnectionLogin) -> Result<UniqueConnectionId> {
+        let inner = &self.inner;
+        let (cid, cmd_sn) = {
+            let mut st = inner.lock();
+            if let Some(r) = &st.closed {
+                return Err(Error::ConnectionLost(r.clone()));
+            }
+            let limit = inner.params.max_connections;
+            if st.conns.len() >= usize::from(limit) {
+                return Err(Error::TooManyConnections { limit });
+            }
+            let cid = st.next_cid;
+            st.next_cid = st.next_cid.wrapping_add(1);
+            (cid, st.window.current())
+        };
+        let mut cfg = inner.cfg.clone();
+        if let Some(chap) = &how.chap {
+            cfg.chap = chap.clone();
+        }
+        if let Some(d) = &how.header_digest {
+            cfg.proposal.header_digest = d.clone();
+        }
+        if let Some(d) = &how.data_digest {
+            cfg.proposal.data_digest = d.clone();
+        }
+        let mut stream = io::connect(portal, &cfg).await?;
+        let target = inner.target_name.as_deref();
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih: inner.tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        let l = match login(&mut stream, &params).await? {
+            LoginOutcome::LoggedIn(l) => l,
+            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
+        };
+        let id = ids().next_connection();
+        let conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        let mut st = inner.lock();
+        if let Some(r) = &st.closed {
+            return Err(Error::ConnectionLost(r.clone()));
+        }
+        st.window.update(conn.exp_stat_sn, 0);
+        st.conns.push(conn);
+        info!(session = %inner.id, connection = %id, cid, portal = %portal, "connection added");
+        st.drain_queue();
+        Ok(id)
+    }
+
+    /// Takes a connection out of the session: it gets no new tasks, its
+    /// tasks finish, then it logs out with reason "close the connection"
+    /// (RFC 7143 §11.14.1). The leading and the last connection stay.
+    pub async fn remove_connection(&self, id: UniqueConnectionId) -> Result<()> {
+        let cid = {
+            let mut st = self.inner.lock();
+            let leading = st.leading_cid;
+            let n = st.conns.len();
+            let c = st.conns.iter_mut().find(|c| c.id == id).ok_or(Error::InvalidConnectionId(id.to_string()))?;
+            if n <= 1 {
+                return Err(Error::CantRemoveLastConnection);
+            }
+            if c.cid == leading {
+                return Err(Error::CannotRemoveLeadingConnection);
+            }
+            if c.draining {
+                return Err(Error::RemoveConnectionInProgress);
+            }
+            c.draining = true;
+            c.cid
+        };
+        // Let its tasks finish (bounded by the command timeout).
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.command_timeout;
+        loop {
+            let busy = {
+                let st = self.inner.lock();
+                st.tasks.values().any(|t| t.cid == Some(cid) && matches!(t.kind, TaskKind::Scsi(_)))
+            };
+            if !busy || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let task = Task {
+            cid: Some(cid),
+            lun: 0,
+            kind: TaskKind::Logout(logout_reason::CLOSE_CONNECTION),
+            reply: None,
+            queued_cdb: None,
+        };
+        let r = self.inner.submit_logout(task, cid).await;
+        self.inner.lock().drop_connection(cid, "removed");
+        match r {
+            Ok(Reply::Logout(h)) if h.response == 0 => Ok(()),
+            Ok(Reply::Logout(h)) => {
+                Err(Error::protocol(format!("target refused to close the connection (response {})", h.response)))
+            }
+            Ok(_) => Err(Error::protocol("unexpected reply to a Logout Request")),
+            // The connection is gone either way.
+            Err(Error::ConnectionLost(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one SCSI command and waits for its status (RFC 7143 §11.3).
+    pub async fn execute(&self, lun: u64, cdb: &Cdb, dir: DataDirection) -> Result<ScsiOutcome> {
+        let (read, write_data, expected_len) = match dir {
+            DataDirection::None => (false, Bytes::new(), 0u32),
+            DataDirection::Read(n) => (true, Bytes::new(), n),
+            DataDirection::Write(b) => {
+                let n = u32::try_from(b.len())
+                    .map_err(|_| Error::InvalidArgument("write larger than 4 GiB in one command".into()))?;
+                (false, b, n)
+            }
+        };
+        let raw_lun =
+            iscsi_proto::scsi::lun::encode_lun(lun).map_err(|e| Error::InvalidArgument(format!("LUN {lun}: {e}")))?;
+        let task = Task {
+            cid: None,
+            lun: raw_lun,
+            kind: TaskKind::Scsi(ScsiTask {
+                expected_len,
+                read,
+                chunks: Vec::new(),
+                received: 0,
+                next_data_sn: 0,
+                write_data,
+            }),
+            reply: None,
+            queued_cdb: Some((*cdb, task_attr::SIMPLE)),
+        };
+        match self.inner.submit_command(task).await? {
+            Reply::Scsi(o) => Ok(o),
+            _ => Err(Error::protocol("unexpected reply to a SCSI command")),
+        }
+    }
+
+    /// A Text Request/Response exchange (RFC 7143 §11.10), e.g. SendTargets.
+    pub async fn text_request(&self, pairs: &TextPairs) -> Result<TextPairs> {
+        let mut data = Vec::new();
+        text::encode(pairs, &mut data);
+        let task =
+            Task { cid: None, lun: 0, kind: TaskKind::Text(TextAccumulator::default()), reply: None, queued_cdb: None };
+        match self.inner.submit_text(task, Bytes::from(data)).await? {
+            Reply::Text(t) => Ok(t),
+            _ => Err(Error::protocol("unexpected reply to a Text Request")),
+        }
+    }
+
+    /// Closes the session: every other connection logs out with reason
+    /// "close the connection", then the leading one with "close the
+    /// session" (RFC 7143 §11.14), and the sockets are closed.
+    pub async fn logout(&self) -> Result<()> {
+        let (others, leading) = {
+            let st = self.inner.lock();
+            let others: Vec<u16> = st.conns.iter().map(|c| c.cid).filter(|c| *c != st.leading_cid).collect();
+            (others, st.leading_cid)
+        };
+        for cid in others {
+            let task = Task {
+                cid: Some(cid),
+                lun: 0,
+                kind: TaskKind::Logout(logout_reason::CLOSE_CONNECTION),
+                reply: None,
+                queued_cdb: None,
+            };
+            if let Err(e) = self.inner.submit_logout(task, cid).await {
+                warn!(cid, "connection logout failed: {e}");
+            }
+            self.inner.lock().drop_connection(cid, "logged out");
+        }
+        let task = Task {
+            cid: Some(leading),
+            lun: 0,
+            kind: TaskKind::Logout(logout_reason::CLOSE_SESSION),
+            reply: None,
+            queued_cdb: None,
+        };
+        let r = self.inner.submit_logout(task, leading).await;
+        self.inner.shutdown("logged out");
+        match r? {
+            Reply::Logout(h) if h.response == 0 => Ok(()),
+            Reply::Logout(h) => Err(Error::protocol(format!("logout refused by the target (response {})", h.response))),
+            _ => Err(Error::protocol("unexpected reply to a Logout Request")),
+        }
+    }
+
+    /// The target asked (Async Message event 1) that connection `cid` log
+    /// out: close just that connection when others remain, else the session.
+    async fn logout_requested(&self, cid: u16) -> Result<()> {
+        let (n, leading) = {
+            let st = self.inner.lock();
+            (st.conns.len(), st.leading_cid)
+        };
+        if n <= 1 {
+            return self.logout().await;
+        }
+        {
+            let mut st = self.inner.lock();
+            if let Some(c) = st.conns.iter_mut().find(|c| c.cid == cid) {
+                c.draining = true;
+            }
+            if leading == cid
+                && let Some(next) = st.conns.iter().find(|c| c.cid != cid).map(|c| c.cid)
+            {
+                st.leading_cid = next;
+            }
+        }
+        let task = Task {
+            cid: Some(cid),
+            lun: 0,
+            kind: TaskKind::Logout(logout_reason::CLOSE_CONNECTION),
+            reply: None,
+            queued_cdb: None,
+        };
+        let r = self.inner.submit_logout(task, cid).await;
+        self.inner.lock().drop_connection(cid, "logged out at the target's request");
+        r.map(|_| ())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // ConnState's own Drop aborts each connection's tasks.
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).conns.clear();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-update;
+        // the state is still the best we have.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shutdown(&self, reason: &str) {
+        let mut st = self.lock();
+        st.fail_all(reason);
+        st.conns.clear();
+    }
+
+    /// A connection's reader stopped: drop the connection.
+    fn connection_failed(&self, cid: u16, reason: &str) {
+        let mut st = self.lock();
+        if st.closed.is_none() && st.conns.iter().any(|c| c.cid == cid && !c.draining) {
+            warn!(cid, reason, "connection failed");
+        }
+        st.drop_connection(cid, reason);
+        st.drain_queue();
+    }
+
+    fn register(&self, mut task: Task) -> Result<(u32, oneshot::Receiver<Result<Reply>>, MutexGuard<'_, State>)> {
+        let (tx, rx) = oneshot::channel();
+        task.reply = Some(tx);
+        let mut st = self.lock();
+        if let Some(r) = &st.closed {
+            return Err(Error::ConnectionLost(r.clone()));
+        }
+        let itt = st.alloc_itt();
+        st.tasks.insert(itt, task);
+        Ok((itt, rx, st))
+    }
+
+    /// Queues a SCSI command behind the CmdSN window and waits for it.
+    async fn submit_command(&self, task: Task) -> Result<Reply> {
+        let (itt, rx) = {
+            let (itt, rx, mut st) = self.register(task)?;
+            st.queued.push_back(itt);
+            st.drain_queue();
+            (itt, rx)
+        };
+        self.wait(itt, rx).await
+    }
+
+    /// Sends a Logout Request (immediate) on connection `cid` and waits.
+    async fn submit_logout(&self, task: Task, cid: u16) -> Result<Reply> {
+        let (itt, rx) = {
+            let (itt, rx, mut st) = self.register(task)?;
+            st.send_logout(itt, cid);
+            (itt, rx)
+        };
+        self.wait(itt, rx).await
+    }
+
+    /// Sends a Text Request (immediate) on the leading connection.
+    async fn submit_text(&self, mut task: Task, data: Bytes) -> Result<Reply> {
+        task.cid = Some(self.lock().leading_cid);
+        let (itt, rx) = {
+            let (itt, rx, mut st) = self.register(task)?;
+            st.send_text(itt, RESERVED_TAG, data);
+            (itt, rx)
+        };
+        self.wait(itt, rx).await
+    }
+
+    async fn wait(&self, itt: u32, rx: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
+        match tokio::time::timeout(self.cfg.command_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::SessionClosed),
+            Err(_) => {
+                // Leave a tombstone without a waiter so that a late answer is
+                // consumed quietly; the caller gets a clear error now.
+                if let Some(t) = self.lock().tasks.get_mut(&itt) {
+                    t.reply = None;
+                }
+                Err(Error::Timeout(format!("the target's answer (task 0x{itt:08x})")))
+            }
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! The session's shared state and what happens to it when a PDU arrives:
+//! the task table, the session-wide CmdSN window, the connections with
+//! their StatSN, and the rules of RFC 7143 §4 and §11 applied to each PDU.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use iscsi_proto::negotiation::Negotiated;
+use iscsi_proto::pdu::{
+    AsyncMessage, Bhs, DataIn, DataOut, FrameConfig, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, R2t,
+    RESERVED_TAG, Reject, ScsiCommand, ScsiResponse, TextRequest, TextResponse, data_trailer, encode_header,
+};
+use iscsi_proto::scsi::cdb::Cdb;
+use iscsi_proto::seq::{CmdWindow, Sn};
+use iscsi_proto::text::{TextAccumulator, TextPairs};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use super::{Inner, ScsiOutcome, Session};
+use crate::error::{Error, Result};
+use crate::model::{Balancer, PathView, UniqueConnectionId};
+use crate::portal::PortalAddr;
+
+/// A SCSI task waiting for data or status.
+pub(super) struct ScsiTask {
+    pub expected_len: u32,
+    pub read: bool,
+    pub chunks: Vec<Bytes>,
+    pub received: u32,
+    pub next_data_sn: u32,
+    pub write_data: Bytes,
+}
+
+pub(super) enum TaskKind {
+    Scsi(ScsiTask),
+    /// Our keepalive ping: answered by a NOP-In with the same ITT.
+    Ping,
+    Text(TextAccumulator),
+    /// Logout with this reason (RFC 7143 §11.14.1).
+    Logout(u8),
+}
+
+pub(super) enum Reply {
+    Scsi(ScsiOutcome),
+    Text(TextPairs),
+    Logout(LogoutResponse),
+}
+
+pub(super) struct Task {
+    /// The connection the task belongs to (allegiance, RFC 7143 §4.2.2);
+    /// `None` while a SCSI command waits for the CmdSN window.
+    pub cid: Option<u16>,
+    pub lun: u64,
+    pub kind: TaskKind,
+    pub reply: Option<oneshot::Sender<Result<Reply>>>,
+    /// The command's CDB and task attribute, kept until it is sent.
+    pub queued_cdb: Option<(Cdb, u8)>,
+}
+
+/// One outgoing PDU: header (with digest), data, trailer (padding, digest).
+pub(super) struct Out {
+    pub header: Bytes,
+    pub data: Bytes,
+    pub trailer: ([u8; 7], usize),
+}
+
+/// Counters of one connection, for the management view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    pub commands: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+pub(super) struct ConnState {
+    pub cid: u16,
+    pub id: UniqueConnectionId,
+    pub portal: PortalAddr,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub params: Negotiated,
+    pub tx: mpsc::UnboundedSender<Out>,
+    pub tx_cfg: FrameConfig,
+    pub exp_stat_sn: u32,
+    /// The target's MaxRecvDataSegmentLength: our largest data segment.
+    pub max_xmit: u32,
+    pub ping_itt: Option<u32>,
+    /// SCSI tasks in flight on this connection.
+    pub outstanding: usize,
+    /// Being removed: takes no new tasks.
+    pub draining: bool,
+    pub primary: bool,
+    pub weight: u32,
+    pub counters: ConnCounters,
+    pub handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            h.abort();
+        }
+    }
+}
+
+/// The session keys that shape a write (RFC 7143 §13.10-13.14).
+#[derive(Clone, Copy)]
+pub(super) struct Burst {
+    pub first_burst_length: u32,
+    pub immediate_data: bool,
+    pub initial_r2t: bool,
+}
+
+pub(super) struct State {
+    pub window: CmdWindow,
+    pub burst: Burst,
+    pub next_itt: u32,
+    pub tasks: HashMap<u32, Task>,
+    /// Commands waiting for the CmdSN window to open (RFC 7143 §4.2.2.1).
+    pub queued: VecDeque<u32>,
+    pub conns: Vec<ConnState>,
+    pub leading_cid: u16,
+    pub next_cid: u16,
+    pub balancer: Balancer,
+    pub closed: Option<String>,
+}
+
+pub(super) fn conn_mut(conns: &mut [ConnState], cid: u16) -> Option<&mut ConnState> {
+    conns.iter_mut().find(|c| c.cid == cid)
+}
+
+fn conn(conns: &[ConnState], cid: Option<u16>) -> Option<&ConnState> {
+    cid.and_then(|cid| conns.iter().find(|c| c.cid == cid))
+}
+
+impl State {
+    /// Removes a task, releasing its place in its connection's queue depth.
+    pub fn take_task(&mut self, itt: u32) -> Option<Task> {
+        let t = self.tasks.remove(&itt)?;
+        if let (TaskKind::Scsi(_), Some(cid)) = (&t.kind, t.cid)
+            && let Some(c) = conn_mut(&mut self.conns, cid)
+        {
+            c.outstanding = c.outstanding.saturating_sub(1);
+        }
+        Some(t)
+    }
+
+    /// Fails every task (session gone).
+    pub fn fail_all(&mut self, reason: &str) {
+        if self.closed.is_none() {
+            self.closed = Some(reason.to_string());
+        }
+        self.queued.clear();
+        for (_, t) in self.tasks.drain() {
+            complete(t, Err(Error::ConnectionLost(reason.to_string())));
+        }
+    }
+
+    /// A connection is gone: its tasks fail (ERL 0 keeps no state to
+    /// resume them), the others go on; the session ends with the last one.
+    pub fn drop_connection(&mut self, cid: u16, reason: &str) {
+        self.conns.retain(|c| c.cid != cid);
+        if self.conns.is_empty() {
+            self.fail_all(reason);
+            return;
+        }
+        let lost: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == Some(cid)).map(|(itt, _)| *itt).collect();
+        for itt in lost {
+            if let Some(t) = self.tasks.remove(&itt) {
+                complete(t, Err(Error::ConnectionLost(format!("connection {cid}: {reason}"))));
+            }
+        }
+        if self.leading_cid == cid {
+            // The session lives on; the oldest remaining connection leads.
+            if let Some(c) = self.conns.first() {
+                self.leading_cid = c.cid;
+            }
+        }
+    }
+
+    pub fn alloc_itt(&mut self) -> u32 {
+        loop {
+            let itt = self.next_itt;
+            self.next_itt = self.next_itt.wrapping_add(1);
+            if itt != RESERVED_TAG && !self.tasks.contains_key(&itt) {
+                return itt;
+            }
+        }
+    }
+
+    /// Chooses the connection for a new SCSI task by the load-balance policy.
+    fn pick_connection(&mut self) -> Option<u16> {
+        let views: Vec<PathView> = self
+            .conns
+            .iter()
+            .map(|c| PathView {
+                available: !c.draining,
+                primary: c.primary,
+                weight: c.weight,
+                outstanding: c.outstanding,
+            })
+            .collect();
+        let i = self.balancer.pick(&views)?;
+        self.conns.get(i).map(|c| c.cid)
+    }
+
+    /// Sends queued commands while the window allows (RFC 7143 §4.2.2.1).
+    pub fn drain_queue(&mut self) {
+        while let Some(&itt) = self.queued.front() {
+            if !self.window.is_open() {
+                return;
+            }
+            let Some(cid) = self.pick_connection() else { return };
+            self.queued.pop_front();
+            let Some(cmd_sn) = self.window.take() else { return };
+            if let Some(t) = self.tasks.get_mut(&itt) {
+                t.cid = Some(cid);
+            }
+            if let Some(c) = conn_mut(&mut self.conns, cid) {
+                c.outstanding += 1;
+                c.counters.commands += 1;
+            }
+            self.send_command(itt, cmd_sn);
+        }
+    }
+
+    pub fn send_logout(&mut self, itt: u32, logout_cid: u16) {
+        let cmd_sn = self.window.current();
+        let Some(t) = self.tasks.get(&itt) else { return };
+        let TaskKind::Logout(reason) = t.kind else { return };
+        let Some(c) = conn(&self.conns, t.cid) else { return };
+        let req = LogoutRequest { immediate: true, reason, itt, cid: logout_cid, cmd_sn, exp_stat_sn: c.exp_stat_sn };
+        push(c, req, Bytes::new());
+    }
+
+    pub fn send_text(&mut self, itt: u32, ttt: u32, data: Bytes) {
+        let cmd_sn = self.window.current();
+        let Some(t) = self.tasks.get(&itt) else { return };
+        let Some(c) = conn(&self.conns, t.cid) else { return };
+        let req = TextRequest {
+            immediate: true,
+            final_bit: true,
+            continue_: false,
+            lun: 0,
+            itt,
+            ttt,
+            cmd_sn,
+            exp_stat_sn: c.exp_stat_sn,
+        };
+        push(c, req, data);
+    }
+
+    /// Sends a SCSI Command with its immediate data and unsolicited
+    /// Data-Out (RFC 7143 §4.2.5.2: ImmediateData, InitialR2T, FirstBurstLength).
+    fn send_command(&mut self, itt: u32, cmd_sn: u32) {
+        let b = self.burst;
+        let Some(t) = self.tasks.get_mut(&itt) else { return };
+        let Some((cdb, attr)) = t.queued_cdb.take() else { return };
+        let Some(c) = t.cid.and_then(|cid| self.conns.iter_mut().find(|c| c.cid == cid)) else { return };
+        let TaskKind::Scsi(s) = &t.kind else { return };
+        let total = s.write_data.len();
+        let first_burst = (b.first_burst_length as usize).min(total);
+        let immediate = if b.immediate_data { first_burst.min(c.max_xmit as usize) } else { 0 };
+        let unsolicited_end = if b.initial_r2t { immediate } else { first_burst };
+        let mut cdb_bytes = [0u8; 16];
+        let n = usize::from(cdb.len).min(16);
+        if let (Some(dst), Some(src)) = (cdb_bytes.get_mut(..n), cdb.bytes.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        let cmd = ScsiCommand {
+            immediate: false,
+            final_bit: unsolicited_end <= immediate,
+            read: s.read,
+            write: total > 0,
+            attr,
+            lun: t.lun,
+            itt,
+            expected_data_transfer_length: s.expected_len,
+            cmd_sn,
+            exp_stat_sn: c.exp_stat_sn,
+            cdb: cdb_bytes,
+        };
+        c.counters.bytes_out += immediate as u64;
+        push(c, cmd, s.write_data.slice(..immediate));
+        if unsolicited_end > immediate {
+            send_data_out(c, t.lun, itt, RESERVED_TAG, &s.write_data, immediate, unsolicited_end - immediate);
+        }
+    }
+}
+
+/// Encodes a PDU for connection `c` and hands it to its writer.
+pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
+    let bhs = bhs.into();
+    let mut hdr = BytesMut::with_capacity(48 + 4);
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    encode_header(&bhs, &[], len, &c.tx_cfg, &mut hdr);
+    let trailer = data_trailer(&data, &c.tx_cfg);
+    // A send error means the writer is gone; the reader reports the loss.
+    let _ = c.tx.send(Out { header: hdr.freeze(), data, trailer });
+}
+
+/// Sends `len` bytes from `offset` as Data-Out PDUs no larger than the
+/// target's MaxRecvDataSegmentLength (RFC 7143 §11.7.7), DataSN from 0.
+fn send_data_out(c: &mut ConnState, lun: u64, itt: u32, ttt: u32, data: &Bytes, offset: usize, len: usize) {
+    let seg = (c.max_xmit as usize).max(512);
+    let end = offset + len;
+    let mut off = offset;
+    let mut data_sn = 0u32;
+    c.counters.bytes_out += len as u64;
+    while off < end {
+        let n = seg.min(end - off);
+        let h = DataOut {
+            final_bit: off + n == end,
+            lun,
+            itt,
+            ttt,
+            exp_stat_sn: c.exp_stat_sn,
+            data_sn,
+            buffer_offset: off as u32,
+        };
+        push(c, h, data.slice(off..off + n));
+        off += n;
+        data_sn = data_sn.wrapping_add(1);
+    }
+}
+
+pub(super) fn complete(mut t: Task, r: Result<Reply>) {
+    if let Some(tx) = t.reply.take() {
+        let _ = tx.send(r);
+    }
+}
+
+impl Inner {
+    /// Handles one PDU from the target on connection `cid`. An error here is
+    /// fatal for the connection (ERL 0, RFC 7143 §7.1.4).
+    pub(super) fn handle_pdu(self: &Arc<Self>, cid: u16, pdu: Pdu) -> Result<()> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if let Some((stat_sn, exp, max)) = pdu.bhs.target_sequence() {
+            st.window.update(exp, max);
+            // RFC 7143 §11.19: an unsolicited NOP-In carries the next StatSN
+            // without consuming it.
+            let counts = !matches!(&pdu.bhs, Bhs::NopIn(h) if h.itt == RESERVED_TAG);
+            if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid))
+                && Sn(sn).ge(Sn(c.exp_stat_sn))
+            {
+                c.exp_stat_sn = sn.wrapping_add(1);
+            }
+        }
+        let Pdu { bhs, data, .. } = pdu;
+        match bhs {
+            Bhs::DataIn(h) => on_data_in(st, cid, h, data)?,
+            Bhs::ScsiResponse(h) => on_scsi_response(st, cid, h, data)?,
+            Bhs::R2t(h) => on_r2t(st, cid, h)?,
+            Bhs::NopIn(h) => on_nop_in(st, cid, h, data),
+            Bhs::TextResponse(h) => on_text_response(st, h, data)?,
+            Bhs::LogoutResponse(h) => {
+                let reason = st.tasks.get(&h.itt).map(|t| match t.kind {
+                    TaskKind::Logout(r) => r,
+                    _ => u8::MAX,
+                });
+                if let Some(t) = st.take_task(h.itt) {
+                    complete(t, Ok(Reply::Logout(h)));
+                }
+                // The target closes the connection next: that is expected.
+                if reason == Some(iscsi_proto::pdu::logout_reason::CLOSE_SESSION) {
+                    st.closed.get_or_insert_with(|| "logged out".to_string());
+                } else if let Some(c) = conn_mut(&mut st.conns, cid) {
+                    c.draining = true;
+                }
+            }
+            Bhs::TaskMgmtResponse(h) => {
+                st.take_task(h.itt);
+            }
+            Bhs::AsyncMessage(h) => on_async(self, cid, h)?,
+            Bhs::Reject(h) => on_reject(st, h, &data)?,
+            other => return Err(Error::protocol(format!("unexpected {:?} in full feature phase", other.opcode()))),
+        }
+        st.drain_queue();
+        Ok(())
+    }
+}
+
+fn scsi_task<'a>(st: &'a mut State, itt: u32, cid: u16, what: &str) -> Result<&'a mut Task> {
+    let t = st.tasks.get_mut(&itt).ok_or_else(|| Error::protocol(format!("{what} for unknown task 0x{itt:08x}")))?;
+    if t.cid != Some(cid) {
+        return Err(Error::protocol(format!("{what} for task 0x{itt:08x} arrived on another connection (allegiance)")));
+    }
+    Ok(t)
+}
+
+fn on_data_in(st: &mut State, cid: u16, h: DataIn, data: Bytes) -> Result<()> {
+    let t = scsi_task(st, h.itt, cid, "Data-In")?;
+    let TaskKind::Scsi(s) = &mut t.kind else {
+        return Err(Error::protocol("Data-In for a task that is not a SCSI command"));
+    };
+    if !s.read {
+        return Err(Error::protocol("Data-In for a command that reads nothing"));
+    }
+    if h.data_sn != s.next_data_sn {
+        return Err(Error::protocol(format!("Data-In DataSN {} where {} was due", h.data_sn, s.next_data_sn)));
+    }
+    if h.buffer_offset != s.received {
+        return Err(Error::protocol(format!(
+            "Data-In at offset {} where {} was due (DataPDUInOrder=Yes)",
+            h.buffer_offset, s.received
+        )));
+    }
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let Some(end) = s.received.checked_add(len).filter(|e| *e <= s.expected_len) else {
+        return Err(Error::protocol(format!(
+            "Data-In beyond the expected transfer length of {} bytes",
+            s.expected_len
+        )));
+    };
+    s.next_data_sn = s.next_data_sn.wrapping_add(1);
+    s.received = end;
+    if !data.is_empty() {
+        s.chunks.push(data);
+    }
+    if let Some(c) = conn_mut(&mut st.conns, cid) {
+        c.counters.bytes_in += u64::from(len);
+    }
+    if h.status_present {
+        let residual = residual(h.underflow, h.overflow, h.residual_count);
+        if let Some(t) = st.take_task(h.itt) {
+            finish_scsi(t, h.status, Bytes::new(), residual);
+        }
+    }
+    Ok(())
+}
+
+fn residual(underflow: bool, overflow: bool, count: u32) -> i64 {
+    if underflow {
+        i64::from(count)
+    } else if overflow {
+        -i64::from(count)
+    } else {
+        0
+    }
+}
+
+fn finish_scsi(mut t: Task, status: u8, sense: Bytes, residual: i64) {
+    let TaskKind::Scsi(s) = &mut t.kind else { return };
+    let chunks = std::mem::take(&mut s.chunks);
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut b = BytesMut::with_capacity(s.received as usize);
+            for c in &chunks {
+                b.extend_from_slice(c);
+            }
+            b.freeze()
+        }
+    };
+    complete(t, Ok(Reply::Scsi(ScsiOutcome { status, sense, data, residual })));
+}
+
+fn on_scsi_response(st: &mut State, cid: u16, h: ScsiResponse, data: Bytes) -> Result<()> {
+    scsi_task(st, h.itt, cid, "SCSI Response")?;
+    let Some(t) = st.take_task(h.itt) else { return Ok(()) };
+    if h.response != 0 {
+        complete(t, Err(Error::TargetFailure(h.response)));
+        return Ok(());
+    }
+    // RFC 7143 §11.4.7: the data segment is SenseLength (2 bytes) + sense.
+    let sense = match data.get(..2) {
+        Some(&[a, b]) => {
+            let n = usize::from(u16::from_be_bytes([a, b]));
+            data.slice(2..(2 + n).min(data.len()))
+        }
+        _ => Bytes::new(),
+    };
+    finish_scsi(t, h.status, sense, residual(h.underflow, h.overflow, h.residual_count));
+    Ok(())
+}
+
+fn on_r2t(st: &mut State, cid: u16, h: R2t) -> Result<()> {
+    let t = scsi_task(st, h.itt, cid, "R2T")?;
+    let TaskKind::Scsi(s) = &t.kind else {
+        return Err(Error::protocol("R2T for a task that is not a SCSI command"));
+    };
+    let start = h.buffer_offset as usize;
+    let len = h.desired_data_transfer_length as usize;
+    if len == 0 || start.checked_add(len).is_none_or(|e| e > s.write_data.len()) {
+        return Err(Error::protocol(format!(
+            "R2T asks for {len} bytes at offset {start}, outside the {}-byte write",
+            s.write_data.len()
+        )));
+    }
+    let (lun, data) = (t.lun, s.write_data.clone());
+    if let Some(c) = conn_mut(&mut st.conns, cid) {
+        send_data_out(c, lun, h.itt, h.ttt, &data, start, len);
+    }
+    Ok(())
+}
+
+fn on_nop_in(st: &mut State, cid: u16, h: NopIn, data: Bytes) {
+    if h.itt != RESERVED_TAG {
+        st.take_task(h.itt);
+        if let Some(c) = conn_mut(&mut st.conns, cid)
+            && c.ping_itt == Some(h.itt)
+        {
+            c.ping_itt = None;
+        }
+    }
+    if h.ttt != RESERVED_TAG {
+        // RFC 7143 §11.19: a NOP-In with a valid TTT asks for a NOP-Out
+        // echoing the TTT (and the ping data), ITT reserved.
+        let cmd_sn = st.window.current();
+        if let Some(c) = st.conns.iter().find(|c| c.cid == cid) {
+            let out = NopOut {
+                immediate: true,
+                lun: h.lun,
+                itt: RESERVED_TAG,
+                ttt: h.ttt,
+                cmd_sn,
+                exp_stat_sn: c.exp_stat_sn,
+            };
+            push(c, out, data);
+        }
+    }
+}
+
+fn on_text_response(st: &mut State, h: TextResponse, data: Bytes) -> Result<()> {
+    let t = st.tasks.get_mut(&h.itt).ok_or_else(|| Error::protocol("Text Response for an unknown task"))?;
+    let TaskKind::Text(acc) = &mut t.kind else {
+        return Err(Error::protocol("Text Response for a task that is not a Text Request"));
+    };
+    match acc.push(&data, h.continue_ || !h.final_bit)? {
+        Some(pairs) => {
+            if let Some(t) = st.take_task(h.itt) {
+                complete(t, Ok(Reply::Text(pairs)));
+            }
+        }
+        // RFC 7143 §11.10.4: ask for the rest with an empty request
+        // carrying the target's TTT.
+        None => st.send_text(h.itt, h.ttt, Bytes::new()),
+    }
+    Ok(())
+}
+
+fn on_async(inner: &Arc<Inner>, cid: u16, h: AsyncMessage) -> Result<()> {
+    match h.async_event {
+        0 => debug!("SCSI asynchronous event"),
+        1 => {
+            // The target asks us to log out (RFC 7143 §11.9.1 event 1): this
+            // connection when others remain, else the session.
+            info!(cid, seconds = h.parameter3, "target requests logout");
+            let s = Session { inner: inner.clone() };
+            tokio::spawn(async move {
+                let _ = s.logout_requested(cid).await;
+            });
+        }
+        2 => return Err(Error::ConnectionLost("the target is dropping the connection".into())),
+        3 => return Err(Error::ConnectionLost("the target is dropping the session".into())),
+        4 => debug!("target requests parameter renegotiation; ignored"),
+        e => debug!(event = e, "asynchronous message ignored"),
+    }
+    Ok(())
+}
+
+/// RFC 7143 §11.17.1 reason codes.
+fn reject_reason(r: u8) -> &'static str {
+    match r {
+        0x02 => "data digest error",
+        0x03 => "SNACK reject",
+        0x04 => "protocol error",
+        0x05 => "command not supported",
+        0x06 => "too many immediate commands",
+        0x07 => "task in progress",
+        0x08 => "invalid data ack",
+        0x09 => "invalid PDU field",
+        0x0a => "out of resources",
+        0x0b => "deprecated reason",
+        0x0c => "waiting for logout",
+        _ => "unknown reason",
+    }
+}
+
+fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
+    let itt = data.get(16..20).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes);
+    let msg = format!("{} (reason 0x{:02x})", reject_reason(h.reason), h.reason);
+    match itt.and_then(|i| st.take_task(i)) {
+        Some(t) => {
+            complete(t, Err(Error::Rejected(msg)));
+            Ok(())
+        }
+        None => Err(Error::Rejected(msg)),
+    }
+}
