@@ -29,6 +29,9 @@ pub struct SessionConfig {
     pub command_timeout: Duration,
     /// How many times a login redirection (status class 1) is followed.
     pub max_redirects: usize,
+    /// Re-establish a failed connection (or the session) and retry its
+    /// commands instead of failing them (RFC 7143 §7.1.4, ERL 0).
+    pub recovery: bool,
 }
 
 impl SessionConfig {
@@ -47,6 +50,7 @@ impl SessionConfig {
             nop_timeout: Duration::from_secs(15),
             command_timeout: Duration::from_secs(60),
             max_redirects: 4,
+            recovery: true,
         }
     }
 }

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +15,8 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: SocketAddr,
     stall: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
+    /// One cut switch per accepted connection, in accept order.
+    cuts: Arc<Mutex<Vec<watch::Sender<bool>>>>,
 }
 
 impl Proxy {
@@ -24,18 +25,20 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stall = Arc::new(AtomicBool::new(false));
-        let (cut, cut_rx) = watch::channel(0u64);
-        let st = stall.clone();
+        let cuts: Arc<Mutex<Vec<watch::Sender<bool>>>> = Arc::default();
+        let (st, cs) = (stall.clone(), cuts.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(target).await else { continue };
+                let (tx, rx) = watch::channel(false);
+                cs.lock().unwrap().push(tx);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, st.clone(), cut_rx.clone()));
-                tokio::spawn(pump(sr, cw, st.clone(), cut_rx.clone()));
+                tokio::spawn(pump(cr, sw, st.clone(), rx.clone()));
+                tokio::spawn(pump(sr, cw, st.clone(), rx));
             }
         });
-        Proxy { addr, stall, cut }
+        Proxy { addr, stall, cuts }
     }
 
     /// Stops forwarding in both directions without closing anything: the
@@ -44,9 +47,24 @@ impl Proxy {
         self.stall.store(on, Ordering::SeqCst);
     }
 
-    /// Closes every connection made so far.
+    /// How many connections were accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.cuts.lock().unwrap().len()
+    }
+
+    /// Abruptly closes the `i`-th accepted connection (both sides), losing
+    /// whatever was in flight through the proxy.
+    pub fn cut(&self, i: usize) {
+        if let Some(tx) = self.cuts.lock().unwrap().get(i) {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// Closes every connection accepted so far.
     pub fn cut_all(&self) {
-        self.cut.send_modify(|g| *g += 1);
+        for tx in self.cuts.lock().unwrap().iter() {
+            let _ = tx.send(true);
+        }
     }
 }
 
@@ -54,10 +72,13 @@ async fn pump(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     stall: Arc<AtomicBool>,
-    mut cut: watch::Receiver<u64>,
+    mut cut: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
+        if *cut.borrow() {
+            return;
+        }
         while stall.load(Ordering::SeqCst) {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -74,8 +95,9 @@ async fn pump(
                 _ = cut.changed() => return,
             }
         }
-        if w.write_all(&buf[..n]).await.is_err() {
-            return;
+        tokio::select! {
+            r = w.write_all(&buf[..n]) => if r.is_err() { return },
+            _ = cut.changed() => return,
         }
     }
 }

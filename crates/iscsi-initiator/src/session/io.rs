@@ -89,7 +89,7 @@ fn send_ping(inner: &Inner, cid: u16) {
     let mut st = inner.lock();
     let itt = st.alloc_itt();
     let cmd_sn = st.window.current();
-    st.tasks.insert(itt, Task { cid: Some(cid), lun: 0, kind: TaskKind::Ping, reply: None, queued_cdb: None });
+    st.tasks.insert(itt, Task::new(Some(cid), 0, TaskKind::Ping, None));
     if let Some(c) = conn_mut(&mut st.conns, cid) {
         c.ping_itt = Some(itt);
         let out = NopOut { immediate: true, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn, exp_stat_sn: c.exp_stat_sn };

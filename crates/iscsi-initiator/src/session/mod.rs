@@ -8,6 +8,7 @@
 //! spread over the connections by the load-balance policy.
 
 mod io;
+mod recovery;
 mod state;
 
 use std::collections::{HashMap, VecDeque};
@@ -91,8 +92,9 @@ pub(crate) struct Inner {
     id: UniqueSessionId,
     target_name: Option<String>,
     portal: PortalAddr,
-    tsih: u16,
     params: Negotiated,
+    /// Serialises connection and session recovery.
+    recovery: tokio::sync::Mutex<()>,
 }
 
 /// A logged-in iSCSI session.
@@ -107,7 +109,7 @@ impl std::fmt::Debug for Session {
             .field("id", &self.inner.id)
             .field("target", &self.inner.target_name)
             .field("portal", &self.inner.portal)
-            .field("tsih", &self.inner.tsih)
+            .field("tsih", &self.tsih())
             .finish()
     }
 }
@@ -207,6 +209,8 @@ impl Session {
             next_cid: 1,
             balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
             closed: None,
+            tsih: l.tsih,
+            generation: 0,
         };
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
@@ -214,8 +218,8 @@ impl Session {
             id: ids().next_session(),
             target_name: target.map(str::to_string),
             portal: portal.clone(),
-            tsih: l.tsih,
             params,
+            recovery: tokio::sync::Mutex::new(()),
         });
         let conn = spawn_connection(&inner, 0, ids().next_connection(), portal, stream, l);
         inner.lock().conns.push(conn);
@@ -234,7 +238,7 @@ impl Session {
 
     /// Target Session Identifying Handle assigned by the target.
     pub fn tsih(&self) -> u16 {
-        self.inner.tsih
+        self.inner.lock().tsih
     }
 
     pub fn isid(&self) -> [u8; 6] {
@@ -309,7 +313,7 @@ impl Session {
     /// negotiated) and puts it into service while I/O goes on.
     pub async fn connect_more(&self, portal: &PortalAddr, how: &ConnectionLogin) -> Result<UniqueConnectionId> {
         let inner = &self.inner;
-        let (cid, cmd_sn) = {
+        let (cid, cmd_sn, tsih) = {
             let mut st = inner.lock();
             if let Some(r) = &st.closed {
                 return Err(Error::ConnectionLost(r.clone()));
@@ -320,7 +324,7 @@ impl Session {
             }
             let cid = st.next_cid;
             st.next_cid = st.next_cid.wrapping_add(1);
-            (cid, st.window.current())
+            (cid, st.window.current(), st.tsih)
         };
         let mut cfg = inner.cfg.clone();
         if let Some(chap) = &how.chap {
@@ -334,7 +338,7 @@ impl Session {
         }
         let mut stream = io::connect(portal, &cfg).await?;
         let target = inner.target_name.as_deref();
-        let params = LoginParams { cfg: &cfg, target_name: target, tsih: inner.tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
         let l = match login(&mut stream, &params).await? {
             LoginOutcome::LoggedIn(l) => l,
             LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
@@ -385,13 +389,7 @@ impl Session {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let task = Task {
-            cid: Some(cid),
-            lun: 0,
-            kind: TaskKind::Logout(logout_reason::CLOSE_CONNECTION),
-            reply: None,
-            queued_cdb: None,
-        };
+        let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
         let r = self.inner.submit_logout(task, cid).await;
         self.inner.lock().drop_connection(cid, "removed");
         match r {
@@ -419,20 +417,14 @@ impl Session {
         };
         let raw_lun =
             iscsi_proto::scsi::lun::encode_lun(lun).map_err(|e| Error::InvalidArgument(format!("LUN {lun}: {e}")))?;
-        let task = Task {
-            cid: None,
-            lun: raw_lun,
-            kind: TaskKind::Scsi(ScsiTask {
+        let task = Task::new(None, raw_lun, TaskKind::Scsi(ScsiTask {
                 expected_len,
                 read,
                 chunks: Vec::new(),
                 received: 0,
                 next_data_sn: 0,
                 write_data,
-            }),
-            reply: None,
-            queued_cdb: Some((*cdb, task_attr::SIMPLE)),
-        };
+            }), Some((*cdb, task_attr::SIMPLE)));
         match self.inner.submit_command(task).await? {
             Reply::Scsi(o) => Ok(o),
             _ => Err(Error::protocol("unexpected reply to a SCSI command")),
@@ -444,7 +436,7 @@ impl Session {
         let mut data = Vec::new();
         text::encode(pairs, &mut data);
         let task =
-            Task { cid: None, lun: 0, kind: TaskKind::Text(TextAccumulator::default()), reply: None, queued_cdb: None };
+            Task::new(None, 0, TaskKind::Text(TextAccumulator::default()), None);
         match self.inner.submit_text(task, Bytes::from(data)).await? {
             Reply::Text(t) => Ok(t),
             _ => Err(Error::protocol("unexpected reply to a Text Request")),
@@ -461,25 +453,13 @@ impl Session {
             (others, st.leading_cid)
         };
         for cid in others {
-            let task = Task {
-                cid: Some(cid),
-                lun: 0,
-                kind: TaskKind::Logout(logout_reason::CLOSE_CONNECTION),
-                reply: None,
-                queued_cdb: None,
-            };
+            let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
             if let Err(e) = self.inner.submit_logout(task, cid).await {
                 warn!(cid, "connection logout failed: {e}");
             }
             self.inner.lock().drop_connection(cid, "logged out");
         }
-        let task = Task {
-            cid: Some(leading),
-            lun: 0,
-            kind: TaskKind::Logout(logout_reason::CLOSE_SESSION),
-            reply: None,
-            queued_cdb: None,
-        };
+        let task = Task::new(Some(leading), 0, TaskKind::Logout(logout_reason::CLOSE_SESSION), None);
         let r = self.inner.submit_logout(task, leading).await;
         self.inner.shutdown("logged out");
         match r? {
@@ -510,13 +490,7 @@ impl Session {
                 st.leading_cid = next;
             }
         }
-        let task = Task {
-            cid: Some(cid),
-            lun: 0,
-            kind: TaskKind::Logout(logout_reason::CLOSE_CONNECTION),
-            reply: None,
-            queued_cdb: None,
-        };
+        let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
         let r = self.inner.submit_logout(task, cid).await;
         self.inner.lock().drop_connection(cid, "logged out at the target's request");
         r.map(|_| ())
@@ -543,14 +517,27 @@ impl Inner {
         st.conns.clear();
     }
 
-    /// A connection's reader stopped: drop the connection.
-    fn connection_failed(&self, cid: u16, reason: &str) {
+    /// A connection's reader stopped. Unless it was being closed on
+    /// purpose, recover it (see `recovery.rs`); else drop it.
+    fn connection_failed(self: &Arc<Self>, cid: u16, reason: &str) {
         let mut st = self.lock();
-        if st.closed.is_none() && st.conns.iter().any(|c| c.cid == cid && !c.draining) {
-            warn!(cid, reason, "connection failed");
+        let Some(c) = st.conns.iter().find(|c| c.cid == cid) else { return };
+        let on_purpose = c.draining || st.closed.is_some();
+        if on_purpose || !self.cfg.recovery || self.target_name.is_none() {
+            if !on_purpose {
+                warn!(cid, reason, "connection failed");
+            }
+            st.drop_connection(cid, reason);
+            st.drain_queue();
+            return;
         }
-        st.drop_connection(cid, reason);
-        st.drain_queue();
+        warn!(cid, reason, "connection failed; recovering");
+        let generation = st.generation;
+        if let Some((portal, id)) = st.orphan_connection(cid) {
+            drop(st);
+            let s = Session { inner: self.clone() };
+            tokio::spawn(s.recover(cid, portal, id, reason.to_string(), generation));
+        }
     }
 
     fn register(&self, mut task: Task) -> Result<(u32, oneshot::Receiver<Result<Reply>>, MutexGuard<'_, State>)> {

@@ -56,8 +56,28 @@ pub(super) struct Task {
     pub lun: u64,
     pub kind: TaskKind,
     pub reply: Option<oneshot::Sender<Result<Reply>>>,
-    /// The command's CDB and task attribute, kept until it is sent.
-    pub queued_cdb: Option<(Cdb, u8)>,
+    /// A SCSI command's CDB and task attribute, kept for retries.
+    pub cdb: Option<(Cdb, u8)>,
+    /// The CmdSN the command went out with, once sent.
+    pub cmd_sn: Option<u32>,
+    /// The connection this task was on when that connection failed; the
+    /// task waits for recovery (RFC 7143 §6.2.1, §7.1).
+    pub lost_on: Option<u16>,
+}
+
+impl Task {
+    /// Forgets what was transferred so far, for a retry from the start.
+    fn restart(&mut self) {
+        if let TaskKind::Scsi(s) = &mut self.kind {
+            s.chunks.clear();
+            s.received = 0;
+            s.next_data_sn = 0;
+        }
+    }
+
+    pub fn new(cid: Option<u16>, lun: u64, kind: TaskKind, cdb: Option<(Cdb, u8)>) -> Self {
+        Self { cid, lun, kind, reply: None, cdb, cmd_sn: None, lost_on: None }
+    }
 }
 
 /// One outgoing PDU: header (with digest), data, trailer (padding, digest).
@@ -126,6 +146,11 @@ pub(super) struct State {
     pub next_cid: u16,
     pub balancer: Balancer,
     pub closed: Option<String>,
+    /// Target Session Identifying Handle; changes on session reinstatement.
+    pub tsih: u16,
+    /// Bumped whenever the session is reinstated: a recovery that started
+    /// before then has nothing left to do.
+    pub generation: u64,
 }
 
 pub(super) fn conn_mut(conns: &mut [ConnState], cid: u16) -> Option<&mut ConnState> {
@@ -179,6 +204,87 @@ impl State {
                 self.leading_cid = c.cid;
             }
         }
+    }
+
+    /// A connection failed and will be recovered: its SCSI tasks wait for
+    /// a retry (their transfer state restarts), anything else fails.
+    /// Returns the portal and id of the lost connection.
+    pub fn orphan_connection(&mut self, cid: u16) -> Option<(PortalAddr, UniqueConnectionId)> {
+        let idx = self.conns.iter().position(|c| c.cid == cid)?;
+        let c = self.conns.remove(idx);
+        let lost: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == Some(cid)).map(|(itt, _)| *itt).collect();
+        for itt in lost {
+            let keep = matches!(self.tasks.get(&itt).map(|t| &t.kind), Some(TaskKind::Scsi(_)));
+            if keep {
+                if let Some(t) = self.tasks.get_mut(&itt) {
+                    t.cid = None;
+                    t.lost_on = Some(cid);
+                    t.restart();
+                }
+            } else if let Some(t) = self.tasks.remove(&itt) {
+                complete(t, Err(Error::ConnectionLost(format!("connection {cid} failed"))));
+            }
+        }
+        if self.leading_cid == cid
+            && let Some(first) = self.conns.first()
+        {
+            self.leading_cid = first.cid;
+        }
+        Some((c.portal.clone(), c.id))
+    }
+
+    /// After connection `lost_cid` was reinstated as `new_cid` (RFC 7143
+    /// §6.2.1): commands the target never received (CmdSN at or past its
+    /// ExpCmdSN) are retried with their own ITT and CmdSN, which fills the
+    /// holes in the CmdSN order; commands it received were terminated with
+    /// the old connection and go out again as new commands.
+    pub fn replay_lost(&mut self, lost_cid: u16, new_cid: u16, exp_cmd_sn: u32) {
+        let mut lost: Vec<(u32, Option<u32>)> =
+            self.tasks.iter().filter(|(_, t)| t.lost_on == Some(lost_cid)).map(|(itt, t)| (*itt, t.cmd_sn)).collect();
+        lost.sort_by_key(|(_, sn)| sn.map_or(i64::MAX, |sn| i64::from(sn.wrapping_sub(exp_cmd_sn) as i32)));
+        let mut again = Vec::new();
+        for (itt, sn) in lost {
+            match sn {
+                Some(sn) if Sn(sn).ge(Sn(exp_cmd_sn)) => {
+                    if let Some(t) = self.tasks.get_mut(&itt) {
+                        t.cid = Some(new_cid);
+                        t.lost_on = None;
+                    }
+                    if let Some(c) = conn_mut(&mut self.conns, new_cid) {
+                        c.outstanding += 1;
+                        c.counters.commands += 1;
+                    }
+                    self.send_command(itt, sn);
+                }
+                _ => again.push(itt),
+            }
+        }
+        self.reissue(again);
+    }
+
+    /// Sends every task lost with a failed connection again as a new
+    /// command (after session reinstatement the target knows none of them).
+    pub fn reissue_all_lost(&mut self) {
+        let mut lost: Vec<(u32, Option<u32>)> =
+            self.tasks.iter().filter(|(_, t)| t.lost_on.is_some()).map(|(itt, t)| (*itt, t.cmd_sn)).collect();
+        lost.sort_by_key(|(_, sn)| *sn);
+        self.reissue(lost.into_iter().map(|(itt, _)| itt).collect());
+    }
+
+    /// New ITT, new CmdSN, ahead of everything queued, in the given order.
+    fn reissue(&mut self, itts: Vec<u32>) {
+        for itt in itts.into_iter().rev() {
+            if let Some(mut t) = self.tasks.remove(&itt) {
+                t.cid = None;
+                t.lost_on = None;
+                t.cmd_sn = None;
+                t.restart();
+                let new = self.alloc_itt();
+                self.tasks.insert(new, t);
+                self.queued.push_front(new);
+            }
+        }
+        self.drain_queue();
     }
 
     pub fn alloc_itt(&mut self) -> u32 {
@@ -258,7 +364,8 @@ impl State {
     fn send_command(&mut self, itt: u32, cmd_sn: u32) {
         let b = self.burst;
         let Some(t) = self.tasks.get_mut(&itt) else { return };
-        let Some((cdb, attr)) = t.queued_cdb.take() else { return };
+        let Some((cdb, attr)) = t.cdb else { return };
+        t.cmd_sn = Some(cmd_sn);
         let Some(c) = t.cid.and_then(|cid| self.conns.iter_mut().find(|c| c.cid == cid)) else { return };
         let TaskKind::Scsi(s) = &t.kind else { return };
         let total = s.write_data.len();

@@ -1,0 +1,153 @@
+//! Recovery at ErrorRecoveryLevel 0 (RFC 7143 §6.2.1, §6.3.4, §7.1.4):
+//! a failed connection is reinstated (a login with the same CID, which
+//! makes the target end the old one) and its commands are retried or
+//! re-issued; when the target no longer has the session, the session is
+//! reinstated (same ISID, TSIH 0) and every pending command goes out again.
+//! Nothing is lost and nothing completes twice; when neither works within
+//! DefaultTime2Wait + DefaultTime2Retain, every pending command fails with
+//! a clear error.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{Session, io, spawn_connection};
+use crate::error::{Error, Result};
+use crate::login::{LoginOutcome, LoginParams, login};
+use crate::model::UniqueConnectionId;
+use crate::portal::PortalAddr;
+
+/// Pause between attempts to reach the target again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+impl Session {
+    pub(super) async fn recover(self, cid: u16, portal: PortalAddr, id: UniqueConnectionId, reason: String, generation: u64) {
+        let _one_at_a_time = self.inner.recovery.lock().await;
+        if self.inner.lock().generation != generation {
+            // A session reinstatement since then re-issued this connection's tasks.
+            return;
+        }
+        let p = &self.inner.params;
+        let wait = Duration::from_secs(u64::from(p.default_time2wait));
+        let retain = Duration::from_secs(u64::from(p.default_time2retain).max(5));
+        let deadline = Instant::now() + wait + retain;
+        // RFC 7143 §13.15: wait DefaultTime2Wait before logging in again.
+        tokio::time::sleep(wait).await;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if self.inner.lock().closed.is_some() {
+                return;
+            }
+            match self.reinstate_connection(cid, &portal, id).await {
+                Ok(()) => {
+                    info!(session = %self.inner.id, cid, "connection reinstated after: {reason}");
+                    return;
+                }
+                // The target ended the session with its last connection.
+                Err(Error::Login { status, .. }) if status.class == 2 && (status.detail == 10 || status.detail == 8) => {
+                    last = format!("the target no longer has the session ({})", status.description());
+                    break;
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    warn!(cid, "connection reinstatement failed: {e}");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+        while Instant::now() < deadline {
+            if self.inner.lock().closed.is_some() {
+                return;
+            }
+            match self.reinstate_session(&portal).await {
+                Ok(()) => {
+                    info!(session = %self.inner.id, "session reinstated after: {reason}");
+                    return;
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    warn!("session reinstatement failed: {e}");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+        let msg = format!("connection lost ({reason}) and not re-established within {} s: {last}", (wait + retain).as_secs());
+        warn!("{msg}");
+        let mut st = self.inner.lock();
+        st.fail_all(&msg);
+        st.conns.clear();
+    }
+
+    /// Logs in a connection with the failed one's CID (RFC 7143 §6.3.4).
+    async fn reinstate_connection(&self, cid: u16, portal: &PortalAddr, id: UniqueConnectionId) -> Result<()> {
+        let inner = &self.inner;
+        let (cmd_sn, tsih) = {
+            let st = inner.lock();
+            (st.window.current(), st.tsih)
+        };
+        let mut stream = io::connect(portal, &inner.cfg).await?;
+        let target = inner.target_name.as_deref();
+        let params = LoginParams { cfg: &inner.cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        let l = match login(&mut stream, &params).await? {
+            LoginOutcome::LoggedIn(l) => l,
+            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
+        };
+        let (exp, max) = (l.exp_cmd_sn, l.max_cmd_sn);
+        let conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        let mut st = inner.lock();
+        st.window.update(exp, max);
+        st.conns.push(conn);
+        st.replay_lost(cid, cid, exp);
+        Ok(())
+    }
+
+    /// A new session with the same ISID replaces the old one at the target
+    /// (RFC 7143 §6.3.5); every pending command goes out again on it.
+    async fn reinstate_session(&self, portal: &PortalAddr) -> Result<()> {
+        let inner = &self.inner;
+        let (cmd_sn, cid) = {
+            let mut st = inner.lock();
+            let cid = st.next_cid;
+            st.next_cid = st.next_cid.wrapping_add(1);
+            (st.window.current(), cid)
+        };
+        let mut stream = io::connect(portal, &inner.cfg).await?;
+        let target = inner.target_name.as_deref();
+        let params = LoginParams { cfg: &inner.cfg, target_name: target, tsih: 0, cid, cmd_sn, exp_stat_sn: 0 };
+        let l = match login(&mut stream, &params).await? {
+            LoginOutcome::LoggedIn(l) => l,
+            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
+        };
+        let (exp, max, tsih) = (l.exp_cmd_sn, l.max_cmd_sn, l.tsih);
+        let conn = spawn_connection(inner, cid, super::ids().next_connection(), portal.clone(), stream, *l);
+        let others: Vec<PortalAddr> = {
+            let mut st = inner.lock();
+            // The target ended every connection of the old session.
+            let old: Vec<u16> = st.conns.iter().map(|c| c.cid).collect();
+            let mut portals = Vec::new();
+            for c in old {
+                if let Some((p, _)) = st.orphan_connection(c) {
+                    portals.push(p);
+                }
+            }
+            st.conns.push(conn);
+            st.leading_cid = cid;
+            st.tsih = tsih;
+            st.window = iscsi_proto::seq::CmdWindow::new(exp, exp, max);
+            st.generation += 1;
+            st.reissue_all_lost();
+            portals
+        };
+        // Grow the session back to its former size, best effort.
+        for p in others {
+            let s = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.connect_more(&p, &super::ConnectionLogin::default()).await {
+                    warn!("could not re-add a connection after session reinstatement: {e}");
+                }
+            });
+        }
+        Ok(())
+    }
+}
