@@ -113,6 +113,13 @@ impl PduDecoder {
             });
         }
 
+        // The header is trusted from here on: an undefined opcode is refused
+        // without waiting for its data segment.
+        let Some(bhs_bytes) = buf.first_chunk::<BHS_LEN>() else {
+            return Ok(None);
+        };
+        let bhs = Bhs::decode(bhs_bytes)?;
+
         // `data_len` is at most 2^24-1, so none of this can overflow.
         let data_len = data_len as usize;
         let data_start = header_len + hdr_digest_len;
@@ -139,15 +146,6 @@ impl PduDecoder {
                 return Err(PduError::DataDigest { received, computed });
             }
         }
-
-        let bhs_bytes: [u8; BHS_LEN] =
-            buf.get(..BHS_LEN)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(PduError::InvalidField {
-                    field: "BHS",
-                    reason: "shorter than 48 bytes",
-                })?;
-        let bhs = Bhs::decode(&bhs_bytes)?;
 
         let frame = buf.split_to(total).freeze();
         Ok(Some(Pdu {

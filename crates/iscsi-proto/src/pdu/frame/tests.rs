@@ -253,12 +253,19 @@ fn padding_is_stripped() {
 }
 
 #[test]
-fn unknown_opcode_in_a_complete_pdu() {
+fn unknown_opcode_refused_once_the_header_is_in() {
     let mut wire = BytesMut::from(&encode_to_bytes(&data_in(0), &cfg(false, false))[..]);
     wire[0] = 0x1c;
     assert_eq!(
         PduDecoder::default().decode(&mut wire),
         Err(PduError::UnknownOpcode(0x1c))
+    );
+    // The data segment is not waited for.
+    let mut wire = BytesMut::from(&encode_to_bytes(&data_in(100), &cfg(false, false))[..48]);
+    wire[0] = 0x3e;
+    assert_eq!(
+        PduDecoder::default().decode(&mut wire),
+        Err(PduError::UnknownOpcode(0x3e))
     );
 }
 
