@@ -76,10 +76,11 @@ impl PduDecoder {
     /// one DataSegmentLength is checked as soon as the BHS is in. Either way
     /// no data is waited for past the limit.
     ///
-    /// On error `buf` is left as it was: the stream can no longer be framed
-    /// with confidence and the connection has to go (RFC 7143 §7.8). The
-    /// returned `data` and `ahs` are slices of the received buffer, not
-    /// copies.
+    /// On error `buf` is left as it was and the caller should drop the
+    /// connection. (A data digest error leaves the framing intact and RFC
+    /// 7143 §7.8 allows recovering from it at ErrorRecoveryLevel 1 or more;
+    /// this decoder does not attempt that.) The returned `data` and `ahs`
+    /// are slices of the received buffer, not copies.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Pdu>, PduError> {
         let cfg = self.config;
         let Some((ahs_len, data_len)) = peek_lengths(buf) else {
