@@ -371,6 +371,9 @@ impl End {
             std::fs::File::open(spec)
         };
         let f = f.map_err(|err| format!("cannot open {spec}: {err}"))?;
+        if f.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(format!("cannot copy {} {spec}: it is a directory", if write { "to" } else { "from" }));
+        }
         Ok(End::File(Arc::new(f), spec.to_string()))
     }
 
