@@ -38,7 +38,7 @@ const IKE_DEPENDENT_FLAGS: u64 = ISCSI_SECURITY_FLAG_MAIN_MODE_ENABLED
     | ISCSI_SECURITY_FLAG_TUNNEL_MODE_PREFERRED;
 
 /// Windows `ISCSI_SECURITY_FLAGS` (a `ULONGLONG`; values from the iSNS
-/// specification, RFC 4171 §6.3.4.x "Security Bitmap").
+/// Portal Security Bitmap, RFC 4171).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SecurityFlags(pub u64);
 
@@ -313,9 +313,10 @@ pub const MAX_TIME2_SECONDS: u32 = 3600;
 /// Longest CHAP user name we accept (Windows `ISDSC_INVALID_CHAP_USER_NAME`).
 pub const MAX_CHAP_USER_NAME_LEN: usize = 255;
 /// CHAP secret bounds: at least 12 bytes (96 bits) without IPsec, at most 16
-/// (Windows `ISDSC_INVALID_TARGET_CHAP_SECRET`; RFC 7143 §12.1.3 asks for
+/// (Windows `ISDSC_INVALID_TARGET_CHAP_SECRET`; RFC 7143 §9.2.1 asks for
 /// secrets of at least 96 bits unless IPsec protects the exchange).
 pub const MIN_CHAP_SECRET_LEN: usize = 12;
+/// See [`MIN_CHAP_SECRET_LEN`].
 pub const MAX_CHAP_SECRET_LEN: usize = 16;
 
 /// Windows `ISCSI_LOGIN_OPTIONS`. Fields mirror the C structure; a field
