@@ -2,7 +2,27 @@
 
 use std::path::PathBuf;
 
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Parses the command line. `--help` and `--version` print and exit; a usage
+/// error comes back as one line (clap's own report spans several lines).
+pub fn parse() -> Result<Cli, String> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
+        Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
+        Err(err) => {
+            // The first paragraph of clap's report, joined into one line.
+            let text = err.render().to_string();
+            let para: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            let joined = para.join(" ");
+            let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
+            let msg = if msg.is_empty() { "invalid command line" } else { msg };
+            Err(format!("{msg} (see rsiscsi --help)"))
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "rsiscsi", version, about = "Userspace iSCSI initiator")]

@@ -1,6 +1,7 @@
 //! One function per subcommand.
 
-use std::io::IsTerminal;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -55,6 +56,26 @@ fn session_config(common: &Common, url: Option<&IscsiUrl>) -> CmdResult<SessionC
     Ok(cfg)
 }
 
+/// Writes a command's whole output to stdout. A closed pipe (`| head`) ends
+/// the output quietly instead of panicking as `println!` would.
+fn emit(text: &str) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) => Err(format!("cannot write to stdout: {err}")),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> CmdResult<String> {
+    serde_json::to_string_pretty(v)
+        .map(|mut s| {
+            s.push('\n');
+            s
+        })
+        .map_err(|err| format!("cannot encode JSON: {err}"))
+}
+
 fn e(err: InitError) -> String {
     err.to_string()
 }
@@ -81,7 +102,7 @@ struct PortalJson {
 }
 
 async fn discover(common: &Common, portal: &str, json: bool) -> CmdResult {
-    let addr = PortalAddr::parse(portal).map_err(e)?;
+    let addr: PortalAddr = crate::url::parse_portal(portal).map_err(|err| err.to_string())?;
     let cfg = session_config(common, None)?;
     let targets = send_targets(&addr, cfg).await.map_err(e)?;
     let rows: Vec<PortalJson> = targets
@@ -96,15 +117,15 @@ async fn discover(common: &Common, portal: &str, json: bool) -> CmdResult {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
-    } else {
-        for t in &targets {
-            for p in &t.portals {
-                println!("{p} {}", t.name);
-            }
+        return emit(&to_json(&rows)?);
+    }
+    let mut text = String::new();
+    for t in &targets {
+        for p in &t.portals {
+            let _ = writeln!(text, "{p} {}", t.name);
         }
     }
-    Ok(())
+    emit(&text)
 }
 
 async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig) -> CmdResult<Session> {
@@ -170,7 +191,7 @@ async fn ls(common: &Common, url: &str, json: bool) -> CmdResult {
     let cfg = session_config(common, Some(&u))?;
     let targets = send_targets(&u.portal, cfg).await.map_err(e)?;
     let mut out = Vec::new();
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for t in targets.iter().filter(|t| u.target.as_ref().is_none_or(|n| *n == t.name)) {
         let portals = t.portals.iter().map(ToString::to_string).collect();
         let (luns, error) = match describe_target(common, &u, t).await {
@@ -179,31 +200,43 @@ async fn ls(common: &Common, url: &str, json: bool) -> CmdResult {
                 (Vec::new(), Some(format!("not listed: {err} (give --chap-user)")))
             }
             Err(err) => {
-                failed += 1;
+                failed.push(t.name.clone());
                 (Vec::new(), Some(err.to_string()))
             }
         };
         out.push(TargetJson { target: t.name.clone(), portals, luns, error });
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+    if let Some(name) = &u.target
+        && out.is_empty()
+    {
+        return Err(InitError::TargetNotFound(name.clone()).to_string());
+    }
+    let text = if json {
+        to_json(&out)?
     } else {
+        let mut text = String::new();
         for t in &out {
-            println!("Target: {} ({})", t.target, t.portals.join(" "));
+            let _ = writeln!(text, "Target: {} ({})", t.target, t.portals.join(" "));
             if let Some(err) = &t.error {
-                println!("  {err}");
+                let _ = writeln!(text, "  {err}");
             }
             for l in &t.luns {
                 let size = match (l.size_bytes, l.block_size) {
                     (Some(b), Some(bs)) => format!("{b} bytes ({} blocks of {bs})", b / u64::from(bs.max(1))),
                     _ => "-".to_string(),
                 };
-                println!("  Lun {}: {}, {} {} {}, {size}", l.lun, l.device_type, l.vendor, l.product, l.revision);
+                let _ = writeln!(
+                    text,
+                    "  Lun {}: {}, {} {} {}, {size}",
+                    l.lun, l.device_type, l.vendor, l.product, l.revision
+                );
             }
         }
-    }
-    if failed > 0 {
-        return Err(format!("{failed} target(s) could not be listed"));
+        text
+    };
+    emit(&text)?;
+    if !failed.is_empty() {
+        return Err(format!("{} target(s) could not be listed: {}", failed.len(), failed.join(", ")));
     }
     Ok(())
 }
@@ -265,22 +298,22 @@ async fn inquiry(common: &Common, url: &str, json: bool) -> CmdResult {
     let _ = s.logout().await;
     let j = r?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?);
-    } else {
-        println!("Vendor:      {}", j.vendor);
-        println!("Product:     {}", j.product);
-        println!("Revision:    {}", j.revision);
-        println!("Device type: {} (0x{:02x})", j.device_type_name, j.device_type);
-        println!("Removable:   {}", if j.removable { "yes" } else { "no" });
-        println!("Version:     0x{:02x}", j.version);
-        if let Some(sn) = &j.unit_serial {
-            println!("Unit serial: {sn}");
-        }
-        for id in &j.identifiers {
-            println!("Identifier:  {id}");
-        }
+        return emit(&to_json(&j)?);
     }
-    Ok(())
+    let mut text = String::new();
+    let _ = writeln!(text, "Vendor:      {}", j.vendor);
+    let _ = writeln!(text, "Product:     {}", j.product);
+    let _ = writeln!(text, "Revision:    {}", j.revision);
+    let _ = writeln!(text, "Device type: {} (0x{:02x})", j.device_type_name, j.device_type);
+    let _ = writeln!(text, "Removable:   {}", if j.removable { "yes" } else { "no" });
+    let _ = writeln!(text, "Version:     0x{:02x}", j.version);
+    if let Some(sn) = &j.unit_serial {
+        let _ = writeln!(text, "Unit serial: {sn}");
+    }
+    for id in &j.identifiers {
+        let _ = writeln!(text, "Identifier:  {id}");
+    }
+    emit(&text)
 }
 
 #[derive(Serialize)]
@@ -302,13 +335,9 @@ async fn capacity(common: &Common, url: &str, json: bool) -> CmdResult {
     let c = r?;
     if json {
         let j = CapacityJson { blocks: c.blocks, block_size: c.block_size, bytes: c.bytes() };
-        println!("{}", serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?);
-    } else {
-        println!("Blocks:     {}", c.blocks);
-        println!("Block size: {}", c.block_size);
-        println!("Bytes:      {}", c.bytes());
+        return emit(&to_json(&j)?);
     }
-    Ok(())
+    emit(&format!("Blocks:     {}\nBlock size: {}\nBytes:      {}\n", c.blocks, c.block_size, c.bytes()))
 }
 
 /// One side of a copy.
@@ -342,6 +371,9 @@ impl End {
             std::fs::File::open(spec)
         };
         let f = f.map_err(|err| format!("cannot open {spec}: {err}"))?;
+        if f.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(format!("cannot copy {} {spec}: it is a directory", if write { "to" } else { "from" }));
+        }
         Ok(End::File(Arc::new(f), spec.to_string()))
     }
 
@@ -372,8 +404,15 @@ impl End {
                 let last = (pos + len).div_ceil(bs);
                 let blocks = u32::try_from(last - first).map_err(|_| "read chunk too large".to_string())?;
                 let data = s.read_blocks(*lun, first, blocks, cap.block_size).await.map_err(e)?;
-                let skip = (pos - first * bs) as usize;
-                Ok(data.slice(skip..skip + len as usize))
+                let skip = usize::try_from(pos - first * bs).map_err(|err| err.to_string())?;
+                let end = usize::try_from(len).ok().and_then(|l| l.checked_add(skip));
+                match end {
+                    Some(end) if end <= data.len() => Ok(data.slice(skip..end)),
+                    _ => Err(format!(
+                        "short read from LUN {lun}: asked for {len} bytes at byte {pos}, got {} bytes",
+                        data.len()
+                    )),
+                }
             }
         }
     }
@@ -404,7 +443,13 @@ impl End {
                     let old = s.read_blocks(*lun, lba, 1, cap.block_size).await.map_err(e)?;
                     let mut merged = BytesMut::from(&old[..]);
                     let tail = data.slice(whole as usize..);
-                    merged[..tail.len()].copy_from_slice(&tail);
+                    let Some(head) = merged.get_mut(..tail.len()) else {
+                        return Err(format!(
+                            "short read from LUN {lun}: block {lba} came back with {} bytes",
+                            old.len()
+                        ));
+                    };
+                    head.copy_from_slice(&tail);
                     s.write_blocks(*lun, lba, merged.freeze(), cap.block_size).await.map_err(e)?;
                 }
                 Ok(())
@@ -415,6 +460,9 @@ impl End {
 
 async fn cp(common: &Common, src: &str, dst: &str, offset: u64, length: Option<u64>) -> CmdResult {
     let from = End::open(common, src, false).await?;
+    // A destination file this command creates is removed again if the copy
+    // fails, so that no partial copy is left looking like a finished one.
+    let created = !dst.starts_with("iscsi://") && !std::path::Path::new(dst).exists();
     let to = match End::open(common, dst, true).await {
         Ok(t) => t,
         Err(err) => {
@@ -425,6 +473,9 @@ async fn cp(common: &Common, src: &str, dst: &str, offset: u64, length: Option<u
     let r = copy(&from, &to, offset, length).await;
     from.close().await;
     to.close().await;
+    if r.is_err() && created {
+        let _ = std::fs::remove_file(dst);
+    }
     let n = r?;
     if !std::io::stderr().is_terminal() {
         return Ok(());

@@ -7,12 +7,17 @@ mod config;
 mod creds;
 mod url;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rsiscsi: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = match args.common.verbose {
         0 => "warn",
         1 => "info",
@@ -24,6 +29,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -32,8 +32,11 @@ impl std::fmt::Debug for IscsiUrl {
 pub enum UrlError {
     #[error("not an iSCSI URL (expected iscsi://HOST[:PORT]/IQN/LUN): {0}")]
     Scheme(String),
-    #[error("invalid portal in URL: {0}")]
+    #[error("invalid portal {0:?}: expected HOST[:PORT] or [IPv6][:PORT]")]
     Portal(String),
+    /// RFC 7143 §13.3 portals are TCP ports: 1 to 65535.
+    #[error("port {0} out of range: expected 1 to 65535")]
+    Port(String),
     #[error("invalid LUN {0:?} in URL: expected a number from 0 to 16383")]
     Lun(String),
     #[error("invalid target name {0:?} in URL")]
@@ -65,7 +68,7 @@ impl IscsiUrl {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let portal = PortalAddr::parse(hostport).map_err(|_| UrlError::Portal(hostport.to_string()))?;
+        let portal = parse_portal(hostport)?;
         let (mut user, mut secret) = (None, None);
         if let Some(u) = userinfo {
             let (n, p) = match u.split_once('%') {
@@ -113,6 +116,24 @@ impl IscsiUrl {
     }
 }
 
+/// Parses `HOST[:PORT]` or `[IPv6][:PORT]`, naming an out-of-range port
+/// rather than calling the whole address invalid.
+pub fn parse_portal(s: &str) -> Result<PortalAddr, UrlError> {
+    let port = match s.trim().strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").map(|(_, p)| p),
+        None if s.matches(':').count() == 1 => s.split_once(':').map(|(_, p)| p),
+        None => None,
+    };
+    if let Some(p) = port
+        && !p.is_empty()
+        && p.bytes().all(|b| b.is_ascii_digit())
+        && p.parse::<u16>().map_or(true, |n| n == 0)
+    {
+        return Err(UrlError::Port(p.to_string()));
+    }
+    PortalAddr::parse(s).map_err(|_| UrlError::Portal(s.to_string()))
+}
+
 /// The URL with any `user%secret@` part hidden.
 pub fn redact(s: &str) -> String {
     match (s.find("://"), s.rfind('@')) {
@@ -145,7 +166,11 @@ mod tests {
     #[test]
     fn refuses_malformed_urls_without_echoing_secrets() {
         assert!(matches!(IscsiUrl::parse("http://h/x/1"), Err(UrlError::Scheme(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h:99999/x/1"), Err(UrlError::Portal(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://h:99999/x/1"), Err(UrlError::Port(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://[::1]:0/x/1"), Err(UrlError::Port(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://h:abc/x/1"), Err(UrlError::Portal(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi:///x/1"), Err(UrlError::Portal(_))));
+        assert_eq!(parse_portal("::1").unwrap().to_string(), "[::1]:3260");
         assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.x/abc"), Err(UrlError::Lun(_))));
         assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.x/99999"), Err(UrlError::Lun(_))));
         assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.x/1?bogus=1"), Err(UrlError::Param(_))));

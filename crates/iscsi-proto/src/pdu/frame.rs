@@ -69,10 +69,11 @@ impl PduDecoder {
     /// one DataSegmentLength is checked as soon as the BHS is in. Either way
     /// no data is waited for past the limit.
     ///
-    /// On error `buf` is left as it was: the stream can no longer be framed
-    /// with confidence and the connection has to go (RFC 7143 §7.8). The
-    /// returned `data` and `ahs` are slices of the received buffer, not
-    /// copies.
+    /// On error `buf` is left as it was and the caller should drop the
+    /// connection. (A data digest error leaves the framing intact and RFC
+    /// 7143 §7.8 allows recovering from it at ErrorRecoveryLevel 1 or more;
+    /// this decoder does not attempt that.) The returned `data` and `ahs`
+    /// are slices of the received buffer, not copies.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Pdu>, PduError> {
         let cfg = self.config;
         let Some((ahs_len, data_len)) = peek_lengths(buf) else {
@@ -103,6 +104,13 @@ impl PduDecoder {
             return Err(PduError::DataSegmentTooLong { len: data_len, limit });
         }
 
+        // The header is trusted from here on: an undefined opcode is refused
+        // without waiting for its data segment.
+        let Some(bhs_bytes) = buf.first_chunk::<BHS_LEN>() else {
+            return Ok(None);
+        };
+        let bhs = Bhs::decode(bhs_bytes)?;
+
         // `data_len` is at most 2^24-1, so none of this can overflow.
         let data_len = data_len as usize;
         let data_start = header_len + hdr_digest_len;
@@ -122,12 +130,6 @@ impl PduDecoder {
                 return Err(PduError::DataDigest { received, computed });
             }
         }
-
-        let bhs_bytes: [u8; BHS_LEN] = buf
-            .get(..BHS_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(PduError::InvalidField { field: "BHS", reason: "shorter than 48 bytes" })?;
-        let bhs = Bhs::decode(&bhs_bytes)?;
 
         let frame = buf.split_to(total).freeze();
         Ok(Some(Pdu {

@@ -189,10 +189,14 @@ fn padding_is_stripped() {
 }
 
 #[test]
-fn unknown_opcode_in_a_complete_pdu() {
+fn unknown_opcode_refused_once_the_header_is_in() {
     let mut wire = BytesMut::from(&encode_to_bytes(&data_in(0), &cfg(false, false))[..]);
     wire[0] = 0x1c;
     assert_eq!(PduDecoder::default().decode(&mut wire), Err(PduError::UnknownOpcode(0x1c)));
+    // The data segment is not waited for.
+    let mut wire = BytesMut::from(&encode_to_bytes(&data_in(100), &cfg(false, false))[..48]);
+    wire[0] = 0x3e;
+    assert_eq!(PduDecoder::default().decode(&mut wire), Err(PduError::UnknownOpcode(0x3e)));
 }
 
 #[test]
@@ -262,5 +266,76 @@ proptest! {
         let mut buf = BytesMut::from(&encode_to_bytes(&pdu, &FrameConfig::default())[..]);
         prop_assert_eq!(buf.len(), 48);
         prop_assert_eq!(PduDecoder::default().decode(&mut buf).unwrap(), Some(pdu));
+    }
+}
+
+/// Writes the seed corpora of the fuzz targets (see fuzz/README.md):
+/// `FUZZ_SEED_DIR=fuzz/corpus cargo test -p iscsi-proto write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files; run by hand to seed fuzz/corpus"]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("FUZZ_SEED_DIR") else {
+        panic!("set FUZZ_SEED_DIR to the fuzz corpus directory");
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let login_text = b"TargetPortalGroupTag=1\0HeaderDigest=None\0DataDigest=None\0".to_vec();
+    let login = Pdu::new(
+        LoginResponse {
+            transit: true,
+            csg: 1,
+            nsg: 3,
+            isid: [0x80, 0, 0, 0x01, 0x02, 0x03],
+            tsih: 1,
+            itt: 1,
+            stat_sn: 1,
+            exp_cmd_sn: 1,
+            max_cmd_sn: 32,
+            ..Default::default()
+        },
+        login_text.into(),
+    );
+    let sense = Bytes::from_static(&[0, 18, 0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0]);
+    let response = Pdu::new(
+        ScsiResponse { status: 2, itt: 5, stat_sn: 3, exp_cmd_sn: 4, max_cmd_sn: 40, ..Default::default() },
+        sense,
+    );
+    let r2t = Pdu::new(
+        R2t { itt: 6, ttt: 0x100, max_cmd_sn: 40, desired_data_transfer_length: 4096, ..Default::default() },
+        Bytes::new(),
+    );
+    let nop = Pdu::new(NopIn { itt: RESERVED_TAG, ttt: 7, ..Default::default() }, Bytes::new());
+    let rejected = Bhs::from(NopOut::default()).encode(0, 0);
+    let reject = Pdu::new(Reject { reason: 9, ..Default::default() }, Bytes::copy_from_slice(&rejected));
+    let with_ahs = Pdu { ahs: Bytes::from_static(&[0, 5, 2, 0, 0, 0, 0x10, 0]), ..data_in(0) };
+    let sets: [(&str, Vec<Pdu>); 4] = [
+        ("login", vec![login]),
+        ("data_in", vec![data_in(37), data_in(0)]),
+        ("target_mix", vec![response, r2t, nop, with_ahs]),
+        ("reject", vec![reject]),
+    ];
+    let out = dir.join("pdu_decoder");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, pdus) in &sets {
+        // Selector: digests in bits 0-1, limit 8192 (index 7) in bits 2-4,
+        // whole input at once (index 7) in bits 5-7, as the fuzz target reads it.
+        for digests in 0u8..4 {
+            let sel = digests | (7 << 2) | (7 << 5);
+            let c = cfg(digests & 1 != 0, digests & 2 != 0);
+            let mut bytes = vec![sel];
+            for pdu in pdus {
+                bytes.extend_from_slice(&encode_to_bytes(pdu, &c));
+            }
+            std::fs::write(out.join(format!("{name}-{digests}")), bytes).unwrap();
+        }
+    }
+    let out = dir.join("negotiation");
+    std::fs::create_dir_all(&out).unwrap();
+    let answers: [&[u8]; 3] = [
+        b"\x01HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=262144\0\xffInitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=262144\0FirstBurstLength=65536\0\xffDefaultTime2Wait=2\0DefaultTime2Retain=0\0MaxOutstandingR2T=1\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0ErrorRecoveryLevel=0\0MaxConnections=8\0",
+        b"\x03HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0TargetAlias=lab\0",
+        b"\x00HeaderDigest=CRC32C\0DataDigest=CRC32C\0MaxRecvDataSegmentLength=65536\0X-vendor=1\0\xffMaxConnections=Reject\0",
+    ];
+    for (i, a) in answers.iter().enumerate() {
+        std::fs::write(out.join(format!("answers-{i}")), a).unwrap();
     }
 }

@@ -1,0 +1,413 @@
+//! MC/S load balancing: the policies of Windows'
+//! `ISCSI_Supported_LB_Policies.LoadBalancePolicy` and a pure chooser that
+//! picks the connection (path) for each new task.
+//!
+//! RFC 7143 §4.2.2 lets an initiator send a task on any connection of the
+//! session (connection allegiance then holds for that task); how it chooses
+//! is left to the initiator, and these are Windows' choices.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::status::{IsdscCode, Status};
+
+/// Windows `MSiSCSI_LB_VENDOR_SPECIFIC` (6): recognised but never supported.
+pub const MSISCSI_LB_VENDOR_SPECIFIC: u32 = 6;
+
+/// An MC/S load balance policy, with Windows' `MSiSCSI_LB_*` numbers (not the
+/// MPIO `DSM_LB_*` list, which inserts "least blocks" at 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u32)]
+pub enum LoadBalancePolicy {
+    /// `MSiSCSI_LB_FAILOVER`: one path carries everything, the others stand by.
+    FailoverOnly = 1,
+    /// `MSiSCSI_LB_ROUND_ROBIN`: every available path in turn. The default
+    /// (said to be Windows' default for MC/S; unconfirmed).
+    #[default]
+    RoundRobin = 2,
+    /// `MSiSCSI_LB_ROUND_ROBIN_WITH_SUBSET`: round robin over the primary
+    /// paths; standbys only when no primary is available.
+    RoundRobinWithSubset = 3,
+    /// `MSiSCSI_LB_DYN_LEAST_QUEUE_DEPTH`: the path with the fewest
+    /// outstanding tasks.
+    LeastQueueDepth = 4,
+    /// `MSiSCSI_LB_WEIGHTED_PATHS`: paths share tasks in proportion to their
+    /// administrator-set weights.
+    WeightedPaths = 5,
+}
+
+const SPELLINGS: &str = "failover-only, round-robin, round-robin-subset, least-queue-depth, weighted";
+
+impl LoadBalancePolicy {
+    pub const ALL: [LoadBalancePolicy; 5] =
+        [Self::FailoverOnly, Self::RoundRobin, Self::RoundRobinWithSubset, Self::LeastQueueDepth, Self::WeightedPaths];
+
+    pub const fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// The policy for a Windows value. 6 (vendor specific) is known but
+    /// refused with `ISDSC_LB_POLICY_NOT_SUPPORTED`; anything else is
+    /// `ISDSC_INVALID_LOAD_BALANCE_POLICY`.
+    pub fn from_u32(v: u32) -> Result<Self, Status> {
+        match v {
+            1 => Ok(Self::FailoverOnly),
+            2 => Ok(Self::RoundRobin),
+            3 => Ok(Self::RoundRobinWithSubset),
+            4 => Ok(Self::LeastQueueDepth),
+            5 => Ok(Self::WeightedPaths),
+            MSISCSI_LB_VENDOR_SPECIFIC => Err(Status::new(
+                IsdscCode::LbPolicyNotSupported,
+                "load balance policy 6 (vendor specific) is not supported",
+            )),
+            _ => Err(Status::new(
+                IsdscCode::InvalidLoadBalancePolicy,
+                format!("load balance policy {v}: expected 1 to 5"),
+            )),
+        }
+    }
+
+    /// The user spelling (CLI, configuration).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FailoverOnly => "failover-only",
+            Self::RoundRobin => "round-robin",
+            Self::RoundRobinWithSubset => "round-robin-subset",
+            Self::LeastQueueDepth => "least-queue-depth",
+            Self::WeightedPaths => "weighted",
+        }
+    }
+
+    /// The Windows constant name.
+    pub const fn windows_name(self) -> &'static str {
+        match self {
+            Self::FailoverOnly => "MSiSCSI_LB_FAILOVER",
+            Self::RoundRobin => "MSiSCSI_LB_ROUND_ROBIN",
+            Self::RoundRobinWithSubset => "MSiSCSI_LB_ROUND_ROBIN_WITH_SUBSET",
+            Self::LeastQueueDepth => "MSiSCSI_LB_DYN_LEAST_QUEUE_DEPTH",
+            Self::WeightedPaths => "MSiSCSI_LB_WEIGHTED_PATHS",
+        }
+    }
+}
+
+impl fmt::Display for LoadBalancePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LoadBalancePolicy {
+    type Err = Status;
+
+    /// Only the exact lower-case spellings of [`LoadBalancePolicy::as_str`].
+    fn from_str(s: &str) -> Result<Self, Status> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            Status::new(
+                IsdscCode::InvalidLoadBalancePolicy,
+                format!("unknown load balance policy {s:?}; expected one of: {SPELLINGS}"),
+            )
+        })
+    }
+}
+
+/// What the balancer needs to know about one path (one TCP connection of
+/// the session; Windows `ISCSI_Path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathView {
+    /// Logged in and in full-feature phase, able to take a new task.
+    pub available: bool,
+    /// Windows `PrimaryPath`: active under failover and RR-with-subset;
+    /// a non-primary path is a standby.
+    pub primary: bool,
+    /// Windows `PathWeight`, for weighted paths; 0 = only when nothing else.
+    pub weight: u32,
+    /// Tasks sent on the path and not yet completed.
+    pub outstanding: usize,
+}
+
+/// Chooses the path for each new task under a [`LoadBalancePolicy`]. Pure
+/// state: the session passes the current paths at every call, and the slice
+/// may grow or shrink between calls (connections added or removed).
+#[derive(Debug, Clone, Default)]
+pub struct Balancer {
+    policy: LoadBalancePolicy,
+    /// Where the next rotation starts looking.
+    cursor: usize,
+    /// Smooth weighted round robin state, one entry per path index.
+    current: Vec<i64>,
+}
+
+impl Balancer {
+    pub fn new(policy: LoadBalancePolicy) -> Self {
+        Self { policy, cursor: 0, current: Vec::new() }
+    }
+
+    pub fn policy(&self) -> LoadBalancePolicy {
+        self.policy
+    }
+
+    /// Switches policy and forgets the rotation and weight state.
+    pub fn set_policy(&mut self, policy: LoadBalancePolicy) {
+        *self = Self::new(policy);
+    }
+
+    /// The index in `paths` of the path for the next task, or `None` when no
+    /// path is available.
+    pub fn pick(&mut self, paths: &[PathView]) -> Option<usize> {
+        if !paths.iter().any(|p| p.available) {
+            return None;
+        }
+        match self.policy {
+            LoadBalancePolicy::FailoverOnly => {
+                paths.iter().position(|p| p.available && p.primary).or_else(|| paths.iter().position(|p| p.available))
+            }
+            LoadBalancePolicy::RoundRobin => self.rotate(paths, |p| p.available),
+            LoadBalancePolicy::RoundRobinWithSubset => {
+                self.rotate(paths, |p| p.available && p.primary).or_else(|| self.rotate(paths, |p| p.available))
+            }
+            LoadBalancePolicy::LeastQueueDepth => {
+                let least = paths.iter().filter(|p| p.available).map(|p| p.outstanding).min()?;
+                self.rotate(paths, |p| p.available && p.outstanding == least)
+            }
+            LoadBalancePolicy::WeightedPaths => self.weighted(paths),
+        }
+    }
+
+    /// The first path at or after the cursor (cyclically) that `want`s, and
+    /// moves the cursor past it.
+    fn rotate(&mut self, paths: &[PathView], want: impl Fn(&PathView) -> bool) -> Option<usize> {
+        let n = paths.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.cursor % n;
+        let chosen = (start..n).chain(0..start).find(|&i| paths.get(i).is_some_and(&want))?;
+        self.cursor = chosen.wrapping_add(1);
+        Some(chosen)
+    }
+
+    /// Smooth weighted round robin: every available path gains its weight,
+    /// the richest is picked and pays the total. Over any run of
+    /// `sum(weights)` picks each path is chosen exactly `weight` times, and
+    /// the picks are spread out rather than bunched.
+    fn weighted(&mut self, paths: &[PathView]) -> Option<usize> {
+        self.current.resize(paths.len(), 0);
+        let mut total: i64 = 0;
+        let mut best: Option<(usize, i64)> = None;
+        for (i, (p, cur)) in paths.iter().zip(self.current.iter_mut()).enumerate() {
+            if !p.available || p.weight == 0 {
+                // A path that comes back starts from scratch, without credit.
+                *cur = 0;
+                continue;
+            }
+            let w = i64::from(p.weight);
+            *cur = cur.saturating_add(w);
+            total = total.saturating_add(w);
+            if best.is_none_or(|(_, b)| *cur > b) {
+                best = Some((i, *cur));
+            }
+        }
+        match best {
+            Some((i, _)) => {
+                if let Some(cur) = self.current.get_mut(i) {
+                    *cur = cur.saturating_sub(total);
+                }
+                Some(i)
+            }
+            // Only weight-0 paths are available: share among them.
+            None => self.rotate(paths, |p| p.available),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn path(available: bool, primary: bool, weight: u32) -> PathView {
+        PathView { available, primary, weight, outstanding: 0 }
+    }
+
+    fn up(n: usize) -> Vec<PathView> {
+        vec![path(true, false, 1); n]
+    }
+
+    fn counts(b: &mut Balancer, paths: &[PathView], picks: usize) -> Vec<usize> {
+        let mut c = vec![0; paths.len()];
+        for _ in 0..picks {
+            c[b.pick(paths).unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn policy_values_and_spellings() {
+        use LoadBalancePolicy::*;
+        let expect = [
+            (FailoverOnly, 1, "failover-only"),
+            (RoundRobin, 2, "round-robin"),
+            (RoundRobinWithSubset, 3, "round-robin-subset"),
+            (LeastQueueDepth, 4, "least-queue-depth"),
+            (WeightedPaths, 5, "weighted"),
+        ];
+        for (p, v, s) in expect {
+            assert_eq!(p.as_u32(), v);
+            assert_eq!(LoadBalancePolicy::from_u32(v).unwrap(), p);
+            assert_eq!(p.to_string(), s);
+            assert_eq!(s.parse::<LoadBalancePolicy>().unwrap(), p);
+        }
+        assert_eq!(LoadBalancePolicy::default(), RoundRobin);
+        assert_eq!(WeightedPaths.windows_name(), "MSiSCSI_LB_WEIGHTED_PATHS");
+    }
+
+    #[test]
+    fn refuses_unknown_and_vendor_policies() {
+        assert_eq!(LoadBalancePolicy::from_u32(6).unwrap_err().code, IsdscCode::LbPolicyNotSupported);
+        for v in [0, 7, 0xFFFF_FFFF] {
+            assert_eq!(LoadBalancePolicy::from_u32(v).unwrap_err().code, IsdscCode::InvalidLoadBalancePolicy);
+        }
+        for s in ["", "Round-Robin", "ROUND-ROBIN", "round_robin", "rr", "weighted-paths", " weighted", "vendor"] {
+            let e = s.parse::<LoadBalancePolicy>().unwrap_err();
+            assert_eq!(e.code, IsdscCode::InvalidLoadBalancePolicy, "{s:?}");
+            assert!(e.message.contains(SPELLINGS), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn nothing_available_gives_none() {
+        for p in LoadBalancePolicy::ALL {
+            let mut b = Balancer::new(p);
+            assert_eq!(b.pick(&[]), None);
+            assert_eq!(b.pick(&[path(false, true, 5), path(false, false, 1)]), None);
+        }
+    }
+
+    #[test]
+    fn failover_uses_the_primary_then_moves_on() {
+        let mut b = Balancer::new(LoadBalancePolicy::FailoverOnly);
+        let mut paths = vec![path(true, false, 1), path(true, true, 1), path(true, false, 1)];
+        assert_eq!(counts(&mut b, &paths, 100), vec![0, 100, 0]);
+        paths[1].available = false;
+        assert_eq!(counts(&mut b, &paths, 100), vec![100, 0, 0]);
+        paths[0].available = false;
+        assert_eq!(counts(&mut b, &paths, 100), vec![0, 0, 100]);
+        paths[1].available = true;
+        assert_eq!(counts(&mut b, &paths, 10), vec![0, 10, 0]);
+        // No primary at all: the first available path.
+        let paths = vec![path(false, false, 1), path(true, false, 1), path(true, false, 1)];
+        assert_eq!(counts(&mut b, &paths, 10), vec![0, 10, 0]);
+    }
+
+    #[test]
+    fn round_robin_rotates_over_available_paths() {
+        let mut b = Balancer::new(LoadBalancePolicy::RoundRobin);
+        let mut paths = up(3);
+        let seq: Vec<_> = (0..6).map(|_| b.pick(&paths).unwrap()).collect();
+        assert_eq!(seq, vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(counts(&mut b, &paths, 999), vec![333, 333, 333]);
+        paths[1].available = false;
+        assert_eq!(counts(&mut b, &paths, 1000), vec![500, 0, 500]);
+    }
+
+    #[test]
+    fn subset_uses_standbys_only_when_all_primaries_are_down() {
+        let mut b = Balancer::new(LoadBalancePolicy::RoundRobinWithSubset);
+        let mut paths = vec![path(true, true, 1), path(true, false, 1), path(true, true, 1), path(true, false, 1)];
+        assert_eq!(counts(&mut b, &paths, 1000), vec![500, 0, 500, 0]);
+        paths[0].available = false;
+        assert_eq!(counts(&mut b, &paths, 1000), vec![0, 0, 1000, 0]);
+        paths[2].available = false;
+        assert_eq!(counts(&mut b, &paths, 1000), vec![0, 500, 0, 500]);
+        paths[2].available = true;
+        assert_eq!(counts(&mut b, &paths, 10), vec![0, 0, 10, 0]);
+    }
+
+    #[test]
+    fn least_queue_depth_keeps_queues_equal() {
+        let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut paths = up(3);
+        paths[0].outstanding = 5;
+        // New tasks go to the shorter queues until they catch up.
+        for _ in 0..10 {
+            let i = b.pick(&paths).unwrap();
+            assert_ne!(i, 0);
+            paths[i].outstanding += 1;
+        }
+        assert_eq!(paths.iter().map(|p| p.outstanding).collect::<Vec<_>>(), vec![5, 5, 5]);
+        // Issue and complete in a skewed pattern: queues never differ by more than 1.
+        let mut issued = [0usize; 3];
+        for step in 0..3000 {
+            let i = b.pick(&paths).unwrap();
+            paths[i].outstanding += 1;
+            issued[i] += 1;
+            // Path 2 completes twice as fast as the others.
+            let done = if step % 3 == 0 { 2 } else { step % 2 };
+            paths[done].outstanding = paths[done].outstanding.saturating_sub(1);
+            let (lo, hi) =
+                paths.iter().map(|p| p.outstanding).fold((usize::MAX, 0), |(lo, hi), o| (lo.min(o), hi.max(o)));
+            assert!(hi - lo <= 2, "step {step}: {paths:?}");
+        }
+        // Ties are broken by rotation: with equal empty queues, all are used evenly.
+        let even = up(4);
+        assert_eq!(counts(&mut b, &even, 400), vec![100, 100, 100, 100]);
+    }
+
+    #[test]
+    fn weighted_paths_follow_their_weights() {
+        let mut b = Balancer::new(LoadBalancePolicy::WeightedPaths);
+        let paths = vec![path(true, false, 3), path(true, false, 1)];
+        assert_eq!(counts(&mut b, &paths, 1000), vec![750, 250]);
+        // Smooth: the light path is never starved for long.
+        let seq: Vec<_> = (0..8).map(|_| b.pick(&paths).unwrap()).collect();
+        assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 2);
+        let mut b = Balancer::new(LoadBalancePolicy::WeightedPaths);
+        let paths = vec![path(true, false, 5), path(true, false, 2), path(true, false, 0), path(true, false, 3)];
+        assert_eq!(counts(&mut b, &paths, 1000), vec![500, 200, 0, 300]);
+        // A down path's share goes to the others, in proportion.
+        let mut paths = paths;
+        paths[0].available = false;
+        assert_eq!(counts(&mut b, &paths, 1000), vec![0, 400, 0, 600]);
+        // Weight 0 only when nothing else is available.
+        let paths = vec![path(false, false, 4), path(true, false, 0), path(true, false, 0)];
+        assert_eq!(counts(&mut b, &paths, 100), vec![0, 50, 50]);
+    }
+
+    #[test]
+    fn survives_paths_added_and_removed() {
+        for policy in LoadBalancePolicy::ALL {
+            let mut b = Balancer::new(policy);
+            for n in [5usize, 1, 0, 3, 8, 2, 7, 1] {
+                let paths: Vec<_> = (0..n)
+                    .map(|i| PathView { available: true, primary: i % 2 == 0, weight: i as u32, outstanding: i })
+                    .collect();
+                for _ in 0..20 {
+                    match b.pick(&paths) {
+                        Some(i) => assert!(i < n, "{policy}: {i} >= {n}"),
+                        None => assert_eq!(n, 0),
+                    }
+                }
+            }
+        }
+        // Round robin keeps rotating over the new set after a path is added.
+        let mut b = Balancer::new(LoadBalancePolicy::RoundRobin);
+        let two = up(2);
+        assert_eq!(counts(&mut b, &two, 3), vec![2, 1]);
+        let three = up(3);
+        assert_eq!(counts(&mut b, &three, 300), vec![100, 100, 100]);
+        // Weighted: a new path joins without credit and gets its share.
+        let mut b = Balancer::new(LoadBalancePolicy::WeightedPaths);
+        assert_eq!(counts(&mut b, &[path(true, false, 1)], 10), vec![10]);
+        assert_eq!(counts(&mut b, &[path(true, false, 1), path(true, false, 1)], 100), vec![50, 50]);
+    }
+
+    #[test]
+    fn set_policy_changes_behaviour() {
+        let mut b = Balancer::new(LoadBalancePolicy::RoundRobin);
+        let paths = vec![path(true, false, 1), path(true, true, 1)];
+        assert_eq!(counts(&mut b, &paths, 10), vec![5, 5]);
+        b.set_policy(LoadBalancePolicy::FailoverOnly);
+        assert_eq!(b.policy(), LoadBalancePolicy::FailoverOnly);
+        assert_eq!(counts(&mut b, &paths, 10), vec![0, 10]);
+    }
+}

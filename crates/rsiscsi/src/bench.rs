@@ -1,0 +1,613 @@
+//! `rsiscsi bench`: a load generator for one LUN, for comparing the
+//! initiator's data path with other initiators (see `bench/README.md`).
+//!
+//! `--iodepth` workers share one session; each keeps one command in flight,
+//! so the session sees `--iodepth` outstanding commands. Commands issued
+//! during the warm-up are not counted. Latency is per command, from issue to
+//! status; CPU is this process's user+system time over the measured interval.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use iscsi_initiator::{Session, SessionConfig};
+use iscsi_proto::negotiation::Digest;
+use serde::Serialize;
+
+use crate::cli::{Common, DigestArg};
+use crate::url::{IscsiUrl, redact};
+
+/// I/O pattern of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RwMode {
+    Read,
+    Write,
+    Randread,
+    Randwrite,
+}
+
+impl RwMode {
+    fn name(self) -> &'static str {
+        match self {
+            RwMode::Read => "read",
+            RwMode::Write => "write",
+            RwMode::Randread => "randread",
+            RwMode::Randwrite => "randwrite",
+        }
+    }
+    fn is_write(self) -> bool {
+        matches!(self, RwMode::Write | RwMode::Randwrite)
+    }
+    fn is_random(self) -> bool {
+        matches!(self, RwMode::Randread | RwMode::Randwrite)
+    }
+}
+
+/// How commands would be spread over the connections of a multi-connection session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Each new command goes to the next connection in turn.
+    RoundRobin,
+    /// Each new command goes to the connection with the fewest commands in flight.
+    LeastBusy,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// iscsi://HOST[:PORT]/IQN/LUN (the LUN's data is overwritten by the write modes).
+    pub url: String,
+    /// I/O pattern.
+    #[arg(long, value_enum, default_value = "read")]
+    pub rw: RwMode,
+    /// Bytes per command: a number with an optional k/M/G suffix (powers of 1024), e.g. 4k, 1M, 1MiB.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    pub bs: u64,
+    /// Commands in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub iodepth: u32,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub time: f64,
+    /// Seconds run before measuring starts (not counted).
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub warmup: f64,
+    /// Use only the first SIZE bytes of the LUN (default: all of it).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub size: Option<u64>,
+    /// TCP connections in the session (MC/S, RFC 7143 §4.2.2.5).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub connections: u16,
+    /// How commands are spread over the connections.
+    #[arg(long, value_enum, default_value = "round-robin")]
+    pub policy: PolicyArg,
+    /// Print one JSON object instead of one line per metric.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `4096`, `4k`, `4K`, `4KiB`, `1M`, `1MiB`, `1MB`, `2g`: suffixes are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number like 4k or 1M"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?} (use k, M, G, T)")),
+    };
+    let v = n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} is too large"))?;
+    if v == 0 {
+        return Err(format!("size {s:?} must be greater than 0"));
+    }
+    Ok(v)
+}
+
+/// Latency histogram: exact below 256 ns, then 128 buckets per power of two
+/// (relative error under 0.8%). Fixed size, no allocation while recording.
+#[derive(Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+const SUB_BITS: u32 = 7;
+const SUB: u64 = 1 << SUB_BITS;
+const BUCKETS: usize = (SUB as usize) * (64 - SUB_BITS as usize + 1);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { counts: vec![0; BUCKETS], total: 0, max: 0 }
+    }
+}
+
+impl Histogram {
+    fn index(v: u64) -> usize {
+        if v < 2 * SUB {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros() - SUB_BITS; // v >> e is in [SUB, 2*SUB)
+        let m = v >> e;
+        (SUB * u64::from(e + 1) + (m - SUB)) as usize
+    }
+
+    /// The largest value that falls in bucket `i`.
+    fn upper(i: usize) -> u64 {
+        let i = i as u64;
+        if i < 2 * SUB {
+            return i;
+        }
+        let e = i / SUB - 1;
+        let m = i % SUB + SUB;
+        ((m + 1) << e) - 1
+    }
+
+    pub fn record(&mut self, v: u64) {
+        if let Some(c) = self.counts.get_mut(Self::index(v)) {
+            *c += 1;
+        }
+        self.total += 1;
+        self.max = self.max.max(v);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The value below or at which `pct` percent of the samples lie (nearest
+    /// rank: the ceil(pct/100 * n)-th smallest sample), reported as the upper
+    /// edge of its bucket but never above the largest sample. 0 when empty.
+    pub fn percentile(&self, pct: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        // The small slack keeps float error (0.999 * 1000 = 999.0000000000001) from skipping a rank.
+        let rank = ((pct / 100.0) * self.total as f64 - 1e-9).ceil().clamp(1.0, self.total as f64) as u64;
+        let mut seen = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::upper(i).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// User+system CPU time of this whole process (all threads), from /proc/self/stat.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut f = rest.split_whitespace();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it exports.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// A small xorshift generator: random offsets need speed, not quality.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    /// Uniform in 0..n (n > 0), by multiply-shift.
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    hist: Histogram,
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+struct Plan {
+    session: Session,
+    lun: u64,
+    block_size: u32,
+    blocks_per_io: u64,
+    slots: u64,
+    rw: RwMode,
+    measure_from: Instant,
+    stop_at: Instant,
+    next_seq: AtomicU64,
+}
+
+async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
+    let mut res = WorkerResult::default();
+    let mut rng = XorShift(seed | 1);
+    let blocks = u32::try_from(plan.blocks_per_io).unwrap_or(u32::MAX);
+    let bs_bytes = plan.blocks_per_io * u64::from(plan.block_size);
+    // One buffer per worker, filled once and sent again and again: `Bytes`
+    // clones share it, so no per-command allocation or copy happens here.
+    let buf = if plan.rw.is_write() {
+        let mut v = vec![0u8; bs_bytes as usize];
+        for (i, b) in v.iter_mut().enumerate() {
+            *b = (i as u64 ^ seed) as u8;
+        }
+        Bytes::from(v)
+    } else {
+        Bytes::new()
+    };
+    loop {
+        let start = Instant::now();
+        if start >= plan.stop_at {
+            break;
+        }
+        let slot = if plan.rw.is_random() {
+            rng.below(plan.slots)
+        } else {
+            plan.next_seq.fetch_add(1, Ordering::Relaxed) % plan.slots
+        };
+        let lba = slot * plan.blocks_per_io;
+        let r = if plan.rw.is_write() {
+            plan.session.write_blocks(plan.lun, lba, buf.clone(), plan.block_size).await
+        } else {
+            plan.session.read_blocks(plan.lun, lba, blocks, plan.block_size).await.map(drop)
+        };
+        let measured = start >= plan.measure_from;
+        match r {
+            Ok(()) if measured => {
+                res.hist.record(start.elapsed().as_nanos() as u64);
+                res.ops += 1;
+            }
+            Ok(()) => {}
+            Err(err) => {
+                res.errors += 1;
+                if res.first_error.is_none() {
+                    res.first_error = Some(err.to_string());
+                }
+                if plan.session.closed_reason().is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    res
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+/// The `--json` object.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub rw: &'static str,
+    pub bs: u64,
+    pub iodepth: u32,
+    pub seconds: f64,
+    pub bw_mib_s: f64,
+    pub iops: f64,
+    pub cpu_s_per_gib: f64,
+    pub lat_us: Latency,
+    pub connections: u16,
+    pub errors: u64,
+}
+
+impl Report {
+    fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "workload:    {} bs={} iodepth={} connections={}",
+            self.rw, self.bs, self.iodepth, self.connections
+        );
+        let _ = writeln!(s, "seconds:     {:.2}", self.seconds);
+        let _ = writeln!(s, "bandwidth:   {:.1} MiB/s", self.bw_mib_s);
+        let _ = writeln!(s, "iops:        {:.0}", self.iops);
+        let _ = writeln!(s, "cpu:         {:.3} s/GiB", self.cpu_s_per_gib);
+        let _ = writeln!(s, "latency p50: {:.1} us", self.lat_us.p50);
+        let _ = writeln!(s, "latency p99: {:.1} us", self.lat_us.p99);
+        let _ = writeln!(s, "latency p99.9: {:.1} us", self.lat_us.p999);
+        let _ = writeln!(s, "errors:      {}", self.errors);
+        s
+    }
+}
+
+fn digest(d: DigestArg) -> Vec<Digest> {
+    match d {
+        DigestArg::None => vec![Digest::None],
+        DigestArg::Crc32c => vec![Digest::Crc32c],
+    }
+}
+
+fn session_config(common: &Common, url: &IscsiUrl) -> Result<SessionConfig, String> {
+    let name = match &common.initiator_name {
+        Some(n) => {
+            crate::config::validate_name(n)?;
+            n.clone()
+        }
+        None => crate::config::initiator_name(),
+    };
+    let mut cfg = SessionConfig::new(name);
+    cfg.chap = crate::creds::chap_config(common, Some(url))?;
+    cfg.proposal.header_digest = digest(common.header_digest);
+    cfg.proposal.data_digest = digest(common.data_digest);
+    Ok(cfg)
+}
+
+fn seconds(v: f64, what: &str) -> Result<Duration, String> {
+    if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("--{what} {v} is out of range (0 to 86400 seconds)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Runs the benchmark described by `args` and prints its report.
+pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
+    if args.connections > 1 {
+        return Err(format!(
+            "--connections {} needs multi-connection sessions (MC/S), which this build of rsiscsi does not support; \
+             use --connections 1",
+            args.connections
+        ));
+    }
+    let time = seconds(args.time, "time")?;
+    if time.is_zero() {
+        return Err("--time must be greater than 0".into());
+    }
+    let warmup = seconds(args.warmup, "warmup")?;
+    let url = IscsiUrl::parse(&args.url).map_err(|e| e.to_string())?;
+    let (Some(target), Some(lun)) = (url.target.clone(), url.lun) else {
+        return Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(&args.url)));
+    };
+    let cfg = session_config(common, &url)?;
+    let session = Session::login(&url.portal, Some(&target), cfg).await.map_err(|e| e.to_string())?;
+    let result = measure(&session, lun, args, time, warmup).await;
+    let _ = session.logout().await;
+    let report = result?;
+    let text = if args.json {
+        let mut s = serde_json::to_string(&report).map_err(|e| format!("cannot encode JSON: {e}"))?;
+        s.push('\n');
+        s
+    } else {
+        report.human()
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(err) => return Err(format!("cannot write to stdout: {err}")),
+    }
+    if report.errors > 0 && report.iops == 0.0 {
+        return Err(format!("every measured command failed ({} errors)", report.errors));
+    }
+    Ok(())
+}
+
+async fn measure(
+    session: &Session,
+    lun: u64,
+    args: &BenchArgs,
+    time: Duration,
+    warmup: Duration,
+) -> Result<Report, String> {
+    let cap = session.read_capacity(lun).await.map_err(|e| format!("READ CAPACITY of LUN {lun}: {e}"))?;
+    let block_size = u64::from(cap.block_size);
+    if block_size == 0 || !args.bs.is_multiple_of(block_size) {
+        return Err(format!("--bs {} is not a multiple of the LUN's block size {block_size}", args.bs));
+    }
+    let region = args.size.unwrap_or(cap.bytes()).min(cap.bytes());
+    let blocks_per_io = args.bs / block_size;
+    if u32::try_from(blocks_per_io).is_err() {
+        return Err(format!("--bs {} is too large for one command", args.bs));
+    }
+    let slots = region / args.bs;
+    if slots == 0 {
+        return Err(format!("the LUN region ({region} bytes) is smaller than --bs {}", args.bs));
+    }
+    let now = Instant::now();
+    let plan = Arc::new(Plan {
+        session: session.clone(),
+        lun,
+        block_size: cap.block_size,
+        blocks_per_io,
+        slots,
+        rw: args.rw,
+        measure_from: now + warmup,
+        stop_at: now + warmup + time,
+        next_seq: AtomicU64::new(0),
+    });
+    let base_seed = rand::random::<u64>();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..args.iodepth {
+        let seed = base_seed.wrapping_add(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        set.spawn(worker(plan.clone(), seed));
+    }
+    tokio::time::sleep_until(plan.measure_from.into()).await;
+    let cpu0 = process_cpu();
+    let t0 = Instant::now();
+    let mut hist = Histogram::default();
+    let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
+    while let Some(r) = set.join_next().await {
+        let r = r.map_err(|e| format!("benchmark worker failed: {e}"))?;
+        hist.merge(&r.hist);
+        ops += r.ops;
+        errors += r.errors;
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = match (cpu0, process_cpu()) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    if let Some(e) = &first_error {
+        tracing::warn!("{errors} command(s) failed; the first: {e}");
+    }
+    let bytes = ops as f64 * args.bs as f64;
+    let gib = bytes / f64::from(1u32 << 30);
+    let us = |ns: u64| (ns as f64 / 1000.0 * 10.0).round() / 10.0;
+    Ok(Report {
+        rw: args.rw.name(),
+        bs: args.bs,
+        iodepth: args.iodepth,
+        seconds: (elapsed * 1000.0).round() / 1000.0,
+        bw_mib_s: if elapsed > 0.0 { bytes / f64::from(1u32 << 20) / elapsed } else { 0.0 },
+        iops: if elapsed > 0.0 { ops as f64 / elapsed } else { 0.0 },
+        cpu_s_per_gib: if gib > 0.0 { cpu / gib } else { 0.0 },
+        lat_us: Latency {
+            p50: us(hist.percentile(50.0)),
+            p99: us(hist.percentile(99.0)),
+            p999: us(hist.percentile(99.9)),
+        },
+        connections: args.connections,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        b: BenchArgs,
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("1mb"), Ok(1 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("4x").is_err());
+        assert!(parse_size("-4k").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn args_parse() {
+        let t = T::try_parse_from([
+            "x",
+            "iscsi://h/iqn.x:y/1",
+            "--rw",
+            "randwrite",
+            "--bs",
+            "4k",
+            "--iodepth",
+            "32",
+            "--time",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(t.b.rw, RwMode::Randwrite);
+        assert_eq!(t.b.bs, 4096);
+        assert_eq!(t.b.iodepth, 32);
+        assert_eq!(t.b.time, 5.0);
+        assert_eq!(t.b.connections, 1);
+        assert_eq!(t.b.policy, PolicyArg::RoundRobin);
+        let t = T::try_parse_from(["x", "u", "--bs", "1MiB", "--connections", "4", "--policy", "least-busy"]).unwrap();
+        assert_eq!(t.b.bs, 1 << 20);
+        assert_eq!(t.b.connections, 4);
+        assert_eq!(t.b.policy, PolicyArg::LeastBusy);
+        assert!(T::try_parse_from(["x", "u", "--iodepth", "0"]).is_err());
+        assert!(T::try_parse_from(["x", "u", "--connections", "0"]).is_err());
+        assert!(T::try_parse_from(["x", "u", "--rw", "trim"]).is_err());
+        assert!(T::try_parse_from(["x", "u", "--bs", "4q"]).is_err());
+    }
+
+    #[test]
+    fn histogram_buckets_round_trip() {
+        for v in [0u64, 1, 255, 256, 257, 1000, 4095, 4096, 123_456_789, u64::MAX / 3, u64::MAX] {
+            let i = Histogram::index(v);
+            assert!(i < BUCKETS, "{v}");
+            assert!(Histogram::upper(i) >= v, "{v}");
+            // Relative width of a bucket stays under 1/128.
+            assert!((Histogram::upper(i) - v) as f64 <= v as f64 / 128.0 + 1.0, "{v}");
+        }
+        assert_eq!(Histogram::index(255) + 1, Histogram::index(256));
+    }
+
+    #[test]
+    fn percentiles_exact_for_small_values() {
+        let mut h = Histogram::default();
+        for v in 1..=200u64 {
+            h.record(v);
+        }
+        assert_eq!(h.percentile(50.0), 100);
+        assert_eq!(h.percentile(99.0), 198);
+        assert_eq!(h.percentile(99.9), 200);
+        assert_eq!(h.percentile(100.0), 200);
+        assert_eq!(h.percentile(0.0), 1);
+        assert_eq!(Histogram::default().percentile(50.0), 0);
+    }
+
+    #[test]
+    fn percentiles_within_bucket_precision() {
+        let mut a = Histogram::default();
+        let mut b = Histogram::default();
+        // 1..=100_000 us in ns, split over two histograms and merged.
+        for k in 1..=100_000u64 {
+            if k % 2 == 0 { a.record(k * 1000) } else { b.record(k * 1000) }
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), 100_000);
+        for (p, want) in [(50.0, 50_000_000f64), (99.0, 99_000_000.0), (99.9, 99_900_000.0)] {
+            let got = a.percentile(p) as f64;
+            assert!(got >= want && got <= want * (1.0 + 1.0 / 128.0), "p{p}: {got} vs {want}");
+        }
+        // A single outlier moves p99.9 only when it is in the top 0.1%.
+        let mut h = Histogram::default();
+        for _ in 0..999 {
+            h.record(100);
+        }
+        h.record(1_000_000);
+        assert_eq!(h.percentile(99.9), 100);
+        assert_eq!(h.percentile(100.0), 1_000_000);
+    }
+
+    #[test]
+    fn random_offsets_stay_in_range() {
+        let mut r = XorShift(12345);
+        let mut seen = [false; 7];
+        for _ in 0..10_000 {
+            let v = r.below(7);
+            assert!(v < 7);
+            seen[v as usize] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+}
