@@ -116,8 +116,7 @@ impl std::fmt::Debug for Session {
 
 /// Process-wide allocator of session and connection ids.
 fn ids() -> &'static IdAllocator {
-    static IDS: std::sync::OnceLock<IdAllocator> = std::sync::OnceLock::new();
-    IDS.get_or_init(IdAllocator::new)
+    IdAllocator::global()
 }
 
 /// Frame settings of a connection from what its login negotiated.
@@ -209,6 +208,7 @@ impl Session {
             next_cid: 1,
             balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
             closed: None,
+            wanted: Vec::new(),
             tsih: l.tsih,
             generation: 0,
         };
@@ -221,8 +221,11 @@ impl Session {
             params,
             recovery: tokio::sync::Mutex::new(()),
         });
-        let conn = spawn_connection(&inner, 0, ids().next_connection(), portal, stream, l);
-        inner.lock().conns.push(conn);
+        let conn = spawn_connection(&inner, 0, ids().next_connection(), portal.clone(), stream, l);
+        let mut st = inner.lock();
+        st.conns.push(conn);
+        st.wanted.push((0, portal));
+        drop(st);
         Session { inner }
     }
 
@@ -349,8 +352,8 @@ impl Session {
         if let Some(r) = &st.closed {
             return Err(Error::ConnectionLost(r.clone()));
         }
-        st.window.update(conn.exp_stat_sn, 0);
         st.conns.push(conn);
+        st.wanted.push((cid, portal.clone()));
         info!(session = %inner.id, connection = %id, cid, portal = %portal, "connection added");
         st.drain_queue();
         Ok(id)
@@ -391,7 +394,11 @@ impl Session {
         }
         let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
         let r = self.inner.submit_logout(task, cid).await;
-        self.inner.lock().drop_connection(cid, "removed");
+        {
+            let mut st = self.inner.lock();
+            st.wanted.retain(|(c, _)| *c != cid);
+            st.drop_connection(cid, "removed");
+        }
         match r {
             Ok(Reply::Logout(h)) if h.response == 0 => Ok(()),
             Ok(Reply::Logout(h)) => {
@@ -417,14 +424,19 @@ impl Session {
         };
         let raw_lun =
             iscsi_proto::scsi::lun::encode_lun(lun).map_err(|e| Error::InvalidArgument(format!("LUN {lun}: {e}")))?;
-        let task = Task::new(None, raw_lun, TaskKind::Scsi(ScsiTask {
+        let task = Task::new(
+            None,
+            raw_lun,
+            TaskKind::Scsi(ScsiTask {
                 expected_len,
                 read,
                 chunks: Vec::new(),
                 received: 0,
                 next_data_sn: 0,
                 write_data,
-            }), Some((*cdb, task_attr::SIMPLE)));
+            }),
+            Some((*cdb, task_attr::SIMPLE)),
+        );
         match self.inner.submit_command(task).await? {
             Reply::Scsi(o) => Ok(o),
             _ => Err(Error::protocol("unexpected reply to a SCSI command")),
@@ -435,8 +447,7 @@ impl Session {
     pub async fn text_request(&self, pairs: &TextPairs) -> Result<TextPairs> {
         let mut data = Vec::new();
         text::encode(pairs, &mut data);
-        let task =
-            Task::new(None, 0, TaskKind::Text(TextAccumulator::default()), None);
+        let task = Task::new(None, 0, TaskKind::Text(TextAccumulator::default()), None);
         match self.inner.submit_text(task, Bytes::from(data)).await? {
             Reply::Text(t) => Ok(t),
             _ => Err(Error::protocol("unexpected reply to a Text Request")),
@@ -571,6 +582,40 @@ impl Inner {
             (itt, rx)
         };
         self.wait(itt, rx).await
+    }
+
+    /// Pings the target on connection `cid` (an immediate NOP-Out, RFC 7143
+    /// §11.18) and returns the ExpCmdSN of its answer.
+    /// `cmd_sn` must be the target's ExpCmdSN as far as we know: istgt
+    /// drops a connection whose immediate PDU carries any other CmdSN.
+    async fn probe(&self, cid: u16, cmd_sn: u32) -> Result<u32> {
+        let (itt, rx) = {
+            let (itt, rx, st) = self.register(Task::new(Some(cid), 0, TaskKind::Probe, None))?;
+            if let Some(c) = st.conns.iter().find(|c| c.cid == cid) {
+                let out = iscsi_proto::pdu::NopOut {
+                    immediate: true,
+                    lun: 0,
+                    itt,
+                    ttt: RESERVED_TAG,
+                    cmd_sn,
+                    exp_stat_sn: c.exp_stat_sn,
+                };
+                state::push(c, out, Bytes::new());
+            }
+            (itt, rx)
+        };
+        let answer = match tokio::time::timeout(self.cfg.login_timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(Error::SessionClosed),
+            Err(_) => {
+                self.lock().take_task(itt);
+                return Err(Error::Timeout("an answer to NOP-Out on a reinstated connection".into()));
+            }
+        };
+        match answer {
+            Reply::Probe(exp) => Ok(exp),
+            _ => Err(Error::protocol("unexpected reply to a NOP-Out")),
+        }
     }
 
     /// Sends a Text Request (immediate) on the leading connection.

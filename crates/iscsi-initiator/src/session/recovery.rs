@@ -22,7 +22,14 @@ use crate::portal::PortalAddr;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 impl Session {
-    pub(super) async fn recover(self, cid: u16, portal: PortalAddr, id: UniqueConnectionId, reason: String, generation: u64) {
+    pub(super) async fn recover(
+        self,
+        cid: u16,
+        portal: PortalAddr,
+        id: UniqueConnectionId,
+        reason: String,
+        generation: u64,
+    ) {
         let _one_at_a_time = self.inner.recovery.lock().await;
         if self.inner.lock().generation != generation {
             // A session reinstatement since then re-issued this connection's tasks.
@@ -45,7 +52,9 @@ impl Session {
                     return;
                 }
                 // The target ended the session with its last connection.
-                Err(Error::Login { status, .. }) if status.class == 2 && (status.detail == 10 || status.detail == 8) => {
+                Err(Error::Login { status, .. })
+                    if status.class == 2 && (status.detail == 10 || status.detail == 8) =>
+                {
                     last = format!("the target no longer has the session ({})", status.description());
                     break;
                 }
@@ -72,7 +81,8 @@ impl Session {
                 }
             }
         }
-        let msg = format!("connection lost ({reason}) and not re-established within {} s: {last}", (wait + retain).as_secs());
+        let msg =
+            format!("connection lost ({reason}) and not re-established within {} s: {last}", (wait + retain).as_secs());
         warn!("{msg}");
         let mut st = self.inner.lock();
         st.fail_all(&msg);
@@ -94,10 +104,27 @@ impl Session {
             LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
         };
         let (exp, max) = (l.exp_cmd_sn, l.max_cmd_sn);
-        let conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        let mut conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        // Not in service until its lost commands are sorted out.
+        conn.draining = true;
+        {
+            let mut st = inner.lock();
+            st.window.update(exp, max);
+            st.conns.push(conn);
+        }
+        // A login response's ExpCmdSN need not be the session's (tgt puts
+        // the login's own CmdSN there): ask with an immediate NOP-Out.
+        let exp = match inner.probe(cid, exp).await {
+            Ok(exp) => exp,
+            Err(e) => {
+                inner.lock().conns.retain(|c| c.cid != cid);
+                return Err(e);
+            }
+        };
         let mut st = inner.lock();
-        st.window.update(exp, max);
-        st.conns.push(conn);
+        if let Some(c) = super::state::conn_mut(&mut st.conns, cid) {
+            c.draining = false;
+        }
         st.replay_lost(cid, cid, exp);
         Ok(())
     }
@@ -125,19 +152,17 @@ impl Session {
             let mut st = inner.lock();
             // The target ended every connection of the old session.
             let old: Vec<u16> = st.conns.iter().map(|c| c.cid).collect();
-            let mut portals = Vec::new();
             for c in old {
-                if let Some((p, _)) = st.orphan_connection(c) {
-                    portals.push(p);
-                }
+                st.orphan_connection(c);
             }
             st.conns.push(conn);
             st.leading_cid = cid;
             st.tsih = tsih;
             st.window = iscsi_proto::seq::CmdWindow::new(exp, exp, max);
             st.generation += 1;
+            let wanted = std::mem::replace(&mut st.wanted, vec![(cid, portal.clone())]);
             st.reissue_all_lost();
-            portals
+            wanted.into_iter().skip(1).map(|(_, p)| p).collect()
         };
         // Grow the session back to its former size, best effort.
         for p in others {

@@ -38,6 +38,8 @@ pub(super) enum TaskKind {
     Scsi(ScsiTask),
     /// Our keepalive ping: answered by a NOP-In with the same ITT.
     Ping,
+    /// A ping whose answer tells the target's current ExpCmdSN.
+    Probe,
     Text(TextAccumulator),
     /// Logout with this reason (RFC 7143 §11.14.1).
     Logout(u8),
@@ -47,6 +49,8 @@ pub(super) enum Reply {
     Scsi(ScsiOutcome),
     Text(TextPairs),
     Logout(LogoutResponse),
+    /// ExpCmdSN of the NOP-In that answered a probe.
+    Probe(u32),
 }
 
 pub(super) struct Task {
@@ -146,6 +150,9 @@ pub(super) struct State {
     pub next_cid: u16,
     pub balancer: Balancer,
     pub closed: Option<String>,
+    /// The connections the session should have (CID, portal): what the user
+    /// added and did not remove. Recovery restores them.
+    pub wanted: Vec<(u16, PortalAddr)>,
     /// Target Session Identifying Handle; changes on session reinstatement.
     pub tsih: u16,
     /// Bumped whenever the session is reinstated: a recovery that started
@@ -188,7 +195,9 @@ impl State {
     /// resume them), the others go on; the session ends with the last one.
     pub fn drop_connection(&mut self, cid: u16, reason: &str) {
         self.conns.retain(|c| c.cid != cid);
-        if self.conns.is_empty() {
+        // With commands waiting for a recovery under way, the session is
+        // not over yet: the recovery ends it if it must.
+        if self.conns.is_empty() && !self.tasks.values().any(|t| t.lost_on.is_some()) {
             self.fail_all(reason);
             return;
         }
@@ -608,7 +617,11 @@ fn on_r2t(st: &mut State, cid: u16, h: R2t) -> Result<()> {
 
 fn on_nop_in(st: &mut State, cid: u16, h: NopIn, data: Bytes) {
     if h.itt != RESERVED_TAG {
-        st.take_task(h.itt);
+        if let Some(t) = st.take_task(h.itt)
+            && matches!(t.kind, TaskKind::Probe)
+        {
+            complete(t, Ok(Reply::Probe(h.exp_cmd_sn)));
+        }
         if let Some(c) = conn_mut(&mut st.conns, cid)
             && c.ping_itt == Some(h.itt)
         {
