@@ -121,3 +121,39 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one place where initiator errors become Windows ISDSC status codes
+/// (the management model's `Status`).
+impl From<Error> for crate::model::Status {
+    fn from(e: Error) -> Self {
+        use crate::model::{IsdscCode as C, Status};
+        let code = match &e {
+            Error::InvalidAddress(_) => C::InvalidHost,
+            Error::Resolve { .. } => C::DnsNameUnresolved,
+            Error::Connect { .. } | Error::ConnectTimeout(_) => C::ConnectionFailed,
+            Error::Io(_) => C::TransportError,
+            Error::Pdu(_) | Error::Text(_) | Error::Protocol(_) => C::TransportError,
+            Error::Negotiation(_) => C::LoginFailed,
+            Error::Chap(_) | Error::ChapRequired | Error::ChapRefused => C::AuthenticationFailure,
+            Error::Login { status, .. } => {
+                return Status::from_login_status(status.class, status.detail)
+                    .map(|s| Status::new(s.code, e.to_string()))
+                    .unwrap_or_else(|| Status::new(C::LoginFailed, e.to_string()));
+            }
+            Error::Redirected(_) => C::TargetMovedTemporarily,
+            Error::TooManyRedirects(_) => C::LoginFailed,
+            Error::ConnectionLost(_) | Error::Timeout(_) => C::ConnectionFailed,
+            Error::Rejected(_) | Error::TargetFailure(_) | Error::Scsi(_) => C::ScsiRequestFailed,
+            Error::TargetNotFound(_) => C::TargetNotFound,
+            Error::LunNotFound { .. } => C::InvalidParameter,
+            Error::InvalidArgument(_) => C::InvalidParameter,
+            Error::SessionClosed => C::InvalidSessionId,
+            Error::TooManyConnections { .. } => C::TooManyConnections,
+            Error::InvalidConnectionId(_) => C::InvalidConnectionId,
+            Error::CantRemoveLastConnection => C::CantRemoveLastConnection,
+            Error::CannotRemoveLeadingConnection => C::CannotRemoveLeadingConnection,
+            Error::RemoveConnectionInProgress => C::RemoveConnectionInProgress,
+        };
+        Status::new(code, e.to_string())
+    }
+}

@@ -6,7 +6,7 @@ mod lab;
 
 use std::collections::HashMap;
 
-use iscsi_initiator::model::LoadBalancePolicy;
+use iscsi_initiator::model::{IsdscCode, LoadBalancePolicy};
 use iscsi_initiator::session::ConnectionLogin;
 use iscsi_initiator::{Error, Session};
 use lab::*;
@@ -153,10 +153,10 @@ async fn connections_can_be_removed_while_io_runs() {
         let conns = s.connections();
         // The rules of RemoveConnection.
         let err = s.remove_connection(conns[0].id).await.unwrap_err();
-        assert!(matches!(err, Error::CannotRemoveLeadingConnection), "{err}");
+        assert_eq!(err.code, IsdscCode::CannotRemoveLeadingConnection, "{err}");
         let bogus = iscsi_initiator::model::UniqueConnectionId { adapter_unique: 1, adapter_specific: 999_999 };
         let err = s.remove_connection(bogus).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidConnectionId(_)), "{err}");
+        assert_eq!(err.code, IsdscCode::InvalidConnectionId, "{err}");
 
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut load = tokio::task::JoinSet::new();
@@ -182,7 +182,7 @@ async fn connections_can_be_removed_while_io_runs() {
         }
         assert_eq!(s.connections().len(), 1);
         let err = s.remove_connection(conns[0].id).await.unwrap_err();
-        assert!(matches!(err, Error::CantRemoveLastConnection | Error::CannotRemoveLeadingConnection), "{err}");
+        assert_eq!(err.code, IsdscCode::CantRemoveLastConnection, "{err}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut done = HashMap::new();

@@ -3,13 +3,14 @@
 //! trailer, so that one syscall carries many PDUs).
 
 use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Weak;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::pdu::{NopOut, PduDecoder, RESERVED_TAG};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
@@ -22,8 +23,32 @@ use crate::portal::PortalAddr;
 use crate::wire::READ_CHUNK;
 
 pub(super) async fn connect(addr: &PortalAddr, cfg: &SessionConfig) -> Result<TcpStream> {
+    connect_from(addr, cfg, None).await
+}
+
+/// Connects to `addr`, from `local` when given (the address of the
+/// initiator port the caller chose).
+pub(super) async fn connect_from(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAddr>) -> Result<TcpStream> {
     let s = addr.socket_string();
-    let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(s.as_str())).await {
+    let attempt = async {
+        let Some(local) = local else {
+            return TcpStream::connect(s.as_str()).await;
+        };
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address of the initiator port's family");
+        for remote in tokio::net::lookup_host(s.as_str()).await? {
+            if remote.is_ipv4() != local.is_ipv4() {
+                continue;
+            }
+            let sock = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            sock.bind(SocketAddr::new(local, 0))?;
+            match sock.connect(remote).await {
+                Ok(st) => return Ok(st),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let stream = match tokio::time::timeout(cfg.connect_timeout, attempt).await {
         Err(_) => return Err(Error::ConnectTimeout(s)),
         Ok(Err(e)) => return Err(Error::Connect { addr: s, source: e }),
         Ok(Ok(st)) => st,

@@ -8,6 +8,7 @@
 //! spread over the connections by the load-balance policy.
 
 mod io;
+mod management;
 mod recovery;
 mod state;
 
@@ -25,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+pub use self::management::{ScsiData, ScsiResult};
 pub use self::state::ConnCounters;
 use self::state::{Burst, ConnState, Reply, ScsiTask, State, Task, TaskKind};
 use crate::config::SessionConfig;
@@ -84,6 +86,8 @@ pub struct ConnectionLogin {
     pub chap: Option<Option<iscsi_proto::chap::ChapConfig>>,
     pub header_digest: Option<Vec<Digest>>,
     pub data_digest: Option<Vec<Digest>>,
+    /// Connect from this local address (the initiator port).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 pub(crate) struct Inner {
@@ -339,7 +343,7 @@ impl Session {
         if let Some(d) = &how.data_digest {
             cfg.proposal.data_digest = d.clone();
         }
-        let mut stream = io::connect(portal, &cfg).await?;
+        let mut stream = io::connect_from(portal, &cfg, how.local_address).await?;
         let target = inner.target_name.as_deref();
         let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
         let l = match login(&mut stream, &params).await? {
@@ -362,7 +366,7 @@ impl Session {
     /// Takes a connection out of the session: it gets no new tasks, its
     /// tasks finish, then it logs out with reason "close the connection"
     /// (RFC 7143 §11.14.1). The leading and the last connection stay.
-    pub async fn remove_connection(&self, id: UniqueConnectionId) -> Result<()> {
+    async fn close_connection(&self, id: UniqueConnectionId) -> Result<()> {
         let cid = {
             let mut st = self.inner.lock();
             let leading = st.leading_cid;
