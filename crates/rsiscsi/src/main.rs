@@ -18,8 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Without -v the only thing on stderr is the one error line (or the
+    // progress bar): library warnings would break that for scripts.
     let filter = match args.common.verbose {
-        0 => "warn",
+        0 => "error",
         1 => "info",
         _ => "debug",
     };
