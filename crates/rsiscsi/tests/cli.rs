@@ -82,12 +82,30 @@ fn secrets() -> Vec<String> {
 
 const WRONG_SECRET: &str = "wrongsecret99";
 
-/// A scratch directory of its own for each test.
-fn scratch(test: &str) -> PathBuf {
+/// A scratch directory of its own for each test; removed when the test
+/// passes, kept for a look when it fails.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("rsiscsi-cli-test-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 /// Runs the binary with a clean environment for secrets and the config in `dir`.
