@@ -30,18 +30,25 @@ pub(super) async fn connect(addr: &PortalAddr, cfg: &SessionConfig) -> Result<Tc
 /// initiator port the caller chose).
 pub(super) async fn connect_from(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAddr>) -> Result<TcpStream> {
     let s = addr.socket_string();
+    let lookup = tokio::time::timeout(cfg.connect_timeout, tokio::net::lookup_host(s.clone())).await;
+    let resolved = match lookup {
+        Err(_) => return Err(Error::ConnectTimeout(s)),
+        Ok(Err(e)) => return Err(Error::Resolve { addr: addr.host.clone(), source: e }),
+        Ok(Ok(a)) => a.collect::<Vec<SocketAddr>>(),
+    };
     let attempt = async {
-        let Some(local) = local else {
-            return TcpStream::connect(s.as_str()).await;
-        };
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address of the initiator port's family");
-        for remote in tokio::net::lookup_host(s.as_str()).await? {
-            if remote.is_ipv4() != local.is_ipv4() {
-                continue;
-            }
-            let sock = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-            sock.bind(SocketAddr::new(local, 0))?;
-            match sock.connect(remote).await {
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address");
+        for remote in resolved {
+            let st = match local {
+                None => TcpStream::connect(remote).await,
+                Some(local) if remote.is_ipv4() == local.is_ipv4() => {
+                    let sock = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                    sock.bind(SocketAddr::new(local, 0))?;
+                    sock.connect(remote).await
+                }
+                Some(_) => continue,
+            };
+            match st {
                 Ok(st) => return Ok(st),
                 Err(e) => last = e,
             }

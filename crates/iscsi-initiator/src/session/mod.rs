@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use iscsi_proto::negotiation::{Digest, Negotiated};
 use iscsi_proto::pdu::{FrameConfig, PduDecoder, RESERVED_TAG, logout_reason, task_attr};
 use iscsi_proto::scsi::cdb::Cdb;
@@ -434,7 +434,7 @@ impl Session {
             TaskKind::Scsi(ScsiTask {
                 expected_len,
                 read,
-                chunks: Vec::new(),
+                buf: BytesMut::new(),
                 received: 0,
                 next_data_sn: 0,
                 write_data,
@@ -536,8 +536,23 @@ impl Inner {
     /// purpose, recover it (see `recovery.rs`); else drop it.
     fn connection_failed(self: &Arc<Self>, cid: u16, reason: &str) {
         let mut st = self.lock();
-        let Some(c) = st.conns.iter().find(|c| c.cid == cid) else { return };
-        let on_purpose = c.draining || st.closed.is_some();
+        let Some(draining) = st.conns.iter().find(|c| c.cid == cid).map(|c| c.draining) else { return };
+        // istgt sometimes closes the connection right after a Logout Request
+        // without answering it: for us that is the logout done.
+        let logouts: Vec<u32> = st
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.cid == Some(cid) && matches!(t.kind, TaskKind::Logout(_)))
+            .map(|(itt, _)| *itt)
+            .collect();
+        let logging_out = !logouts.is_empty();
+        for itt in logouts {
+            if let Some(t) = st.take_task(itt) {
+                let ok = iscsi_proto::pdu::LogoutResponse { itt, ..Default::default() };
+                state::complete(t, Ok(Reply::Logout(ok)));
+            }
+        }
+        let on_purpose = logging_out || draining || st.closed.is_some();
         if on_purpose || !self.cfg.recovery || self.target_name.is_none() {
             if !on_purpose {
                 warn!(cid, reason, "connection failed");

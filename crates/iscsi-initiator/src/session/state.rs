@@ -28,9 +28,11 @@ use crate::portal::PortalAddr;
 pub(super) struct ScsiTask {
     pub expected_len: u32,
     pub read: bool,
-    pub chunks: Vec<Bytes>,
     pub received: u32,
     pub next_data_sn: u32,
+    /// Data-In lands here in order; allocated once per command so that the
+    /// receive buffer's frozen slices are released at once.
+    pub buf: BytesMut,
     pub write_data: Bytes,
 }
 
@@ -73,7 +75,7 @@ impl Task {
     /// Forgets what was transferred so far, for a retry from the start.
     fn restart(&mut self) {
         if let TaskKind::Scsi(s) = &mut self.kind {
-            s.chunks.clear();
+            s.buf.clear();
             s.received = 0;
             s.next_data_sn = 0;
         }
@@ -535,7 +537,10 @@ fn on_data_in(st: &mut State, cid: u16, h: DataIn, data: Bytes) -> Result<()> {
     s.next_data_sn = s.next_data_sn.wrapping_add(1);
     s.received = end;
     if !data.is_empty() {
-        s.chunks.push(data);
+        if s.buf.capacity() == 0 {
+            s.buf.reserve(s.expected_len as usize);
+        }
+        s.buf.extend_from_slice(&data);
     }
     if let Some(c) = conn_mut(&mut st.conns, cid) {
         c.counters.bytes_in += u64::from(len);
@@ -561,18 +566,7 @@ fn residual(underflow: bool, overflow: bool, count: u32) -> i64 {
 
 fn finish_scsi(mut t: Task, status: u8, sense: Bytes, residual: i64) {
     let TaskKind::Scsi(s) = &mut t.kind else { return };
-    let chunks = std::mem::take(&mut s.chunks);
-    let data = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut b = BytesMut::with_capacity(s.received as usize);
-            for c in &chunks {
-                b.extend_from_slice(c);
-            }
-            b.freeze()
-        }
-    };
+    let data = s.buf.split().freeze();
     complete(t, Ok(Reply::Scsi(ScsiOutcome { status, sense, data, residual })));
 }
 
