@@ -147,7 +147,8 @@ impl Histogram {
         }
         let e = i / SUB - 1;
         let m = i % SUB + SUB;
-        ((m + 1) << e) - 1
+        // The top bucket ends at 2^64, which wraps to 0 here: u64::MAX after the subtraction.
+        ((m + 1) << e).wrapping_sub(1)
     }
 
     pub fn record(&mut self, v: u64) {
@@ -166,6 +167,7 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.total
     }

@@ -110,4 +110,6 @@ pub enum Command {
         #[arg(long, value_name = "BYTES")]
         length: Option<u64>,
     },
+    /// Measure bandwidth, IOPS, CPU per GiB and latency percentiles on a LUN (overwrites it with --rw write).
+    Bench(crate::bench::BenchArgs),
 }

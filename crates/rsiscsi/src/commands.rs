@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Inquiry { url, json } => inquiry(&cli.common, url, *json).await,
         Command::Capacity { url, json } => capacity(&cli.common, url, *json).await,
         Command::Cp { src, dst, offset, length } => cp(&cli.common, src, dst, *offset, *length).await,
+        Command::Bench(args) => crate::bench::run(&cli.common, args).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `rsiscsi`: a command-line iSCSI initiator. Parses arguments, runs the
 //! command, prints one clear line on failure.
 
+mod bench;
 mod cli;
 mod commands;
 mod config;
