@@ -84,6 +84,8 @@ pub enum Command {
         url: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        mcs: McsArgs,
     },
     /// Show INQUIRY data and device identifiers of a LUN.
     Inquiry {
@@ -91,6 +93,8 @@ pub enum Command {
         url: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        mcs: McsArgs,
     },
     /// Show the capacity of a LUN: blocks, block size, bytes.
     Capacity {
@@ -109,7 +113,31 @@ pub enum Command {
         /// Bytes to copy (default: the whole file, or the LUN from --offset to its end).
         #[arg(long, value_name = "BYTES")]
         length: Option<u64>,
+        #[command(flatten)]
+        mcs: McsArgs,
     },
     /// Measure bandwidth, IOPS, CPU per GiB and latency percentiles on a LUN (overwrites it with --rw write).
     Bench(crate::bench::BenchArgs),
+}
+
+/// One session over several TCP connections (MC/S).
+#[derive(Debug, Clone, Args)]
+pub struct McsArgs {
+    /// TCP connections in the session: the leading one plus N-1 added with add_connection.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub connections: u16,
+    /// How commands are spread over the connections: failover-only, round-robin,
+    /// round-robin-subset, least-queue-depth or weighted.
+    #[arg(long, default_value = "round-robin", value_name = "POLICY", value_parser = parse_policy)]
+    pub policy: iscsi_initiator::model::LoadBalancePolicy,
+}
+
+impl Default for McsArgs {
+    fn default() -> Self {
+        Self { connections: 1, policy: iscsi_initiator::model::LoadBalancePolicy::RoundRobin }
+    }
+}
+
+fn parse_policy(s: &str) -> Result<iscsi_initiator::model::LoadBalancePolicy, String> {
+    s.parse().map_err(|e: iscsi_initiator::model::Status| e.message)
 }

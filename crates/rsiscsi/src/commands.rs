@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_initiator::discovery::{DiscoveredTarget, send_targets};
+use iscsi_initiator::model::Status;
+use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal, SecurityFlags};
 use iscsi_initiator::scsi::Capacity;
 use iscsi_initiator::{Error as InitError, PortalAddr, Session, SessionConfig};
 use iscsi_proto::negotiation::Digest;
@@ -14,7 +16,7 @@ use iscsi_proto::scsi::data::{StandardInquiry, parse_vpd_device_identification, 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Command, Common, DigestArg};
+use crate::cli::{Cli, Command, Common, DigestArg, McsArgs};
 use crate::url::{IscsiUrl, redact};
 use crate::{config, creds};
 
@@ -27,10 +29,10 @@ const DEPTH: usize = 8;
 pub async fn run(cli: Cli) -> CmdResult {
     match &cli.command {
         Command::Discover { portal, json } => discover(&cli.common, portal, *json).await,
-        Command::Ls { url, json } => ls(&cli.common, url, *json).await,
-        Command::Inquiry { url, json } => inquiry(&cli.common, url, *json).await,
+        Command::Ls { url, json, mcs } => ls(&cli.common, url, *json, mcs).await,
+        Command::Inquiry { url, json, mcs } => inquiry(&cli.common, url, *json, mcs).await,
         Command::Capacity { url, json } => capacity(&cli.common, url, *json).await,
-        Command::Cp { src, dst, offset, length } => cp(&cli.common, src, dst, *offset, *length).await,
+        Command::Cp { src, dst, offset, length, mcs } => cp(&cli.common, src, dst, *offset, *length, mcs).await,
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
     }
 }
@@ -129,8 +131,27 @@ async fn discover(common: &Common, portal: &str, json: bool) -> CmdResult {
     emit(&text)
 }
 
-async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig) -> CmdResult<Session> {
-    Session::login(&url.portal, Some(target), cfg).await.map_err(e)
+async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
+    let s = Session::login(&url.portal, Some(target), cfg).await.map_err(e)?;
+    grow(&s, url, mcs).await.map_err(|st| st.to_string())?;
+    Ok(s)
+}
+
+/// Grows a fresh session to `mcs.connections` connections with
+/// add_connection (any initiator port, no IPsec, the session's own login
+/// settings) and sets its load-balance policy; logs out on failure.
+async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> Result<(), Status> {
+    s.set_load_balance_policy(mcs.policy);
+    let portal = Portal::new(url.portal.host.clone(), url.portal.port);
+    for _ in 1..mcs.connections {
+        let added =
+            s.add_connection(ISCSI_ANY_INITIATOR_PORT, &portal, SecurityFlags(0), &LoginOptions::default(), &[]).await;
+        if let Err(st) = added {
+            let _ = s.logout().await;
+            return Err(st);
+        }
+    }
+    Ok(())
 }
 
 /// Checks that the LUN exists before using it, for a clear message.
@@ -162,9 +183,15 @@ struct TargetJson {
     error: Option<String>,
 }
 
-async fn describe_target(common: &Common, url: &IscsiUrl, t: &DiscoveredTarget) -> Result<Vec<LunJson>, InitError> {
+async fn describe_target(
+    common: &Common,
+    url: &IscsiUrl,
+    t: &DiscoveredTarget,
+    mcs: &McsArgs,
+) -> Result<Vec<LunJson>, InitError> {
     let cfg = session_config(common, Some(url)).map_err(InitError::InvalidArgument)?;
     let s = Session::login(&url.portal, Some(&t.name), cfg).await?;
+    grow(&s, url, mcs).await.map_err(|st| InitError::InvalidArgument(st.to_string()))?;
     let r = async {
         let mut out = Vec::new();
         for lun in s.report_luns().await? {
@@ -187,7 +214,7 @@ async fn describe_target(common: &Common, url: &IscsiUrl, t: &DiscoveredTarget) 
     r
 }
 
-async fn ls(common: &Common, url: &str, json: bool) -> CmdResult {
+async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs) -> CmdResult {
     let u = parse_url(url)?;
     let cfg = session_config(common, Some(&u))?;
     let targets = send_targets(&u.portal, cfg).await.map_err(e)?;
@@ -195,7 +222,7 @@ async fn ls(common: &Common, url: &str, json: bool) -> CmdResult {
     let mut failed = Vec::new();
     for t in targets.iter().filter(|t| u.target.as_ref().is_none_or(|n| *n == t.name)) {
         let portals = t.portals.iter().map(ToString::to_string).collect();
-        let (luns, error) = match describe_target(common, &u, t).await {
+        let (luns, error) = match describe_target(common, &u, t, mcs).await {
             Ok(l) => (l, None),
             Err(err @ (InitError::ChapRequired | InitError::Login { .. })) if is_auth(&err) => {
                 (Vec::new(), Some(format!("not listed: {err} (give --chap-user)")))
@@ -265,9 +292,9 @@ struct InquiryJson {
     identifiers: Vec<String>,
 }
 
-async fn inquiry(common: &Common, url: &str, json: bool) -> CmdResult {
+async fn inquiry(common: &Common, url: &str, json: bool, mcs: &McsArgs) -> CmdResult {
     let (u, target, lun) = lun_url(url)?;
-    let s = login(&u, &target, session_config(common, Some(&u))?).await?;
+    let s = login(&u, &target, session_config(common, Some(&u))?, mcs).await?;
     let r = async {
         check_lun(&s, lun).await?;
         let inq: StandardInquiry = s.inquiry(lun).await.map_err(e)?;
@@ -326,7 +353,7 @@ struct CapacityJson {
 
 async fn capacity(common: &Common, url: &str, json: bool) -> CmdResult {
     let (u, target, lun) = lun_url(url)?;
-    let s = login(&u, &target, session_config(common, Some(&u))?).await?;
+    let s = login(&u, &target, session_config(common, Some(&u))?, &McsArgs::default()).await?;
     let r = async {
         check_lun(&s, lun).await?;
         s.read_capacity(lun).await.map_err(e)
@@ -349,10 +376,10 @@ enum End {
 }
 
 impl End {
-    async fn open(common: &Common, spec: &str, write: bool) -> CmdResult<End> {
+    async fn open(common: &Common, spec: &str, write: bool, mcs: &McsArgs) -> CmdResult<End> {
         if spec.starts_with("iscsi://") {
             let (u, target, lun) = lun_url(spec)?;
-            let s = login(&u, &target, session_config(common, Some(&u))?).await?;
+            let s = login(&u, &target, session_config(common, Some(&u))?, mcs).await?;
             if let Err(err) = check_lun(&s, lun).await {
                 let _ = s.logout().await;
                 return Err(err);
@@ -459,12 +486,12 @@ impl End {
     }
 }
 
-async fn cp(common: &Common, src: &str, dst: &str, offset: u64, length: Option<u64>) -> CmdResult {
-    let from = End::open(common, src, false).await?;
+async fn cp(common: &Common, src: &str, dst: &str, offset: u64, length: Option<u64>, mcs: &McsArgs) -> CmdResult {
+    let from = End::open(common, src, false, mcs).await?;
     // A destination file this command creates is removed again if the copy
     // fails, so that no partial copy is left looking like a finished one.
     let created = !dst.starts_with("iscsi://") && !std::path::Path::new(dst).exists();
-    let to = match End::open(common, dst, true).await {
+    let to = match End::open(common, dst, true, mcs).await {
         Ok(t) => t,
         Err(err) => {
             from.close().await;

@@ -685,3 +685,57 @@ fn initiator_name_is_generated_once_and_kept() {
     ok(&dir, &["--initiator-name", "iqn.2026-11.rs.rsiscsi:cli-test", "capacity", &TGT.url("ram1")], &[]);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
 }
+
+/// `cp` over one session of several connections (MC/S), with each policy,
+/// on both daemons: byte-identical round trips.
+#[test]
+fn cp_over_several_connections_with_each_policy() {
+    for (i, d) in BOTH.into_iter().enumerate() {
+        let dir = scratch(&format!("mcs-{}", d.name));
+        let url = d.url("ram1");
+        for (j, policy) in
+            ["failover-only", "round-robin", "round-robin-subset", "least-queue-depth", "weighted"].iter().enumerate()
+        {
+            let data = random(4 * MIB as usize + 512);
+            let src = &dir.join("src.bin");
+            let back = &dir.join("back.bin");
+            std::fs::write(src, &data).unwrap();
+            let off = (760 * MIB + (i as u64 * 5 + j as u64) * 8 * MIB).to_string();
+            let len = data.len().to_string();
+            ok(&dir, &["cp", "--connections", "4", "--policy", policy, "--offset", &off, s(src), &url], &[]);
+            ok(
+                &dir,
+                &["cp", "--connections", "3", "--policy", policy, "--offset", &off, "--length", &len, &url, s(back)],
+                &[],
+            );
+            assert!(std::fs::read(back).unwrap() == data, "{} {policy}: data differs", d.name);
+        }
+    }
+}
+
+/// More connections than the target's MaxConnections: the ISDSC status and
+/// the limit the target gave; a target of one connection per session: its
+/// own status.
+#[test]
+fn too_many_connections_names_the_status_and_the_limit() {
+    let dir = scratch("mcs-limit");
+    let err = fails(
+        &dir,
+        &["inquiry", "--connections", "9", &ISTGT.url("ram1")],
+        &[],
+        &["ISDSC_TOO_MANY_CONNECTIONS", "0xEFFF000E", "8"],
+    );
+    assert!(err.contains("allows 8"), "{err}");
+    fails(
+        &dir,
+        &["inquiry", "--connections", "2", &TGT.url("noimm")],
+        &[],
+        &["ISDSC_REQUEST_NOT_SUPPORTED", "0xEFFF0037"],
+    );
+    let out = ok(&dir, &["inquiry", "--connections", "8", "--policy", "least-queue-depth", &ISTGT.url("ram1")], &[]);
+    assert!(out.contains("FreeBSD"), "{out}");
+    let out = ok(&dir, &["ls", "--connections", "2", &format!("iscsi://{}/{}", TGT.portal(), TGT.iqn("ram1"))], &[]);
+    assert!(out.contains("1073741824 bytes"), "{out}");
+    fails(&dir, &["cp", "--policy", "least-busy", "a", "b"], &[], &["failover-only", "round-robin", "weighted"]);
+    fails(&dir, &["cp", "--connections", "0", "a", "b"], &[], &["connections"]);
+}
