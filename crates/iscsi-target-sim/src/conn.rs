@@ -1,0 +1,639 @@
+//! One iSCSI connection on the target side (RFC 7143 §4): framing, the
+//! StatSN and CmdSN bookkeeping, and the full feature phase.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use iscsi_proto::pdu::{
+    Bhs, DataIn, FrameConfig, LogoutResponse, NopIn, Pdu, PduDecoder, PduError, R2t, RESERVED_TAG, Reject, ScsiCommand,
+    ScsiResponse, TaskMgmtResponse, TextResponse, encode_header, encode_pdu,
+};
+use iscsi_proto::seq::Sn;
+use iscsi_proto::text;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::login::{self, SessionKind};
+use crate::scsi::{GOOD, RamLun, ScsiResult};
+use crate::{Fault, Phase, SLOW_LORIS_STEP, Shared};
+
+/// Why a connection ended (logged, never returned to a test).
+#[derive(Debug)]
+#[allow(dead_code)] // the fields are read through `Debug` in the log
+pub(crate) enum End {
+    Io(std::io::Error),
+    Pdu(PduError),
+    /// The initiator closed the connection.
+    Closed,
+    /// The script or the protocol ends the connection here.
+    Done(&'static str),
+}
+
+impl From<std::io::Error> for End {
+    fn from(e: std::io::Error) -> Self {
+        End::Io(e)
+    }
+}
+
+/// Largest write accepted in one command, so a hostile initiator cannot
+/// make the target allocate without bound (the LUN is smaller anyway).
+const MAX_WRITE: usize = 64 << 20;
+
+/// Most PDUs put aside while a write collects its Data-Out.
+const MAX_BACKLOG: usize = 256;
+
+/// Parameters the login settled that the full feature phase uses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Params {
+    /// The initiator's MaxRecvDataSegmentLength: our Data-In size (§13.12).
+    pub peer_mrdsl: u32,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+}
+
+pub(crate) struct Conn {
+    pub shared: Arc<Shared>,
+    pub stream: TcpStream,
+    rbuf: BytesMut,
+    pub dec: PduDecoder,
+    /// Framing of what we send.
+    pub tx: FrameConfig,
+    /// Next StatSN to hand out (§4.2.2.2, per connection).
+    pub stat_sn: u32,
+    /// Session-wide CmdSN window (§4.2.2.1; one connection per session here).
+    pub exp_cmd_sn: u32,
+    pub window_closed: bool,
+    pub params: Params,
+    /// PDUs read while a write waited for its Data-Out.
+    backlog: VecDeque<Pdu>,
+    /// SCSI commands seen so far in the full feature phase.
+    commands: u32,
+    next_ttt: u32,
+    stat_sn_jumped: bool,
+    /// Full feature phase reached (slow-loris sends apply from here).
+    ffp: bool,
+}
+
+impl Conn {
+    fn fault(&self) -> Fault {
+        self.shared.cfg.fault
+    }
+
+    /// The StatSN for a PDU that carries status, advancing the counter.
+    pub fn next_stat_sn(&mut self) -> u32 {
+        if self.fault() == Fault::StatSnJump && self.commands == 1 && !self.stat_sn_jumped {
+            self.stat_sn_jumped = true;
+            self.stat_sn = self.stat_sn.wrapping_add(1000);
+        }
+        let sn = self.stat_sn;
+        self.stat_sn = sn.wrapping_add(1);
+        sn
+    }
+
+    /// `(ExpCmdSN, MaxCmdSN)` to put in the next PDU (§4.2.2.1).
+    pub fn window(&self) -> (u32, u32) {
+        let exp = self.exp_cmd_sn;
+        let max = if self.window_closed {
+            exp.wrapping_sub(1)
+        } else {
+            exp.wrapping_add(self.shared.cfg.queue_depth.max(1) - 1)
+        };
+        if self.fault() == Fault::CmdWindowBackwards && self.commands == 2 {
+            return (exp.wrapping_sub(8), max.wrapping_sub(8));
+        }
+        (exp, max)
+    }
+
+    /// A non-immediate request consumes its CmdSN (§4.2.2.1).
+    fn consume_cmd_sn(&mut self, cmd_sn: u32, immediate: bool) {
+        if !immediate && Sn(cmd_sn).ge(Sn(self.exp_cmd_sn)) {
+            self.exp_cmd_sn = cmd_sn.wrapping_add(1);
+        }
+    }
+
+    /// Next PDU from the socket; `Ok(None)` when the initiator closed.
+    pub async fn recv(&mut self) -> Result<Option<Pdu>, End> {
+        loop {
+            match self.dec.decode(&mut self.rbuf) {
+                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(None) => {}
+                Err(e) => return Err(End::Pdu(e)),
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads and discards until the initiator goes away.
+    pub async fn drain(&mut self) -> End {
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut sink).await {
+                Ok(0) => return End::Closed,
+                Ok(_) => {}
+                Err(e) => return End::Io(e),
+            }
+        }
+    }
+
+    /// Sends a TCP RST: SO_LINGER 0, then close.
+    pub fn reset(self) -> End {
+        if let Err(e) = self.stream.set_zero_linger() {
+            return End::Io(e);
+        }
+        drop(self.stream);
+        End::Done("reset")
+    }
+
+    pub fn encode(&self, pdu: &Pdu) -> BytesMut {
+        let mut out = BytesMut::new();
+        encode_pdu(pdu, &self.tx, &mut out);
+        out
+    }
+
+    pub async fn send_bytes(&mut self, out: &[u8]) -> Result<(), End> {
+        if self.ffp && self.fault() == Fault::SlowLoris {
+            for b in out.chunks(1) {
+                self.stream.write_all(b).await?;
+                tokio::time::sleep(SLOW_LORIS_STEP).await;
+            }
+            return Ok(());
+        }
+        self.stream.write_all(out).await?;
+        Ok(())
+    }
+
+    pub async fn send(&mut self, bhs: impl Into<Bhs>, data: Bytes) -> Result<(), End> {
+        let out = self.encode(&Pdu::new(bhs, data));
+        self.send_bytes(&out).await
+    }
+
+    /// Full feature phase (RFC 7143 §4): one request at a time, in order.
+    async fn full_feature(&mut self, kind: SessionKind) -> Result<(), End> {
+        self.ffp = true;
+        if self.fault() == Fault::GarbageAfterLogin {
+            self.send_bytes(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n\xde\xad\xbe\xef").await?;
+            return Err(self.drain().await);
+        }
+        let mut open_at = match self.fault() {
+            Fault::WindowClosed { secs } => Some(Instant::now() + Duration::from_secs(secs)),
+            _ => None,
+        };
+        loop {
+            let pdu = match self.backlog.pop_front() {
+                Some(p) => p,
+                None => {
+                    let timer = async {
+                        match open_at {
+                            Some(t) => tokio::time::sleep_until(t).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        p = self.recv() => match p? {
+                            Some(p) => p,
+                            None => return Err(End::Closed),
+                        },
+                        () = timer => {
+                            open_at = None;
+                            self.window_closed = false;
+                            self.unsolicited_nop_in().await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Pdu { bhs, data, .. } = pdu;
+            match bhs {
+                Bhs::NopOut(h) => {
+                    self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    // §11.18: only a NOP-Out with a valid ITT asks for an answer.
+                    if h.itt != RESERVED_TAG {
+                        let (exp_cmd_sn, max_cmd_sn) = self.window();
+                        let nop = NopIn {
+                            lun: h.lun,
+                            itt: h.itt,
+                            ttt: RESERVED_TAG,
+                            stat_sn: self.next_stat_sn(),
+                            exp_cmd_sn,
+                            max_cmd_sn,
+                        };
+                        self.send(nop, data).await?;
+                    }
+                }
+                Bhs::ScsiCommand(h) => {
+                    self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    self.scsi_command(h, data).await?;
+                }
+                Bhs::TextRequest(h) => {
+                    self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    let pairs = text::parse(&data).unwrap_or_default();
+                    let mut answer = Vec::new();
+                    // Appendix C: SendTargets=All lists every target; in a
+                    // normal session only the session's own target.
+                    if pairs.iter().any(|(k, _)| k == "SendTargets") {
+                        answer.push(("TargetName".to_string(), self.shared.cfg.target_name.clone()));
+                        answer.push(("TargetAddress".to_string(), format!("{},1", self.shared.addr)));
+                    }
+                    let _ = kind;
+                    let mut out = Vec::new();
+                    text::encode(&answer, &mut out);
+                    let (exp_cmd_sn, max_cmd_sn) = self.window();
+                    let rsp = TextResponse {
+                        final_bit: true,
+                        continue_: false,
+                        lun: h.lun,
+                        itt: h.itt,
+                        ttt: RESERVED_TAG,
+                        stat_sn: self.next_stat_sn(),
+                        exp_cmd_sn,
+                        max_cmd_sn,
+                    };
+                    self.send(rsp, Bytes::from(out)).await?;
+                }
+                Bhs::LogoutRequest(h) => {
+                    self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    let (exp_cmd_sn, max_cmd_sn) = self.window();
+                    let rsp = LogoutResponse {
+                        response: 0,
+                        itt: h.itt,
+                        stat_sn: self.next_stat_sn(),
+                        exp_cmd_sn,
+                        max_cmd_sn,
+                        time2wait: 0,
+                        time2retain: 0,
+                    };
+                    self.send(rsp, Bytes::new()).await?;
+                    // §11.14: the target closes the connection after the response.
+                    let _ = self.stream.shutdown().await;
+                    return Ok(());
+                }
+                Bhs::TaskMgmtRequest(h) => {
+                    self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    let (exp_cmd_sn, max_cmd_sn) = self.window();
+                    // §11.6.1: 0 function complete (nothing runs in the background here).
+                    let rsp = TaskMgmtResponse {
+                        response: 0,
+                        itt: h.itt,
+                        stat_sn: self.next_stat_sn(),
+                        exp_cmd_sn,
+                        max_cmd_sn,
+                    };
+                    self.send(rsp, Bytes::new()).await?;
+                }
+                // A Data-Out for no write in progress: ignored.
+                Bhs::DataOut(_) => {}
+                other => {
+                    // §11.17.1: SNACK at ERL 0 and target opcodes are refused.
+                    let reason = if matches!(other, Bhs::SnackRequest(_)) { 0x03 } else { 0x04 };
+                    self.reject(&other, reason).await?;
+                }
+            }
+        }
+    }
+
+    async fn unsolicited_nop_in(&mut self) -> Result<(), End> {
+        let (exp_cmd_sn, max_cmd_sn) = self.window();
+        // §11.19: an unsolicited NOP-In carries the next StatSN without consuming it.
+        let nop = NopIn { lun: 0, itt: RESERVED_TAG, ttt: RESERVED_TAG, stat_sn: self.stat_sn, exp_cmd_sn, max_cmd_sn };
+        self.send(nop, Bytes::new()).await
+    }
+
+    /// Reject (§11.17): the data segment is the rejected header.
+    async fn reject(&mut self, bhs: &Bhs, reason: u8) -> Result<(), End> {
+        let header = Bytes::copy_from_slice(&bhs.encode(0, 0));
+        let (exp_cmd_sn, max_cmd_sn) = self.window();
+        let r = Reject { reason, stat_sn: self.next_stat_sn(), exp_cmd_sn, max_cmd_sn, data_sn_r2t_sn: 0 };
+        self.send(r, header).await
+    }
+
+    async fn scsi_command(&mut self, h: ScsiCommand, immediate: Bytes) -> Result<(), End> {
+        self.commands = self.commands.saturating_add(1);
+        let first = self.commands == 1;
+        match self.fault() {
+            Fault::Reset(Phase::FullFeature) if first => return Err(self.take_and_reset()),
+            Fault::RejectCommand if first => return self.reject(&Bhs::ScsiCommand(h), 0x04).await,
+            Fault::DataSegmentTooLong if first => {
+                let (exp_cmd_sn, max_cmd_sn) = self.window();
+                let nop = NopIn {
+                    lun: 0,
+                    itt: RESERVED_TAG,
+                    ttt: RESERVED_TAG,
+                    stat_sn: self.stat_sn,
+                    exp_cmd_sn,
+                    max_cmd_sn,
+                };
+                let mut out = BytesMut::new();
+                encode_header(&Bhs::NopIn(nop), &[], 0x00ff_ffff, &self.tx, &mut out);
+                out.extend_from_slice(&[0u8; 1024]);
+                self.send_bytes(&out).await?;
+                return Err(self.drain().await);
+            }
+            Fault::UnknownOpcode if first => {
+                let rsp = self.response(&h, &ScsiResult::default(), 0);
+                let mut out = self.encode(&Pdu::new(rsp, Bytes::new()));
+                if let Some(b0) = out.first_mut() {
+                    // 0x1c is not defined by RFC 7143 §11.2.1.2.
+                    *b0 = 0x1c;
+                }
+                // Keep a header digest valid so only the opcode is wrong.
+                if self.tx.header_digest {
+                    let crc = iscsi_proto::digest::crc32c(out.get(..48).unwrap_or_default());
+                    if let Some(d) = out.get_mut(48..52) {
+                        d.copy_from_slice(&iscsi_proto::digest::to_wire(crc));
+                    }
+                }
+                self.send_bytes(&out).await?;
+                return Err(self.drain().await);
+            }
+            Fault::TruncatedPdu if first => {
+                let rsp = self.response(&h, &ScsiResult::default(), 0);
+                let out = self.encode(&Pdu::new(rsp, Bytes::new()));
+                self.send_bytes(out.get(..20).unwrap_or_default()).await?;
+                return Err(End::Done("truncated PDU sent"));
+            }
+            Fault::ResponseForUnsentCommand if first => {
+                let mut rsp = self.response(&h, &ScsiResult::default(), 0);
+                rsp.itt = h.itt ^ 0x8000_0000;
+                self.send(rsp, Bytes::new()).await?;
+                return Err(self.drain().await);
+            }
+            _ => {}
+        }
+        let data_out = if h.write { self.collect_data_out(&h, immediate).await? } else { Vec::new() };
+        let result = match self.shared.lun.lock() {
+            Ok(mut lun) => {
+                if h.write && !RamLun::is_write(&h.cdb) {
+                    lun.execute(&h.cdb, &[])
+                } else {
+                    lun.execute(&h.cdb, &data_out)
+                }
+            }
+            Err(_) => return Err(End::Done("LUN lock poisoned")),
+        };
+        if h.read && result.status == GOOD && !result.data.is_empty() {
+            self.data_in(&h, result).await
+        } else {
+            let edtl = h.expected_data_transfer_length;
+            let residual = if h.write { edtl.saturating_sub(data_out.len() as u32) } else { edtl };
+            let rsp = self.response(&h, &result, if result.status == GOOD { residual } else { 0 });
+            self.send_final(Pdu::new(rsp, sense_segment(&result.sense))).await
+        }
+    }
+
+    fn take_and_reset(&mut self) -> End {
+        // The stream is replaced by nothing useful: the connection ends here.
+        match self.stream.set_zero_linger() {
+            Ok(()) => End::Done("reset"),
+            Err(e) => End::Io(e),
+        }
+    }
+
+    /// A SCSI Response (§11.4) with an underflow residual when `residual` > 0.
+    fn response(&mut self, h: &ScsiCommand, r: &ScsiResult, residual: u32) -> ScsiResponse {
+        let (exp_cmd_sn, max_cmd_sn) = self.window();
+        ScsiResponse {
+            underflow: residual > 0,
+            residual_count: residual,
+            response: 0,
+            status: r.status,
+            itt: h.itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn,
+            max_cmd_sn,
+            ..Default::default()
+        }
+    }
+
+    /// Sends the PDU that completes a command, applying the faults that
+    /// strike there.
+    async fn send_final(&mut self, mut pdu: Pdu) -> Result<(), End> {
+        let first = self.commands == 1;
+        if first && self.fault() == Fault::AhsTooLong {
+            pdu.ahs = Bytes::from(vec![0u8; 1020]);
+        }
+        let mut out = self.encode(&pdu);
+        if first && self.fault() == Fault::BadHeaderDigest && self.tx.header_digest {
+            let at = 48 + pdu.ahs.len();
+            if let Some(b) = out.get_mut(at) {
+                *b ^= 0xff;
+            }
+        }
+        self.send_bytes(&out).await
+    }
+
+    /// Data-In (§11.7), split at the initiator's MaxRecvDataSegmentLength,
+    /// the status in the last PDU (§11.7.3, phase collapse).
+    async fn data_in(&mut self, h: &ScsiCommand, r: ScsiResult) -> Result<(), End> {
+        let edtl = h.expected_data_transfer_length as usize;
+        let mut data = r.data;
+        let (mut underflow, mut overflow, mut residual) = (false, false, 0u32);
+        if data.len() < edtl {
+            underflow = true;
+            residual = (edtl - data.len()) as u32;
+        } else if data.len() > edtl {
+            overflow = true;
+            residual = (data.len() - edtl) as u32;
+            data.truncate(edtl);
+        }
+        let fault = self.fault();
+        if fault == Fault::DataOverrun {
+            // More than asked, and not said so.
+            data.extend_from_slice(&[0u8; 512]);
+            (underflow, overflow, residual) = (false, false, 0);
+        }
+        let chunk = (self.params.peer_mrdsl as usize).max(512);
+        let count = data.len().div_ceil(chunk);
+        let mut offset = 0usize;
+        for (i, piece) in data.chunks(chunk).enumerate() {
+            let last = i + 1 == count;
+            let first_pdu = i == 0;
+            let (exp_cmd_sn, max_cmd_sn) = self.window();
+            let mut d = DataIn {
+                final_bit: last,
+                status_present: last,
+                status: r.status,
+                underflow: last && underflow,
+                overflow: last && overflow,
+                residual_count: if last { residual } else { 0 },
+                lun: h.lun,
+                itt: h.itt,
+                ttt: RESERVED_TAG,
+                stat_sn: if last { self.next_stat_sn() } else { 0 },
+                exp_cmd_sn,
+                max_cmd_sn,
+                data_sn: i as u32,
+                buffer_offset: offset as u32,
+                ..Default::default()
+            };
+            if first_pdu {
+                match fault {
+                    Fault::DataInWrongItt => d.itt ^= 0x4000_0000,
+                    Fault::DataSnGap => d.data_sn += 1,
+                    Fault::BufferOffsetOutside => d.buffer_offset = (edtl as u32).saturating_add(4096),
+                    _ => {}
+                }
+            }
+            let pdu = Pdu::new(d, Bytes::copy_from_slice(piece));
+            let mut out = self.encode(&pdu);
+            if first_pdu
+                && fault == Fault::BadDataDigest
+                && self.tx.data_digest
+                && let Some(b) = out.last_mut()
+            {
+                *b ^= 0xff;
+            }
+            if last
+                && self.commands == 1
+                && fault == Fault::BadHeaderDigest
+                && self.tx.header_digest
+                && let Some(b) = out.get_mut(48)
+            {
+                *b ^= 0xff;
+            }
+            self.send_bytes(&out).await?;
+            if first_pdu {
+                match fault {
+                    Fault::DataSnRepeat => self.send_bytes(&out).await?,
+                    Fault::StopAnswering => return Err(self.drain().await),
+                    Fault::Reset(Phase::DataIn) => return Err(self.take_and_reset()),
+                    _ => {}
+                }
+            }
+            offset += piece.len();
+        }
+        Ok(())
+    }
+
+    /// Next Data-Out of task `itt`; other PDUs wait in the backlog.
+    async fn recv_data_out(&mut self, itt: u32) -> Result<(iscsi_proto::pdu::DataOut, Bytes), End> {
+        loop {
+            let Some(p) = self.recv().await? else { return Err(End::Closed) };
+            match p.bhs {
+                Bhs::DataOut(d) if d.itt == itt => return Ok((d, p.data)),
+                Bhs::DataOut(_) => {}
+                _ => {
+                    if self.backlog.len() >= MAX_BACKLOG {
+                        return Err(End::Done("too many PDUs during a write"));
+                    }
+                    self.backlog.push_back(p);
+                }
+            }
+        }
+    }
+
+    /// Gathers a write's data: immediate data, unsolicited Data-Out up to
+    /// FirstBurstLength, then R2T per MaxBurstLength (§11.7, §11.8, §13.13-14).
+    async fn collect_data_out(&mut self, h: &ScsiCommand, immediate: Bytes) -> Result<Vec<u8>, End> {
+        let edtl = (h.expected_data_transfer_length as usize).min(MAX_WRITE);
+        let mut buf = vec![0u8; edtl];
+        let mut got = 0usize;
+        let place = |buf: &mut Vec<u8>, off: usize, data: &[u8]| -> Result<usize, End> {
+            let end = off.checked_add(data.len()).ok_or(End::Done("Data-Out offset overflows"))?;
+            let dst = buf.get_mut(off..end).ok_or(End::Done("Data-Out outside the write"))?;
+            dst.copy_from_slice(data);
+            Ok(end)
+        };
+        if !immediate.is_empty() {
+            got = got.max(place(&mut buf, 0, &immediate)?);
+        }
+        if !h.final_bit {
+            loop {
+                let (d, data) = self.recv_data_out(h.itt).await?;
+                got = got.max(place(&mut buf, d.buffer_offset as usize, &data)?);
+                if d.final_bit {
+                    break;
+                }
+            }
+        }
+        let mut r2t_sn = 0u32;
+        while got < edtl {
+            let want = (edtl - got).min(self.params.max_burst_length.max(512) as usize);
+            let ttt = self.next_ttt;
+            self.next_ttt = self.next_ttt.wrapping_add(1) & 0x7fff_ffff;
+            let (exp_cmd_sn, max_cmd_sn) = self.window();
+            let mut r = R2t {
+                lun: h.lun,
+                itt: h.itt,
+                ttt,
+                stat_sn: self.stat_sn,
+                exp_cmd_sn,
+                max_cmd_sn,
+                r2t_sn,
+                buffer_offset: got as u32,
+                desired_data_transfer_length: want as u32,
+            };
+            if r2t_sn == 0 && self.fault() == Fault::R2tOutside {
+                r.buffer_offset = (edtl as u32).saturating_add(512);
+                r.desired_data_transfer_length = 512;
+            }
+            self.send(r, Bytes::new()).await?;
+            r2t_sn += 1;
+            loop {
+                let (d, data) = self.recv_data_out(h.itt).await?;
+                got = got.max(place(&mut buf, d.buffer_offset as usize, &data)?);
+                if d.final_bit {
+                    break;
+                }
+            }
+        }
+        Ok(buf)
+    }
+}
+
+/// §11.4.7: SenseLength (2 bytes) then the sense data.
+fn sense_segment(sense: &[u8]) -> Bytes {
+    if sense.is_empty() {
+        return Bytes::new();
+    }
+    let mut v = (sense.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(sense);
+    Bytes::from(v)
+}
+
+/// Serves one accepted connection to its end.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let cfg = &shared.cfg;
+    let params = Params {
+        peer_mrdsl: 8192,
+        max_burst_length: cfg.max_burst_length,
+        first_burst_length: cfg.first_burst_length,
+        initial_r2t: cfg.initial_r2t,
+        immediate_data: cfg.immediate_data,
+    };
+    let window_closed = matches!(cfg.fault, Fault::WindowClosed { .. });
+    let mut c = Conn {
+        shared: shared.clone(),
+        stream,
+        rbuf: BytesMut::with_capacity(64 * 1024),
+        dec: PduDecoder::new(FrameConfig::default()),
+        tx: FrameConfig::default(),
+        stat_sn: 0x100,
+        exp_cmd_sn: 0,
+        window_closed,
+        params,
+        backlog: VecDeque::new(),
+        commands: 0,
+        next_ttt: 0x10,
+        stat_sn_jumped: false,
+        ffp: false,
+    };
+    if c.fault() == Fault::Reset(Phase::Accept) {
+        let end = c.reset();
+        debug!(?end, "connection ended");
+        return;
+    }
+    let end = match login::run(&mut c).await {
+        Ok(kind) => c.full_feature(kind).await.err(),
+        Err(e) => Some(e),
+    };
+    debug!(?end, "connection ended");
+}

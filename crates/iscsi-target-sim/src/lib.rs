@@ -1,0 +1,240 @@
+//! A small iSCSI target on loopback for tests, built on the sans-IO core of
+//! `iscsi-proto`, that can be told to misbehave on cue ([`Fault`]).
+//!
+//! It serves one target name with one RAM-backed LUN: login (AuthMethod
+//! None or one-way CHAP MD5), operational negotiation (RFC 7143 §6.2, §13),
+//! SendTargets discovery (Appendix C), and the full feature phase with
+//! NOP, SCSI commands, Data-In/Data-Out/R2T and Logout. One connection per
+//! session (MC/S is not simulated).
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod conn;
+mod login;
+pub mod scsi;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// When, in the life of a connection, a [`Fault::Reset`] strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Right after accepting, before any PDU is read.
+    Accept,
+    /// On the first Login Request.
+    Login,
+    /// On the first SCSI command of the full feature phase.
+    FullFeature,
+    /// After the first Data-In PDU of a read.
+    DataIn,
+}
+
+/// One way to misbehave. `None` is a well-behaved target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    // ---- framing (RFC 7143 §11.2) ----
+    /// A NOP-In whose DataSegmentLength is 2^24-1, far beyond the
+    /// initiator's MaxRecvDataSegmentLength (§13.12), sent on the first command.
+    DataSegmentTooLong,
+    /// The SCSI Response of the first command carries TotalAHSLength=255
+    /// (1020 bytes of meaningless AHS, §11.2.1.4).
+    AhsTooLong,
+    /// Half a SCSI Response, then the connection is closed.
+    TruncatedPdu,
+    /// The answer to the first command has a wrong header digest (§12.1;
+    /// only meaningful with `digests` on).
+    BadHeaderDigest,
+    /// The Data-In of the first read has a wrong data digest.
+    BadDataDigest,
+    /// Bytes that are not iSCSI at all right after the login.
+    GarbageAfterLogin,
+    /// A PDU with the undefined opcode 0x1c answers the first command.
+    UnknownOpcode,
+    /// The first SCSI command is rejected (Reject, reason 0x04 protocol error, §11.17).
+    RejectCommand,
+    // ---- sequencing (§4.2.2, §11.7) ----
+    /// Data-In carrying another Initiator Task Tag.
+    DataInWrongItt,
+    /// The first Data-In of a read has DataSN 1 instead of 0.
+    DataSnGap,
+    /// The first Data-In of a read is sent twice.
+    DataSnRepeat,
+    /// A read returns 512 bytes more than the initiator asked for.
+    DataOverrun,
+    /// A Data-In whose BufferOffset lies beyond the end of the command.
+    BufferOffsetOutside,
+    /// StatSN jumps forward by 1000 on the answer to the first command.
+    StatSnJump,
+    /// ExpCmdSN and MaxCmdSN go backwards by 8 on the answer to the second command.
+    CmdWindowBackwards,
+    /// The window is closed (MaxCmdSN = ExpCmdSN - 1) from login until
+    /// `secs` seconds later, when an unsolicited NOP-In opens it (§4.2.2.1).
+    WindowClosed { secs: u64 },
+    /// The first R2T of a write asks for data outside the transfer.
+    R2tOutside,
+    /// A SCSI Response for a task the initiator never started.
+    ResponseForUnsentCommand,
+    // ---- login and authentication (§6, §12.1.3) ----
+    /// The CHAP challenge is the one the initiator sent on an earlier
+    /// connection (reflection). The first connection is redirected back here.
+    ChapReflect,
+    /// A CHAP_C of 100 KB of hex digits (sent over several continued PDUs).
+    ChapHugeChallenge,
+    /// CHAP_A=7 (SHA-256) although the initiator offered only MD5.
+    ChapWrongAlgorithm,
+    /// The operational answer names MaxBurstLength twice.
+    KeyRepeated,
+    /// The operational answer answers a key that was never offered (CHAP_A).
+    KeyOutOfTurn,
+    /// Every login is redirected to this same portal.
+    RedirectLoop,
+    /// The login is redirected to a TargetAddress that is not an address.
+    BadTargetAddress,
+    /// Login Requests are read and never answered.
+    LoginNeverFinishes,
+    // ---- liveness ----
+    /// After the first Data-In PDU of a read, nothing more is ever sent
+    /// (NOP-Outs included): the initiator's NOP-Out timeout must fire.
+    StopAnswering,
+    /// Every PDU after login is sent one byte every 500 ms.
+    SlowLoris,
+    /// A TCP reset (SO_LINGER 0, then close) at this phase.
+    Reset(Phase),
+}
+
+/// What the simulated target is and how it negotiates.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The one target name served (RFC 7143 §13.4).
+    pub target_name: String,
+    /// LUN 0 size in bytes (a multiple of `block_size`).
+    pub lun_size: u64,
+    pub block_size: u32,
+    /// One-way CHAP MD5: the user and secret the initiator must prove.
+    pub chap: Option<(String, Vec<u8>)>,
+    /// Mutual CHAP: the name and secret we answer the initiator's challenge with.
+    pub mutual_chap: Option<(String, Vec<u8>)>,
+    /// Our MaxRecvDataSegmentLength (declarative, §13.12).
+    pub max_recv_data_segment_length: u32,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+    pub max_connections: u16,
+    /// Accept CRC32C header and data digests when offered (§13.1).
+    pub digests: bool,
+    /// CmdSN window depth (MaxCmdSN - ExpCmdSN + 1).
+    pub queue_depth: u32,
+    pub fault: Fault,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            target_name: "iqn.2026-11.rs.rsiscsi:sim".into(),
+            lun_size: 16 * 1024 * 1024,
+            block_size: 512,
+            chap: None,
+            mutual_chap: None,
+            max_recv_data_segment_length: 65_536,
+            max_burst_length: 262_144,
+            first_burst_length: 65_536,
+            initial_r2t: false,
+            immediate_data: true,
+            max_connections: 1,
+            digests: false,
+            queue_depth: 32,
+            fault: Fault::None,
+        }
+    }
+}
+
+impl SimConfig {
+    pub fn with_fault(fault: Fault) -> Self {
+        Self { fault, ..Self::default() }
+    }
+}
+
+/// State every connection of the target shares.
+pub(crate) struct Shared {
+    pub cfg: SimConfig,
+    pub addr: SocketAddr,
+    pub lun: Mutex<scsi::RamLun>,
+    /// Next TSIH to hand out (RFC 7143 §11.12.6: never 0).
+    pub next_tsih: Mutex<u16>,
+    /// The initiator's mutual CHAP challenge seen on an earlier connection
+    /// (`Fault::ChapReflect`): CHAP_I and CHAP_C as sent.
+    pub captured_challenge: Mutex<Option<(String, String)>>,
+}
+
+/// A running simulated target; stops when dropped.
+pub struct SimTarget {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl SimTarget {
+    /// Binds 127.0.0.1:0 and starts serving.
+    pub async fn start(cfg: SimConfig) -> std::io::Result<SimTarget> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let lun = scsi::RamLun::new(cfg.lun_size, cfg.block_size);
+        let shared = Arc::new(Shared {
+            cfg,
+            addr,
+            lun: Mutex::new(lun),
+            next_tsih: Mutex::new(1),
+            captured_challenge: Mutex::new(None),
+        });
+        let s = shared.clone();
+        let accept = tokio::spawn(async move {
+            // Aborting this task drops the list, which aborts every connection.
+            let mut conns: Vec<AbortOnDrop> = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                conns.retain(|h| !h.0.is_finished());
+                conns.push(AbortOnDrop(tokio::spawn(conn::serve(s.clone(), stream))));
+            }
+        });
+        Ok(SimTarget { addr, shared, accept })
+    }
+
+    /// The portal to log in to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The served target name.
+    pub fn target_name(&self) -> &str {
+        &self.shared.cfg.target_name
+    }
+
+    /// A copy of `len` bytes of the LUN at byte `offset` (for checks).
+    pub fn lun_bytes(&self, offset: u64, len: usize) -> Vec<u8> {
+        self.shared.lun.lock().map(|l| l.bytes(offset, len)).unwrap_or_default()
+    }
+}
+
+impl Drop for SimTarget {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// A connection task that ends with the target.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pause between bytes of [`Fault::SlowLoris`].
+pub(crate) const SLOW_LORIS_STEP: Duration = Duration::from_millis(500);

@@ -1,0 +1,187 @@
+//! The RAM-backed logical unit: the few SCSI commands (SPC-4, SBC-3) an
+//! initiator needs, with CHECK CONDITION and fixed-format sense otherwise.
+
+/// SAM-5 status codes used here.
+pub const GOOD: u8 = 0x00;
+pub const CHECK_CONDITION: u8 = 0x02;
+
+/// SPC-4 §4.5.2.1 sense keys used here.
+const ILLEGAL_REQUEST: u8 = 0x05;
+
+/// Additional sense codes (SPC-4 Table 48).
+const INVALID_COMMAND_OPERATION_CODE: (u8, u8) = (0x20, 0x00);
+const LBA_OUT_OF_RANGE: (u8, u8) = (0x21, 0x00);
+const INVALID_FIELD_IN_CDB: (u8, u8) = (0x24, 0x00);
+
+/// What a command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScsiResult {
+    pub status: u8,
+    /// Fixed-format sense data (SPC-4 §4.5.3), empty on GOOD.
+    pub sense: Vec<u8>,
+    /// Data-In, before the initiator's allocation/transfer length is applied.
+    pub data: Vec<u8>,
+}
+
+impl ScsiResult {
+    fn good(data: Vec<u8>) -> Self {
+        Self { status: GOOD, sense: Vec::new(), data }
+    }
+
+    fn check(key: u8, (asc, ascq): (u8, u8)) -> Self {
+        let sense = vec![0x70, 0, key, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0];
+        Self { status: CHECK_CONDITION, sense, data: Vec::new() }
+    }
+}
+
+/// A direct-access block device (peripheral type 0) kept in memory.
+#[derive(Debug)]
+pub struct RamLun {
+    data: Vec<u8>,
+    block_size: u32,
+}
+
+/// Big-endian field of a CDB, 0 where the CDB is too short.
+fn be(cdb: &[u8], at: usize, len: usize) -> u64 {
+    cdb.get(at..at + len).map_or(0, |b| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+}
+
+/// Cuts `data` to the CDB's allocation length (SPC-4 §4.2.5.6).
+fn allocated(mut data: Vec<u8>, alloc: u64) -> Vec<u8> {
+    data.truncate(usize::try_from(alloc).unwrap_or(usize::MAX));
+    data
+}
+
+impl RamLun {
+    pub fn new(size: u64, block_size: u32) -> Self {
+        let block_size = block_size.max(1);
+        let blocks = size / u64::from(block_size);
+        let len = usize::try_from(blocks * u64::from(block_size)).unwrap_or(0);
+        Self { data: vec![0; len], block_size }
+    }
+
+    pub fn blocks(&self) -> u64 {
+        self.data.len() as u64 / u64::from(self.block_size)
+    }
+
+    /// A copy of the stored bytes (short or empty past the end).
+    pub fn bytes(&self, offset: u64, len: usize) -> Vec<u8> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.data.len());
+        let end = start.saturating_add(len).min(self.data.len());
+        self.data.get(start..end).map(<[u8]>::to_vec).unwrap_or_default()
+    }
+
+    /// The byte range of `blocks` blocks at `lba`, when inside the LUN.
+    fn range(&self, lba: u64, blocks: u64) -> Option<std::ops::Range<usize>> {
+        let end = lba.checked_add(blocks).filter(|e| *e <= self.blocks())?;
+        let bs = u64::from(self.block_size);
+        Some(usize::try_from(lba * bs).ok()?..usize::try_from(end * bs).ok()?)
+    }
+
+    /// Whether the CDB moves data from the initiator (a WRITE).
+    pub fn is_write(cdb: &[u8]) -> bool {
+        matches!(cdb.first(), Some(0x2a | 0x8a))
+    }
+
+    /// Runs one command. `data_out` is the whole Data-Out of a write.
+    pub fn execute(&mut self, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
+        let Some(&op) = cdb.first() else {
+            return ScsiResult::check(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE);
+        };
+        match op {
+            // TEST UNIT READY, SYNCHRONIZE CACHE (10/16): nothing to do in RAM.
+            0x00 | 0x35 | 0x91 => ScsiResult::good(Vec::new()),
+            0x12 => self.inquiry(cdb),
+            0x25 => {
+                // SBC-3 §5.16: the last LBA, all ones when it does not fit.
+                let last = u32::try_from(self.blocks().saturating_sub(1)).unwrap_or(u32::MAX);
+                let mut d = last.to_be_bytes().to_vec();
+                d.extend_from_slice(&self.block_size.to_be_bytes());
+                ScsiResult::good(d)
+            }
+            0x9e if cdb.get(1).map(|b| b & 0x1f) == Some(0x10) => {
+                // SBC-3 §5.17: READ CAPACITY (16).
+                let mut d = vec![0u8; 32];
+                d.splice(0..8, self.blocks().saturating_sub(1).to_be_bytes());
+                d.splice(8..12, self.block_size.to_be_bytes());
+                ScsiResult::good(allocated(d, be(cdb, 10, 4)))
+            }
+            0xa0 => {
+                // SPC-4 §6.33: one LUN, 0.
+                let mut d = 8u32.to_be_bytes().to_vec();
+                d.extend_from_slice(&[0; 12]);
+                ScsiResult::good(allocated(d, be(cdb, 6, 4)))
+            }
+            0x28 | 0x88 => {
+                let (lba, n) =
+                    if op == 0x28 { (be(cdb, 2, 4), be(cdb, 7, 2)) } else { (be(cdb, 2, 8), be(cdb, 10, 4)) };
+                match self.range(lba, n).and_then(|r| self.data.get(r)) {
+                    Some(d) => ScsiResult::good(d.to_vec()),
+                    None => ScsiResult::check(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE),
+                }
+            }
+            0x2a | 0x8a => {
+                let (lba, n) =
+                    if op == 0x2a { (be(cdb, 2, 4), be(cdb, 7, 2)) } else { (be(cdb, 2, 8), be(cdb, 10, 4)) };
+                let Some(range) = self.range(lba, n) else {
+                    return ScsiResult::check(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE);
+                };
+                match self.data.get_mut(range) {
+                    Some(dst) if dst.len() == data_out.len() => {
+                        dst.copy_from_slice(data_out);
+                        ScsiResult::good(Vec::new())
+                    }
+                    _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
+                }
+            }
+            _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE),
+        }
+    }
+
+    /// SPC-4 §6.6: standard data, or VPD pages 0x00 and 0x80.
+    fn inquiry(&self, cdb: &[u8]) -> ScsiResult {
+        let evpd = cdb.get(1).is_some_and(|b| b & 1 == 1);
+        let page = cdb.get(2).copied().unwrap_or(0);
+        let alloc = be(cdb, 3, 2);
+        let d = match (evpd, page) {
+            (false, 0) => {
+                let mut d = vec![0x00, 0x00, 0x05, 0x02, 31, 0, 0, 0x02];
+                d.extend_from_slice(b"RSISCSI ");
+                d.extend_from_slice(b"SIM-LUN         ");
+                d.extend_from_slice(b"0001");
+                d
+            }
+            (false, _) => return ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
+            (true, 0x00) => vec![0x00, 0x00, 0x00, 2, 0x00, 0x80],
+            (true, 0x80) => {
+                let mut d = vec![0x00, 0x80, 0x00, 8];
+                d.extend_from_slice(b"SIM00001");
+                d
+            }
+            (true, _) => return ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
+        };
+        ScsiResult::good(allocated(d, alloc))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_and_bounds() {
+        let mut l = RamLun::new(8192, 512);
+        assert_eq!(l.blocks(), 16);
+        let w = [0x2a, 0, 0, 0, 0, 1, 0, 0, 1, 0];
+        assert_eq!(l.execute(&w, &[7u8; 512]).status, GOOD);
+        let r = l.execute(&[0x28, 0, 0, 0, 0, 1, 0, 0, 1, 0], &[]);
+        assert_eq!(r.data, vec![7u8; 512]);
+        let r = l.execute(&[0x28, 0, 0, 0, 0, 16, 0, 0, 1, 0], &[]);
+        assert_eq!((r.status, r.sense[12]), (CHECK_CONDITION, 0x21));
+        let r = l.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(r.data, vec![0, 0, 0, 15, 0, 0, 2, 0]);
+        assert_eq!(l.execute(&[0xff], &[]).status, CHECK_CONDITION);
+        assert_eq!(l.execute(&[], &[]).status, CHECK_CONDITION);
+    }
+}
