@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::login::{self, SessionKind};
 use crate::scsi::{GOOD, RamLun, ScsiResult};
-use crate::{Fault, Phase, SLOW_LORIS_STEP, Shared};
+use crate::{Fault, Phase, SLOW_LORIS_STEP, Shared, SimStats};
 
 /// Why a connection ended (logged, never returned to a test).
 #[derive(Debug)]
@@ -83,6 +83,35 @@ pub(crate) struct Conn {
 impl Conn {
     fn fault(&self) -> Fault {
         self.shared.cfg.fault
+    }
+
+    pub fn stat(&self, f: impl FnOnce(&mut SimStats)) {
+        if let Ok(mut s) = self.shared.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Records a rule of RFC 7143 the initiator broke.
+    pub fn violation(&self, what: String) {
+        debug!(%what, "initiator violation");
+        self.stat(|s| s.violations.push(what));
+    }
+
+    /// §4.2.2.1: a non-immediate request must carry a CmdSN inside the
+    /// window we last advertised (the script's own lies aside).
+    fn check_window(&self, cmd_sn: u32, immediate: bool) {
+        if immediate {
+            return;
+        }
+        let exp = self.exp_cmd_sn;
+        let max = if self.window_closed {
+            exp.wrapping_sub(1)
+        } else {
+            exp.wrapping_add(self.shared.cfg.queue_depth.max(1) - 1)
+        };
+        if Sn(cmd_sn).lt(Sn(exp)) || Sn(cmd_sn).gt(Sn(max)) {
+            self.violation(format!("CmdSN {cmd_sn} outside the window [{exp}, {max}]"));
+        }
     }
 
     /// The StatSN for a PDU that carries status, advancing the counter.
@@ -178,6 +207,7 @@ impl Conn {
     /// Full feature phase (RFC 7143 §4): one request at a time, in order.
     async fn full_feature(&mut self, kind: SessionKind) -> Result<(), End> {
         self.ffp = true;
+        self.stat(|s| s.logins += 1);
         if self.fault() == Fault::GarbageAfterLogin {
             self.send_bytes(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n\xde\xad\xbe\xef").await?;
             return Err(self.drain().await);
@@ -213,6 +243,8 @@ impl Conn {
             let Pdu { bhs, data, .. } = pdu;
             match bhs {
                 Bhs::NopOut(h) => {
+                    self.stat(|s| s.nop_outs += 1);
+                    self.check_window(h.cmd_sn, h.immediate);
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     // §11.18: only a NOP-Out with a valid ITT asks for an answer.
                     if h.itt != RESERVED_TAG {
@@ -229,10 +261,13 @@ impl Conn {
                     }
                 }
                 Bhs::ScsiCommand(h) => {
+                    self.stat(|s| s.commands += 1);
+                    self.check_window(h.cmd_sn, h.immediate);
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     self.scsi_command(h, data).await?;
                 }
                 Bhs::TextRequest(h) => {
+                    self.check_window(h.cmd_sn, h.immediate);
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     let pairs = text::parse(&data).unwrap_or_default();
                     let mut answer = Vec::new();
@@ -499,6 +534,7 @@ impl Conn {
                 *b ^= 0xff;
             }
             self.send_bytes(&out).await?;
+            self.stat(|s| s.data_ins += 1);
             if first_pdu {
                 match fault {
                     Fault::DataSnRepeat => self.send_bytes(&out).await?,
@@ -530,32 +566,38 @@ impl Conn {
     }
 
     /// Gathers a write's data: immediate data, unsolicited Data-Out up to
-    /// FirstBurstLength, then R2T per MaxBurstLength (§11.7, §11.8, §13.13-14).
+    /// FirstBurstLength, then one R2T per MaxBurstLength (§11.7, §11.8,
+    /// §13.13-14). What the initiator gets wrong is recorded as a violation.
     async fn collect_data_out(&mut self, h: &ScsiCommand, immediate: Bytes) -> Result<Vec<u8>, End> {
         let edtl = (h.expected_data_transfer_length as usize).min(MAX_WRITE);
         let mut buf = vec![0u8; edtl];
         let mut got = 0usize;
-        let place = |buf: &mut Vec<u8>, off: usize, data: &[u8]| -> Result<usize, End> {
-            let end = off.checked_add(data.len()).ok_or(End::Done("Data-Out offset overflows"))?;
-            let dst = buf.get_mut(off..end).ok_or(End::Done("Data-Out outside the write"))?;
-            dst.copy_from_slice(data);
-            Ok(end)
-        };
+        let p = self.params;
         if !immediate.is_empty() {
+            self.stat(|s| s.immediate_bytes += immediate.len() as u64);
+            if !p.immediate_data {
+                self.violation(format!("{} bytes of immediate data with ImmediateData=No", immediate.len()));
+            }
+            if immediate.len() > p.first_burst_length as usize {
+                self.violation(format!(
+                    "{} bytes of immediate data beyond FirstBurstLength {}",
+                    immediate.len(),
+                    p.first_burst_length
+                ));
+            }
             got = got.max(place(&mut buf, 0, &immediate)?);
         }
         if !h.final_bit {
-            loop {
-                let (d, data) = self.recv_data_out(h.itt).await?;
-                got = got.max(place(&mut buf, d.buffer_offset as usize, &data)?);
-                if d.final_bit {
-                    break;
-                }
+            if p.initial_r2t {
+                self.violation("unsolicited Data-Out with InitialR2T=Yes".to_string());
             }
+            // §13.14: immediate and unsolicited data together stay within FirstBurstLength.
+            let room = (p.first_burst_length as usize).saturating_sub(got);
+            got = got.max(self.data_out_sequence(h.itt, RESERVED_TAG, got, room, &mut buf).await?);
         }
         let mut r2t_sn = 0u32;
         while got < edtl {
-            let want = (edtl - got).min(self.params.max_burst_length.max(512) as usize);
+            let want = (edtl - got).min(p.max_burst_length.max(512) as usize);
             let ttt = self.next_ttt;
             self.next_ttt = self.next_ttt.wrapping_add(1) & 0x7fff_ffff;
             let (exp_cmd_sn, max_cmd_sn) = self.window();
@@ -575,17 +617,65 @@ impl Conn {
                 r.desired_data_transfer_length = 512;
             }
             self.send(r, Bytes::new()).await?;
+            self.stat(|s| s.r2ts += 1);
             r2t_sn += 1;
-            loop {
-                let (d, data) = self.recv_data_out(h.itt).await?;
-                got = got.max(place(&mut buf, d.buffer_offset as usize, &data)?);
-                if d.final_bit {
-                    break;
-                }
+            let end = self.data_out_sequence(h.itt, ttt, got, want, &mut buf).await?;
+            if end <= got {
+                return Err(End::Done("an R2T was answered with no data"));
             }
+            got = end;
         }
         Ok(buf)
     }
+
+    /// One Data-Out sequence (§11.7): the PDUs answering one R2T (or the
+    /// unsolicited burst, `ttt` reserved), DataSN from 0, inside
+    /// `[start, start + len)`, ended by the F bit. Returns the end offset.
+    async fn data_out_sequence(
+        &mut self,
+        itt: u32,
+        ttt: u32,
+        start: usize,
+        len: usize,
+        buf: &mut [u8],
+    ) -> Result<usize, End> {
+        let mut data_sn = 0u32;
+        let mut end = start;
+        loop {
+            let (d, data) = self.recv_data_out(itt).await?;
+            self.stat(|s| if ttt == RESERVED_TAG { s.unsolicited_data_outs += 1 } else { s.solicited_data_outs += 1 });
+            if d.ttt != ttt {
+                self.violation(format!("Data-Out with TTT 0x{:08x} where 0x{ttt:08x} was due", d.ttt));
+            }
+            if d.data_sn != data_sn {
+                self.violation(format!("Data-Out DataSN {} where {data_sn} was due", d.data_sn));
+            }
+            let off = d.buffer_offset as usize;
+            if off < start || off.saturating_add(data.len()) > start.saturating_add(len) {
+                self.violation(format!(
+                    "Data-Out of {} bytes at offset {off} outside the {len} bytes from {start} asked for",
+                    data.len()
+                ));
+            }
+            if data.len() > self.shared.cfg.max_recv_data_segment_length as usize {
+                self.violation(format!("Data-Out of {} bytes beyond our MaxRecvDataSegmentLength", data.len()));
+            }
+            end = end.max(place(buf, off, &data)?);
+            data_sn = data_sn.wrapping_add(1);
+            if d.final_bit {
+                return Ok(end);
+            }
+        }
+    }
+}
+
+/// Copies Data-Out into the write buffer; the end offset, or an error when
+/// it falls outside the command (the connection then ends).
+fn place(buf: &mut [u8], off: usize, data: &[u8]) -> Result<usize, End> {
+    let end = off.checked_add(data.len()).ok_or(End::Done("Data-Out offset overflows"))?;
+    let dst = buf.get_mut(off..end).ok_or(End::Done("Data-Out outside the write"))?;
+    dst.copy_from_slice(data);
+    Ok(end)
 }
 
 /// §11.4.7: SenseLength (2 bytes) then the sense data.

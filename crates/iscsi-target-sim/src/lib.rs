@@ -161,6 +161,22 @@ impl SimConfig {
     }
 }
 
+/// What the target saw, for tests to check the initiator's behaviour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Connections that reached the full feature phase.
+    pub logins: u32,
+    pub commands: u32,
+    pub nop_outs: u32,
+    pub immediate_bytes: u64,
+    pub unsolicited_data_outs: u32,
+    pub r2ts: u32,
+    pub solicited_data_outs: u32,
+    pub data_ins: u32,
+    /// Rules of RFC 7143 the initiator broke, in words (empty when it behaved).
+    pub violations: Vec<String>,
+}
+
 /// State every connection of the target shares.
 pub(crate) struct Shared {
     pub cfg: SimConfig,
@@ -171,6 +187,7 @@ pub(crate) struct Shared {
     /// The initiator's mutual CHAP challenge seen on an earlier connection
     /// (`Fault::ChapReflect`): CHAP_I and CHAP_C as sent.
     pub captured_challenge: Mutex<Option<(String, String)>>,
+    pub stats: Mutex<SimStats>,
 }
 
 /// A running simulated target; stops when dropped.
@@ -192,6 +209,7 @@ impl SimTarget {
             lun: Mutex::new(lun),
             next_tsih: Mutex::new(1),
             captured_challenge: Mutex::new(None),
+            stats: Mutex::new(SimStats::default()),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {
@@ -213,6 +231,11 @@ impl SimTarget {
     /// The served target name.
     pub fn target_name(&self) -> &str {
         &self.shared.cfg.target_name
+    }
+
+    /// What the target has seen so far.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// A copy of `len` bytes of the LUN at byte `offset` (for checks).

@@ -82,7 +82,14 @@ fn lost(e: &Error, needle: &str) {
 
 #[tokio::test]
 async fn happy_path_write_then_read_back() {
-    let t = sim(Fault::None).await;
+    // A data segment smaller than FirstBurstLength, so a large write uses
+    // immediate data, unsolicited Data-Out and R2T.
+    let t = sim_with(SimConfig {
+        max_recv_data_segment_length: 16_384,
+        first_burst_length: 65_536,
+        ..SimConfig::default()
+    })
+    .await;
     bounded(async {
         let s = login(&t, cfg()).await.unwrap();
         s.test_unit_ready(0).await.unwrap();
@@ -102,6 +109,13 @@ async fn happy_path_write_then_read_back() {
         assert_eq!(s.read_blocks(0, 7, 8, BS).await.unwrap(), small);
         assert_eq!(t.lun_bytes(7 * 512, 4096), small.to_vec());
         s.logout().await.unwrap();
+        let st = t.stats();
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
+        assert!(st.immediate_bytes >= 16_384 + 4096, "{st:?}");
+        assert_eq!(st.unsolicited_data_outs, 3, "{st:?}");
+        assert!(st.r2ts >= 4 && st.solicited_data_outs >= 60, "{st:?}");
+        // 1 MiB read at the initiator's 256 KiB MaxRecvDataSegmentLength.
+        assert!(st.data_ins >= 4, "{st:?}");
     })
     .await;
 }
@@ -127,6 +141,10 @@ async fn happy_path_with_digests_chap_and_initial_r2t() {
         s.write_blocks(0, 0, data.clone(), BS).await.unwrap();
         assert_eq!(s.read_blocks(0, 0, 600, BS).await.unwrap(), data);
         s.logout().await.unwrap();
+        let st = t.stats();
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
+        assert_eq!((st.immediate_bytes, st.unsolicited_data_outs), (0, 0), "{st:?}");
+        assert_eq!(st.r2ts, 5, "{st:?}");
     })
     .await;
 }
@@ -375,6 +393,8 @@ async fn command_window_closed_then_opened() {
         s.test_unit_ready(0).await.unwrap();
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(2500), "ran after {waited:?} with the window closed");
+        let st = t.stats();
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
     })
     .await;
 }
@@ -443,7 +463,7 @@ async fn chap_challenge_of_absurd_size() {
             matches!(&e, Error::Text(_) | Error::Chap(ChapError::Malformed { .. })),
             "expected a refused length, got {e:?}"
         );
-        assert!(e.to_string().contains("longer than"), "{e}");
+        assert!(e.to_string().contains("CHAP_C") && e.to_string().contains("longer than"), "{e}");
     })
     .await;
 }
