@@ -264,6 +264,12 @@ impl Conn {
                     self.stat(|s| s.commands += 1);
                     self.check_window(h.cmd_sn, h.immediate);
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    if kind == SessionKind::Discovery {
+                        // §4.3: a discovery session carries only Text, NOP and Logout.
+                        self.violation("SCSI command in a discovery session".to_string());
+                        self.reject(&Bhs::ScsiCommand(h), 0x04).await?;
+                        continue;
+                    }
                     self.scsi_command(h, data).await?;
                 }
                 Bhs::TextRequest(h) => {
@@ -275,9 +281,12 @@ impl Conn {
                     // normal session only the session's own target.
                     if pairs.iter().any(|(k, _)| k == "SendTargets") {
                         answer.push(("TargetName".to_string(), self.shared.cfg.target_name.clone()));
-                        answer.push(("TargetAddress".to_string(), format!("{},1", self.shared.addr)));
+                        let address = match self.fault() {
+                            Fault::SendTargetsBadAddress => "not an address".to_string(),
+                            _ => format!("{},1", self.shared.addr),
+                        };
+                        answer.push(("TargetAddress".to_string(), address));
                     }
-                    let _ = kind;
                     let mut out = Vec::new();
                     text::encode(&answer, &mut out);
                     let (exp_cmd_sn, max_cmd_sn) = self.window();

@@ -96,6 +96,9 @@ pub enum Fault {
     RedirectLoop,
     /// The login is redirected to a TargetAddress that is not an address.
     BadTargetAddress,
+    /// The SendTargets answer gives a TargetAddress that is not an address
+    /// (Appendix C, §13.8).
+    SendTargetsBadAddress,
     /// Login Requests are read and never answered.
     LoginNeverFinishes,
     // ---- liveness ----

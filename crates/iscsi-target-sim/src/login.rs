@@ -317,26 +317,29 @@ async fn security(
             let n = value(pairs, "CHAP_N");
             let r = value(pairs, "CHAP_R").and_then(unhex);
             let ok = n == Some(user.as_str()) && r.as_deref() == Some(chap_md5(id, secret, &challenge).as_slice());
-            if fault == Fault::ChapReflect {
-                if let (Some(i), Some(ch)) = (value(pairs, "CHAP_I"), value(pairs, "CHAP_C")) {
-                    let first_time = c
-                        .shared
-                        .captured_challenge
-                        .lock()
-                        .map(|mut g| g.replace((i.to_string(), ch.to_string())).is_none())
-                        .unwrap_or(false);
-                    if first_time {
-                        // Make the initiator come back, to be asked its own challenge.
-                        let to = vec![pair("TargetAddress", format!("{},1", c.shared.addr))];
-                        let _ = c.refuse(req, (1, 1), &to).await;
-                        return Ok(None);
-                    }
+            if fault == Fault::ChapReflect
+                && let (Some(i), Some(ch), Some(r)) =
+                    (value(pairs, "CHAP_I"), value(pairs, "CHAP_C"), value(pairs, "CHAP_R"))
+            {
+                if !ok {
+                    return Err(c.refuse(req, (2, 1), &Vec::new()).await);
                 }
-                // Second time: answer the initiator's challenge with its own response.
-                if let Some(r) = value(pairs, "CHAP_R") {
-                    answer.push(pair("CHAP_N", user.clone()));
-                    answer.push(pair("CHAP_R", r));
+                let first_time = c
+                    .shared
+                    .captured_challenge
+                    .lock()
+                    .map(|mut g| g.replace((i.to_string(), ch.to_string())).is_none())
+                    .unwrap_or(false);
+                if first_time {
+                    // Make the initiator come back, to be asked its own challenge.
+                    let to = vec![pair("TargetAddress", format!("{},1", c.shared.addr))];
+                    let _ = c.refuse(req, (1, 1), &to).await;
+                    return Ok(None);
                 }
+                // Second time: "prove" ourselves with the initiator's own response.
+                let name = cfg.mutual_chap.as_ref().map_or(user.clone(), |(n, _)| n.clone());
+                answer.push(pair("CHAP_N", name));
+                answer.push(pair("CHAP_R", r));
                 l.auth = Auth::Done;
                 return Ok(Some(true));
             }

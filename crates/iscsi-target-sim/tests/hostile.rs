@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use iscsi_initiator::discovery::send_targets;
-use iscsi_initiator::{Error, PortalAddr, Session, SessionConfig};
+use iscsi_initiator::{DataDirection, Error, PortalAddr, Session, SessionConfig};
 use iscsi_proto::chap::{ChapAlgorithm, ChapConfig, ChapError, Secret};
 use iscsi_proto::negotiation::Digest;
+use iscsi_proto::scsi::cdb;
 use iscsi_target_sim::{Fault, Phase, SimConfig, SimTarget};
 
 /// Upper bound on any one case.
@@ -103,6 +104,17 @@ async fn happy_path_write_then_read_back() {
         let big = random(1 << 20);
         s.write_blocks(0, 100, big.clone(), BS).await.unwrap();
         assert_eq!(s.read_blocks(0, 100, (1 << 20) / BS, BS).await.unwrap(), big);
+        // The 16-byte CDBs: READ/WRITE(16) and READ CAPACITY(16).
+        let w16 = random(2048);
+        let out = s.command(0, &cdb::write16(40, 4), DataDirection::Write(w16.clone())).await.unwrap();
+        assert_eq!(out.residual, 0);
+        let out = s.command(0, &cdb::read16(40, 4), DataDirection::Read(2048)).await.unwrap();
+        assert_eq!(out.data, w16);
+        let out = s.command(0, &cdb::read_capacity16(32), DataDirection::Read(32)).await.unwrap();
+        assert_eq!(out.data.get(..8), Some(&(32_767u64).to_be_bytes()[..]));
+        // Reading past the end is a CHECK CONDITION, not a crash.
+        let e = fails(s.read_blocks(0, 32_767, 2, BS).await);
+        assert!(matches!(e, Error::Scsi(_)), "{e:?}");
         // A small write fits in immediate data.
         let small = random(4096);
         s.write_blocks(0, 7, small.clone(), BS).await.unwrap();
@@ -436,7 +448,7 @@ fn chap_cfg() -> SessionConfig {
 #[tokio::test]
 async fn chap_challenge_reflected_from_an_earlier_connection() {
     let t = sim_with(SimConfig {
-        mutual_chap: Some(("alice".into(), b"secret-of-target".to_vec())),
+        mutual_chap: Some(("target-bob".into(), b"secret-of-target".to_vec())),
         ..chap_sim(Fault::ChapReflect)
     })
     .await;
@@ -444,7 +456,7 @@ async fn chap_challenge_reflected_from_an_earlier_connection() {
         let mut c = cfg();
         c.chap = Some(
             ChapConfig::new("alice", Secret::new(b"secret-of-alice".to_vec()))
-                .with_target("alice", Secret::new(b"secret-of-target".to_vec())),
+                .with_target("target-bob", Secret::new(b"secret-of-target".to_vec())),
         );
         // The first connection is redirected after our challenge; on the
         // second the target asks our own challenge and hands our answer back.
@@ -520,6 +532,26 @@ async fn redirect_to_a_target_address_that_is_not_an_address() {
     bounded(async {
         let e = fails(login(&t, cfg()).await);
         assert!(matches!(&e, Error::Protocol(m) if m.contains("invalid TargetAddress")), "{e:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn send_targets_with_a_target_address_that_is_not_an_address() {
+    let t = sim(Fault::SendTargetsBadAddress).await;
+    bounded(async {
+        let e = fails(send_targets(&portal(&t), cfg()).await);
+        assert!(matches!(&e, Error::Protocol(m) if m.contains("invalid TargetAddress \"not an address\"")), "{e:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn discovery_login_that_never_finishes() {
+    let t = sim(Fault::LoginNeverFinishes).await;
+    bounded(async {
+        let e = fails(send_targets(&portal(&t), cfg()).await);
+        assert!(matches!(&e, Error::Timeout(m) if m.contains("login response")), "{e:?}");
     })
     .await;
 }
