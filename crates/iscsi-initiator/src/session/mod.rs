@@ -212,6 +212,7 @@ impl Session {
             next_cid: 1,
             balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
             closed: None,
+            hold: 0,
             wanted: Vec::new(),
             tsih: l.tsih,
             generation: 0,
@@ -385,23 +386,20 @@ impl Session {
             c.cid
         };
         // Let its tasks finish (bounded by the command timeout).
-        let deadline = tokio::time::Instant::now() + self.inner.cfg.command_timeout;
-        loop {
-            let busy = {
-                let st = self.inner.lock();
-                st.tasks.values().any(|t| t.cid == Some(cid) && matches!(t.kind, TaskKind::Scsi(_)))
-            };
-            if !busy || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.inner.wait_idle(|t| t.cid == Some(cid)).await;
+        // Then hold new commands back until the logout is through, so the
+        // target sees no command cross the change in its connection count
+        // (istgt loses one now and then when they cross).
+        self.inner.lock().hold += 1;
+        self.inner.wait_idle(|_| true).await;
         let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
         let r = self.inner.submit_logout(task, cid).await;
         {
             let mut st = self.inner.lock();
             st.wanted.retain(|(c, _)| *c != cid);
             st.drop_connection(cid, "removed");
+            st.hold = st.hold.saturating_sub(1);
+            st.drain_queue();
         }
         match r {
             Ok(Reply::Logout(h)) if h.response == 0 => Ok(()),
@@ -634,6 +632,22 @@ impl Inner {
         match answer {
             Reply::Probe(exp) => Ok(exp),
             _ => Err(Error::protocol("unexpected reply to a NOP-Out")),
+        }
+    }
+
+    /// Waits (at most the command timeout) until no SCSI task matching
+    /// `which` is in flight.
+    async fn wait_idle(&self, which: impl Fn(&Task) -> bool) {
+        let deadline = tokio::time::Instant::now() + self.cfg.command_timeout;
+        loop {
+            let busy = {
+                let st = self.lock();
+                st.tasks.values().any(|t| t.cid.is_some() && matches!(t.kind, TaskKind::Scsi(_)) && which(t))
+            };
+            if !busy || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

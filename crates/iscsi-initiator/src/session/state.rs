@@ -152,6 +152,8 @@ pub(super) struct State {
     pub next_cid: u16,
     pub balancer: Balancer,
     pub closed: Option<String>,
+    /// While non-zero, queued commands wait (a connection is logging out).
+    pub hold: u32,
     /// The connections the session should have (CID, portal): what the user
     /// added and did not remove. Recovery restores them.
     pub wanted: Vec<(u16, PortalAddr)>,
@@ -327,7 +329,7 @@ impl State {
     /// Sends queued commands while the window allows (RFC 7143 §4.2.2.1).
     pub fn drain_queue(&mut self) {
         while let Some(&itt) = self.queued.front() {
-            if !self.window.is_open() {
+            if !self.window.is_open() || self.hold > 0 {
                 return;
             }
             let Some(cid) = self.pick_connection() else { return };
@@ -374,7 +376,10 @@ impl State {
     /// Data-Out (RFC 7143 §4.2.5.2: ImmediateData, InitialR2T, FirstBurstLength).
     fn send_command(&mut self, itt: u32, cmd_sn: u32) {
         let b = self.burst;
-        let Some(t) = self.tasks.get_mut(&itt) else { return };
+        let Some(t) = self.tasks.get_mut(&itt) else {
+            tracing::warn!(itt, cmd_sn, "CmdSN taken for a task that is gone");
+            return;
+        };
         let Some((cdb, attr)) = t.cdb else { return };
         t.cmd_sn = Some(cmd_sn);
         let Some(c) = t.cid.and_then(|cid| self.conns.iter_mut().find(|c| c.cid == cid)) else { return };
@@ -417,7 +422,9 @@ pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
     encode_header(&bhs, &[], len, &c.tx_cfg, &mut hdr);
     let trailer = data_trailer(&data, &c.tx_cfg);
     // A send error means the writer is gone; the reader reports the loss.
-    let _ = c.tx.send(Out { header: hdr.freeze(), data, trailer });
+    if c.tx.send(Out { header: hdr.freeze(), data, trailer }).is_err() {
+        tracing::debug!(cid = c.cid, "PDU not sent: the connection's writer is gone");
+    }
 }
 
 /// Sends `len` bytes from `offset` as Data-Out PDUs no larger than the
