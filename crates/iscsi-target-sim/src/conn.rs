@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::login::{self, SessionKind};
 use crate::scsi::{GOOD, RamLun, ScsiResult};
-use crate::{Fault, Phase, SLOW_LORIS_STEP, Shared, SimStats};
+use crate::{Fault, Phase, SLOW_LORIS_STEP, SessionState, Shared, SimStats};
 
 /// Why a connection ended (logged, never returned to a test).
 #[derive(Debug)]
@@ -66,8 +66,10 @@ pub(crate) struct Conn {
     pub tx: FrameConfig,
     /// Next StatSN to hand out (§4.2.2.2, per connection).
     pub stat_sn: u32,
-    /// Session-wide CmdSN window (§4.2.2.1; one connection per session here).
+    /// ExpCmdSN while no session is attached (login, discovery).
     pub exp_cmd_sn: u32,
+    /// The normal session this connection belongs to, once logged in.
+    pub session: Option<Arc<SessionState>>,
     pub window_closed: bool,
     pub params: Params,
     /// PDUs read while a write waited for its Data-Out.
@@ -103,7 +105,7 @@ impl Conn {
         if immediate {
             return;
         }
-        let exp = self.exp_cmd_sn;
+        let exp = self.exp();
         let max = if self.window_closed {
             exp.wrapping_sub(1)
         } else {
@@ -125,9 +127,17 @@ impl Conn {
         sn
     }
 
+    /// The ExpCmdSN in force: the session's once attached.
+    pub fn exp(&self) -> u32 {
+        match &self.session {
+            Some(s) => s.cmd_sn.lock().map(|w| w.exp_cmd_sn).unwrap_or(self.exp_cmd_sn),
+            None => self.exp_cmd_sn,
+        }
+    }
+
     /// `(ExpCmdSN, MaxCmdSN)` to put in the next PDU (§4.2.2.1).
     pub fn window(&self) -> (u32, u32) {
-        let exp = self.exp_cmd_sn;
+        let exp = self.exp();
         let max = if self.window_closed {
             exp.wrapping_sub(1)
         } else {
@@ -141,8 +151,28 @@ impl Conn {
 
     /// A non-immediate request consumes its CmdSN (§4.2.2.1).
     fn consume_cmd_sn(&mut self, cmd_sn: u32, immediate: bool) {
-        if !immediate && Sn(cmd_sn).ge(Sn(self.exp_cmd_sn)) {
-            self.exp_cmd_sn = cmd_sn.wrapping_add(1);
+        if immediate {
+            return;
+        }
+        let Some(session) = &self.session else {
+            if Sn(cmd_sn).ge(Sn(self.exp_cmd_sn)) {
+                self.exp_cmd_sn = cmd_sn.wrapping_add(1);
+            }
+            return;
+        };
+        let Ok(mut w) = session.cmd_sn.lock() else { return };
+        if cmd_sn == w.exp_cmd_sn {
+            w.exp_cmd_sn = cmd_sn.wrapping_add(1);
+            loop {
+                let next = w.exp_cmd_sn;
+                if !w.ahead.remove(&next) {
+                    break;
+                }
+                w.exp_cmd_sn = next.wrapping_add(1);
+            }
+        } else if Sn(cmd_sn).gt(Sn(w.exp_cmd_sn)) && w.ahead.len() < 4096 {
+            // Sent on another connection before a CmdSN still on its way.
+            w.ahead.insert(cmd_sn);
         }
     }
 
@@ -717,6 +747,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         tx: FrameConfig::default(),
         stat_sn: 0x100,
         exp_cmd_sn: 0,
+        session: None,
         window_closed,
         params,
         backlog: VecDeque::new(),
@@ -734,5 +765,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         Ok(kind) => c.full_feature(kind).await.err(),
         Err(e) => Some(e),
     };
+    if let Some(s) = c.session.take() {
+        let left = s.connections.lock().ok().map(|mut n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == Some(0)
+            && let Ok(mut all) = shared.sessions.lock()
+        {
+            all.retain(|_, v| !Arc::ptr_eq(v, &s));
+        }
+    }
     debug!(?end, "connection ended");
 }

@@ -4,8 +4,8 @@
 //! It serves one target name with one RAM-backed LUN: login (AuthMethod
 //! None or one-way CHAP MD5), operational negotiation (RFC 7143 §6.2, §13),
 //! SendTargets discovery (Appendix C), and the full feature phase with
-//! NOP, SCSI commands, Data-In/Data-Out/R2T and Logout. One connection per
-//! session (MC/S is not simulated).
+//! NOP, SCSI commands, Data-In/Data-Out/R2T and Logout. A session may have
+//! up to `max_connections` connections (MC/S, §5.3) sharing one CmdSN window.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
@@ -13,6 +13,7 @@ mod conn;
 mod login;
 pub mod scsi;
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -180,6 +181,23 @@ pub struct SimStats {
     pub violations: Vec<String>,
 }
 
+/// Session-wide CmdSN state (RFC 7143 §4.2.2.1): with several connections
+/// commands may arrive out of order; ExpCmdSN is the first CmdSN not yet seen.
+#[derive(Debug)]
+pub(crate) struct CmdSnState {
+    pub exp_cmd_sn: u32,
+    /// CmdSNs received ahead of ExpCmdSN.
+    pub ahead: BTreeSet<u32>,
+}
+
+/// One normal session (§5.3): its ISID, CmdSN window and connection count.
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    pub isid: [u8; 6],
+    pub cmd_sn: Mutex<CmdSnState>,
+    pub connections: Mutex<u16>,
+}
+
 /// State every connection of the target shares.
 pub(crate) struct Shared {
     pub cfg: SimConfig,
@@ -191,6 +209,8 @@ pub(crate) struct Shared {
     /// (`Fault::ChapReflect`): CHAP_I and CHAP_C as sent.
     pub captured_challenge: Mutex<Option<(String, String)>>,
     pub stats: Mutex<SimStats>,
+    /// Normal sessions by TSIH, for connections joining them (MC/S).
+    pub sessions: Mutex<HashMap<u16, Arc<SessionState>>>,
 }
 
 /// A running simulated target; stops when dropped.
@@ -213,6 +233,7 @@ impl SimTarget {
             next_tsih: Mutex::new(1),
             captured_challenge: Mutex::new(None),
             stats: Mutex::new(SimStats::default()),
+            sessions: Mutex::new(HashMap::new()),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {

@@ -9,8 +9,11 @@ use iscsi_proto::text::{self, TextPairs};
 use md5::{Digest as _, Md5};
 use tracing::debug;
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use crate::conn::{Conn, End};
-use crate::{Fault, Phase};
+use crate::{CmdSnState, Fault, Phase, SessionState};
 
 /// Login stages (§11.12.3).
 const SECURITY: u8 = 0;
@@ -91,6 +94,8 @@ struct Login {
     pending: Option<(Bytes, LoginResponse)>,
     /// HeaderDigest and DataDigest agreed as CRC32C (§13.1).
     digests: (bool, bool),
+    /// The existing session a non-leading connection joins.
+    joining: Option<Arc<SessionState>>,
 }
 
 impl Conn {
@@ -143,7 +148,14 @@ impl Conn {
 /// Runs the login on `c` up to the full feature phase.
 pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
     let fault = c.shared.cfg.fault;
-    let mut l = Login { kind: None, auth: Auth::Start, declared_mrdsl: false, pending: None, digests: (false, false) };
+    let mut l = Login {
+        kind: None,
+        auth: Auth::Start,
+        declared_mrdsl: false,
+        pending: None,
+        digests: (false, false),
+        joining: None,
+    };
     for n in 0..MAX_LOGIN_PDUS {
         let Some(pdu) = c.recv().await? else { return Err(End::Closed) };
         let Bhs::LoginRequest(req) = pdu.bhs else {
@@ -187,6 +199,18 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
             };
             if kind == SessionKind::Normal && value(&pairs, "TargetName") != Some(c.shared.cfg.target_name.as_str()) {
                 return Err(c.refuse(&req, (2, 3), &Vec::new()).await);
+            }
+            if req.tsih != 0 {
+                // §5.3: a connection joins the session of its ISID and TSIH.
+                let found = c.shared.sessions.lock().ok().and_then(|m| m.get(&req.tsih).cloned());
+                let Some(session) = found.filter(|s| s.isid == req.isid) else {
+                    return Err(c.refuse(&req, (2, 10), &Vec::new()).await);
+                };
+                let count = session.connections.lock().map(|n| *n).unwrap_or(u16::MAX);
+                if count >= c.shared.cfg.max_connections {
+                    return Err(c.refuse(&req, (2, 6), &Vec::new()).await);
+                }
+                l.joining = Some(session);
             }
             // §11.13.5 status class 1: log in elsewhere.
             match fault {
@@ -245,6 +269,26 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
             c.dec.config = FrameConfig { header_digest, data_digest, max_recv_data_segment_length: mrdsl };
             c.tx = FrameConfig { header_digest, data_digest, max_recv_data_segment_length: c.params.peer_mrdsl };
             debug!(peer_mrdsl = c.params.peer_mrdsl, header_digest, data_digest, "login complete");
+            if kind == SessionKind::Normal {
+                let session = match l.joining.take() {
+                    Some(s) => s,
+                    None => {
+                        let s = Arc::new(SessionState {
+                            isid: req.isid,
+                            cmd_sn: Mutex::new(CmdSnState { exp_cmd_sn: c.exp_cmd_sn, ahead: BTreeSet::new() }),
+                            connections: Mutex::new(0),
+                        });
+                        if let Ok(mut all) = c.shared.sessions.lock() {
+                            all.insert(rsp.tsih, s.clone());
+                        }
+                        s
+                    }
+                };
+                if let Ok(mut n) = session.connections.lock() {
+                    *n = n.saturating_add(1);
+                }
+                c.session = Some(session);
+            }
             return Ok(kind);
         }
     }

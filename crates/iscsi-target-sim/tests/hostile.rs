@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use iscsi_initiator::discovery::send_targets;
+use iscsi_initiator::session::ConnectionLogin;
 use iscsi_initiator::{DataDirection, Error, PortalAddr, Session, SessionConfig};
 use iscsi_proto::chap::{ChapAlgorithm, ChapConfig, ChapError, Secret};
 use iscsi_proto::negotiation::Digest;
@@ -177,6 +178,41 @@ async fn happy_path_mutual_chap() {
         );
         let s = login(&t, c).await.unwrap();
         s.test_unit_ready(0).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn happy_path_two_connections_in_one_session() {
+    let t = sim_with(SimConfig { max_connections: 2, ..SimConfig::default() }).await;
+    bounded(async {
+        let s = login(&t, cfg()).await.unwrap();
+        assert_eq!(s.params().max_connections, 2);
+        s.connect_more(&portal(&t), &ConnectionLogin::default()).await.unwrap();
+        assert_eq!(s.connections().len(), 2);
+        // Commands spread over both connections share one CmdSN window.
+        let mut jobs = Vec::new();
+        for i in 0..16u64 {
+            let s = s.clone();
+            jobs.push(tokio::spawn(async move {
+                let data = random(64 * 1024);
+                s.write_blocks(0, i * 128, data.clone(), BS).await.unwrap();
+                assert_eq!(s.read_blocks(0, i * 128, 128, BS).await.unwrap(), data);
+            }));
+        }
+        for j in jobs {
+            j.await.unwrap();
+        }
+        for c in s.connections() {
+            assert!(c.counters.commands > 0, "connection {} carried nothing: {:?}", c.cid, c.counters);
+        }
+        // The target's MaxConnections holds.
+        let e = fails(s.connect_more(&portal(&t), &ConnectionLogin::default()).await);
+        assert!(matches!(e, Error::TooManyConnections { limit: 2 }), "{e:?}");
+        s.logout().await.unwrap();
+        let st = t.stats();
+        assert_eq!(st.logins, 2, "{st:?}");
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
     })
     .await;
 }
