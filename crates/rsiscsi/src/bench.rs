@@ -47,15 +47,6 @@ impl RwMode {
     }
 }
 
-/// How commands would be spread over the connections of a multi-connection session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PolicyArg {
-    /// Each new command goes to the next connection in turn.
-    RoundRobin,
-    /// Each new command goes to the connection with the fewest commands in flight.
-    LeastBusy,
-}
-
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// iscsi://HOST[:PORT]/IQN/LUN (the LUN's data is overwritten by the write modes).
@@ -81,9 +72,10 @@ pub struct BenchArgs {
     /// TCP connections in the session (MC/S, RFC 7143 §4.2.2.5).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub connections: u16,
-    /// How commands are spread over the connections.
-    #[arg(long, value_enum, default_value = "round-robin")]
-    pub policy: PolicyArg,
+    /// How commands are spread over the connections: failover-only, round-robin,
+    /// round-robin-subset, least-queue-depth or weighted.
+    #[arg(long, default_value = "round-robin", value_name = "POLICY", value_parser = crate::cli::parse_policy)]
+    pub policy: iscsi_initiator::model::LoadBalancePolicy,
     /// Print one JSON object instead of one line per metric.
     #[arg(long)]
     pub json: bool,
@@ -369,13 +361,6 @@ fn seconds(v: f64, what: &str) -> Result<Duration, String> {
 
 /// Runs the benchmark described by `args` and prints its report.
 pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
-    if args.connections > 1 {
-        return Err(format!(
-            "--connections {} needs multi-connection sessions (MC/S), which this build of rsiscsi does not support; \
-             use --connections 1",
-            args.connections
-        ));
-    }
     let time = seconds(args.time, "time")?;
     if time.is_zero() {
         return Err("--time must be greater than 0".into());
@@ -387,6 +372,8 @@ pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
     };
     let cfg = session_config(common, &url)?;
     let session = Session::login(&url.portal, Some(&target), cfg).await.map_err(|e| e.to_string())?;
+    let mcs = crate::cli::McsArgs { connections: args.connections, policy: args.policy };
+    crate::commands::grow(&session, &url, &mcs).await.map_err(|st| st.to_string())?;
     let result = measure(&session, lun, args, time, warmup).await;
     let _ = session.logout().await;
     let report = result?;
@@ -540,11 +527,12 @@ mod tests {
         assert_eq!(t.b.iodepth, 32);
         assert_eq!(t.b.time, 5.0);
         assert_eq!(t.b.connections, 1);
-        assert_eq!(t.b.policy, PolicyArg::RoundRobin);
-        let t = T::try_parse_from(["x", "u", "--bs", "1MiB", "--connections", "4", "--policy", "least-busy"]).unwrap();
+        assert_eq!(t.b.policy, iscsi_initiator::model::LoadBalancePolicy::RoundRobin);
+        let t = T::try_parse_from(["x", "u", "--bs", "1MiB", "--connections", "4", "--policy", "least-queue-depth"])
+            .unwrap();
         assert_eq!(t.b.bs, 1 << 20);
         assert_eq!(t.b.connections, 4);
-        assert_eq!(t.b.policy, PolicyArg::LeastBusy);
+        assert_eq!(t.b.policy, iscsi_initiator::model::LoadBalancePolicy::LeastQueueDepth);
         assert!(T::try_parse_from(["x", "u", "--iodepth", "0"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--connections", "0"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--rw", "trim"]).is_err());

@@ -138,6 +138,6 @@ impl Default for McsArgs {
     }
 }
 
-fn parse_policy(s: &str) -> Result<iscsi_initiator::model::LoadBalancePolicy, String> {
+pub(crate) fn parse_policy(s: &str) -> Result<iscsi_initiator::model::LoadBalancePolicy, String> {
     s.parse().map_err(|e: iscsi_initiator::model::Status| e.message)
 }

@@ -140,7 +140,7 @@ async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) 
 /// Grows a fresh session to `mcs.connections` connections with
 /// add_connection (any initiator port, no IPsec, the session's own login
 /// settings) and sets its load-balance policy; logs out on failure.
-async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> Result<(), Status> {
+pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> Result<(), Status> {
     s.set_load_balance_policy(mcs.policy);
     let portal = Portal::new(url.portal.host.clone(), url.portal.port);
     for _ in 1..mcs.connections {
