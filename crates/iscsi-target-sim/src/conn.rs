@@ -319,13 +319,23 @@ impl Conn {
                     }
                     let mut out = Vec::new();
                     text::encode(&answer, &mut out);
+                    // §11.11: C set and F clear means "more follows"; this
+                    // script never stops.
+                    let endless = self.fault() == Fault::TextEndlessContinuation;
+                    if endless {
+                        out.clear();
+                        let pair = format!("X-Junk={}\0", "j".repeat(200));
+                        while out.len() + pair.len() <= self.params.peer_mrdsl as usize {
+                            out.extend_from_slice(pair.as_bytes());
+                        }
+                    }
                     let (exp_cmd_sn, max_cmd_sn) = self.window();
                     let rsp = TextResponse {
-                        final_bit: true,
-                        continue_: false,
+                        final_bit: !endless,
+                        continue_: endless,
                         lun: h.lun,
                         itt: h.itt,
-                        ttt: RESERVED_TAG,
+                        ttt: if endless { 0x77 } else { RESERVED_TAG },
                         stat_sn: self.next_stat_sn(),
                         exp_cmd_sn,
                         max_cmd_sn,

@@ -100,6 +100,13 @@ pub enum Fault {
     /// The SendTargets answer gives a TargetAddress that is not an address
     /// (Appendix C, §13.8).
     SendTargetsBadAddress,
+    /// The SendTargets answer never ends: Text Responses with the C bit,
+    /// one after another (§11.11), each a full data segment.
+    TextEndlessContinuation,
+    /// Every login response keeps T clear: the login never moves on.
+    LoginNeverTransits,
+    /// The first Login Response claims a data segment of 2^24-1 bytes.
+    LoginDataSegmentTooLong,
     /// Login Requests are read and never answered.
     LoginNeverFinishes,
     // ---- liveness ----

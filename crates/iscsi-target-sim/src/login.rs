@@ -4,7 +4,7 @@
 //! feature phase, with the login faults of [`Fault`].
 
 use bytes::Bytes;
-use iscsi_proto::pdu::{Bhs, FrameConfig, LoginRequest, LoginResponse};
+use iscsi_proto::pdu::{Bhs, FrameConfig, LoginRequest, LoginResponse, encode_header};
 use iscsi_proto::text::{self, TextPairs};
 use md5::{Digest as _, Md5};
 use tracing::debug;
@@ -168,6 +168,15 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
         if fault == Fault::LoginNeverFinishes {
             return Err(c.drain().await);
         }
+        if fault == Fault::LoginDataSegmentTooLong {
+            // §13.12: 8192 bytes is the most a login PDU may carry.
+            let rsp = c.login_response(&req, false, (0, 0));
+            let mut out = bytes::BytesMut::new();
+            encode_header(&Bhs::LoginResponse(rsp), &[], 0x00ff_ffff, &c.tx, &mut out);
+            out.extend_from_slice(&[0u8; 1024]);
+            c.send_bytes(&out).await?;
+            return Err(c.drain().await);
+        }
         // §11.12: login requests are immediate; CmdSN stays the same.
         c.exp_cmd_sn = req.cmd_sn;
         if let Some((rest, last)) = l.pending.take() {
@@ -243,7 +252,7 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
             OPERATIONAL => operational(c, &mut l, kind, &pairs, &mut answer),
             _ => return Err(c.refuse(&req, (2, 11), &Vec::new()).await),
         }
-        let transit = req.transit && ready;
+        let transit = req.transit && ready && fault != Fault::LoginNeverTransits;
         let mut rsp = c.login_response(&req, transit, (0, 0));
         if transit && req.nsg == FULL_FEATURE {
             rsp.tsih = if req.tsih != 0 {

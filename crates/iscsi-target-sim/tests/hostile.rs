@@ -593,6 +593,40 @@ async fn discovery_login_that_never_finishes() {
 }
 
 #[tokio::test]
+async fn send_targets_answer_that_never_ends() {
+    let t = sim(Fault::TextEndlessContinuation).await;
+    bounded(async {
+        let e = fails(send_targets(&portal(&t), cfg()).await);
+        // The joined text is bounded (1 MiB), not the target's patience;
+        // the connection is dropped over it.
+        lost(&e, "malformed text from the target");
+        assert!(e.to_string().contains("exceeds the limit of 1048576"), "{e}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn login_that_never_moves_on() {
+    let t = sim(Fault::LoginNeverTransits).await;
+    bounded(async {
+        let e = fails(login(&t, cfg()).await);
+        assert!(matches!(&e, Error::Protocol(m) if m.contains("did not end")), "{e:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn login_response_data_segment_beyond_8192() {
+    let t = sim(Fault::LoginDataSegmentTooLong).await;
+    bounded(async {
+        let e = fails(login(&t, cfg()).await);
+        assert!(matches!(&e, Error::Pdu(_)), "{e:?}");
+        assert!(e.to_string().contains("16777215 bytes exceeds the negotiated limit of 8192"), "{e}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn login_that_never_finishes() {
     let t = sim(Fault::LoginNeverFinishes).await;
     bounded(async {
