@@ -472,8 +472,9 @@ impl Conn {
         }
     }
 
+    /// Arms a TCP reset: the caller returns, `serve` drops the stream, and
+    /// with SO_LINGER 0 the close sends RST instead of FIN.
     fn take_and_reset(&mut self) -> End {
-        // The stream is replaced by nothing useful: the connection ends here.
         match self.stream.set_zero_linger() {
             Ok(()) => End::Done("reset"),
             Err(e) => End::Io(e),
@@ -740,15 +741,15 @@ fn sense_segment(sense: &[u8]) -> Bytes {
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let cfg = &shared.cfg;
+    // RFC 7143 §13 defaults, for keys the initiator does not offer.
     let params = Params {
         peer_mrdsl: 8192,
-        max_burst_length: cfg.max_burst_length,
-        first_burst_length: cfg.first_burst_length,
-        initial_r2t: cfg.initial_r2t,
-        immediate_data: cfg.immediate_data,
+        max_burst_length: 262_144,
+        first_burst_length: 65_536,
+        initial_r2t: true,
+        immediate_data: true,
     };
-    let window_closed = matches!(cfg.fault, Fault::WindowClosed { .. });
+    let window_closed = matches!(shared.cfg.fault, Fault::WindowClosed { .. });
     let mut c = Conn {
         shared: shared.clone(),
         stream,

@@ -249,7 +249,7 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
                     None => return Err(End::Done("redirected for CHAP reflection")),
                 }
             }
-            OPERATIONAL => operational(c, &mut l, kind, &pairs, &mut answer),
+            OPERATIONAL => operational(c, &mut l, &pairs, &mut answer),
             _ => return Err(c.refuse(&req, (2, 11), &Vec::new()).await),
         }
         let transit = req.transit && ready && fault != Fault::LoginNeverTransits;
@@ -420,7 +420,7 @@ async fn security(
 
 /// Operational keys (§13), answered with the result functions: minimum
 /// for the numeric limits, OR for InitialR2T, AND for ImmediateData.
-fn operational(c: &mut Conn, l: &mut Login, kind: SessionKind, pairs: &TextPairs, answer: &mut TextPairs) {
+fn operational(c: &mut Conn, l: &mut Login, pairs: &TextPairs, answer: &mut TextPairs) {
     let cfg = c.shared.cfg.clone();
     let yes = |b: bool| if b { "Yes" } else { "No" };
     let mut digests = (false, false);
@@ -494,5 +494,4 @@ fn operational(c: &mut Conn, l: &mut Login, kind: SessionKind, pairs: &TextPairs
     if pairs.iter().any(|(k, _)| k == "HeaderDigest" || k == "DataDigest") {
         l.digests = digests;
     }
-    let _ = kind;
 }
