@@ -619,7 +619,8 @@ impl Conn {
     /// FirstBurstLength, then one R2T per MaxBurstLength (§11.7, §11.8,
     /// §13.13-14). What the initiator gets wrong is recorded as a violation.
     async fn collect_data_out(&mut self, h: &ScsiCommand, immediate: Bytes) -> Result<Vec<u8>, End> {
-        let edtl = (h.expected_data_transfer_length as usize).min(MAX_WRITE);
+        let lun_size = usize::try_from(self.shared.cfg.lun_size).unwrap_or(MAX_WRITE);
+        let edtl = (h.expected_data_transfer_length as usize).min(MAX_WRITE).min(lun_size);
         let mut buf = vec![0u8; edtl];
         let mut got = 0usize;
         let p = self.params;

@@ -6,6 +6,21 @@
 //! SendTargets discovery (Appendix C), and the full feature phase with
 //! NOP, SCSI commands, Data-In/Data-Out/R2T and Logout. A session may have
 //! up to `max_connections` connections (MC/S, §5.3) sharing one CmdSN window.
+//!
+//! What the initiator sent that breaks RFC 7143 is recorded in
+//! [`SimStats::violations`], so a well-behaved run can be asserted too.
+//!
+//! ```
+//! # async fn demo() -> std::io::Result<()> {
+//! use iscsi_target_sim::{Fault, SimConfig, SimTarget};
+//!
+//! // A target whose first Data-In skips DataSN 0.
+//! let sim = SimTarget::start(SimConfig::with_fault(Fault::DataSnGap)).await?;
+//! println!("log in to {} at {}", sim.target_name(), sim.addr());
+//! assert!(sim.stats().violations.is_empty());
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
