@@ -344,6 +344,9 @@ impl Conn {
                 }
                 Bhs::LogoutRequest(h) => {
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    if self.fault() == Fault::LogoutNeverAnswered {
+                        return Err(self.drain().await);
+                    }
                     let (exp_cmd_sn, max_cmd_sn) = self.window();
                     let rsp = LogoutResponse {
                         response: 0,

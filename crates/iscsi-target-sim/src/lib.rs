@@ -130,6 +130,8 @@ pub enum Fault {
     StopAnswering,
     /// Every PDU after login is sent one byte every 500 ms.
     SlowLoris,
+    /// A Logout Request is read and never answered (§11.14).
+    LogoutNeverAnswered,
     /// A TCP reset (SO_LINGER 0, then close) at this phase.
     Reset(Phase),
 }
