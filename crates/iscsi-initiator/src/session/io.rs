@@ -64,6 +64,9 @@ pub(super) async fn connect_from(addr: &PortalAddr, cfg: &SessionConfig, local: 
     Ok(stream)
 }
 
+/// The reason a reader gives when the target closed the connection cleanly.
+pub(super) const CLOSED_BY_TARGET: &str = "the target closed the connection";
+
 /// Reads, frames and dispatches PDUs; pings the target when it is quiet
 /// and declares the connection dead when a ping goes unanswered. Holds the
 /// session weakly so that dropping the last handle ends it.
@@ -78,6 +81,10 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
             loop {
                 match dec.decode(&mut buf) {
                     Ok(Some(pdu)) => {
+                        // Liveness is a whole PDU, not a byte: a target that
+                        // trickles bytes is as dead as a silent one.
+                        deadline = Instant::now() + nop_interval;
+                        pinging = false;
                         let Some(inner) = weak.upgrade() else { return String::new() };
                         if let Err(e) = inner.handle_pdu(cid, pdu) {
                             return e.to_string();
@@ -92,11 +99,8 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
             }
             tokio::select! {
                 r = rd.read_buf(&mut buf) => match r {
-                    Ok(0) => return "the target closed the connection".to_string(),
-                    Ok(_) => {
-                        deadline = Instant::now() + nop_interval;
-                        pinging = false;
-                    }
+                    Ok(0) => return CLOSED_BY_TARGET.to_string(),
+                    Ok(_) => {}
                     Err(e) => return format!("read error: {e}"),
                 },
                 _ = tokio::time::sleep_until(deadline) => {

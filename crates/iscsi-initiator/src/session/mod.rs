@@ -543,6 +543,8 @@ impl Inner {
             .filter(|(_, t)| t.cid == Some(cid) && matches!(t.kind, TaskKind::Logout(_)))
             .map(|(itt, _)| *itt)
             .collect();
+        // Only a clean close answers a logout; a dead or broken connection does not.
+        let logouts = if reason == io::CLOSED_BY_TARGET { logouts } else { Vec::new() };
         let logging_out = !logouts.is_empty();
         for itt in logouts {
             if let Some(t) = st.take_task(itt) {

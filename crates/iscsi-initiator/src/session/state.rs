@@ -469,10 +469,15 @@ impl Inner {
             // RFC 7143 §11.19: an unsolicited NOP-In carries the next StatSN
             // without consuming it.
             let counts = !matches!(&pdu.bhs, Bhs::NopIn(h) if h.itt == RESERVED_TAG);
-            if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid))
-                && Sn(sn).ge(Sn(c.exp_stat_sn))
-            {
-                c.exp_stat_sn = sn.wrapping_add(1);
+            if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid)) {
+                // RFC 7143 §4.2.2.2: StatSN comes in order; a jump means lost
+                // statuses, which ERL 0 cannot recover within the connection.
+                if Sn(sn).gt(Sn(c.exp_stat_sn)) {
+                    return Err(Error::protocol(format!("StatSN jumped from {} to {sn}", c.exp_stat_sn)));
+                }
+                if sn == c.exp_stat_sn {
+                    c.exp_stat_sn = sn.wrapping_add(1);
+                }
             }
         }
         let Pdu { bhs, data, .. } = pdu;
