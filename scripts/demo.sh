@@ -58,16 +58,24 @@ OUT="$WORK/readback-64MiB.bin"
 rm -f "$IN" "$OUT"
 
 run "$BIN" discover "$PORTAL"
-run "$BIN" ls "iscsi://$PORTAL/"
+# One target of the portal (the whole portal also lists the lab's deliberate redirect loop, an error).
+run "$BIN" ls "iscsi://$PORTAL/$TGT_BASE:ram1"
 run "$BIN" inquiry "$LUN_URL"
 run "$BIN" capacity "$LUN_URL"
 run_to "$IN" head -c "$LEN" /dev/urandom
 run "$BIN" cp "$IN" "$LUN_URL"
 run "$BIN" cp "$LUN_URL" "$OUT" --length "$LEN"
 run cmp "$IN" "$OUT"
+# The same over one session of four TCP connections (MC/S) on istgt.
+MCS_URL="iscsi://$HOST4:$ISTGT_PORT/$ISTGT_BASE:ram1/$ISTGT_LUN"
+OUT4="$WORK/readback-4conn-64MiB.bin"
+rm -f "$OUT4"
+run "$BIN" cp --connections 4 --policy round-robin "$IN" "$MCS_URL"
+run "$BIN" cp --connections 4 --policy least-queue-depth "$MCS_URL" "$OUT4" --length "$LEN"
+run cmp "$IN" "$OUT4"
 
 CURRENT="done"
-printf '\nDemo passed: 64 MiB written to %s and read back identical.\n' "$LUN_URL"
+printf '\nDemo passed: 64 MiB written to %s and to %s over 4 connections, and read back identical.\n' "$LUN_URL" "$MCS_URL"
 if [ "$LAB" = /tmp/rsiscsi-lab ]; then
   printf 'The lab is still running (settings in %s). Stop it with: scripts/lab-down.sh\n' "$LAB_ENV_FILE"
 else
