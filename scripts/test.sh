@@ -2,7 +2,7 @@
 # THE test command for rsiscsi (CI runs it through .ci/run, as root, from a fresh clone).
 #   1. installs what is missing: tgt istgt libiscsi-bin iproute2 procps (apt-get), rustfmt and clippy (rustup)
 #   2. cargo fmt --all -- --check
-#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   3. cargo clippy --workspace --all-targets -- -D warnings, and a build of the fuzz targets
 #   4. starts the target lab (scripts/lab-up.sh) and exports RSISCSI_LAB_ENV=$LAB/lab.env
 #   5. cargo test --workspace (the integration tests read RSISCSI_LAB_ENV and fail without it)
 #   6. always stops the lab again (scripts/lab-down.sh), keeping cargo test's exit status.
@@ -27,6 +27,9 @@ cargo fmt --all -- --check || die "formatting differs: run 'cargo fmt --all' (se
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings || die "clippy found problems (see above)"
+
+step "cargo build --manifest-path fuzz/Cargo.toml (the fuzz targets must keep compiling)"
+cargo build --manifest-path fuzz/Cargo.toml --bins || die "the fuzz targets do not build (see above)"
 
 step "lab up ($LAB)"
 LAB_STARTED=""
