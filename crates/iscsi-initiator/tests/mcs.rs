@@ -148,6 +148,10 @@ async fn least_queue_depth_uses_every_path_under_load() {
 
 #[tokio::test]
 async fn connections_can_be_removed_while_io_runs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     for lab in BOTH {
         let s = session_with(&lab, 4).await;
         let conns = s.connections();
@@ -223,5 +227,39 @@ async fn policies_switch_while_io_runs() {
     while let Some(r) = load.join_next().await {
         r.unwrap();
     }
+    s.logout().await.unwrap();
+}
+
+/// An idle standby connection (failover-only) under a busy primary is not
+/// pinged into trouble: istgt drops a connection whose immediate NOP-Out
+/// carries a CmdSN other than its ExpCmdSN, which in-flight commands on the
+/// primary make likely. The standby keeps its TCP connection throughout.
+#[tokio::test]
+async fn an_idle_standby_survives_a_busy_primary() {
+    let lab = ISTGT;
+    let mut cfg = config();
+    cfg.nop_interval = std::time::Duration::from_millis(500);
+    cfg.nop_timeout = std::time::Duration::from_secs(2);
+    let s = Session::login(&lab.portal(), Some(&lab.iqn("ram1")), cfg).await.unwrap();
+    s.connect_more(&lab.portal(), &ConnectionLogin::default()).await.unwrap();
+    s.set_load_balance_policy(LoadBalancePolicy::FailoverOnly);
+    let before: Vec<_> = s.connections().iter().map(|c| (c.id, c.local_address)).collect();
+    let t0 = std::time::Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < std::time::Duration::from_secs(4) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8u64 {
+            let s = s.clone();
+            set.spawn(async move { s.read_blocks(lab.lun, 900_000 + i * 256, 256, 512).await.map(|_| ()) });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        n += 8;
+    }
+    let after: Vec<_> = s.connections().iter().map(|c| (c.id, c.local_address)).collect();
+    assert_eq!(before, after, "a connection was dropped and reinstated during {n} commands");
+    let per = commands_per_connection(&s);
+    assert_eq!(per[1], 0, "failover-only keeps the standby idle: {per:?}");
     s.logout().await.unwrap();
 }

@@ -108,9 +108,12 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
                         return format!("no answer to NOP-Out within {} s", nop_timeout.as_secs());
                     }
                     let Some(inner) = weak.upgrade() else { return String::new() };
-                    send_ping(&inner, cid);
-                    pinging = true;
-                    deadline = Instant::now() + nop_timeout;
+                    if send_ping(&inner, cid) {
+                        pinging = true;
+                        deadline = Instant::now() + nop_timeout;
+                    } else {
+                        deadline = Instant::now() + nop_interval;
+                    }
                 }
             }
         }
@@ -121,9 +124,22 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
     }
 }
 
-fn send_ping(inner: &Inner, cid: u16) {
+/// Returns whether a ping went out.
+fn send_ping(inner: &Inner, cid: u16) -> bool {
     let mut st = inner.lock();
+    // An immediate PDU carries the next CmdSN, and istgt drops a connection
+    // whose immediate PDU's CmdSN is not exactly its ExpCmdSN. With several
+    // connections, commands on the others could overtake the ping, so an
+    // idle connection is pinged only while the session is quiet, and new
+    // commands wait for the answer (at most the NOP timeout).
+    let mcs = st.conns.len() > 1;
+    if mcs && st.tasks.values().any(|t| t.cid.is_some() && matches!(t.kind, TaskKind::Scsi(_))) {
+        return false;
+    }
     let itt = st.alloc_itt();
+    if mcs {
+        st.ping_hold = Some(itt);
+    }
     let cmd_sn = st.window.current();
     st.tasks.insert(itt, Task::new(Some(cid), 0, TaskKind::Ping, None));
     if let Some(c) = conn_mut(&mut st.conns, cid) {
@@ -131,6 +147,7 @@ fn send_ping(inner: &Inner, cid: u16) {
         let out = NopOut { immediate: true, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn, exp_stat_sn: c.exp_stat_sn };
         push(c, out, Bytes::new());
     }
+    true
 }
 
 /// Writes queued PDUs, gathering what is ready into one vectored write.

@@ -213,6 +213,7 @@ impl Session {
             balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
             closed: None,
             hold: 0,
+            ping_hold: None,
             wanted: Vec::new(),
             tsih: l.tsih,
             generation: 0,
@@ -564,6 +565,7 @@ impl Inner {
         warn!(cid, reason, "connection failed; recovering");
         let generation = st.generation;
         if let Some((portal, id)) = st.orphan_connection(cid) {
+            st.drain_queue();
             drop(st);
             let s = Session { inner: self.clone() };
             tokio::spawn(s.recover(cid, portal, id, reason.to_string(), generation));
@@ -671,10 +673,19 @@ impl Inner {
             Err(_) => {
                 // Leave a tombstone without a waiter so that a late answer is
                 // consumed quietly; the caller gets a clear error now.
-                if let Some(t) = self.lock().tasks.get_mut(&itt) {
+                let mut where_ = String::new();
+                let mut st = self.lock();
+                let window = (st.window.exp_cmd_sn(), st.window.max_cmd_sn(), st.window.current());
+                if let Some(t) = st.tasks.get_mut(&itt) {
                     t.reply = None;
+                    if let (Some(cid), Some(sn)) = (t.cid, t.cmd_sn) {
+                        where_ = format!(", CmdSN {sn} on connection {cid}");
+                    } else if t.cid.is_none() {
+                        where_ = ", still queued".to_string();
+                    }
                 }
-                Err(Error::Timeout(format!("the target's answer (task 0x{itt:08x})")))
+                tracing::debug!(itt, ?window, "command timed out{where_}");
+                Err(Error::Timeout(format!("the target's answer (task 0x{itt:08x}{where_})")))
             }
         }
     }

@@ -18,6 +18,10 @@ use crate::login::{LoginOutcome, LoginParams, login};
 use crate::model::UniqueConnectionId;
 use crate::portal::PortalAddr;
 
+/// How long a retried command may stay unanswered after the target
+/// acknowledged its CmdSN before it is taken for a dropped duplicate.
+const DUPLICATE_CHECK: Duration = Duration::from_secs(3);
+
 /// Pause between attempts to reach the target again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -125,7 +129,17 @@ impl Session {
         if let Some(c) = super::state::conn_mut(&mut st.conns, cid) {
             c.draining = false;
         }
-        st.replay_lost(cid, cid, exp);
+        let retried = st.replay_lost(cid, cid, exp);
+        drop(st);
+        if !retried.is_empty() {
+            let weak = std::sync::Arc::downgrade(inner);
+            tokio::spawn(async move {
+                tokio::time::sleep(DUPLICATE_CHECK).await;
+                if let Some(inner) = weak.upgrade() {
+                    inner.lock().reissue_unanswered(&retried);
+                }
+            });
+        }
         Ok(())
     }
 

@@ -154,6 +154,9 @@ pub(super) struct State {
     pub closed: Option<String>,
     /// While non-zero, queued commands wait (a connection is logging out).
     pub hold: u32,
+    /// A ping on an idle connection of a multi-connection session: new
+    /// commands wait for its answer (see `io::send_ping`).
+    pub ping_hold: Option<u32>,
     /// The connections the session should have (CID, portal): what the user
     /// added and did not remove. Recovery restores them.
     pub wanted: Vec<(u16, PortalAddr)>,
@@ -251,14 +254,17 @@ impl State {
     /// ExpCmdSN) are retried with their own ITT and CmdSN, which fills the
     /// holes in the CmdSN order; commands it received were terminated with
     /// the old connection and go out again as new commands.
-    pub fn replay_lost(&mut self, lost_cid: u16, new_cid: u16, exp_cmd_sn: u32) {
+    /// Returns the (ITT, CmdSN) of the commands retried as they were.
+    pub fn replay_lost(&mut self, lost_cid: u16, new_cid: u16, exp_cmd_sn: u32) -> Vec<(u32, u32)> {
         let mut lost: Vec<(u32, Option<u32>)> =
             self.tasks.iter().filter(|(_, t)| t.lost_on == Some(lost_cid)).map(|(itt, t)| (*itt, t.cmd_sn)).collect();
         lost.sort_by_key(|(_, sn)| sn.map_or(i64::MAX, |sn| i64::from(sn.wrapping_sub(exp_cmd_sn) as i32)));
         let mut again = Vec::new();
+        let mut retried = Vec::new();
         for (itt, sn) in lost {
             match sn {
                 Some(sn) if Sn(sn).ge(Sn(exp_cmd_sn)) => {
+                    retried.push((itt, sn));
                     if let Some(t) = self.tasks.get_mut(&itt) {
                         t.cid = Some(new_cid);
                         t.lost_on = None;
@@ -273,6 +279,35 @@ impl State {
             }
         }
         self.reissue(again);
+        retried
+    }
+
+    /// A retried command that the target has acknowledged (its ExpCmdSN
+    /// passed the CmdSN) but not answered was a duplicate of one the old
+    /// connection delivered after all (istgt may still process what it read
+    /// from a connection after its reinstatement): send it again as new.
+    pub fn reissue_unanswered(&mut self, retried: &[(u32, u32)]) {
+        let exp = Sn(self.window.exp_cmd_sn());
+        let stale: Vec<u32> = retried
+            .iter()
+            .filter(|(itt, sn)| Sn(*sn).lt(exp) && self.tasks.get(itt).is_some_and(|t| t.cmd_sn == Some(*sn)))
+            .map(|(itt, _)| *itt)
+            .collect();
+        for itt in &stale {
+            if let Some(t) = self.tasks.get(itt)
+                && let Some(cid) = t.cid
+                && let Some(c) = conn_mut(&mut self.conns, cid)
+            {
+                c.outstanding = c.outstanding.saturating_sub(1);
+            }
+        }
+        if !stale.is_empty() {
+            tracing::info!(
+                count = stale.len(),
+                "re-issuing retried commands the target acknowledged but did not answer"
+            );
+        }
+        self.reissue(stale);
     }
 
     /// Sends every task lost with a failed connection again as a new
@@ -328,6 +363,12 @@ impl State {
 
     /// Sends queued commands while the window allows (RFC 7143 §4.2.2.1).
     pub fn drain_queue(&mut self) {
+        if let Some(p) = self.ping_hold {
+            if self.tasks.contains_key(&p) {
+                return;
+            }
+            self.ping_hold = None;
+        }
         while let Some(&itt) = self.queued.front() {
             if !self.window.is_open() || self.hold > 0 {
                 return;
@@ -488,6 +529,13 @@ impl Inner {
             Bhs::NopIn(h) => on_nop_in(st, cid, h, data),
             Bhs::TextResponse(h) => on_text_response(st, h, data)?,
             Bhs::LogoutResponse(h) => {
+                tracing::debug!(
+                    cid,
+                    exp_cmd_sn = h.exp_cmd_sn,
+                    max_cmd_sn = h.max_cmd_sn,
+                    next = st.window.current(),
+                    "logout response"
+                );
                 let reason = st.tasks.get(&h.itt).map(|t| match t.kind {
                     TaskKind::Logout(r) => r,
                     _ => u8::MAX,
