@@ -11,7 +11,18 @@ use crate::url::IscsiUrl;
 pub const SECRET_ENV: &str = "RSISCSI_CHAP_SECRET";
 pub const TARGET_SECRET_ENV: &str = "RSISCSI_TARGET_CHAP_SECRET";
 
+/// Reads a secret file. Like ssh with private keys, a file that others may
+/// read (any group or other permission bit) is refused.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "secret file {} is accessible by others (mode {mode:04o}); make it private with chmod 600",
+            path.display()
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
     let bytes = zeroize::Zeroizing::new(bytes);
     let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);

@@ -535,6 +535,15 @@ fn chap_via_secret_file() {
         let file = dir.join("secret");
         std::fs::write(&file, format!("{}\n", var("RSISCSI_CHAP_SECRET"))).unwrap();
         let user = var("RSISCSI_CHAP_USER");
+        // Readable by others: refused, as ssh refuses such private keys.
+        private(&file, 0o644);
+        fails(
+            &dir,
+            &["--chap-user", &user, "--chap-secret-file", s(&file), "capacity", &d.url("chap")],
+            &[],
+            &["secret file", "accessible by others", "chmod 600"],
+        );
+        private(&file, 0o600);
         let opts = ["--chap-user", &user, "--chap-secret-file", s(&file)];
         let data = random(100 * 1024 + 1);
         assert!(write_then_read(&dir, &d.url("chap"), 32 * MIB, &data, 0, &opts, &[]) == data, "{}", d.name);
@@ -561,6 +570,7 @@ fn mutual_chap() {
         // The target's secret from a file.
         let tfile = dir.join("tsecret");
         std::fs::write(&tfile, &tsecret).unwrap();
+        private(&tfile, 0o600);
         let env1 = [("RSISCSI_CHAP_SECRET", secret.as_str())];
         let args = ["--chap-user", &user, "--target-chap-user", &tuser, "--target-chap-secret-file", s(&tfile)];
         let murl = d.url("mutual");
@@ -738,4 +748,9 @@ fn too_many_connections_names_the_status_and_the_limit() {
     assert!(out.contains("1073741824 bytes"), "{out}");
     fails(&dir, &["cp", "--policy", "least-busy", "a", "b"], &[], &["failover-only", "round-robin", "weighted"]);
     fails(&dir, &["cp", "--connections", "0", "a", "b"], &[], &["connections"]);
+}
+
+fn private(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
