@@ -2,15 +2,14 @@
 //! variants, segment limits, redirects, the CmdSN window, NOP keepalive in
 //! both directions, typed SCSI errors and every CDB the SCSI layer builds.
 
-mod lab;
-mod proxy;
+mod common;
 
 use std::time::{Duration, Instant};
 
+use common::lab::*;
 use iscsi_initiator::{DataDirection, Error, PortalAddr, Session};
 use iscsi_proto::scsi::cdb;
 use iscsi_proto::scsi::sense::ScsiError;
-use lab::*;
 
 async fn open(lab: &Lab, target: &str, cfg: iscsi_initiator::SessionConfig) -> Session {
     Session::login(&lab.portal(), Some(&lab.iqn(target)), cfg)
@@ -111,7 +110,7 @@ async fn target_nop_in_pings_are_answered() {
 /// configured time, and the pending command fails instead of hanging.
 #[tokio::test]
 async fn a_silent_target_is_detected_by_nop_out() {
-    let proxy = proxy::Proxy::start("127.0.0.1:3260".parse().unwrap()).await;
+    let proxy = common::proxy::Proxy::start("127.0.0.1:3260".parse().unwrap()).await;
     let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
     let mut cfg = config();
     cfg.nop_interval = Duration::from_secs(1);
@@ -133,7 +132,7 @@ async fn a_silent_target_is_detected_by_nop_out() {
 /// command promptly instead of leaving it hanging.
 #[tokio::test]
 async fn a_cut_connection_fails_pending_commands_without_recovery() {
-    let proxy = proxy::Proxy::start("127.0.0.1:3261".parse().unwrap()).await;
+    let proxy = common::proxy::Proxy::start("127.0.0.1:3261".parse().unwrap()).await;
     let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
     let mut cfg = config();
     cfg.recovery = false;

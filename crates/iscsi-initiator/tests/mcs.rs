@@ -2,14 +2,14 @@
 //! session up to MaxConnections, spreading I/O by policy, removing
 //! connections while I/O runs, and data read back byte-identical.
 
-mod lab;
+mod common;
 
 use std::collections::HashMap;
 
+use common::lab::*;
 use iscsi_initiator::model::{IsdscCode, LoadBalancePolicy};
 use iscsi_initiator::session::ConnectionLogin;
 use iscsi_initiator::{Error, Session};
-use lab::*;
 
 async fn session_with(lab: &Lab, n: usize) -> Session {
     let s = Session::login(&lab.portal(), Some(&lab.iqn("ram1")), config()).await.unwrap();

@@ -1,12 +1,12 @@
 //! Against real targets (tgt and istgt on loopback): discovery, login with
 //! and without CHAP, digests, and data written then read back byte-identical.
 
-mod lab;
+mod common;
 
+use common::lab::*;
 use iscsi_initiator::discovery::send_targets;
 use iscsi_initiator::{Error, Session};
 use iscsi_proto::negotiation::Digest;
-use lab::*;
 
 async fn open(lab: &Lab, target: &str, cfg: iscsi_initiator::SessionConfig) -> Session {
     Session::login(&lab.portal(), Some(&lab.iqn(target)), cfg)

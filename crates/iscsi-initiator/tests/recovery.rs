@@ -3,16 +3,15 @@
 //! read/write load that verifies every byte. Nothing may be lost, doubled
 //! or left hanging.
 
-mod lab;
-mod proxy;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::lab::*;
 use iscsi_initiator::session::ConnectionLogin;
 use iscsi_initiator::{PortalAddr, Session};
-use lab::*;
 
 /// Workers write a fresh pattern to their own region and read it back
 /// until told to stop; returns how many verified round trips each made.
@@ -69,7 +68,7 @@ async fn cut_one_after_another_then_all(lab: Lab, base: u64) {
         .with_test_writer()
         .try_init();
     let t0 = Instant::now();
-    let proxy = proxy::Proxy::start(format!("127.0.0.1:{}", lab.port).parse().unwrap()).await;
+    let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{}", lab.port).parse().unwrap()).await;
     let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
     let s = Session::login(&portal, Some(&lab.iqn("ram1")), config()).await.unwrap();
     for _ in 1..4 {
@@ -126,7 +125,7 @@ async fn istgt_cut_connections_lose_nothing() {
 #[tokio::test]
 async fn the_last_connection_is_reinstated() {
     for lab in BOTH {
-        let proxy = proxy::Proxy::start(format!("127.0.0.1:{}", lab.port).parse().unwrap()).await;
+        let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{}", lab.port).parse().unwrap()).await;
         let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
         let s = Session::login(&portal, Some(&lab.iqn("ram1")), config()).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -147,7 +146,7 @@ async fn the_last_connection_is_reinstated() {
 /// with a clear error within DefaultTime2Wait + DefaultTime2Retain.
 #[tokio::test]
 async fn an_unreachable_target_fails_pending_commands_in_bounded_time() {
-    let proxy = proxy::Proxy::start("127.0.0.1:3260".parse().unwrap()).await;
+    let proxy = common::proxy::Proxy::start("127.0.0.1:3260".parse().unwrap()).await;
     let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
     let mut cfg = config();
     cfg.nop_interval = Duration::from_secs(1);

@@ -2,15 +2,14 @@
 //! `add_connection(initiator_port, portal, security_flags, login_options,
 //! key)`, `remove_connection`, `send_scsi_command`, with ISDSC codes.
 
-mod lab;
-mod proxy;
+mod common;
 
+use common::lab::*;
 use iscsi_initiator::model::options::*;
 use iscsi_initiator::model::*;
 use iscsi_initiator::session::ScsiData;
 use iscsi_initiator::{PortalAddr, Session};
 use iscsi_proto::chap::Secret;
-use lab::*;
 
 fn portal(lab: &Lab) -> Portal {
     Portal::new("127.0.0.1", lab.port)
@@ -62,7 +61,7 @@ async fn add_connection_grows_a_live_session_and_ids_print_as_windows_does() {
 
 #[tokio::test]
 async fn ipsec_requests_fail_without_connecting_in_clear_text() {
-    let proxy = proxy::Proxy::start("127.0.0.1:3261".parse().unwrap()).await;
+    let proxy = common::proxy::Proxy::start("127.0.0.1:3261".parse().unwrap()).await;
     let p = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
     let s = Session::login(&p, Some(&ISTGT.iqn("ram1")), config()).await.unwrap();
     let before = proxy.accepted();

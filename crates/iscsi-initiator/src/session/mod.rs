@@ -211,6 +211,7 @@ impl Session {
             leading_cid: 0,
             next_cid: 1,
             balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
+            path_views: Vec::new(),
             closed: None,
             hold: 0,
             ping_hold: None,

@@ -151,6 +151,8 @@ pub(super) struct State {
     pub leading_cid: u16,
     pub next_cid: u16,
     pub balancer: Balancer,
+    /// Scratch space for `pick_connection`.
+    pub path_views: Vec<PathView>,
     pub closed: Option<String>,
     /// While non-zero, queued commands wait (a connection is logging out).
     pub hold: u32,
@@ -347,18 +349,18 @@ impl State {
 
     /// Chooses the connection for a new SCSI task by the load-balance policy.
     fn pick_connection(&mut self) -> Option<u16> {
-        let views: Vec<PathView> = self
-            .conns
-            .iter()
-            .map(|c| PathView {
-                available: !c.draining,
-                primary: c.primary,
-                weight: c.weight,
-                outstanding: c.outstanding,
-            })
-            .collect();
-        let i = self.balancer.pick(&views)?;
-        self.conns.get(i).map(|c| c.cid)
+        // Reuses one buffer: this runs for every command.
+        let mut views = std::mem::take(&mut self.path_views);
+        views.clear();
+        views.extend(self.conns.iter().map(|c| PathView {
+            available: !c.draining,
+            primary: c.primary,
+            weight: c.weight,
+            outstanding: c.outstanding,
+        }));
+        let i = self.balancer.pick(&views);
+        self.path_views = views;
+        self.conns.get(i?).map(|c| c.cid)
     }
 
     /// Sends queued commands while the window allows (RFC 7143 §4.2.2.1).

@@ -1,8 +1,6 @@
 //! A loopback TCP proxy between the initiator and a real target that can
 //! stall or cut its connections on command, to inject network faults.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

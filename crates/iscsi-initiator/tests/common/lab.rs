@@ -1,8 +1,6 @@
 //! The loopback lab started by `scripts/lab-up.sh`: tgt and istgt with
 //! RAM-backed LUNs. Tests fail (never skip) when it is not running.
 
-#![allow(dead_code)]
-
 use iscsi_initiator::{PortalAddr, SessionConfig};
 use iscsi_proto::chap::{ChapConfig, Secret};
 
