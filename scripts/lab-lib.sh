@@ -31,6 +31,7 @@ RAM1_MIB=1024
 CHAP_MIB=256
 MUTUAL_MIB=256
 DCHAP_MIB=64
+SVC_MIB=256    # the service's integration tests (tgt target "svc")
 SMALL_MIB=64   # the write-path variants (unsol, noimm) and the redirect target
 
 # --- credentials (lab-only, not secret in any real sense) ---------------------------------------

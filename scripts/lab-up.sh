@@ -75,13 +75,13 @@ wait_listen() {
 
 # --- RAM disk ------------------------------------------------------------------------------------
 mkdir -p "$LAB/ram" "$LAB/tgt" "$LAB/istgt" "$LAB/dchap"
-ram_mib=$((2 * (RAM1_MIB + CHAP_MIB + MUTUAL_MIB) + DCHAP_MIB + 3 * SMALL_MIB + 64))
+ram_mib=$((2 * (RAM1_MIB + CHAP_MIB + MUTUAL_MIB) + DCHAP_MIB + 3 * SMALL_MIB + SVC_MIB + 64))
 mount -t tmpfs -o "size=${ram_mib}m,mode=0700" rsiscsi-lab "$LAB/ram"
 # Pre-fill every LUN file: the first touch of fresh tmpfs pages is slow (down to 200 MB/s on a new VM),
 # and that cost must not land in a test or a benchmark.
 for spec in tgt-ram1:$RAM1_MIB tgt-chap:$CHAP_MIB tgt-mutual:$MUTUAL_MIB \
   istgt-ram1:$RAM1_MIB istgt-chap:$CHAP_MIB istgt-mutual:$MUTUAL_MIB dchap-ram1:$DCHAP_MIB \
-  tgt-unsol:$SMALL_MIB tgt-noimm:$SMALL_MIB istgt-moved:$SMALL_MIB; do
+  tgt-unsol:$SMALL_MIB tgt-noimm:$SMALL_MIB istgt-moved:$SMALL_MIB tgt-svc:$SVC_MIB; do
   dd if=/dev/zero of="$LAB/ram/${spec%%:*}.img" bs=1M count="${spec##*:}" status=none
 done
 
@@ -162,6 +162,13 @@ tgta --mode target --op bind --tid 7 --initiator-address ALL
 tgta --mode target --op update --tid 7 --name RedirectAddress --value "$REDIRECT_HOST"
 tgta --mode target --op update --tid 7 --name RedirectPort --value "$TGT_PORT"
 tgta --mode target --op update --tid 7 --name RedirectReason --value Permanent
+# "svc" belongs to the service's integration tests (crates/rsiscsid), so that they never write where
+# the initiator's and the CLI's tests do.
+tgta --mode target --op new --tid 8 --targetname "$TGT_BASE:svc"
+tgta --mode logicalunit --op new --tid 8 --lun "$TGT_LUN" --backing-store "$LAB/ram/tgt-svc.img" --bstype rdwr
+tgta --mode target --op bind --tid 8 --initiator-address ALL
+tgta --mode target --op update --tid 8 --name MaxConnections --value 8
+tgta --mode target --op update --tid 8 --name MaxRecvDataSegmentLength --value 262144
 tgta --mode portal --op new --param "portal=[$HOST6]:$TGT_PORT"
 tgta --mode portal --op new --param "portal=$REDIRECT_HOST:$TGT_PORT"
 wait_listen tgtd "$TGT_PID" "$TGT_LOG" "$HOST6" "$TGT_PORT"
@@ -301,6 +308,9 @@ tmp_env="$LAB_ENV_FILE.tmp"
   echo "# tgt redirects: moved -> istgt (same name, LUN 0), loop -> itself."
   e RSISCSI_TGT_IQN_MOVED "$TGT_BASE:moved"
   e RSISCSI_TGT_IQN_LOOP "$TGT_BASE:loop"
+  echo "# tgt target of the service tests (MaxConnections 8)."
+  e RSISCSI_TGT_IQN_SVC "$TGT_BASE:svc"
+  e RSISCSI_SVC_BYTES $((SVC_MIB * MIB))
   e RSISCSI_REDIRECT_HOST "$REDIRECT_HOST"
   echo "# istgt: disk at LUN 0; MaxConnections 8 (enforced); ErrorRecoveryLevel 0; UseDigest Auto."
   e RSISCSI_ISTGT_HOST "$HOST4"
