@@ -1,0 +1,534 @@
+//! The JSON types of the rsiscsid API (`/v1`), shared by the daemon and the
+//! CLI. Names mirror the Windows `MSIscsiInitiator_*` WMI classes in
+//! snake_case; every success body is a JSON object so fields can be added.
+
+use serde::{Deserialize, Serialize};
+
+/// The default iSCSI TCP port (RFC 7143 §4.2: 3260).
+pub const DEFAULT_PORT: u16 = 3260;
+
+/// Win32 `ERROR_INVALID_PARAMETER`: the code of every malformed request.
+pub const ERROR_INVALID_PARAMETER: u32 = 87;
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A secret string: sent by the client, never returned, never printed.
+/// `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretString(<{} bytes hidden>)", self.0.len())
+    }
+}
+
+/// `MSIscsiInitiator_Portal`: an address (IP literal or DNS name, no port)
+/// and a TCP port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Portal {
+    pub address: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub symbolic_name: String,
+}
+
+impl Portal {
+    pub fn new(address: impl Into<String>, port: u16) -> Self {
+        Self { address: address.into(), port, symbolic_name: String::new() }
+    }
+
+    /// Same address and port (the symbolic name does not identify a portal).
+    pub fn same_place(&self, other: &Portal) -> bool {
+        self.address.eq_ignore_ascii_case(&other.address) && self.port == other.port
+    }
+}
+
+impl std::fmt::Display for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.address.contains(':') && !self.address.starts_with('[') {
+            write!(f, "[{}]:{}", self.address, self.port)
+        } else {
+            write!(f, "{}:{}", self.address, self.port)
+        }
+    }
+}
+
+/// `ISCSI_AUTH_TYPES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthType {
+    None,
+    Chap,
+    MutualChap,
+}
+
+/// `ISCSI_DIGEST_TYPES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DigestType {
+    None,
+    Crc32c,
+}
+
+/// `ISCSI_LOGIN_OPTIONS`: each field present sets its InformationSpecified
+/// bit. In requests `password` may be given; in responses it is never
+/// present and `password_set` says whether one is stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_flags: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_type: Option<AuthType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_digest: Option<DigestType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_digest: Option<DigestType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_time2wait: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_time2retain: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Request only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretString>,
+    /// Response only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub password_set: bool,
+}
+
+impl LoginOptions {
+    /// The form shown in API answers: the password replaced by `password_set`.
+    pub fn redacted(&self) -> Self {
+        let mut o = self.clone();
+        o.password_set = o.password.is_some() || o.password_set;
+        o.password = None;
+        o
+    }
+}
+
+/// `MSIscsiInitiator_SendTargetPortalClass`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendTargetPortal {
+    pub address: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub symbolic_name: String,
+    /// A network interface index; absent = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_port: Option<u32>,
+    /// ISCSI_SECURITY_FLAG_* bits.
+    #[serde(default)]
+    pub security_flags: u64,
+    #[serde(default)]
+    pub login_options: LoginOptions,
+}
+
+impl SendTargetPortal {
+    pub fn portal(&self) -> Portal {
+        Portal { address: self.address.clone(), port: self.port, symbolic_name: self.symbolic_name.clone() }
+    }
+}
+
+/// A portal of a target as SendTargets reported it (RFC 7143 Appendix C).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetPortal {
+    pub address: String,
+    pub port: u16,
+    pub tpgt: u16,
+}
+
+/// `MSIscsiInitiator_TargetClass` (discovered targets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub portals: Vec<TargetPortal>,
+    pub discovered_from: Vec<Portal>,
+}
+
+/// Command latency summary in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// Per-session or per-connection counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub commands: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub errors: u64,
+    pub reconnects: u64,
+    pub latency_us: Latency,
+}
+
+/// `MSIscsiInitiator_ConnectionInformation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub connection_id: String,
+    pub cid: u16,
+    pub initiator_address: String,
+    pub initiator_port: u16,
+    pub target_address: String,
+    pub target_port: u16,
+    /// `login`, `full-feature`, `logout`.
+    pub state: String,
+    pub header_digest: DigestType,
+    pub data_digest: DigestType,
+    pub max_recv_data_segment_length: u32,
+    pub counters: Counters,
+}
+
+/// `MSIscsiInitiator_DeviceOnSession` (what INQUIRY and READ CAPACITY say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub lun: u64,
+    pub peripheral_type: u8,
+    pub vendor: String,
+    pub product: String,
+    pub revision: String,
+    pub block_size: u32,
+    pub blocks: u64,
+}
+
+/// Operational parameters negotiated at login (RFC 7143 §13).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionParameters {
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
+    pub max_connections: u16,
+    pub error_recovery_level: u8,
+    pub default_time2wait: u16,
+    pub default_time2retain: u16,
+    pub max_outstanding_r2t: u16,
+    pub data_pdu_in_order: bool,
+    pub data_sequence_in_order: bool,
+}
+
+/// `MSIscsiInitiator_SessionClass`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: String,
+    pub initiator_name: String,
+    pub target_name: String,
+    /// 12 hex digits.
+    pub isid: String,
+    pub tsih: u16,
+    pub persistent: bool,
+    pub load_balance_policy: String,
+    pub parameters: SessionParameters,
+    pub connections: Vec<Connection>,
+    pub devices: Vec<Device>,
+    pub counters: Counters,
+}
+
+/// State of a persistent login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistentLoginState {
+    LoggedIn,
+    Retrying,
+    Failed,
+}
+
+/// `MSIscsiInitiator_PersistentLoginClass`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentLogin {
+    pub target_name: String,
+    pub portal: Portal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_port: Option<u32>,
+    pub security_flags: u64,
+    pub login_options: LoginOptions,
+    pub connections: u32,
+    pub load_balance_policy: String,
+    pub state: PersistentLoginState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+// ---- request and response bodies ----
+
+/// `GET /v1/initiator`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Initiator {
+    pub node_name: String,
+    pub alias: String,
+    pub chap_secret_set: bool,
+}
+
+/// `PUT /v1/initiator`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitiatorUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// `PUT /v1/initiator/chap-secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChapSecretRequest {
+    pub secret: SecretString,
+}
+
+/// `GET /v1/portals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalList {
+    pub portals: Vec<SendTargetPortal>,
+}
+
+/// `POST /v1/portals` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalAdded {
+    pub portal: SendTargetPortal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_error: Option<ApiErrorBody>,
+}
+
+/// `GET /v1/targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetList {
+    pub targets: Vec<Target>,
+}
+
+/// One portal whose SendTargets failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalError {
+    pub portal: Portal,
+    pub error: ApiErrorBody,
+}
+
+/// `POST /v1/targets/refresh` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshResult {
+    pub targets: Vec<Target>,
+    pub errors: Vec<PortalError>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `POST /v1/targets/login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub target_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<Portal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_flags: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_options: Option<LoginOptions>,
+    /// IPsec pre-shared key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretString>,
+    #[serde(default)]
+    pub persistent: bool,
+    #[serde(default = "one")]
+    pub connections: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balance_policy: Option<String>,
+}
+
+impl LoginRequest {
+    pub fn new(target_name: impl Into<String>) -> Self {
+        Self {
+            target_name: target_name.into(),
+            portal: None,
+            initiator_port: None,
+            security_flags: None,
+            login_options: None,
+            key: None,
+            persistent: false,
+            connections: 1,
+            load_balance_policy: None,
+        }
+    }
+}
+
+/// `POST /v1/targets/login` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResult {
+    pub session_id: String,
+    pub connection_ids: Vec<String>,
+}
+
+/// `GET /v1/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+}
+
+/// `POST /v1/sessions/{id}/connections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddConnectionRequest {
+    pub portal: Portal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_flags: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_options: Option<LoginOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretString>,
+}
+
+/// `POST /v1/sessions/{id}/connections` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionAdded {
+    pub connection_id: String,
+}
+
+/// `PUT /v1/sessions/{id}/policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    pub load_balance_policy: String,
+}
+
+/// `POST /v1/sessions/{id}/scsi`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScsiRequest {
+    pub lun: u64,
+    /// The CDB in hex (1 to 16 bytes).
+    pub cdb: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_in_length: Option<u32>,
+    /// Bytes to write, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_out: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/scsi` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScsiResponse {
+    pub scsi_status: u8,
+    /// Sense data in hex (empty without CHECK CONDITION).
+    pub sense: String,
+    /// Data-In, base64.
+    pub data: String,
+    pub residual: u32,
+}
+
+/// `GET /v1/persistent-logins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentLoginList {
+    pub persistent_logins: Vec<PersistentLogin>,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    pub uptime_s: u64,
+    pub sessions: usize,
+}
+
+/// The `error` object of every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// The ISDSC status code or a Win32 error code (87 for bad requests).
+    pub code: u32,
+    /// `code` as `0x%08X`.
+    pub code_hex: String,
+    /// e.g. `ISDSC_INVALID_SESSION_ID` or `ERROR_INVALID_PARAMETER`.
+    pub name: String,
+    pub message: String,
+}
+
+impl ApiErrorBody {
+    pub fn new(code: u32, name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code, code_hex: format!("0x{code:08X}"), name: name.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ApiErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {})", self.message, self.name, self.code_hex)
+    }
+}
+
+/// `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: ApiErrorBody,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portal_port_defaults_to_3260() {
+        let p: Portal = serde_json::from_str(r#"{"address":"10.0.0.1"}"#).unwrap();
+        assert_eq!(p, Portal::new("10.0.0.1", 3260));
+    }
+
+    #[test]
+    fn redacted_login_options_never_carry_the_password() {
+        let o = LoginOptions {
+            auth_type: Some(AuthType::Chap),
+            password: Some(SecretString::new("supersecret12")),
+            ..Default::default()
+        };
+        let j = serde_json::to_string(&o.redacted()).unwrap();
+        assert!(!j.contains("supersecret12"), "{j}");
+        assert!(j.contains(r#""password_set":true"#), "{j}");
+        assert!(j.contains(r#""auth_type":"chap""#), "{j}");
+        assert!(!format!("{o:?}").contains("supersecret12"));
+    }
+
+    #[test]
+    fn error_body_has_hex_code() {
+        let e = ApiErrorBody::new(0xEFFF001C, "ISDSC_INVALID_SESSION_ID", "no such session");
+        let j = serde_json::to_value(ApiError { error: e }).unwrap();
+        assert_eq!(j["error"]["code"], 0xEFFF001Cu32);
+        assert_eq!(j["error"]["code_hex"], "0xEFFF001C");
+    }
+
+    #[test]
+    fn login_request_defaults_one_connection() {
+        let r: LoginRequest = serde_json::from_str(r#"{"target_name":"iqn.x"}"#).unwrap();
+        assert_eq!(r.connections, 1);
+        assert!(!r.persistent);
+    }
+}

@@ -1,0 +1,1 @@
+//! rsiscsid: the initiator service.
