@@ -1,1 +1,193 @@
-//! rsiscsid: the initiator service.
+//! rsiscsid: the rsiscsi initiator service, shaped after the Windows iSCSI
+//! initiator service. It owns every session, keeps discovery portals,
+//! targets, persistent logins and secrets across restarts ([`store`]), logs
+//! the persistent logins in at start ([`logins`]), and serves the JSON API of
+//! `openapi.yaml` on a Unix domain socket ([`api`]).
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod logins;
+pub mod metrics;
+pub mod registry;
+pub mod store;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixListener;
+use tracing::{error, info, warn};
+
+pub use config::Options;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct App {
+    pub store: store::Store,
+    pub registry: registry::Registry,
+    pub logins: logins::Supervisor,
+    pub started: Instant,
+}
+
+impl App {
+    pub fn new(store: store::Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            registry: registry::Registry::default(),
+            logins: logins::Supervisor::default(),
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("another rsiscsid is already listening on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("{0} exists and is not a socket; not removing it")]
+    NotASocket(PathBuf),
+    #[error("cannot prepare the socket {path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("no group named {0:?}")]
+    UnknownGroup(String),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Binds the API socket: a stale socket file is removed only when nobody
+/// answers on it (so two daemons never share one socket); the file is
+/// created under umask 0177 (never readable by others, even briefly) and
+/// then given mode 0600, or 0660 and group `group`.
+pub fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, ServiceError> {
+    let serr = |source| ServiceError::Socket { path: path.to_path_buf(), source };
+    let gid = match group {
+        Some(g) => Some(
+            nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| ServiceError::UnknownGroup(g.to_string()))?
+                .gid,
+        ),
+        None => None,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(dir).map_err(serr)?;
+        let mode = if gid.is_some() { 0o750 } else { 0o755 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(serr)?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(dir, None, Some(gid.as_raw())).map_err(serr)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(ServiceError::AlreadyRunning(path.to_path_buf())),
+            Err(_) => {
+                info!(socket = %path.display(), "removing a stale socket file");
+                std::fs::remove_file(path).map_err(serr)?;
+            }
+        },
+        Ok(_) => return Err(ServiceError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(serr(e)),
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(serr)?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid.as_raw())).map_err(serr)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(serr)?;
+    } else {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(serr)?;
+    }
+    Ok(listener)
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() -> Result<&'static str, ServiceError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Logs every session out, in parallel, each within `limit`.
+pub async fn logout_all(app: &App, limit: Duration) {
+    let mut set = tokio::task::JoinSet::new();
+    for live in app.registry.drain() {
+        set.spawn(async move {
+            let id = live.session.id();
+            match tokio::time::timeout(limit, live.session.logout()).await {
+                Ok(Ok(())) => info!(session = %id, "logged out"),
+                Ok(Err(e)) => warn!(session = %id, "logout failed: {e}"),
+                Err(_) => warn!(session = %id, "logout timed out"),
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Runs the service until SIGTERM/SIGINT; then logs every session out.
+pub async fn run(opts: Options) -> Result<(), ServiceError> {
+    let state_dir = opts.state_path();
+    let socket = opts.socket_path();
+    let store = store::Store::open(&state_dir)?;
+    let listener = bind_socket(&socket, opts.socket_group.as_deref())?;
+    let app = App::new(store);
+    info!(
+        socket = %socket.display(), state_dir = %state_dir.display(),
+        initiator = %app.store.state().initiator.node_name, "rsiscsid started"
+    );
+    if let Some(addr) = opts.metrics {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Metrics { addr, source })?;
+        let a = app.clone();
+        let r = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let a = a.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics::render(&a.registry.all()),
+                    )
+                }
+            }),
+        );
+        info!(%addr, "metrics on http://{addr}/metrics");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, r).await {
+                error!("metrics listener failed: {e}");
+            }
+        });
+    }
+    for l in app.store.state().persistent_logins {
+        app.logins.spawn(&app, l.key(), None);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, api::router(app.clone())).with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    let why = shutdown_signal().await?;
+    info!("{why}: logging out every session");
+    app.logins.stop_all();
+    let _ = stop_tx.send(());
+    logout_all(&app, Duration::from_secs(10)).await;
+    // Requests still in flight get a moment to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = std::fs::remove_file(&socket);
+    info!("rsiscsid stopped");
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The HTTP routes of the API (one module per resource), the table of
+//! routes the OpenAPI document is checked against, and request parsing
+//! that turns every malformed input into a 400 with a clear message.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, post, put};
+use iscsi_initiator::model::{Status, UniqueConnectionId, UniqueSessionId};
+use rsiscsi_api::types as api;
+
+use crate::App;
+use crate::error::{ApiErr, ApiResult};
+use crate::registry::Live;
+
+pub mod initiator;
+pub mod persistent;
+pub mod portals;
+pub mod sessions;
+pub mod targets;
+
+/// Every (method, path) the API serves; `tests` check it against both the
+/// router and `openapi.yaml`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/health"),
+    ("GET", "/v1/initiator"),
+    ("PUT", "/v1/initiator"),
+    ("PUT", "/v1/initiator/chap-secret"),
+    ("GET", "/v1/portals"),
+    ("POST", "/v1/portals"),
+    ("DELETE", "/v1/portals"),
+    ("GET", "/v1/targets"),
+    ("POST", "/v1/targets/refresh"),
+    ("POST", "/v1/targets/login"),
+    ("GET", "/v1/sessions"),
+    ("GET", "/v1/sessions/{session_id}"),
+    ("POST", "/v1/sessions/{session_id}/connections"),
+    ("DELETE", "/v1/sessions/{session_id}/connections/{connection_id}"),
+    ("POST", "/v1/sessions/{session_id}/logout"),
+    ("PUT", "/v1/sessions/{session_id}/policy"),
+    ("POST", "/v1/sessions/{session_id}/scsi"),
+    ("GET", "/v1/persistent-logins"),
+    ("DELETE", "/v1/persistent-logins"),
+];
+
+/// Largest request body: a SCSI write of 16 MiB in base64, and change.
+const BODY_LIMIT: usize = 24 << 20;
+
+/// The API router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/initiator", get(initiator::get_initiator).put(initiator::put_initiator))
+        .route("/v1/initiator/chap-secret", put(initiator::put_chap_secret))
+        .route("/v1/portals", get(portals::list).post(portals::add).delete(portals::remove))
+        .route("/v1/targets", get(targets::list))
+        .route("/v1/targets/refresh", post(targets::refresh))
+        .route("/v1/targets/login", post(targets::login))
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/{session_id}", get(sessions::get_one))
+        .route("/v1/sessions/{session_id}/connections", post(sessions::add_connection))
+        .route(
+            "/v1/sessions/{session_id}/connections/{connection_id}",
+            axum::routing::delete(sessions::remove_connection),
+        )
+        .route("/v1/sessions/{session_id}/logout", post(sessions::logout))
+        .route("/v1/sessions/{session_id}/policy", put(sessions::set_policy))
+        .route("/v1/sessions/{session_id}/scsi", post(sessions::scsi))
+        .route("/v1/persistent-logins", get(persistent::list).delete(persistent::remove))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiErr {
+    let mut e = ApiErr::bad_request(format!("no such endpoint: {method} {}", uri.path()));
+    e.http = StatusCode::NOT_FOUND;
+    e
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiErr {
+    let mut e = ApiErr::bad_request(format!("{method} is not allowed on {}", uri.path()));
+    e.http = StatusCode::METHOD_NOT_ALLOWED;
+    e
+}
+
+async fn health(State(app): State<Arc<App>>) -> axum::Json<api::Health> {
+    axum::Json(api::Health {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_s: app.started.elapsed().as_secs(),
+        sessions: app.registry.all().len(),
+    })
+}
+
+/// A JSON request body. Unlike `axum::Json` it does not insist on a
+/// `Content-Type` header, and every failure is a 400 saying what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiErr> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiErr::bad_request(format!("cannot read the request body: {}", e.body_text())))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiErr::bad_request(format!("invalid JSON request body: {e}")))
+    }
+}
+
+/// The body's value.
+pub fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
+    Ok(b.0)
+}
+
+/// The query string, or a 400.
+pub fn query<T>(q: Result<axum::extract::Query<T>, QueryRejection>) -> ApiResult<T> {
+    match q {
+        Ok(axum::extract::Query(v)) => Ok(v),
+        Err(e) => Err(ApiErr::bad_request(format!("invalid query: {}", e.body_text()))),
+    }
+}
+
+/// Path parameters, or a 400.
+pub fn path<T>(p: Result<axum::extract::Path<T>, PathRejection>) -> ApiResult<T> {
+    match p {
+        Ok(axum::extract::Path(v)) => Ok(v),
+        Err(e) => Err(ApiErr::bad_request(format!("invalid path: {}", e.body_text()))),
+    }
+}
+
+/// A session id from the path: malformed is 400, unknown is 404, both with
+/// `ISDSC_INVALID_SESSION_ID` (what Windows answers for an id it does not know).
+pub fn session_of(app: &App, id: &str) -> ApiResult<Arc<Live>> {
+    let sid: UniqueSessionId = id
+        .parse()
+        .map_err(|e: iscsi_initiator::model::IdParseError| ApiErr::with_http(StatusCode::BAD_REQUEST, e.into()))?;
+    app.registry.get(sid).ok_or_else(|| {
+        Status::new(iscsi_initiator::model::IsdscCode::InvalidSessionId, format!("no session {sid}")).into()
+    })
+}
+
+/// A connection id from the path: malformed is 400 `ISDSC_INVALID_CONNECTION_ID`.
+pub fn connection_id(id: &str) -> ApiResult<UniqueConnectionId> {
+    id.parse().map_err(|e: iscsi_initiator::model::IdParseError| ApiErr::with_http(StatusCode::BAD_REQUEST, e.into()))
+}
+
+/// A load-balance policy name: unknown is 400 `ISDSC_INVALID_LOAD_BALANCE_POLICY`.
+pub fn policy(name: &str) -> ApiResult<iscsi_initiator::model::LoadBalancePolicy> {
+    name.parse().map_err(|e: Status| e.into())
+}

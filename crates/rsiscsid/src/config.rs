@@ -1,0 +1,89 @@
+//! Command-line options of `rsiscsid`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// rsiscsid: the rsiscsi initiator service. Owns all sessions, logs in the
+/// persistent logins at start, and serves a JSON API on a Unix socket.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "rsiscsid", version)]
+pub struct Options {
+    /// API socket (default: $RUNTIME_DIRECTORY/rsiscsid.sock, else
+    /// /run/rsiscsi/rsiscsid.sock as root, else
+    /// $XDG_RUNTIME_DIR/rsiscsi/rsiscsid.sock).
+    #[arg(long, env = "RSISCSI_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// State directory (default: $STATE_DIRECTORY, else /var/lib/rsiscsi as
+    /// root, else $XDG_STATE_HOME/rsiscsi or ~/.local/state/rsiscsi).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Let this group use the socket too (mode 0660 instead of 0600).
+    #[arg(long, value_name = "NAME")]
+    pub socket_group: Option<String>,
+    /// Log filter, e.g. `info` or `rsiscsid=debug,iscsi_initiator=info`.
+    #[arg(long, env = "RSISCSI_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
+    #[arg(long, value_name = "127.0.0.1:PORT", value_parser = parse_loopback)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `--metrics` takes a loopback address only: the counters name targets and
+/// sessions, which other hosts have no business reading.
+fn parse_loopback(s: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = s.parse().map_err(|e| format!("{s:?} is not an IP:PORT address: {e}"))?;
+    if !a.ip().is_loopback() {
+        return Err(format!("{a} is not a loopback address; metrics are served on 127.0.0.1 or [::1] only"));
+    }
+    Ok(a)
+}
+
+impl Options {
+    pub fn socket_path(&self) -> PathBuf {
+        rsiscsi_api::resolve_socket_path(self.socket.clone())
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        if let Some(d) = env("STATE_DIRECTORY") {
+            let first = d.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from);
+            return first.unwrap_or(d);
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/rsiscsi");
+        }
+        if let Some(d) = env("XDG_STATE_HOME") {
+            return d.join("rsiscsi");
+        }
+        match env("HOME") {
+            Some(h) => h.join(".local/state/rsiscsi"),
+            None => std::env::temp_dir().join(format!("rsiscsi-state-{}", nix::unistd::geteuid())),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_refuses_non_loopback() {
+        assert!(parse_loopback("127.0.0.1:9000").is_ok());
+        assert!(parse_loopback("[::1]:9000").is_ok());
+        let e = parse_loopback("0.0.0.0:9000").unwrap_err();
+        assert!(e.contains("not a loopback"), "{e}");
+        assert!(Options::try_parse_from(["rsiscsid", "--metrics", "192.168.1.1:9"]).is_err());
+    }
+
+    #[test]
+    fn explicit_state_dir_wins() {
+        let o = Options::try_parse_from(["rsiscsid", "--state-dir", "/tmp/x"]).unwrap();
+        assert_eq!(o.state_path(), PathBuf::from("/tmp/x"));
+    }
+}

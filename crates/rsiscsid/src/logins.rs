@@ -1,0 +1,499 @@
+//! Logging in (leading connection, more connections, device probe) and the
+//! persistent-login supervisor: each stored persistent login has a task that
+//! logs it in, watches the session, and logs in again with capped
+//! exponential back-off while the target is down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iscsi_initiator::model::{
+    self, AuthType, DigestType, ISCSI_ANY_INITIATOR_PORT, IsdscCode, LoadBalancePolicy, LoginFlags, SecurityFlags,
+    Status,
+};
+use iscsi_initiator::{Session, SessionConfig};
+use iscsi_proto::chap::{ChapConfig, Secret};
+use iscsi_proto::negotiation::Digest;
+use rsiscsi_api::types as api;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::App;
+use crate::registry::{Live, Stats};
+use crate::store::{Secrets, StoredLogin};
+
+/// First and largest wait between two login attempts of a persistent login.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How often a logged-in persistent session is checked.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The next back-off: doubled, capped at [`BACKOFF_MAX`].
+pub fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(BACKOFF_MAX)
+}
+
+/// The API login options as the model's `ISCSI_LOGIN_OPTIONS` (each field
+/// present sets its InformationSpecified bit), checked as Windows checks
+/// them before a login.
+pub fn to_model(o: &api::LoginOptions) -> Result<model::LoginOptions, Status> {
+    let mut m = model::LoginOptions::default();
+    if let Some(f) = o.login_flags {
+        m = m.with_login_flags(LoginFlags(f));
+    }
+    if let Some(a) = o.auth_type {
+        m = m.with_auth_type(match a {
+            api::AuthType::None => AuthType::None,
+            api::AuthType::Chap => AuthType::Chap,
+            api::AuthType::MutualChap => AuthType::MutualChap,
+        });
+    }
+    let dig = |d: api::DigestType| match d {
+        api::DigestType::None => DigestType::None,
+        api::DigestType::Crc32c => DigestType::Crc32c,
+    };
+    if let Some(d) = o.header_digest {
+        m = m.with_header_digest(dig(d));
+    }
+    if let Some(d) = o.data_digest {
+        m = m.with_data_digest(dig(d));
+    }
+    if let Some(n) = o.maximum_connections {
+        m = m.with_maximum_connections(n);
+    }
+    if let Some(n) = o.default_time2wait {
+        m = m.with_default_time2wait(n);
+    }
+    if let Some(n) = o.default_time2retain {
+        m = m.with_default_time2retain(n);
+    }
+    if let Some(u) = &o.username {
+        m = m.with_username(u.as_bytes().to_vec());
+    }
+    if let Some(p) = &o.password {
+        m = m.with_password(Secret::new(p.expose().as_bytes().to_vec()));
+    }
+    m.validate(false)?;
+    Ok(m)
+}
+
+/// IPsec cannot be set up from user space: a request for it is refused
+/// rather than connecting in clear text (as `Session::add_connection` does).
+pub fn check_security(flags: u64, login_flags: Option<u32>) -> Result<(), Status> {
+    let ipsec = SecurityFlags(flags).validate()?;
+    if ipsec.required || LoginFlags(login_flags.unwrap_or(0)).contains(LoginFlags::REQUIRE_IPSEC) {
+        return Err(Status::new(
+            IsdscCode::IpsecNotSupportedOnOs,
+            "IPsec was requested, but this user-space initiator cannot put an IPsec policy in place; not connecting in clear text",
+        ));
+    }
+    Ok(())
+}
+
+/// The session settings of a login: our identity, CHAP, offered keys.
+pub fn session_config(
+    initiator: &crate::store::InitiatorState,
+    secrets: &Secrets,
+    mo: &model::LoginOptions,
+    target_name: &str,
+    isid: Option<[u8; 6]>,
+) -> Result<SessionConfig, Status> {
+    let mut cfg = SessionConfig::new(initiator.node_name.clone());
+    if !initiator.alias.is_empty() {
+        cfg.initiator_alias = Some(initiator.alias.clone());
+    }
+    if let Some(isid) = isid {
+        cfg.isid = isid;
+    }
+    let dig = |d: DigestType| match d {
+        DigestType::None => vec![Digest::None],
+        DigestType::Crc32c => vec![Digest::Crc32c],
+    };
+    if let Some(d) = mo.header_digest() {
+        cfg.proposal.header_digest = dig(d);
+    }
+    if let Some(d) = mo.data_digest() {
+        cfg.proposal.data_digest = dig(d);
+    }
+    if let Some(n) = mo.maximum_connections().filter(|n| *n > 0) {
+        cfg.proposal.max_connections = u16::try_from(n).unwrap_or(u16::MAX);
+    }
+    if let Some(n) = mo.default_time2wait() {
+        cfg.proposal.default_time2wait = u16::try_from(n).unwrap_or(u16::MAX);
+    }
+    if let Some(n) = mo.default_time2retain() {
+        cfg.proposal.default_time2retain = u16::try_from(n).unwrap_or(u16::MAX);
+    }
+    match mo.auth_type() {
+        None | Some(AuthType::None) => {}
+        Some(a) => {
+            let secret = mo
+                .password()
+                .cloned()
+                .ok_or_else(|| Status::new(IsdscCode::InvalidChapSecret, "CHAP asked for without a password"))?;
+            let mut c = ChapConfig::new(mo.chap_name(&initiator.node_name), secret);
+            if a == AuthType::MutualChap {
+                let mine = secrets.initiator_chap_secret.as_ref().ok_or_else(|| {
+                    Status::new(
+                        IsdscCode::InvalidInitiatorChapSecret,
+                        "mutual CHAP needs the initiator's CHAP secret: set it first (PUT /v1/initiator/chap-secret)",
+                    )
+                })?;
+                c.target = Some((target_name.to_string(), Secret::new(mine.expose().as_bytes().to_vec())));
+            }
+            cfg.chap = Some(c);
+        }
+    }
+    Ok(cfg)
+}
+
+/// Everything one login needs.
+#[derive(Debug, Clone)]
+pub struct LoginSpec {
+    pub target_name: String,
+    pub portal: api::Portal,
+    pub initiator_port: Option<u32>,
+    pub security_flags: u64,
+    /// With the password, if any.
+    pub login_options: api::LoginOptions,
+    pub key: Vec<u8>,
+    pub connections: u32,
+    pub policy: LoadBalancePolicy,
+    pub isid: Option<[u8; 6]>,
+    pub persistent_key: Option<String>,
+    /// Log the session out again when a further connection fails (API
+    /// logins); a persistent re-login keeps what it got.
+    pub all_or_nothing: bool,
+}
+
+/// Parses 12 hex digits.
+pub fn parse_isid(s: &str) -> Option<[u8; 6]> {
+    hex::decode(s).ok().and_then(|v| <[u8; 6]>::try_from(v.as_slice()).ok())
+}
+
+/// Logs in: leading connection, then `connections - 1` more (MC/S), sets
+/// the policy, probes the devices, and registers the session.
+pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
+    if spec.portal.address.is_empty() {
+        return Err(Status::invalid_parameter("the portal address is empty"));
+    }
+    if spec.connections == 0 {
+        return Err(Status::invalid_parameter("connections must be at least 1"));
+    }
+    check_security(spec.security_flags, spec.login_options.login_flags)?;
+    let mo = to_model(&spec.login_options)?;
+    let state = app.store.state();
+    let secrets = app.store.secrets();
+    let cfg = session_config(&state.initiator, &secrets, &mo, &spec.target_name, spec.isid)?;
+    let mportal = model::Portal::new(spec.portal.address.clone(), spec.portal.port);
+    let addr = mportal.to_portal_addr()?;
+    let session = Session::login(&addr, Some(&spec.target_name), cfg).await.map_err(Status::from)?;
+    session.set_load_balance_policy(spec.policy);
+    let port = spec.initiator_port.unwrap_or(ISCSI_ANY_INITIATOR_PORT);
+    for n in 1..spec.connections {
+        if let Err(e) = session.add_connection(port, &mportal, SecurityFlags(spec.security_flags), &mo, &spec.key).await
+        {
+            if spec.all_or_nothing {
+                let _ = session.logout().await;
+                return Err(Status::new(
+                    e.code,
+                    format!("connection {} of {}: {}", n + 1, spec.connections, e.message),
+                ));
+            }
+            warn!(target = %spec.target_name, "persistent login: connection {} of {} failed: {}", n + 1, spec.connections, e.message);
+            break;
+        }
+    }
+    let devices = probe_devices(&session).await;
+    let live = Arc::new(Live {
+        session,
+        persistent_key: spec.persistent_key.clone(),
+        stats: Arc::new(Stats::default()),
+        devices,
+        started: Instant::now(),
+    });
+    app.registry.insert(live.clone());
+    info!(
+        session = %live.session.id(), target = %spec.target_name, portal = %spec.portal,
+        isid = %hex::encode(live.session.isid()), tsih = live.session.tsih(),
+        connections = live.session.connections().len(), "session logged in"
+    );
+    Ok(live)
+}
+
+/// REPORT LUNS, INQUIRY and READ CAPACITY of each LUN, best effort.
+async fn probe_devices(session: &Session) -> Vec<api::Device> {
+    let t = Duration::from_secs(10);
+    let luns = match tokio::time::timeout(t, session.report_luns()).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            warn!("REPORT LUNS failed: {e}");
+            return Vec::new();
+        }
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for lun in luns {
+        let Ok(Ok(inq)) = tokio::time::timeout(t, session.inquiry(lun)).await else { continue };
+        let cap = if inq.device_type == 0 {
+            tokio::time::timeout(t, session.read_capacity(lun)).await.ok().and_then(|r| r.ok())
+        } else {
+            None
+        };
+        out.push(api::Device {
+            lun,
+            peripheral_type: inq.device_type,
+            vendor: inq.vendor.trim().to_string(),
+            product: inq.product.trim().to_string(),
+            revision: inq.revision.trim().to_string(),
+            block_size: cap.as_ref().map(|c| c.block_size).unwrap_or(0),
+            blocks: cap.as_ref().map(|c| c.blocks).unwrap_or(0),
+        });
+    }
+    out
+}
+
+/// The spec of a stored persistent login.
+pub fn spec_of(stored: &StoredLogin, secrets: &Secrets) -> Result<LoginSpec, Status> {
+    let mut login_options = stored.login_options.clone();
+    login_options.password_set = false;
+    login_options.password = secrets.passwords.get(&stored.key()).cloned();
+    Ok(LoginSpec {
+        target_name: stored.target_name.clone(),
+        portal: stored.portal.clone(),
+        initiator_port: stored.initiator_port,
+        security_flags: stored.security_flags,
+        login_options,
+        key: Vec::new(),
+        connections: stored.connections.max(1),
+        policy: stored.load_balance_policy.parse()?,
+        isid: parse_isid(&stored.isid),
+        persistent_key: Some(stored.key()),
+        all_or_nothing: false,
+    })
+}
+
+/// What the supervisor reports of one persistent login.
+#[derive(Debug, Clone)]
+pub struct LoginState {
+    pub state: api::PersistentLoginState,
+    pub last_error: Option<String>,
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    status: LoginState,
+    task: Option<JoinHandle<()>>,
+    reconnects: u64,
+}
+
+/// The persistent-login tasks, by login key.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+/// Errors a retry cannot fix: the login stays `failed` until changed.
+fn is_permanent(code: IsdscCode) -> bool {
+    matches!(
+        code,
+        IsdscCode::AuthenticationFailure
+            | IsdscCode::AuthorizationFailure
+            | IsdscCode::InvalidParameter
+            | IsdscCode::InvalidChapSecret
+            | IsdscCode::InvalidInitiatorChapSecret
+            | IsdscCode::InvalidLoadBalancePolicy
+            | IsdscCode::IpsecNotSupportedOnOs
+            | IsdscCode::TargetRemoved
+    )
+}
+
+impl Supervisor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, key: &str, status: LoginState) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.status = status;
+        }
+    }
+
+    pub fn status(&self, key: &str) -> Option<LoginState> {
+        self.lock().get(key).map(|e| e.status.clone())
+    }
+
+    /// Starts (or restarts) the task of persistent login `key`; `live` is
+    /// the session the API just logged in, if any.
+    pub fn spawn(&self, app: &Arc<App>, key: String, live: Option<Arc<Live>>) {
+        let status = LoginState {
+            state: api::PersistentLoginState::Retrying,
+            last_error: None,
+            session_id: live.as_ref().map(|l| l.session.id().to_string()),
+        };
+        let task = tokio::spawn(supervise(app.clone(), key.clone(), live));
+        let mut m = self.lock();
+        let reconnects = m.get(&key).map(|e| e.reconnects).unwrap_or(0);
+        if let Some(Entry { task: Some(t), .. }) = m.insert(key, Entry { status, task: Some(task), reconnects }) {
+            t.abort();
+        }
+    }
+
+    /// Stops watching `key` (its session, if any, stays logged in).
+    pub fn forget(&self, key: &str) {
+        if let Some(Entry { task: Some(t), .. }) = self.lock().remove(key) {
+            t.abort();
+        }
+    }
+
+    /// The user logged the session out: no automatic re-login until the
+    /// service restarts (Windows logs persistent targets in at boot).
+    pub fn logged_out(&self, key: &str) {
+        if let Some(e) = self.lock().get_mut(key) {
+            if let Some(t) = e.task.take() {
+                t.abort();
+            }
+            e.status = LoginState {
+                state: api::PersistentLoginState::Failed,
+                last_error: Some("logged out on request; logged in again when the service starts".into()),
+                session_id: None,
+            };
+        }
+    }
+
+    /// Stops every task (shutdown).
+    pub fn stop_all(&self) {
+        for e in self.lock().values_mut() {
+            if let Some(t) = e.task.take() {
+                t.abort();
+            }
+        }
+    }
+
+    fn bump_reconnects(&self, key: &str) -> u64 {
+        let mut m = self.lock();
+        match m.get_mut(key) {
+            Some(e) => {
+                e.reconnects += 1;
+                e.reconnects
+            }
+            None => 0,
+        }
+    }
+}
+
+async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut logged_in_before = current.is_some();
+    loop {
+        if let Some(live) = current.take() {
+            app.logins.set(
+                &key,
+                LoginState {
+                    state: api::PersistentLoginState::LoggedIn,
+                    last_error: None,
+                    session_id: Some(live.session.id().to_string()),
+                },
+            );
+            let reason = loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                if let Some(r) = live.session.closed_reason() {
+                    break r;
+                }
+            };
+            warn!(session = %live.session.id(), login = %key, "persistent session closed ({reason}); logging in again");
+            app.registry.remove(live.session.id());
+            app.logins.set(
+                &key,
+                LoginState { state: api::PersistentLoginState::Retrying, last_error: Some(reason), session_id: None },
+            );
+            continue;
+        }
+        let state = app.store.state();
+        let Some(stored) = state.persistent_logins.iter().find(|l| l.key() == key) else {
+            return;
+        };
+        let result = match spec_of(stored, &app.store.secrets()) {
+            Ok(spec) => login(&app, &spec).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(live) => {
+                if logged_in_before {
+                    let n = app.logins.bump_reconnects(&key);
+                    live.stats.reconnects.store(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                logged_in_before = true;
+                backoff = BACKOFF_MIN;
+                current = Some(live);
+            }
+            Err(e) => {
+                let permanent = is_permanent(e.code);
+                let msg = format!("{} ({})", e.message, e.code.name());
+                warn!(login = %key, "persistent login failed: {msg}; {}", if permanent { "not retrying".to_string() } else { format!("retrying in {backoff:?}") });
+                app.logins.set(
+                    &key,
+                    LoginState {
+                        state: if permanent {
+                            api::PersistentLoginState::Failed
+                        } else {
+                            api::PersistentLoginState::Retrying
+                        },
+                        last_error: Some(msg),
+                        session_id: None,
+                    },
+                );
+                if permanent {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps_at_30s() {
+        let mut d = BACKOFF_MIN;
+        let mut seen = vec![d.as_secs()];
+        for _ in 0..7 {
+            d = next_backoff(d);
+            seen.push(d.as_secs());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn five_byte_chap_secret_is_refused_with_its_code() {
+        let o = api::LoginOptions {
+            auth_type: Some(api::AuthType::Chap),
+            password: Some(api::SecretString::new("short")),
+            ..Default::default()
+        };
+        let e = to_model(&o).unwrap_err();
+        assert_eq!(e.code, IsdscCode::InvalidChapSecret);
+        assert!(!e.message.contains("short"), "{}", e.message);
+    }
+
+    #[test]
+    fn isid_round_trips_as_hex() {
+        assert_eq!(parse_isid("80a1b2c3d4e5"), Some([0x80, 0xa1, 0xb2, 0xc3, 0xd4, 0xe5]));
+        assert_eq!(parse_isid("80a1"), None);
+        assert_eq!(parse_isid("zz0000000000"), None);
+    }
+
+    #[test]
+    fn ipsec_request_is_refused() {
+        let e = check_security(0x03, None).unwrap_err();
+        assert_eq!(e.code, IsdscCode::IpsecNotSupportedOnOs);
+        assert!(check_security(0, None).is_ok());
+    }
+}
