@@ -154,3 +154,101 @@ pub fn connection_id(id: &str) -> ApiResult<UniqueConnectionId> {
 pub fn policy(name: &str) -> ApiResult<iscsi_initiator::model::LoadBalancePolicy> {
     name.parse().map_err(|e: Status| e.into())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "options"];
+
+    fn doc_routes() -> BTreeSet<(String, String)> {
+        let text = include_str!("../../openapi.yaml");
+        let doc: serde_norway::Value = serde_norway::from_str(text).unwrap();
+        let paths = doc["paths"].as_mapping().unwrap();
+        let mut out = BTreeSet::new();
+        for (p, item) in paths {
+            let p = p.as_str().unwrap();
+            for m in METHODS {
+                if item.get(m).is_some() {
+                    out.insert((m.to_uppercase(), p.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    fn code_routes() -> BTreeSet<(String, String)> {
+        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect()
+    }
+
+    #[test]
+    fn openapi_document_lists_exactly_the_routes_served() {
+        let doc = doc_routes();
+        let code = code_routes();
+        let missing: Vec<_> = code.difference(&doc).collect();
+        let extra: Vec<_> = doc.difference(&code).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "not in openapi.yaml: {missing:?}; not served: {extra:?}");
+    }
+
+    fn app() -> Arc<App> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("rsiscsid-router-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        App::new(crate::store::Store::open(&d).unwrap())
+    }
+
+    async fn call(r: &Router, m: &str, p: &str) -> (StatusCode, serde_json::Value) {
+        let req = axum::http::Request::builder().method(m).uri(p).body(Body::empty()).unwrap();
+        let resp = r.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Each listed route reaches a handler (not the 404/405 fallbacks), and
+    /// every other method on those paths is 405 with an error body.
+    #[tokio::test]
+    async fn router_serves_every_listed_route_and_no_other_method() {
+        let r = router(app());
+        let concrete = |p: &str| p.replace("{session_id}", "not-an-id").replace("{connection_id}", "1-2");
+        for (m, p) in ROUTES {
+            let (status, body) = call(&r, m, &concrete(p)).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {p}");
+            let msg = body["error"]["message"].as_str().unwrap_or("");
+            assert!(!msg.starts_with("no such endpoint"), "{m} {p}: {body}");
+        }
+        let paths: BTreeSet<&str> = ROUTES.iter().map(|(_, p)| *p).collect();
+        for p in paths {
+            for m in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+                if ROUTES.contains(&(m, p)) {
+                    continue;
+                }
+                let (status, body) = call(&r, m, &concrete(p)).await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {p}");
+                assert_eq!(body["error"]["code"], 87, "{m} {p}: {body}");
+            }
+        }
+        let (status, body) = call(&r, "GET", "/v1/nothing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["name"], "ERROR_INVALID_PARAMETER");
+    }
+
+    #[tokio::test]
+    async fn malformed_session_id_is_400_invalid_session_id() {
+        let r = router(app());
+        let (status, body) = call(&r, "GET", "/v1/sessions/xyz").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["name"], "ISDSC_INVALID_SESSION_ID");
+        let (status, body) = call(&r, "GET", "/v1/sessions/1-2").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code_hex"], "0xEFFF001C");
+    }
+}
