@@ -1,0 +1,505 @@
+//! The real `rsiscsid` binary against the lab's tgt target reserved for
+//! the service (`$RSISCSI_TGT_IQN_SVC` at 127.0.0.1:3260, LUN 1, 256 MiB,
+//! MaxConnections 8): persistent MC/S login, data written through the API
+//! while a connection is added and read back, restart after SIGTERM and
+//! after kill -9 with the session back, exact error codes for bad
+//! requests, the socket's permissions, and secrets never shown.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hyper::Method;
+use rsiscsi_api::Client;
+use rsiscsi_api::types::*;
+
+const SECRET: &str = "Sv3cTestSecr3t!";
+
+fn target() -> String {
+    std::env::var("RSISCSI_TGT_IQN_SVC").unwrap_or_else(|_| "iqn.2024-01.lab.tgt:svc".into())
+}
+
+fn portal() -> Portal {
+    Portal::new("127.0.0.1", 3260)
+}
+
+const LUN: u64 = 1;
+const BLOCK: usize = 512;
+
+struct Daemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    client: Client,
+    logs: u32,
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rsiscsid-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    // Traversable by anyone, so that a refusal comes from the socket's mode.
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+impl Daemon {
+    fn socket(dir: &Path) -> PathBuf {
+        dir.join("rsiscsid.sock")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn spawn(dir: &Path, n: u32) -> Child {
+        let log = std::fs::File::create(dir.join(format!("log{n}.txt"))).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_rsiscsid"))
+            .arg("--socket")
+            .arg(Self::socket(dir))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--log-level", "debug"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    async fn start(name: &str) -> Daemon {
+        let dir = tempdir(name);
+        let mut d = Daemon { child: None, client: Client::new(Self::socket(&dir)), dir, logs: 0 };
+        d.restart().await;
+        d
+    }
+
+    async fn restart(&mut self) {
+        self.logs += 1;
+        self.child = Some(Self::spawn(&self.dir, self.logs));
+        let t0 = Instant::now();
+        while self.client.health().await.is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM; the service logs out and exits 0.
+    async fn terminate(&mut self) {
+        let mut c = self.child.take().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+        assert!(!Self::socket(&self.dir).exists(), "socket file left behind after SIGTERM");
+    }
+
+    fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    fn all_logs(&self) -> String {
+        (1..=self.logs).map(|n| std::fs::read_to_string(self.dir.join(format!("log{n}.txt"))).unwrap()).collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rw10(op: u8, lba: u32, blocks: u16) -> String {
+    let l = lba.to_be_bytes();
+    let b = blocks.to_be_bytes();
+    hex::encode([op, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0])
+}
+
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(0x9e37_79b9) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+async fn write(c: &Client, sid: &str, lba: u32, data: &[u8]) {
+    let r = c
+        .scsi(
+            sid,
+            &ScsiRequest {
+                lun: LUN,
+                cdb: rw10(0x2a, lba, (data.len() / BLOCK) as u16),
+                data_in_length: None,
+                data_out: Some(B64.encode(data)),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.scsi_status, 0, "WRITE(10) at {lba}: sense {}", r.sense);
+}
+
+async fn read(c: &Client, sid: &str, lba: u32, len: usize) -> Vec<u8> {
+    let r = c
+        .scsi(
+            sid,
+            &ScsiRequest {
+                lun: LUN,
+                cdb: rw10(0x28, lba, (len / BLOCK) as u16),
+                data_in_length: Some(len as u32),
+                data_out: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.scsi_status, 0, "READ(10) at {lba}: sense {}", r.sense);
+    assert_eq!(r.residual, 0);
+    B64.decode(r.data).unwrap()
+}
+
+/// Waits until the service shows one session to the target with `conns`
+/// connections and the persistent login logged in to it.
+async fn wait_for_session(c: &Client, conns: usize, within: Duration) -> Session {
+    let t0 = Instant::now();
+    loop {
+        let sessions = c.sessions().await.unwrap().sessions;
+        let pl = c.persistent_logins().await.unwrap().persistent_logins;
+        if let (Some(s), Some(l)) =
+            (sessions.iter().find(|s| s.target_name == target()), pl.iter().find(|l| l.target_name == target()))
+            && s.connections.len() == conns
+            && l.state == PersistentLoginState::LoggedIn
+            && l.session_id.as_deref() == Some(s.session_id.as_str())
+        {
+            return s.clone();
+        }
+        assert!(t0.elapsed() < within, "session not back within {within:?}: {sessions:?} {pl:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_mcs_session_survives_sigterm_and_kill9() {
+    tokio::time::timeout(Duration::from_secs(180), persistent_flow()).await.expect("test timed out");
+}
+
+async fn persistent_flow() {
+    let mut d = Daemon::start("persist").await;
+    let c = d.client.clone();
+    let mut answers = String::new();
+
+    c.set_chap_secret(&SecretString::new(SECRET)).await.unwrap();
+    let ini = c.initiator().await.unwrap();
+    assert!(ini.chap_secret_set);
+    answers += &serde_json::to_string(&ini).unwrap();
+
+    let stp = SendTargetPortal {
+        address: "127.0.0.1".into(),
+        port: 3260,
+        symbolic_name: "lab".into(),
+        initiator_port: None,
+        security_flags: 0,
+        login_options: LoginOptions::default(),
+    };
+    let added = c.add_portal(&stp).await.unwrap();
+    assert!(added.refresh_error.is_none(), "{:?}", added.refresh_error);
+    let refreshed = c.refresh_targets().await.unwrap();
+    assert!(refreshed.errors.is_empty(), "{:?}", refreshed.errors);
+    let t = refreshed.targets.iter().find(|t| t.name == target()).expect("svc target discovered");
+    assert!(t.portals.iter().any(|p| p.port == 3260));
+    assert_eq!(t.discovered_from, vec![Portal { symbolic_name: String::new(), ..portal() }]);
+
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(portal());
+    req.persistent = true;
+    req.connections = 2;
+    req.load_balance_policy = Some("round-robin".into());
+    let login = c.login(&req).await.unwrap();
+    assert_eq!(login.connection_ids.len(), 2);
+    let sid = login.session_id.clone();
+    let s = c.session(&sid).await.unwrap();
+    assert_eq!(s.target_name, target());
+    assert!(s.persistent);
+    assert!(
+        s.devices.iter().any(|dv| dv.lun == LUN && dv.block_size == 512 && dv.blocks == 524_288),
+        "{:?}",
+        s.devices
+    );
+    let isid = s.isid.clone();
+
+    // Writes run while a third connection is added over the API.
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: u32 = 48;
+    let base: u32 = 4096;
+    let lba = move |i: u32| base + i * (CHUNK / BLOCK) as u32;
+    let writer = {
+        let c = c.clone();
+        let sid = sid.clone();
+        tokio::spawn(async move {
+            for i in 0..CHUNKS {
+                write(&c, &sid, lba(i), &pattern(i, CHUNK)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let third = c
+        .add_connection(
+            &sid,
+            &AddConnectionRequest {
+                portal: portal(),
+                initiator_port: None,
+                security_flags: None,
+                login_options: None,
+                key: None,
+            },
+        )
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    for i in 0..CHUNKS {
+        assert_eq!(read(&c, &sid, lba(i), CHUNK).await, pattern(i, CHUNK), "chunk {i} read back differs");
+    }
+    let s = c.session(&sid).await.unwrap();
+    assert_eq!(s.connections.len(), 3);
+    assert!(s.connections.iter().any(|x| x.connection_id == third.connection_id));
+    assert_eq!(s.counters.commands, u64::from(CHUNKS) * 2);
+    assert_eq!(s.counters.bytes_written, u64::from(CHUNKS) * CHUNK as u64);
+    assert_eq!(s.counters.bytes_read, u64::from(CHUNKS) * CHUNK as u64);
+    assert_eq!(s.counters.errors, 0);
+    assert!(s.counters.latency_us.p50 > 0 && s.counters.latency_us.max >= s.counters.latency_us.p99);
+    // Commands went over more than one connection (round robin).
+    assert!(s.connections.iter().filter(|x| x.counters.commands > 0).count() >= 2, "{:?}", s.connections);
+    let pl = c.persistent_logins().await.unwrap().persistent_logins;
+    assert_eq!(pl.len(), 1);
+    assert_eq!(pl[0].connections, 3);
+    answers += &serde_json::to_string(&s).unwrap();
+    answers += &serde_json::to_string(&pl).unwrap();
+
+    // Restart after SIGTERM: the session logs out and comes back.
+    d.terminate().await;
+    let t0 = Instant::now();
+    d.restart().await;
+    let s2 = wait_for_session(&c, 3, Duration::from_secs(10)).await;
+    eprintln!("back after SIGTERM restart in {:?}", t0.elapsed());
+    assert_eq!(s2.isid, isid, "the persistent login keeps its ISID");
+    assert_ne!(s2.session_id, sid);
+    assert_eq!(read(&c, &s2.session_id, lba(7), CHUNK).await, pattern(7, CHUNK));
+
+    // kill -9: nothing is logged out; the new login reinstates the old
+    // session on the target (same ISID, TSIH 0; RFC 7143 §6.3.5).
+    d.kill9();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.state().join("state.json")).unwrap()).expect("state.json is JSON");
+    assert_eq!(state["persistent_logins"][0]["isid"], isid);
+    let secrets_text = std::fs::read_to_string(d.state().join("secrets.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&secrets_text).expect("secrets.json is JSON");
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.state().join("secrets.json")), 0o600);
+    assert_eq!(mode(d.state()), 0o700);
+    assert!(!std::fs::read_to_string(d.state().join("state.json")).unwrap().contains(SECRET));
+    let t0 = Instant::now();
+    d.restart().await;
+    let s3 = wait_for_session(&c, 3, Duration::from_secs(10)).await;
+    eprintln!("back after kill -9 restart in {:?}", t0.elapsed());
+    assert_eq!(s3.isid, isid);
+    assert_eq!(read(&c, &s3.session_id, lba(11), CHUNK).await, pattern(11, CHUNK));
+    answers += &serde_json::to_string(&c.initiator().await.unwrap()).unwrap();
+    answers += &serde_json::to_string(&c.sessions().await.unwrap()).unwrap();
+    answers += &serde_json::to_string(&c.persistent_logins().await.unwrap()).unwrap();
+
+    // Forget the persistent login; the live session stays until logged out.
+    c.remove_persistent_login(&target(), "127.0.0.1", 3260).await.unwrap();
+    assert!(c.persistent_logins().await.unwrap().persistent_logins.is_empty());
+    assert_eq!(c.sessions().await.unwrap().sessions.len(), 1);
+    c.logout(&s3.session_id).await.unwrap();
+    assert!(c.sessions().await.unwrap().sessions.is_empty());
+    d.terminate().await;
+
+    assert!(!answers.contains(SECRET), "an API answer shows the secret");
+    let logs = d.all_logs();
+    assert!(logs.contains("session logged in"), "logs are written");
+    assert!(!logs.contains(SECRET), "a log line shows the secret");
+}
+
+async fn expect_err(r: Result<impl std::fmt::Debug, rsiscsi_api::ClientError>, http: u16, name: &str, code: u32) {
+    match r {
+        Err(rsiscsi_api::ClientError::Api { status, body }) => {
+            assert_eq!((status, body.name.as_str(), body.code), (http, name, code), "{body:?}");
+            assert_eq!(body.code_hex, format!("0x{code:08X}"));
+            assert!(!body.message.is_empty());
+        }
+        other => panic!("expected {http} {name}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_exact_codes_and_the_service_lives_on() {
+    tokio::time::timeout(Duration::from_secs(120), bad_requests()).await.expect("test timed out");
+}
+
+async fn bad_requests() {
+    let mut d = Daemon::start("bad").await;
+    let c = d.client.clone();
+
+    // Malformed JSON.
+    let (status, body) = c.request_raw(Method::POST, "/v1/targets/login", Some(b"{not json".to_vec())).await.unwrap();
+    assert_eq!(status, 400);
+    let e: ApiError = serde_json::from_slice(&body).unwrap();
+    assert_eq!((e.error.code, e.error.name.as_str()), (87, "ERROR_INVALID_PARAMETER"));
+    // A field of the wrong type and an unknown field.
+    let (status, _) =
+        c.request_raw(Method::POST, "/v1/targets/login", Some(br#"{"target_name":5}"#.to_vec())).await.unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = c
+        .request_raw(Method::POST, "/v1/targets/login", Some(br#"{"target_name":"x","bogus":1}"#.to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+
+    // Unknown and malformed session ids.
+    expect_err(c.session("1-2").await, 404, "ISDSC_INVALID_SESSION_ID", 0xEFFF001C).await;
+    expect_err(c.session("not-an-id").await, 400, "ISDSC_INVALID_SESSION_ID", 0xEFFF001C).await;
+    expect_err(c.logout("ffff-1").await, 404, "ISDSC_INVALID_SESSION_ID", 0xEFFF001C).await;
+
+    // A CHAP secret of 5 bytes, for the initiator and for a login.
+    expect_err(
+        c.set_chap_secret(&SecretString::new("abcde")).await,
+        400,
+        "ISDSC_INVALID_INITIATOR_CHAP_SECRET",
+        0xEFFF004C,
+    )
+    .await;
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(portal());
+    req.login_options = Some(LoginOptions {
+        auth_type: Some(AuthType::Chap),
+        username: Some("u".into()),
+        password: Some(SecretString::new("abcde")),
+        ..Default::default()
+    });
+    expect_err(c.login(&req).await, 400, "ISDSC_INVALID_CHAP_SECRET", 0xEFFF004A).await;
+
+    // Unknown policy name at login.
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(portal());
+    req.load_balance_policy = Some("fastest".into());
+    expect_err(c.login(&req).await, 400, "ISDSC_INVALID_LOAD_BALANCE_POLICY", 0xEFFF0055).await;
+
+    // An undiscovered target without a portal.
+    expect_err(
+        c.login(&LoginRequest::new("iqn.2024-01.nowhere:x")).await,
+        404,
+        "ISDSC_NO_PORTAL_SPECIFIED",
+        0xEFFF003C,
+    )
+    .await;
+    // A target the portal does not have: login status 0x0203 (RFC 7143
+    // §11.13.5), which the model maps to ISDSC_NOT_FOUND.
+    let mut req = LoginRequest::new("iqn.2024-01.nowhere:x");
+    req.portal = Some(portal());
+    expect_err(c.login(&req).await, 404, "ISDSC_NOT_FOUND", 0xEFFF000B).await;
+
+    // A live session (not persistent) with two connections.
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(portal());
+    req.connections = 2;
+    req.login_options = Some(LoginOptions { login_flags: Some(0x2), ..Default::default() });
+    let login = c.login(&req).await.unwrap();
+    let sid = login.session_id.clone();
+    expect_err(c.set_policy(&sid, "fastest").await, 400, "ISDSC_INVALID_LOAD_BALANCE_POLICY", 0xEFFF0055).await;
+    c.set_policy(&sid, "least-queue-depth").await.unwrap();
+    assert_eq!(c.session(&sid).await.unwrap().load_balance_policy, "least-queue-depth");
+    let bad_cdb = ScsiRequest { lun: LUN, cdb: "zz12".into(), data_in_length: Some(8), data_out: None };
+    expect_err(c.scsi(&sid, &bad_cdb).await, 400, "ERROR_INVALID_PARAMETER", 87).await;
+    let long_cdb = ScsiRequest { lun: LUN, cdb: "00".repeat(17), data_in_length: None, data_out: None };
+    expect_err(c.scsi(&sid, &long_cdb).await, 400, "ERROR_INVALID_PARAMETER", 87).await;
+    let bad_b64 = ScsiRequest { lun: LUN, cdb: rw10(0x2a, 0, 1), data_in_length: None, data_out: Some("!!".into()) };
+    expect_err(c.scsi(&sid, &bad_b64).await, 400, "ERROR_INVALID_PARAMETER", 87).await;
+    // TEST UNIT READY on a LUN that does not exist: the target answers
+    // CHECK CONDITION, which the endpoint reports, not as an error.
+    let tur = ScsiRequest { lun: 77, cdb: "000000000000".into(), data_in_length: None, data_out: None };
+    let r = c.scsi(&sid, &tur).await.unwrap();
+    assert_eq!(r.scsi_status, 2, "{r:?}");
+    assert!(!r.sense.is_empty());
+    let leading = login.connection_ids[0].clone();
+    expect_err(c.remove_connection(&sid, &leading).await, 409, "ISDSC_CANNOT_REMOVE_LEADING_CONNECTION", 0xEFFF0064)
+        .await;
+    expect_err(c.remove_connection(&sid, "zz").await, 400, "ISDSC_INVALID_CONNECTION_ID", 0xEFFF0063).await;
+    expect_err(c.remove_connection(&sid, "1-99").await, 404, "ISDSC_INVALID_CONNECTION_ID", 0xEFFF0063).await;
+    // The second connection can go; then the last one cannot.
+    c.remove_connection(&sid, &login.connection_ids[1]).await.unwrap();
+    assert_eq!(c.session(&sid).await.unwrap().connections.len(), 1);
+
+    // Portals: duplicates and unknown ones.
+    let p = SendTargetPortal {
+        address: "127.0.0.1".into(),
+        port: 3260,
+        symbolic_name: String::new(),
+        initiator_port: None,
+        security_flags: 0,
+        login_options: LoginOptions::default(),
+    };
+    c.add_portal(&p).await.unwrap();
+    expect_err(c.add_portal(&p).await, 409, "ISDSC_TARGET_PORTAL_ALREADY_EXISTS", 0xEFFF0032).await;
+    expect_err(c.remove_portal("10.9.9.9", 3260).await, 404, "ISDSC_PORTAL_NOT_FOUND", 0xEFFF0043).await;
+    let (status, _) = c.request_raw(Method::DELETE, "/v1/portals?port=notaport", None).await.unwrap();
+    assert_eq!(status, 400);
+    // An unreachable portal is still added, with the reason.
+    let mut dead = p.clone();
+    dead.port = 1;
+    let r = c.add_portal(&dead).await.unwrap();
+    assert_eq!(r.refresh_error.as_ref().map(|e| e.name.as_str()), Some("ISDSC_CONNECTION_FAILED"));
+    c.remove_portal("127.0.0.1", 1).await.unwrap();
+
+    // A second daemon on the same socket refuses to start; the first lives on.
+    let mut second = Daemon::spawn(&d.dir, 99);
+    let status = tokio::task::spawn_blocking(move || second.wait().unwrap()).await.unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(d.dir.join("log99.txt")).unwrap();
+    assert!(log.contains("already listening"), "{log}");
+
+    // Still alive after all that.
+    assert_eq!(c.health().await.unwrap().sessions, 1);
+    d.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_is_for_its_owner_only() {
+    let mut d = Daemon::start("perm").await;
+    let sock = Daemon::socket(&d.dir);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let script = "import socket,sys\n\
+s=socket.socket(socket.AF_UNIX)\n\
+try:\n    s.connect(sys.argv[1]); print('connected')\n\
+except PermissionError: print('refused')\n";
+    let run = |uid: Option<u32>| {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args(["-c", script]).arg(&sock);
+        if let Some(u) = uid {
+            cmd.uid(u).gid(u);
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(run(Some(65534)), "refused", "uid 65534 must not reach the API");
+    assert_eq!(run(None), "connected", "control: the owner can connect");
+    assert!(d.client.health().await.is_ok());
+    d.terminate().await;
+}
