@@ -503,3 +503,119 @@ except PermissionError: print('refused')\n";
     assert!(d.client.health().await.is_ok());
     d.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_group_gives_0660_and_metrics_stay_on_loopback() {
+    let dir = tempdir("group");
+    let sock = Daemon::socket(&dir);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rsiscsid"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--socket-group", "nogroup", "--metrics", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = Client::new(&sock);
+    let t0 = Instant::now();
+    while c.health().await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = std::fs::metadata(&sock).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&m), 65534);
+    // Prometheus text on the loopback listener.
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("# TYPE rsiscsi_sessions gauge\nrsiscsi_sessions 0\n"), "{body}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A non-loopback metrics address is refused at start.
+    let out = Command::new(env!("CARGO_BIN_EXE_rsiscsid"))
+        .arg("--socket")
+        .arg(dir.join("other.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state2"))
+        .args(["--metrics", "0.0.0.0:9465"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+}
+
+/// A TCP relay to tgt that can be switched on later: the target is "down"
+/// (connection refused) until then.
+async fn relay_later(port: u16, after: Duration) {
+    tokio::time::sleep(after).await;
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect("127.0.0.1:3260").await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_login_to_a_down_target_is_retried_until_it_is_up() {
+    tokio::time::timeout(Duration::from_secs(90), down_then_up()).await.expect("test timed out");
+}
+
+async fn down_then_up() {
+    let mut d = Daemon::start("retry").await;
+    let c = d.client.clone();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(Portal::new("127.0.0.1", port));
+    req.persistent = true;
+    req.connections = 2;
+    req.login_options = Some(LoginOptions { login_flags: Some(0x2), ..Default::default() });
+    // Down: the login fails, but stays stored and is retried.
+    expect_err(c.login(&req).await, 502, "ISDSC_CONNECTION_FAILED", 0xEFFF0003).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pl = c.persistent_logins().await.unwrap().persistent_logins;
+    assert_eq!(pl.len(), 1);
+    assert_eq!(pl[0].state, PersistentLoginState::Retrying);
+    assert!(pl[0].last_error.as_deref().unwrap_or("").contains("ISDSC_CONNECTION_FAILED"), "{pl:?}");
+    assert!(c.sessions().await.unwrap().sessions.is_empty());
+    // Up after 4 s: back-off 1, 2, 4 s means the next try comes within ~4 s.
+    relay_later(port, Duration::from_secs(4)).await;
+    let t0 = Instant::now();
+    let s = loop {
+        let pl = c.persistent_logins().await.unwrap().persistent_logins;
+        if pl[0].state == PersistentLoginState::LoggedIn {
+            let sid = pl[0].session_id.clone().unwrap();
+            break c.session(&sid).await.unwrap();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "not logged in 20 s after the target came up: {pl:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s.connections.len(), 2);
+    assert_eq!(s.target_name, target());
+    let logs = d.all_logs();
+    assert!(logs.contains("retrying in"), "back-off is logged");
+    c.remove_persistent_login(&target(), "127.0.0.1", port).await.unwrap();
+    d.terminate().await;
+}
