@@ -468,6 +468,28 @@ async fn bad_requests() {
     assert_eq!(r.refresh_error.as_ref().map(|e| e.name.as_str()), Some("ISDSC_CONNECTION_FAILED"));
     c.remove_portal("127.0.0.1", 1).await.unwrap();
 
+    // A portal with a CHAP password: stored in the secrets file only, never
+    // shown by the API (password_set instead) nor logged, even at debug level.
+    const SECRET2: &str = "P0rtalSecret42";
+    let mut chap = p.clone();
+    chap.address = "localhost".into();
+    chap.login_options = LoginOptions {
+        auth_type: Some(AuthType::Chap),
+        username: Some("someone".into()),
+        password: Some(SecretString::new(SECRET2)),
+        ..Default::default()
+    };
+    let added = c.add_portal(&chap).await.unwrap();
+    let listed = c.portals().await.unwrap();
+    let shown = serde_json::to_string(&(&added, &listed)).unwrap();
+    assert!(!shown.contains(SECRET2), "{shown}");
+    let l = listed.portals.iter().find(|x| x.address == "localhost").unwrap();
+    assert!(l.login_options.password_set && l.login_options.password.is_none());
+    let state_dir = d.state();
+    assert!(std::fs::read_to_string(state_dir.join("secrets.json")).unwrap().contains(SECRET2));
+    assert!(!std::fs::read_to_string(state_dir.join("state.json")).unwrap().contains(SECRET2));
+    let _ = c.refresh_targets().await.unwrap();
+
     // A second daemon on the same socket refuses to start; the first lives on.
     let mut second = Daemon::spawn(&d.dir, 99);
     let status = tokio::task::spawn_blocking(move || second.wait().unwrap()).await.unwrap();
@@ -478,6 +500,7 @@ async fn bad_requests() {
     // Still alive after all that.
     assert_eq!(c.health().await.unwrap().sessions, 1);
     d.terminate().await;
+    assert!(!d.all_logs().contains(SECRET2), "a log line shows the portal's CHAP password");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
