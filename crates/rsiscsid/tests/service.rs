@@ -190,6 +190,30 @@ async fn read(c: &Client, sid: &str, lba: u32, len: usize) -> Vec<u8> {
     B64.decode(r.data).unwrap()
 }
 
+/// How many sessions (I_T nexuses) tgt holds for `initiator` on the svc
+/// target, read with `tgtadm ... --op show` (read-only); `None` when tgtadm
+/// cannot be asked.
+fn tgt_sessions_of(initiator: &str) -> Option<usize> {
+    let port = lab("RSISCSI_TGT_CONTROL_PORT", "3260");
+    let out = Command::new("tgtadm")
+        .args(["-C", &port, "--lld", "iscsi", "--mode", "target", "--op", "show"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = format!(": {}", target());
+    let mut in_svc = false;
+    let mut n = 0;
+    for line in text.lines() {
+        if line.starts_with("Target ") {
+            in_svc = line.ends_with(&header);
+        } else if in_svc && line.trim_start().starts_with(&format!("Initiator: {initiator} ")) {
+            n += 1;
+        }
+    }
+    Some(n)
+}
+
 /// Waits until the service shows one session to the target with `conns`
 /// connections and the persistent login logged in to it.
 async fn wait_for_session(c: &Client, conns: usize, within: Duration) -> Session {
@@ -334,6 +358,11 @@ async fn persistent_flow() {
     let s3 = wait_for_session(&c, 3, Duration::from_secs(10)).await;
     eprintln!("back after kill -9 restart in {:?}", t0.elapsed());
     assert_eq!(s3.isid, isid);
+    // No stale session of ours is left on the target.
+    match tgt_sessions_of(&s3.initiator_name) {
+        Some(n) => assert_eq!(n, 1, "tgt holds {n} sessions of ours after the kill -9 restart"),
+        None => eprintln!("tgtadm not available: reinstatement not checked on the target side"),
+    }
     assert_eq!(read(&c, &s3.session_id, lba(11), CHUNK).await, pattern(11, CHUNK));
     answers += &serde_json::to_string(&c.initiator().await.unwrap()).unwrap();
     answers += &serde_json::to_string(&c.sessions().await.unwrap()).unwrap();
@@ -659,5 +688,85 @@ async fn down_then_up() {
     let logs = d.all_logs();
     assert!(logs.contains("retrying in"), "back-off is logged");
     c.remove_persistent_login(&target(), "127.0.0.1", port).await.unwrap();
+    d.terminate().await;
+}
+
+/// A relay to tgt that keeps the target side of a connection open after the
+/// initiator side goes away, as a peer that never saw the FIN would: the
+/// session of a killed service then stays alive on the target.
+async fn sticky_relay() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((a, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(b) = tokio::net::TcpStream::connect("127.0.0.1:3260").await else { return };
+                let (mut ra, mut wa) = a.into_split();
+                let (mut rb, mut wb) = b.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut rb, &mut wa).await;
+                    std::future::pending::<()>().await;
+                    drop((rb, wa));
+                });
+                let _ = tokio::io::copy(&mut ra, &mut wb).await;
+                // Dropping wb would send a FIN: hold it.
+                std::future::pending::<()>().await;
+                drop(wb);
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill9_the_new_login_reinstates_the_old_session() {
+    tokio::time::timeout(Duration::from_secs(60), reinstatement()).await.expect("test timed out");
+}
+
+async fn reinstatement() {
+    let mut d = Daemon::start("reinstate").await;
+    let c = d.client.clone();
+    let port = sticky_relay().await;
+    let initiator = c.initiator().await.unwrap().node_name;
+    let Some(0) = tgt_sessions_of(&initiator) else {
+        eprintln!("skipped: tgtadm cannot show the target's sessions");
+        return;
+    };
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(Portal::new("127.0.0.1", port));
+    req.persistent = true;
+    req.login_options = Some(LoginOptions { login_flags: Some(0x2), ..Default::default() });
+    let first = c.login(&req).await.unwrap();
+    let isid = c.session(&first.session_id).await.unwrap().isid;
+    assert_eq!(tgt_sessions_of(&initiator), Some(1));
+    d.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Precondition: the dead service's session is still there.
+    assert_eq!(tgt_sessions_of(&initiator), Some(1), "the old session should outlive the killed service");
+    d.restart().await;
+    let t0 = Instant::now();
+    loop {
+        let pl = c.persistent_logins().await.unwrap().persistent_logins;
+        if pl.first().map(|l| l.state) == Some(PersistentLoginState::LoggedIn) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "not logged in again: {pl:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = &c.sessions().await.unwrap().sessions[0];
+    assert_eq!(s.isid, isid);
+    // Same ISID, TSIH 0: tgt closed the old session (RFC 7143 §6.3.5); with a
+    // new ISID it would hold two.
+    let t0 = Instant::now();
+    loop {
+        let n = tgt_sessions_of(&initiator).unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "tgt holds {n} sessions of ours: old one not reinstated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.remove_persistent_login(&target(), "127.0.0.1", port).await.unwrap();
+    c.logout(&s.session_id).await.unwrap();
     d.terminate().await;
 }
