@@ -770,3 +770,42 @@ async fn reinstatement() {
     c.logout(&s.session_id).await.unwrap();
     d.terminate().await;
 }
+
+/// kill -9 while the state is being rewritten as fast as the API allows:
+/// every time, both files are whole JSON and the state the last answer
+/// confirmed (or a later one) is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_writes_never_leaves_a_torn_state() {
+    let mut d = Daemon::start("torn").await;
+    for round in 0..6u64 {
+        let c = d.client.clone();
+        let writer = tokio::spawn(async move {
+            let mut confirmed = None;
+            for i in 0u64.. {
+                let alias = format!("alias-{i}");
+                let secret = SecretString::new(format!("secret-{i:08}"));
+                if c.set_initiator(&InitiatorUpdate { node_name: None, alias: Some(alias) }).await.is_err() {
+                    break;
+                }
+                confirmed = Some(i);
+                if c.set_chap_secret(&secret).await.is_err() {
+                    break;
+                }
+            }
+            confirmed
+        });
+        tokio::time::sleep(Duration::from_millis(40 + 37 * round)).await;
+        d.kill9();
+        let confirmed = writer.await.unwrap().expect("some writes were confirmed");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.state().join("state.json")).unwrap()).expect("state.json whole");
+        let _: serde_json::Value = serde_json::from_slice(&std::fs::read(d.state().join("secrets.json")).unwrap())
+            .expect("secrets.json whole");
+        let alias = state["initiator"]["alias"].as_str().unwrap();
+        let n: u64 = alias.strip_prefix("alias-").unwrap().parse().unwrap();
+        assert!(n >= confirmed, "round {round}: confirmed alias-{confirmed} but found {alias}");
+        d.restart().await;
+        assert_eq!(d.client.initiator().await.unwrap().alias, alias);
+    }
+    d.terminate().await;
+}
