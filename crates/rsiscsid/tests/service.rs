@@ -371,7 +371,9 @@ async fn persistent_flow() {
     // Forget the persistent login; the live session stays until logged out.
     c.remove_persistent_login(&target(), "127.0.0.1", 3260).await.unwrap();
     assert!(c.persistent_logins().await.unwrap().persistent_logins.is_empty());
-    assert_eq!(c.sessions().await.unwrap().sessions.len(), 1);
+    let left = c.sessions().await.unwrap().sessions;
+    assert_eq!(left.len(), 1);
+    assert!(!left[0].persistent, "no longer persistent once its login is removed");
     c.logout(&s3.session_id).await.unwrap();
     assert!(c.sessions().await.unwrap().sessions.is_empty());
     d.terminate().await;
