@@ -1,6 +1,6 @@
 #!/bin/bash
 # THE test command for rsiscsi (CI runs it through .ci/run, as root, from a fresh clone).
-#   1. installs what is missing: tgt istgt libiscsi-bin iproute2 procps (apt-get), rustfmt and clippy (rustup)
+#   1. installs what is missing: tgt istgt libiscsi-bin iproute2 procps util-linux python3 (apt-get), rustfmt and clippy (rustup)
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings, and a build of the fuzz targets
 #   4. starts the target lab (scripts/lab-up.sh) and exports RSISCSI_LAB_ENV=$LAB/lab.env
@@ -18,7 +18,7 @@ need_root
 step() { printf '\n===== %s =====\n' "$*" >&2; }
 
 step "prerequisites"
-ensure_pkgs tgt istgt libiscsi-bin iproute2 procps util-linux
+ensure_pkgs tgt istgt libiscsi-bin iproute2 procps util-linux python3
 ensure_rust
 cargo --version >&2
 
