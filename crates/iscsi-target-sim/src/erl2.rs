@@ -1,0 +1,245 @@
+//! The target side of ErrorRecoveryLevel 2, connection recovery (RFC 7143
+//! §6.2.2, §7.2): a failed connection's tasks are kept for
+//! DefaultTime2Retain; once the initiator has logged the connection out
+//! for recovery (Logout reason 2, §11.14.1) or reinstated its CID (§6.3.4),
+//! TASK REASSIGN (§11.5.1) moves each task to the connection it arrives
+//! on, where a read resumes at its ExpDataSN and a write asks with
+//! recovery R2Ts for the data still missing.
+//! Also the Async Message faults for one connection of a session (§11.9.1).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iscsi_proto::pdu::{
+    AsyncMessage, LogoutRequest, LogoutResponse, RESERVED_TAG, ScsiCommand, TaskMgmtRequest, TaskMgmtResponse,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::conn::{Conn, End, ReadOut, WriteProgress};
+use crate::{Fault, SessionState};
+
+/// RFC 7143 §11.5.1: task management function 14.
+pub(crate) const TASK_REASSIGN: u8 = 14;
+
+/// Task Management Function Response codes (§11.6.1).
+mod tmf_response {
+    pub const COMPLETE: u8 = 0;
+    pub const NO_TASK: u8 = 1;
+    pub const STILL_ALLEGIANT: u8 = 3;
+    pub const REASSIGN_NOT_SUPPORTED: u8 = 4;
+    pub const REJECTED: u8 = 255;
+}
+
+/// Logout Response codes (§11.15.1).
+mod logout_response {
+    pub const OK: u8 = 0;
+    pub const CID_NOT_FOUND: u8 = 1;
+    pub const RECOVERY_NOT_SUPPORTED: u8 = 2;
+}
+
+/// What a kept task had done when its connection failed.
+#[derive(Debug)]
+pub(crate) enum Kept {
+    Read(ReadOut),
+    Write(WriteProgress),
+}
+
+#[derive(Debug)]
+struct KeptTask {
+    /// The connection it was allegiant to.
+    cid: u16,
+    cmd: ScsiCommand,
+    kept: Kept,
+    since: Instant,
+}
+
+/// A session's ERL 2 state.
+#[derive(Debug, Default)]
+pub(crate) struct Retained {
+    tasks: HashMap<u32, KeptTask>,
+    /// CIDs logged out for recovery or reinstated: their tasks may move.
+    released: HashSet<u16>,
+    /// CIDs of the session's connections in full feature phase now.
+    live: HashSet<u16>,
+}
+
+impl Retained {
+    /// A connection with `cid` logs in: a reinstatement when a connection
+    /// with that CID failed with tasks kept (§6.3.4), which frees them.
+    pub(crate) fn connection_up(&mut self, cid: u16) {
+        if self.tasks.values().any(|t| t.cid == cid) {
+            self.released.insert(cid);
+        }
+        self.live.insert(cid);
+    }
+}
+
+impl Conn {
+    fn session_state(&self) -> Option<Arc<SessionState>> {
+        self.session.clone()
+    }
+
+    /// Keeps a task whose connection failed mid-transfer, at ERL 2 only
+    /// (at ERL 0 and 1 a connection's tasks end with it, §7.1.4).
+    pub(crate) fn retain(&self, cmd: ScsiCommand, kept: Kept) {
+        let Some(s) = self.session_state() else { return };
+        if s.erl < 2 {
+            return;
+        }
+        if let Ok(mut r) = s.recovery.lock() {
+            debug!(itt = cmd.itt, cid = self.cid, "task kept for recovery");
+            r.released.remove(&self.cid);
+            r.tasks.insert(cmd.itt, KeptTask { cid: self.cid, cmd, kept, since: Instant::now() });
+        }
+        self.stat(|st| st.tasks_retained += 1);
+    }
+
+    /// The connection ended (whatever the reason).
+    pub(crate) fn connection_gone(&self, s: &SessionState) {
+        if let Ok(mut r) = s.recovery.lock() {
+            r.live.remove(&self.cid);
+        }
+    }
+
+    /// Logout reason 2 (§11.14.1): removes connection `h.cid` for recovery,
+    /// which frees its tasks for TASK REASSIGN. Sent for another connection
+    /// it leaves this one open. Returns whether this connection stays.
+    pub(crate) async fn logout_for_recovery(&mut self, h: &LogoutRequest) -> Result<bool, End> {
+        let session = self.session_state();
+        let (response, time2wait, time2retain) = match &session {
+            Some(s) if s.erl >= 2 => {
+                let known = s.recovery.lock().map(|mut r| {
+                    let known = r.live.contains(&h.cid) || r.tasks.values().any(|t| t.cid == h.cid);
+                    if known {
+                        r.released.insert(h.cid);
+                    }
+                    known
+                });
+                let code = if known.unwrap_or(false) || h.cid == self.cid {
+                    logout_response::OK
+                } else {
+                    logout_response::CID_NOT_FOUND
+                };
+                (code, s.time2wait, s.time2retain)
+            }
+            // §11.15.1: "connection recovery is not supported".
+            _ => (logout_response::RECOVERY_NOT_SUPPORTED, 0, 0),
+        };
+        let (exp_cmd_sn, max_cmd_sn) = self.window();
+        let rsp = LogoutResponse {
+            response,
+            itt: h.itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn,
+            max_cmd_sn,
+            time2wait,
+            time2retain,
+        };
+        self.send(rsp, Bytes::new()).await?;
+        Ok(h.cid != self.cid || response != logout_response::OK)
+    }
+
+    /// TASK REASSIGN (§11.5.1): answered first, then the task goes on here.
+    pub(crate) async fn task_reassign(&mut self, h: &TaskMgmtRequest) -> Result<(), End> {
+        let session = self.session_state();
+        let mut task = None;
+        let response = match &session {
+            None => tmf_response::REJECTED,
+            // §11.5.1: below ERL 2 reassignment is not supported.
+            Some(s) if s.erl < 2 || !self.shared.cfg.task_reassign => tmf_response::REASSIGN_NOT_SUPPORTED,
+            Some(_) if h.referenced_task_tag == RESERVED_TAG => tmf_response::REJECTED,
+            Some(s) => {
+                let retain = Duration::from_secs(u64::from(s.time2retain));
+                match s.recovery.lock() {
+                    Err(_) => tmf_response::REJECTED,
+                    Ok(mut r) => {
+                        // Past DefaultTime2Retain the task is gone (§13.16).
+                        r.tasks.retain(|_, t| t.since.elapsed() <= retain);
+                        match r.tasks.get(&h.referenced_task_tag).map(|t| t.cid) {
+                            None => tmf_response::NO_TASK,
+                            // Only after the old connection was logged out
+                            // or reinstated may the task move.
+                            Some(cid) if !r.released.contains(&cid) => tmf_response::STILL_ALLEGIANT,
+                            Some(_) => {
+                                task = r.tasks.remove(&h.referenced_task_tag);
+                                tmf_response::COMPLETE
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let (exp_cmd_sn, max_cmd_sn) = self.window();
+        let rsp = TaskMgmtResponse { response, itt: h.itt, stat_sn: self.next_stat_sn(), exp_cmd_sn, max_cmd_sn };
+        self.send(rsp, Bytes::new()).await?;
+        let Some(t) = task else {
+            debug!(itt = h.referenced_task_tag, response, "TASK REASSIGN refused");
+            self.stat(|s| s.reassign_refused += 1);
+            return Ok(());
+        };
+        debug!(itt = h.referenced_task_tag, from = t.cid, to = self.cid, "task reassigned");
+        self.stat(|s| s.reassigned += 1);
+        let cmd = t.cmd;
+        match t.kept {
+            Kept::Read(out) => {
+                // §11.5.1: Data-In again from ExpDataSN (0: from the start).
+                self.stat(|s| s.resumed_from_data_sn.push(h.exp_data_sn));
+                if let Err(e) = self.send_read(&cmd, &out, h.exp_data_sn).await {
+                    self.retain(cmd, Kept::Read(out));
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Kept::Write(mut w) => {
+                if let Err(e) = self.r2t_loop(&cmd, &mut w, true).await {
+                    self.retain(cmd, Kept::Write(w));
+                    return Err(e);
+                }
+                self.execute(cmd, w.buf).await
+            }
+        }
+    }
+
+    /// Applies the Async Message faults once a command was answered.
+    pub(crate) async fn after_answer(&mut self) -> Result<(), End> {
+        let (event, cid, after) = match self.fault() {
+            Fault::AsyncLogoutRequest { cid, after } => (1u8, cid, after),
+            Fault::AsyncDropConnection { cid, after } => (2u8, cid, after),
+            _ => return Ok(()),
+        };
+        if self.cid != cid || self.answered < after || !self.fire() {
+            return Ok(());
+        }
+        let (time2wait, time2retain) = self.session_state().map_or((0, 0), |s| (s.time2wait, s.time2retain));
+        let (exp_cmd_sn, max_cmd_sn) = self.window();
+        let (parameter1, parameter2, parameter3) = match event {
+            // §11.9.1 event 1: Parameter3 is the time to log out in.
+            1 => (0, 0, 1),
+            // Event 2: the CID, then Time2Wait and Time2Retain.
+            _ => (self.cid, time2wait, time2retain),
+        };
+        let msg = AsyncMessage {
+            lun: 0,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn,
+            max_cmd_sn,
+            async_event: event,
+            async_vcode: 0,
+            parameter1,
+            parameter2,
+            parameter3,
+        };
+        debug!(cid = self.cid, event, "async message");
+        self.send(msg, Bytes::new()).await?;
+        self.stat(|s| *s.async_events.entry(event).or_default() += 1);
+        if event == 2 {
+            let _ = self.stream.shutdown().await;
+            return Err(End::Done("connection dropped after Async Message event 2"));
+        }
+        Ok(())
+    }
+}
