@@ -690,17 +690,27 @@ impl Conn {
                     _ => {}
                 }
             }
-            if let Fault::CutMidRead { after } = fault
+            if let Fault::CutMidRead { after, reset } = fault
                 && !last
                 && i + 1 == after as usize
                 && self.fire()
             {
-                debug!(itt = h.itt, cid = self.cid, "cutting the connection mid-read");
-                return Err(self.take_and_reset());
+                debug!(itt = h.itt, cid = self.cid, reset, "cutting the connection mid-read");
+                return Err(self.cut(reset).await);
             }
             offset += piece.len();
         }
         Ok(())
+    }
+
+    /// Ends the connection in the middle of a task: a TCP reset, or a close
+    /// (FIN) after everything sent so far.
+    async fn cut(&mut self, reset: bool) -> End {
+        if reset {
+            return self.take_and_reset();
+        }
+        let _ = self.stream.shutdown().await;
+        End::Done("cut")
     }
 
     /// Whether a one-shot fault may strike now (it strikes once per target).
@@ -837,12 +847,12 @@ impl Conn {
             if d.final_bit {
                 return Ok(());
             }
-            if let Fault::CutMidWrite { after } = self.fault()
+            if let Fault::CutMidWrite { after, reset } = self.fault()
                 && w.pdus >= after
                 && self.fire()
             {
-                debug!(itt, cid = self.cid, "cutting the connection mid-write");
-                return Err(self.take_and_reset());
+                debug!(itt, cid = self.cid, reset, "cutting the connection mid-write");
+                return Err(self.cut(reset).await);
             }
         }
     }

@@ -22,24 +22,11 @@ use tracing::debug;
 use crate::conn::{Conn, End, ReadOut, WriteProgress};
 use crate::{Fault, SessionState};
 
-/// RFC 7143 §11.5.1: task management function 14.
-pub(crate) const TASK_REASSIGN: u8 = 14;
+pub(crate) use iscsi_proto::pdu::tmf_function::TASK_REASSIGN;
+use iscsi_proto::pdu::{logout_response, tmf_response};
 
-/// Task Management Function Response codes (§11.6.1).
-mod tmf_response {
-    pub const COMPLETE: u8 = 0;
-    pub const NO_TASK: u8 = 1;
-    pub const STILL_ALLEGIANT: u8 = 3;
-    pub const REASSIGN_NOT_SUPPORTED: u8 = 4;
-    pub const REJECTED: u8 = 255;
-}
-
-/// Logout Response codes (§11.15.1).
-mod logout_response {
-    pub const OK: u8 = 0;
-    pub const CID_NOT_FOUND: u8 = 1;
-    pub const RECOVERY_NOT_SUPPORTED: u8 = 2;
-}
+/// How long a Logout for recovery waits for the named connection to end.
+const CONNECTION_END_WAIT: Duration = Duration::from_secs(2);
 
 /// What a kept task had done when its connection failed.
 #[derive(Debug)]
@@ -65,6 +52,8 @@ pub(crate) struct Retained {
     released: HashSet<u16>,
     /// CIDs of the session's connections in full feature phase now.
     live: HashSet<u16>,
+    /// Every CID the session has had: a failed one may still be logged out.
+    known: HashSet<u16>,
 }
 
 impl Retained {
@@ -75,6 +64,7 @@ impl Retained {
             self.released.insert(cid);
         }
         self.live.insert(cid);
+        self.known.insert(cid);
     }
 }
 
@@ -110,17 +100,27 @@ impl Conn {
     /// it leaves this one open. Returns whether this connection stays.
     pub(crate) async fn logout_for_recovery(&mut self, h: &LogoutRequest) -> Result<bool, End> {
         let session = self.session_state();
+        if let Some(s) = &session
+            && h.cid != self.cid
+        {
+            // The initiator may drop a connection we still serve: let it
+            // notice (and keep its task) before its tasks are freed.
+            let until = Instant::now() + CONNECTION_END_WAIT;
+            while Instant::now() < until && s.recovery.lock().is_ok_and(|r| r.live.contains(&h.cid)) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let (response, time2wait, time2retain) = match &session {
             Some(s) if s.erl >= 2 => {
                 let known = s.recovery.lock().map(|mut r| {
-                    let known = r.live.contains(&h.cid) || r.tasks.values().any(|t| t.cid == h.cid);
+                    let known = r.known.contains(&h.cid);
                     if known {
                         r.released.insert(h.cid);
                     }
                     known
                 });
                 let code = if known.unwrap_or(false) || h.cid == self.cid {
-                    logout_response::OK
+                    logout_response::SUCCESS
                 } else {
                     logout_response::CID_NOT_FOUND
                 };
@@ -140,7 +140,7 @@ impl Conn {
             time2retain,
         };
         self.send(rsp, Bytes::new()).await?;
-        Ok(h.cid != self.cid || response != logout_response::OK)
+        Ok(h.cid != self.cid || response != logout_response::SUCCESS)
     }
 
     /// TASK REASSIGN (§11.5.1): answered first, then the task goes on here.
@@ -148,25 +148,25 @@ impl Conn {
         let session = self.session_state();
         let mut task = None;
         let response = match &session {
-            None => tmf_response::REJECTED,
+            None => tmf_response::FUNCTION_REJECTED,
             // §11.5.1: below ERL 2 reassignment is not supported.
-            Some(s) if s.erl < 2 || !self.shared.cfg.task_reassign => tmf_response::REASSIGN_NOT_SUPPORTED,
-            Some(_) if h.referenced_task_tag == RESERVED_TAG => tmf_response::REJECTED,
+            Some(s) if s.erl < 2 || !self.shared.cfg.task_reassign => tmf_response::REASSIGNMENT_NOT_SUPPORTED,
+            Some(_) if h.referenced_task_tag == RESERVED_TAG => tmf_response::FUNCTION_REJECTED,
             Some(s) => {
                 let retain = Duration::from_secs(u64::from(s.time2retain));
                 match s.recovery.lock() {
-                    Err(_) => tmf_response::REJECTED,
+                    Err(_) => tmf_response::FUNCTION_REJECTED,
                     Ok(mut r) => {
                         // Past DefaultTime2Retain the task is gone (§13.16).
                         r.tasks.retain(|_, t| t.since.elapsed() <= retain);
                         match r.tasks.get(&h.referenced_task_tag).map(|t| t.cid) {
-                            None => tmf_response::NO_TASK,
+                            None => tmf_response::TASK_DOES_NOT_EXIST,
                             // Only after the old connection was logged out
                             // or reinstated may the task move.
-                            Some(cid) if !r.released.contains(&cid) => tmf_response::STILL_ALLEGIANT,
+                            Some(cid) if !r.released.contains(&cid) => tmf_response::TASK_STILL_ALLEGIANT,
                             Some(_) => {
                                 task = r.tasks.remove(&h.referenced_task_tag);
-                                tmf_response::COMPLETE
+                                tmf_response::FUNCTION_COMPLETE
                             }
                         }
                     }
@@ -178,7 +178,11 @@ impl Conn {
         self.send(rsp, Bytes::new()).await?;
         let Some(t) = task else {
             debug!(itt = h.referenced_task_tag, response, "TASK REASSIGN refused");
-            self.stat(|s| s.reassign_refused += 1);
+            if response == tmf_response::TASK_DOES_NOT_EXIST {
+                self.stat(|s| s.reassign_no_such_task += 1);
+            } else {
+                self.stat(|s| s.reassign_refused += 1);
+            }
             return Ok(());
         };
         debug!(itt = h.referenced_task_tag, from = t.cid, to = self.cid, "task reassigned");

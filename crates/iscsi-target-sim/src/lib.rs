@@ -137,12 +137,14 @@ pub enum Fault {
     /// A TCP reset (SO_LINGER 0, then close) at this phase.
     Reset(Phase),
     // ---- connection failures for recovery (§6.2, §7) ----
-    /// The connection carrying a read is reset after `after` of its Data-In
-    /// PDUs went out (once per target, on the first read long enough).
-    CutMidRead { after: u32 },
-    /// The connection carrying a write is reset after `after` of its
-    /// Data-Out PDUs came in (once per target, on the first write long enough).
-    CutMidWrite { after: u32 },
+    /// The connection carrying a read ends after `after` of its Data-In
+    /// PDUs went out (once per target, on the first read long enough): with
+    /// `reset` by a TCP reset, which may lose what was still queued to send;
+    /// else by a close that delivers them first.
+    CutMidRead { after: u32, reset: bool },
+    /// The connection carrying a write ends after `after` of its Data-Out
+    /// PDUs came in (once per target, on the first write long enough).
+    CutMidWrite { after: u32, reset: bool },
     /// Async Message event 1 (§11.9.1, "logout requested", 1 s to comply)
     /// on connection `cid` once it has answered `after` SCSI commands.
     AsyncLogoutRequest { cid: u16, after: u32 },
@@ -239,9 +241,11 @@ pub struct SimStats {
     pub logouts: BTreeMap<u8, u32>,
     /// Tasks kept after their connection failed (ERL 2, §6.2.2).
     pub tasks_retained: u32,
-    /// TASK REASSIGN requests carried out (§11.5.1) and refused.
+    /// TASK REASSIGN requests carried out (§11.5.1), refused, and answered
+    /// "task does not exist" (a command the target never received).
     pub reassigned: u32,
     pub reassign_refused: u32,
+    pub reassign_no_such_task: u32,
     /// The DataSN each reassigned read resumed from (its ExpDataSN).
     pub resumed_from_data_sn: Vec<u32>,
     /// R2Ts sent for reassigned writes (recovery R2Ts, §7.2.2).

@@ -1,0 +1,322 @@
+//! ErrorRecoveryLevel 2 end to end: the initiator against the simulated
+//! target as an ERL 2 peer. A connection of a multi-connection session is
+//! cut in the middle of large transfers; the initiator logs it out for
+//! recovery (Logout reason 2) and moves its tasks with TASK REASSIGN
+//! (RFC 7143 §6.2.2, §7.2, §11.5.1, §11.14). Every case checks the bytes,
+//! what the target saw (no command re-issued under a new CmdSN, no CmdSN
+//! gap) and that it ends within a bound.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iscsi_initiator::session::ConnectionLogin;
+use iscsi_initiator::{Error, PortalAddr, Session, SessionConfig};
+use iscsi_proto::pdu::logout_reason;
+use iscsi_target_sim::{Fault, SimConfig, SimStats, SimTarget};
+
+/// Upper bound on any one case.
+const CASE_LIMIT: Duration = Duration::from_secs(30);
+
+const BS: u32 = 512;
+
+/// Size of each transfer: 4 Data-In PDUs at the initiator's 256 KiB
+/// MaxRecvDataSegmentLength, 16 Data-Out PDUs at the sim's 64 KiB.
+const CHUNK: usize = 1 << 20;
+
+/// Transfers in flight at once.
+const JOBS: u64 = 6;
+
+fn portal(t: &SimTarget) -> PortalAddr {
+    PortalAddr { host: "127.0.0.1".into(), port: t.addr().port() }
+}
+
+/// The initiator offering ERL 2, with no Time2Wait so recovery is quick.
+fn cfg(erl: u8) -> SessionConfig {
+    let mut c = SessionConfig::new("iqn.2026-11.rs.rsiscsi:erl2");
+    c.connect_timeout = Duration::from_secs(3);
+    c.login_timeout = Duration::from_secs(3);
+    c.command_timeout = Duration::from_secs(20);
+    c.proposal.error_recovery_level = erl;
+    c.proposal.default_time2wait = 0;
+    c
+}
+
+fn sim_cfg(connections: u16, fault: Fault) -> SimConfig {
+    SimConfig {
+        max_connections: connections,
+        error_recovery_level: 2,
+        default_time2wait: 0,
+        fault,
+        ..SimConfig::default()
+    }
+}
+
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(CASE_LIMIT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("case did not end within {CASE_LIMIT:?}"),
+    }
+}
+
+fn random(len: usize) -> Bytes {
+    Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
+}
+
+/// Logs in a session of `n` connections.
+async fn session(t: &SimTarget, c: SessionConfig, n: usize) -> Session {
+    let s = Session::login(&portal(t), Some(t.target_name()), c).await.expect("login");
+    for _ in 1..n {
+        s.connect_more(&portal(t), &ConnectionLogin::default()).await.expect("add connection");
+    }
+    assert_eq!(s.connections().len(), n);
+    s
+}
+
+fn lba(i: u64) -> u64 {
+    i * (CHUNK as u64 / u64::from(BS))
+}
+
+/// `JOBS` writes of random data at once, each checked on the LUN.
+async fn write_all(s: &Session, t: &SimTarget) -> Vec<Bytes> {
+    let mut jobs = Vec::new();
+    for i in 0..JOBS {
+        let s = s.clone();
+        jobs.push(tokio::spawn(async move {
+            let data = random(CHUNK);
+            s.write_blocks(0, lba(i), data.clone(), BS).await.map(|()| data)
+        }));
+    }
+    let mut written = Vec::new();
+    for (i, j) in jobs.into_iter().enumerate() {
+        let data = j.await.expect("join").expect("write");
+        assert_eq!(t.lun_bytes(lba(i as u64) * u64::from(BS), CHUNK), data.to_vec(), "write {i} on the LUN");
+        written.push(data);
+    }
+    written
+}
+
+/// `JOBS` reads at once, each compared with what was written.
+async fn read_all(s: &Session, written: &[Bytes]) {
+    let mut jobs = Vec::new();
+    for i in 0..JOBS {
+        let s = s.clone();
+        jobs.push(tokio::spawn(async move { s.read_blocks(0, lba(i), CHUNK as u32 / BS, BS).await }));
+    }
+    for (i, j) in jobs.into_iter().enumerate() {
+        let got = j.await.expect("join").expect("read");
+        assert!(got == written[i], "read {i} differs from what was written");
+    }
+}
+
+/// Each SCSI command reached the target once, under CmdSNs without a gap.
+fn one_command_per_cmd_sn(st: &SimStats) {
+    assert!(st.commands_by_cmd_sn.values().all(|n| *n == 1), "a CmdSN was used twice: {:?}", st.commands_by_cmd_sn);
+    let sns: Vec<u32> = st.commands_by_cmd_sn.keys().copied().collect();
+    if let (Some(first), Some(last)) = (sns.first(), sns.last()) {
+        assert_eq!(sns, (*first..=*last).collect::<Vec<_>>(), "CmdSN gap");
+    }
+    assert!(st.violations.is_empty(), "{:?}", st.violations);
+}
+
+/// Waits until the session is back to `n` connections (recovery replaces
+/// the removed one in the background).
+async fn until_connections(s: &Session, n: usize) {
+    while s.connections().len() != n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// With `reset`, a TCP reset may lose Data-In (or a status) still queued
+/// at the target: the read then resumes earlier, or a finished command is
+/// sent again as new; without, the close delivers all that was sent.
+async fn cut_mid_read(connections: usize, reset: bool) {
+    let t = SimTarget::start(sim_cfg(connections as u16, Fault::CutMidRead { after: 2, reset })).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), connections).await;
+        assert_eq!(s.params().error_recovery_level, 2);
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), Some(&1), "{st:?}");
+        assert!(st.tasks_retained >= 1 && st.reassigned >= 1, "{st:?}");
+        assert_eq!(st.reassign_refused, 0, "{st:?}");
+        if reset {
+            assert!(st.resumed_from_data_sn.len() == 1 && st.resumed_from_data_sn[0] <= 2, "{st:?}");
+            assert!(st.commands >= 2 * JOBS as u32, "{st:?}");
+        } else {
+            // The read went on from the third Data-In: the first two stayed.
+            assert_eq!(st.resumed_from_data_sn, vec![2], "{st:?}");
+            // 2 * JOBS commands, none sent again as a new command.
+            assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
+        }
+        one_command_per_cmd_sn(&st);
+        until_connections(&s, connections).await;
+        read_all(&s, &written).await;
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cut_mid_read_two_connections_reassigns_the_read() {
+    cut_mid_read(2, false).await;
+}
+
+#[tokio::test]
+async fn reset_mid_read_three_connections_reassigns_the_read() {
+    cut_mid_read(3, true).await;
+}
+
+async fn cut_mid_write(connections: usize, reset: bool) {
+    let t = SimTarget::start(sim_cfg(connections as u16, Fault::CutMidWrite { after: 6, reset })).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), connections).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), Some(&1), "{st:?}");
+        assert!(st.reassigned >= 1 && st.recovery_r2ts >= 1, "{st:?}");
+        assert_eq!(st.reassign_refused, 0, "{st:?}");
+        if reset {
+            assert!(st.commands >= 2 * JOBS as u32, "{st:?}");
+        } else {
+            assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
+        }
+        one_command_per_cmd_sn(&st);
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cut_mid_write_two_connections_gets_recovery_r2ts() {
+    cut_mid_write(2, false).await;
+}
+
+#[tokio::test]
+async fn reset_mid_write_three_connections_gets_recovery_r2ts() {
+    cut_mid_write(3, true).await;
+}
+
+#[tokio::test]
+async fn refused_reassign_falls_back_to_reissue() {
+    let t = SimTarget::start(SimConfig {
+        task_reassign: false,
+        ..sim_cfg(2, Fault::CutMidRead { after: 2, reset: false })
+    })
+    .await
+    .expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 2).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!(st.reassigned, 0, "{st:?}");
+        assert!(st.reassign_refused >= 1, "{st:?}");
+        // The read the target had ran again as a new command (a new CmdSN),
+        // the commands it never got were retried with their own: no gap.
+        assert_eq!(st.tasks_retained, 1, "{st:?}");
+        assert_eq!(st.commands, 2 * JOBS as u32 + 1, "{st:?}");
+        one_command_per_cmd_sn(&st);
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_connection_left_recovers_the_erl0_way() {
+    let t = SimTarget::start(sim_cfg(1, Fault::CutMidRead { after: 2, reset: false })).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 1).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        // No connection to log out on: reinstatement instead, no reassign.
+        assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), None, "{st:?}");
+        assert_eq!(st.reassigned, 0, "{st:?}");
+        assert!(st.logins >= 2, "{st:?}");
+        assert!(st.violations.is_empty(), "{:?}", st.violations);
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn async_event_2_on_one_connection_keeps_the_session_serving() {
+    let t = SimTarget::start(sim_cfg(2, Fault::AsyncDropConnection { cid: 1, after: 2 })).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 2).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!(st.async_events.get(&2), Some(&1), "{st:?}");
+        assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), Some(&1), "{st:?}");
+        assert_eq!(st.commands, 4 * JOBS as u32, "{st:?}");
+        one_command_per_cmd_sn(&st);
+        assert!(s.closed_reason().is_none());
+        until_connections(&s, 2).await;
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn async_event_1_on_one_connection_logs_just_it_out() {
+    let t = SimTarget::start(sim_cfg(2, Fault::AsyncLogoutRequest { cid: 1, after: 2 })).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 2).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!(st.async_events.get(&1), Some(&1), "{st:?}");
+        assert_eq!(st.logouts.get(&logout_reason::CLOSE_CONNECTION), Some(&1), "{st:?}");
+        assert_eq!(st.commands, 4 * JOBS as u32, "{st:?}");
+        one_command_per_cmd_sn(&st);
+        assert!(s.closed_reason().is_none());
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logout_for_recovery_moves_a_connection_on_request() {
+    let t = SimTarget::start(sim_cfg(2, Fault::None)).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 2).await;
+        let written = write_all(&s, &t).await;
+        let second = s.connections().iter().find(|c| !c.leading).map(|c| c.id).expect("a second connection");
+        s.logout_connection_for_recovery(second).await.expect("logout for recovery");
+        read_all(&s, &written).await;
+        until_connections(&s, 2).await;
+        let st = t.stats();
+        assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), Some(&1), "{st:?}");
+        one_command_per_cmd_sn(&st);
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn error_recovery_level_is_the_minimum_of_both_sides() {
+    for (offer, target, agreed) in [(2u8, 2u8, 2u8), (0, 2, 0), (2, 1, 1), (2, 0, 0)] {
+        let t = SimTarget::start(SimConfig { error_recovery_level: target, ..sim_cfg(2, Fault::None) })
+            .await
+            .expect("bind");
+        bounded(async {
+            let s = session(&t, cfg(offer), 2).await;
+            assert_eq!(s.params().error_recovery_level, agreed, "offer {offer}, target {target}");
+            if agreed < 2 {
+                let id = s.connections()[1].id;
+                let e = s.logout_connection_for_recovery(id).await.expect_err("needs ERL 2");
+                assert!(matches!(e, Error::RecoveryLevelTooLow { negotiated } if negotiated == agreed), "{e:?}");
+            }
+            s.logout().await.expect("logout");
+        })
+        .await;
+    }
+}
