@@ -60,7 +60,9 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
 }
 
 fn random(len: usize) -> Bytes {
-    Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
+    let mut v = vec![0u8; len];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut v[..]);
+    Bytes::from(v)
 }
 
 /// Logs in a session of `n` connections.
