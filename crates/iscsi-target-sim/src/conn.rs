@@ -926,7 +926,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
             *n = n.saturating_sub(1);
             *n
         });
+        // At ERL 2 a session whose tasks wait for recovery stays for the
+        // initiator to reinstate a connection (§6.3.4, §7.2).
         if left == Some(0)
+            && !s.waits_for_recovery()
             && let Ok(mut all) = shared.sessions.lock()
         {
             all.retain(|_, v| !Arc::ptr_eq(v, &s));

@@ -68,6 +68,14 @@ impl Retained {
     }
 }
 
+impl SessionState {
+    /// Tasks are kept (and not yet past DefaultTime2Retain).
+    pub(crate) fn waits_for_recovery(&self) -> bool {
+        let retain = Duration::from_secs(u64::from(self.time2retain));
+        self.erl >= 2 && self.recovery.lock().is_ok_and(|r| r.tasks.values().any(|t| t.since.elapsed() <= retain))
+    }
+}
+
 impl Conn {
     fn session_state(&self) -> Option<Arc<SessionState>> {
         self.session.clone()

@@ -226,18 +226,70 @@ async fn refused_reassign_falls_back_to_reissue() {
     .await;
 }
 
+/// With no other connection to log out on, the initiator reinstates the
+/// CID (a login with the same CID, RFC 7143 §6.3.4) and the reinstated
+/// connection takes the read back with TASK REASSIGN.
 #[tokio::test]
-async fn one_connection_left_recovers_the_erl0_way() {
+async fn one_connection_is_reinstated_and_takes_its_tasks_back() {
     let t = SimTarget::start(sim_cfg(1, Fault::CutMidRead { after: 2, reset: false })).await.expect("bind");
     bounded(async {
         let s = session(&t, cfg(2), 1).await;
         let written = write_all(&s, &t).await;
         read_all(&s, &written).await;
         let st = t.stats();
-        // No connection to log out on: reinstatement instead, no reassign.
         assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), None, "{st:?}");
+        assert_eq!(st.logins, 2, "{st:?}");
+        assert_eq!(st.reassigned, 1, "{st:?}");
+        assert_eq!(st.resumed_from_data_sn, vec![2], "{st:?}");
+        assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
+        one_command_per_cmd_sn(&st);
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+/// One connection, and a target that does not reassign: the ERL 0 way
+/// (retry with the same CmdSN, or re-issue) still brings every byte back.
+#[tokio::test]
+async fn one_connection_refused_reassign_recovers_the_erl0_way() {
+    let t = SimTarget::start(SimConfig {
+        task_reassign: false,
+        ..sim_cfg(1, Fault::CutMidRead { after: 2, reset: false })
+    })
+    .await
+    .expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 1).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
         assert_eq!(st.reassigned, 0, "{st:?}");
-        assert!(st.logins >= 2, "{st:?}");
+        assert!(st.reassign_refused >= 1, "{st:?}");
+        assert_eq!(st.commands, 2 * JOBS as u32 + 1, "{st:?}");
+        one_command_per_cmd_sn(&st);
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
+/// At ERL 0 nothing is kept or reassigned: the cut connection is
+/// reinstated and its commands retried or re-issued.
+#[tokio::test]
+async fn erl0_session_recovers_without_reassign() {
+    let t = SimTarget::start(SimConfig {
+        error_recovery_level: 0,
+        ..sim_cfg(2, Fault::CutMidRead { after: 2, reset: false })
+    })
+    .await
+    .expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 2).await;
+        assert_eq!(s.params().error_recovery_level, 0);
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!((st.tasks_retained, st.reassigned, st.reassign_refused), (0, 0, 0), "{st:?}");
+        assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), None, "{st:?}");
         assert!(st.violations.is_empty(), "{:?}", st.violations);
         s.logout().await.expect("logout");
     })

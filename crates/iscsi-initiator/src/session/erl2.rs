@@ -6,8 +6,10 @@
 //! bytes already placed stay), a write answers the target's recovery R2Ts.
 //! A task the target cannot reassign falls back to what ERL 0 does: retried
 //! with its own ITT and CmdSN when the target never received it (§6.2.1),
-//! else re-issued as a new command. When the logout itself fails, the whole
-//! ERL 0 recovery (`recovery.rs`) takes over.
+//! else re-issued as a new command. When the logout itself fails, or no
+//! other connection is left, the connection is reinstated (a login with
+//! its CID, §6.3.4, `recovery.rs`) and at ERL 2 the reinstated connection
+//! takes its tasks back with TASK REASSIGN the same way.
 
 use std::time::Duration;
 
@@ -178,31 +180,9 @@ impl Session {
             }
             _ => return Err(Error::protocol("unexpected reply to a Logout Request")),
         }
-        let (pending, exp_cmd_sn) = {
-            let mut st = inner.lock();
-            let exp = st.window.exp_cmd_sn();
-            (st.send_reassigns(cid, survivor), exp)
-        };
-        let (mut moved, mut fell_back) = (0usize, 0usize);
-        for p in pending {
-            let response = match tokio::time::timeout(inner.cfg.login_timeout, p.rx).await {
-                Ok(Ok(Ok(Reply::TaskMgmt(h)))) => Some(h.response),
-                _ => {
-                    inner.lock().take_task(p.tmf_itt);
-                    None
-                }
-            };
-            if response == Some(tmf_response::FUNCTION_COMPLETE) {
-                moved += 1;
-                continue;
-            }
-            fell_back += 1;
-            info!(itt = p.itt, ?response, "TASK REASSIGN refused; retrying the command as at ERL 0");
-            let mut st = inner.lock();
-            st.reassign_refused(p.itt, p.cmd_sn, survivor, exp_cmd_sn);
-            st.drain_queue();
-        }
-        info!(session = %inner.id, cid, survivor, moved, fell_back, "connection recovered at ERL 2");
+        // The Logout Response brought the target's ExpCmdSN.
+        let exp_cmd_sn = inner.lock().window.exp_cmd_sn();
+        self.reassign_tasks(cid, survivor, exp_cmd_sn).await;
         drop(guard);
         // Keep the session's size: a new connection replaces the removed one.
         let regrow = {
@@ -221,6 +201,35 @@ impl Session {
             });
         }
         Ok(())
+    }
+
+    /// Moves the tasks lost with connection `lost_cid` to connection `to`
+    /// (a survivor, or the reinstated connection with the same CID) by
+    /// TASK REASSIGN; those the target refuses go the ERL 0 way, judged
+    /// against the target's ExpCmdSN `exp_cmd_sn`.
+    pub(super) async fn reassign_tasks(&self, lost_cid: u16, to: u16, exp_cmd_sn: u32) {
+        let inner = &self.inner;
+        let pending = inner.lock().send_reassigns(lost_cid, to);
+        let (mut moved, mut fell_back) = (0usize, 0usize);
+        for p in pending {
+            let response = match tokio::time::timeout(inner.cfg.login_timeout, p.rx).await {
+                Ok(Ok(Ok(Reply::TaskMgmt(h)))) => Some(h.response),
+                _ => {
+                    inner.lock().take_task(p.tmf_itt);
+                    None
+                }
+            };
+            if response == Some(tmf_response::FUNCTION_COMPLETE) {
+                moved += 1;
+                continue;
+            }
+            fell_back += 1;
+            info!(itt = p.itt, ?response, "TASK REASSIGN refused; retrying the command as at ERL 0");
+            let mut st = inner.lock();
+            st.reassign_refused(p.itt, p.cmd_sn, to, exp_cmd_sn);
+            st.drain_queue();
+        }
+        info!(session = %inner.id, lost_cid, to, moved, fell_back, "tasks recovered at ERL 2");
     }
 
     /// Logs connection `id` out for recovery (RFC 7143 §11.14.1 reason 2)
