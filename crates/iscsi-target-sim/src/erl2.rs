@@ -57,6 +57,19 @@ pub(crate) struct Retained {
 }
 
 impl Retained {
+    /// RFC 7143 §11.5.1: task `itt` for TASK REASSIGN, or the response code
+    /// refusing it. A task past DefaultTime2Retain (`retain`, §13.16) is
+    /// gone; one whose connection was neither logged out nor reinstated is
+    /// still allegiant to it.
+    fn take_for_reassign(&mut self, itt: u32, retain: Duration) -> Result<KeptTask, u8> {
+        self.tasks.retain(|_, t| t.since.elapsed() <= retain);
+        let cid = self.tasks.get(&itt).map(|t| t.cid).ok_or(tmf_response::TASK_DOES_NOT_EXIST)?;
+        if !self.released.contains(&cid) {
+            return Err(tmf_response::TASK_STILL_ALLEGIANT);
+        }
+        self.tasks.remove(&itt).ok_or(tmf_response::TASK_DOES_NOT_EXIST)
+    }
+
     /// A connection with `cid` logs in: a reinstatement when a connection
     /// with that CID failed with tasks kept (§6.3.4), which frees them.
     pub(crate) fn connection_up(&mut self, cid: u16) {
@@ -162,21 +175,12 @@ impl Conn {
             Some(_) if h.referenced_task_tag == RESERVED_TAG => tmf_response::FUNCTION_REJECTED,
             Some(s) => {
                 let retain = Duration::from_secs(u64::from(s.time2retain));
-                match s.recovery.lock() {
+                match s.recovery.lock().map(|mut r| r.take_for_reassign(h.referenced_task_tag, retain)) {
                     Err(_) => tmf_response::FUNCTION_REJECTED,
-                    Ok(mut r) => {
-                        // Past DefaultTime2Retain the task is gone (§13.16).
-                        r.tasks.retain(|_, t| t.since.elapsed() <= retain);
-                        match r.tasks.get(&h.referenced_task_tag).map(|t| t.cid) {
-                            None => tmf_response::TASK_DOES_NOT_EXIST,
-                            // Only after the old connection was logged out
-                            // or reinstated may the task move.
-                            Some(cid) if !r.released.contains(&cid) => tmf_response::TASK_STILL_ALLEGIANT,
-                            Some(_) => {
-                                task = r.tasks.remove(&h.referenced_task_tag);
-                                tmf_response::FUNCTION_COMPLETE
-                            }
-                        }
+                    Ok(Err(code)) => code,
+                    Ok(Ok(t)) => {
+                        task = Some(t);
+                        tmf_response::FUNCTION_COMPLETE
                     }
                 }
             }
@@ -253,5 +257,53 @@ impl Conn {
             return Err(End::Done("connection dropped after Async Message event 2"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const RETAIN: Duration = Duration::from_secs(20);
+
+    fn kept(r: &mut Retained, itt: u32, cid: u16, age: Duration) {
+        let cmd = ScsiCommand { itt, ..ScsiCommand::default() };
+        let out =
+            ReadOut { data: vec![1; 1024], status: 0, underflow: false, overflow: false, residual: 0, chunk: 512 };
+        let since = Instant::now().checked_sub(age).expect("a past instant");
+        r.connection_up(cid);
+        r.live.remove(&cid);
+        r.tasks.insert(itt, KeptTask { cid, cmd, kept: Kept::Read(out), since });
+    }
+
+    #[test]
+    fn reassign_waits_for_the_logout_of_the_old_connection() {
+        let mut r = Retained::default();
+        kept(&mut r, 7, 1, Duration::ZERO);
+        assert_eq!(r.take_for_reassign(7, RETAIN).err(), Some(tmf_response::TASK_STILL_ALLEGIANT));
+        // Logout reason 2 for CID 1 frees it, once.
+        r.released.insert(1);
+        assert_eq!(r.take_for_reassign(7, RETAIN).map(|t| t.cmd.itt).ok(), Some(7));
+        assert_eq!(r.take_for_reassign(7, RETAIN).err(), Some(tmf_response::TASK_DOES_NOT_EXIST));
+    }
+
+    #[test]
+    fn reinstating_the_cid_frees_its_tasks() {
+        let mut r = Retained::default();
+        kept(&mut r, 9, 2, Duration::ZERO);
+        r.connection_up(3);
+        assert_eq!(r.take_for_reassign(9, RETAIN).err(), Some(tmf_response::TASK_STILL_ALLEGIANT));
+        r.connection_up(2);
+        assert!(r.take_for_reassign(9, RETAIN).is_ok());
+    }
+
+    #[test]
+    fn tasks_are_gone_after_time2retain() {
+        let mut r = Retained::default();
+        kept(&mut r, 5, 1, Duration::from_secs(21));
+        r.released.insert(1);
+        assert_eq!(r.take_for_reassign(5, RETAIN).err(), Some(tmf_response::TASK_DOES_NOT_EXIST));
+        assert!(r.tasks.is_empty());
     }
 }
