@@ -211,8 +211,10 @@ impl Session {
         let inner = &self.inner;
         let pending = inner.lock().send_reassigns(lost_cid, to);
         let (mut moved, mut fell_back) = (0usize, 0usize);
+        // One bound for all the answers: they were all sent at once.
+        let deadline = tokio::time::Instant::now() + inner.cfg.login_timeout;
         for p in pending {
-            let response = match tokio::time::timeout(inner.cfg.login_timeout, p.rx).await {
+            let response = match tokio::time::timeout_at(deadline, p.rx).await {
                 Ok(Ok(Ok(Reply::TaskMgmt(h)))) => Some(h.response),
                 _ => {
                     inner.lock().take_task(p.tmf_itt);
