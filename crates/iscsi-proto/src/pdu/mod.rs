@@ -201,7 +201,7 @@ pub struct ScsiCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TaskMgmtRequest {
     pub immediate: bool,
-    /// Function code (1 ABORT TASK ... 14 TASK REASSIGN), §11.5.1.
+    /// Function code (1 ABORT TASK ... 8 TASK REASSIGN, see [`tmf_function`]), §11.5.1.
     pub function: u8,
     pub lun: u64,
     pub itt: u32,
@@ -258,7 +258,7 @@ pub struct DataOut {
     pub buffer_offset: u32,
 }
 
-/// Task management function codes (RFC 7143 §11.5.1).
+/// Task management function codes (RFC 7143 §11.5.1; 9-12 from RFC 7144 §4.1).
 pub mod tmf_function {
     pub const ABORT_TASK: u8 = 1;
     pub const ABORT_TASK_SET: u8 = 2;
@@ -268,7 +268,11 @@ pub mod tmf_function {
     pub const TARGET_WARM_RESET: u8 = 6;
     pub const TARGET_COLD_RESET: u8 = 7;
     /// Moves a task to the connection the request arrives on (ERL 2).
-    pub const TASK_REASSIGN: u8 = 14;
+    pub const TASK_REASSIGN: u8 = 8;
+    pub const QUERY_TASK: u8 = 9;
+    pub const QUERY_TASK_SET: u8 = 10;
+    pub const I_T_NEXUS_RESET: u8 = 11;
+    pub const QUERY_ASYNC_EVENT: u8 = 12;
 }
 
 /// Task Management Function Response codes (RFC 7143 §11.6.1).
@@ -280,6 +284,8 @@ pub mod tmf_response {
     pub const REASSIGNMENT_NOT_SUPPORTED: u8 = 4;
     pub const FUNCTION_NOT_SUPPORTED: u8 = 5;
     pub const AUTHORIZATION_FAILED: u8 = 6;
+    /// RFC 7144 §4.2: a query function found what it asked about.
+    pub const FUNCTION_SUCCEEDED: u8 = 7;
     pub const FUNCTION_REJECTED: u8 = 255;
 }
 
