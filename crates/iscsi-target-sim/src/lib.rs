@@ -6,6 +6,11 @@
 //! SendTargets discovery (Appendix C), and the full feature phase with
 //! NOP, SCSI commands, Data-In/Data-Out/R2T and Logout. A session may have
 //! up to `max_connections` connections (MC/S, §5.3) sharing one CmdSN window.
+//! With `error_recovery_level` 2 it is an ERL 2 peer (§7.2): a failed
+//! connection's tasks are kept for DefaultTime2Retain, and after a Logout
+//! for recovery (reason 2) or a reinstatement of the CID, TASK REASSIGN
+//! moves them to another connection, where a read resumes at its ExpDataSN
+//! and a write gets recovery R2Ts for what is missing.
 //!
 //! What the initiator sent that breaks RFC 7143 is recorded in
 //! [`SimStats::violations`], so a well-behaved run can be asserted too.
