@@ -317,6 +317,32 @@ async fn async_event_2_on_one_connection_keeps_the_session_serving() {
     .await;
 }
 
+/// The leading connection may go too: another one leads, the session
+/// keeps serving and logs out cleanly at the end.
+#[tokio::test]
+async fn async_event_2_on_the_leading_connection_of_three() {
+    let t = SimTarget::start(sim_cfg(3, Fault::AsyncDropConnection { cid: 0, after: 1 })).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 3).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!(st.async_events.get(&2), Some(&1), "{st:?}");
+        assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), Some(&1), "{st:?}");
+        assert_eq!(st.commands, 4 * JOBS as u32, "{st:?}");
+        one_command_per_cmd_sn(&st);
+        until_connections(&s, 3).await;
+        let conns = s.connections();
+        assert_eq!(conns.iter().filter(|c| c.leading).count(), 1);
+        assert!(conns.iter().all(|c| c.cid != 0), "{conns:?}");
+        s.logout().await.expect("logout");
+        assert_eq!(t.stats().logouts.get(&logout_reason::CLOSE_SESSION), Some(&1));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn async_event_1_on_one_connection_logs_just_it_out() {
     let t = SimTarget::start(sim_cfg(2, Fault::AsyncLogoutRequest { cid: 1, after: 2 })).await.expect("bind");
