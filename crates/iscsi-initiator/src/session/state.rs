@@ -554,7 +554,7 @@ impl Inner {
                 // (Reason 2 removes another connection; this one goes on.)
                 if reason == Some(iscsi_proto::pdu::logout_reason::CLOSE_SESSION) {
                     st.closed.get_or_insert_with(|| "logged out".to_string());
-                } else if reason == Some(iscsi_proto::pdu::logout_reason::CLOSE_CONNECTION)
+                } else if reason != Some(iscsi_proto::pdu::logout_reason::REMOVE_CONNECTION_FOR_RECOVERY)
                     && let Some(c) = conn_mut(&mut st.conns, cid)
                 {
                     c.draining = true;
