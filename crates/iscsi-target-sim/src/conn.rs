@@ -115,6 +115,9 @@ pub(crate) struct Conn {
     pub cid: u16,
     /// SCSI commands answered on this connection.
     pub answered: u32,
+    /// ERL 2: answered tasks whose status the initiator has not yet
+    /// acknowledged (ExpStatSN), by the StatSN of their status.
+    pub unacked: VecDeque<(u32, ScsiCommand, Kept)>,
 }
 
 impl Conn {
@@ -215,7 +218,10 @@ impl Conn {
     pub async fn recv(&mut self) -> Result<Option<Pdu>, End> {
         loop {
             match self.dec.decode(&mut self.rbuf) {
-                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(Some(p)) => {
+                    self.acknowledged(&p.bhs);
+                    return Ok(Some(p));
+                }
                 Ok(None) => {}
                 Err(e) => return Err(End::Pdu(e)),
             }
@@ -540,13 +546,37 @@ impl Conn {
                 self.retain(h, Kept::Read(out));
                 return Err(e);
             }
+            self.unacknowledged(h, Kept::Read(out));
             Ok(())
         } else {
             let edtl = h.expected_data_transfer_length;
             let residual = if h.write { edtl.saturating_sub(data_out.len() as u32) } else { edtl };
-            let rsp = self.response(&h, &result, if result.status == GOOD { residual } else { 0 });
-            self.send_final(Pdu::new(rsp, sense_segment(&result.sense))).await
+            let residual = if result.status == GOOD { residual } else { 0 };
+            if let Fault::WriteStatusLost { after } = self.fault()
+                && h.write
+                && self.answered >= after
+                && self.fire()
+            {
+                // The status "is lost": kept unacknowledged, never sent.
+                let _ = self.next_stat_sn();
+                self.unacknowledged(h, Kept::Status { result, residual });
+                return Err(self.cut(false).await);
+            }
+            let rsp = self.response(&h, &result, residual);
+            let sent = self.send_final(Pdu::new(rsp, sense_segment(&result.sense))).await;
+            self.unacknowledged(h, Kept::Status { result, residual });
+            sent
         }
+    }
+
+    /// Sends a command's status again (a reassigned task whose status the
+    /// initiator never acknowledged, §7.2).
+    pub(crate) async fn resend_status(&mut self, h: ScsiCommand, result: ScsiResult, residual: u32) -> Result<(), End> {
+        let rsp = self.response(&h, &result, residual);
+        let sent = self.send(rsp, sense_segment(&result.sense)).await;
+        self.stat(|s| s.statuses_resent += 1);
+        self.unacknowledged(h, Kept::Status { result, residual });
+        sent
     }
 
     /// Arms a TCP reset: the caller returns, `serve` drops the stream, and
@@ -910,6 +940,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         ffp: false,
         cid: 0,
         answered: 0,
+        unacked: VecDeque::new(),
     };
     if c.fault() == Fault::Reset(Phase::Accept) {
         let end = c.reset();
@@ -920,6 +951,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         Ok(kind) => c.full_feature(kind).await.err(),
         Err(e) => Some(e),
     };
+    c.retain_unacknowledged();
     if let Some(s) = c.session.take() {
         c.connection_gone(&s);
         let left = s.connections.lock().ok().map(|mut n| {

@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iscsi_proto::pdu::{
-    AsyncMessage, LogoutRequest, LogoutResponse, RESERVED_TAG, ScsiCommand, TaskMgmtRequest, TaskMgmtResponse,
+    AsyncMessage, Bhs, LogoutRequest, LogoutResponse, RESERVED_TAG, ScsiCommand, TaskMgmtRequest, TaskMgmtResponse,
 };
+use iscsi_proto::seq::Sn;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::conn::{Conn, End, ReadOut, WriteProgress};
+use crate::scsi::ScsiResult;
 use crate::{Fault, SessionState};
 
 pub(crate) use iscsi_proto::pdu::tmf_function::TASK_REASSIGN;
@@ -33,6 +35,11 @@ const CONNECTION_END_WAIT: Duration = Duration::from_secs(2);
 pub(crate) enum Kept {
     Read(ReadOut),
     Write(WriteProgress),
+    /// Done; its status (a SCSI Response) may not have arrived.
+    Status {
+        result: ScsiResult,
+        residual: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -107,6 +114,42 @@ impl Conn {
             r.tasks.insert(cmd.itt, KeptTask { cid: self.cid, cmd, kept, since: Instant::now() });
         }
         self.stat(|st| st.tasks_retained += 1);
+    }
+
+    /// Notes an answered task until the initiator acknowledges its status
+    /// (ERL 2 only: RFC 7143 §7.2, the status is what a reassignment of a
+    /// finished task sends again).
+    pub(crate) fn unacknowledged(&mut self, cmd: ScsiCommand, kept: Kept) {
+        if self.session.as_ref().is_some_and(|s| s.erl >= 2) {
+            let stat_sn = self.stat_sn.wrapping_sub(1);
+            self.unacked.push_back((stat_sn, cmd, kept));
+        }
+    }
+
+    /// A PDU's ExpStatSN acknowledges every status before it (§4.2.2.2).
+    pub(crate) fn acknowledged(&mut self, bhs: &Bhs) {
+        if self.unacked.is_empty() {
+            return;
+        }
+        let exp = match bhs {
+            Bhs::ScsiCommand(h) => h.exp_stat_sn,
+            Bhs::NopOut(h) => h.exp_stat_sn,
+            Bhs::TextRequest(h) => h.exp_stat_sn,
+            Bhs::LogoutRequest(h) => h.exp_stat_sn,
+            Bhs::TaskMgmtRequest(h) => h.exp_stat_sn,
+            Bhs::DataOut(h) => h.exp_stat_sn,
+            Bhs::SnackRequest(h) => h.exp_stat_sn,
+            _ => return,
+        };
+        self.unacked.retain(|(sn, _, _)| Sn(*sn).ge(Sn(exp)));
+    }
+
+    /// The connection ended: tasks whose status was not acknowledged are
+    /// kept like unfinished ones.
+    pub(crate) fn retain_unacknowledged(&mut self) {
+        for (_, cmd, kept) in std::mem::take(&mut self.unacked) {
+            self.retain(cmd, kept);
+        }
     }
 
     /// The connection ended (whatever the reason).
@@ -208,6 +251,7 @@ impl Conn {
                     self.retain(cmd, Kept::Read(out));
                     return Err(e);
                 }
+                self.unacknowledged(cmd, Kept::Read(out));
                 Ok(())
             }
             Kept::Write(mut w) => {
@@ -217,6 +261,7 @@ impl Conn {
                 }
                 self.execute(cmd, w.buf).await
             }
+            Kept::Status { result, residual } => self.resend_status(cmd, result, residual).await,
         }
     }
 

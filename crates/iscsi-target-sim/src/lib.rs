@@ -150,6 +150,10 @@ pub enum Fault {
     /// The connection carrying a write ends after `after` of its Data-Out
     /// PDUs came in (once per target, on the first write long enough).
     CutMidWrite { after: u32, reset: bool },
+    /// A write's data all arrives and is stored, but its status is never
+    /// sent: the connection closes instead (once per target, on the first
+    /// write after `after` commands answered on that connection).
+    WriteStatusLost { after: u32 },
     /// Async Message event 1 (§11.9.1, "logout requested", 1 s to comply)
     /// on connection `cid` once it has answered `after` SCSI commands.
     AsyncLogoutRequest { cid: u16, after: u32 },
@@ -255,6 +259,8 @@ pub struct SimStats {
     pub resumed_from_data_sn: Vec<u32>,
     /// R2Ts sent for reassigned writes (recovery R2Ts, §7.2.2).
     pub recovery_r2ts: u32,
+    /// Statuses sent again for reassigned tasks that had finished.
+    pub statuses_resent: u32,
     /// Async Messages sent, by event code (§11.9.1).
     pub async_events: BTreeMap<u8, u32>,
     /// Rules of RFC 7143 the initiator broke, in words (empty when it behaved).

@@ -53,8 +53,13 @@ fn sim_cfg(connections: u16, fault: Fault) -> SimConfig {
 }
 
 async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    let t0 = std::time::Instant::now();
     match tokio::time::timeout(CASE_LIMIT, f).await {
-        Ok(v) => v,
+        Ok(v) => {
+            // Shown with --nocapture.
+            eprintln!("case took {:?}", t0.elapsed());
+            v
+        }
         Err(_) => panic!("case did not end within {CASE_LIMIT:?}"),
     }
 }
@@ -129,9 +134,10 @@ async fn until_connections(s: &Session, n: usize) {
     }
 }
 
-/// With `reset`, a TCP reset may lose Data-In (or a status) still queued
-/// at the target: the read then resumes earlier, or a finished command is
-/// sent again as new; without, the close delivers all that was sent.
+/// With `reset`, a TCP reset may lose Data-In or a status still queued at
+/// the target: the read then resumes earlier, and a finished task whose
+/// status was lost is reassigned too (the target keeps a status until
+/// ExpStatSN acknowledges it); without, the close delivers all that was sent.
 async fn cut_mid_read(connections: usize, reset: bool) {
     let t = SimTarget::start(sim_cfg(connections as u16, Fault::CutMidRead { after: 2, reset })).await.expect("bind");
     bounded(async {
@@ -144,14 +150,14 @@ async fn cut_mid_read(connections: usize, reset: bool) {
         assert!(st.tasks_retained >= 1 && st.reassigned >= 1, "{st:?}");
         assert_eq!(st.reassign_refused, 0, "{st:?}");
         if reset {
-            assert!(st.resumed_from_data_sn.len() == 1 && st.resumed_from_data_sn[0] <= 2, "{st:?}");
-            assert!(st.commands >= 2 * JOBS as u32, "{st:?}");
+            let r = &st.resumed_from_data_sn;
+            assert!(!r.is_empty() && r.iter().all(|sn| *sn <= 4), "{st:?}");
         } else {
             // The read went on from the third Data-In: the first two stayed.
             assert_eq!(st.resumed_from_data_sn, vec![2], "{st:?}");
-            // 2 * JOBS commands, none sent again as a new command.
-            assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
         }
+        // 2 * JOBS commands, none sent again as a new command.
+        assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
         one_command_per_cmd_sn(&st);
         until_connections(&s, connections).await;
         read_all(&s, &written).await;
@@ -180,11 +186,7 @@ async fn cut_mid_write(connections: usize, reset: bool) {
         assert_eq!(st.logouts.get(&logout_reason::REMOVE_CONNECTION_FOR_RECOVERY), Some(&1), "{st:?}");
         assert!(st.reassigned >= 1 && st.recovery_r2ts >= 1, "{st:?}");
         assert_eq!(st.reassign_refused, 0, "{st:?}");
-        if reset {
-            assert!(st.commands >= 2 * JOBS as u32, "{st:?}");
-        } else {
-            assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
-        }
+        assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
         one_command_per_cmd_sn(&st);
         s.logout().await.expect("logout");
     })
@@ -199,6 +201,26 @@ async fn cut_mid_write_two_connections_gets_recovery_r2ts() {
 #[tokio::test]
 async fn reset_mid_write_three_connections_gets_recovery_r2ts() {
     cut_mid_write(3, true).await;
+}
+
+/// A write done at the target whose status never arrived: reassigned, the
+/// target sends the status it kept (unacknowledged by ExpStatSN) and the
+/// write is not run again.
+#[tokio::test]
+async fn write_whose_status_was_lost_gets_it_again() {
+    let t = SimTarget::start(sim_cfg(2, Fault::WriteStatusLost { after: 1 })).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 2).await;
+        let written = write_all(&s, &t).await;
+        read_all(&s, &written).await;
+        let st = t.stats();
+        assert_eq!(st.statuses_resent, 1, "{st:?}");
+        assert_eq!(st.reassign_refused, 0, "{st:?}");
+        assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
+        one_command_per_cmd_sn(&st);
+        s.logout().await.expect("logout");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -218,7 +240,7 @@ async fn refused_reassign_falls_back_to_reissue() {
         assert!(st.reassign_refused >= 1, "{st:?}");
         // The read the target had ran again as a new command (a new CmdSN),
         // the commands it never got were retried with their own: no gap.
-        assert_eq!(st.tasks_retained, 1, "{st:?}");
+        assert!(st.tasks_retained >= 1, "{st:?}");
         assert_eq!(st.commands, 2 * JOBS as u32 + 1, "{st:?}");
         one_command_per_cmd_sn(&st);
         s.logout().await.expect("logout");
