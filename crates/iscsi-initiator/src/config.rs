@@ -30,7 +30,10 @@ pub struct SessionConfig {
     /// How many times a login redirection (status class 1) is followed.
     pub max_redirects: usize,
     /// Re-establish a failed connection (or the session) and retry its
-    /// commands instead of failing them (RFC 7143 §7.1.4, ERL 0).
+    /// commands instead of failing them (RFC 7143 §7.1.4, ERL 0). With
+    /// `proposal.error_recovery_level` = 2 (default 0) and a target that
+    /// agrees, a failed connection's tasks are instead moved with TASK
+    /// REASSIGN and go on where they stopped (RFC 7143 §7.2).
     pub recovery: bool,
 }
 

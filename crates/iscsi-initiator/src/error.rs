@@ -112,6 +112,10 @@ pub enum Error {
     CannotRemoveLeadingConnection,
     #[error("the connection is already being removed")]
     RemoveConnectionInProgress,
+    #[error("the target refused the logout: {description} (response {response})")]
+    LogoutRefused { response: u8, description: &'static str },
+    #[error("this needs ErrorRecoveryLevel 2; the session negotiated {negotiated}")]
+    RecoveryLevelTooLow { negotiated: u8 },
 }
 
 impl Error {
@@ -153,6 +157,8 @@ impl From<Error> for crate::model::Status {
             Error::CantRemoveLastConnection => C::CantRemoveLastConnection,
             Error::CannotRemoveLeadingConnection => C::CannotRemoveLeadingConnection,
             Error::RemoveConnectionInProgress => C::RemoveConnectionInProgress,
+            Error::LogoutRefused { .. } => C::TargetError,
+            Error::RecoveryLevelTooLow { .. } => C::RequestNotSupported,
         };
         Status::new(code, e.to_string())
     }

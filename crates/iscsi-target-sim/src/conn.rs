@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::erl2::Kept;
 use crate::login::{self, SessionKind};
 use crate::scsi::{GOOD, RamLun, ScsiResult};
 use crate::{Fault, Phase, SLOW_LORIS_STEP, SessionState, Shared, SimStats};
@@ -55,6 +56,36 @@ pub(crate) struct Params {
     pub first_burst_length: u32,
     pub initial_r2t: bool,
     pub immediate_data: bool,
+    /// ERL, DefaultTime2Wait and DefaultTime2Retain as answered (§13.15-13.20).
+    pub erl: u8,
+    pub time2wait: u16,
+    pub time2retain: u16,
+}
+
+/// A write's data as it arrives; kept with the task when the connection
+/// fails at ERL 2, so that recovery R2Ts ask only for what is missing.
+#[derive(Debug)]
+pub(crate) struct WriteProgress {
+    pub buf: Vec<u8>,
+    /// Bytes received without a hole from offset 0.
+    pub got: usize,
+    /// Next R2TSN (§11.8.5: per task, on across a reassignment).
+    pub r2t_sn: u32,
+    /// Data-Out PDUs received for this command.
+    pub pdus: u32,
+}
+
+/// A read's Data-In, ready to go (residuals settled, faults applied); kept
+/// with the task when the connection fails at ERL 2.
+#[derive(Debug)]
+pub(crate) struct ReadOut {
+    pub data: Vec<u8>,
+    pub status: u8,
+    pub underflow: bool,
+    pub overflow: bool,
+    pub residual: u32,
+    /// Bytes per Data-In PDU: DataSN n starts at n * chunk.
+    pub chunk: usize,
 }
 
 pub(crate) struct Conn {
@@ -80,10 +111,17 @@ pub(crate) struct Conn {
     stat_sn_jumped: bool,
     /// Full feature phase reached (slow-loris sends apply from here).
     ffp: bool,
+    /// Our CID in the session (§11.12.8), from the login.
+    pub cid: u16,
+    /// SCSI commands answered on this connection.
+    pub answered: u32,
+    /// ERL 2: answered tasks whose status the initiator has not yet
+    /// acknowledged (ExpStatSN), by the StatSN of their status.
+    pub unacked: VecDeque<(u32, ScsiCommand, Kept)>,
 }
 
 impl Conn {
-    fn fault(&self) -> Fault {
+    pub fn fault(&self) -> Fault {
         self.shared.cfg.fault
     }
 
@@ -180,7 +218,10 @@ impl Conn {
     pub async fn recv(&mut self) -> Result<Option<Pdu>, End> {
         loop {
             match self.dec.decode(&mut self.rbuf) {
-                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(Some(p)) => {
+                    self.acknowledged(&p.bhs);
+                    return Ok(Some(p));
+                }
                 Ok(None) => {}
                 Err(e) => return Err(End::Pdu(e)),
             }
@@ -291,7 +332,12 @@ impl Conn {
                     }
                 }
                 Bhs::ScsiCommand(h) => {
-                    self.stat(|s| s.commands += 1);
+                    self.stat(|s| {
+                        s.commands += 1;
+                        if !h.immediate {
+                            *s.commands_by_cmd_sn.entry(h.cmd_sn).or_default() += 1;
+                        }
+                    });
                     self.check_window(h.cmd_sn, h.immediate);
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     if kind == SessionKind::Discovery {
@@ -301,6 +347,8 @@ impl Conn {
                         continue;
                     }
                     self.scsi_command(h, data).await?;
+                    self.answered = self.answered.saturating_add(1);
+                    self.after_answer().await?;
                 }
                 Bhs::TextRequest(h) => {
                     self.check_window(h.cmd_sn, h.immediate);
@@ -344,23 +392,34 @@ impl Conn {
                 }
                 Bhs::LogoutRequest(h) => {
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    self.stat(|s| *s.logouts.entry(h.reason).or_default() += 1);
                     if self.fault() == Fault::LogoutNeverAnswered {
                         return Err(self.drain().await);
                     }
-                    let (exp_cmd_sn, max_cmd_sn) = self.window();
-                    let rsp = LogoutResponse {
-                        response: 0,
-                        itt: h.itt,
-                        stat_sn: self.next_stat_sn(),
-                        exp_cmd_sn,
-                        max_cmd_sn,
-                        time2wait: 0,
-                        time2retain: 0,
-                    };
-                    self.send(rsp, Bytes::new()).await?;
+                    if h.reason == iscsi_proto::pdu::logout_reason::REMOVE_CONNECTION_FOR_RECOVERY {
+                        if self.logout_for_recovery(&h).await? {
+                            continue;
+                        }
+                    } else {
+                        let (exp_cmd_sn, max_cmd_sn) = self.window();
+                        let rsp = LogoutResponse {
+                            response: 0,
+                            itt: h.itt,
+                            stat_sn: self.next_stat_sn(),
+                            exp_cmd_sn,
+                            max_cmd_sn,
+                            time2wait: 0,
+                            time2retain: 0,
+                        };
+                        self.send(rsp, Bytes::new()).await?;
+                    }
                     // §11.14: the target closes the connection after the response.
                     let _ = self.stream.shutdown().await;
                     return Ok(());
+                }
+                Bhs::TaskMgmtRequest(h) if h.function == crate::erl2::TASK_REASSIGN => {
+                    self.consume_cmd_sn(h.cmd_sn, h.immediate);
+                    self.task_reassign(&h).await?;
                 }
                 Bhs::TaskMgmtRequest(h) => {
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
@@ -454,7 +513,23 @@ impl Conn {
             }
             _ => {}
         }
-        let data_out = if h.write { self.collect_data_out(&h, immediate).await? } else { Vec::new() };
+        let data_out = if h.write {
+            let lun_size = usize::try_from(self.shared.cfg.lun_size).unwrap_or(MAX_WRITE);
+            let edtl = (h.expected_data_transfer_length as usize).min(MAX_WRITE).min(lun_size);
+            let mut w = WriteProgress { buf: vec![0u8; edtl], got: 0, r2t_sn: 0, pdus: 0 };
+            if let Err(e) = self.collect_data_out(&h, immediate, &mut w).await {
+                self.retain(h, Kept::Write(w));
+                return Err(e);
+            }
+            w.buf
+        } else {
+            Vec::new()
+        };
+        self.execute(h, data_out).await
+    }
+
+    /// Runs a command whose Data-Out is complete on the LUN and answers it.
+    pub(crate) async fn execute(&mut self, h: ScsiCommand, data_out: Vec<u8>) -> Result<(), End> {
         let result = match self.shared.lun.lock() {
             Ok(mut lun) => {
                 if h.write && !RamLun::is_write(&h.cdb) {
@@ -466,18 +541,47 @@ impl Conn {
             Err(_) => return Err(End::Done("LUN lock poisoned")),
         };
         if h.read && result.status == GOOD && !result.data.is_empty() {
-            self.data_in(&h, result).await
+            let out = self.read_out(&h, result);
+            if let Err(e) = self.send_read(&h, &out, 0).await {
+                self.retain(h, Kept::Read(out));
+                return Err(e);
+            }
+            self.unacknowledged(h, Kept::Read(out));
+            Ok(())
         } else {
             let edtl = h.expected_data_transfer_length;
             let residual = if h.write { edtl.saturating_sub(data_out.len() as u32) } else { edtl };
-            let rsp = self.response(&h, &result, if result.status == GOOD { residual } else { 0 });
-            self.send_final(Pdu::new(rsp, sense_segment(&result.sense))).await
+            let residual = if result.status == GOOD { residual } else { 0 };
+            if let Fault::WriteStatusLost { after } = self.fault()
+                && h.write
+                && self.answered >= after
+                && self.fire()
+            {
+                // The status "is lost": kept unacknowledged, never sent.
+                let _ = self.next_stat_sn();
+                self.unacknowledged(h, Kept::Status { result, residual });
+                return Err(self.cut(false).await);
+            }
+            let rsp = self.response(&h, &result, residual);
+            let sent = self.send_final(Pdu::new(rsp, sense_segment(&result.sense))).await;
+            self.unacknowledged(h, Kept::Status { result, residual });
+            sent
         }
+    }
+
+    /// Sends a command's status again (a reassigned task whose status the
+    /// initiator never acknowledged, §7.2).
+    pub(crate) async fn resend_status(&mut self, h: ScsiCommand, result: ScsiResult, residual: u32) -> Result<(), End> {
+        let rsp = self.response(&h, &result, residual);
+        let sent = self.send(rsp, sense_segment(&result.sense)).await;
+        self.stat(|s| s.statuses_resent += 1);
+        self.unacknowledged(h, Kept::Status { result, residual });
+        sent
     }
 
     /// Arms a TCP reset: the caller returns, `serve` drops the stream, and
     /// with SO_LINGER 0 the close sends RST instead of FIN.
-    fn take_and_reset(&mut self) -> End {
+    pub(crate) fn take_and_reset(&mut self) -> End {
         match self.stream.set_zero_linger() {
             Ok(()) => End::Done("reset"),
             Err(e) => End::Io(e),
@@ -485,7 +589,7 @@ impl Conn {
     }
 
     /// A SCSI Response (§11.4) with an underflow residual when `residual` > 0.
-    fn response(&mut self, h: &ScsiCommand, r: &ScsiResult, residual: u32) -> ScsiResponse {
+    pub(crate) fn response(&mut self, h: &ScsiCommand, r: &ScsiResult, residual: u32) -> ScsiResponse {
         let (exp_cmd_sn, max_cmd_sn) = self.window();
         ScsiResponse {
             underflow: residual > 0,
@@ -517,9 +621,10 @@ impl Conn {
         self.send_bytes(&out).await
     }
 
-    /// Data-In (§11.7), split at the initiator's MaxRecvDataSegmentLength,
-    /// the status in the last PDU (§11.7.3, phase collapse).
-    async fn data_in(&mut self, h: &ScsiCommand, r: ScsiResult) -> Result<(), End> {
+    /// A read's Data-In: the data cut or flagged to the transfer length
+    /// (§11.4.5, residuals) and split at the initiator's
+    /// MaxRecvDataSegmentLength (§13.12).
+    fn read_out(&self, h: &ScsiCommand, r: ScsiResult) -> ReadOut {
         let edtl = h.expected_data_transfer_length as usize;
         let mut data = r.data;
         let (mut underflow, mut overflow, mut residual) = (false, false, 0u32);
@@ -531,33 +636,52 @@ impl Conn {
             residual = (data.len() - edtl) as u32;
             data.truncate(edtl);
         }
-        let fault = self.fault();
-        if fault == Fault::DataOverrun {
+        if self.fault() == Fault::DataOverrun {
             // More than asked, and not said so.
             data.extend_from_slice(&[0u8; 512]);
             (underflow, overflow, residual) = (false, false, 0);
         }
         let chunk = (self.params.peer_mrdsl as usize).max(512);
-        let count = data.len().div_ceil(chunk);
-        let mut offset = 0usize;
-        for (i, piece) in data.chunks(chunk).enumerate() {
+        ReadOut { data, status: r.status, underflow, overflow, residual, chunk }
+    }
+
+    /// Sends Data-In (§11.7) from DataSN `from_sn` on, the status in the
+    /// last PDU (§11.7.3, phase collapse). A reassigned read (§11.5.1)
+    /// starts at its ExpDataSN; when nothing is left, a SCSI Response
+    /// carries the status.
+    pub(crate) async fn send_read(&mut self, h: &ScsiCommand, r: &ReadOut, from_sn: u32) -> Result<(), End> {
+        let edtl = h.expected_data_transfer_length as usize;
+        let fault = self.fault();
+        let start = (from_sn as usize).saturating_mul(r.chunk).min(r.data.len());
+        let rest = r.data.get(start..).unwrap_or_default();
+        if rest.is_empty() {
+            let result = ScsiResult { status: r.status, ..ScsiResult::default() };
+            let residual = if r.underflow { r.residual } else { 0 };
+            let rsp = self.response(h, &result, residual);
+            return self.send(rsp, Bytes::new()).await;
+        }
+        // A new connection may take smaller PDUs; DataSN goes on regardless.
+        let chunk = r.chunk.min((self.params.peer_mrdsl as usize).max(512));
+        let count = rest.len().div_ceil(chunk);
+        let mut offset = start;
+        for (i, piece) in rest.chunks(chunk).enumerate() {
             let last = i + 1 == count;
-            let first_pdu = i == 0;
+            let first_pdu = i == 0 && from_sn == 0;
             let (exp_cmd_sn, max_cmd_sn) = self.window();
             let mut d = DataIn {
                 final_bit: last,
                 status_present: last,
                 status: r.status,
-                underflow: last && underflow,
-                overflow: last && overflow,
-                residual_count: if last { residual } else { 0 },
+                underflow: last && r.underflow,
+                overflow: last && r.overflow,
+                residual_count: if last { r.residual } else { 0 },
                 lun: h.lun,
                 itt: h.itt,
                 ttt: RESERVED_TAG,
                 stat_sn: if last { self.next_stat_sn() } else { 0 },
                 exp_cmd_sn,
                 max_cmd_sn,
-                data_sn: i as u32,
+                data_sn: from_sn.wrapping_add(i as u32),
                 buffer_offset: offset as u32,
                 ..Default::default()
             };
@@ -596,9 +720,32 @@ impl Conn {
                     _ => {}
                 }
             }
+            if let Fault::CutMidRead { after, reset } = fault
+                && !last
+                && i + 1 == after as usize
+                && self.fire()
+            {
+                debug!(itt = h.itt, cid = self.cid, reset, "cutting the connection mid-read");
+                return Err(self.cut(reset).await);
+            }
             offset += piece.len();
         }
         Ok(())
+    }
+
+    /// Ends the connection in the middle of a task: a TCP reset, or a close
+    /// (FIN) after everything sent so far.
+    async fn cut(&mut self, reset: bool) -> End {
+        if reset {
+            return self.take_and_reset();
+        }
+        let _ = self.stream.shutdown().await;
+        End::Done("cut")
+    }
+
+    /// Whether a one-shot fault may strike now (it strikes once per target).
+    pub(crate) fn fire(&self) -> bool {
+        !self.shared.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Next Data-Out of task `itt`; other PDUs wait in the backlog.
@@ -621,11 +768,7 @@ impl Conn {
     /// Gathers a write's data: immediate data, unsolicited Data-Out up to
     /// FirstBurstLength, then one R2T per MaxBurstLength (§11.7, §11.8,
     /// §13.13-14). What the initiator gets wrong is recorded as a violation.
-    async fn collect_data_out(&mut self, h: &ScsiCommand, immediate: Bytes) -> Result<Vec<u8>, End> {
-        let lun_size = usize::try_from(self.shared.cfg.lun_size).unwrap_or(MAX_WRITE);
-        let edtl = (h.expected_data_transfer_length as usize).min(MAX_WRITE).min(lun_size);
-        let mut buf = vec![0u8; edtl];
-        let mut got = 0usize;
+    async fn collect_data_out(&mut self, h: &ScsiCommand, immediate: Bytes, w: &mut WriteProgress) -> Result<(), End> {
         let p = self.params;
         if !immediate.is_empty() {
             self.stat(|s| s.immediate_bytes += immediate.len() as u64);
@@ -639,19 +782,26 @@ impl Conn {
                     p.first_burst_length
                 ));
             }
-            got = got.max(place(&mut buf, 0, &immediate)?);
+            w.got = w.got.max(place(&mut w.buf, 0, &immediate)?);
         }
         if !h.final_bit {
             if p.initial_r2t {
                 self.violation("unsolicited Data-Out with InitialR2T=Yes".to_string());
             }
             // §13.14: immediate and unsolicited data together stay within FirstBurstLength.
-            let room = (p.first_burst_length as usize).saturating_sub(got);
-            got = got.max(self.data_out_sequence(h.itt, RESERVED_TAG, got, room, &mut buf).await?);
+            let room = (p.first_burst_length as usize).saturating_sub(w.got);
+            let start = w.got;
+            self.data_out_sequence(h.itt, RESERVED_TAG, start, room, w).await?;
         }
-        let mut r2t_sn = 0u32;
-        while got < edtl {
-            let want = (edtl - got).min(p.max_burst_length.max(512) as usize);
+        self.r2t_loop(h, w, false).await
+    }
+
+    /// One R2T per MaxBurstLength for what is still missing (§11.8). After
+    /// a TASK REASSIGN these are the recovery R2Ts (§7.2.2): R2TSN goes on.
+    pub(crate) async fn r2t_loop(&mut self, h: &ScsiCommand, w: &mut WriteProgress, recovery: bool) -> Result<(), End> {
+        let edtl = w.buf.len();
+        while w.got < edtl {
+            let want = (edtl - w.got).min(self.params.max_burst_length.max(512) as usize);
             let ttt = self.next_ttt;
             self.next_ttt = self.next_ttt.wrapping_add(1) & 0x7fff_ffff;
             let (exp_cmd_sn, max_cmd_sn) = self.window();
@@ -662,39 +812,43 @@ impl Conn {
                 stat_sn: self.stat_sn,
                 exp_cmd_sn,
                 max_cmd_sn,
-                r2t_sn,
-                buffer_offset: got as u32,
+                r2t_sn: w.r2t_sn,
+                buffer_offset: w.got as u32,
                 desired_data_transfer_length: want as u32,
             };
-            if r2t_sn == 0 && self.fault() == Fault::R2tOutside {
+            if w.r2t_sn == 0 && !recovery && self.fault() == Fault::R2tOutside {
                 r.buffer_offset = (edtl as u32).saturating_add(512);
                 r.desired_data_transfer_length = 512;
             }
             self.send(r, Bytes::new()).await?;
-            self.stat(|s| s.r2ts += 1);
-            r2t_sn += 1;
-            let end = self.data_out_sequence(h.itt, ttt, got, want, &mut buf).await?;
-            if end <= got {
+            self.stat(|s| {
+                s.r2ts += 1;
+                if recovery {
+                    s.recovery_r2ts += 1;
+                }
+            });
+            w.r2t_sn = w.r2t_sn.wrapping_add(1);
+            let before = w.got;
+            self.data_out_sequence(h.itt, ttt, before, want, w).await?;
+            if w.got <= before {
                 return Err(End::Done("an R2T was answered with no data"));
             }
-            got = end;
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// One Data-Out sequence (§11.7): the PDUs answering one R2T (or the
     /// unsolicited burst, `ttt` reserved), DataSN from 0, inside
-    /// `[start, start + len)`, ended by the F bit. Returns the end offset.
+    /// `[start, start + len)`, ended by the F bit.
     async fn data_out_sequence(
         &mut self,
         itt: u32,
         ttt: u32,
         start: usize,
         len: usize,
-        buf: &mut [u8],
-    ) -> Result<usize, End> {
+        w: &mut WriteProgress,
+    ) -> Result<(), End> {
         let mut data_sn = 0u32;
-        let mut end = start;
         loop {
             let (d, data) = self.recv_data_out(itt).await?;
             self.stat(|s| if ttt == RESERVED_TAG { s.unsolicited_data_outs += 1 } else { s.solicited_data_outs += 1 });
@@ -714,10 +868,21 @@ impl Conn {
             if data.len() > self.shared.cfg.max_recv_data_segment_length as usize {
                 self.violation(format!("Data-Out of {} bytes beyond our MaxRecvDataSegmentLength", data.len()));
             }
-            end = end.max(place(buf, off, &data)?);
+            let end = place(&mut w.buf, off, &data)?;
+            if off <= w.got {
+                w.got = w.got.max(end);
+            }
+            w.pdus = w.pdus.saturating_add(1);
             data_sn = data_sn.wrapping_add(1);
             if d.final_bit {
-                return Ok(end);
+                return Ok(());
+            }
+            if let Fault::CutMidWrite { after, reset } = self.fault()
+                && w.pdus >= after
+                && self.fire()
+            {
+                debug!(itt, cid = self.cid, reset, "cutting the connection mid-write");
+                return Err(self.cut(reset).await);
             }
         }
     }
@@ -752,6 +917,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         first_burst_length: 65_536,
         initial_r2t: true,
         immediate_data: true,
+        erl: 0,
+        time2wait: 2,
+        time2retain: 20,
     };
     let window_closed = matches!(shared.cfg.fault, Fault::WindowClosed { .. });
     let mut c = Conn {
@@ -770,6 +938,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         next_ttt: 0x10,
         stat_sn_jumped: false,
         ffp: false,
+        cid: 0,
+        answered: 0,
+        unacked: VecDeque::new(),
     };
     if c.fault() == Fault::Reset(Phase::Accept) {
         let end = c.reset();
@@ -780,12 +951,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         Ok(kind) => c.full_feature(kind).await.err(),
         Err(e) => Some(e),
     };
+    c.retain_unacknowledged();
     if let Some(s) = c.session.take() {
+        c.connection_gone(&s);
         let left = s.connections.lock().ok().map(|mut n| {
             *n = n.saturating_sub(1);
             *n
         });
+        // At ERL 2 a session whose tasks wait for recovery stays for the
+        // initiator to reinstate a connection (§6.3.4, §7.2).
         if left == Some(0)
+            && !s.waits_for_recovery()
             && let Ok(mut all) = shared.sessions.lock()
         {
             all.retain(|_, v| !Arc::ptr_eq(v, &s));

@@ -6,6 +6,11 @@
 //! SendTargets discovery (Appendix C), and the full feature phase with
 //! NOP, SCSI commands, Data-In/Data-Out/R2T and Logout. A session may have
 //! up to `max_connections` connections (MC/S, §5.3) sharing one CmdSN window.
+//! With `error_recovery_level` 2 it is an ERL 2 peer (§7.2): a failed
+//! connection's tasks are kept for DefaultTime2Retain, and after a Logout
+//! for recovery (reason 2) or a reinstatement of the CID, TASK REASSIGN
+//! moves them to another connection, where a read resumes at its ExpDataSN
+//! and a write gets recovery R2Ts for what is missing.
 //!
 //! What the initiator sent that breaks RFC 7143 is recorded in
 //! [`SimStats::violations`], so a well-behaved run can be asserted too.
@@ -25,11 +30,13 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod conn;
+mod erl2;
 mod login;
 pub mod scsi;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +141,26 @@ pub enum Fault {
     LogoutNeverAnswered,
     /// A TCP reset (SO_LINGER 0, then close) at this phase.
     Reset(Phase),
+    // ---- connection failures for recovery (§6.2, §7) ----
+    /// The connection carrying a read ends after `after` of its Data-In
+    /// PDUs went out (once per target, on the first read long enough): with
+    /// `reset` by a TCP reset, which may lose what was still queued to send;
+    /// else by a close that delivers them first.
+    CutMidRead { after: u32, reset: bool },
+    /// The connection carrying a write ends after `after` of its Data-Out
+    /// PDUs came in (once per target, on the first write long enough).
+    CutMidWrite { after: u32, reset: bool },
+    /// A write's data all arrives and is stored, but its status is never
+    /// sent: the connection closes instead (once per target, on the first
+    /// write after `after` commands answered on that connection).
+    WriteStatusLost { after: u32 },
+    /// Async Message event 1 (§11.9.1, "logout requested", 1 s to comply)
+    /// on connection `cid` once it has answered `after` SCSI commands.
+    AsyncLogoutRequest { cid: u16, after: u32 },
+    /// Async Message event 2 (§11.9.1, "dropping the connection") on
+    /// connection `cid` once it has answered `after` SCSI commands; then the
+    /// connection is closed.
+    AsyncDropConnection { cid: u16, after: u32 },
 }
 
 /// What the simulated target is and how it negotiates.
@@ -159,6 +186,17 @@ pub struct SimConfig {
     pub digests: bool,
     /// CmdSN window depth (MaxCmdSN - ExpCmdSN + 1).
     pub queue_depth: u32,
+    /// The highest ErrorRecoveryLevel accepted (§13.20: the answer is the
+    /// minimum of this and the offer). At 2 the failed connection's tasks are
+    /// kept for DefaultTime2Retain and may be reassigned (§7.2, §11.5.1).
+    pub error_recovery_level: u8,
+    /// Whether TASK REASSIGN is carried out at ERL 2; when false it is
+    /// answered "Task allegiance reassignment not supported" (§11.6.1).
+    pub task_reassign: bool,
+    /// Our DefaultTime2Wait (§13.15, result: maximum) and
+    /// DefaultTime2Retain (§13.16, result: minimum).
+    pub default_time2wait: u16,
+    pub default_time2retain: u16,
     pub fault: Fault,
 }
 
@@ -178,6 +216,10 @@ impl Default for SimConfig {
             max_connections: 1,
             digests: false,
             queue_depth: 32,
+            error_recovery_level: 0,
+            task_reassign: true,
+            default_time2wait: 2,
+            default_time2retain: 20,
             fault: Fault::None,
         }
     }
@@ -201,6 +243,26 @@ pub struct SimStats {
     pub r2ts: u32,
     pub solicited_data_outs: u32,
     pub data_ins: u32,
+    /// SCSI commands received per CmdSN: a task retried with its own CmdSN
+    /// is seen once, one re-issued as a new command shows under a new CmdSN.
+    pub commands_by_cmd_sn: BTreeMap<u32, u32>,
+    /// Logout Requests received, by reason code (§11.14.1).
+    pub logouts: BTreeMap<u8, u32>,
+    /// Tasks kept after their connection failed (ERL 2, §6.2.2).
+    pub tasks_retained: u32,
+    /// TASK REASSIGN requests carried out (§11.5.1), refused, and answered
+    /// "task does not exist" (a command the target never received).
+    pub reassigned: u32,
+    pub reassign_refused: u32,
+    pub reassign_no_such_task: u32,
+    /// The DataSN each reassigned read resumed from (its ExpDataSN).
+    pub resumed_from_data_sn: Vec<u32>,
+    /// R2Ts sent for reassigned writes (recovery R2Ts, §7.2.2).
+    pub recovery_r2ts: u32,
+    /// Statuses sent again for reassigned tasks that had finished.
+    pub statuses_resent: u32,
+    /// Async Messages sent, by event code (§11.9.1).
+    pub async_events: BTreeMap<u8, u32>,
     /// Rules of RFC 7143 the initiator broke, in words (empty when it behaved).
     pub violations: Vec<String>,
 }
@@ -220,6 +282,13 @@ pub(crate) struct SessionState {
     pub isid: [u8; 6],
     pub cmd_sn: Mutex<CmdSnState>,
     pub connections: Mutex<u16>,
+    /// Negotiated on the leading login.
+    pub erl: u8,
+    pub time2retain: u16,
+    pub time2wait: u16,
+    /// ERL 2: tasks of failed connections, by ITT, and which failed CIDs
+    /// were logged out or reinstated (so their tasks may move).
+    pub recovery: Mutex<erl2::Retained>,
 }
 
 /// State every connection of the target shares.
@@ -235,6 +304,8 @@ pub(crate) struct Shared {
     pub stats: Mutex<SimStats>,
     /// Normal sessions by TSIH, for connections joining them (MC/S).
     pub sessions: Mutex<HashMap<u16, Arc<SessionState>>>,
+    /// A one-shot fault (cut, async event) has struck.
+    pub fired: AtomicBool,
 }
 
 /// A running simulated target; stops when dropped.
@@ -258,6 +329,7 @@ impl SimTarget {
             captured_challenge: Mutex::new(None),
             stats: Mutex::new(SimStats::default()),
             sessions: Mutex::new(HashMap::new()),
+            fired: AtomicBool::new(false),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {

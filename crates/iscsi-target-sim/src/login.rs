@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use crate::conn::{Conn, End};
+use crate::erl2::Retained;
 use crate::{CmdSnState, Fault, Phase, SessionState};
 
 /// Login stages (§11.12.3).
@@ -179,6 +180,7 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
         }
         // §11.12: login requests are immediate; CmdSN stays the same.
         c.exp_cmd_sn = req.cmd_sn;
+        c.cid = req.cid;
         if let Some((rest, last)) = l.pending.take() {
             let (exp_cmd_sn, max_cmd_sn) = c.window();
             let stat_sn = c.next_stat_sn();
@@ -286,6 +288,10 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
                             isid: req.isid,
                             cmd_sn: Mutex::new(CmdSnState { exp_cmd_sn: c.exp_cmd_sn, ahead: BTreeSet::new() }),
                             connections: Mutex::new(0),
+                            erl: c.params.erl,
+                            time2wait: c.params.time2wait,
+                            time2retain: c.params.time2retain,
+                            recovery: Mutex::new(Retained::default()),
                         });
                         if let Ok(mut all) = c.shared.sessions.lock() {
                             all.insert(rsp.tsih, s.clone());
@@ -295,6 +301,9 @@ pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
                 };
                 if let Ok(mut n) = session.connections.lock() {
                     *n = n.saturating_add(1);
+                }
+                if let Ok(mut r) = session.recovery.lock() {
+                    r.connection_up(req.cid);
                 }
                 c.session = Some(session);
             }
@@ -469,11 +478,23 @@ fn operational(c: &mut Conn, l: &mut Login, pairs: &TextPairs, answer: &mut Text
                 c.params.first_burst_length = r;
                 r.to_string()
             }
-            "DefaultTime2Wait" => num.unwrap_or(2).max(2).to_string(),
-            "DefaultTime2Retain" => num.unwrap_or(20).min(20).to_string(),
+            "DefaultTime2Wait" => {
+                let r = num.unwrap_or(2).max(u64::from(cfg.default_time2wait)).min(3600) as u16;
+                c.params.time2wait = r;
+                r.to_string()
+            }
+            "DefaultTime2Retain" => {
+                let r = num.unwrap_or(20).min(u64::from(cfg.default_time2retain)) as u16;
+                c.params.time2retain = r;
+                r.to_string()
+            }
             "MaxOutstandingR2T" => "1".to_string(),
             "DataPDUInOrder" | "DataSequenceInOrder" => "Yes".to_string(),
-            "ErrorRecoveryLevel" => "0".to_string(),
+            "ErrorRecoveryLevel" => {
+                let r = num.unwrap_or(0).min(u64::from(cfg.error_recovery_level)) as u8;
+                c.params.erl = r;
+                r.to_string()
+            }
             "IFMarker" | "OFMarker" => "No".to_string(),
             // Declarations of the initiator: nothing to answer.
             "InitiatorName" | "InitiatorAlias" | "TargetName" | "SessionType" => continue,

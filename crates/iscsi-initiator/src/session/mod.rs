@@ -7,6 +7,7 @@
 //! command went out on (allegiance, RFC 7143 §4.2.2). New commands are
 //! spread over the connections by the load-balance policy.
 
+mod erl2;
 mod io;
 mod management;
 mod recovery;
@@ -565,11 +566,16 @@ impl Inner {
         }
         warn!(cid, reason, "connection failed; recovering");
         let generation = st.generation;
+        let erl2 = self.erl2_applies(&st, cid);
         if let Some((portal, id)) = st.orphan_connection(cid) {
             st.drain_queue();
             drop(st);
             let s = Session { inner: self.clone() };
-            tokio::spawn(s.recover(cid, portal, id, reason.to_string(), generation));
+            if erl2 {
+                tokio::spawn(s.recover_erl2(cid, portal, id, reason.to_string(), generation));
+            } else {
+                tokio::spawn(s.recover(cid, portal, id, reason.to_string(), generation));
+            }
         }
     }
 

@@ -1,4 +1,5 @@
-//! Recovery at ErrorRecoveryLevel 0 (RFC 7143 §6.2.1, §6.3.4, §7.1.4):
+//! Recovery at ErrorRecoveryLevel 0 (RFC 7143 §6.2.1, §6.3.4, §7.1.4), and
+//! the reinstatement half of ERL 2 (see `erl2.rs`):
 //! a failed connection is reinstated (a login with the same CID, which
 //! makes the target end the old one) and its commands are retried or
 //! re-issued; when the target no longer has the session, the session is
@@ -125,6 +126,15 @@ impl Session {
                 return Err(e);
             }
         };
+        if inner.params.error_recovery_level >= 2 {
+            if let Some(c) = super::state::conn_mut(&mut inner.lock().conns, cid) {
+                c.draining = false;
+            }
+            // RFC 7143 §7.2: at ERL 2 the reinstated connection takes the
+            // old one's tasks back (TASK REASSIGN), where they left off.
+            self.reassign_tasks(cid, cid, exp).await;
+            return Ok(());
+        }
         let mut st = inner.lock();
         if let Some(c) = super::state::conn_mut(&mut st.conns, cid) {
             c.draining = false;

@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use iscsi_proto::negotiation::Negotiated;
 use iscsi_proto::pdu::{
     AsyncMessage, Bhs, DataIn, DataOut, FrameConfig, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, R2t,
-    RESERVED_TAG, Reject, ScsiCommand, ScsiResponse, TextRequest, TextResponse, data_trailer, encode_header,
+    RESERVED_TAG, Reject, ScsiCommand, ScsiResponse, TaskMgmtResponse, TextRequest, TextResponse, data_trailer,
+    encode_header,
 };
 use iscsi_proto::scsi::cdb::Cdb;
 use iscsi_proto::seq::{CmdWindow, Sn};
@@ -45,6 +46,8 @@ pub(super) enum TaskKind {
     Text(TextAccumulator),
     /// Logout with this reason (RFC 7143 §11.14.1).
     Logout(u8),
+    /// A task management function (RFC 7143 §11.5), e.g. TASK REASSIGN.
+    TaskMgmt,
 }
 
 pub(super) enum Reply {
@@ -53,6 +56,7 @@ pub(super) enum Reply {
     Logout(LogoutResponse),
     /// ExpCmdSN of the NOP-In that answered a probe.
     Probe(u32),
+    TaskMgmt(TaskMgmtResponse),
 }
 
 pub(super) struct Task {
@@ -73,7 +77,7 @@ pub(super) struct Task {
 
 impl Task {
     /// Forgets what was transferred so far, for a retry from the start.
-    fn restart(&mut self) {
+    pub fn restart(&mut self) {
         if let TaskKind::Scsi(s) = &mut self.kind {
             s.buf.clear();
             s.received = 0;
@@ -225,7 +229,8 @@ impl State {
     }
 
     /// A connection failed and will be recovered: its SCSI tasks wait for
-    /// a retry (their transfer state restarts), anything else fails.
+    /// a retry or a TASK REASSIGN (their transfer state is kept until it is
+    /// known which), anything else fails.
     /// Returns the portal and id of the lost connection.
     pub fn orphan_connection(&mut self, cid: u16) -> Option<(PortalAddr, UniqueConnectionId)> {
         let idx = self.conns.iter().position(|c| c.cid == cid)?;
@@ -237,7 +242,6 @@ impl State {
                 if let Some(t) = self.tasks.get_mut(&itt) {
                     t.cid = None;
                     t.lost_on = Some(cid);
-                    t.restart();
                 }
             } else if let Some(t) = self.tasks.remove(&itt) {
                 complete(t, Err(Error::ConnectionLost(format!("connection {cid} failed"))));
@@ -270,6 +274,7 @@ impl State {
                     if let Some(t) = self.tasks.get_mut(&itt) {
                         t.cid = Some(new_cid);
                         t.lost_on = None;
+                        t.restart();
                     }
                     if let Some(c) = conn_mut(&mut self.conns, new_cid) {
                         c.outstanding += 1;
@@ -322,7 +327,7 @@ impl State {
     }
 
     /// New ITT, new CmdSN, ahead of everything queued, in the given order.
-    fn reissue(&mut self, itts: Vec<u32>) {
+    pub fn reissue(&mut self, itts: Vec<u32>) {
         for itt in itts.into_iter().rev() {
             if let Some(mut t) = self.tasks.remove(&itt) {
                 t.cid = None;
@@ -417,7 +422,7 @@ impl State {
 
     /// Sends a SCSI Command with its immediate data and unsolicited
     /// Data-Out (RFC 7143 §4.2.5.2: ImmediateData, InitialR2T, FirstBurstLength).
-    fn send_command(&mut self, itt: u32, cmd_sn: u32) {
+    pub fn send_command(&mut self, itt: u32, cmd_sn: u32) {
         let b = self.burst;
         let Some(t) = self.tasks.get_mut(&itt) else {
             tracing::warn!(itt, cmd_sn, "CmdSN taken for a task that is gone");
@@ -546,14 +551,19 @@ impl Inner {
                     complete(t, Ok(Reply::Logout(h)));
                 }
                 // The target closes the connection next: that is expected.
+                // (Reason 2 removes another connection; this one goes on.)
                 if reason == Some(iscsi_proto::pdu::logout_reason::CLOSE_SESSION) {
                     st.closed.get_or_insert_with(|| "logged out".to_string());
-                } else if let Some(c) = conn_mut(&mut st.conns, cid) {
+                } else if reason != Some(iscsi_proto::pdu::logout_reason::REMOVE_CONNECTION_FOR_RECOVERY)
+                    && let Some(c) = conn_mut(&mut st.conns, cid)
+                {
                     c.draining = true;
                 }
             }
             Bhs::TaskMgmtResponse(h) => {
-                st.take_task(h.itt);
+                if let Some(t) = st.take_task(h.itt) {
+                    complete(t, Ok(Reply::TaskMgmt(h)));
+                }
             }
             Bhs::AsyncMessage(h) => on_async(self, cid, h)?,
             Bhs::Reject(h) => on_reject(st, h, &data)?,

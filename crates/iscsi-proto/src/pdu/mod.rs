@@ -201,7 +201,7 @@ pub struct ScsiCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TaskMgmtRequest {
     pub immediate: bool,
-    /// Function code (1 ABORT TASK ... 14 TASK REASSIGN), §11.5.1.
+    /// Function code (1 ABORT TASK ... 8 TASK REASSIGN, see [`tmf_function`]), §11.5.1.
     pub function: u8,
     pub lun: u64,
     pub itt: u32,
@@ -256,6 +256,45 @@ pub struct DataOut {
     pub exp_stat_sn: u32,
     pub data_sn: u32,
     pub buffer_offset: u32,
+}
+
+/// Task management function codes (RFC 7143 §11.5.1; 9-12 from RFC 7144 §4.1).
+pub mod tmf_function {
+    pub const ABORT_TASK: u8 = 1;
+    pub const ABORT_TASK_SET: u8 = 2;
+    pub const CLEAR_ACA: u8 = 3;
+    pub const CLEAR_TASK_SET: u8 = 4;
+    pub const LOGICAL_UNIT_RESET: u8 = 5;
+    pub const TARGET_WARM_RESET: u8 = 6;
+    pub const TARGET_COLD_RESET: u8 = 7;
+    /// Moves a task to the connection the request arrives on (ERL 2).
+    pub const TASK_REASSIGN: u8 = 8;
+    pub const QUERY_TASK: u8 = 9;
+    pub const QUERY_TASK_SET: u8 = 10;
+    pub const I_T_NEXUS_RESET: u8 = 11;
+    pub const QUERY_ASYNC_EVENT: u8 = 12;
+}
+
+/// Task Management Function Response codes (RFC 7143 §11.6.1).
+pub mod tmf_response {
+    pub const FUNCTION_COMPLETE: u8 = 0;
+    pub const TASK_DOES_NOT_EXIST: u8 = 1;
+    pub const LUN_DOES_NOT_EXIST: u8 = 2;
+    pub const TASK_STILL_ALLEGIANT: u8 = 3;
+    pub const REASSIGNMENT_NOT_SUPPORTED: u8 = 4;
+    pub const FUNCTION_NOT_SUPPORTED: u8 = 5;
+    pub const AUTHORIZATION_FAILED: u8 = 6;
+    /// RFC 7144 §4.2: a query function found what it asked about.
+    pub const FUNCTION_SUCCEEDED: u8 = 7;
+    pub const FUNCTION_REJECTED: u8 = 255;
+}
+
+/// Logout Response codes (RFC 7143 §11.15.1).
+pub mod logout_response {
+    pub const SUCCESS: u8 = 0;
+    pub const CID_NOT_FOUND: u8 = 1;
+    pub const RECOVERY_NOT_SUPPORTED: u8 = 2;
+    pub const CLEANUP_FAILED: u8 = 3;
 }
 
 /// Logout reason codes (RFC 7143 §11.14.1).

@@ -470,3 +470,27 @@ proptest! {
         }
     }
 }
+
+/// RFC 7143 §11.5 with function 8, TASK REASSIGN (§11.5.1): immediate,
+/// ReferencedTaskTag the task's ITT, RefCmdSN and ExpDataSN set.
+#[test]
+fn task_reassign_layout() {
+    let h = TaskMgmtRequest {
+        immediate: true,
+        function: tmf_function::TASK_REASSIGN,
+        lun: 0x0001_0000_0000_0000,
+        itt: 0x11,
+        referenced_task_tag: 0x07,
+        cmd_sn: 0x20,
+        exp_stat_sn: 0x30,
+        ref_cmd_sn: 0x1f,
+        exp_data_sn: 2,
+    };
+    check(
+        h,
+        0,
+        0,
+        "42 88 0000 00 000000 0001000000000000
+         00000011 00000007 00000020 00000030 0000001f 00000002 0000000000000000",
+    );
+}
