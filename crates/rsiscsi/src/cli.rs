@@ -243,7 +243,9 @@ pub enum SessionCmd {
     },
     /// Send one SCSI command (CDB in hex, spaces allowed) and show status, sense and data.
     Scsi {
+        /// Session id.
         session: String,
+        /// Logical unit number.
         lun: u64,
         /// The CDB in hex: `120000006000` or `12 00 00 00 60 00` (1 to 16 bytes).
         #[arg(value_name = "CDB-HEX", required = true, num_args = 1..)]

@@ -393,6 +393,12 @@ fn bad_input() {
     let o = svc.rsiscsi(&["target", "login", "iqn.2024-01.lab.tgt:nosuch"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("(ISDSC_"), "{}", stderr(&o));
+    // The service has one initiator name of its own.
+    check(
+        &["--initiator-name", "iqn.2020-01.example:host", "session", "list"],
+        2,
+        "the service logs in with its own initiator name; --initiator-name is for the one-shot commands (see rsiscsi --help)",
+    );
     // Removing a persistent login that does not exist.
     check(
         &["persistent", "remove", "iqn.2024-01.lab.tgt:nosuch"],

@@ -83,6 +83,17 @@ pub type Result<T = ()> = std::result::Result<T, Error>;
 /// service command (the one-shot commands run without the service).
 pub async fn run(common: &Common, command: &Command) -> Option<Result> {
     let client = Client::new(rsiscsi_api::resolve_socket_path(common.socket.clone()));
+    let is_service = matches!(
+        command,
+        Command::Portal { .. } | Command::Target { .. } | Command::Session { .. } | Command::Persistent { .. }
+    );
+    if is_service && common.initiator_name.is_some() {
+        // The service logs in under its own node name (GET /v1/initiator),
+        // the same for every session: silently ignoring the option would mislead.
+        return Some(Err(Error::Usage(
+            "the service logs in with its own initiator name; --initiator-name is for the one-shot commands".into(),
+        )));
+    }
     let out = match command {
         Command::Portal { out, cmd } => portal::run(&client, common, out.json, cmd).await,
         Command::Target { out, cmd } => target::run(&client, common, out.json, cmd).await,
