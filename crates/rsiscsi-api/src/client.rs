@@ -64,6 +64,12 @@ impl Client {
         Self { socket: socket.into() }
     }
 
+    /// A client for `--socket` (if given), else `$RSISCSI_SOCKET`, else the
+    /// runtime-directory default ([`crate::resolve_socket_path`]).
+    pub fn resolve(explicit: Option<PathBuf>) -> Self {
+        Self::new(crate::resolve_socket_path(explicit))
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }

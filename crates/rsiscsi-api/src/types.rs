@@ -19,7 +19,8 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A secret string: sent by the client, never returned, never printed.
-/// `Debug` shows only its length.
+/// `Debug` shows only its length; the bytes are zeroed on drop (the daemon
+/// turns it into an `iscsi_proto::chap::Secret` for a login).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SecretString(pub String);
@@ -31,6 +32,13 @@ impl SecretString {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Wiped from memory when dropped.
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

@@ -113,8 +113,10 @@ pub struct Live {
 }
 
 impl Live {
-    /// The API view of the session.
-    pub fn view(&self) -> api::Session {
+    /// The API view of the session; `persistent` says whether its
+    /// persistent login is still stored (it may have been removed while the
+    /// session lives on).
+    pub fn view(&self, persistent: bool) -> api::Session {
         let s = &self.session;
         let p = s.params();
         let connections = s
@@ -145,7 +147,7 @@ impl Live {
             target_name: s.target_name().unwrap_or_default().to_string(),
             isid: hex::encode(s.isid()),
             tsih: s.tsih(),
-            persistent: self.persistent_key.is_some(),
+            persistent: persistent && self.persistent_key.is_some(),
             load_balance_policy: s.load_balance_policy().as_str().to_string(),
             parameters: api::SessionParameters {
                 initial_r2t: p.initial_r2t,

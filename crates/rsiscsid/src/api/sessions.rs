@@ -22,8 +22,14 @@ use crate::error::{ApiErr, ApiResult};
 use crate::logins::{check_security, to_model};
 use crate::registry::Live;
 
+/// Whether the session's persistent login is still stored.
+fn still_persistent(app: &App, live: &Live) -> bool {
+    live.persistent_key.as_ref().is_some_and(|k| app.store.state().persistent_logins.iter().any(|l| &l.key() == k))
+}
+
 pub async fn list(State(app): State<Arc<App>>) -> Json<api::SessionList> {
-    Json(api::SessionList { sessions: app.registry.all().iter().map(|l| l.view()).collect() })
+    let sessions = app.registry.all().iter().map(|l| l.view(still_persistent(&app, l))).collect();
+    Json(api::SessionList { sessions })
 }
 
 pub async fn get_one(
@@ -31,7 +37,8 @@ pub async fn get_one(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<api::Session>> {
     let id = path(p)?;
-    Ok(Json(session_of(&app, &id)?.view()))
+    let live = session_of(&app, &id)?;
+    Ok(Json(live.view(still_persistent(&app, &live))))
 }
 
 /// Keeps a persistent login's connection count in step with its session,
