@@ -450,3 +450,51 @@ fn chap_secret_is_sent_never_shown() {
     assert!(!stderr(&o).contains(secret));
     assert_eq!(svc.json(&["portal", "list"])["portals"].as_array().unwrap().len(), 1);
 }
+
+/// A lab setting from `RSISCSI_LAB_ENV` (default `/tmp/rsiscsi-lab/lab.env`).
+fn lab(name: &str) -> String {
+    let path = std::env::var("RSISCSI_LAB_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-lab/lab.env".into());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the target lab is not running ({path}: {e}): start scripts/lab-up.sh first"));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("{name} missing from {path}"))
+}
+
+/// CHAP and digests given to `target login` reach the target through the
+/// service: a wrong secret is the service's ISDSC_AUTHENTICATION_FAILURE, the
+/// right one logs in with CRC32C on both digests. Read-only on tgt's `chap`
+/// target (login, look, logout).
+#[test]
+fn chap_login_through_the_service() {
+    let svc = Service::start("chaplogin");
+    let iqn = lab("RSISCSI_TGT_IQN_CHAP");
+    let user = lab("RSISCSI_CHAP_USER");
+    let secret = lab("RSISCSI_CHAP_SECRET");
+    svc.ok(&["portal", "add", PORTAL]);
+    let login = |secret: &str| {
+        run_cli(
+            Some(&svc.socket()),
+            &["target", "login", &iqn, "--chap-user", &user, "--header-digest", "crc32c", "--data-digest", "crc32c"],
+            &[("RSISCSI_CHAP_SECRET", secret)],
+        )
+    };
+    let o = login("WrongSecret-123");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).ends_with(" (ISDSC_AUTHENTICATION_FAILURE, 0xEFFF0009)\n"), "{}", stderr(&o));
+    let o = login(&secret);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let sid = out.lines().next().unwrap().strip_prefix("session ").unwrap().to_string();
+    let list = svc.ok(&["session", "list"]);
+    let row = list.lines().find(|l| l.contains(" full-feature ")).unwrap();
+    assert!(row.contains("  crc32c/crc32c  "), "{list}");
+    for text in [&out, &list, &svc.ok(&["session", "list", "--json"]), &svc.ok(&["persistent", "list", "--json"])] {
+        assert!(!text.contains(&secret));
+    }
+    svc.ok(&["session", "logout", &sid]);
+    assert_eq!(svc.ok(&["session", "list"]), "no sessions (log in with `rsiscsi target login IQN`)\n");
+}
