@@ -1,7 +1,9 @@
 //! The real `rsiscsi` binary driving the real `rsiscsid` over a temporary
 //! socket, against the lab's tgt target reserved for the service
 //! (`iqn.2024-01.lab.tgt:svc` at 127.0.0.1:3260, LUN 1, 256 MiB,
-//! MaxConnections 8). Read-only on the LUN: INQUIRY and READ CAPACITY.
+//! MaxConnections 8): INQUIRY, READ CAPACITY, and one WRITE(10)/READ(10)
+//! round trip in the LUN's last MiB (LBA 522240 on; rsiscsid's own tests
+//! write at LBA 4096..10240).
 //!
 //! `rsiscsid` is another package's binary, so Cargo does not build it for
 //! these tests: run `cargo build -p rsiscsid` first (or point `RSISCSID_BIN`
@@ -21,6 +23,13 @@ const LUN: &str = "1";
 /// 256 MiB in 512-byte blocks.
 const SVC_BLOCKS: u64 = 256 * 1024 * 1024 / 512;
 const PORTAL: &str = "127.0.0.1:3260";
+/// First block of the last MiB of the svc LUN: this file's own region.
+const WRITE_LBA: u32 = 522_240;
+
+/// A 32-bit number as four hex bytes, `00 07 f8 00`.
+fn hex_be(v: u32) -> String {
+    v.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
 
 fn target() -> String {
     std::env::var("RSISCSI_TGT_IQN_SVC").unwrap_or_else(|_| "iqn.2024-01.lab.tgt:svc".into())
@@ -264,6 +273,25 @@ fn whole_user_session() {
     let data = B64.decode(j["data"].as_str().unwrap()).unwrap();
     assert_eq!(u32::from_be_bytes(data[0..4].try_into().unwrap()), u32::try_from(SVC_BLOCKS - 1).unwrap());
     assert_eq!(u32::from_be_bytes(data[4..8].try_into().unwrap()), 512);
+
+    // WRITE(10) of a file's bytes (--data-out), READ(10) back: the same bytes.
+    let block: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+    let file = svc.dir.join("block.bin");
+    std::fs::write(&file, &block).unwrap();
+    let lba = hex_be(WRITE_LBA);
+    let out = svc.ok(&[
+        "session",
+        "scsi",
+        &sid,
+        LUN,
+        &format!("2a 00 {lba} 00 00 08 00"),
+        "--data-out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out, "status: GOOD (0x00)\ndata: 0 byte(s), residual 0\n");
+    let j = svc.json(&["session", "scsi", &sid, LUN, &format!("28 00 {lba} 00 00 08 00"), "--data-in", "4096"]);
+    assert_eq!(j["scsi_status"], 0);
+    assert!(B64.decode(j["data"].as_str().unwrap()).unwrap() == block, "READ(10) returned other bytes than written");
 
     // An opcode tgt does not know: CHECK CONDITION with decoded sense, exit 1.
     let o = svc.rsiscsi(&["session", "scsi", &sid, LUN, "ff 00 00 00 00 00"]);
