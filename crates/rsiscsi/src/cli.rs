@@ -3,12 +3,21 @@
 use std::path::PathBuf;
 
 use clap::error::ErrorKind;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Parses the command line. `--help` and `--version` print and exit; a usage
 /// error comes back as one line (clap's own report spans several lines).
 pub fn parse() -> Result<Cli, String> {
-    match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        cli.common.given = Given {
+            header_digest: on_command_line(&m, "header_digest"),
+            data_digest: on_command_line(&m, "data_digest"),
+        };
+        Ok(cli)
+    });
+    match parsed {
         Ok(cli) => Ok(cli),
         Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
         Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
@@ -22,6 +31,27 @@ pub fn parse() -> Result<Cli, String> {
             Err(format!("{msg} (see rsiscsi --help)"))
         }
     }
+}
+
+/// Whether a global option was typed on the command line (at any level),
+/// as opposed to taking its default.
+fn on_command_line(m: &ArgMatches, id: &str) -> bool {
+    let mut level = Some(m);
+    while let Some(l) = level {
+        if l.value_source(id) == Some(ValueSource::CommandLine) {
+            return true;
+        }
+        level = l.subcommand().map(|(_, sub)| sub);
+    }
+    false
+}
+
+/// Options given explicitly, for the service commands: an option the user
+/// typed is sent (and sets its InformationSpecified bit); a default is not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Given {
+    pub header_digest: bool,
+    pub data_digest: bool,
 }
 
 #[derive(Debug, Parser)]
@@ -66,6 +96,9 @@ pub struct Common {
     /// The rsiscsid socket (service commands); else RSISCSI_SOCKET, else the runtime-dir default.
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Which of the options above were typed (not defaults).
+    #[arg(skip)]
+    pub given: Given,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -300,4 +333,23 @@ impl Default for McsArgs {
 
 pub(crate) fn parse_policy(s: &str) -> Result<iscsi_initiator::model::LoadBalancePolicy, String> {
     s.parse().map_err(|e: iscsi_initiator::model::Status| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(args: &[&str]) -> Given {
+        let m = Cli::command().try_get_matches_from(args).unwrap();
+        Given { header_digest: on_command_line(&m, "header_digest"), data_digest: on_command_line(&m, "data_digest") }
+    }
+
+    #[test]
+    fn typed_digests_are_told_from_defaults() {
+        let g = given(&["rsiscsi", "session", "add-connection", "1-2", "--portal", "h", "--header-digest", "none"]);
+        assert_eq!(g, Given { header_digest: true, data_digest: false });
+        let g = given(&["rsiscsi", "--data-digest", "crc32c", "target", "login", "iqn.x:y"]);
+        assert_eq!(g, Given { header_digest: false, data_digest: true });
+        assert_eq!(given(&["rsiscsi", "target", "list"]), Given::default());
+    }
 }

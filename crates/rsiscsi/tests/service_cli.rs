@@ -444,7 +444,17 @@ fn chap_secret_is_sent_never_shown() {
     // A portal nothing listens on: added all the same, its SendTargets failure said.
     let o = run_cli(
         Some(&svc.socket()),
-        &["portal", "add", "127.0.0.1:1", "--chap-user", "someone", "--security-flags", "0x40"],
+        &[
+            "portal",
+            "add",
+            "127.0.0.1:1",
+            "--chap-user",
+            "someone",
+            "--security-flags",
+            "0x40",
+            "--header-digest",
+            "none",
+        ],
         &[("RSISCSI_CHAP_SECRET", secret)],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -460,6 +470,9 @@ fn chap_secret_is_sent_never_shown() {
     let v: Value = serde_json::from_str(&j).unwrap();
     assert_eq!(v["portals"][0]["login_options"]["password_set"], true);
     assert_eq!(v["portals"][0]["security_flags"], 0x40);
+    // A digest typed on the command line is sent even when it is `none`; one left at its default is not.
+    assert_eq!(v["portals"][0]["login_options"]["header_digest"], "none");
+    assert!(v["portals"][0]["login_options"].get("data_digest").is_none(), "{j}");
     for text in [&out, &list, &j] {
         assert!(!text.contains(secret));
     }

@@ -127,17 +127,25 @@ pub(crate) fn portal_arg(s: &str) -> Result<api::Portal> {
     Ok(api::Portal::new(addr.host, addr.port))
 }
 
+fn digest(d: DigestArg) -> api::DigestType {
+    match d {
+        DigestArg::None => api::DigestType::None,
+        DigestArg::Crc32c => api::DigestType::Crc32c,
+    }
+}
+
 /// The login options the global options ask for (RFC 7143 §12: digests;
 /// §12.1.3: CHAP), or `None` when nothing was asked. The CHAP secret is read
 /// as the one-shot commands read it (environment or a private file) and sent
 /// to the service, never printed.
 pub(crate) fn login_options(common: &Common) -> Result<Option<api::LoginOptions>> {
     let mut o = api::LoginOptions::default();
-    if common.header_digest == DigestArg::Crc32c {
-        o.header_digest = Some(api::DigestType::Crc32c);
+    // A digest left at its default is not sent: the service's default applies.
+    if common.given.header_digest {
+        o.header_digest = Some(digest(common.header_digest));
     }
-    if common.data_digest == DigestArg::Crc32c {
-        o.data_digest = Some(api::DigestType::Crc32c);
+    if common.given.data_digest {
+        o.data_digest = Some(digest(common.data_digest));
     }
     if common.target_chap_user.is_some() {
         return Err(Error::Usage(
