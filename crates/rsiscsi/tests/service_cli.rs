@@ -430,9 +430,17 @@ fn bad_input() {
     // Removing a persistent login that does not exist.
     check(
         &["persistent", "remove", "iqn.2024-01.lab.tgt:nosuch"],
-        2,
-        "no persistent login for iqn.2024-01.lab.tgt:nosuch (`rsiscsi persistent list` shows them) (see rsiscsi --help)",
+        1,
+        "no persistent login for iqn.2024-01.lab.tgt:nosuch (`rsiscsi persistent list` shows them)",
     );
+    // --json: the service's error object on stdout as well, the line on stderr.
+    let o = svc.rsiscsi(&["session", "logout", "123456789abcdef-4000000000000001", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["name"], "ISDSC_INVALID_SESSION_ID");
+    assert_eq!(v["error"]["code"], 0xEFFF_001C_u32);
+    assert_eq!(v["error"]["code_hex"], "0xEFFF001C");
+    assert!(stderr(&o).ends_with("(ISDSC_INVALID_SESSION_ID, 0xEFFF001C)\n"));
 }
 
 /// A CHAP secret goes to the service and never comes back: not in any

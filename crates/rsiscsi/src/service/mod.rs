@@ -47,6 +47,12 @@ pub enum Error {
     /// A local file (secret, Data-Out) could not be used.
     #[error("{0}")]
     Local(String),
+    /// SendTargets failed on some portals (the targets of the others are shown).
+    #[error("SendTargets failed on {0}")]
+    RefreshFailed(String),
+    /// `persistent remove` of a target that has no stored login.
+    #[error("no persistent login for {target} (`rsiscsi persistent list` shows them)")]
+    NoPersistentLogin { target: String },
     /// The SCSI command reached the target but did not complete with GOOD.
     #[error("the target answered SCSI status {0}")]
     ScsiStatus(String),
@@ -61,6 +67,8 @@ impl Error {
             | Error::Api { .. }
             | Error::Transport(_)
             | Error::Local(_)
+            | Error::RefreshFailed(_)
+            | Error::NoPersistentLogin { .. }
             | Error::ScsiStatus(_) => EXIT_FAILED,
         }
     }
@@ -94,13 +102,20 @@ pub async fn run(common: &Common, command: &Command) -> Option<Result> {
             "the service logs in with its own initiator name; --initiator-name is for the one-shot commands".into(),
         )));
     }
-    let out = match command {
-        Command::Portal { out, cmd } => portal::run(&client, common, out.json, cmd).await,
-        Command::Target { out, cmd } => target::run(&client, common, out.json, cmd).await,
-        Command::Session { out, cmd } => session::run(&client, common, out.json, cmd).await,
-        Command::Persistent { out, cmd } => persistent::run(&client, out.json, cmd).await,
+    let (json, out) = match command {
+        Command::Portal { out, cmd } => (out.json, portal::run(&client, common, out.json, cmd).await),
+        Command::Target { out, cmd } => (out.json, target::run(&client, common, out.json, cmd).await),
+        Command::Session { out, cmd } => (out.json, session::run(&client, common, out.json, cmd).await),
+        Command::Persistent { out, cmd } => (out.json, persistent::run(&client, out.json, cmd).await),
         _ => return None,
     };
+    // With --json a script also gets the service's error object on stdout
+    // (the one-line message still goes to stderr).
+    if let (true, Err(Error::Api { body })) = (json, &out)
+        && let Err(e) = emit_json(&api::ApiError { error: body.clone() })
+    {
+        return Some(Err(e));
+    }
     Some(out)
 }
 

@@ -31,9 +31,7 @@ pub async fn run(client: &Client, json: bool, cmd: &PersistentCmd) -> Result {
                     .collect(),
             };
             if portals.is_empty() {
-                return Err(Error::Usage(format!(
-                    "no persistent login for {target} (`rsiscsi persistent list` shows them)"
-                )));
+                return Err(Error::NoPersistentLogin { target: target.clone() });
             }
             let mut text = String::new();
             for p in &portals {

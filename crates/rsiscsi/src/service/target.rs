@@ -34,7 +34,7 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) 
                             )
                         })
                         .collect();
-                    Err(Error::Transport(format!("SendTargets failed on {}", text.join("; "))))
+                    Err(Error::RefreshFailed(text.join("; ")))
                 }
             }
         }
