@@ -373,6 +373,14 @@ fn no_service_message() {
     let o = run_cli(None, &["persistent", "list"], &[("RSISCSI_SOCKET", path.to_str().unwrap())]);
     assert_eq!(o.status.code(), Some(3));
     assert_eq!(stderr(&o), want);
+    // A socket file left behind by a killed service (nobody listening) is the same case.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let o = run_cli(Some(&path), &["session", "list"], &[]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stderr(&o), want);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 /// Wrong input: one clear line on stderr and a non-zero status; the
