@@ -151,6 +151,10 @@ impl Drop for Service {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Keep the daemon's logs and state when a test failed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
