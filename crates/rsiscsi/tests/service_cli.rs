@@ -241,7 +241,7 @@ fn whole_user_session() {
     assert_eq!(conn_ids(&s), logged);
 
     // add-connection prints the new id alone; session list then shows 3.
-    let added = svc.ok(&["session", "add-connection", &sid, "--portal", PORTAL]);
+    let added = svc.ok(&["session", "add-connection", &sid, "--portal", "[::1]:3260"]);
     let added = added.strip_suffix('\n').unwrap().to_string();
     assert!(is_id(&added) && !logged.contains(&added), "{added:?}");
     let s = svc.svc_session().unwrap();
@@ -250,7 +250,13 @@ fn whole_user_session() {
     assert!(ids.contains(&added));
     let text = svc.ok(&["session", "list"]);
     assert!(text.contains(", 3 connection(s))"), "{text}");
-    assert!(text.lines().any(|l| l.trim_start().starts_with(&format!("{added} "))), "{text}");
+    // The third connection goes over IPv6 to the same target (tgt listens on both).
+    let row =
+        text.lines().find(|l| l.trim_start().starts_with(&format!("{added} "))).unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "2", "{row}");
+    assert!(cells[2].starts_with("[::1]:"), "{row}");
+    assert_eq!(&cells[3..6], ["[::1]:3260", "full-feature", "none/none"], "{row}");
 
     // INQUIRY (standard data, 96 bytes asked for): text with status and hex dump.
     let out = svc.ok(&["session", "scsi", &sid, LUN, "12 00 00 00 60 00", "--data-in", "96"]);
