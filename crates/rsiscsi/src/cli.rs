@@ -352,4 +352,14 @@ mod tests {
         assert_eq!(g, Given { header_digest: false, data_digest: true });
         assert_eq!(given(&["rsiscsi", "target", "list"]), Given::default());
     }
+
+    #[test]
+    fn security_flags_are_hex() {
+        assert_eq!(parse_hex_u64("0x41"), Ok(0x41));
+        assert_eq!(parse_hex_u64("41"), Ok(0x41));
+        assert_eq!(parse_hex_u64("0XfF"), Ok(0xff));
+        assert_eq!(parse_hex_u64("0x"), Err("\"0x\" is not a hexadecimal number (e.g. 0x41)".into()));
+        assert!(parse_hex_u64("-1").is_err());
+        assert!(parse_hex_u64("0x1_0000_0000_0000_0000").is_err());
+    }
 }

@@ -545,7 +545,19 @@ fn chap_login_through_the_service() {
     let login = |secret: &str| {
         run_cli(
             Some(&svc.socket()),
-            &["target", "login", &iqn, "--chap-user", &user, "--header-digest", "crc32c", "--data-digest", "crc32c"],
+            &[
+                "target",
+                "login",
+                &iqn,
+                "--chap-user",
+                &user,
+                "--header-digest",
+                "crc32c",
+                "--data-digest",
+                "crc32c",
+                "--policy",
+                "failover-only",
+            ],
             &[("RSISCSI_CHAP_SECRET", secret)],
         )
     };
@@ -557,6 +569,7 @@ fn chap_login_through_the_service() {
     let out = String::from_utf8(o.stdout).unwrap();
     let sid = out.lines().next().unwrap().strip_prefix("session ").unwrap().to_string();
     let list = svc.ok(&["session", "list"]);
+    assert!(list.starts_with(&format!("Session {sid} {iqn} (not persistent, policy failover-only, ")), "{list}");
     let row = list.lines().find(|l| l.contains(" full-feature ")).unwrap();
     assert!(row.contains("  crc32c/crc32c  "), "{list}");
     for text in [&out, &list, &svc.ok(&["session", "list", "--json"]), &svc.ok(&["persistent", "list", "--json"])] {
