@@ -176,7 +176,8 @@ pub async fn run(opts: Options) -> Result<(), ServiceError> {
         app.logins.spawn(&app, l.key(), None);
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, api::router(app.clone())).with_graceful_shutdown(async move {
+    let service = api::router(app.clone()).into_make_service_with_connect_info::<api::Peer>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = stop_rx.await;
     });
     let server = tokio::spawn(async move { server.await });

@@ -546,7 +546,15 @@ async fn bad_requests() {
     // Still alive after all that.
     assert_eq!(c.health().await.unwrap().sessions, 1);
     d.terminate().await;
-    assert!(!d.all_logs().contains(SECRET2), "a log line shows the portal's CHAP password");
+    let logs = d.all_logs();
+    assert!(!logs.contains(SECRET2), "a log line shows the portal's CHAP password");
+    // Each request is logged with who sent it (SO_PEERCRED).
+    let me = nix::unistd::geteuid().as_raw();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("api request") && l.contains("/v1/initiator/chap-secret"))
+        .expect("the chap-secret request is logged");
+    assert!(line.contains(&format!("uid=Some({me})")) && line.contains("status=400"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,9 +71,45 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{session_id}/scsi", post(sessions::scsi))
         .route("/v1/persistent-logins", get(persistent::list).delete(persistent::remove))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(access_log))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
+}
+
+/// Who is on the other end of an API connection (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        let c = s.io().peer_cred().ok();
+        Peer { uid: c.map(|c| c.uid()), pid: c.and_then(|c| c.pid()) }
+    }
+}
+
+/// One log line per request: who (peer uid and pid), what, the answer and
+/// how long it took. Changes are logged at info, reads at debug. Bodies are
+/// never logged (they may carry secrets).
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<Peer>>().map(|c| c.0);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let uid = peer.and_then(|p| p.uid);
+    let pid = peer.and_then(|p| p.pid);
+    if method == Method::GET {
+        tracing::debug!(?uid, ?pid, %method, %path, status, ms, "api request");
+    } else {
+        tracing::info!(?uid, ?pid, %method, %path, status, ms, "api request");
+    }
+    resp
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiErr {
