@@ -3,12 +3,21 @@
 use std::path::PathBuf;
 
 use clap::error::ErrorKind;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Parses the command line. `--help` and `--version` print and exit; a usage
 /// error comes back as one line (clap's own report spans several lines).
 pub fn parse() -> Result<Cli, String> {
-    match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        cli.common.given = Given {
+            header_digest: on_command_line(&m, "header_digest"),
+            data_digest: on_command_line(&m, "data_digest"),
+        };
+        Ok(cli)
+    });
+    match parsed {
         Ok(cli) => Ok(cli),
         Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
         Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
@@ -22,6 +31,27 @@ pub fn parse() -> Result<Cli, String> {
             Err(format!("{msg} (see rsiscsi --help)"))
         }
     }
+}
+
+/// Whether a global option was typed on the command line (at any level),
+/// as opposed to taking its default.
+fn on_command_line(m: &ArgMatches, id: &str) -> bool {
+    let mut level = Some(m);
+    while let Some(l) = level {
+        if l.value_source(id) == Some(ValueSource::CommandLine) {
+            return true;
+        }
+        level = l.subcommand().map(|(_, sub)| sub);
+    }
+    false
+}
+
+/// Options given explicitly, for the service commands: an option the user
+/// typed is sent (and sets its InformationSpecified bit); a default is not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Given {
+    pub header_digest: bool,
+    pub data_digest: bool,
 }
 
 #[derive(Debug, Parser)]
@@ -63,6 +93,12 @@ pub struct Common {
     /// File holding the target's mutual CHAP secret.
     #[arg(long, global = true, value_name = "FILE")]
     pub target_chap_secret_file: Option<PathBuf>,
+    /// The rsiscsid socket (service commands); else RSISCSI_SOCKET, else the runtime-dir default.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Which of the options above were typed (not defaults).
+    #[arg(skip)]
+    pub given: Given,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -118,6 +154,163 @@ pub enum Command {
     },
     /// Measure bandwidth, IOPS, CPU per GiB and latency percentiles on a LUN (overwrites it with --rw write).
     Bench(crate::bench::BenchArgs),
+    /// Service: the send-target portals rsiscsid discovers targets on (add, remove, list).
+    Portal {
+        #[command(flatten)]
+        out: ServiceOut,
+        #[command(subcommand)]
+        cmd: PortalCmd,
+    },
+    /// Service: discovered targets (refresh, list) and logging in to one (login).
+    Target {
+        #[command(flatten)]
+        out: ServiceOut,
+        #[command(subcommand)]
+        cmd: TargetCmd,
+    },
+    /// Service: the sessions rsiscsid holds (list, add-connection, remove-connection, logout, policy, scsi).
+    Session {
+        #[command(flatten)]
+        out: ServiceOut,
+        #[command(subcommand)]
+        cmd: SessionCmd,
+    },
+    /// Service: logins rsiscsid restores at every start (list, remove).
+    Persistent {
+        #[command(flatten)]
+        out: ServiceOut,
+        #[command(subcommand)]
+        cmd: PersistentCmd,
+    },
+}
+
+/// Output choice shared by the service commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ServiceOut {
+    /// Print the service's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Where and how a connection is made (Windows `AddIScsiConnection` /
+/// `LoginIScsiTarget` parameters); CHAP and digests come from the global options.
+#[derive(Debug, Clone, Args)]
+pub struct PathArgs {
+    /// Local network interface index to use (absent: any).
+    #[arg(long, value_name = "N")]
+    pub initiator_port: Option<u32>,
+    /// ISCSI_SECURITY_FLAG_* bits in hex (e.g. 0x41).
+    #[arg(long, value_name = "HEX", value_parser = parse_hex_u64)]
+    pub security_flags: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortalCmd {
+    /// Add a send-target portal; the service runs SendTargets on it at once.
+    Add {
+        /// HOST[:PORT] (port 3260 by default).
+        portal: String,
+        #[command(flatten)]
+        path: PathArgs,
+    },
+    /// Remove a send-target portal (targets found through it stay until the next refresh).
+    Remove {
+        /// HOST[:PORT].
+        portal: String,
+    },
+    /// List the send-target portals.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCmd {
+    /// Run SendTargets on every portal again.
+    Refresh,
+    /// List the discovered targets.
+    List,
+    /// Log in to a target; prints the session id and the connection ids.
+    Login {
+        /// The target's iSCSI name.
+        target: String,
+        /// HOST[:PORT] to log in through (default: the first portal the target was discovered at).
+        #[arg(long, value_name = "HOST[:PORT]")]
+        portal: Option<String>,
+        /// Also store the login so the service logs in again at every start.
+        #[arg(long)]
+        persistent: bool,
+        /// TCP connections in the session (MC/S).
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        connections: u32,
+        /// failover-only, round-robin, round-robin-subset, least-queue-depth or weighted.
+        #[arg(long, value_name = "POLICY", value_parser = parse_policy)]
+        policy: Option<iscsi_initiator::model::LoadBalancePolicy>,
+        #[command(flatten)]
+        path: PathArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// List the sessions with their connections and LUNs.
+    List,
+    /// Add a TCP connection to a session; prints its connection id.
+    AddConnection {
+        /// Session id (as `session list` shows it).
+        session: String,
+        /// HOST[:PORT] of the target portal to connect to.
+        #[arg(long, value_name = "HOST[:PORT]")]
+        portal: String,
+        #[command(flatten)]
+        path: PathArgs,
+    },
+    /// Log out one connection of a session (not the last one).
+    RemoveConnection { session: String, connection: String },
+    /// Log the whole session out (a persistent login stays stored).
+    Logout { session: String },
+    /// Set how commands are spread over the session's connections.
+    Policy {
+        session: String,
+        /// failover-only, round-robin, round-robin-subset, least-queue-depth or weighted.
+        #[arg(value_parser = parse_policy)]
+        policy: iscsi_initiator::model::LoadBalancePolicy,
+    },
+    /// Send one SCSI command (CDB in hex, spaces allowed) and show status, sense and data.
+    Scsi {
+        /// Session id.
+        session: String,
+        /// Logical unit number.
+        lun: u64,
+        /// The CDB in hex: `120000006000` or `12 00 00 00 60 00` (1 to 16 bytes).
+        #[arg(value_name = "CDB-HEX", required = true, num_args = 1..)]
+        cdb: Vec<String>,
+        /// Expect up to N bytes of Data-In.
+        #[arg(long, value_name = "N", conflicts_with = "data_out")]
+        data_in: Option<u32>,
+        /// Send the bytes of FILE as Data-Out.
+        #[arg(long, value_name = "FILE")]
+        data_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersistentCmd {
+    /// List the persistent logins and their state.
+    List,
+    /// Forget a persistent login (a live session stays logged in).
+    Remove {
+        /// The target's iSCSI name.
+        target: String,
+        /// HOST[:PORT] of the login to remove (default: every persistent login of the target).
+        #[arg(long, value_name = "HOST[:PORT]")]
+        portal: Option<String>,
+    },
+}
+
+/// A hexadecimal number, with or without `0x`.
+fn parse_hex_u64(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+    u64::from_str_radix(digits, 16).map_err(|_| format!("{s:?} is not a hexadecimal number (e.g. 0x41)"))
 }
 
 /// One session over several TCP connections (MC/S).
@@ -140,4 +333,33 @@ impl Default for McsArgs {
 
 pub(crate) fn parse_policy(s: &str) -> Result<iscsi_initiator::model::LoadBalancePolicy, String> {
     s.parse().map_err(|e: iscsi_initiator::model::Status| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(args: &[&str]) -> Given {
+        let m = Cli::command().try_get_matches_from(args).unwrap();
+        Given { header_digest: on_command_line(&m, "header_digest"), data_digest: on_command_line(&m, "data_digest") }
+    }
+
+    #[test]
+    fn typed_digests_are_told_from_defaults() {
+        let g = given(&["rsiscsi", "session", "add-connection", "1-2", "--portal", "h", "--header-digest", "none"]);
+        assert_eq!(g, Given { header_digest: true, data_digest: false });
+        let g = given(&["rsiscsi", "--data-digest", "crc32c", "target", "login", "iqn.x:y"]);
+        assert_eq!(g, Given { header_digest: false, data_digest: true });
+        assert_eq!(given(&["rsiscsi", "target", "list"]), Given::default());
+    }
+
+    #[test]
+    fn security_flags_are_hex() {
+        assert_eq!(parse_hex_u64("0x41"), Ok(0x41));
+        assert_eq!(parse_hex_u64("41"), Ok(0x41));
+        assert_eq!(parse_hex_u64("0XfF"), Ok(0xff));
+        assert_eq!(parse_hex_u64("0x"), Err("\"0x\" is not a hexadecimal number (e.g. 0x41)".into()));
+        assert!(parse_hex_u64("-1").is_err());
+        assert!(parse_hex_u64("0x1_0000_0000_0000_0000").is_err());
+    }
 }

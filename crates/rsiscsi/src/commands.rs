@@ -34,6 +34,10 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Capacity { url, json } => capacity(&cli.common, url, *json).await,
         Command::Cp { src, dst, offset, length, mcs } => cp(&cli.common, src, dst, *offset, *length, mcs).await,
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
+        // main.rs sends these to crate::service before getting here.
+        Command::Portal { .. } | Command::Target { .. } | Command::Session { .. } | Command::Persistent { .. } => {
+            Err("a service command reached the one-shot runner".into())
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod creds;
+mod service;
 mod url;
 
 use std::io::IsTerminal;
@@ -41,6 +42,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(out) = rt.block_on(service::run(&args.common, &args.command)) {
+        return match out {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rsiscsi: error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     match rt.block_on(commands::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

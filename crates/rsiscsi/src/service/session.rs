@@ -1,0 +1,227 @@
+//! `rsiscsi session list|add-connection|remove-connection|logout|policy|scsi`
+//! (Windows `SessionList`, `AddConnection`, `RemoveConnection`,
+//! `LogoutTarget`, `SetLoadBalancePolicy`, `ScsiInquiry`-like pass-through).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rsiscsi_api::Client;
+use rsiscsi_api::types as api;
+
+use super::format::{Table, hexdump, host_port, scsi_status, sense};
+use super::{Error, Result, emit, emit_json, login_options, portal_arg};
+use crate::cli::{Common, SessionCmd};
+
+/// SAM-5 / RFC 7143 §11.3: a CDB is at most 16 bytes in the BHS (longer ones
+/// need an AHS, which the service does not take).
+const MAX_CDB: usize = 16;
+
+pub async fn run(client: &Client, common: &Common, json: bool, cmd: &SessionCmd) -> Result {
+    match cmd {
+        SessionCmd::List => {
+            let l = client.sessions().await?;
+            if json {
+                return emit_json(&l);
+            }
+            emit(&session_text(&l.sessions))
+        }
+        SessionCmd::AddConnection { session, portal, path } => {
+            let req = api::AddConnectionRequest {
+                portal: portal_arg(portal)?,
+                initiator_port: path.initiator_port,
+                security_flags: path.security_flags,
+                login_options: login_options(common)?,
+                key: None,
+            };
+            let r = client.add_connection(session, &req).await?;
+            if json {
+                return emit_json(&r);
+            }
+            // The id alone, so that `C=$(rsiscsi session add-connection ...)` works.
+            emit(&format!("{}\n", r.connection_id))
+        }
+        SessionCmd::RemoveConnection { session, connection } => {
+            client.remove_connection(session, connection).await?;
+            done(json, &format!("connection {connection} logged out of session {session}\n"))
+        }
+        SessionCmd::Logout { session } => {
+            client.logout(session).await?;
+            done(json, &format!("session {session} logged out\n"))
+        }
+        SessionCmd::Policy { session, policy } => {
+            client.set_policy(session, policy.as_str()).await?;
+            done(json, &format!("session {session} now spreads commands with {}\n", policy.as_str()))
+        }
+        SessionCmd::Scsi { session, lun, cdb, data_in, data_out } => {
+            let cdb = parse_cdb(cdb)?;
+            let data_out =
+                match data_out {
+                    Some(f) => Some(B64.encode(
+                        std::fs::read(f).map_err(|e| Error::Local(format!("cannot read {}: {e}", f.display())))?,
+                    )),
+                    None => None,
+                };
+            let req = api::ScsiRequest { lun: *lun, cdb: hex::encode(&cdb), data_in_length: *data_in, data_out };
+            let r = client.scsi(session, &req).await?;
+            if json {
+                emit_json(&r)?;
+            } else {
+                emit(&scsi_text(&r)?)?;
+            }
+            // GOOD and CONDITION MET are success (SAM-5 §5.3.1); anything
+            // else is shown in full and then fails the command.
+            match iscsi_proto::scsi::sense::ScsiStatus::from_u8(r.scsi_status).is_success() {
+                true => Ok(()),
+                false => Err(Error::ScsiStatus(scsi_status(r.scsi_status))),
+            }
+        }
+    }
+}
+
+/// The answer of a command without a body: `{}` with `--json`, else `text`.
+fn done(json: bool, text: &str) -> Result {
+    if json { emit_json(&serde_json::json!({})) } else { emit(text) }
+}
+
+/// A CDB given as hex, in one argument or several, spaces or colons
+/// between bytes allowed: `12 00 00 00 60 00`, `120000006000`, `12:00:...`.
+fn parse_cdb(parts: &[String]) -> Result<Vec<u8>> {
+    let joined: String = parts.concat().chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    let bytes = hex::decode(&joined).map_err(|e| {
+        Error::Usage(format!("CDB {:?} is not hexadecimal bytes ({e}); e.g. \"12 00 00 00 60 00\"", parts.join(" ")))
+    })?;
+    if bytes.is_empty() || bytes.len() > MAX_CDB {
+        return Err(Error::Usage(format!("a CDB of {} byte(s): 1 to {MAX_CDB} are supported", bytes.len())));
+    }
+    Ok(bytes)
+}
+
+fn scsi_text(r: &api::ScsiResponse) -> Result<String> {
+    let sense_bytes = hex::decode(&r.sense)
+        .map_err(|e| Error::Transport(format!("the service sent sense data that is not hex: {e}")))?;
+    let data =
+        B64.decode(&r.data).map_err(|e| Error::Transport(format!("the service sent data that is not base64: {e}")))?;
+    let mut t = format!("status: {}\n", scsi_status(r.scsi_status));
+    if !sense_bytes.is_empty() {
+        t.push_str(&format!("sense: {}\n", sense(&sense_bytes)));
+    }
+    t.push_str(&format!("data: {} byte(s), residual {}\n", data.len(), r.residual));
+    t.push_str(&hexdump(&data));
+    Ok(t)
+}
+
+fn digests(c: &api::Connection) -> String {
+    let d = |d: api::DigestType| match d {
+        api::DigestType::None => "none",
+        api::DigestType::Crc32c => "crc32c",
+    };
+    format!("{}/{}", d(c.header_digest), d(c.data_digest))
+}
+
+/// Each session: a line with its id, target and settings, its connections
+/// as a table, then its LUNs as `ls` shows them.
+fn session_text(sessions: &[api::Session]) -> String {
+    if sessions.is_empty() {
+        return "no sessions (log in with `rsiscsi target login IQN`)\n".into();
+    }
+    let mut out = String::new();
+    for s in sessions {
+        out.push_str(&format!(
+            "Session {} {} ({}, policy {}, ISID {}, TSIH {}, {} connection(s))\n",
+            s.session_id,
+            s.target_name,
+            if s.persistent { "persistent" } else { "not persistent" },
+            s.load_balance_policy,
+            s.isid,
+            s.tsih,
+            s.connections.len()
+        ));
+        let mut t =
+            Table::new(&["CONNECTION", "CID", "LOCAL", "TARGET", "STATE", "DIGESTS", "COMMANDS"]).indented("  ");
+        for c in &s.connections {
+            t.row(vec![
+                c.connection_id.clone(),
+                c.cid.to_string(),
+                host_port(&c.initiator_address, c.initiator_port),
+                host_port(&c.target_address, c.target_port),
+                c.state.clone(),
+                digests(c),
+                c.counters.commands.to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+        for d in &s.devices {
+            out.push_str(&format!("  Lun {}: {}\n", d.lun, device_text(d)));
+        }
+    }
+    out
+}
+
+/// SPC-4 Table 53: the peripheral device types a user meets.
+fn device_text(d: &api::Device) -> String {
+    let kind = match d.peripheral_type {
+        0x00 => "disk".to_string(),
+        0x01 => "tape".to_string(),
+        0x05 => "cd/dvd".to_string(),
+        0x0c => "storage array controller".to_string(),
+        0x0d => "enclosure".to_string(),
+        other => format!("device type 0x{other:02x}"),
+    };
+    let ident = [d.vendor.trim(), d.product.trim(), d.revision.trim()].join(" ");
+    if d.block_size > 0 && d.blocks > 0 {
+        format!(
+            "{kind}, {ident}, {} bytes ({} blocks of {})",
+            d.blocks.saturating_mul(u64::from(d.block_size)),
+            d.blocks,
+            d.block_size
+        )
+    } else {
+        format!("{kind}, {ident}, -")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdb_hex_forms() {
+        let v = |s: &[&str]| parse_cdb(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(v(&["12 00 00 00 60 00"]).unwrap(), [0x12, 0, 0, 0, 0x60, 0]);
+        assert_eq!(v(&["12", "00", "00", "00", "60", "00"]).unwrap(), [0x12, 0, 0, 0, 0x60, 0]);
+        assert_eq!(v(&["25:00:00:00:00:00:00:00:00:00"]).unwrap().len(), 10);
+        let e = v(&["12 0x 00"]).unwrap_err();
+        assert_eq!(e.exit_code(), super::super::EXIT_USAGE);
+        assert!(e.to_string().starts_with("CDB \"12 0x 00\" is not hexadecimal bytes"), "{e}");
+        assert!(v(&["123"]).is_err());
+        assert!(v(&[&"00".repeat(17)]).unwrap_err().to_string().contains("a CDB of 17 byte(s)"));
+    }
+
+    #[test]
+    fn scsi_answer_text() {
+        let r = api::ScsiResponse {
+            scsi_status: 0,
+            sense: String::new(),
+            data: B64.encode([0u8, 0, 0x7f, 0xff, 0, 0, 2, 0]),
+            residual: 0,
+        };
+        assert_eq!(
+            scsi_text(&r).unwrap(),
+            "status: GOOD (0x00)\ndata: 8 byte(s), residual 0\n\
+             00000000  00 00 7f ff 00 00 02 00                           |........|\n"
+        );
+    }
+
+    #[test]
+    fn device_lines_match_ls() {
+        let d = api::Device {
+            lun: 1,
+            peripheral_type: 0,
+            vendor: "IET     ".into(),
+            product: "VIRTUAL-DISK    ".into(),
+            revision: "0001".into(),
+            block_size: 512,
+            blocks: 524288,
+        };
+        assert_eq!(device_text(&d), "disk, IET VIRTUAL-DISK 0001, 268435456 bytes (524288 blocks of 512)");
+    }
+}

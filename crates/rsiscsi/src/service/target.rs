@@ -1,0 +1,120 @@
+//! `rsiscsi target refresh|list|login` (Windows `RefreshTargetPortal`,
+//! `ListTargets`, `LoginTarget` / `PersistentLoginTarget`).
+
+use rsiscsi_api::Client;
+use rsiscsi_api::types as api;
+
+use super::format::{Table, host_port};
+use super::{Error, Result, emit, emit_json, login_options, portal_arg};
+use crate::cli::{Common, TargetCmd};
+
+pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) -> Result {
+    match cmd {
+        TargetCmd::Refresh => {
+            let r = client.refresh_targets().await?;
+            if json {
+                emit_json(&r)?;
+            } else {
+                emit(&target_table(&r.targets))?;
+            }
+            // Like `ls`: the targets that were found are shown, then a
+            // portal that failed makes the exit status non-zero.
+            match r.errors.as_slice() {
+                [] => Ok(()),
+                errs => {
+                    let text: Vec<String> = errs
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{}: {} ({}, {})",
+                                host_port(&e.portal.address, e.portal.port),
+                                e.error.message,
+                                e.error.name,
+                                e.error.code_hex
+                            )
+                        })
+                        .collect();
+                    Err(Error::RefreshFailed(text.join("; ")))
+                }
+            }
+        }
+        TargetCmd::List => {
+            let l = client.targets().await?;
+            if json {
+                return emit_json(&l);
+            }
+            emit(&target_table(&l.targets))
+        }
+        TargetCmd::Login { target, portal, persistent, connections, policy, path } => {
+            let mut req = api::LoginRequest::new(target.clone());
+            req.portal = portal.as_deref().map(portal_arg).transpose()?;
+            req.initiator_port = path.initiator_port;
+            req.security_flags = path.security_flags;
+            req.login_options = login_options(common)?;
+            req.persistent = *persistent;
+            req.connections = *connections;
+            req.load_balance_policy = policy.map(|p| p.as_str().to_string());
+            let r = client.login(&req).await?;
+            if json {
+                return emit_json(&r);
+            }
+            emit(&login_text(&r))
+        }
+    }
+}
+
+/// One `session ID` line, then one `connection ID` line per connection:
+/// easy to read and to pick apart with `awk '$1=="session"{print $2}'`.
+fn login_text(r: &api::LoginResult) -> String {
+    let mut t = format!("session {}\n", r.session_id);
+    for c in &r.connection_ids {
+        t.push_str(&format!("connection {c}\n"));
+    }
+    t
+}
+
+fn target_table(targets: &[api::Target]) -> String {
+    if targets.is_empty() {
+        return "no targets (add a portal with `rsiscsi portal add HOST[:PORT]`, then `rsiscsi target refresh`)\n"
+            .into();
+    }
+    let mut t = Table::new(&["TARGET", "PORTALS", "DISCOVERED-FROM"]);
+    for target in targets {
+        let portals: Vec<String> =
+            target.portals.iter().map(|p| format!("{},{}", host_port(&p.address, p.port), p.tpgt)).collect();
+        let from: Vec<String> = target.discovered_from.iter().map(|p| host_port(&p.address, p.port)).collect();
+        t.row(vec![target.name.clone(), portals.join(" "), from.join(" ")]);
+    }
+    t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_prints_one_id_per_line() {
+        let r = api::LoginResult {
+            session_id: "ffff8000-4000013700000001".into(),
+            connection_ids: vec!["ffff8000-1".into(), "ffff8000-2".into()],
+        };
+        assert_eq!(login_text(&r), "session ffff8000-4000013700000001\nconnection ffff8000-1\nconnection ffff8000-2\n");
+    }
+
+    #[test]
+    fn target_table_lists_portals_with_tpgt() {
+        let t = api::Target {
+            name: "iqn.2024-01.lab.tgt:svc".into(),
+            portals: vec![
+                api::TargetPortal { address: "127.0.0.1".into(), port: 3260, tpgt: 1 },
+                api::TargetPortal { address: "::1".into(), port: 3260, tpgt: 1 },
+            ],
+            discovered_from: vec![api::Portal::new("127.0.0.1", 3260)],
+        };
+        assert_eq!(
+            target_table(&[t]),
+            "TARGET                   PORTALS                        DISCOVERED-FROM\n\
+             iqn.2024-01.lab.tgt:svc  127.0.0.1:3260,1 [::1]:3260,1  127.0.0.1:3260\n"
+        );
+    }
+}

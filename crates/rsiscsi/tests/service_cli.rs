@@ -1,0 +1,580 @@
+//! The real `rsiscsi` binary driving the real `rsiscsid` over a temporary
+//! socket, against the lab's tgt target reserved for the service
+//! (`iqn.2024-01.lab.tgt:svc` at 127.0.0.1:3260, LUN 1, 256 MiB,
+//! MaxConnections 8): INQUIRY, READ CAPACITY, and one WRITE(10)/READ(10)
+//! round trip in the LUN's last MiB (LBA 522240 on; rsiscsid's own tests
+//! write at LBA 4096..10240).
+//!
+//! `rsiscsid` is another package's binary, so Cargo does not build it for
+//! these tests: run `cargo build -p rsiscsid` first (or point `RSISCSID_BIN`
+//! at it). The tests fail with that advice when it is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+const LUN: &str = "1";
+/// 256 MiB in 512-byte blocks.
+const SVC_BLOCKS: u64 = 256 * 1024 * 1024 / 512;
+const PORTAL: &str = "127.0.0.1:3260";
+/// First block of the last MiB of the svc LUN: this file's own region.
+const WRITE_LBA: u32 = 522_240;
+
+/// A 32-bit number as four hex bytes, `00 07 f8 00`.
+fn hex_be(v: u32) -> String {
+    v.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+fn target() -> String {
+    std::env::var("RSISCSI_TGT_IQN_SVC").unwrap_or_else(|_| "iqn.2024-01.lab.tgt:svc".into())
+}
+
+/// `target/debug/rsiscsid` next to this test's own `target/debug/deps/`.
+fn rsiscsid_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RSISCSID_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("rsiscsid");
+    assert!(
+        bin.is_file(),
+        "rsiscsid is not built at {}: run `cargo build -p rsiscsid` first (or set RSISCSID_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// One daemon on its own socket and state directory, killed on drop.
+struct Service {
+    dir: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Service {
+    fn start(name: &str) -> Service {
+        let dir = std::env::temp_dir().join(format!("rsiscsi-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = Service { dir, child: None, starts: 0 };
+        s.spawn();
+        s
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("rsiscsid.sock")
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
+        let child = Command::new(rsiscsid_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        // Ready once `portal list` gets an answer.
+        let t0 = Instant::now();
+        while !self.rsiscsi(&["portal", "list"]).status.success() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM (the service logs every session out and exits 0), then start again.
+    fn restart(&mut self) {
+        let mut c = self.child.take().unwrap();
+        let pid = i32::try_from(c.id()).unwrap();
+        assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(0));
+        self.spawn();
+    }
+
+    /// Runs `rsiscsi --socket SOCKET ARGS...`.
+    fn rsiscsi(&self, args: &[&str]) -> Output {
+        run_cli(Some(&self.socket()), args, &[])
+    }
+
+    /// Runs it and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.rsiscsi(args);
+        assert!(
+            o.status.success(),
+            "rsiscsi {args:?} failed ({:?}): {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.stderr.is_empty(), "stderr of {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// The session of the svc target, from `session list --json`.
+    fn svc_session(&self) -> Option<Value> {
+        self.json(&["session", "list"])["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["target_name"] == target().as_str())
+            .cloned()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Keep the daemon's logs and state when a test failed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn run_cli(socket: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rsiscsi"));
+    if let Some(s) = socket {
+        cmd.arg("--socket").arg(s);
+    }
+    cmd.args(args).env_remove("RSISCSI_SOCKET").env_remove("RSISCSI_CHAP_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn conn_ids(session: &Value) -> Vec<String> {
+    session["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["connection_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A unique id in the model's `hex-hex` form.
+fn is_id(s: &str) -> bool {
+    s.split_once('-').is_some_and(|(a, b)| {
+        !a.is_empty() && !b.is_empty() && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+/// A new user's whole session: portal, discovery, a persistent MC/S login,
+/// one more connection, SCSI pass-through, policy, a restart of the service
+/// (the session comes back), removal of a connection, logout.
+#[test]
+fn whole_user_session() {
+    let mut svc = Service::start("session");
+    let iqn = target();
+
+    // portal add: SendTargets runs at once.
+    let out = svc.ok(&["portal", "add", PORTAL]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("portal 127.0.0.1:3260 added"));
+    let found = lines.next().unwrap();
+    assert!(found.ends_with(" target(s) discovered through it (`rsiscsi target list`)"), "{found}");
+    let n: usize = found.split(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1, "{found}");
+    let list = svc.ok(&["portal", "list"]);
+    assert_eq!(
+        list,
+        "PORTAL          INITIATOR-PORT  SECURITY-FLAGS  AUTH  CHAP-USER\n\
+         127.0.0.1:3260  any             -               none  -\n"
+    );
+
+    // target refresh / list: the svc target at its portal with TPGT 1.
+    for cmd in ["refresh", "list"] {
+        let out = svc.ok(&["target", cmd]);
+        assert!(out.starts_with("TARGET "), "{out}");
+        let row = out.lines().find(|l| l.starts_with(&format!("{iqn} "))).unwrap_or_else(|| panic!("{out}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, [iqn.as_str(), "127.0.0.1:3260,1", "127.0.0.1:3260"], "{row}");
+    }
+
+    // target login --persistent --connections 2.
+    let out = svc.ok(&["target", "login", &iqn, "--persistent", "--connections", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let sid = lines[0].strip_prefix("session ").unwrap().to_string();
+    let logged: Vec<String> = lines[1..].iter().map(|l| l.strip_prefix("connection ").unwrap().to_string()).collect();
+    assert!(is_id(&sid) && logged.iter().all(|c| is_id(c)), "{out}");
+
+    // session list: 2 connections, in text and in JSON.
+    let text = svc.ok(&["session", "list"]);
+    let head = format!("Session {sid} {iqn} (persistent, policy round-robin, ISID ");
+    assert!(text.lines().any(|l| l.starts_with(&head) && l.ends_with(", 2 connection(s))")), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains(" full-feature ")).count(), 2, "{text}");
+    assert!(text.contains("  Lun 1: disk, IET VIRTUAL-DISK 0001, 268435456 bytes (524288 blocks of 512)\n"), "{text}");
+    let s = svc.svc_session().unwrap();
+    assert_eq!(s["session_id"], sid.as_str());
+    assert_eq!(conn_ids(&s), logged);
+
+    // add-connection prints the new id alone; session list then shows 3.
+    let added = svc.ok(&["session", "add-connection", &sid, "--portal", "[::1]:3260"]);
+    let added = added.strip_suffix('\n').unwrap().to_string();
+    assert!(is_id(&added) && !logged.contains(&added), "{added:?}");
+    let s = svc.svc_session().unwrap();
+    let ids = conn_ids(&s);
+    assert_eq!(ids.len(), 3);
+    assert!(ids.contains(&added));
+    let text = svc.ok(&["session", "list"]);
+    assert!(text.contains(", 3 connection(s))"), "{text}");
+    // The third connection goes over IPv6 to the same target (tgt listens on both).
+    let row =
+        text.lines().find(|l| l.trim_start().starts_with(&format!("{added} "))).unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "2", "{row}");
+    assert!(cells[2].starts_with("[::1]:"), "{row}");
+    assert_eq!(&cells[3..6], ["[::1]:3260", "full-feature", "none/none"], "{row}");
+
+    // INQUIRY (standard data, 96 bytes asked for): text with status and hex dump.
+    let out = svc.ok(&["session", "scsi", &sid, LUN, "12 00 00 00 60 00", "--data-in", "96"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "status: GOOD (0x00)");
+    let (got, residual) = lines[1].strip_prefix("data: ").unwrap().split_once(" byte(s), residual ").unwrap();
+    let got: u32 = got.parse().unwrap();
+    assert!((36..=96).contains(&got), "{out}");
+    assert_eq!(residual.parse::<u32>().unwrap(), 96 - got);
+    assert!(lines[2].starts_with("00000000  00 00 "), "{out}");
+    assert!(lines[2].ends_with("IET     |"), "{out}");
+    // The same as JSON: the API object, data in base64.
+    let j = svc.json(&["session", "scsi", &sid, LUN, "12", "00", "00", "00", "60", "00", "--data-in", "96"]);
+    assert_eq!(j["scsi_status"], 0);
+    assert_eq!(j["sense"], "");
+    let data = B64.decode(j["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data[0] & 0x1f, 0, "peripheral device type: disk");
+    assert_eq!(&data[8..16], b"IET     ");
+    assert_eq!(&data[16..32], b"VIRTUAL-DISK    ");
+
+    // READ CAPACITY(10): last LBA and block size of the 256 MiB LUN.
+    let j = svc.json(&["session", "scsi", &sid, LUN, "25 00 00 00 00 00 00 00 00 00", "--data-in", "8"]);
+    assert_eq!(j["scsi_status"], 0);
+    let data = B64.decode(j["data"].as_str().unwrap()).unwrap();
+    assert_eq!(u32::from_be_bytes(data[0..4].try_into().unwrap()), u32::try_from(SVC_BLOCKS - 1).unwrap());
+    assert_eq!(u32::from_be_bytes(data[4..8].try_into().unwrap()), 512);
+
+    // WRITE(10) of a file's bytes (--data-out), READ(10) back: the same bytes.
+    let block: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+    let file = svc.dir.join("block.bin");
+    std::fs::write(&file, &block).unwrap();
+    let lba = hex_be(WRITE_LBA);
+    let out = svc.ok(&[
+        "session",
+        "scsi",
+        &sid,
+        LUN,
+        &format!("2a 00 {lba} 00 00 08 00"),
+        "--data-out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out, "status: GOOD (0x00)\ndata: 0 byte(s), residual 0\n");
+    let j = svc.json(&["session", "scsi", &sid, LUN, &format!("28 00 {lba} 00 00 08 00"), "--data-in", "4096"]);
+    assert_eq!(j["scsi_status"], 0);
+    assert!(B64.decode(j["data"].as_str().unwrap()).unwrap() == block, "READ(10) returned other bytes than written");
+
+    // An opcode tgt does not know: CHECK CONDITION with decoded sense, exit 1.
+    let o = svc.rsiscsi(&["session", "scsi", &sid, LUN, "ff 00 00 00 00 00"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(
+        out.starts_with("status: CHECK CONDITION (0x02)\nsense: ILLEGAL REQUEST (key 0x5), ASC 0x20 ASCQ 0x00: "),
+        "{out}"
+    );
+    assert_eq!(stderr(&o), "rsiscsi: error: the target answered SCSI status CHECK CONDITION (0x02)\n");
+
+    // Policy change, seen by the session and by the stored persistent login.
+    assert_eq!(
+        svc.ok(&["session", "policy", &sid, "least-queue-depth"]),
+        format!("session {sid} now spreads commands with least-queue-depth\n")
+    );
+    assert_eq!(svc.svc_session().unwrap()["load_balance_policy"], "least-queue-depth");
+
+    // remove-connection: the added one goes, the two others stay.
+    assert_eq!(
+        svc.ok(&["session", "remove-connection", &sid, &added]),
+        format!("connection {added} logged out of session {sid}\n")
+    );
+    assert_eq!(conn_ids(&svc.svc_session().unwrap()), logged);
+
+    // persistent list: the stored login, logged in, with the new policy.
+    let out = svc.ok(&["persistent", "list"]);
+    let row = out.lines().nth(1).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, [iqn.as_str(), PORTAL, "2", "least-queue-depth", "logged-in", sid.as_str(), "-"], "{out}");
+
+    // Restart (SIGTERM logs out; the new service logs in again by itself).
+    restart_then_logout(&mut svc, &iqn);
+}
+
+/// Second half of [`whole_user_session`]: the persistent login is back
+/// after a restart, then logout and clean-up.
+fn restart_then_logout(svc: &mut Service, iqn: &str) {
+    svc.restart();
+    let t0 = Instant::now();
+    let s = loop {
+        if let Some(s) = svc.svc_session().filter(|s| conn_ids(s).len() == 2) {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "the persistent login was not back within 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s["persistent"], true);
+    assert_eq!(s["load_balance_policy"], "least-queue-depth");
+    let sid = s["session_id"].as_str().unwrap().to_string();
+    let p = svc.json(&["persistent", "list"]);
+    assert_eq!(p["persistent_logins"][0]["state"], "logged-in");
+    assert_eq!(p["persistent_logins"][0]["session_id"], sid.as_str());
+
+    // logout; the persistent login stays until removed.
+    assert_eq!(svc.ok(&["session", "logout", &sid]), format!("session {sid} logged out\n"));
+    assert_eq!(svc.ok(&["session", "list"]), "no sessions (log in with `rsiscsi target login IQN`)\n");
+    assert_eq!(svc.ok(&["persistent", "remove", iqn]), format!("persistent login of {iqn} at {PORTAL} removed\n"));
+    assert_eq!(
+        svc.ok(&["persistent", "list"]),
+        "no persistent logins (`rsiscsi target login IQN --persistent` adds one)\n"
+    );
+    assert_eq!(svc.ok(&["portal", "remove", PORTAL]), "portal 127.0.0.1:3260 removed\n");
+}
+
+/// Without a service, every service command says where it looked and how
+/// to fix it, with exit status 3; `RSISCSI_SOCKET` is the path looked at.
+#[test]
+fn no_service_message() {
+    let path = std::env::temp_dir().join(format!("rsiscsi-cli-none-{}/rsiscsid.sock", std::process::id()));
+    let want =
+        format!("rsiscsi: error: no rsiscsid at {} (start it with `rsiscsid` or pass --socket)\n", path.display());
+    for args in [&["session", "list"][..], &["portal", "add", PORTAL], &["target", "login", "iqn.x:y"]] {
+        let o = run_cli(Some(&path), args, &[]);
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
+        assert_eq!(stderr(&o), want, "{args:?}");
+        assert!(o.stdout.is_empty());
+    }
+    let o = run_cli(None, &["persistent", "list"], &[("RSISCSI_SOCKET", path.to_str().unwrap())]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stderr(&o), want);
+    // A socket file left behind by a killed service (nobody listening) is the same case.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let o = run_cli(Some(&path), &["session", "list"], &[]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stderr(&o), want);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// Wrong input: one clear line on stderr and a non-zero status; the
+/// service's own refusals carry the ISDSC name and code.
+#[test]
+fn bad_input() {
+    let svc = Service::start("bad");
+    let check = |args: &[&str], code: i32, want: &str| {
+        let o = svc.rsiscsi(args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), format!("rsiscsi: error: {want}\n"), "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+    };
+    // Unknown session (well-formed id) and a malformed one.
+    check(
+        &["session", "logout", "123456789abcdef-4000000000000001"],
+        1,
+        "no session 123456789abcdef-4000000000000001 (ISDSC_INVALID_SESSION_ID, 0xEFFF001C)",
+    );
+    let o = svc.rsiscsi(&["session", "policy", "not-an-id", "round-robin"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).ends_with("(ISDSC_INVALID_SESSION_ID, 0xEFFF001C)\n"), "{}", stderr(&o));
+    let o = svc.rsiscsi(&["session", "scsi", "123456789abcdef-4000000000000001", "1", "00 00 00 00 00 00"]);
+    assert!(stderr(&o).ends_with("(ISDSC_INVALID_SESSION_ID, 0xEFFF001C)\n"), "{}", stderr(&o));
+    // Malformed CDB hex, and one too long, refused before asking the service.
+    check(
+        &["session", "scsi", "123456789abcdef-4000000000000001", "1", "12 00 0g"],
+        2,
+        "CDB \"12 00 0g\" is not hexadecimal bytes (Invalid character 'g' at position 5); e.g. \"12 00 00 00 60 00\" (see rsiscsi --help)",
+    );
+    check(
+        &["session", "scsi", "1-2", "1", &"00".repeat(17)],
+        2,
+        "a CDB of 17 byte(s): 1 to 16 are supported (see rsiscsi --help)",
+    );
+    // Unknown policy: the spellings are listed.
+    check(
+        &["session", "policy", "123456789abcdef-4000000000000001", "fastest"],
+        2,
+        "invalid value 'fastest' for '<POLICY>': unknown load balance policy \"fastest\"; expected one of: \
+         failover-only, round-robin, round-robin-subset, least-queue-depth, weighted (see rsiscsi --help)",
+    );
+    let o = svc.rsiscsi(&["target", "login", "iqn.x:y", "--policy", "random"]);
+    assert_eq!(o.status.code(), Some(2));
+    // A target that was never discovered.
+    let o = svc.rsiscsi(&["target", "login", "iqn.2024-01.lab.tgt:nosuch"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(ISDSC_"), "{}", stderr(&o));
+    // The service has one initiator name of its own.
+    check(
+        &["--initiator-name", "iqn.2020-01.example:host", "session", "list"],
+        2,
+        "the service logs in with its own initiator name; --initiator-name is for the one-shot commands (see rsiscsi --help)",
+    );
+    // Removing a persistent login that does not exist.
+    check(
+        &["persistent", "remove", "iqn.2024-01.lab.tgt:nosuch"],
+        1,
+        "no persistent login for iqn.2024-01.lab.tgt:nosuch (`rsiscsi persistent list` shows them)",
+    );
+    // --json: the service's error object on stdout as well, the line on stderr.
+    let o = svc.rsiscsi(&["session", "logout", "123456789abcdef-4000000000000001", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["name"], "ISDSC_INVALID_SESSION_ID");
+    assert_eq!(v["error"]["code"], 0xEFFF_001C_u32);
+    assert_eq!(v["error"]["code_hex"], "0xEFFF001C");
+    assert!(stderr(&o).ends_with("(ISDSC_INVALID_SESSION_ID, 0xEFFF001C)\n"));
+}
+
+/// A CHAP secret goes to the service and never comes back: not in any
+/// output, `password_set` instead; a secret file others may read is refused.
+#[test]
+fn chap_secret_is_sent_never_shown() {
+    let svc = Service::start("chap");
+    let secret = "NeverShown-4711";
+    // A portal nothing listens on: added all the same, its SendTargets failure said.
+    let o = run_cli(
+        Some(&svc.socket()),
+        &[
+            "portal",
+            "add",
+            "127.0.0.1:1",
+            "--chap-user",
+            "someone",
+            "--security-flags",
+            "0x40",
+            "--header-digest",
+            "none",
+        ],
+        &[("RSISCSI_CHAP_SECRET", secret)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(out.starts_with("portal 127.0.0.1:1 added\nSendTargets on it failed: "), "{out}");
+    let list = svc.ok(&["portal", "list"]);
+    assert_eq!(
+        list,
+        "PORTAL       INITIATOR-PORT  SECURITY-FLAGS  AUTH  CHAP-USER\n\
+         127.0.0.1:1  any             0x40            chap  someone\n"
+    );
+    let j = svc.ok(&["portal", "list", "--json"]);
+    let v: Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(v["portals"][0]["login_options"]["password_set"], true);
+    assert_eq!(v["portals"][0]["security_flags"], 0x40);
+    // A digest typed on the command line is sent even when it is `none`; one left at its default is not.
+    assert_eq!(v["portals"][0]["login_options"]["header_digest"], "none");
+    assert!(v["portals"][0]["login_options"].get("data_digest").is_none(), "{j}");
+    for text in [&out, &list, &j] {
+        assert!(!text.contains(secret));
+    }
+    // A group-readable secret file is refused before anything is sent.
+    let f = svc.dir.join("secret");
+    std::fs::write(&f, secret).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let o =
+        svc.rsiscsi(&["portal", "add", "127.0.0.1:2", "--chap-user", "u", "--chap-secret-file", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is accessible by others (mode 0640); make it private with chmod 600"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains(secret));
+    assert_eq!(svc.json(&["portal", "list"])["portals"].as_array().unwrap().len(), 1);
+}
+
+/// A lab setting from `RSISCSI_LAB_ENV` (default `/tmp/rsiscsi-lab/lab.env`).
+fn lab(name: &str) -> String {
+    let path = std::env::var("RSISCSI_LAB_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-lab/lab.env".into());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the target lab is not running ({path}: {e}): start scripts/lab-up.sh first"));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("{name} missing from {path}"))
+}
+
+/// CHAP and digests given to `target login` reach the target through the
+/// service: a wrong secret is the service's ISDSC_AUTHENTICATION_FAILURE, the
+/// right one logs in with CRC32C on both digests. Read-only on tgt's `chap`
+/// target (login, look, logout).
+#[test]
+fn chap_login_through_the_service() {
+    let svc = Service::start("chaplogin");
+    let iqn = lab("RSISCSI_TGT_IQN_CHAP");
+    let user = lab("RSISCSI_CHAP_USER");
+    let secret = lab("RSISCSI_CHAP_SECRET");
+    svc.ok(&["portal", "add", PORTAL]);
+    let login = |secret: &str| {
+        run_cli(
+            Some(&svc.socket()),
+            &[
+                "target",
+                "login",
+                &iqn,
+                "--chap-user",
+                &user,
+                "--header-digest",
+                "crc32c",
+                "--data-digest",
+                "crc32c",
+                "--policy",
+                "failover-only",
+            ],
+            &[("RSISCSI_CHAP_SECRET", secret)],
+        )
+    };
+    let o = login("WrongSecret-123");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).ends_with(" (ISDSC_AUTHENTICATION_FAILURE, 0xEFFF0009)\n"), "{}", stderr(&o));
+    let o = login(&secret);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let sid = out.lines().next().unwrap().strip_prefix("session ").unwrap().to_string();
+    let list = svc.ok(&["session", "list"]);
+    assert!(list.starts_with(&format!("Session {sid} {iqn} (not persistent, policy failover-only, ")), "{list}");
+    let row = list.lines().find(|l| l.contains(" full-feature ")).unwrap();
+    assert!(row.contains("  crc32c/crc32c  "), "{list}");
+    for text in [&out, &list, &svc.ok(&["session", "list", "--json"]), &svc.ok(&["persistent", "list", "--json"])] {
+        assert!(!text.contains(&secret));
+    }
+    svc.ok(&["session", "logout", &sid]);
+    assert_eq!(svc.ok(&["session", "list"]), "no sessions (log in with `rsiscsi target login IQN`)\n");
+}
