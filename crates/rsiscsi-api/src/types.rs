@@ -265,6 +265,9 @@ pub enum PersistentLoginState {
     LoggedIn,
     Retrying,
     Failed,
+    /// The user logged the session out; it is logged in again when the
+    /// service next starts, as Windows does with persistent targets at boot.
+    LoggedOut,
 }
 
 /// `MSIscsiInitiator_PersistentLoginClass`.

@@ -355,11 +355,7 @@ impl Supervisor {
             if let Some(t) = e.task.take() {
                 t.abort();
             }
-            e.status = LoginState {
-                state: api::PersistentLoginState::Failed,
-                last_error: Some("logged out on request; logged in again when the service starts".into()),
-                session_id: None,
-            };
+            e.status = LoginState { state: api::PersistentLoginState::LoggedOut, last_error: None, session_id: None };
         }
     }
 

@@ -53,6 +53,7 @@ fn persistent_table(logins: &[api::PersistentLogin]) -> String {
             api::PersistentLoginState::LoggedIn => "logged-in",
             api::PersistentLoginState::Retrying => "retrying",
             api::PersistentLoginState::Failed => "failed",
+            api::PersistentLoginState::LoggedOut => "logged-out",
         };
         t.row(vec![
             l.target_name.clone(),
