@@ -128,15 +128,21 @@ mod tests {
         assert_eq!(t[1], SendTargetsEntry { name: "iqn.a:2".into(), addresses: vec![] });
     }
 
-    /// The answers the lab's tgt and istgt give (captured, see fuzz/README.md).
+    /// Answers captured from the lab (fuzz/tools/capture.py): tgt lists one
+    /// address per target, the one the question came in on; istgt lists
+    /// every portal of the portal group, IPv6 in brackets.
     #[test]
     fn parses_real_answers() {
-        let tgt = crate::text::parse(
-            b"TargetName=iqn.2024-01.lab.tgt:ram1\0TargetAddress=127.0.0.1:3260,1\0TargetAddress=[::1]:3260,1\0",
-        )
-        .unwrap();
-        let t = parse_send_targets(&tgt).unwrap();
-        assert_eq!(t[0].addresses, vec![addr("127.0.0.1", 3260, 1), addr("::1", 3260, 1)]);
+        let tgt = b"TargetName=iqn.2024-01.lab.tgt:ram1\0TargetAddress=127.0.0.1:3260,1\0\
+                    TargetName=iqn.2024-01.lab.tgt:chap\0TargetAddress=127.0.0.1:3260,1\0";
+        let t = parse_send_targets(&crate::text::parse(tgt).unwrap()).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].name, "iqn.2024-01.lab.tgt:chap");
+        assert_eq!(t[1].addresses, vec![addr("127.0.0.1", 3260, 1)]);
+        let istgt = b"TargetName=iqn.2024-01.lab.istgt:ram1\0TargetAddress=127.0.0.1:3261,1\0\
+                      TargetAddress=[::1]:3261,1\0TargetAddress=127.0.0.2:3261,1\0";
+        let t = parse_send_targets(&crate::text::parse(istgt).unwrap()).unwrap();
+        assert_eq!(t[0].addresses, vec![addr("127.0.0.1", 3261, 1), addr("::1", 3261, 1), addr("127.0.0.2", 3261, 1)]);
     }
 
     #[test]
