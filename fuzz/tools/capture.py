@@ -77,9 +77,9 @@ def pad4(n):
 
 
 def pdus(stream, digests):
-    """Yields (bhs, data, raw) for each whole PDU; digests(i) gives the
-    (header, data) digest flags for PDU number i given the PDUs so far."""
-    pos, i = 0, 0
+    """Yields (bhs, data, raw, (header_digest, data_digest)) for each whole
+    PDU; digests(bhs) gives the digest flags in force for that PDU."""
+    pos = 0
     while pos + 48 <= len(stream):
         bhs = stream[pos:pos + 48]
         ahs = bhs[4] * 4
@@ -91,7 +91,7 @@ def pdus(stream, digests):
         if total > len(stream):
             break
         yield bhs, stream[start:start + dlen], stream[pos:total], (hd, dd)
-        pos, i = total, i + 1
+        pos = total
 
 
 def text_of(data):
