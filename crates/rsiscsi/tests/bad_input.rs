@@ -200,6 +200,10 @@ fn malformed_command_lines_are_refused_with_one_clear_line() {
             .creates_nothing_at(&out),
         case("offset too big for u64", &["cp", "--offset", "18446744073709551616", &good, s(&out)], &["--offset"])
             .creates_nothing_at(&out),
+        case("bench: zero block size", &["bench", "--bs", "0", &good], &["--bs", "greater than 0"]),
+        case("bench: unknown size unit", &["bench", "--bs", "1x", &good], &["--bs", "unknown unit"]),
+        case("bench: zero queue depth", &["bench", "--iodepth", "0", &good], &["--iodepth", "1..=4096"]),
+        case("bench: zero size", &["bench", "--size", "0", &good], &["--size", "greater than 0"]),
         case("mutual CHAP without CHAP", &["--target-chap-user", "t", "capacity", &good], &["also needs --chap-user"]),
         case(
             "CHAP user without secret",
@@ -317,6 +321,22 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
             &["cp", "--offset", &misaligned, s(&small), &lun_url],
             &["not a multiple of", "512"],
         ),
+        case(
+            "bench: block size not a multiple of the LUN's",
+            &["bench", "--bs", "3", &lun_url],
+            &["--bs 3", "block size 512"],
+        ),
+        case(
+            "bench: block size too large for one command",
+            &["bench", "--bs", "99999999G", &lun_url],
+            &["too large for one command"],
+        ),
+        case(
+            "bench: region smaller than one block",
+            &["bench", "--size", "100", &lun_url],
+            &["region (100 bytes)", "smaller than --bs"],
+        ),
+        case("bench: zero measuring time", &["bench", "--time", "0", &lun_url], &["--time", "greater than 0"]),
         case(
             "empty source file",
             &["cp", "--offset", &last_block, s(&empty), &lun_url],
