@@ -18,11 +18,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let leading = sel & 1 != 0;
-    let session_type = if sel & 2 != 0 {
-        SessionType::Discovery
-    } else {
-        SessionType::Normal
-    };
+    let session_type = if sel & 2 != 0 { SessionType::Discovery } else { SessionType::Normal };
     let mut negotiator = Negotiator::new(Proposal::default(), leading, session_type);
     let _offer = negotiator.offer();
     for response in rest.split(|&b| b == SEPARATOR) {

@@ -23,11 +23,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let limit = LIMITS[usize::from((sel >> 2) & 7)];
     let chunk = CHUNKS[usize::from(sel >> 5)];
-    let cfg = FrameConfig {
-        header_digest: sel & 1 != 0,
-        data_digest: sel & 2 != 0,
-        max_recv_data_segment_length: limit,
-    };
+    let cfg =
+        FrameConfig { header_digest: sel & 1 != 0, data_digest: sel & 2 != 0, max_recv_data_segment_length: limit };
     let mut decoder = PduDecoder::new(cfg);
     let mut buf = BytesMut::new();
     for piece in stream.chunks(chunk.min(stream.len().max(1))) {
@@ -37,10 +34,7 @@ fuzz_target!(|data: &[u8]| {
             match decoder.decode(&mut buf) {
                 Ok(Some(pdu)) => {
                     assert!(buf.len() < before.len(), "a PDU was decoded from nothing");
-                    assert!(
-                        pdu.data.len() <= limit as usize,
-                        "data segment over the limit"
-                    );
+                    assert!(pdu.data.len() <= limit as usize, "data segment over the limit");
                     assert_eq!(pdu.ahs.len() % 4, 0, "AHS not in 4-byte words");
                     let mut again = BytesMut::new();
                     encode_pdu(&pdu, &cfg, &mut again);

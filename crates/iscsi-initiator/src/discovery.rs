@@ -24,29 +24,26 @@ pub async fn send_targets(portal: &PortalAddr, cfg: SessionConfig) -> Result<Vec
     parse_send_targets(&answer?, portal)
 }
 
-/// Groups `TargetName` / `TargetAddress` pairs into targets.
+/// Groups `TargetName` / `TargetAddress` pairs into targets; the parsing
+/// itself is sans-IO in [`iscsi_proto::discovery`]. A target listed without
+/// TargetAddress is reachable through `portal` (RFC 7143 Appendix C), with
+/// the default portal group tag 1.
 pub fn parse_send_targets(pairs: &TextPairs, portal: &PortalAddr) -> Result<Vec<DiscoveredTarget>> {
-    let mut out: Vec<DiscoveredTarget> = Vec::new();
-    for (k, v) in pairs {
-        match k.as_str() {
-            "TargetName" => out.push(DiscoveredTarget { name: v.clone(), portals: Vec::new() }),
-            "TargetAddress" => {
-                let t = out
-                    .last_mut()
-                    .ok_or_else(|| Error::protocol("SendTargets answer has a TargetAddress before any TargetName"))?;
-                let p = TargetPortal::parse(v)
-                    .map_err(|_| Error::protocol(format!("SendTargets answer has an invalid TargetAddress {v:?}")))?;
-                t.portals.push(p);
+    let entries = iscsi_proto::discovery::parse_send_targets(pairs).map_err(|e| Error::protocol(e.to_string()))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            let mut portals: Vec<TargetPortal> = e
+                .addresses
+                .into_iter()
+                .map(|a| TargetPortal { addr: PortalAddr { host: a.host, port: a.port }, tpgt: a.tpgt })
+                .collect();
+            if portals.is_empty() {
+                portals.push(TargetPortal { addr: portal.clone(), tpgt: 1 });
             }
-            _ => {}
-        }
-    }
-    for t in &mut out {
-        if t.portals.is_empty() {
-            t.portals.push(TargetPortal { addr: portal.clone(), tpgt: 1 });
-        }
-    }
-    Ok(out)
+            DiscoveredTarget { name: e.name, portals }
+        })
+        .collect())
 }
 
 #[cfg(test)]

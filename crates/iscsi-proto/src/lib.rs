@@ -7,6 +7,7 @@
 
 pub mod chap;
 pub mod digest;
+pub mod discovery;
 pub mod negotiation;
 pub mod pdu;
 pub mod scsi;

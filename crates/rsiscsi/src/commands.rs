@@ -539,7 +539,14 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
         Some(l) if l > available => {
             return Err(format!("--length {l} is more than the {available} bytes the source has from there"));
         }
+        Some(0) => return Err("--length 0: nothing to copy".into()),
         Some(l) => l,
+        None if available == 0 => {
+            return Err(match from {
+                End::Lun { .. } => format!("--offset {offset} is the end of the source LUN: nothing to copy"),
+                End::File(_, name) => format!("{name} is empty: nothing to copy"),
+            });
+        }
         None => available,
     };
     if let End::Lun { cap, .. } = to

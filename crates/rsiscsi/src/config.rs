@@ -18,14 +18,37 @@ pub fn config_dir() -> PathBuf {
     }
 }
 
-/// Checks an iSCSI name (RFC 7143 §4.2.7): `iqn.`, `eui.` or `naa.` form,
-/// at most 223 bytes, no spaces or control characters.
+/// Checks an iSCSI name (RFC 7143 §4.2.7): at most 223 bytes, made of
+/// letters, digits, `.`, `-`, `:` (and `_`, which some targets use), in one
+/// of the three forms of §4.2.7.2: `iqn.YYYY-MM.reversed.domain[:suffix]`,
+/// `eui.` and 16 hex digits, `naa.` and 16 or 32 hex digits.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok_form = name.starts_with("iqn.") || name.starts_with("eui.") || name.starts_with("naa.");
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
-    if !ok_form || !ok_chars || name.len() > 223 || name.len() < 5 {
+    let chars_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    let form_ok = |name: &str| {
+        let hex = |s: &str, lens: &[usize]| lens.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if let Some(rest) = name.strip_prefix("iqn.") {
+            // YYYY-MM, then a dot and a non-empty naming authority.
+            let (date, authority) = match rest.split_once('.') {
+                Some(parts) => parts,
+                None => return false,
+            };
+            let date_ok = date.len() == 7
+                && date.bytes().enumerate().all(|(i, b)| if i == 4 { b == b'-' } else { b.is_ascii_digit() })
+                && matches!(date.get(5..).and_then(|m| m.parse::<u8>().ok()), Some(1..=12));
+            let domain = authority.split(':').next().unwrap_or_default();
+            let domain_ok = !domain.is_empty() && domain.split('.').all(|label| !label.is_empty());
+            date_ok && domain_ok
+        } else if let Some(rest) = name.strip_prefix("eui.") {
+            hex(rest, &[16])
+        } else if let Some(rest) = name.strip_prefix("naa.") {
+            hex(rest, &[16, 32])
+        } else {
+            false
+        }
+    };
+    if !chars_ok || name.len() > 223 || !form_ok(name) {
         return Err(format!(
-            "invalid iSCSI name {name:?}: expected iqn.YYYY-MM.reversed.domain[:suffix] (or eui./naa.), at most 223 characters"
+            "invalid iSCSI name {name:?}: expected iqn.YYYY-MM.reversed.domain[:suffix], eui. and 16 hex digits, or naa. and 16 or 32 hex digits (at most 223 characters)"
         ));
     }
     Ok(())
@@ -56,4 +79,47 @@ pub fn initiator_name() -> String {
     }
     let _ = std::fs::write(&path, format!("InitiatorName={name}\n"));
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn iscsi_name_forms() {
+        for ok in [
+            "iqn.2024-01.lab.tgt:ram1",
+            "iqn.2026-11.rs.rsiscsi:host-0123",
+            "iqn.1991-05.com.microsoft:win-host",
+            "iqn.2001-04.com.example",
+            "eui.02004567A425678D",
+            "naa.52004567BA64678D",
+            "naa.62004567BA64678D0123456789ABCDEF",
+        ] {
+            assert!(validate_name(ok).is_ok(), "{ok:?} refused");
+        }
+        let long = format!("iqn.2024-01.lab:{}", "a".repeat(223));
+        for bad in [
+            "",
+            "iqn",
+            "iqn.",
+            "iqn.x",
+            "iqn.2024-1.lab",
+            "iqn.2024-13.lab",
+            "iqn.2024-01",
+            "iqn.2024-01.",
+            "iqn.2024-01.:x",
+            "iqn.2024-01..lab",
+            "eui.12345",
+            "eui.02004567A425678G",
+            "naa.xyz",
+            "naa.52004567BA64678",
+            "foo.bar",
+            "bad name",
+            "iqn.2024-01.lab:a b",
+            &long,
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -11,6 +11,28 @@ use crate::url::IscsiUrl;
 pub const SECRET_ENV: &str = "RSISCSI_CHAP_SECRET";
 pub const TARGET_SECRET_ENV: &str = "RSISCSI_TARGET_CHAP_SECRET";
 
+/// Longest CHAP secret accepted. RFC 7143 §12.1.3 sets no bound, but
+/// open-iscsi and the common targets keep at most 255 or 256 bytes (Windows
+/// 16), so a longer one can only be a wrong file.
+pub const MAX_SECRET_LEN: usize = 255;
+
+/// Refuses an empty or overlong secret; `origin` says where it came from.
+fn check_secret(len: usize, origin: &str) -> Result<(), String> {
+    if len == 0 {
+        return Err(format!("the CHAP secret from {origin} is empty"));
+    }
+    if len > MAX_SECRET_LEN {
+        return Err(format!("the CHAP secret from {origin} is {len} bytes, more than the {MAX_SECRET_LEN} accepted"));
+    }
+    Ok(())
+}
+
+/// A secret given in the URL (`user%secret@`), checked like the others.
+fn url_secret(s: &zeroize::Zeroizing<String>) -> Result<Secret, String> {
+    check_secret(s.len(), "the URL")?;
+    Ok(Secret::new(s.as_bytes().to_vec()))
+}
+
 /// Reads a secret file. Like ssh with private keys, a file that others may
 /// read (any group or other permission bit) is refused.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
@@ -23,21 +45,34 @@ fn read_secret_file(path: &Path) -> Result<Secret, String> {
             path.display()
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-    let bytes = zeroize::Zeroizing::new(bytes);
+    if !meta.is_file() {
+        return Err(format!("secret file {} is not a regular file", path.display()));
+    }
+    // Read at most a little more than the longest secret plus a line end:
+    // enough to tell that a file is too long without reading all of it.
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SECRET_LEN as u64 + 3), &mut bytes))
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
     let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-    if trimmed.is_empty() {
-        return Err(format!("secret file {} is empty", path.display()));
+    if trimmed.len() > MAX_SECRET_LEN {
+        return Err(format!(
+            "the CHAP secret from file {} is more than the {MAX_SECRET_LEN} bytes accepted",
+            path.display()
+        ));
     }
+    check_secret(trimmed.len(), &format!("file {}", path.display()))?;
     Ok(Secret::new(trimmed.to_vec()))
 }
 
-fn env_secret(var: &str) -> Option<Secret> {
-    std::env::var(var)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(|s| Secret::new(zeroize::Zeroizing::new(s).as_bytes().to_vec()))
+/// The secret in `var`; an unset or empty variable is no secret.
+fn env_secret(var: &str) -> Result<Option<Secret>, String> {
+    let Some(s) = std::env::var(var).ok().filter(|s| !s.is_empty()).map(zeroize::Zeroizing::new) else {
+        return Ok(None);
+    };
+    check_secret(s.len(), var)?;
+    Ok(Some(Secret::new(s.as_bytes().to_vec())))
 }
 
 /// Builds the CHAP configuration, or `None` for AuthMethod=None.
@@ -53,8 +88,8 @@ pub fn chap_config(common: &Common, url: Option<&IscsiUrl>) -> Result<Option<Cha
     let secret = match &common.chap_secret_file {
         Some(f) => read_secret_file(f)?,
         None => match url.and_then(|u| u.secret.clone()) {
-            Some(s) => Secret::new(s.as_bytes().to_vec()),
-            None => env_secret(SECRET_ENV).ok_or_else(|| {
+            Some(s) => url_secret(&s)?,
+            None => env_secret(SECRET_ENV)?.ok_or_else(|| {
                 format!("CHAP user {user:?} given but no secret: set {SECRET_ENV} or --chap-secret-file")
             })?,
         },
@@ -65,8 +100,8 @@ pub fn chap_config(common: &Common, url: Option<&IscsiUrl>) -> Result<Option<Cha
             let ts = match &common.target_chap_secret_file {
                 Some(f) => read_secret_file(f)?,
                 None => match url.and_then(|u| u.target_secret.clone()) {
-                    Some(s) => Secret::new(s.as_bytes().to_vec()),
-                    None => env_secret(TARGET_SECRET_ENV).ok_or_else(|| {
+                    Some(s) => url_secret(&s)?,
+                    None => env_secret(TARGET_SECRET_ENV)?.ok_or_else(|| {
                         format!("target CHAP user {tu:?} given but no secret: set {TARGET_SECRET_ENV} or --target-chap-secret-file")
                     })?,
                 },

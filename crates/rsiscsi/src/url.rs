@@ -39,8 +39,12 @@ pub enum UrlError {
     Port(String),
     #[error("invalid LUN {0:?} in URL: expected a number from 0 to 16383")]
     Lun(String),
-    #[error("invalid target name {0:?} in URL")]
+    #[error("invalid target name in URL: {0}")]
     Target(String),
+    /// RFC 3986 §3.2.2: an IPv6 literal in a URL is written in brackets;
+    /// without them `::1:3260` is itself an IPv6 address and the port is lost.
+    #[error("IPv6 address {0:?} must be written in brackets: [{0}] or [{0}]:PORT (is the last part a port?)")]
+    Ipv6Brackets(String),
     #[error("unknown URL parameter {0:?} (known: target_user, target_password)")]
     Param(String),
     #[error("URL is not valid UTF-8 after percent-decoding")]
@@ -87,9 +91,7 @@ impl IscsiUrl {
                 None => (path, None),
             };
             let t = decode(t)?;
-            if t.is_empty() || t.contains('/') || t.chars().any(char::is_whitespace) || t.len() > 223 {
-                return Err(UrlError::Target(t));
-            }
+            crate::config::validate_name(&t).map_err(UrlError::Target)?;
             let lun = match l {
                 None => None,
                 Some(l) => match l.parse::<u64>() {
@@ -119,6 +121,10 @@ impl IscsiUrl {
 /// Parses `HOST[:PORT]` or `[IPv6][:PORT]`, naming an out-of-range port
 /// rather than calling the whole address invalid.
 pub fn parse_portal(s: &str) -> Result<PortalAddr, UrlError> {
+    let trimmed = s.trim();
+    if !trimmed.starts_with('[') && trimmed.matches(':').count() > 1 {
+        return Err(UrlError::Ipv6Brackets(trimmed.to_string()));
+    }
     let port = match s.trim().strip_prefix('[') {
         Some(rest) => rest.split_once("]:").map(|(_, p)| p),
         None if s.matches(':').count() == 1 => s.split_once(':').map(|(_, p)| p),
@@ -152,11 +158,11 @@ mod tests {
         assert_eq!(u.portal.to_string(), "127.0.0.1:3260");
         assert_eq!(u.target.as_deref(), Some("iqn.2024-01.lab.tgt:ram1"));
         assert_eq!(u.lun, Some(1));
-        let u = IscsiUrl::parse("iscsi://labuser%labsecret123@[::1]:3261/iqn.x:chap/0").unwrap();
+        let u = IscsiUrl::parse("iscsi://labuser%labsecret123@[::1]:3261/iqn.2024-01.x:chap/0").unwrap();
         assert_eq!(u.user.as_deref(), Some("labuser"));
         assert_eq!(u.secret.as_deref().map(String::as_str), Some("labsecret123"));
         assert_eq!(u.portal.to_string(), "[::1]:3261");
-        let u = IscsiUrl::parse("iscsi://m%s@h/iqn.x:m/0?target_user=mt&target_password=p%40ss").unwrap();
+        let u = IscsiUrl::parse("iscsi://m%s@h/iqn.2024-01.x:m/0?target_user=mt&target_password=p%40ss").unwrap();
         assert_eq!(u.target_user.as_deref(), Some("mt"));
         assert_eq!(u.target_secret.as_deref().map(String::as_str), Some("p@ss"));
         let u = IscsiUrl::parse("iscsi://127.0.0.1/").unwrap();
@@ -170,12 +176,18 @@ mod tests {
         assert!(matches!(IscsiUrl::parse("iscsi://[::1]:0/x/1"), Err(UrlError::Port(_))));
         assert!(matches!(IscsiUrl::parse("iscsi://h:abc/x/1"), Err(UrlError::Portal(_))));
         assert!(matches!(IscsiUrl::parse("iscsi:///x/1"), Err(UrlError::Portal(_))));
-        assert_eq!(parse_portal("::1").unwrap().to_string(), "[::1]:3260");
-        assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.x/abc"), Err(UrlError::Lun(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.x/99999"), Err(UrlError::Lun(_))));
-        assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.x/1?bogus=1"), Err(UrlError::Param(_))));
+        assert_eq!(parse_portal("[::1]").unwrap().to_string(), "[::1]:3260");
+        assert_eq!(parse_portal("::1"), Err(UrlError::Ipv6Brackets("::1".into())));
+        assert!(matches!(IscsiUrl::parse("iscsi://::1:3260/iqn.2024-01.a:b/1"), Err(UrlError::Ipv6Brackets(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.x/1"), Err(UrlError::Target(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://h/eui.12345/1"), Err(UrlError::Target(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.2024-01.x/abc"), Err(UrlError::Lun(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.2024-01.x/99999"), Err(UrlError::Lun(_))));
+        assert!(matches!(IscsiUrl::parse("iscsi://h/iqn.2024-01.x/1?bogus=1"), Err(UrlError::Param(_))));
         let e = IscsiUrl::parse("iscsx://u%topsecret@h/x/1").unwrap_err().to_string();
         assert!(!e.contains("topsecret"), "{e}");
-        assert!(!format!("{:?}", IscsiUrl::parse("iscsi://u%topsecret@h/x/1").unwrap()).contains("topsecret"));
+        assert!(
+            !format!("{:?}", IscsiUrl::parse("iscsi://u%topsecret@h/iqn.2024-01.x:y/1").unwrap()).contains("topsecret")
+        );
     }
 }
