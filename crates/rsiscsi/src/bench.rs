@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use iscsi_initiator::{Session, SessionConfig};
 use iscsi_proto::negotiation::Digest;
@@ -251,6 +251,7 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
     } else {
         Bytes::new()
     };
+    let mut recycled = BytesMut::new();
     loop {
         let start = Instant::now();
         if start >= plan.stop_at {
@@ -265,7 +266,11 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
         let r = if plan.rw.is_write() {
             plan.session.write_blocks(plan.lun, lba, buf.clone(), plan.block_size).await
         } else {
-            plan.session.read_blocks(plan.lun, lba, blocks, plan.block_size).await.map(drop)
+            let spare = std::mem::take(&mut recycled);
+            plan.session.read_blocks_into(plan.lun, lba, blocks, plan.block_size, spare).await.map(|data| {
+                // Reads reuse the previous read's buffer: no allocation per command.
+                recycled = data.try_into_mut().unwrap_or_default();
+            })
         };
         let measured = start >= plan.measure_from;
         match r {

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use iscsi_proto::digest::{crc32c, crc32c_append};
-use iscsi_proto::pdu::{BHS_LEN, Bhs, FrameHeader, NopOut, PduDecoder, PduError, RESERVED_TAG, peek_lengths};
+use iscsi_proto::pdu::{
+    BHS_LEN, Bhs, FrameHeader, NopOut, PduDecoder, PduError, RESERVED_TAG, peek_lengths, task_attr,
+};
+use iscsi_proto::scsi::cdb::Cdb;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -18,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::Inner;
-use super::state::{Out, Task, TaskKind, conn_mut, push};
+use super::state::{Out, Reply, ScsiTask, Task, TaskKind, conn_mut, push};
+use super::{Inner, ScsiOutcome, Session};
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
 use crate::portal::PortalAddr;
@@ -310,4 +313,34 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, segs: &[&[u8]]) ->
         }
     }
     w.flush().await
+}
+
+impl Session {
+    /// Runs a command that reads up to `len` bytes into `buf` (its contents
+    /// are discarded, its allocation reused), so that a caller issuing many
+    /// reads can recycle one buffer (`Bytes::try_into_mut` on the returned
+    /// data) instead of allocating, and faulting in, fresh memory for each.
+    /// Otherwise the same as [`Session::execute`] with `DataDirection::Read`.
+    pub async fn execute_read_into(&self, lun: u64, cdb: &Cdb, len: u32, mut buf: BytesMut) -> Result<ScsiOutcome> {
+        let raw_lun =
+            iscsi_proto::scsi::lun::encode_lun(lun).map_err(|e| Error::InvalidArgument(format!("LUN {lun}: {e}")))?;
+        buf.clear();
+        let task = Task::new(
+            None,
+            raw_lun,
+            TaskKind::Scsi(ScsiTask {
+                expected_len: len,
+                read: true,
+                buf,
+                received: 0,
+                next_data_sn: 0,
+                write_data: Bytes::new(),
+            }),
+            Some((*cdb, task_attr::SIMPLE)),
+        );
+        match self.inner.submit_command(task).await? {
+            Reply::Scsi(o) => Ok(o),
+            _ => Err(Error::protocol("unexpected reply to a SCSI command")),
+        }
+    }
 }

@@ -660,10 +660,12 @@ fn check_data_in(s: &ScsiTask, h: &DataIn, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// The command's whole read buffer, allocated once at its first Data-In.
+/// The command's whole read buffer, allocated once at its first Data-In
+/// unless the caller lent one large enough (`Session::execute_read_into`).
 fn reserve_read_buffer(s: &mut ScsiTask) {
-    if s.buf.capacity() == 0 {
-        s.buf.reserve(s.expected_len as usize);
+    let want = s.expected_len as usize;
+    if s.buf.capacity() < want {
+        s.buf.reserve(want.saturating_sub(s.buf.len()));
     }
 }
 
@@ -700,7 +702,9 @@ fn residual(underflow: bool, overflow: bool, count: u32) -> i64 {
 
 fn finish_scsi(mut t: Task, status: u8, sense: Bytes, residual: i64) {
     let TaskKind::Scsi(s) = &mut t.kind else { return };
-    let data = s.buf.split().freeze();
+    // Taken whole (not `split`), so the caller can turn it back into a
+    // `BytesMut` with `Bytes::try_into_mut` and reuse it.
+    let data = std::mem::take(&mut s.buf).freeze();
     complete(t, Ok(Reply::Scsi(ScsiOutcome { status, sense, data, residual })));
 }
 
