@@ -76,9 +76,32 @@ pub struct BenchArgs {
     /// round-robin-subset, least-queue-depth or weighted.
     #[arg(long, default_value = "round-robin", value_name = "POLICY", value_parser = crate::cli::parse_policy)]
     pub policy: iscsi_initiator::model::LoadBalancePolicy,
+    /// Runtime worker threads (default: one per connection, at most one per
+    /// CPU; TOKIO_WORKER_THREADS, when set, wins over the default).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Print one JSON object instead of one line per metric.
     #[arg(long)]
     pub json: bool,
+}
+
+impl BenchArgs {
+    /// How many runtime worker threads the benchmark runs on. One thread
+    /// drives one connection best: its reader, writer and the submitters
+    /// then hand over work without cross-thread wake-ups (futex, IPIs), as
+    /// libiscsi's single event loop does; more connections can use more
+    /// CPUs. `None` leaves tokio's default (TOKIO_WORKER_THREADS or one per
+    /// CPU).
+    pub fn worker_threads(&self) -> Option<usize> {
+        if let Some(t) = self.threads {
+            return Some(usize::from(t));
+        }
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+            return None;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Some(usize::from(self.connections).clamp(1, cpus))
+    }
 }
 
 /// Parses `4096`, `4k`, `4K`, `4KiB`, `1M`, `1MiB`, `1MB`, `2g`: suffixes are powers of 1024.
@@ -542,6 +565,20 @@ mod tests {
         assert!(T::try_parse_from(["x", "u", "--connections", "0"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--rw", "trim"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--bs", "4q"]).is_err());
+    }
+
+    #[test]
+    fn worker_threads_follow_the_connections_unless_given() {
+        let t = T::try_parse_from(["x", "u", "--threads", "3"]).unwrap();
+        assert_eq!(t.b.worker_threads(), Some(3));
+        assert!(T::try_parse_from(["x", "u", "--threads", "0"]).is_err());
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let t = T::try_parse_from(["x", "u"]).unwrap();
+            assert_eq!(t.b.worker_threads(), Some(1));
+            let t = T::try_parse_from(["x", "u", "--connections", "64"]).unwrap();
+            assert_eq!(t.b.worker_threads(), Some(cpus.min(64)));
+        }
     }
 
     #[test]
