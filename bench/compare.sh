@@ -143,8 +143,11 @@ def fio(d):
         return None
     secs = side["runtime"] / 1000.0
     gib = side["io_bytes"] / GIB
-    # usr_cpu/sys_cpu: % of one CPU over the job's run (summed over jobs with group_reporting).
-    cpu_s = (j["usr_cpu"] + j["sys_cpu"]) / 100.0 * secs
+    # usr_cpu/sys_cpu: % of one CPU over a job's run. With group_reporting fio sums both the CPU
+    # time and the run time over the jobs (stat.c), so the figure is the per-job average: the
+    # group's CPU is that times numjobs (the bytes are the group's total).
+    jobs = int(j.get("job options", {}).get("numjobs", 1) or 1)
+    cpu_s = (j["usr_cpu"] + j["sys_cpu"]) / 100.0 * secs * jobs
     pct = side.get("clat_ns", {}).get("percentile", {})
     p99 = pct.get("99.000000", 0) / 1000.0
     return {"bw": side["io_bytes"] / (1 << 20) / secs, "iops": side["total_ios"] / secs, "cpu": cpu_s / gib,

@@ -1,7 +1,7 @@
 //! SCSI commands over a session: status and sense turned into errors,
 //! UNIT ATTENTION retried, data checked for length.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use iscsi_proto::scsi::cdb::{self, Cdb};
 use iscsi_proto::scsi::data::{ReadCapacity10, ReadCapacity16, StandardInquiry, parse_report_luns};
 use iscsi_proto::scsi::sense::ScsiError;
@@ -87,10 +87,34 @@ impl Session {
 
     /// Reads `blocks` blocks at `lba`; fails unless all of them arrive.
     pub async fn read_blocks(&self, lun: u64, lba: u64, blocks: u32, block_size: u32) -> Result<Bytes> {
+        self.read_blocks_into(lun, lba, blocks, block_size, BytesMut::new()).await
+    }
+
+    /// [`Session::read_blocks`] into a recycled buffer: pass what
+    /// `Bytes::try_into_mut` gives back from an earlier read (its contents
+    /// are discarded) to save an allocation, and its page faults, per read.
+    pub async fn read_blocks_into(
+        &self,
+        lun: u64,
+        lba: u64,
+        blocks: u32,
+        block_size: u32,
+        mut buf: BytesMut,
+    ) -> Result<Bytes> {
         let len = blocks
             .checked_mul(block_size)
             .ok_or_else(|| Error::InvalidArgument("read larger than 4 GiB in one command".into()))?;
-        let out = self.command(lun, &cdb::read(lba, blocks), DataDirection::Read(len)).await?;
+        let read = cdb::read(lba, blocks);
+        let mut tries = 0;
+        let out = loop {
+            let out = self.execute_read_into(lun, &read, len, buf).await?;
+            match ScsiError::from_status(out.status, &out.sense) {
+                None => break out,
+                Some(ScsiError::UnitAttention(_)) if tries < UNIT_ATTENTION_RETRIES => tries += 1,
+                Some(e) => return Err(Error::Scsi(e)),
+            }
+            buf = out.data.try_into_mut().unwrap_or_default();
+        };
         if out.data.len() != len as usize {
             return Err(Error::protocol(format!(
                 "READ returned {} bytes of the {len} asked (residual {})",

@@ -207,3 +207,24 @@ async fn unknown_target_and_refused_connection_are_clear_errors() {
     let err = Session::login(&portal, Some("iqn.x:y"), config()).await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
 }
+
+/// `read_blocks_into` reuses a caller's buffer (stale contents, any
+/// capacity) and still returns exactly the blocks written; the result can be
+/// recycled again for the next read.
+#[tokio::test]
+async fn read_into_a_recycled_buffer_returns_the_written_blocks() {
+    for lab in BOTH {
+        let s = open(&lab, "ram1", config()).await;
+        let (lba, len) = (1_700_000u64, 3 << 20);
+        let data = pattern(len, 77);
+        s.write_blocks(lab.lun, lba, data.clone(), 512).await.unwrap();
+        let mut spare = bytes::BytesMut::from(&vec![0xffu8; 5 << 20][..]);
+        for (blocks, cap_before) in [(len / 512, 5 << 20), (len / 1024, len)] {
+            let back = s.read_blocks_into(lab.lun, lba, blocks as u32, 512, spare).await.unwrap();
+            assert!(back == data.slice(..blocks * 512), "{}: {blocks} blocks differ", lab.name);
+            spare = back.try_into_mut().expect("the read result is not shared");
+            assert!(spare.capacity() >= cap_before.min(len), "{}: the buffer was not reused", lab.name);
+        }
+        s.logout().await.unwrap();
+    }
+}

@@ -64,6 +64,15 @@ impl State {
             let Some(t) = self.tasks.get_mut(&itt) else { continue };
             t.cid = Some(to);
             t.lost_on = None;
+            // A read whose buffer was lent to the dead connection's reader
+            // (a segment read straight from the socket) lost the bytes it
+            // held: start it over from DataSN 0 (RFC 7143 §11.5.1 allows it).
+            if let TaskKind::Scsi(s) = &t.kind
+                && s.read
+                && s.buf.len() != s.received as usize
+            {
+                t.restart();
+            }
             let exp_data_sn = match &t.kind {
                 TaskKind::Scsi(s) if s.read => s.next_data_sn,
                 _ => 0,

@@ -6,8 +6,14 @@ use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Weak;
 
-use bytes::{Bytes, BytesMut};
-use iscsi_proto::pdu::{NopOut, PduDecoder, RESERVED_TAG};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use iscsi_proto::digest::{crc32c, crc32c_append};
+use iscsi_proto::pdu::{
+    BHS_LEN, Bhs, FrameHeader, NopOut, PduDecoder, PduError, RESERVED_TAG, peek_lengths, task_attr,
+};
+use iscsi_proto::scsi::cdb::Cdb;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -15,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::Inner;
-use super::state::{Out, Task, TaskKind, conn_mut, push};
+use super::state::{Out, Reply, ScsiTask, Task, TaskKind, conn_mut, push};
+use super::{Inner, ScsiOutcome, Session};
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
 use crate::portal::PortalAddr;
@@ -77,8 +83,27 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
     let reason = async {
         let mut deadline = Instant::now() + nop_interval;
         let mut pinging = false;
+        // After a placed segment another one usually follows: read just its
+        // header then, so that its data is not pulled into `buf` and copied.
+        let mut header_next = false;
+        let header_len = BHS_LEN + if dec.config.header_digest { 4 } else { 0 };
         loop {
             loop {
+                if let Some(h) = large_data_in(&dec, &buf) {
+                    let h = match h {
+                        Ok(h) => h,
+                        Err(e) => return format!("malformed PDU from the target: {e}"),
+                    };
+                    if let Err(reason) =
+                        place_data_in(&weak, cid, &mut rd, &mut buf, h, nop_interval + nop_timeout).await
+                    {
+                        return reason;
+                    }
+                    deadline = Instant::now() + nop_interval;
+                    pinging = false;
+                    header_next = true;
+                    continue;
+                }
                 match dec.decode(&mut buf) {
                     Ok(Some(pdu)) => {
                         // Liveness is a whole PDU, not a byte: a target that
@@ -94,11 +119,17 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
                     Err(e) => return format!("malformed PDU from the target: {e}"),
                 }
             }
+            // Large Data-In segments bypass this buffer (`place_data_in`), so
+            // it stays small and, once the PDUs decoded from it are dropped,
+            // `reserve` reclaims it in place instead of allocating anew.
             if buf.capacity() - buf.len() < READ_CHUNK {
-                buf.reserve(READ_CHUNK.max(dec.config.max_recv_data_segment_length as usize + 1024));
+                buf.reserve(READ_CHUNK);
             }
+            let want = if header_next { header_len.saturating_sub(buf.len()).max(1) } else { usize::MAX };
+            header_next = false;
+            let mut limited = (&mut buf).limit(want);
             tokio::select! {
-                r = rd.read_buf(&mut buf) => match r {
+                r = rd.read_buf(&mut limited) => match r {
                     Ok(0) => return CLOSED_BY_TARGET.to_string(),
                     Ok(_) => {}
                     Err(e) => return format!("read error: {e}"),
@@ -121,6 +152,79 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
     .await;
     if let Some(inner) = weak.upgrade() {
         inner.connection_failed(cid, &reason);
+    }
+}
+
+/// Data-In segments at least this long whose bytes are not all received
+/// yet are read straight into the command's buffer.
+const DIRECT_MIN: usize = 16 * 1024;
+
+/// The header of the next PDU when it is a Data-In whose large data segment
+/// is still mostly to come (cheap opcode and length peek first, so other
+/// PDUs are decoded once).
+fn large_data_in(dec: &PduDecoder, buf: &BytesMut) -> Option<std::result::Result<FrameHeader, PduError>> {
+    // RFC 7143 §11.7: opcode 0x25 is SCSI Data-In.
+    let op = buf.first()? & 0x3f;
+    let (_, data_len) = peek_lengths(buf)?;
+    if op != 0x25 || (data_len as usize) < DIRECT_MIN || buf.len() >= BHS_LEN + data_len as usize {
+        return None;
+    }
+    match dec.decode_header(buf) {
+        Ok(Some(h)) if matches!(h.bhs, Bhs::DataIn(_)) && buf.len() + DIRECT_MIN <= h.total_len() => Some(Ok(h)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Reads one Data-In data segment from the socket into the command's own
+/// buffer (lent by `begin_data_in`): the bytes are copied once, by the
+/// kernel, instead of into the receive buffer and then again into place.
+/// Returns the reason to drop the connection on failure.
+async fn place_data_in(
+    weak: &Weak<Inner>,
+    cid: u16,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    h: FrameHeader,
+    idle: Duration,
+) -> std::result::Result<(), String> {
+    let Bhs::DataIn(din) = &h.bhs else { return Ok(()) };
+    let mut dest = {
+        let Some(inner) = weak.upgrade() else { return Err(String::new()) };
+        inner.begin_data_in(cid, din, h.data_len).map_err(|e| e.to_string())?
+    };
+    buf.advance(h.header_len);
+    let start = dest.len();
+    let have = buf.len().min(h.data_len);
+    dest.extend_from_slice(buf.get(..have).unwrap_or_default());
+    buf.advance(have);
+    while dest.len() - start < h.data_len {
+        let want = h.data_len - (dest.len() - start);
+        read_some(rd, &mut (&mut dest).limit(want), idle).await?;
+    }
+    let trailer = h.trailer_len();
+    while buf.len() < trailer {
+        buf.reserve(READ_CHUNK);
+        read_some(rd, buf, idle).await?;
+    }
+    if h.data_digest_len > 0 {
+        let data = dest.get(start..).unwrap_or_default();
+        let crc = crc32c_append(crc32c(data), buf.get(..h.pad_len).unwrap_or_default());
+        h.check_data_digest(crc, h.trailer_digest(buf.get(..trailer).unwrap_or_default()))
+            .map_err(|e| format!("malformed PDU from the target: {e}"))?;
+    }
+    buf.advance(trailer);
+    let Some(inner) = weak.upgrade() else { return Err(String::new()) };
+    inner.end_data_in(cid, &h.bhs, dest, h.data_len).map_err(|e| e.to_string())
+}
+
+/// One read of at least a byte within `idle`.
+async fn read_some<B: BufMut>(rd: &mut OwnedReadHalf, b: &mut B, idle: Duration) -> std::result::Result<(), String> {
+    match tokio::time::timeout(idle, rd.read_buf(b)).await {
+        Err(_) => Err(format!("no data from the target within {} s", idle.as_secs())),
+        Ok(Ok(0)) => Err(CLOSED_BY_TARGET.to_string()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("read error: {e}")),
     }
 }
 
@@ -209,4 +313,34 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, segs: &[&[u8]]) ->
         }
     }
     w.flush().await
+}
+
+impl Session {
+    /// Runs a command that reads up to `len` bytes into `buf` (its contents
+    /// are discarded, its allocation reused), so that a caller issuing many
+    /// reads can recycle one buffer (`Bytes::try_into_mut` on the returned
+    /// data) instead of allocating, and faulting in, fresh memory for each.
+    /// Otherwise the same as [`Session::execute`] with `DataDirection::Read`.
+    pub async fn execute_read_into(&self, lun: u64, cdb: &Cdb, len: u32, mut buf: BytesMut) -> Result<ScsiOutcome> {
+        let raw_lun =
+            iscsi_proto::scsi::lun::encode_lun(lun).map_err(|e| Error::InvalidArgument(format!("LUN {lun}: {e}")))?;
+        buf.clear();
+        let task = Task::new(
+            None,
+            raw_lun,
+            TaskKind::Scsi(ScsiTask {
+                expected_len: len,
+                read: true,
+                buf,
+                received: 0,
+                next_data_sn: 0,
+                write_data: Bytes::new(),
+            }),
+            Some((*cdb, task_attr::SIMPLE)),
+        );
+        match self.inner.submit_command(task).await? {
+            Reply::Scsi(o) => Ok(o),
+            _ => Err(Error::protocol("unexpected reply to a SCSI command")),
+        }
+    }
 }

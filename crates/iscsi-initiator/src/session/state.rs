@@ -512,22 +512,7 @@ impl Inner {
     pub(super) fn handle_pdu(self: &Arc<Self>, cid: u16, pdu: Pdu) -> Result<()> {
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some((stat_sn, exp, max)) = pdu.bhs.target_sequence() {
-            st.window.update(exp, max);
-            // RFC 7143 §11.19: an unsolicited NOP-In carries the next StatSN
-            // without consuming it.
-            let counts = !matches!(&pdu.bhs, Bhs::NopIn(h) if h.itt == RESERVED_TAG);
-            if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid)) {
-                // RFC 7143 §4.2.2.2: StatSN comes in order; a jump means lost
-                // statuses, which ERL 0 cannot recover within the connection.
-                if Sn(sn).gt(Sn(c.exp_stat_sn)) {
-                    return Err(Error::protocol(format!("StatSN jumped from {} to {sn}", c.exp_stat_sn)));
-                }
-                if sn == c.exp_stat_sn {
-                    c.exp_stat_sn = sn.wrapping_add(1);
-                }
-            }
-        }
+        track_target_sequence(st, cid, &pdu.bhs)?;
         let Pdu { bhs, data, .. } = pdu;
         match bhs {
             Bhs::DataIn(h) => on_data_in(st, cid, h, data)?,
@@ -574,6 +559,70 @@ impl Inner {
     }
 }
 
+/// Applies the ExpCmdSN/MaxCmdSN window and the StatSN a PDU carries.
+fn track_target_sequence(st: &mut State, cid: u16, bhs: &Bhs) -> Result<()> {
+    if let Some((stat_sn, exp, max)) = bhs.target_sequence() {
+        st.window.update(exp, max);
+        // RFC 7143 §11.19: an unsolicited NOP-In carries the next StatSN
+        // without consuming it.
+        let counts = !matches!(bhs, Bhs::NopIn(h) if h.itt == RESERVED_TAG);
+        if let (Some(sn), true, Some(c)) = (stat_sn, counts, conn_mut(&mut st.conns, cid)) {
+            // RFC 7143 §4.2.2.2: StatSN comes in order; a jump means lost
+            // statuses, which ERL 0 cannot recover within the connection.
+            if Sn(sn).gt(Sn(c.exp_stat_sn)) {
+                return Err(Error::protocol(format!("StatSN jumped from {} to {sn}", c.exp_stat_sn)));
+            }
+            if sn == c.exp_stat_sn {
+                c.exp_stat_sn = sn.wrapping_add(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Checks a Data-In header before its data segment has arrived and lends
+    /// the reader the task's buffer, so that the segment goes from the
+    /// socket straight to its place (one copy). The reader appends exactly
+    /// `len` bytes and gives the buffer back with [`Inner::end_data_in`].
+    /// While lent, the task's `buf` is empty although `received` counts the
+    /// bytes already placed: a task whose connection dies meanwhile must be
+    /// restarted from offset 0 ([`Task::restart`]), which ERL 0 does anyway.
+    pub(super) fn begin_data_in(&self, cid: u16, h: &DataIn, len: usize) -> Result<BytesMut> {
+        let mut st = self.lock();
+        let t = scsi_task(&mut st, h.itt, cid, "Data-In")?;
+        let TaskKind::Scsi(s) = &mut t.kind else {
+            return Err(Error::protocol("Data-In for a task that is not a SCSI command"));
+        };
+        check_data_in(s, h, len)?;
+        reserve_read_buffer(s);
+        Ok(std::mem::take(&mut s.buf))
+    }
+
+    /// Takes back the buffer lent by [`Inner::begin_data_in`], now holding
+    /// the segment, and handles the rest of the Data-In PDU.
+    pub(super) fn end_data_in(self: &Arc<Self>, cid: u16, bhs: &Bhs, buf: BytesMut, len: usize) -> Result<()> {
+        let Bhs::DataIn(h) = bhs else { return Ok(()) };
+        let mut st = self.lock();
+        let st = &mut *st;
+        track_target_sequence(st, cid, bhs)?;
+        // The task may have been aborted or restarted while its data was
+        // being read: then the bytes are dropped.
+        if let Some(t) = st.tasks.get_mut(&h.itt)
+            && t.cid == Some(cid)
+            && let TaskKind::Scsi(s) = &mut t.kind
+            && s.buf.capacity() == 0
+            && s.received == h.buffer_offset
+            && s.next_data_sn == h.data_sn
+        {
+            s.buf = buf;
+            commit_data_in(st, cid, h, len);
+        }
+        st.drain_queue();
+        Ok(())
+    }
+}
+
 fn scsi_task<'a>(st: &'a mut State, itt: u32, cid: u16, what: &str) -> Result<&'a mut Task> {
     let t = st.tasks.get_mut(&itt).ok_or_else(|| Error::protocol(format!("{what} for unknown task 0x{itt:08x}")))?;
     if t.cid != Some(cid) {
@@ -587,6 +636,18 @@ fn on_data_in(st: &mut State, cid: u16, h: DataIn, data: Bytes) -> Result<()> {
     let TaskKind::Scsi(s) = &mut t.kind else {
         return Err(Error::protocol("Data-In for a task that is not a SCSI command"));
     };
+    check_data_in(s, &h, data.len())?;
+    if !data.is_empty() {
+        reserve_read_buffer(s);
+        s.buf.extend_from_slice(&data);
+    }
+    commit_data_in(st, cid, &h, data.len());
+    Ok(())
+}
+
+/// RFC 7143 §11.7.4-5: DataSN and BufferOffset in order (DataPDUInOrder and
+/// DataSequenceInOrder are Yes), within the expected transfer length.
+fn check_data_in(s: &ScsiTask, h: &DataIn, len: usize) -> Result<()> {
     if !s.read {
         return Err(Error::protocol("Data-In for a command that reads nothing"));
     }
@@ -599,20 +660,34 @@ fn on_data_in(st: &mut State, cid: u16, h: DataIn, data: Bytes) -> Result<()> {
             h.buffer_offset, s.received
         )));
     }
-    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    let Some(end) = s.received.checked_add(len).filter(|e| *e <= s.expected_len) else {
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    if s.received.checked_add(len).is_none_or(|e| e > s.expected_len) {
         return Err(Error::protocol(format!(
             "Data-In beyond the expected transfer length of {} bytes",
             s.expected_len
         )));
-    };
-    s.next_data_sn = s.next_data_sn.wrapping_add(1);
-    s.received = end;
-    if !data.is_empty() {
-        if s.buf.capacity() == 0 {
-            s.buf.reserve(s.expected_len as usize);
-        }
-        s.buf.extend_from_slice(&data);
+    }
+    Ok(())
+}
+
+/// The command's whole read buffer, allocated once at its first Data-In
+/// unless the caller lent one large enough (`Session::execute_read_into`).
+fn reserve_read_buffer(s: &mut ScsiTask) {
+    let want = s.expected_len as usize;
+    if s.buf.capacity() < want {
+        s.buf.reserve(want.saturating_sub(s.buf.len()));
+    }
+}
+
+/// Accounts for a checked Data-In segment of `len` bytes already in the
+/// task's buffer; completes the task when the PDU carries its status.
+fn commit_data_in(st: &mut State, cid: u16, h: &DataIn, len: usize) {
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    if let Some(t) = st.tasks.get_mut(&h.itt)
+        && let TaskKind::Scsi(s) = &mut t.kind
+    {
+        s.next_data_sn = s.next_data_sn.wrapping_add(1);
+        s.received = s.received.saturating_add(len);
     }
     if let Some(c) = conn_mut(&mut st.conns, cid) {
         c.counters.bytes_in += u64::from(len);
@@ -623,7 +698,6 @@ fn on_data_in(st: &mut State, cid: u16, h: DataIn, data: Bytes) -> Result<()> {
             finish_scsi(t, h.status, Bytes::new(), residual);
         }
     }
-    Ok(())
 }
 
 fn residual(underflow: bool, overflow: bool, count: u32) -> i64 {
@@ -638,7 +712,9 @@ fn residual(underflow: bool, overflow: bool, count: u32) -> i64 {
 
 fn finish_scsi(mut t: Task, status: u8, sense: Bytes, residual: i64) {
     let TaskKind::Scsi(s) = &mut t.kind else { return };
-    let data = s.buf.split().freeze();
+    // Taken whole (not `split`), so the caller can turn it back into a
+    // `BytesMut` with `Bytes::try_into_mut` and reuse it.
+    let data = std::mem::take(&mut s.buf).freeze();
     complete(t, Ok(Reply::Scsi(ScsiOutcome { status, sense, data, residual })));
 }
 

@@ -75,6 +75,34 @@ impl PduDecoder {
     /// this decoder does not attempt that.) The returned `data` and `ahs`
     /// are slices of the received buffer, not copies.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Pdu>, PduError> {
+        let Some(h) = self.decode_header(buf)? else {
+            return Ok(None);
+        };
+        let total = h.total_len();
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let (data_start, data_len) = (h.header_len, h.data_len);
+        if h.data_digest_len > 0 {
+            let covered = buf.get(data_start..data_start + data_len + h.pad_len).unwrap_or_default();
+            let received = buf.get(total - DIGEST_LEN..).and_then(wire_digest);
+            h.check_data_digest(crc32c(covered), received)?;
+        }
+
+        let frame = buf.split_to(total).freeze();
+        Ok(Some(Pdu {
+            bhs: h.bhs,
+            ahs: frame.slice(BHS_LEN..h.ahs_end),
+            data: frame.slice(data_start..data_start + data_len),
+        }))
+    }
+
+    /// Decodes the header of the next PDU in `buf` without waiting for its
+    /// data segment, so that a caller can read a large data segment straight
+    /// into its final place (one copy instead of two). The same checks as
+    /// [`Self::decode`] apply: header digest, DataSegmentLength limit,
+    /// opcode. `Ok(None)` when the header is not all in yet.
+    pub fn decode_header(&self, buf: &[u8]) -> Result<Option<FrameHeader>, PduError> {
         let cfg = self.config;
         let Some((ahs_len, data_len)) = peek_lengths(buf) else {
             return Ok(None);
@@ -82,15 +110,15 @@ impl PduDecoder {
         if buf.len() < BHS_LEN {
             return Ok(None);
         }
-        let header_len = BHS_LEN + ahs_len;
+        let ahs_end = BHS_LEN + ahs_len;
         let hdr_digest_len = if cfg.header_digest { DIGEST_LEN } else { 0 };
 
         // RFC 7143 §12.1: the header digest covers BHS and AHS.
         if cfg.header_digest {
-            let Some(header) = buf.get(..header_len) else {
+            let Some(header) = buf.get(..ahs_end) else {
                 return Ok(None);
             };
-            let Some(received) = buf.get(header_len..).and_then(wire_digest) else {
+            let Some(received) = buf.get(ahs_end..).and_then(wire_digest) else {
                 return Ok(None);
             };
             let computed = crc32c(header);
@@ -110,33 +138,66 @@ impl PduDecoder {
             return Ok(None);
         };
         let bhs = Bhs::decode(bhs_bytes)?;
-
-        // `data_len` is at most 2^24-1, so none of this can overflow.
-        let data_len = data_len as usize;
-        let data_start = header_len + hdr_digest_len;
-        let padded = data_len + pad_len(data_len);
-        // §12.1: no data digest on an empty data segment.
-        let data_digest_len = if cfg.data_digest && data_len > 0 { DIGEST_LEN } else { 0 };
-        let total = data_start + padded + data_digest_len;
-        if buf.len() < total {
+        let header_len = ahs_end + hdr_digest_len;
+        if buf.len() < header_len {
             return Ok(None);
         }
-
-        if data_digest_len > 0 {
-            let covered = buf.get(data_start..data_start + padded).unwrap_or_default();
-            let computed = crc32c(covered);
-            let received = buf.get(data_start + padded..).and_then(wire_digest).unwrap_or(!computed);
-            if received != computed {
-                return Err(PduError::DataDigest { received, computed });
-            }
-        }
-
-        let frame = buf.split_to(total).freeze();
-        Ok(Some(Pdu {
+        // `data_len` is at most 2^24-1, so none of the sums can overflow.
+        let data_len = data_len as usize;
+        Ok(Some(FrameHeader {
             bhs,
-            ahs: frame.slice(BHS_LEN..header_len),
-            data: frame.slice(data_start..data_start + data_len),
+            ahs_end,
+            header_len,
+            data_len,
+            pad_len: pad_len(data_len),
+            // §12.1: no data digest on an empty data segment.
+            data_digest_len: if cfg.data_digest && data_len > 0 { DIGEST_LEN } else { 0 },
         }))
+    }
+}
+
+/// The decoded header of a PDU and the layout of the bytes that follow it
+/// (RFC 7143 §11.2: BHS, AHS, header digest, data, padding, data digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub bhs: Bhs,
+    /// End of the AHS (start of the header digest, if any).
+    pub ahs_end: usize,
+    /// Bytes before the data segment: BHS, AHS and header digest.
+    pub header_len: usize,
+    /// DataSegmentLength.
+    pub data_len: usize,
+    /// Zero padding after the data (RFC 7143 §11.2.3).
+    pub pad_len: usize,
+    /// 4 when a data digest follows the padding, else 0.
+    pub data_digest_len: usize,
+}
+
+impl FrameHeader {
+    /// Bytes of the whole PDU on the wire.
+    pub fn total_len(&self) -> usize {
+        self.header_len + self.data_len + self.pad_len + self.data_digest_len
+    }
+
+    /// Bytes after the data segment: padding and data digest.
+    pub fn trailer_len(&self) -> usize {
+        self.pad_len + self.data_digest_len
+    }
+
+    /// Checks a data digest computed over data and padding (RFC 7143
+    /// §12.1) against the trailer's last 4 bytes as received (`None` when
+    /// they are missing, which counts as a mismatch).
+    pub fn check_data_digest(&self, computed: u32, received: Option<u32>) -> Result<(), PduError> {
+        let received = received.unwrap_or(!computed);
+        if received != computed {
+            return Err(PduError::DataDigest { received, computed });
+        }
+        Ok(())
+    }
+
+    /// Reads the data digest from a received trailer (padding then digest).
+    pub fn trailer_digest(&self, trailer: &[u8]) -> Option<u32> {
+        trailer.get(self.pad_len..).and_then(wire_digest)
     }
 }
 

@@ -8,7 +8,7 @@
 mod bhs;
 mod frame;
 
-pub use frame::{FrameConfig, PduDecoder, data_trailer, encode_header, encode_pdu, peek_lengths};
+pub use frame::{FrameConfig, FrameHeader, PduDecoder, data_trailer, encode_header, encode_pdu, peek_lengths};
 
 use bytes::Bytes;
 

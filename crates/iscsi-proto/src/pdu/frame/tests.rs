@@ -339,3 +339,45 @@ fn write_fuzz_seeds() {
         std::fs::write(out.join(format!("answers-{i}")), a).unwrap();
     }
 }
+
+#[test]
+fn decode_header_gives_the_layout_before_the_data_arrives() {
+    for c in all_configs() {
+        let pdu = data_in(5);
+        let wire = encode_to_bytes(&pdu, &c);
+        let dec = PduDecoder::new(c);
+        let hd = if c.header_digest { 4 } else { 0 };
+        // Not all of the header: nothing yet.
+        assert_eq!(dec.decode_header(&wire[..48 + hd - 1]).unwrap(), None);
+        let h = dec.decode_header(&wire[..48 + hd]).unwrap().unwrap();
+        assert_eq!(h.bhs, pdu.bhs);
+        assert_eq!((h.ahs_end, h.header_len, h.data_len, h.pad_len), (48, 48 + hd, 5, 3));
+        assert_eq!(h.data_digest_len, if c.data_digest { 4 } else { 0 });
+        assert_eq!(h.total_len(), wire.len());
+        // The data digest as a caller computes it over data and padding.
+        let trailer = &wire[h.header_len + 5..];
+        assert_eq!(trailer.len(), h.trailer_len());
+        if c.data_digest {
+            let crc = crc32c(&wire[h.header_len..h.header_len + 8]);
+            assert_eq!(h.check_data_digest(crc, h.trailer_digest(trailer)), Ok(()));
+            assert!(matches!(
+                h.check_data_digest(crc ^ 1, h.trailer_digest(trailer)),
+                Err(PduError::DataDigest { .. })
+            ));
+        }
+    }
+}
+
+#[test]
+fn decode_header_checks_the_header_digest_and_length_limit() {
+    let mut wire = BytesMut::from(&encode_to_bytes(&data_in(16), &cfg(true, false))[..]);
+    wire[20] ^= 1;
+    let dec = PduDecoder::new(cfg(true, false));
+    assert!(matches!(dec.decode_header(&wire), Err(PduError::HeaderDigest { .. })));
+    let big =
+        encode_to_bytes(&data_in(8193), &FrameConfig { max_recv_data_segment_length: 16384, ..cfg(false, false) });
+    assert!(matches!(
+        PduDecoder::new(cfg(false, false)).decode_header(&big[..48]),
+        Err(PduError::DataSegmentTooLong { len: 8193, limit: 8192 })
+    ));
+}
