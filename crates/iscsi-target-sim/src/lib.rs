@@ -318,7 +318,12 @@ pub struct SimTarget {
 impl SimTarget {
     /// Binds 127.0.0.1:0 and starts serving.
     pub async fn start(cfg: SimConfig) -> std::io::Result<SimTarget> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await
+    }
+
+    /// Binds `listen` and starts serving (the `iscsi-sim-target` binary).
+    pub async fn start_on(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<SimTarget> {
+        let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let lun = scsi::RamLun::new(cfg.lun_size, cfg.block_size);
         let shared = Arc::new(Shared {
