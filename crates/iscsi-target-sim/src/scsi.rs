@@ -7,11 +7,15 @@ pub const CHECK_CONDITION: u8 = 0x02;
 
 /// SPC-4 §4.5.2.1 sense keys used here.
 const ILLEGAL_REQUEST: u8 = 0x05;
+pub const ABORTED_COMMAND: u8 = 0x0b;
 
 /// Additional sense codes (SPC-4 Table 48).
 const INVALID_COMMAND_OPERATION_CODE: (u8, u8) = (0x20, 0x00);
 const LBA_OUT_OF_RANGE: (u8, u8) = (0x21, 0x00);
 const INVALID_FIELD_IN_CDB: (u8, u8) = (0x24, 0x00);
+/// RFC 7143 §11.4.7.2: the sense a task ended for a lost or out-of-order
+/// Data-Out PDU gets (§7.8.1, "Protocol Service CRC error").
+pub const PROTOCOL_SERVICE_CRC_ERROR: (u8, u8) = (0x47, 0x05);
 
 /// What a command produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,7 +32,7 @@ impl ScsiResult {
         Self { status: GOOD, sense: Vec::new(), data }
     }
 
-    fn check(key: u8, (asc, ascq): (u8, u8)) -> Self {
+    pub fn check(key: u8, (asc, ascq): (u8, u8)) -> Self {
         let sense = vec![0x70, 0, key, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0];
         Self { status: CHECK_CONDITION, sense, data: Vec::new() }
     }
@@ -78,9 +82,31 @@ impl RamLun {
         Some(usize::try_from(lba * bs).ok()?..usize::try_from(end * bs).ok()?)
     }
 
-    /// Whether the CDB moves data from the initiator (a WRITE).
+    /// Whether the CDB moves data from the initiator: WRITE and WRITE AND
+    /// VERIFY (10/12/16, SBC-3 §5.32-5.38).
     pub fn is_write(cdb: &[u8]) -> bool {
-        matches!(cdb.first(), Some(0x2a | 0x8a))
+        matches!(cdb.first(), Some(0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e))
+    }
+
+    /// LBA and TRANSFER LENGTH of a READ or WRITE (AND VERIFY) CDB of size
+    /// 10, 12 or 16 (SBC-3 §5.11-5.15, §5.32-5.38).
+    fn lba_and_length(cdb: &[u8]) -> Option<(u64, u64)> {
+        match cdb.first()? {
+            0x28 | 0x2a | 0x2e => Some((be(cdb, 2, 4), be(cdb, 7, 2))),
+            0xa8 | 0xaa | 0xae => Some((be(cdb, 2, 4), be(cdb, 6, 4))),
+            0x88 | 0x8a | 0x8e => Some((be(cdb, 2, 8), be(cdb, 10, 4))),
+            _ => None,
+        }
+    }
+
+    /// The bytes the CDB itself asks the initiator to send (SCSI's idea of
+    /// the transfer, against which the iSCSI residual is counted, RFC 7143
+    /// §11.4.5): TRANSFER LENGTH blocks for a write, 0 otherwise.
+    pub fn data_out_length(&self, cdb: &[u8]) -> u64 {
+        match Self::lba_and_length(cdb) {
+            Some((_, n)) if Self::is_write(cdb) => n.saturating_mul(u64::from(self.block_size)),
+            _ => 0,
+        }
     }
 
     /// Runs one command. `data_out` is the whole Data-Out of a write.
@@ -112,29 +138,38 @@ impl RamLun {
                 d.extend_from_slice(&[0; 12]);
                 ScsiResult::good(allocated(d, be(cdb, 6, 4)))
             }
-            0x28 | 0x88 => {
-                let (lba, n) =
-                    if op == 0x28 { (be(cdb, 2, 4), be(cdb, 7, 2)) } else { (be(cdb, 2, 8), be(cdb, 10, 4)) };
-                match self.range(lba, n).and_then(|r| self.data.get(r)) {
-                    Some(d) => ScsiResult::good(d.to_vec()),
-                    None => ScsiResult::check(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE),
-                }
-            }
-            0x2a | 0x8a => {
-                let (lba, n) =
-                    if op == 0x2a { (be(cdb, 2, 4), be(cdb, 7, 2)) } else { (be(cdb, 2, 8), be(cdb, 10, 4)) };
-                let Some(range) = self.range(lba, n) else {
-                    return ScsiResult::check(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE);
-                };
-                match self.data.get_mut(range) {
-                    Some(dst) if dst.len() == data_out.len() => {
-                        dst.copy_from_slice(data_out);
-                        ScsiResult::good(Vec::new())
-                    }
-                    _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
-                }
-            }
+            0x28 | 0xa8 | 0x88 | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e => self.read_write(cdb, data_out),
             _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE),
+        }
+    }
+
+    /// READ, WRITE and WRITE AND VERIFY. SBC-3 §5.11: without protection
+    /// information a nonzero RDPROTECT/WRPROTECT is an invalid field. A
+    /// write stores what arrived, up to TRANSFER LENGTH blocks: with less
+    /// Data-Out than the CDB asks for (an overflow, RFC 7143 §11.4.5.1) only
+    /// those bytes change (FCP-4 §9.4.2 a: "process the command normally
+    /// except that data beyond the expected length is not transferred").
+    /// WRITE AND VERIFY's verify of a RAM copy always succeeds.
+    fn read_write(&mut self, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
+        let Some((lba, n)) = Self::lba_and_length(cdb) else {
+            return ScsiResult::check(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE);
+        };
+        if cdb.get(1).is_some_and(|b| b & 0xe0 != 0) {
+            return ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB);
+        }
+        let Some(range) = self.range(lba, n) else {
+            return ScsiResult::check(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE);
+        };
+        if !Self::is_write(cdb) {
+            return ScsiResult::good(self.data.get(range).map(<[u8]>::to_vec).unwrap_or_default());
+        }
+        let len = data_out.len().min(range.len());
+        match (self.data.get_mut(range.start..range.start + len), data_out.get(..len)) {
+            (Some(dst), Some(src)) => {
+                dst.copy_from_slice(src);
+                ScsiResult::good(Vec::new())
+            }
+            _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
         }
     }
 
@@ -182,6 +217,35 @@ mod tests {
         let r = l.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
         assert_eq!(r.data, vec![0, 0, 0, 15, 0, 0, 2, 0]);
         assert_eq!(l.execute(&[0xff], &[]).status, CHECK_CONDITION);
+        // RDPROTECT set on a LUN without protection information.
+        let r = l.execute(&[0x28, 0x20, 0, 0, 0, 1, 0, 0, 1, 0], &[]);
+        assert_eq!((r.status, r.sense[12]), (CHECK_CONDITION, 0x24));
         assert_eq!(l.execute(&[], &[]).status, CHECK_CONDITION);
+    }
+
+    #[test]
+    fn twelve_byte_cdbs_write_and_verify_and_short_writes() {
+        let mut l = RamLun::new(8192, 512);
+        // WRITE(12) of 2 blocks at LBA 3, READ(12) back.
+        let w12 = [0xaa, 0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0];
+        assert_eq!(l.data_out_length(&w12), 1024);
+        assert_eq!(l.execute(&w12, &[9u8; 1024]).status, GOOD);
+        let r = l.execute(&[0xa8, 0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0], &[]);
+        assert_eq!(r.data, vec![9u8; 1024]);
+        // WRITE AND VERIFY(16) with BYTCHK=1 of one block at LBA 5.
+        let wv16 = [0x8e, 0x02, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0];
+        assert_eq!(l.execute(&wv16, &[4u8; 512]).status, GOOD);
+        assert_eq!(l.bytes(5 * 512, 512), vec![4u8; 512]);
+        // WRITE AND VERIFY(10) of one block with only 200 bytes sent: those
+        // 200 change, the rest of the block stays.
+        let wv10 = [0x2e, 0x02, 0, 0, 0, 7, 0, 0, 1, 0];
+        assert_eq!(l.execute(&wv10, &[1u8; 200]).status, GOOD);
+        assert_eq!(l.bytes(7 * 512, 200), vec![1u8; 200]);
+        assert_eq!(l.bytes(7 * 512 + 200, 312), vec![0u8; 312]);
+        // More data than the CDB asks for: only TRANSFER LENGTH blocks change.
+        let w10 = [0x2a, 0, 0, 0, 0, 9, 0, 0, 1, 0];
+        assert_eq!(l.execute(&w10, &[2u8; 1024]).status, GOOD);
+        assert_eq!(l.bytes(9 * 512, 1024), [vec![2u8; 512], vec![0u8; 512]].concat());
+        assert_eq!(l.data_out_length(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), 0);
     }
 }
