@@ -173,24 +173,48 @@ impl RamLun {
         }
     }
 
-    /// SPC-4 §6.6: standard data, or VPD pages 0x00 and 0x80.
+    /// SPC-4 §6.6: standard data, or the VPD pages 0x00 (supported pages),
+    /// 0x80 (unit serial number), 0x83 (device identification, mandatory
+    /// for every device, SPC-4 §7.8.6) and 0xB0 (block limits, SBC-3 §6.5.3).
     fn inquiry(&self, cdb: &[u8]) -> ScsiResult {
         let evpd = cdb.get(1).is_some_and(|b| b & 1 == 1);
         let page = cdb.get(2).copied().unwrap_or(0);
         let alloc = be(cdb, 3, 2);
         let d = match (evpd, page) {
             (false, 0) => {
-                let mut d = vec![0x00, 0x00, 0x05, 0x02, 31, 0, 0, 0x02];
+                // Version 6 (SPC-4), response data format 2, 74 bytes.
+                let mut d = vec![0x00, 0x00, 0x06, 0x02, 74 - 5, 0, 0, 0x02];
                 d.extend_from_slice(b"RSISCSI ");
                 d.extend_from_slice(b"SIM-LUN         ");
                 d.extend_from_slice(b"0001");
+                d.resize(58, 0);
+                // Version descriptors (SPC-4 §6.6.2): SPC-4, SBC-3, iSCSI.
+                for v in [0x0460u16, 0x04c0, 0x0960] {
+                    d.extend_from_slice(&v.to_be_bytes());
+                }
+                d.resize(74, 0);
                 d
             }
             (false, _) => return ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
-            (true, 0x00) => vec![0x00, 0x00, 0x00, 2, 0x00, 0x80],
+            (true, 0x00) => vec![0x00, 0x00, 0x00, 4, 0x00, 0x80, 0x83, 0xb0],
             (true, 0x80) => {
                 let mut d = vec![0x00, 0x80, 0x00, 8];
                 d.extend_from_slice(b"SIM00001");
+                d
+            }
+            (true, 0x83) => {
+                // One designator: T10 vendor ID based (type 1), ASCII, for
+                // the logical unit: vendor, then the serial number.
+                let mut id = b"RSISCSI ".to_vec();
+                id.extend_from_slice(b"SIM00001");
+                let mut d = vec![0x00, 0x83, 0x00, 4 + id.len() as u8, 0x02, 0x01, 0x00, id.len() as u8];
+                d.extend_from_slice(&id);
+                d
+            }
+            (true, 0xb0) => {
+                // SBC-3 length (0x3c), every limit 0: "not reported"; no UNMAP.
+                let mut d = vec![0x00, 0xb0, 0x00, 0x3c];
+                d.resize(0x40, 0);
                 d
             }
             (true, _) => return ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
@@ -221,6 +245,23 @@ mod tests {
         let r = l.execute(&[0x28, 0x20, 0, 0, 0, 1, 0, 0, 1, 0], &[]);
         assert_eq!((r.status, r.sense[12]), (CHECK_CONDITION, 0x24));
         assert_eq!(l.execute(&[], &[]).status, CHECK_CONDITION);
+    }
+
+    #[test]
+    fn inquiry_claims_spc4_and_sbc3_and_has_the_mandatory_vpd_pages() {
+        let l = RamLun::new(8192, 512);
+        let std = l.inquiry(&[0x12, 0, 0, 0, 255, 0]).data;
+        assert_eq!((std.len(), usize::from(std[4]) + 5, std[2]), (74, 74, 6));
+        assert_eq!(&std[58..64], &[0x04, 0x60, 0x04, 0xc0, 0x09, 0x60]);
+        let pages = l.inquiry(&[0x12, 1, 0x00, 0, 255, 0]).data;
+        assert_eq!(&pages[4..], &[0x00, 0x80, 0x83, 0xb0]);
+        for page in [0x80u8, 0x83, 0xb0] {
+            let d = l.inquiry(&[0x12, 1, page, 0, 255, 0]).data;
+            assert_eq!((d[1], d.len()), (page, usize::from(d[3]) + 4), "page {page:#x}");
+        }
+        assert_eq!(l.inquiry(&[0x12, 1, 0xb2, 0, 255, 0]).status, CHECK_CONDITION);
+        // Cut to the allocation length (SPC-4 §4.2.5.6).
+        assert_eq!(l.inquiry(&[0x12, 0, 0, 0, 36, 0]).data.len(), 36);
     }
 
     #[test]
