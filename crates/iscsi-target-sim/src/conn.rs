@@ -609,7 +609,7 @@ impl Conn {
     pub(crate) async fn execute(&mut self, h: ScsiCommand, data_out: Vec<u8>) -> Result<(), End> {
         let result = match self.shared.lun.lock() {
             Ok(mut lun) => {
-                if h.write && !RamLun::is_write(&h.cdb) {
+                if h.write && !RamLun::takes_data_out(&h.cdb) {
                     lun.execute(&h.cdb, &[])
                 } else {
                     lun.execute(&h.cdb, &data_out)

@@ -7,12 +7,14 @@ pub const CHECK_CONDITION: u8 = 0x02;
 
 /// SPC-4 §4.5.2.1 sense keys used here.
 const ILLEGAL_REQUEST: u8 = 0x05;
+const MISCOMPARE: u8 = 0x0e;
 pub const ABORTED_COMMAND: u8 = 0x0b;
 
 /// Additional sense codes (SPC-4 Table 48).
 const INVALID_COMMAND_OPERATION_CODE: (u8, u8) = (0x20, 0x00);
 const LBA_OUT_OF_RANGE: (u8, u8) = (0x21, 0x00);
 const INVALID_FIELD_IN_CDB: (u8, u8) = (0x24, 0x00);
+const MISCOMPARE_DURING_VERIFY: (u8, u8) = (0x1d, 0x00);
 /// RFC 7143 §11.4.7.2: the sense a task ended for a lost or out-of-order
 /// Data-Out PDU gets (§7.8.1, "Protocol Service CRC error").
 pub const PROTOCOL_SERVICE_CRC_ERROR: (u8, u8) = (0x47, 0x05);
@@ -92,20 +94,42 @@ impl RamLun {
     /// 10, 12 or 16 (SBC-3 §5.11-5.15, §5.32-5.38).
     fn lba_and_length(cdb: &[u8]) -> Option<(u64, u64)> {
         match cdb.first()? {
-            0x28 | 0x2a | 0x2e => Some((be(cdb, 2, 4), be(cdb, 7, 2))),
-            0xa8 | 0xaa | 0xae => Some((be(cdb, 2, 4), be(cdb, 6, 4))),
-            0x88 | 0x8a | 0x8e => Some((be(cdb, 2, 8), be(cdb, 10, 4))),
+            0x28 | 0x2a | 0x2e | 0x2f => Some((be(cdb, 2, 4), be(cdb, 7, 2))),
+            0xa8 | 0xaa | 0xae | 0xaf => Some((be(cdb, 2, 4), be(cdb, 6, 4))),
+            0x88 | 0x8a | 0x8e | 0x8f => Some((be(cdb, 2, 8), be(cdb, 10, 4))),
             _ => None,
         }
     }
 
+    /// BYTCHK of a VERIFY (10/12/16) CDB (SBC-4 §5.30: 0 no compare, 1
+    /// compare every block, 3 compare one block with each); `None` for
+    /// other commands.
+    fn verify_bytchk(cdb: &[u8]) -> Option<u8> {
+        match cdb.first()? {
+            0x2f | 0xaf | 0x8f => Some((cdb.get(1)? >> 1) & 0x03),
+            _ => None,
+        }
+    }
+
+    /// Whether the CDB moves data from the initiator: a write, or a VERIFY
+    /// that compares.
+    pub fn takes_data_out(cdb: &[u8]) -> bool {
+        Self::is_write(cdb) || Self::verify_bytchk(cdb).is_some_and(|b| b != 0)
+    }
+
     /// The bytes the CDB itself asks the initiator to send (SCSI's idea of
     /// the transfer, against which the iSCSI residual is counted, RFC 7143
-    /// §11.4.5): TRANSFER LENGTH blocks for a write, 0 otherwise.
+    /// §11.4.5): TRANSFER LENGTH blocks for a write or a comparing VERIFY,
+    /// one block for VERIFY with BYTCHK 3, 0 otherwise.
     pub fn data_out_length(&self, cdb: &[u8]) -> u64 {
-        match Self::lba_and_length(cdb) {
-            Some((_, n)) if Self::is_write(cdb) => n.saturating_mul(u64::from(self.block_size)),
-            _ => 0,
+        let Some((_, n)) = Self::lba_and_length(cdb) else { return 0 };
+        let bs = u64::from(self.block_size);
+        match Self::verify_bytchk(cdb) {
+            Some(1) => n.saturating_mul(bs),
+            Some(3) if n > 0 => bs,
+            Some(_) => 0,
+            None if Self::is_write(cdb) => n.saturating_mul(bs),
+            None => 0,
         }
     }
 
@@ -139,6 +163,7 @@ impl RamLun {
                 ScsiResult::good(allocated(d, be(cdb, 6, 4)))
             }
             0x28 | 0xa8 | 0x88 | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e => self.read_write(cdb, data_out),
+            0x2f | 0xaf | 0x8f => self.verify(cdb, data_out),
             _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE),
         }
     }
@@ -170,6 +195,48 @@ impl RamLun {
                 ScsiResult::good(Vec::new())
             }
             _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
+        }
+    }
+
+    /// VERIFY (10/12/16), SBC-4 §5.30-5.32: the medium is RAM, so only the
+    /// byte compare can fail: MISCOMPARE, with the offset of the first
+    /// unequal byte in the Data-Out buffer in INFORMATION (SBC-4 §4.16).
+    fn verify(&self, cdb: &[u8], data_out: &[u8]) -> ScsiResult {
+        let (Some((lba, n)), Some(bytchk)) = (Self::lba_and_length(cdb), Self::verify_bytchk(cdb)) else {
+            return ScsiResult::check(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE);
+        };
+        if cdb.get(1).is_some_and(|b| b & 0xe0 != 0) || bytchk == 2 {
+            return ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB);
+        }
+        let Some(range) = self.range(lba, n) else {
+            return ScsiResult::check(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE);
+        };
+        let Some(medium) = self.data.get(range) else {
+            return ScsiResult::check(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE);
+        };
+        let bs = self.block_size as usize;
+        // Each block of the medium against the Data-Out byte that should match it.
+        let expected = |i: usize| match bytchk {
+            1 => data_out.get(i).copied(),
+            3 => data_out.get(i % bs).copied(),
+            _ => None,
+        };
+        if bytchk == 0 {
+            return ScsiResult::good(Vec::new());
+        }
+        match medium.iter().enumerate().find(|(i, b)| expected(*i) != Some(**b)) {
+            None => ScsiResult::good(Vec::new()),
+            Some((at, _)) => {
+                let mut r = ScsiResult::check(MISCOMPARE, MISCOMPARE_DURING_VERIFY);
+                let info = u32::try_from(if bytchk == 3 { at % bs } else { at }).unwrap_or(u32::MAX);
+                if let Some(f) = r.sense.get_mut(3..7) {
+                    f.copy_from_slice(&info.to_be_bytes());
+                }
+                if let Some(b) = r.sense.first_mut() {
+                    *b |= 0x80; // VALID: INFORMATION holds the offset
+                }
+                r
+            }
         }
     }
 
@@ -262,6 +329,34 @@ mod tests {
         assert_eq!(l.inquiry(&[0x12, 1, 0xb2, 0, 255, 0]).status, CHECK_CONDITION);
         // Cut to the allocation length (SPC-4 §4.2.5.6).
         assert_eq!(l.inquiry(&[0x12, 0, 0, 0, 36, 0]).data.len(), 36);
+    }
+
+    #[test]
+    fn verify_compares_only_with_bytchk() {
+        let mut l = RamLun::new(8192, 512);
+        assert_eq!(l.execute(&[0x2a, 0, 0, 0, 0, 2, 0, 0, 2, 0], &[5u8; 1024]).status, GOOD);
+        // BYTCHK=1: equal data is GOOD; one byte off is MISCOMPARE at its offset.
+        let v10 = [0x2f, 0x02, 0, 0, 0, 2, 0, 0, 2, 0];
+        assert!(RamLun::takes_data_out(&v10));
+        assert_eq!(l.data_out_length(&v10), 1024);
+        assert_eq!(l.execute(&v10, &[5u8; 1024]).status, GOOD);
+        let mut bad = vec![5u8; 1024];
+        bad[700] = 6;
+        let r = l.execute(&v10, &bad);
+        assert_eq!((r.status, r.sense[0], r.sense[2], r.sense[12]), (CHECK_CONDITION, 0xf0, 0x0e, 0x1d));
+        assert_eq!(&r.sense[3..7], &700u32.to_be_bytes());
+        // BYTCHK=0: no data, nothing compared.
+        let v16 = [0x8f, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0];
+        assert!(!RamLun::takes_data_out(&v16));
+        assert_eq!(l.execute(&v16, &[]).status, GOOD);
+        // BYTCHK=3 (VERIFY(12)): one block against each of two.
+        let v12 = [0xaf, 0x06, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0];
+        assert_eq!(l.data_out_length(&v12), 512);
+        assert_eq!(l.execute(&v12, &[5u8; 512]).status, GOOD);
+        // Beyond the end, VRPROTECT, BYTCHK=2.
+        assert_eq!(l.execute(&[0x2f, 0, 0, 0, 0, 16, 0, 0, 1, 0], &[]).sense[12], 0x21);
+        assert_eq!(l.execute(&[0x2f, 0x20, 0, 0, 0, 0, 0, 0, 1, 0], &[]).sense[12], 0x24);
+        assert_eq!(l.execute(&[0x2f, 0x04, 0, 0, 0, 0, 0, 0, 1, 0], &[]).sense[12], 0x24);
     }
 
     #[test]

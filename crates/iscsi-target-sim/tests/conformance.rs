@@ -13,11 +13,11 @@
 //!   `iscsi_task_management` for an assertion libiscsi 1.19.0 gets wrong)
 //! - SCSI: TestUnitReady, Inquiry (7), ReadCapacity10, ReadCapacity16 (4),
 //!   Read10 (6), Read12 (5), Read16 (5), Write10 (6), Write12 (5), Write16 (5),
-//!   WriteVerify10/12/16 (6 each), Mandatory.
+//!   WriteVerify10/12/16 (6 each), Verify10/12/16 (8 each), Mandatory.
 //!
 //! Left out, because the sim's RAM LUN does not implement the command and
 //! the tests would only report "[SKIPPED] ... not implemented" (they pass
-//! vacuously, which proves nothing): Read6, Verify10/12/16, ModeSense6,
+//! vacuously, which proves nothing): Read6, ModeSense6,
 //! StartStopUnit and PreventAllow (no removable medium), ReadOnly (never
 //! write-protected), NoMedia, Unmap/WriteSame/GetLBAStatus (no thin
 //! provisioning), CompareAndWrite, OrWrite, WriteAtomic16, ExtendedCopy,
@@ -281,6 +281,9 @@ async fn scsi_basics_of_a_ram_disk() {
         ("SCSI.WriteVerify10", true),
         ("SCSI.WriteVerify12", true),
         ("SCSI.WriteVerify16", true),
+        ("SCSI.Verify10", true),
+        ("SCSI.Verify12", true),
+        ("SCSI.Verify16", true),
     ] {
         let (_, sim) = passes(test, dataloss).await;
         assert!(sim.stats().violations.is_empty(), "{test}: {:?}", sim.stats().violations);
