@@ -15,6 +15,7 @@ const INVALID_COMMAND_OPERATION_CODE: (u8, u8) = (0x20, 0x00);
 const LBA_OUT_OF_RANGE: (u8, u8) = (0x21, 0x00);
 const INVALID_FIELD_IN_CDB: (u8, u8) = (0x24, 0x00);
 const MISCOMPARE_DURING_VERIFY: (u8, u8) = (0x1d, 0x00);
+const SAVING_PARAMETERS_NOT_SUPPORTED: (u8, u8) = (0x39, 0x00);
 /// RFC 7143 §11.4.7.2: the sense a task ended for a lost or out-of-order
 /// Data-Out PDU gets (§7.8.1, "Protocol Service CRC error").
 pub const PROTOCOL_SERVICE_CRC_ERROR: (u8, u8) = (0x47, 0x05);
@@ -164,6 +165,7 @@ impl RamLun {
             }
             0x28 | 0xa8 | 0x88 | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e => self.read_write(cdb, data_out),
             0x2f | 0xaf | 0x8f => self.verify(cdb, data_out),
+            0x1a => self.mode_sense6(cdb),
             _ => ScsiResult::check(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE),
         }
     }
@@ -238,6 +240,65 @@ impl RamLun {
                 r
             }
         }
+    }
+
+    /// MODE SENSE(6), SPC-4 §6.11, for the caching (0x08, SBC-3 §6.4.5)
+    /// and control (0x0A, SPC-4 §7.5.8) pages or all of them (0x3F): the
+    /// header says DPOFUA (SBC-3 §6.4.2: DPO and FUA are accepted; RAM has
+    /// no cache to bypass), not write-protected; one block descriptor
+    /// unless DBD. Control: fixed-format sense (D_SENSE 0, as this LUN
+    /// returns), SWP 0. Nothing is changeable and nothing can be saved
+    /// (there is no MODE SELECT).
+    fn mode_sense6(&self, cdb: &[u8]) -> ScsiResult {
+        let dbd = cdb.get(1).is_some_and(|b| b & 0x08 != 0);
+        let pc = cdb.get(2).map_or(0, |b| b >> 6);
+        let page = cdb.get(2).map_or(0, |b| b & 0x3f);
+        let subpage = cdb.get(3).copied().unwrap_or(0);
+        let alloc = be(cdb, 4, 1);
+        if pc == 3 {
+            return ScsiResult::check(ILLEGAL_REQUEST, SAVING_PARAMETERS_NOT_SUPPORTED);
+        }
+        let changeable = pc == 1;
+        let caching = || {
+            let mut p = vec![0x08, 0x12];
+            p.resize(20, 0);
+            if !changeable && let Some(b) = p.get_mut(2) {
+                *b = 0x04; // WCE: writes land in "cache" (RAM) at once
+            }
+            p
+        };
+        let control = || {
+            let mut p = vec![0x0a, 0x0a];
+            p.resize(12, 0);
+            if !changeable && let Some(b) = p.get_mut(8..10) {
+                b.copy_from_slice(&[0xff, 0xff]); // busy timeout period: unlimited
+            }
+            p
+        };
+        let pages = match (page, subpage) {
+            (0x08, 0) => caching(),
+            (0x0a, 0) => control(),
+            (0x3f, 0 | 0xff) => [caching(), control()].concat(),
+            _ => return ScsiResult::check(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB),
+        };
+        let mut d = vec![0, 0, 0x10, if dbd { 0 } else { 8 }];
+        if !dbd {
+            let blocks = u32::try_from(self.blocks()).unwrap_or(u32::MAX).min(0x00ff_ffff);
+            d.extend_from_slice(&blocks.to_be_bytes());
+            if let Some(b) = d.get_mut(4) {
+                *b = 0; // density code
+            }
+            d.extend_from_slice(&self.block_size.to_be_bytes());
+            if let Some(b) = d.get_mut(8) {
+                *b = 0; // reserved
+            }
+        }
+        d.extend_from_slice(&pages);
+        let mode_data_length = u8::try_from(d.len() - 1).unwrap_or(u8::MAX);
+        if let Some(b) = d.first_mut() {
+            *b = mode_data_length;
+        }
+        ScsiResult::good(allocated(d, alloc))
     }
 
     /// SPC-4 §6.6: standard data, or the VPD pages 0x00 (supported pages),
@@ -357,6 +418,22 @@ mod tests {
         assert_eq!(l.execute(&[0x2f, 0, 0, 0, 0, 16, 0, 0, 1, 0], &[]).sense[12], 0x21);
         assert_eq!(l.execute(&[0x2f, 0x20, 0, 0, 0, 0, 0, 0, 1, 0], &[]).sense[12], 0x24);
         assert_eq!(l.execute(&[0x2f, 0x04, 0, 0, 0, 0, 0, 0, 1, 0], &[]).sense[12], 0x24);
+    }
+
+    #[test]
+    fn mode_sense6_pages_and_allocation() {
+        let l = RamLun::new(8192, 512);
+        let all = l.mode_sense6(&[0x1a, 0, 0x3f, 0, 255, 0]).data;
+        assert_eq!(usize::from(all[0]) + 1, all.len());
+        assert_eq!((all[2], all[3]), (0x10, 8));
+        assert_eq!(&all[4..12], &[0, 0, 0, 16, 0, 0, 2, 0]);
+        assert_eq!((all[12], all[32]), (0x08, 0x0a));
+        assert_eq!(all.len(), 12 + 20 + 12);
+        let ctl = l.mode_sense6(&[0x1a, 0x08, 0x0a, 0, 255, 0]).data;
+        assert_eq!((ctl[3], ctl[4], ctl.len()), (0, 0x0a, 16));
+        assert_eq!(l.mode_sense6(&[0x1a, 0, 0x3f, 0, 4, 0]).data.len(), 4);
+        assert_eq!(l.mode_sense6(&[0x1a, 0, 0x01, 0, 255, 0]).sense[12], 0x24);
+        assert_eq!(l.mode_sense6(&[0x1a, 0, 0xc8, 0, 255, 0]).sense[12], 0x39);
     }
 
     #[test]
