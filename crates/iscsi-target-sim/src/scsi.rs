@@ -1,5 +1,7 @@
 //! The RAM-backed logical unit: the few SCSI commands (SPC-4, SBC-3) an
-//! initiator needs, with CHECK CONDITION and fixed-format sense otherwise.
+//! initiator needs (TEST UNIT READY, INQUIRY, MODE SENSE(6), READ CAPACITY,
+//! REPORT LUNS, READ/WRITE/WRITE AND VERIFY/VERIFY 10/12/16, SYNCHRONIZE
+//! CACHE), with CHECK CONDITION and fixed-format sense otherwise.
 
 /// SAM-5 status codes used here.
 pub const GOOD: u8 = 0x00;
