@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::erl2::Kept;
 use crate::login::{self, SessionKind};
-use crate::scsi::{GOOD, RamLun, ScsiResult};
+use crate::scsi::{ABORTED_COMMAND, GOOD, PROTOCOL_SERVICE_CRC_ERROR, RamLun, ScsiResult};
 use crate::{Fault, Phase, SLOW_LORIS_STEP, SessionState, Shared, SimStats};
 
 /// Why a connection ended (logged, never returned to a test).
@@ -62,6 +62,33 @@ pub(crate) struct Params {
     pub time2retain: u16,
 }
 
+/// The residual of a command (RFC 7143 §11.4.5): the Expected Data
+/// Transfer Length against what SCSI moved (SPDTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Residual {
+    #[default]
+    None,
+    /// §11.4.5.1: the initiator expected more than the command moved.
+    Under(u32),
+    /// §11.4.5.1: the command would have moved more than EDTL.
+    Over(u32),
+}
+
+impl Residual {
+    /// EDTL `edtl` against the SCSI transfer `spdtl`.
+    pub(crate) fn of(edtl: u32, spdtl: u64) -> Self {
+        let edtl64 = u64::from(edtl);
+        let count = |d: u64| u32::try_from(d).unwrap_or(u32::MAX);
+        if spdtl < edtl64 {
+            Residual::Under(count(edtl64 - spdtl))
+        } else if spdtl > edtl64 {
+            Residual::Over(count(spdtl - edtl64))
+        } else {
+            Residual::None
+        }
+    }
+}
+
 /// A write's data as it arrives; kept with the task when the connection
 /// fails at ERL 2, so that recovery R2Ts ask only for what is missing.
 #[derive(Debug)]
@@ -73,6 +100,9 @@ pub(crate) struct WriteProgress {
     pub r2t_sn: u32,
     /// Data-Out PDUs received for this command.
     pub pdus: u32,
+    /// A Data-Out arrived with a DataSN out of order (§7.4): the task ends
+    /// with CHECK CONDITION once its data is in (§7.8.1).
+    pub bad_data_sn: bool,
 }
 
 /// A read's Data-In, ready to go (residuals settled, faults applied); kept
@@ -138,10 +168,13 @@ impl Conn {
     }
 
     /// §4.2.2.1: a non-immediate request must carry a CmdSN inside the
-    /// window we last advertised (the script's own lies aside).
-    fn check_window(&self, cmd_sn: u32, immediate: bool) {
+    /// window we last advertised (the script's own lies aside), and "iSCSI
+    /// targets MUST silently ignore any non-immediate request outside of
+    /// this range or non-immediate duplicates within the range". Returns
+    /// whether the request is to be carried out.
+    fn check_window(&self, cmd_sn: u32, immediate: bool) -> bool {
         if immediate {
-            return;
+            return true;
         }
         let exp = self.exp();
         let max = if self.window_closed {
@@ -151,7 +184,13 @@ impl Conn {
         };
         if Sn(cmd_sn).lt(Sn(exp)) || Sn(cmd_sn).gt(Sn(max)) {
             self.violation(format!("CmdSN {cmd_sn} outside the window [{exp}, {max}]"));
+            return false;
         }
+        let duplicate = self.session.as_ref().is_some_and(|s| s.cmd_sn.lock().is_ok_and(|w| w.ahead.contains(&cmd_sn)));
+        if duplicate {
+            self.violation(format!("CmdSN {cmd_sn} used twice"));
+        }
+        !duplicate
     }
 
     /// The StatSN for a PDU that carries status, advancing the counter.
@@ -315,7 +354,9 @@ impl Conn {
             match bhs {
                 Bhs::NopOut(h) => {
                     self.stat(|s| s.nop_outs += 1);
-                    self.check_window(h.cmd_sn, h.immediate);
+                    if !self.check_window(h.cmd_sn, h.immediate) {
+                        continue;
+                    }
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     // §11.18: only a NOP-Out with a valid ITT asks for an answer.
                     if h.itt != RESERVED_TAG {
@@ -338,7 +379,10 @@ impl Conn {
                             *s.commands_by_cmd_sn.entry(h.cmd_sn).or_default() += 1;
                         }
                     });
-                    self.check_window(h.cmd_sn, h.immediate);
+                    if !self.check_window(h.cmd_sn, h.immediate) {
+                        // Its Data-Out, if any, finds no write and is dropped.
+                        continue;
+                    }
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     if kind == SessionKind::Discovery {
                         // §4.3: a discovery session carries only Text, NOP and Logout.
@@ -351,7 +395,9 @@ impl Conn {
                     self.after_answer().await?;
                 }
                 Bhs::TextRequest(h) => {
-                    self.check_window(h.cmd_sn, h.immediate);
+                    if !self.check_window(h.cmd_sn, h.immediate) {
+                        continue;
+                    }
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     let pairs = text::parse(&data).unwrap_or_default();
                     let mut answer = Vec::new();
@@ -422,16 +468,12 @@ impl Conn {
                     self.task_reassign(&h).await?;
                 }
                 Bhs::TaskMgmtRequest(h) => {
+                    // Decided before the TMF's own CmdSN moves the window.
+                    let response = self.task_management(&h);
                     self.consume_cmd_sn(h.cmd_sn, h.immediate);
                     let (exp_cmd_sn, max_cmd_sn) = self.window();
-                    // §11.6.1: 0 function complete (nothing runs in the background here).
-                    let rsp = TaskMgmtResponse {
-                        response: 0,
-                        itt: h.itt,
-                        stat_sn: self.next_stat_sn(),
-                        exp_cmd_sn,
-                        max_cmd_sn,
-                    };
+                    let rsp =
+                        TaskMgmtResponse { response, itt: h.itt, stat_sn: self.next_stat_sn(), exp_cmd_sn, max_cmd_sn };
                     self.send(rsp, Bytes::new()).await?;
                 }
                 // A Data-Out for no write in progress: ignored.
@@ -443,6 +485,33 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// The response code of a task management function (§11.6.1). Each
+    /// command here has finished before the next PDU is read, so nothing
+    /// runs to be aborted: ABORT TASK follows §11.5.1 a)-c): a task kept
+    /// for ERL 2 recovery is dropped ("Function complete"); a RefCmdSN
+    /// still in the window and below the TMF's own CmdSN is a command not
+    /// yet arrived, taken as received ("Function complete"); otherwise the
+    /// task has completed or never was ("Task does not exist"). The other
+    /// functions (LOGICAL UNIT RESET, ...) complete at once.
+    fn task_management(&mut self, h: &iscsi_proto::pdu::TaskMgmtRequest) -> u8 {
+        use iscsi_proto::pdu::{tmf_function, tmf_response};
+        if h.function != tmf_function::ABORT_TASK {
+            return tmf_response::FUNCTION_COMPLETE;
+        }
+        if self.abort_retained(h.referenced_task_tag) {
+            return tmf_response::FUNCTION_COMPLETE;
+        }
+        let (exp, max) = self.window();
+        let ahead =
+            self.session.as_ref().is_some_and(|s| s.cmd_sn.lock().is_ok_and(|w| w.ahead.contains(&h.ref_cmd_sn)));
+        let r = Sn(h.ref_cmd_sn);
+        if !ahead && r.ge(Sn(exp)) && !r.gt(Sn(max)) && r.lt(Sn(h.cmd_sn)) {
+            self.consume_cmd_sn(h.ref_cmd_sn, false);
+            return tmf_response::FUNCTION_COMPLETE;
+        }
+        tmf_response::TASK_DOES_NOT_EXIST
     }
 
     async fn unsolicited_nop_in(&mut self) -> Result<(), End> {
@@ -483,7 +552,7 @@ impl Conn {
                 return Err(self.drain().await);
             }
             Fault::UnknownOpcode if first => {
-                let rsp = self.response(&h, &ScsiResult::default(), 0);
+                let rsp = self.response(&h, &ScsiResult::default(), Residual::None);
                 let mut out = self.encode(&Pdu::new(rsp, Bytes::new()));
                 if let Some(b0) = out.first_mut() {
                     // 0x1c is not defined by RFC 7143 §11.2.1.2.
@@ -500,13 +569,13 @@ impl Conn {
                 return Err(self.drain().await);
             }
             Fault::TruncatedPdu if first => {
-                let rsp = self.response(&h, &ScsiResult::default(), 0);
+                let rsp = self.response(&h, &ScsiResult::default(), Residual::None);
                 let out = self.encode(&Pdu::new(rsp, Bytes::new()));
                 self.send_bytes(out.get(..20).unwrap_or_default()).await?;
                 return Err(End::Done("truncated PDU sent"));
             }
             Fault::ResponseForUnsentCommand if first => {
-                let mut rsp = self.response(&h, &ScsiResult::default(), 0);
+                let mut rsp = self.response(&h, &ScsiResult::default(), Residual::None);
                 rsp.itt = h.itt ^ 0x8000_0000;
                 self.send(rsp, Bytes::new()).await?;
                 return Err(self.drain().await);
@@ -516,10 +585,18 @@ impl Conn {
         let data_out = if h.write {
             let lun_size = usize::try_from(self.shared.cfg.lun_size).unwrap_or(MAX_WRITE);
             let edtl = (h.expected_data_transfer_length as usize).min(MAX_WRITE).min(lun_size);
-            let mut w = WriteProgress { buf: vec![0u8; edtl], got: 0, r2t_sn: 0, pdus: 0 };
+            let mut w = WriteProgress { buf: vec![0u8; edtl], got: 0, r2t_sn: 0, pdus: 0, bad_data_sn: false };
             if let Err(e) = self.collect_data_out(&h, immediate, &mut w).await {
                 self.retain(h, Kept::Write(w));
                 return Err(e);
+            }
+            if w.bad_data_sn {
+                // §7.8.1 b) at any ERL: the task ends, nothing is written.
+                let result = ScsiResult::check(ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR);
+                let rsp = self.response(&h, &result, Residual::None);
+                let sent = self.send_final(Pdu::new(rsp, sense_segment(&result.sense))).await;
+                self.unacknowledged(h, Kept::Status { result, residual: Residual::None });
+                return sent;
             }
             w.buf
         } else {
@@ -532,7 +609,7 @@ impl Conn {
     pub(crate) async fn execute(&mut self, h: ScsiCommand, data_out: Vec<u8>) -> Result<(), End> {
         let result = match self.shared.lun.lock() {
             Ok(mut lun) => {
-                if h.write && !RamLun::is_write(&h.cdb) {
+                if h.write && !RamLun::takes_data_out(&h.cdb) {
                     lun.execute(&h.cdb, &[])
                 } else {
                     lun.execute(&h.cdb, &data_out)
@@ -550,8 +627,13 @@ impl Conn {
             Ok(())
         } else {
             let edtl = h.expected_data_transfer_length;
-            let residual = if h.write { edtl.saturating_sub(data_out.len() as u32) } else { edtl };
-            let residual = if result.status == GOOD { residual } else { 0 };
+            // §11.4.5: a write against the data its CDB asks for; a command
+            // with no data, or a read that returned none, against nothing.
+            let spdtl = match self.shared.lun.lock() {
+                Ok(lun) if h.write => lun.data_out_length(&h.cdb),
+                _ => 0,
+            };
+            let residual = if result.status == GOOD { Residual::of(edtl, spdtl) } else { Residual::None };
             if let Fault::WriteStatusLost { after } = self.fault()
                 && h.write
                 && self.answered >= after
@@ -571,7 +653,12 @@ impl Conn {
 
     /// Sends a command's status again (a reassigned task whose status the
     /// initiator never acknowledged, §7.2).
-    pub(crate) async fn resend_status(&mut self, h: ScsiCommand, result: ScsiResult, residual: u32) -> Result<(), End> {
+    pub(crate) async fn resend_status(
+        &mut self,
+        h: ScsiCommand,
+        result: ScsiResult,
+        residual: Residual,
+    ) -> Result<(), End> {
         let rsp = self.response(&h, &result, residual);
         let sent = self.send(rsp, sense_segment(&result.sense)).await;
         self.stat(|s| s.statuses_resent += 1);
@@ -588,12 +675,18 @@ impl Conn {
         }
     }
 
-    /// A SCSI Response (§11.4) with an underflow residual when `residual` > 0.
-    pub(crate) fn response(&mut self, h: &ScsiCommand, r: &ScsiResult, residual: u32) -> ScsiResponse {
+    /// A SCSI Response (§11.4) with its residual flags and count (§11.4.5).
+    pub(crate) fn response(&mut self, h: &ScsiCommand, r: &ScsiResult, residual: Residual) -> ScsiResponse {
         let (exp_cmd_sn, max_cmd_sn) = self.window();
+        let (underflow, overflow, residual_count) = match residual {
+            Residual::None => (false, false, 0),
+            Residual::Under(n) => (true, false, n),
+            Residual::Over(n) => (false, true, n),
+        };
         ScsiResponse {
-            underflow: residual > 0,
-            residual_count: residual,
+            underflow,
+            overflow,
+            residual_count,
             response: 0,
             status: r.status,
             itt: h.itt,
@@ -656,7 +749,11 @@ impl Conn {
         let rest = r.data.get(start..).unwrap_or_default();
         if rest.is_empty() {
             let result = ScsiResult { status: r.status, ..ScsiResult::default() };
-            let residual = if r.underflow { r.residual } else { 0 };
+            let residual = match (r.underflow, r.overflow) {
+                (true, _) => Residual::Under(r.residual),
+                (_, true) => Residual::Over(r.residual),
+                _ => Residual::None,
+            };
             let rsp = self.response(h, &result, residual);
             return self.send(rsp, Bytes::new()).await;
         }
@@ -857,6 +954,7 @@ impl Conn {
             }
             if d.data_sn != data_sn {
                 self.violation(format!("Data-Out DataSN {} where {data_sn} was due", d.data_sn));
+                w.bad_data_sn = true;
             }
             let off = d.buffer_offset as usize;
             if off < start || off.saturating_add(data.len()) > start.saturating_add(len) {

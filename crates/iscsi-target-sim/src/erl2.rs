@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::conn::{Conn, End, ReadOut, WriteProgress};
+use crate::conn::{Conn, End, ReadOut, Residual, WriteProgress};
 use crate::scsi::ScsiResult;
 use crate::{Fault, SessionState};
 
@@ -38,7 +38,7 @@ pub(crate) enum Kept {
     /// Done; its status (a SCSI Response) may not have arrived.
     Status {
         result: ScsiResult,
-        residual: u32,
+        residual: Residual,
     },
 }
 
@@ -77,6 +77,11 @@ impl Retained {
         self.tasks.remove(&itt).ok_or(tmf_response::TASK_DOES_NOT_EXIST)
     }
 
+    /// ABORT TASK of a kept task (§11.5.1 a): it is gone.
+    fn abort(&mut self, itt: u32) -> bool {
+        self.tasks.remove(&itt).is_some()
+    }
+
     /// A connection with `cid` logs in: a reinstatement when a connection
     /// with that CID failed with tasks kept (§6.3.4), which frees them.
     pub(crate) fn connection_up(&mut self, cid: u16) {
@@ -99,6 +104,12 @@ impl SessionState {
 impl Conn {
     fn session_state(&self) -> Option<Arc<SessionState>> {
         self.session.clone()
+    }
+
+    /// Drops task `itt` if it is kept for recovery (ABORT TASK, §11.5.1).
+    pub(crate) fn abort_retained(&self, itt: u32) -> bool {
+        let Some(s) = self.session_state() else { return false };
+        s.recovery.lock().is_ok_and(|mut r| r.abort(itt))
     }
 
     /// Keeps a task whose connection failed mid-transfer, at ERL 2 only

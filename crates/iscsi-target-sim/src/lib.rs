@@ -13,7 +13,13 @@
 //! and a write gets recovery R2Ts for what is missing.
 //!
 //! What the initiator sent that breaks RFC 7143 is recorded in
-//! [`SimStats::violations`], so a well-behaved run can be asserted too.
+//! [`SimStats::violations`], so a well-behaved run can be asserted too; the
+//! target then acts as the RFC says: a non-immediate request outside the
+//! CmdSN window is ignored (§4.2.2.1), a write whose Data-Out DataSNs are
+//! out of order ends in CHECK CONDITION (§7.4, §7.8.1). Residuals (§11.4.5)
+//! and ABORT TASK (§11.5.1) follow the RFC too; `tests/conformance.rs`
+//! checks all this with libiscsi's `iscsi-test-cu`, and the
+//! `iscsi-sim-target` binary serves the sim to such outside tools.
 //!
 //! ```
 //! # async fn demo() -> std::io::Result<()> {
@@ -318,7 +324,12 @@ pub struct SimTarget {
 impl SimTarget {
     /// Binds 127.0.0.1:0 and starts serving.
     pub async fn start(cfg: SimConfig) -> std::io::Result<SimTarget> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await
+    }
+
+    /// Binds `listen` and starts serving (the `iscsi-sim-target` binary).
+    pub async fn start_on(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<SimTarget> {
+        let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let lun = scsi::RamLun::new(cfg.lun_size, cfg.block_size);
         let shared = Arc::new(Shared {
