@@ -265,6 +265,12 @@ async fn one_connection_is_reinstated_and_takes_its_tasks_back() {
         assert_eq!(st.resumed_from_data_sn, vec![2], "{st:?}");
         assert_eq!(st.commands, 2 * JOBS as u32, "{st:?}");
         one_command_per_cmd_sn(&st);
+        // The management view keeps the CID's counters across the reinstatement.
+        let conns = s.connections();
+        let c = &conns[0].counters;
+        assert_eq!((c.reconnects, c.errors), (1, 0), "{c:?}");
+        assert!(c.commands >= 2 * JOBS as u64 && c.latency.count() >= 2 * JOBS as u64, "{c:?}");
+        assert!(c.bytes_in >= c.bytes_out && c.bytes_out > 0, "every byte written was read back: {c:?}");
         s.logout().await.expect("logout");
     })
     .await;

@@ -119,7 +119,7 @@ impl Live {
     pub fn view(&self, persistent: bool) -> api::Session {
         let s = &self.session;
         let p = s.params();
-        let connections = s
+        let connections: Vec<api::Connection> = s
             .connections()
             .into_iter()
             .map(|c| api::Connection {
@@ -137,7 +137,13 @@ impl Live {
                     commands: c.counters.commands,
                     bytes_read: c.counters.bytes_in,
                     bytes_written: c.counters.bytes_out,
-                    ..Default::default()
+                    errors: c.counters.errors,
+                    reconnects: c.counters.reconnects,
+                    latency_us: api::Latency {
+                        p50: c.counters.latency.quantile_us(0.50).unwrap_or(0),
+                        p99: c.counters.latency.quantile_us(0.99).unwrap_or(0),
+                        max: c.counters.latency.max_us(),
+                    },
                 },
             })
             .collect();
@@ -162,9 +168,15 @@ impl Live {
                 data_pdu_in_order: p.data_pdu_in_order,
                 data_sequence_in_order: p.data_sequence_in_order,
             },
+            counters: {
+                // The session's reconnects: its re-logins by the service plus
+                // the connection recoveries the initiator made inside it.
+                let mut c = self.stats.counters();
+                c.reconnects += connections.iter().map(|k| k.counters.reconnects).sum::<u64>();
+                c
+            },
             connections,
             devices: self.devices.clone(),
-            counters: self.stats.counters(),
         }
     }
 }

@@ -325,6 +325,12 @@ async fn persistent_flow() {
     assert!(s.counters.latency_us.p50 > 0 && s.counters.latency_us.max >= s.counters.latency_us.p99);
     // Commands went over more than one connection (round robin).
     assert!(s.connections.iter().filter(|x| x.counters.commands > 0).count() >= 2, "{:?}", s.connections);
+    // Per connection too: latency of what each answered, no errors, no reconnects.
+    for x in s.connections.iter().filter(|x| x.counters.commands > 0) {
+        let l = &x.counters.latency_us;
+        assert!(l.p50 > 0 && l.p50 <= l.p99 && l.p99 <= l.max, "{x:?}");
+        assert_eq!((x.counters.errors, x.counters.reconnects), (0, 0), "{x:?}");
+    }
     let pl = c.persistent_logins().await.unwrap().persistent_logins;
     assert_eq!(pl.len(), 1);
     assert_eq!(pl[0].connections, 3);

@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use self::management::{ScsiData, ScsiResult};
-pub use self::state::ConnCounters;
 use self::state::{Burst, ConnState, Reply, ScsiTask, State, Task, TaskKind};
+pub use self::state::{ConnCounters, LatencyHistogram};
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
 use crate::login::{LoggedIn, LoginOutcome, LoginParams, login};
@@ -213,6 +213,7 @@ impl Session {
             next_cid: 1,
             balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
             path_views: Vec::new(),
+            retired_counters: HashMap::new(),
             closed: None,
             hold: 0,
             ping_hold: None,
@@ -293,7 +294,13 @@ impl Session {
                 outstanding: c.outstanding,
                 primary: c.primary,
                 weight: c.weight,
-                counters: c.counters,
+                counters: {
+                    let mut n = c.counters;
+                    if let Some(old) = st.retired_counters.get(&c.cid) {
+                        n.absorb(old);
+                    }
+                    n
+                },
             })
             .collect()
     }

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::negotiation::Negotiated;
@@ -73,6 +74,8 @@ pub(super) struct Task {
     /// The connection this task was on when that connection failed; the
     /// task waits for recovery (RFC 7143 §6.2.1, §7.1).
     pub lost_on: Option<u16>,
+    /// When the command last went out, for the connection's latency counters.
+    pub sent_at: Option<Instant>,
 }
 
 impl Task {
@@ -86,7 +89,7 @@ impl Task {
     }
 
     pub fn new(cid: Option<u16>, lun: u64, kind: TaskKind, cdb: Option<(Cdb, u8)>) -> Self {
-        Self { cid, lun, kind, reply: None, cdb, cmd_sn: None, lost_on: None }
+        Self { cid, lun, kind, reply: None, cdb, cmd_sn: None, lost_on: None, sent_at: None }
     }
 }
 
@@ -97,12 +100,95 @@ pub(super) struct Out {
     pub trailer: ([u8; 7], usize),
 }
 
-/// Counters of one connection, for the management view.
+/// Counters of one connection, for the management view. They follow the
+/// connection's CID across reinstatements (RFC 7143 §6.3.4).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnCounters {
     pub commands: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// SCSI commands that ended with an iSCSI failure or a status other than
+    /// GOOD or CONDITION MET (a UNIT ATTENTION is news, not an error).
+    pub errors: u64,
+    /// Times the connection failed and recovery took it over.
+    pub reconnects: u64,
+    /// Completion latency of the SCSI commands answered on it.
+    pub latency: LatencyHistogram,
+}
+
+impl ConnCounters {
+    /// Adds `other` (an earlier incarnation of the same CID).
+    pub fn absorb(&mut self, other: &ConnCounters) {
+        self.commands += other.commands;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.errors += other.errors;
+        self.reconnects += other.reconnects;
+        self.latency.absorb(&other.latency);
+    }
+}
+
+/// Latencies in power-of-two microsecond buckets: constant size and cost per
+/// command, precise enough for the p50/p99 a management view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Bucket `i` counts latencies below 2^i µs (and at least 2^(i-1)).
+    buckets: [u64; 40],
+    count: u64,
+    max_us: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self { buckets: [0; 40], count: 0, max_us: 0 }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = ((u64::BITS - us.leading_zeros()) as usize).min(self.buckets.len() - 1);
+        if let Some(b) = self.buckets.get_mut(i) {
+            *b += 1;
+        }
+        self.count += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn max_us(&self) -> u64 {
+        self.max_us
+    }
+
+    /// The latency (µs) at or below which a fraction `q` (0..=1) of the
+    /// commands completed: the upper bound of its bucket, never above the
+    /// largest seen. `None` before the first command.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((self.count as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let upper = if i == 0 { 0 } else { 1u64.checked_shl(i as u32).unwrap_or(u64::MAX) - 1 };
+                return Some(upper.min(self.max_us));
+            }
+        }
+        Some(self.max_us)
+    }
+
+    fn absorb(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+    }
 }
 
 pub(super) struct ConnState {
@@ -157,6 +243,9 @@ pub(super) struct State {
     pub balancer: Balancer,
     /// Scratch space for `pick_connection`.
     pub path_views: Vec<PathView>,
+    /// Counters of connections that failed, by CID, added to the counters of
+    /// the connection that takes the CID over.
+    pub retired_counters: HashMap<u16, ConnCounters>,
     pub closed: Option<String>,
     /// While non-zero, queued commands wait (a connection is logging out).
     pub hold: u32,
@@ -189,6 +278,9 @@ impl State {
             && let Some(c) = conn_mut(&mut self.conns, cid)
         {
             c.outstanding = c.outstanding.saturating_sub(1);
+            if let Some(at) = t.sent_at {
+                c.counters.latency.record(at.elapsed());
+            }
         }
         Some(t)
     }
@@ -235,6 +327,9 @@ impl State {
     pub fn orphan_connection(&mut self, cid: u16) -> Option<(PortalAddr, UniqueConnectionId)> {
         let idx = self.conns.iter().position(|c| c.cid == cid)?;
         let c = self.conns.remove(idx);
+        let mut earlier = c.counters;
+        earlier.reconnects += 1;
+        self.retired_counters.entry(cid).or_default().absorb(&earlier);
         let lost: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == Some(cid)).map(|(itt, _)| *itt).collect();
         for itt in lost {
             let keep = matches!(self.tasks.get(&itt).map(|t| &t.kind), Some(TaskKind::Scsi(_)));
@@ -430,6 +525,7 @@ impl State {
         };
         let Some((cdb, attr)) = t.cdb else { return };
         t.cmd_sn = Some(cmd_sn);
+        t.sent_at = Some(Instant::now());
         let Some(c) = t.cid.and_then(|cid| self.conns.iter_mut().find(|c| c.cid == cid)) else { return };
         let TaskKind::Scsi(s) = &t.kind else { return };
         let total = s.write_data.len();
@@ -695,6 +791,7 @@ fn commit_data_in(st: &mut State, cid: u16, h: &DataIn, len: usize) {
     if h.status_present {
         let residual = residual(h.underflow, h.overflow, h.residual_count);
         if let Some(t) = st.take_task(h.itt) {
+            count_error(st, cid, !scsi_status_ok(h.status, &[]));
             finish_scsi(t, h.status, Bytes::new(), residual);
         }
     }
@@ -710,6 +807,21 @@ fn residual(underflow: bool, overflow: bool, count: u32) -> i64 {
     }
 }
 
+/// GOOD or CONDITION MET (SAM-5 §5.3.1), or a UNIT ATTENTION: the target
+/// telling news (a reset, a new session), which the command is retried for.
+fn scsi_status_ok(status: u8, sense_segment: &[u8]) -> bool {
+    use iscsi_proto::scsi::sense::{ScsiStatus, Sense, SenseKey};
+    ScsiStatus::from_u8(status).is_success()
+        || matches!(Sense::from_iscsi_data(sense_segment), Ok(Some(s)) if s.key == SenseKey::UnitAttention)
+}
+
+/// Counts a SCSI command that ended badly on connection `cid`.
+fn count_error(st: &mut State, cid: u16, failed: bool) {
+    if failed && let Some(c) = conn_mut(&mut st.conns, cid) {
+        c.counters.errors += 1;
+    }
+}
+
 fn finish_scsi(mut t: Task, status: u8, sense: Bytes, residual: i64) {
     let TaskKind::Scsi(s) = &mut t.kind else { return };
     // Taken whole (not `split`), so the caller can turn it back into a
@@ -721,6 +833,7 @@ fn finish_scsi(mut t: Task, status: u8, sense: Bytes, residual: i64) {
 fn on_scsi_response(st: &mut State, cid: u16, h: ScsiResponse, data: Bytes) -> Result<()> {
     scsi_task(st, h.itt, cid, "SCSI Response")?;
     let Some(t) = st.take_task(h.itt) else { return Ok(()) };
+    count_error(st, cid, h.response != 0 || !scsi_status_ok(h.status, &data));
     if h.response != 0 {
         complete(t, Err(Error::TargetFailure(h.response)));
         return Ok(());
@@ -853,5 +966,30 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
             Ok(())
         }
         None => Err(Error::Rejected(msg)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn latency_quantiles_come_from_power_of_two_buckets() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile_us(0.5), None);
+        for us in [90u64, 100, 110, 120, 5000] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(h.count(), 5);
+        // 90..120 µs fall in [64, 128): p50 is that bucket's upper bound.
+        assert_eq!(h.quantile_us(0.5), Some(127));
+        // The slowest one bounds p99 by the largest seen, not the bucket's end.
+        assert_eq!(h.quantile_us(0.99), Some(5000));
+        assert_eq!(h.max_us(), 5000);
+        let mut c = ConnCounters { commands: 5, errors: 1, latency: h, ..Default::default() };
+        let earlier = ConnCounters { commands: 2, reconnects: 1, latency: h, ..Default::default() };
+        c.absorb(&earlier);
+        assert_eq!((c.commands, c.errors, c.reconnects, c.latency.count()), (7, 1, 1, 10));
     }
 }
