@@ -269,7 +269,7 @@ async fn one_connection_is_reinstated_and_takes_its_tasks_back() {
         let conns = s.connections();
         let c = &conns[0].counters;
         assert_eq!((c.reconnects, c.errors), (1, 0), "{c:?}");
-        assert!(c.commands >= 2 * JOBS as u64 && c.latency.count() >= 2 * JOBS as u64, "{c:?}");
+        assert!(c.commands >= 2 * JOBS && c.latency.count() >= 2 * JOBS, "{c:?}");
         assert!(c.bytes_in >= c.bytes_out && c.bytes_out > 0, "every byte written was read back: {c:?}");
         s.logout().await.expect("logout");
     })
