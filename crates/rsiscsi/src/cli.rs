@@ -175,6 +175,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SessionCmd,
     },
+    /// Service: the initiator's identity (show, set) and its own CHAP secret (chap-secret).
+    Initiator {
+        #[command(flatten)]
+        out: ServiceOut,
+        #[command(subcommand)]
+        cmd: InitiatorCmd,
+    },
     /// Service: logins rsiscsid restores at every start (list, remove).
     Persistent {
         #[command(flatten)]
@@ -289,6 +296,25 @@ pub enum SessionCmd {
         /// Send the bytes of FILE as Data-Out.
         #[arg(long, value_name = "FILE")]
         data_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InitiatorCmd {
+    /// Show the node name and alias the service logs in with, and whether its CHAP secret is set.
+    Show,
+    /// Change the node name (an iqn., eui. or naa. name) or the alias; new logins use them.
+    Set {
+        #[arg(long, value_name = "IQN")]
+        name: Option<String>,
+        #[arg(long, value_name = "TEXT")]
+        alias: Option<String>,
+    },
+    /// Set the initiator's own CHAP secret (mutual CHAP checks the target with it), read from
+    /// RSISCSI_INITIATOR_CHAP_SECRET or a private file; 12 to 16 bytes, as Windows requires.
+    ChapSecret {
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
     },
 }
 

@@ -35,9 +35,11 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Cp { src, dst, offset, length, mcs } => cp(&cli.common, src, dst, *offset, *length, mcs).await,
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
         // main.rs sends these to crate::service before getting here.
-        Command::Portal { .. } | Command::Target { .. } | Command::Session { .. } | Command::Persistent { .. } => {
-            Err("a service command reached the one-shot runner".into())
-        }
+        Command::Portal { .. }
+        | Command::Target { .. }
+        | Command::Session { .. }
+        | Command::Persistent { .. }
+        | Command::Initiator { .. } => Err("a service command reached the one-shot runner".into()),
     }
 }
 

@@ -10,6 +10,8 @@ use crate::url::IscsiUrl;
 
 pub const SECRET_ENV: &str = "RSISCSI_CHAP_SECRET";
 pub const TARGET_SECRET_ENV: &str = "RSISCSI_TARGET_CHAP_SECRET";
+/// The service initiator's own secret (`rsiscsi initiator chap-secret`).
+pub const INITIATOR_SECRET_ENV: &str = "RSISCSI_INITIATOR_CHAP_SECRET";
 
 /// Longest CHAP secret accepted. RFC 7143 §12.1.3 sets no bound, but
 /// open-iscsi and the common targets keep at most 255 or 256 bytes (Windows
@@ -112,4 +114,12 @@ pub fn chap_config(common: &Common, url: Option<&IscsiUrl>) -> Result<Option<Cha
     let mut cfg = ChapConfig::new(user, secret);
     cfg.target = target;
     Ok(Some(cfg))
+}
+
+/// A secret from a private file, else from the environment variable `var`.
+pub fn secret_from(file: Option<&Path>, var: &str) -> Result<Secret, String> {
+    match file {
+        Some(p) => read_secret_file(p),
+        None => env_secret(var)?.ok_or_else(|| format!("no secret given: set {var} or pass --secret-file FILE")),
+    }
 }

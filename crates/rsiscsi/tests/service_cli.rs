@@ -578,3 +578,41 @@ fn chap_login_through_the_service() {
     svc.ok(&["session", "logout", &sid]);
     assert_eq!(svc.ok(&["session", "list"]), "no sessions (log in with `rsiscsi target login IQN`)\n");
 }
+
+/// `rsiscsi initiator`: the service's identity and its own CHAP secret. A
+/// secret Windows would refuse (not 12-16 bytes) is refused with the
+/// service's ISDSC code; none is ever printed; a new name is checked first.
+#[test]
+fn initiator_identity_and_secret() {
+    let svc = Service::start("initiator");
+    let shown = svc.ok(&["initiator", "show"]);
+    assert!(shown.starts_with("node name    iqn.") && shown.contains("CHAP secret  not set"), "{shown}");
+    let set = svc.ok(&["initiator", "set", "--name", "iqn.2026-11.rs.rsiscsi:cli-test", "--alias", "rig 7"]);
+    assert!(set.contains("node name    iqn.2026-11.rs.rsiscsi:cli-test\nalias        rig 7\n"), "{set}");
+    let j = svc.json(&["initiator", "show"]);
+    assert_eq!(j["node_name"], "iqn.2026-11.rs.rsiscsi:cli-test");
+
+    let bad = svc.rsiscsi(&["initiator", "set", "--name", "iqn.x"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let none = svc.rsiscsi(&["initiator", "set"]);
+    assert!(stderr(&none).contains("nothing to set"), "{}", stderr(&none));
+
+    let short =
+        run_cli(Some(&svc.socket()), &["initiator", "chap-secret"], &[("RSISCSI_INITIATOR_CHAP_SECRET", "abcde")]);
+    assert_eq!(short.status.code(), Some(1), "{}", stderr(&short));
+    assert!(stderr(&short).contains("0xEFFF"), "the service's ISDSC code is shown: {}", stderr(&short));
+    let missing = svc.rsiscsi(&["initiator", "chap-secret"]);
+    assert!(stderr(&missing).contains("RSISCSI_INITIATOR_CHAP_SECRET"), "{}", stderr(&missing));
+
+    let secret = "initsecret1234";
+    let file = svc.dir.join("initiator.secret");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = svc.ok(&["initiator", "chap-secret", "--secret-file", file.to_str().unwrap()]);
+    assert_eq!(out, "initiator CHAP secret set\n");
+    let shown = svc.ok(&["initiator", "show"]);
+    assert!(shown.contains("CHAP secret  set") && !shown.contains(secret), "{shown}");
+    let j = svc.json(&["initiator", "show"]);
+    assert_eq!(j["chap_secret_set"], true);
+    assert!(!j.to_string().contains(secret));
+}

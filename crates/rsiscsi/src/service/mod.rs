@@ -3,6 +3,7 @@
 //! like the Windows `iscsicli` commands of the same name.
 
 mod format;
+mod initiator;
 mod persistent;
 mod portal;
 mod session;
@@ -93,7 +94,11 @@ pub async fn run(common: &Common, command: &Command) -> Option<Result> {
     let client = Client::new(rsiscsi_api::resolve_socket_path(common.socket.clone()));
     let is_service = matches!(
         command,
-        Command::Portal { .. } | Command::Target { .. } | Command::Session { .. } | Command::Persistent { .. }
+        Command::Portal { .. }
+            | Command::Target { .. }
+            | Command::Session { .. }
+            | Command::Persistent { .. }
+            | Command::Initiator { .. }
     );
     if is_service && common.initiator_name.is_some() {
         // The service logs in under its own node name (GET /v1/initiator),
@@ -107,6 +112,7 @@ pub async fn run(common: &Common, command: &Command) -> Option<Result> {
         Command::Target { out, cmd } => (out.json, target::run(&client, common, out.json, cmd).await),
         Command::Session { out, cmd } => (out.json, session::run(&client, common, out.json, cmd).await),
         Command::Persistent { out, cmd } => (out.json, persistent::run(&client, out.json, cmd).await),
+        Command::Initiator { out, cmd } => (out.json, initiator::run(&client, out.json, cmd).await),
         _ => return None,
     };
     // With --json a script also gets the service's error object on stdout
