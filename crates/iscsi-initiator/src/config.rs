@@ -35,6 +35,10 @@ pub struct SessionConfig {
     /// agrees, a failed connection's tasks are instead moved with TASK
     /// REASSIGN and go on where they stopped (RFC 7143 §7.2).
     pub recovery: bool,
+    /// The local address the leading connection connects from (Windows'
+    /// initiator port of `LoginIScsiTarget`); `None` lets the route choose.
+    /// See `session::initiator_port_address` to get it from a port number.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl SessionConfig {
@@ -54,6 +58,7 @@ impl SessionConfig {
             command_timeout: Duration::from_secs(60),
             max_redirects: 4,
             recovery: true,
+            local_address: None,
         }
     }
 }

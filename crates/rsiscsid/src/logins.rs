@@ -185,9 +185,13 @@ pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
     let mo = to_model(&spec.login_options)?;
     let state = app.store.state();
     let secrets = app.store.secrets();
-    let cfg = session_config(&state.initiator, &secrets, &mo, &spec.target_name, spec.isid)?;
+    let mut cfg = session_config(&state.initiator, &secrets, &mo, &spec.target_name, spec.isid)?;
     let mportal = model::Portal::new(spec.portal.address.clone(), spec.portal.port);
     let addr = mportal.to_portal_addr()?;
+    // The initiator port binds the leading connection too (LoginIScsiTarget).
+    if let Some(port) = spec.initiator_port {
+        cfg.local_address = iscsi_initiator::session::initiator_port_address(port, addr.host.contains(':'))?;
+    }
     let session = Session::login(&addr, Some(&spec.target_name), cfg).await.map_err(Status::from)?;
     session.set_load_balance_policy(spec.policy);
     let port = spec.initiator_port.unwrap_or(ISCSI_ANY_INITIATOR_PORT);

@@ -468,6 +468,22 @@ async fn bad_requests() {
     req.portal = Some(portal());
     expect_err(c.login(&req).await, 404, "ISDSC_NOT_FOUND", 0xEFFF000B).await;
 
+    // The initiator port (an interface index) binds every connection, the
+    // leading one included; an index no interface has is refused.
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(portal());
+    req.initiator_port = Some(4_000_000);
+    expect_err(c.login(&req).await, 400, "ISDSC_INVALID_PORT_NUMBER", 0xEFFF002D).await;
+    let lo: u32 = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap().trim().parse().unwrap();
+    req.initiator_port = Some(lo);
+    req.connections = 2;
+    req.login_options = Some(LoginOptions { login_flags: Some(0x2), ..Default::default() });
+    let bound = c.login(&req).await.unwrap();
+    let s = c.session(&bound.session_id).await.unwrap();
+    assert_eq!(s.connections.len(), 2);
+    assert!(s.connections.iter().all(|x| x.initiator_address == "127.0.0.1"), "{:?}", s.connections);
+    c.logout(&bound.session_id).await.unwrap();
+
     // A live session (not persistent) with two connections.
     let mut req = LoginRequest::new(target());
     req.portal = Some(portal());

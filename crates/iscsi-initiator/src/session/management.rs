@@ -40,7 +40,7 @@ fn digests(d: Option<DigestType>) -> Option<Vec<Digest>> {
 
 /// The local address of initiator port `port`: ports are the host's
 /// network interfaces, numbered by interface index (as `ip link` shows).
-fn initiator_port_address(port: u32, v6: bool) -> Result<Option<std::net::IpAddr>, Status> {
+pub fn initiator_port_address(port: u32, v6: bool) -> Result<Option<std::net::IpAddr>, Status> {
     if port == ISCSI_ANY_INITIATOR_PORT {
         return Ok(None);
     }

@@ -10,6 +10,7 @@
 mod erl2;
 mod io;
 mod management;
+pub use self::management::initiator_port_address;
 mod recovery;
 mod state;
 
@@ -177,7 +178,7 @@ impl Session {
         let mut addr = portal.clone();
         let mut redirects = 0;
         loop {
-            let mut stream = io::connect(&addr, &cfg).await?;
+            let mut stream = io::connect_from(&addr, &cfg, cfg.local_address).await?;
             let params = LoginParams { cfg: &cfg, target_name, tsih: 0, cid: 0, cmd_sn: 1, exp_stat_sn: 0 };
             match login(&mut stream, &params).await? {
                 LoginOutcome::LoggedIn(l) => {
