@@ -135,8 +135,19 @@ fn session_text(sessions: &[api::Session]) -> String {
             s.tsih,
             s.connections.len()
         ));
-        let mut t =
-            Table::new(&["CONNECTION", "CID", "LOCAL", "TARGET", "STATE", "DIGESTS", "COMMANDS"]).indented("  ");
+        let mut t = Table::new(&[
+            "CONNECTION",
+            "CID",
+            "LOCAL",
+            "TARGET",
+            "STATE",
+            "DIGESTS",
+            "COMMANDS",
+            "ERRORS",
+            "RECONNECTS",
+            "P50/P99-US",
+        ])
+        .indented("  ");
         for c in &s.connections {
             t.row(vec![
                 c.connection_id.clone(),
@@ -146,6 +157,9 @@ fn session_text(sessions: &[api::Session]) -> String {
                 c.state.clone(),
                 digests(c),
                 c.counters.commands.to_string(),
+                c.counters.errors.to_string(),
+                c.counters.reconnects.to_string(),
+                format!("{}/{}", c.counters.latency_us.p50, c.counters.latency_us.p99),
             ]);
         }
         out.push_str(&t.render());
