@@ -236,6 +236,9 @@ impl State {
         let idx = self.conns.iter().position(|c| c.cid == cid)?;
         let c = self.conns.remove(idx);
         let lost: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == Some(cid)).map(|(itt, _)| *itt).collect();
+        let sns: Vec<Option<u32>> = lost.iter().map(|i| self.tasks.get(i).and_then(|t| t.cmd_sn)).collect();
+        let (exp, next) = (self.window.exp_cmd_sn(), self.window.current());
+        debug!(cid, exp, next, lost = ?sns, "connection orphaned; its commands wait for recovery");
         for itt in lost {
             let keep = matches!(self.tasks.get(&itt).map(|t| &t.kind), Some(TaskKind::Scsi(_)));
             if keep {
