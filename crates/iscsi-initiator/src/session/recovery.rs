@@ -239,9 +239,13 @@ async fn watch_retried(inner: std::sync::Weak<super::Inner>, limit: Duration, mu
             return;
         }
         // Still waiting as retried: same CmdSN, on a live connection (a task
-        // lost again is handled by that connection's own recovery).
+        // lost again is handled by that connection's own recovery), and no
+        // Data-In yet (one that gets data is not a dropped duplicate).
         retried.retain(|(itt, sn)| {
-            st.tasks.get(itt).is_some_and(|t| t.cmd_sn == Some(*sn) && t.cid.is_some() && t.lost_on.is_none())
+            st.tasks.get(itt).is_some_and(|t| {
+                let data = matches!(&t.kind, super::state::TaskKind::Scsi(s) if s.received > 0);
+                t.cmd_sn == Some(*sn) && t.cid.is_some() && t.lost_on.is_none() && !data
+            })
         });
         let exp = Sn(st.window.exp_cmd_sn());
         let now = Instant::now();
