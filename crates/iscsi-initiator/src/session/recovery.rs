@@ -297,31 +297,21 @@ impl Drop for HoldNewCommands<'_> {
     }
 }
 
-/// The CmdSN an immediate PDU must carry once the commands already sent
-/// on live connections have reached the target (new ones held back): the
-/// target's ExpCmdSN stops at the first command lost with a failed
-/// connection (a CmdSN gap, RFC 7143 §4.2.2.1), else at our next CmdSN.
-/// Waits, at most `SETTLE_LIMIT`, until a target PDU reports that value;
-/// then returns the best known lower bound.
+/// The CmdSN an immediate PDU must carry, once the target's ExpCmdSN has
+/// settled (see `State::settled_exp_cmd_sn`; new commands held back).
+/// Waits at most `SETTLE_LIMIT`, then returns the last one known.
 async fn settled_exp_cmd_sn(inner: &super::Inner) -> u32 {
     let start = Instant::now();
     loop {
         let (exp, settled) = {
             let st = inner.lock();
-            let exp = st.window.exp_cmd_sn();
-            let gap = st
-                .tasks
-                .values()
-                .filter(|t| t.lost_on.is_some())
-                .filter_map(|t| t.cmd_sn)
-                .filter(|sn| Sn(*sn).ge(Sn(exp)))
-                .min_by_key(|sn| sn.wrapping_sub(exp));
-            (exp, gap.unwrap_or(st.window.current()))
+            (st.window.exp_cmd_sn(), st.settled_exp_cmd_sn())
         };
-        if exp == settled || start.elapsed() >= SETTLE_LIMIT {
-            if exp != settled {
-                tracing::debug!(exp, settled, "ExpCmdSN did not settle; probing with the last known one");
-            }
+        if let Some(sn) = settled {
+            return sn;
+        }
+        if start.elapsed() >= SETTLE_LIMIT {
+            tracing::debug!(exp, "ExpCmdSN did not settle; probing with the last known one");
             return exp;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
