@@ -626,18 +626,21 @@ impl Inner {
     /// drops a connection whose immediate PDU carries any other CmdSN.
     async fn probe(&self, cid: u16, cmd_sn: u32) -> Result<u32> {
         let (itt, rx) = {
-            let (itt, rx, st) = self.register(Task::new(Some(cid), 0, TaskKind::Probe, None))?;
-            if let Some(c) = st.conns.iter().find(|c| c.cid == cid) {
-                let out = iscsi_proto::pdu::NopOut {
-                    immediate: true,
-                    lun: 0,
-                    itt,
-                    ttt: RESERVED_TAG,
-                    cmd_sn,
-                    exp_stat_sn: c.exp_stat_sn,
-                };
-                state::push(c, out, Bytes::new());
-            }
+            let (itt, rx, mut st) = self.register(Task::new(Some(cid), 0, TaskKind::Probe, None))?;
+            let Some(c) = st.conns.iter().find(|c| c.cid == cid) else {
+                // Lost while it waited to probe: nothing would answer.
+                st.take_task(itt);
+                return Err(Error::ConnectionLost(format!("connection {cid} closed before the probe")));
+            };
+            let out = iscsi_proto::pdu::NopOut {
+                immediate: true,
+                lun: 0,
+                itt,
+                ttt: RESERVED_TAG,
+                cmd_sn,
+                exp_stat_sn: c.exp_stat_sn,
+            };
+            state::push(c, out, Bytes::new());
             (itt, rx)
         };
         let answer = match tokio::time::timeout(self.cfg.login_timeout, rx).await {

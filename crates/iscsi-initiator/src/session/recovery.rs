@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use iscsi_proto::seq::Sn;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -23,6 +24,10 @@ use crate::portal::PortalAddr;
 /// acknowledged its CmdSN before it is taken for a dropped duplicate.
 const DUPLICATE_CHECK: Duration = Duration::from_secs(3);
 
+/// How long a reinstatement waits for the target's ExpCmdSN to settle
+/// before it probes anyway.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
 /// Pause between attempts to reach the target again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -35,17 +40,20 @@ impl Session {
         reason: String,
         generation: u64,
     ) {
-        let _one_at_a_time = self.inner.recovery.lock().await;
-        if self.inner.lock().generation != generation {
-            // A session reinstatement since then re-issued this connection's tasks.
-            return;
-        }
         let p = &self.inner.params;
         let wait = Duration::from_secs(u64::from(p.default_time2wait));
         let retain = Duration::from_secs(u64::from(p.default_time2retain).max(5));
         let deadline = Instant::now() + wait + retain;
         // RFC 7143 §13.15: wait DefaultTime2Wait before logging in again.
+        // Each failed connection waits on its own, not in turn behind the
+        // lock: its lost commands are a CmdSN gap that holds up the whole
+        // session (§4.2.2.1), and istgt gives up on a gap after ~10 s.
         tokio::time::sleep(wait).await;
+        let _one_at_a_time = self.inner.recovery.lock().await;
+        if self.inner.lock().generation != generation {
+            // A session reinstatement since then re-issued this connection's tasks.
+            return;
+        }
         let mut last = String::new();
         while Instant::now() < deadline {
             if self.inner.lock().closed.is_some() {
@@ -117,12 +125,22 @@ impl Session {
             st.window.update(exp, max);
             st.conns.push(conn);
         }
+        // istgt drops a connection whose immediate PDU does not carry its
+        // ExpCmdSN exactly, and with MC/S that number moves with every
+        // command received on the other connections: hold new commands and
+        // probe once it has settled.
+        let mut held = HoldNewCommands::new(inner);
+        let probe_sn = settled_exp_cmd_sn(inner).await;
         // A login response's ExpCmdSN need not be the session's (tgt puts
         // the login's own CmdSN there): ask with an immediate NOP-Out.
-        let exp = match inner.probe(cid, exp).await {
+        let exp = match inner.probe(cid, probe_sn).await {
             Ok(exp) => exp,
             Err(e) => {
-                inner.lock().conns.retain(|c| c.cid != cid);
+                let mut st = inner.lock();
+                let (now_exp, next) = (st.window.exp_cmd_sn(), st.window.current());
+                tracing::debug!(cid, probe_sn, now_exp, next, "probe failed: {e}");
+                st.conns.retain(|c| c.cid != cid);
+                drop(st);
                 return Err(e);
             }
         };
@@ -130,6 +148,7 @@ impl Session {
             if let Some(c) = super::state::conn_mut(&mut inner.lock().conns, cid) {
                 c.draining = false;
             }
+            drop(held);
             // RFC 7143 §7.2: at ERL 2 the reinstated connection takes the
             // old one's tasks back (TASK REASSIGN), where they left off.
             self.reassign_tasks(cid, cid, exp).await;
@@ -140,15 +159,12 @@ impl Session {
             c.draining = false;
         }
         let retried = st.replay_lost(cid, cid, exp);
+        tracing::debug!(cid, probe_sn, exp, next = st.window.current(), ?retried, "lost commands retried");
+        held.release(&mut st);
+        st.drain_queue();
         drop(st);
         if !retried.is_empty() {
-            let weak = std::sync::Arc::downgrade(inner);
-            tokio::spawn(async move {
-                tokio::time::sleep(DUPLICATE_CHECK).await;
-                if let Some(inner) = weak.upgrade() {
-                    inner.lock().reissue_unanswered(&retried);
-                }
-            });
+            tokio::spawn(watch_retried(std::sync::Arc::downgrade(inner), inner.cfg.command_timeout, retried));
         }
         Ok(())
     }
@@ -198,5 +214,106 @@ impl Session {
             });
         }
         Ok(())
+    }
+}
+
+/// Watches commands retried with their own ITT and CmdSN until each is
+/// answered. One the target acknowledged (its ExpCmdSN passed the CmdSN)
+/// but did not answer within `DUPLICATE_CHECK` was taken for a duplicate:
+/// the target got it on the old connection after all, and with MC/S it may
+/// have held it there behind a CmdSN gap and answer it on that dead
+/// connection once the gap is filled (istgt does). It goes out again as a
+/// new command (RFC 7143 §6.2.1: a retry only plugs a gap).
+/// The acknowledgment may come long after the retry, when other lost
+/// connections fill their gaps, so the watch lasts until every command is
+/// settled, at most the command timeout.
+async fn watch_retried(inner: std::sync::Weak<super::Inner>, limit: Duration, mut retried: Vec<(u32, u32)>) {
+    const POLL: Duration = Duration::from_millis(250);
+    let start = Instant::now();
+    let mut acked_at: Vec<(u32, Instant)> = Vec::new();
+    while !retried.is_empty() && start.elapsed() < limit {
+        tokio::time::sleep(POLL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut st = inner.lock();
+        if st.closed.is_some() {
+            return;
+        }
+        // Still waiting as retried: same CmdSN, on a live connection (a task
+        // lost again is handled by that connection's own recovery), and no
+        // Data-In yet (one that gets data is not a dropped duplicate).
+        retried.retain(|(itt, sn)| {
+            st.tasks.get(itt).is_some_and(|t| {
+                let data = matches!(&t.kind, super::state::TaskKind::Scsi(s) if s.received > 0);
+                t.cmd_sn == Some(*sn) && t.cid.is_some() && t.lost_on.is_none() && !data
+            })
+        });
+        let exp = Sn(st.window.exp_cmd_sn());
+        let now = Instant::now();
+        for (itt, sn) in &retried {
+            if Sn(*sn).lt(exp) && !acked_at.iter().any(|(i, _)| i == itt) {
+                tracing::debug!(itt, sn, after = ?start.elapsed(), "retried command acknowledged");
+                acked_at.push((*itt, now));
+            }
+        }
+        let stale: Vec<(u32, u32)> = retried
+            .iter()
+            .filter(|(itt, _)| acked_at.iter().any(|(i, at)| i == itt && now.duration_since(*at) >= DUPLICATE_CHECK))
+            .copied()
+            .collect();
+        if !stale.is_empty() {
+            st.reissue_unanswered(&stale);
+            retried.retain(|r| !stale.contains(r));
+        }
+    }
+}
+
+/// Holds new commands back (`State::hold`) until released or dropped.
+struct HoldNewCommands<'a> {
+    inner: &'a super::Inner,
+    held: bool,
+}
+
+impl<'a> HoldNewCommands<'a> {
+    fn new(inner: &'a super::Inner) -> Self {
+        inner.lock().hold += 1;
+        Self { inner, held: true }
+    }
+
+    /// Lets new commands go again (the caller drains the queue).
+    fn release(&mut self, st: &mut super::state::State) {
+        if std::mem::take(&mut self.held) {
+            st.hold = st.hold.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for HoldNewCommands<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut st = self.inner.lock();
+            self.release(&mut st);
+            st.drain_queue();
+        }
+    }
+}
+
+/// The CmdSN an immediate PDU must carry, once the target's ExpCmdSN has
+/// settled (see `State::settled_exp_cmd_sn`; new commands held back).
+/// Waits at most `SETTLE_LIMIT`, then returns the last one known.
+async fn settled_exp_cmd_sn(inner: &super::Inner) -> u32 {
+    let start = Instant::now();
+    loop {
+        let (exp, settled) = {
+            let st = inner.lock();
+            (st.window.exp_cmd_sn(), st.settled_exp_cmd_sn())
+        };
+        if let Some(sn) = settled {
+            return sn;
+        }
+        if start.elapsed() >= SETTLE_LIMIT {
+            tracing::debug!(exp, "ExpCmdSN did not settle; probing with the last known one");
+            return exp;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

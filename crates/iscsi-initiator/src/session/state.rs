@@ -331,6 +331,9 @@ impl State {
         earlier.reconnects += 1;
         self.retired_counters.entry(cid).or_default().absorb(&earlier);
         let lost: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == Some(cid)).map(|(itt, _)| *itt).collect();
+        let sns: Vec<Option<u32>> = lost.iter().map(|i| self.tasks.get(i).and_then(|t| t.cmd_sn)).collect();
+        let (exp, next) = (self.window.exp_cmd_sn(), self.window.current());
+        debug!(cid, exp, next, lost = ?sns, "connection orphaned; its commands wait for recovery");
         for itt in lost {
             let keep = matches!(self.tasks.get(&itt).map(|t| &t.kind), Some(TaskKind::Scsi(_)));
             if keep {
@@ -382,6 +385,25 @@ impl State {
         }
         self.reissue(again);
         retried
+    }
+
+    /// The target's ExpCmdSN once it can no longer move while new commands
+    /// are held back, else `None`. Every command sent on a live connection
+    /// reaches the target, so its ExpCmdSN stops at the first command lost
+    /// with a failed connection at or past the last ExpCmdSN it reported (a
+    /// CmdSN gap, RFC 7143 §4.2.2.1), or else at our next CmdSN. An
+    /// immediate PDU must carry that number (istgt drops the connection
+    /// otherwise, RFC 7143 §4.2.2.1 "immediate delivery").
+    pub fn settled_exp_cmd_sn(&self) -> Option<u32> {
+        let exp = self.window.exp_cmd_sn();
+        let gap = self
+            .tasks
+            .values()
+            .filter(|t| t.lost_on.is_some())
+            .filter_map(|t| t.cmd_sn)
+            .filter(|sn| Sn(*sn).ge(Sn(exp)))
+            .min_by_key(|sn| sn.wrapping_sub(exp));
+        (exp == gap.unwrap_or(self.window.current())).then_some(exp)
     }
 
     /// A retried command that the target has acknowledged (its ExpCmdSN
@@ -972,6 +994,7 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LoadBalancePolicy;
     use std::time::Duration;
 
     #[test]
@@ -991,5 +1014,80 @@ mod tests {
         let earlier = ConnCounters { commands: 2, reconnects: 1, latency: h, ..Default::default() };
         c.absorb(&earlier);
         assert_eq!((c.commands, c.errors, c.reconnects, c.latency.count()), (7, 1, 1, 10));
+    }
+
+    fn state(next: u32, exp: u32) -> State {
+        State {
+            window: CmdWindow::new(next, exp, exp.wrapping_add(31)),
+            burst: Burst { first_burst_length: 65536, immediate_data: true, initial_r2t: true },
+            next_itt: 1,
+            tasks: HashMap::new(),
+            queued: VecDeque::new(),
+            conns: Vec::new(),
+            leading_cid: 0,
+            next_cid: 1,
+            balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
+            path_views: Vec::new(),
+            retired_counters: HashMap::new(),
+            closed: None,
+            hold: 0,
+            ping_hold: None,
+            wanted: Vec::new(),
+            tsih: 1,
+            generation: 0,
+        }
+    }
+
+    /// A SCSI task that went out with `cmd_sn`, on `cid` or lost with it.
+    fn task(st: &mut State, cmd_sn: u32, cid: u16, lost: bool) {
+        let scsi = ScsiTask {
+            expected_len: 512,
+            read: true,
+            received: 0,
+            next_data_sn: 0,
+            buf: BytesMut::new(),
+            write_data: Bytes::new(),
+        };
+        let mut t = Task::new(Some(cid), 0, TaskKind::Scsi(scsi), None);
+        t.cmd_sn = Some(cmd_sn);
+        if lost {
+            t.cid = None;
+            t.lost_on = Some(cid);
+        }
+        let itt = st.alloc_itt();
+        st.tasks.insert(itt, t);
+    }
+
+    #[test]
+    fn exp_cmd_sn_settles_at_our_next_cmd_sn_without_a_gap() {
+        let mut st = state(20, 17);
+        task(&mut st, 17, 1, false);
+        // 17..19 are still on their way: the target's ExpCmdSN will move.
+        assert_eq!(st.settled_exp_cmd_sn(), None);
+        st.window.update(20, 51);
+        assert_eq!(st.settled_exp_cmd_sn(), Some(20));
+    }
+
+    #[test]
+    fn exp_cmd_sn_settles_at_the_first_lost_cmd_sn() {
+        let mut st = state(20, 12);
+        // 10 was lost but reached the target (ExpCmdSN passed it); 14 and
+        // 16 never did: the target stops at 14 once 12 and 13 arrive.
+        task(&mut st, 10, 2, true);
+        task(&mut st, 16, 2, true);
+        task(&mut st, 14, 3, true);
+        task(&mut st, 18, 1, false);
+        assert_eq!(st.settled_exp_cmd_sn(), None);
+        st.window.update(14, 45);
+        assert_eq!(st.settled_exp_cmd_sn(), Some(14));
+    }
+
+    #[test]
+    fn exp_cmd_sn_settles_across_the_wrap() {
+        let mut st = state(3, u32::MAX - 1);
+        task(&mut st, 1, 2, true);
+        task(&mut st, u32::MAX, 2, true);
+        st.window.update(u32::MAX, 30);
+        assert_eq!(st.settled_exp_cmd_sn(), Some(u32::MAX));
     }
 }
