@@ -148,7 +148,8 @@ fn spawn_connection(
     let (local, remote) = (stream.local_addr().ok(), stream.peer_addr().ok());
     let (tx, rx) = mpsc::unbounded_channel();
     let (rd, wr) = stream.into_split();
-    let w = tokio::spawn(io::writer(wr, rx));
+    let link = Arc::new(io::Link::new(wr));
+    let w = tokio::spawn(io::writer(link.clone(), rx));
     let r = tokio::spawn(io::reader(Arc::downgrade(inner), cid, rd, PduDecoder::new(rx_cfg), l.leftover));
     ConnState {
         cid,
@@ -159,6 +160,7 @@ fn spawn_connection(
         max_xmit: l.negotiated.max_xmit_data_segment_length,
         params: l.negotiated,
         tx,
+        link,
         tx_cfg,
         exp_stat_sn: l.exp_stat_sn,
         ping_itt: None,

@@ -199,6 +199,8 @@ pub(super) struct ConnState {
     pub remote: Option<SocketAddr>,
     pub params: Negotiated,
     pub tx: mpsc::UnboundedSender<Out>,
+    /// The socket's write half, shared with the writer task.
+    pub link: Arc<super::io::Link>,
     pub tx_cfg: FrameConfig,
     pub exp_stat_sn: u32,
     /// The target's MaxRecvDataSegmentLength: our largest data segment.
@@ -566,7 +568,7 @@ pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
     encode_header(&bhs, &[], len, &c.tx_cfg, &mut hdr);
     let trailer = data_trailer(&data, &c.tx_cfg);
     // A send error means the writer is gone; the reader reports the loss.
-    if c.tx.send(Out { header: hdr.freeze(), data, trailer }).is_err() {
+    if c.link.send(&c.tx, Out { header: hdr.freeze(), data, trailer }).is_err() {
         tracing::debug!(cid = c.cid, "PDU not sent: the connection's writer is gone");
     }
 }
