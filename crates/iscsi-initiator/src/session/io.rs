@@ -82,7 +82,12 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
         return;
     };
     let reason = async {
-        let mut deadline = Instant::now() + nop_interval;
+        // One timer for the connection's life, moved only when it fires: a
+        // PDU just notes the time (re-arming a timer per PDU costs a timer
+        // wheel insert and removal per command).
+        let mut last_pdu = Instant::now();
+        let timer = tokio::time::sleep_until(last_pdu + nop_interval);
+        tokio::pin!(timer);
         let mut pinging = false;
         // After a placed segment another one usually follows: read just its
         // header then, so that its data is not pulled into `buf` and copied.
@@ -100,7 +105,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
                     {
                         return reason;
                     }
-                    deadline = Instant::now() + nop_interval;
+                    last_pdu = Instant::now();
                     pinging = false;
                     header_next = true;
                     continue;
@@ -109,7 +114,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
                     Ok(Some(pdu)) => {
                         // Liveness is a whole PDU, not a byte: a target that
                         // trickles bytes is as dead as a silent one.
-                        deadline = Instant::now() + nop_interval;
+                        last_pdu = Instant::now();
                         pinging = false;
                         let Some(inner) = weak.upgrade() else { return String::new() };
                         if let Err(e) = inner.handle_pdu(cid, pdu) {
@@ -130,21 +135,29 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
             header_next = false;
             let mut limited = (&mut buf).limit(want);
             tokio::select! {
+                biased;
                 r = rd.read_buf(&mut limited) => match r {
                     Ok(0) => return CLOSED_BY_TARGET.to_string(),
                     Ok(_) => {}
                     Err(e) => return format!("read error: {e}"),
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    // No PDU since the ping (a PDU clears `pinging`).
                     if pinging {
                         return format!("no answer to NOP-Out within {} s", nop_timeout.as_secs());
+                    }
+                    if now < last_pdu + nop_interval {
+                        // Traffic since the timer was set: not idle yet.
+                        timer.as_mut().reset(last_pdu + nop_interval);
+                        continue;
                     }
                     let Some(inner) = weak.upgrade() else { return String::new() };
                     if send_ping(&inner, cid) {
                         pinging = true;
-                        deadline = Instant::now() + nop_timeout;
+                        timer.as_mut().reset(now + nop_timeout);
                     } else {
-                        deadline = Instant::now() + nop_interval;
+                        timer.as_mut().reset(now + nop_interval);
                     }
                 }
             }
