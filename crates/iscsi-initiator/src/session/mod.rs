@@ -209,7 +209,7 @@ impl Session {
                 initial_r2t: params.initial_r2t,
             },
             next_itt: 1,
-            tasks: HashMap::new(),
+            tasks: HashMap::default(),
             queued: VecDeque::new(),
             conns: Vec::new(),
             leading_cid: 0,
