@@ -340,29 +340,33 @@ impl<'a> SmallSlices<'a> {
 impl Out {
     /// Header, data and trailer, empty ones left out.
     fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        let (from, to) = self.header_range;
+        let header = self.header.get(usize::from(from)..usize::from(to)).unwrap_or_default();
         let trailer = self.trailer.0.get(..self.trailer.1).unwrap_or_default();
-        [&self.header[..], &self.data[..], trailer].into_iter().filter(|s| !s.is_empty())
+        [header, &self.data[..], trailer].into_iter().filter(|s| !s.is_empty())
     }
 
     fn len(&self) -> usize {
-        self.header.len() + self.data.len() + self.trailer.1
+        usize::from(self.header_range.1.saturating_sub(self.header_range.0)) + self.data.len() + self.trailer.1
     }
 
     /// What is left after the first `n` bytes went out.
-    fn rest(self, mut n: usize) -> Out {
-        let Out { mut header, mut data, trailer } = self;
-        let h = n.min(header.len());
-        header.advance(h);
-        n -= h;
+    fn rest(self, n: usize) -> Out {
+        let Out { mut header, header_range: (from, to), mut data, trailer } = self;
+        let h = n.min(usize::from(to - from));
+        let from = from + h as u8;
+        let n = n - h;
         let d = n.min(data.len());
         data.advance(d);
-        n -= d;
-        if n == 0 {
-            return Out { header, data, trailer };
+        if n == d {
+            return Out { header, header_range: (from, to), data, trailer };
         }
-        // Only part of the trailer is left: send it as a header of its own.
-        let t = trailer.0.get(n..trailer.1).unwrap_or_default();
-        Out { header: Bytes::copy_from_slice(t), data, trailer: ([0; 7], 0) }
+        // Only part of the trailer is left: send it as the header.
+        let t = trailer.0.get(n - d..trailer.1).unwrap_or_default();
+        if let Some(dst) = header.get_mut(..t.len()) {
+            dst.copy_from_slice(t);
+        }
+        Out { header, header_range: (0, t.len() as u8), data, trailer: ([0; 7], 0) }
     }
 }
 
@@ -454,6 +458,34 @@ impl Session {
         match self.inner.submit_command(task).await? {
             Reply::Scsi(o) => Ok(o),
             _ => Err(Error::protocol("unexpected reply to a SCSI command")),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A PDU cut after any byte (a short non-blocking write) resumes with
+    /// exactly the bytes that did not go out.
+    #[test]
+    fn rest_of_a_pdu_is_its_unsent_tail() {
+        let mut header = [0u8; super::super::state::HEADER_MAX];
+        for (i, b) in header.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let data = Bytes::from_static(&[101, 102, 103, 104, 105]);
+        let out =
+            || Out { header, header_range: (0, 52), data: data.clone(), trailer: ([201, 202, 203, 0, 0, 0, 0], 3) };
+        let whole: Vec<u8> = out().segments().flatten().copied().collect();
+        assert_eq!(whole.len(), out().len());
+        assert_eq!(whole.len(), 60);
+        for n in 0..whole.len() {
+            let rest = out().rest(n);
+            let tail: Vec<u8> = rest.segments().flatten().copied().collect();
+            assert_eq!(tail, whole[n..], "cut after {n} bytes");
+            assert_eq!(rest.len(), whole.len() - n);
         }
     }
 }

@@ -12,7 +12,6 @@ use iscsi_proto::negotiation::Negotiated;
 use iscsi_proto::pdu::{
     AsyncMessage, Bhs, DataIn, DataOut, FrameConfig, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, R2t,
     RESERVED_TAG, Reject, ScsiCommand, ScsiResponse, TaskMgmtResponse, TextRequest, TextResponse, data_trailer,
-    encode_header,
 };
 use iscsi_proto::scsi::cdb::Cdb;
 use iscsi_proto::seq::{CmdWindow, Sn};
@@ -93,9 +92,15 @@ impl Task {
     }
 }
 
+/// Room for a BHS and its header digest (we send no AHS).
+pub(super) const HEADER_MAX: usize = iscsi_proto::pdu::BHS_LEN + 4;
+
 /// One outgoing PDU: header (with digest), data, trailer (padding, digest).
+/// The header lives inline, so that a PDU costs no allocation of its own.
 pub(super) struct Out {
-    pub header: Bytes,
+    pub header: [u8; HEADER_MAX],
+    /// The part of `header` still to send.
+    pub header_range: (u8, u8),
     pub data: Bytes,
     pub trailer: ([u8; 7], usize),
 }
@@ -593,15 +598,27 @@ impl State {
 
 /// Encodes a PDU for connection `c` and hands it to its writer.
 pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
-    let bhs = bhs.into();
-    let mut hdr = BytesMut::with_capacity(48 + 4);
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    encode_header(&bhs, &[], len, &c.tx_cfg, &mut hdr);
+    let (header, header_len) = encode_header_inline(&bhs.into(), len, &c.tx_cfg);
     let trailer = data_trailer(&data, &c.tx_cfg);
+    let out = Out { header, header_range: (0, header_len), data, trailer };
     // A send error means the writer is gone; the reader reports the loss.
-    if c.link.send(&c.tx, Out { header: hdr.freeze(), data, trailer }).is_err() {
+    if c.link.send(&c.tx, out).is_err() {
         tracing::debug!(cid = c.cid, "PDU not sent: the connection's writer is gone");
     }
+}
+
+/// The BHS (no AHS) and, when negotiated, its digest (RFC 7143 §11.2),
+/// the same bytes as `encode_header`, in an array; returns how many are used.
+fn encode_header_inline(bhs: &Bhs, data_len: u32, cfg: &FrameConfig) -> ([u8; HEADER_MAX], u8) {
+    let mut out = [0u8; HEADER_MAX];
+    let (head, digest) = out.split_at_mut(iscsi_proto::pdu::BHS_LEN);
+    head.copy_from_slice(&bhs.encode(0, data_len));
+    if !cfg.header_digest {
+        return (out, iscsi_proto::pdu::BHS_LEN as u8);
+    }
+    digest.copy_from_slice(&iscsi_proto::digest::to_wire(iscsi_proto::digest::crc32c(head)));
+    (out, HEADER_MAX as u8)
 }
 
 /// Sends `len` bytes from `offset` as Data-Out PDUs no larger than the
@@ -1006,6 +1023,20 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    use iscsi_proto::pdu::encode_header;
+
+    #[test]
+    fn inline_header_matches_encode_header() {
+        let bhs: Bhs = NopOut { immediate: true, lun: 3, itt: 9, ttt: RESERVED_TAG, cmd_sn: 5, exp_stat_sn: 7 }.into();
+        for header_digest in [false, true] {
+            let cfg = FrameConfig { header_digest, ..FrameConfig::default() };
+            let mut want = BytesMut::new();
+            encode_header(&bhs, &[], 512, &cfg, &mut want);
+            let (got, n) = encode_header_inline(&bhs, 512, &cfg);
+            assert_eq!(&got[..usize::from(n)], &want[..]);
+        }
+    }
 
     #[test]
     fn itt_hash_spreads_sequential_itts() {
