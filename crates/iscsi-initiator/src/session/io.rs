@@ -4,7 +4,8 @@
 
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Weak;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use iscsi_proto::pdu::{
     BHS_LEN, Bhs, FrameHeader, NopOut, PduDecoder, PduError, RESERVED_TAG, peek_lengths, task_attr,
 };
 use iscsi_proto::scsi::cdb::Cdb;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -81,7 +82,12 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
         return;
     };
     let reason = async {
-        let mut deadline = Instant::now() + nop_interval;
+        // One timer for the connection's life, moved only when it fires: a
+        // PDU just notes the time (re-arming a timer per PDU costs a timer
+        // wheel insert and removal per command).
+        let mut last_pdu = Instant::now();
+        let timer = tokio::time::sleep_until(last_pdu + nop_interval);
+        tokio::pin!(timer);
         let mut pinging = false;
         // After a placed segment another one usually follows: read just its
         // header then, so that its data is not pulled into `buf` and copied.
@@ -99,7 +105,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
                     {
                         return reason;
                     }
-                    deadline = Instant::now() + nop_interval;
+                    last_pdu = Instant::now();
                     pinging = false;
                     header_next = true;
                     continue;
@@ -108,7 +114,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
                     Ok(Some(pdu)) => {
                         // Liveness is a whole PDU, not a byte: a target that
                         // trickles bytes is as dead as a silent one.
-                        deadline = Instant::now() + nop_interval;
+                        last_pdu = Instant::now();
                         pinging = false;
                         let Some(inner) = weak.upgrade() else { return String::new() };
                         if let Err(e) = inner.handle_pdu(cid, pdu) {
@@ -129,21 +135,29 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
             header_next = false;
             let mut limited = (&mut buf).limit(want);
             tokio::select! {
+                biased;
                 r = rd.read_buf(&mut limited) => match r {
                     Ok(0) => return CLOSED_BY_TARGET.to_string(),
                     Ok(_) => {}
                     Err(e) => return format!("read error: {e}"),
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    // No PDU since the ping (a PDU clears `pinging`).
                     if pinging {
                         return format!("no answer to NOP-Out within {} s", nop_timeout.as_secs());
+                    }
+                    if now < last_pdu + nop_interval {
+                        // Traffic since the timer was set: not idle yet.
+                        timer.as_mut().reset(last_pdu + nop_interval);
+                        continue;
                     }
                     let Some(inner) = weak.upgrade() else { return String::new() };
                     if send_ping(&inner, cid) {
                         pinging = true;
-                        deadline = Instant::now() + nop_timeout;
+                        timer.as_mut().reset(now + nop_timeout);
                     } else {
-                        deadline = Instant::now() + nop_interval;
+                        timer.as_mut().reset(now + nop_interval);
                     }
                 }
             }
@@ -254,8 +268,111 @@ fn send_ping(inner: &Inner, cid: u16) -> bool {
     true
 }
 
-/// Writes queued PDUs, gathering what is ready into one vectored write.
-pub(super) async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>) {
+/// The sending side of one connection, shared by its writer task and by
+/// the submitters. A submitter that finds nothing queued writes its PDU
+/// itself (one non-blocking `writev` under the session lock, which orders
+/// the PDUs of a connection); only when the socket is full or PDUs are
+/// already queued does the writer task take over. That saves the hop to
+/// the writer, two task wake-ups per command, at iodepth 1, and keeps
+/// the batching when busy.
+pub(super) struct Link {
+    wr: OwnedWriteHalf,
+    /// PDUs handed to the writer task and not yet fully written. The
+    /// writer lowers it only after their last byte is out, so zero means
+    /// that the socket is free for the next PDU in order.
+    queued: AtomicUsize,
+}
+
+impl Link {
+    pub(super) fn new(wr: OwnedWriteHalf) -> Self {
+        Self { wr, queued: AtomicUsize::new(0) }
+    }
+
+    /// Writes `out` now if nothing is queued ahead of it; otherwise, or
+    /// for what the socket did not take, hands it to the writer task.
+    /// Callers hold the session lock, which serialises them.
+    pub(super) fn send(&self, tx: &mpsc::UnboundedSender<Out>, out: Out) -> std::result::Result<(), Out> {
+        let out = if self.queued.load(Ordering::Acquire) == 0 {
+            let slices = out.segments().map(IoSlice::new).collect::<SmallSlices>();
+            match self.wr.try_write_vectored(slices.as_slice()) {
+                Ok(n) if n == out.len() => return Ok(()),
+                Ok(n) => out.rest(n),
+                // Full socket or a failure: the writer waits for room, or
+                // meets the same error and ends.
+                Err(_) => out,
+            }
+        } else {
+            out
+        };
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        tx.send(out).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            e.0
+        })
+    }
+}
+
+/// Up to the three slices of one PDU, on the stack.
+struct SmallSlices<'a> {
+    s: [IoSlice<'a>; 3],
+    n: usize,
+}
+
+impl<'a> FromIterator<IoSlice<'a>> for SmallSlices<'a> {
+    fn from_iter<I: IntoIterator<Item = IoSlice<'a>>>(it: I) -> Self {
+        let mut s = SmallSlices { s: [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])], n: 0 };
+        for x in it {
+            if let Some(slot) = s.s.get_mut(s.n) {
+                *slot = x;
+                s.n += 1;
+            }
+        }
+        s
+    }
+}
+
+impl<'a> SmallSlices<'a> {
+    fn as_slice(&self) -> &[IoSlice<'a>] {
+        self.s.get(..self.n).unwrap_or_default()
+    }
+}
+
+impl Out {
+    /// Header, data and trailer, empty ones left out.
+    fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        let (from, to) = self.header_range;
+        let header = self.header.get(usize::from(from)..usize::from(to)).unwrap_or_default();
+        let trailer = self.trailer.0.get(..self.trailer.1).unwrap_or_default();
+        [header, &self.data[..], trailer].into_iter().filter(|s| !s.is_empty())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.header_range.1.saturating_sub(self.header_range.0)) + self.data.len() + self.trailer.1
+    }
+
+    /// What is left after the first `n` bytes went out.
+    fn rest(self, n: usize) -> Out {
+        let Out { mut header, header_range: (from, to), mut data, trailer } = self;
+        let h = n.min(usize::from(to - from));
+        let from = from + h as u8;
+        let n = n - h;
+        let d = n.min(data.len());
+        data.advance(d);
+        if n == d {
+            return Out { header, header_range: (from, to), data, trailer };
+        }
+        // Only part of the trailer is left: send it as the header.
+        let t = trailer.0.get(n - d..trailer.1).unwrap_or_default();
+        if let Some(dst) = header.get_mut(..t.len()) {
+            dst.copy_from_slice(t);
+        }
+        Out { header, header_range: (0, t.len() as u8), data, trailer: ([0; 7], 0) }
+    }
+}
+
+/// Writes what submitters queued (see [`Link`]), gathering what is ready
+/// into one vectored write.
+pub(super) async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Out>) {
     const BATCH: usize = 64;
     let mut batch: Vec<Out> = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
@@ -266,28 +383,21 @@ pub(super) async fn writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiv
                 Err(_) => break,
             }
         }
-        let mut segs: Vec<&[u8]> = Vec::with_capacity(batch.len() * 3);
-        for o in &batch {
-            segs.push(&o.header);
-            if !o.data.is_empty() {
-                segs.push(&o.data);
-            }
-            if let Some(t) = o.trailer.0.get(..o.trailer.1)
-                && !t.is_empty()
-            {
-                segs.push(t);
-            }
-        }
-        if let Err(e) = write_all_vectored(&mut wr, &segs).await {
+        let segs: Vec<&[u8]> = batch.iter().flat_map(Out::segments).collect();
+        if let Err(e) = write_all_vectored(&link.wr, &segs).await {
             debug!("write failed: {e}");
             return;
         }
+        link.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         batch.clear();
     }
-    let _ = wr.shutdown().await;
+    // The last holder of the write half shuts it down when dropping it.
+    if let Ok(mut link) = Arc::try_unwrap(link) {
+        let _ = link.wr.shutdown().await;
+    }
 }
 
-async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, segs: &[&[u8]]) -> std::io::Result<()> {
+async fn write_all_vectored(w: &OwnedWriteHalf, segs: &[&[u8]]) -> std::io::Result<()> {
     let mut idx = 0;
     let mut off = 0;
     while idx < segs.len() {
@@ -296,7 +406,14 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, segs: &[&[u8]]) ->
             let s = if i == idx { s.get(off..).unwrap_or_default() } else { s };
             slices.push(IoSlice::new(s));
         }
-        let mut n = w.write_vectored(&slices).await?;
+        let mut n = loop {
+            w.writable().await?;
+            match w.try_write_vectored(&slices) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -312,7 +429,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, segs: &[&[u8]]) ->
             }
         }
     }
-    w.flush().await
+    Ok(())
 }
 
 impl Session {
@@ -341,6 +458,34 @@ impl Session {
         match self.inner.submit_command(task).await? {
             Reply::Scsi(o) => Ok(o),
             _ => Err(Error::protocol("unexpected reply to a SCSI command")),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A PDU cut after any byte (a short non-blocking write) resumes with
+    /// exactly the bytes that did not go out.
+    #[test]
+    fn rest_of_a_pdu_is_its_unsent_tail() {
+        let mut header = [0u8; super::super::state::HEADER_MAX];
+        for (i, b) in header.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let data = Bytes::from_static(&[101, 102, 103, 104, 105]);
+        let out =
+            || Out { header, header_range: (0, 52), data: data.clone(), trailer: ([201, 202, 203, 0, 0, 0, 0], 3) };
+        let whole: Vec<u8> = out().segments().flatten().copied().collect();
+        assert_eq!(whole.len(), out().len());
+        assert_eq!(whole.len(), 60);
+        for n in 0..whole.len() {
+            let rest = out().rest(n);
+            let tail: Vec<u8> = rest.segments().flatten().copied().collect();
+            assert_eq!(tail, whole[n..], "cut after {n} bytes");
+            assert_eq!(rest.len(), whole.len() - n);
         }
     }
 }

@@ -148,7 +148,8 @@ fn spawn_connection(
     let (local, remote) = (stream.local_addr().ok(), stream.peer_addr().ok());
     let (tx, rx) = mpsc::unbounded_channel();
     let (rd, wr) = stream.into_split();
-    let w = tokio::spawn(io::writer(wr, rx));
+    let link = Arc::new(io::Link::new(wr));
+    let w = tokio::spawn(io::writer(link.clone(), rx));
     let r = tokio::spawn(io::reader(Arc::downgrade(inner), cid, rd, PduDecoder::new(rx_cfg), l.leftover));
     ConnState {
         cid,
@@ -159,6 +160,7 @@ fn spawn_connection(
         max_xmit: l.negotiated.max_xmit_data_segment_length,
         params: l.negotiated,
         tx,
+        link,
         tx_cfg,
         exp_stat_sn: l.exp_stat_sn,
         ping_itt: None,
@@ -168,6 +170,20 @@ fn spawn_connection(
         weight: 1,
         counters: ConnCounters::default(),
         handles: vec![w, r],
+    }
+}
+
+/// Times out overdue commands (`State::expire_overdue`) a few times per
+/// `command_timeout`, at most every 250 ms; ends with the session.
+async fn sweep_overdue(weak: std::sync::Weak<Inner>) {
+    let Some(timeout) = weak.upgrade().map(|i| i.cfg.command_timeout) else { return };
+    let tick = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut every = tokio::time::interval(tick);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        inner.lock().expire_overdue(std::time::Instant::now());
     }
 }
 
@@ -207,7 +223,7 @@ impl Session {
                 initial_r2t: params.initial_r2t,
             },
             next_itt: 1,
-            tasks: HashMap::new(),
+            tasks: HashMap::default(),
             queued: VecDeque::new(),
             conns: Vec::new(),
             leading_cid: 0,
@@ -231,6 +247,7 @@ impl Session {
             params,
             recovery: tokio::sync::Mutex::new(()),
         });
+        tokio::spawn(sweep_overdue(Arc::downgrade(&inner)));
         let conn = spawn_connection(&inner, 0, ids().next_connection(), portal.clone(), stream, l);
         let mut st = inner.lock();
         st.conns.push(conn);
@@ -590,6 +607,7 @@ impl Inner {
     fn register(&self, mut task: Task) -> Result<(u32, oneshot::Receiver<Result<Reply>>, MutexGuard<'_, State>)> {
         let (tx, rx) = oneshot::channel();
         task.reply = Some(tx);
+        task.deadline = Some(std::time::Instant::now() + self.cfg.command_timeout);
         let mut st = self.lock();
         if let Some(r) = &st.closed {
             return Err(Error::ConnectionLost(r.clone()));
@@ -684,27 +702,10 @@ impl Inner {
         self.wait(itt, rx).await
     }
 
-    async fn wait(&self, itt: u32, rx: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
-        match tokio::time::timeout(self.cfg.command_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::SessionClosed),
-            Err(_) => {
-                // Leave a tombstone without a waiter so that a late answer is
-                // consumed quietly; the caller gets a clear error now.
-                let mut where_ = String::new();
-                let mut st = self.lock();
-                let window = (st.window.exp_cmd_sn(), st.window.max_cmd_sn(), st.window.current());
-                if let Some(t) = st.tasks.get_mut(&itt) {
-                    t.reply = None;
-                    if let (Some(cid), Some(sn)) = (t.cid, t.cmd_sn) {
-                        where_ = format!(", CmdSN {sn} on connection {cid}");
-                    } else if t.cid.is_none() {
-                        where_ = ", still queued".to_string();
-                    }
-                }
-                tracing::debug!(itt, ?window, "command timed out{where_}");
-                Err(Error::Timeout(format!("the target's answer (task 0x{itt:08x}{where_})")))
-            }
-        }
+    /// Waits for the task's answer; `expire_overdue` (run by the session's
+    /// sweeper, `sweep_overdue`) answers with a timeout after
+    /// `command_timeout`.
+    async fn wait(&self, _itt: u32, rx: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
+        rx.await.unwrap_or(Err(Error::SessionClosed))
     }
 }
