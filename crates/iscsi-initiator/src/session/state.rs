@@ -1126,7 +1126,7 @@ mod tests {
             window: CmdWindow::new(next, exp, exp.wrapping_add(31)),
             burst: Burst { first_burst_length: 65536, immediate_data: true, initial_r2t: true },
             next_itt: 1,
-            tasks: HashMap::new(),
+            tasks: HashMap::default(),
             queued: VecDeque::new(),
             conns: Vec::new(),
             leading_cid: 0,
