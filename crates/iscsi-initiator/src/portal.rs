@@ -6,7 +6,7 @@ use std::fmt;
 use crate::error::Error;
 
 /// The well-known iSCSI port (RFC 7143 §13.8).
-pub const DEFAULT_PORT: u16 = 3260;
+pub const DEFAULT_PORT: u16 = iscsi_proto::discovery::DEFAULT_PORT;
 
 /// A network portal: host name or IP literal and TCP port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -20,36 +20,8 @@ impl PortalAddr {
     /// Parses `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`. A bare IPv6
     /// literal without brackets is accepted when it has more than one colon.
     pub fn parse(s: &str) -> Result<Self, Error> {
-        let bad = || Error::InvalidAddress(s.to_string());
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(bad());
-        }
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(bad)?),
-            };
-            (host, port)
-        } else if s.matches(':').count() > 1 {
-            (s, None)
-        } else {
-            match s.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (s, None),
-            }
-        };
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
-            return Err(bad());
-        }
-        let port = match port {
-            None => DEFAULT_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p != 0 => p,
-                _ => return Err(bad()),
-            },
-        };
+        let (host, port) =
+            iscsi_proto::discovery::split_host_port(s).ok_or_else(|| Error::InvalidAddress(s.to_string()))?;
         Ok(Self { host: host.to_string(), port })
     }
 

@@ -32,6 +32,38 @@ pub struct TargetAddress {
     pub tpgt: u16,
 }
 
+/// Splits `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT` (a bare IPv6 literal
+/// with more than one colon is taken whole, with the default port), the
+/// portal form of RFC 7143 §13.8 shared by `TargetAddress` and user input.
+/// `None` when the host is empty or holds whitespace, `/`, `@` or brackets,
+/// or the port is not 1-65535.
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let s = s.trim();
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (host, port)
+    } else if s.matches(':').count() > 1 {
+        (s, None)
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '[' | ']')) {
+        return None;
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
+    };
+    Some((host, port))
+}
+
 impl TargetAddress {
     /// Parses `HOST[:PORT],TPGT`, where HOST is a name, an IPv4 literal, a
     /// bracketed IPv6 literal, or (leniently) a bare IPv6 literal, which then
@@ -40,32 +72,7 @@ impl TargetAddress {
         let bad = || SendTargetsError::InvalidAddress(s.to_owned());
         let (addr, tpgt) = s.rsplit_once(',').ok_or_else(bad)?;
         let tpgt = tpgt.parse::<u16>().map_err(|_| bad())?;
-        let addr = addr.trim();
-        let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(bad)?),
-            };
-            (host, port)
-        } else if addr.matches(':').count() > 1 {
-            (addr, None)
-        } else {
-            match addr.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (addr, None),
-            }
-        };
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '[' | ']')) {
-            return Err(bad());
-        }
-        let port = match port {
-            None => DEFAULT_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p != 0 => p,
-                _ => return Err(bad()),
-            },
-        };
+        let (host, port) = split_host_port(addr).ok_or_else(bad)?;
         Ok(Self { host: host.to_owned(), port, tpgt })
     }
 }
@@ -107,6 +114,18 @@ mod tests {
 
     fn p(k: &str, v: &str) -> (String, String) {
         (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn host_port_forms_shared_with_user_input() {
+        assert_eq!(split_host_port("h"), Some(("h", 3260)));
+        assert_eq!(split_host_port(" 10.0.0.1:3261 "), Some(("10.0.0.1", 3261)));
+        assert_eq!(split_host_port("[::1]:3262"), Some(("::1", 3262)));
+        assert_eq!(split_host_port("[::1]"), Some(("::1", 3260)));
+        assert_eq!(split_host_port("fe80::1"), Some(("fe80::1", 3260)));
+        for bad in ["", ":3260", "h:0", "h:65536", "h:x", "[::1", "[::1]x", "a b", "u@h", "h/x", "[[::1]]"] {
+            assert_eq!(split_host_port(bad), None, "{bad:?}");
+        }
     }
 
     fn addr(host: &str, port: u16, tpgt: u16) -> TargetAddress {
