@@ -14,32 +14,15 @@
 //! `RSISCSI_LAB_ENV`, default `/tmp/rsiscsi-lab/lab.env`); they only read
 //! its last MiB and fail before writing anything.
 
-use std::collections::HashMap;
+mod common;
+
+use common::var;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 const MIB: u64 = 1 << 20;
-
-/// The lab's `export NAME='value'` settings.
-fn lab() -> &'static HashMap<String, String> {
-    static LAB: OnceLock<HashMap<String, String>> = OnceLock::new();
-    LAB.get_or_init(|| {
-        let path = std::env::var("RSISCSI_LAB_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-lab/lab.env".into());
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("the target lab is not running ({path}: {e}): start scripts/lab-up.sh first"));
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect()
-    })
-}
-
-fn var(name: &str) -> String {
-    lab().get(name).unwrap_or_else(|| panic!("{name} missing from the lab settings")).clone()
-}
 
 /// Every lab secret: none may ever be printed.
 fn secrets() -> Vec<String> {

@@ -9,35 +9,17 @@
 //! write below 600 MiB) or on the `chap` and `mutual` LUNs; each test has its
 //! own region because tests run in parallel.
 
-use std::collections::HashMap;
+mod common;
+
+use common::var;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use rand::RngCore;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-/// The lab's `export NAME='value'` settings.
-fn lab() -> &'static HashMap<String, String> {
-    static LAB: OnceLock<HashMap<String, String>> = OnceLock::new();
-    LAB.get_or_init(|| {
-        let path = std::env::var("RSISCSI_LAB_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-lab/lab.env".into());
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("the target lab is not running ({path}: {e}): run scripts/test.sh, or start scripts/lab-up.sh first")
-        });
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect()
-    })
-}
-
-fn var(name: &str) -> String {
-    lab().get(name).unwrap_or_else(|| panic!("{name} missing from the lab settings")).clone()
-}
 
 /// One target daemon of the lab, by its prefix in lab.env.
 #[derive(Clone, Copy)]

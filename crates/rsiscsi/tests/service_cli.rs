@@ -10,6 +10,8 @@
 //! at it). The tests fail with that advice when it is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -518,19 +520,6 @@ fn chap_secret_is_sent_never_shown() {
     assert_eq!(svc.json(&["portal", "list"])["portals"].as_array().unwrap().len(), 1);
 }
 
-/// A lab setting from `RSISCSI_LAB_ENV` (default `/tmp/rsiscsi-lab/lab.env`).
-fn lab(name: &str) -> String {
-    let path = std::env::var("RSISCSI_LAB_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-lab/lab.env".into());
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the target lab is not running ({path}: {e}): start scripts/lab-up.sh first"));
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('\'').to_string())
-        .unwrap_or_else(|| panic!("{name} missing from {path}"))
-}
-
 /// CHAP and digests given to `target login` reach the target through the
 /// service: a wrong secret is the service's ISDSC_AUTHENTICATION_FAILURE, the
 /// right one logs in with CRC32C on both digests. Read-only on tgt's `chap`
@@ -538,9 +527,9 @@ fn lab(name: &str) -> String {
 #[test]
 fn chap_login_through_the_service() {
     let svc = Service::start("chaplogin");
-    let iqn = lab("RSISCSI_TGT_IQN_CHAP");
-    let user = lab("RSISCSI_CHAP_USER");
-    let secret = lab("RSISCSI_CHAP_SECRET");
+    let iqn = common::var("RSISCSI_TGT_IQN_CHAP");
+    let user = common::var("RSISCSI_CHAP_USER");
+    let secret = common::var("RSISCSI_CHAP_SECRET");
     svc.ok(&["portal", "add", PORTAL]);
     let login = |secret: &str| {
         run_cli(
