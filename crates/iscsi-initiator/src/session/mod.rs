@@ -14,7 +14,6 @@ pub use self::management::initiator_port_address;
 mod recovery;
 mod state;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ pub use self::state::{ConnCounters, LatencyHistogram};
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
 use crate::login::{LoggedIn, LoginOutcome, LoginParams, login};
-use crate::model::{Balancer, IdAllocator, LoadBalancePolicy, UniqueConnectionId, UniqueSessionId};
+use crate::model::{IdAllocator, LoadBalancePolicy, UniqueConnectionId, UniqueSessionId};
 use crate::portal::PortalAddr;
 
 /// Direction and size of a SCSI command's data.
@@ -215,29 +214,15 @@ impl Session {
 
     fn start(stream: TcpStream, portal: PortalAddr, target: Option<&str>, cfg: SessionConfig, l: LoggedIn) -> Self {
         let params = l.negotiated.clone();
-        let state = State {
-            window: CmdWindow::new(l.exp_cmd_sn, l.exp_cmd_sn, l.max_cmd_sn),
-            burst: Burst {
+        let state = State::new(
+            CmdWindow::new(l.exp_cmd_sn, l.exp_cmd_sn, l.max_cmd_sn),
+            Burst {
                 first_burst_length: params.first_burst_length,
                 immediate_data: params.immediate_data,
                 initial_r2t: params.initial_r2t,
             },
-            next_itt: 1,
-            tasks: HashMap::default(),
-            queued: VecDeque::new(),
-            conns: Vec::new(),
-            leading_cid: 0,
-            next_cid: 1,
-            balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
-            path_views: Vec::new(),
-            retired_counters: HashMap::new(),
-            closed: None,
-            hold: 0,
-            ping_hold: None,
-            wanted: Vec::new(),
-            tsih: l.tsih,
-            generation: 0,
-        };
+            l.tsih,
+        );
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             cfg,

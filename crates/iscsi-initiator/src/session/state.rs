@@ -313,6 +313,30 @@ fn conn(conns: &[ConnState], cid: Option<u16>) -> Option<&ConnState> {
 
 impl State {
     /// Removes a task, releasing its place in its connection's queue depth.
+    /// A session's state right after its leading login: no connection yet
+    /// (the caller adds it), round-robin balancing.
+    pub fn new(window: CmdWindow, burst: Burst, tsih: u16) -> Self {
+        State {
+            window,
+            burst,
+            next_itt: 1,
+            tasks: HashMap::default(),
+            queued: VecDeque::new(),
+            conns: Vec::new(),
+            leading_cid: 0,
+            next_cid: 1,
+            balancer: Balancer::new(crate::model::LoadBalancePolicy::RoundRobin),
+            path_views: Vec::new(),
+            retired_counters: HashMap::new(),
+            closed: None,
+            hold: 0,
+            ping_hold: None,
+            wanted: Vec::new(),
+            tsih,
+            generation: 0,
+        }
+    }
+
     pub fn take_task(&mut self, itt: u32) -> Option<Task> {
         let t = self.tasks.remove(&itt)?;
         if let (TaskKind::Scsi(_), Some(cid)) = (&t.kind, t.cid)
@@ -1072,7 +1096,6 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LoadBalancePolicy;
     use std::time::Duration;
 
     use iscsi_proto::pdu::encode_header;
@@ -1122,25 +1145,8 @@ mod tests {
     }
 
     fn state(next: u32, exp: u32) -> State {
-        State {
-            window: CmdWindow::new(next, exp, exp.wrapping_add(31)),
-            burst: Burst { first_burst_length: 65536, immediate_data: true, initial_r2t: true },
-            next_itt: 1,
-            tasks: HashMap::default(),
-            queued: VecDeque::new(),
-            conns: Vec::new(),
-            leading_cid: 0,
-            next_cid: 1,
-            balancer: Balancer::new(LoadBalancePolicy::RoundRobin),
-            path_views: Vec::new(),
-            retired_counters: HashMap::new(),
-            closed: None,
-            hold: 0,
-            ping_hold: None,
-            wanted: Vec::new(),
-            tsih: 1,
-            generation: 0,
-        }
+        let burst = Burst { first_burst_length: 65536, immediate_data: true, initial_r2t: true };
+        State::new(CmdWindow::new(next, exp, exp.wrapping_add(31)), burst, 1)
     }
 
     /// A SCSI task that went out with `cmd_sn`, on `cid` or lost with it.
