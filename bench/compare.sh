@@ -5,7 +5,7 @@
 # Starts bench/targets.sh (ports 3300/3301/3309), runs every workload A B A B ... N times per
 # target, prints a Markdown table of medians and ratios (ours/libiscsi) and writes it to
 # bench/results/<date>.md. The targets are stopped on exit. Needs root, bench/peer-tools.sh done,
-# and a release build: cargo build --release -p rsiscsi.
+# and a release build: cargo build --release -p rsiscsi. RESULT=FILE writes the table elsewhere.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -121,7 +121,7 @@ kill "$IPERF_PID" 2>/dev/null
 IPERF_PID=""
 
 mkdir -p "$HERE/results"
-RESULT="$HERE/results/$(date +%F).md"
+RESULT=${RESULT:-$HERE/results/$(date +%F).md}
 python3 - "$RAW" "$OUT" "$RUNS" "$TIME" "$WARMUP" "$MCS" >"$RESULT.tmp" <<'PY'
 import json, statistics, sys, os, platform, subprocess
 raw, out, runs, secs, warm, mcs = sys.argv[1:7]

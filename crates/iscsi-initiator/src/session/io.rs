@@ -15,13 +15,14 @@ use iscsi_proto::pdu::{
     BHS_LEN, Bhs, FrameHeader, NopOut, PduDecoder, PduError, RESERVED_TAG, peek_lengths, task_attr,
 };
 use iscsi_proto::scsi::cdb::Cdb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::rx::RxSocket;
 use super::state::{Out, Reply, ScsiTask, Task, TaskKind, conn_mut, push};
 use super::{Inner, ScsiOutcome, Session};
 use crate::config::SessionConfig;
@@ -77,7 +78,8 @@ pub(super) const CLOSED_BY_TARGET: &str = "the target closed the connection";
 /// Reads, frames and dispatches PDUs; pings the target when it is quiet
 /// and declares the connection dead when a ping goes unanswered. Holds the
 /// session weakly so that dropping the last handle ends it.
-pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, mut dec: PduDecoder, mut buf: BytesMut) {
+pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut dec: PduDecoder, mut buf: BytesMut) {
+    let mut rd = RxSocket::new(rd);
     let Some((nop_interval, nop_timeout)) = weak.upgrade().map(|i| (i.cfg.nop_interval, i.cfg.nop_timeout)) else {
         return;
     };
@@ -136,7 +138,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, mut rd: OwnedReadHalf, m
             let mut limited = (&mut buf).limit(want);
             tokio::select! {
                 biased;
-                r = rd.read_buf(&mut limited) => match r {
+                r = rd.read(&mut limited, 0) => match r {
                     Ok(0) => return CLOSED_BY_TARGET.to_string(),
                     Ok(_) => {}
                     Err(e) => return format!("read error: {e}"),
@@ -197,7 +199,7 @@ fn large_data_in(dec: &PduDecoder, buf: &BytesMut) -> Option<std::result::Result
 async fn place_data_in(
     weak: &Weak<Inner>,
     cid: u16,
-    rd: &mut OwnedReadHalf,
+    rd: &mut RxSocket,
     buf: &mut BytesMut,
     h: FrameHeader,
     idle: Duration,
@@ -212,14 +214,15 @@ async fn place_data_in(
     let have = buf.len().min(h.data_len);
     dest.extend_from_slice(buf.get(..have).unwrap_or_default());
     buf.advance(have);
+    let trailer = h.trailer_len();
     while dest.len() - start < h.data_len {
         let want = h.data_len - (dest.len() - start);
-        read_some(rd, &mut (&mut dest).limit(want), idle).await?;
+        read_some(rd, &mut (&mut dest).limit(want), want + trailer, idle).await?;
     }
-    let trailer = h.trailer_len();
     while buf.len() < trailer {
         buf.reserve(READ_CHUNK);
-        read_some(rd, buf, idle).await?;
+        let owed = trailer - buf.len();
+        read_some(rd, buf, owed, idle).await?;
     }
     if h.data_digest_len > 0 {
         let data = dest.get(start..).unwrap_or_default();
@@ -232,9 +235,14 @@ async fn place_data_in(
     inner.end_data_in(cid, &h.bhs, dest, h.data_len).map_err(|e| e.to_string())
 }
 
-/// One read of at least a byte within `idle`.
-async fn read_some<B: BufMut>(rd: &mut OwnedReadHalf, b: &mut B, idle: Duration) -> std::result::Result<(), String> {
-    match tokio::time::timeout(idle, rd.read_buf(b)).await {
+/// One read of at least a byte within `idle`; `owed` as for [`RxSocket::read`].
+async fn read_some<B: BufMut>(
+    rd: &mut RxSocket,
+    b: &mut B,
+    owed: usize,
+    idle: Duration,
+) -> std::result::Result<(), String> {
+    match tokio::time::timeout(idle, rd.read(b, owed)).await {
         Err(_) => Err(format!("no data from the target within {} s", idle.as_secs())),
         Ok(Ok(0)) => Err(CLOSED_BY_TARGET.to_string()),
         Ok(Ok(_)) => Ok(()),

@@ -12,6 +12,7 @@ mod io;
 mod management;
 pub use self::management::initiator_port_address;
 mod recovery;
+mod rx;
 mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard};
