@@ -60,13 +60,22 @@ impl RxSocket {
     pub(super) async fn read<B: BufMut>(&mut self, b: &mut B, owed: usize) -> io::Result<usize> {
         let mark = if owed >= LOWAT_MIN && self.supported { owed.min(LOWAT_MAX) } else { 1 };
         if mark > 1 {
-            let _ = self.rd.as_ref().try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+            self.forget_readiness();
             self.set_lowat(mark);
             self.rd.readable().await?;
         }
         loop {
+            let offered = b.chunk_mut().len();
             match self.rd.try_read_buf(b) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(n) if n > 0 && n < offered => {
+                    // A short read emptied the receive queue (tcp_recvmsg
+                    // copies while data is queued): forget the readiness
+                    // now rather than learn it from one more `recv` that
+                    // fails. Bytes arriving since raise a new event.
+                    self.forget_readiness();
+                    return Ok(n);
+                }
                 r => return r,
             }
             if mark != self.lowat && self.supported {
@@ -74,6 +83,12 @@ impl RxSocket {
             }
             self.rd.readable().await?;
         }
+    }
+
+    /// Clears tokio's notion that the socket is readable; the next event
+    /// from the kernel sets it again.
+    fn forget_readiness(&self) {
+        let _ = self.rd.as_ref().try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
     }
 
     fn set_lowat(&mut self, n: usize) {
