@@ -55,18 +55,45 @@ trap 'exit 130' INT TERM
 url_of() { "$HERE/targets.sh" urls | awk -v t="$1" '$1 == t {print $2}'; }
 # fio wants the colons of its filename escaped.
 fio_name() { printf '%s' "$1" | sed 's/:/\\:/g'; }
+# The daemon serving a target: tgtd (one main thread does all the iSCSI work) or istgt.
+target_pid() {
+  case "$1" in
+    tgt-*) cat "$BENCH_DIR/tgt/tgtd.pid" ;;
+    istgt) cat "$BENCH_DIR/istgt/istgt.launch.pid" ;;
+  esac 2>/dev/null
+}
+# measured PID COMMAND...: runs COMMAND and writes, to $MEASURED, the CPU the target's threads
+# used meanwhile (bench/threads.py: all threads and the busiest, as % of one core).
+measured() {
+  local pid=$1 t0 t1
+  shift
+  python3 "$HERE/threads.py" snap "$pid" >"$OUT/threads.before" 2>/dev/null
+  t0=$(date +%s.%N)
+  "$@"
+  local rc=$?
+  t1=$(date +%s.%N)
+  python3 "$HERE/threads.py" snap "$pid" >"$OUT/threads.after" 2>/dev/null
+  python3 "$HERE/threads.py" diff "$OUT/threads.before" "$OUT/threads.after" \
+    "$(python3 -c "print($t1 - $t0)")" >"$MEASURED" 2>/dev/null || echo '{}' >"$MEASURED"
+  return $rc
+}
+MEASURED="$OUT/threads.json"
 # record TARGET WORKLOAD SIDE RUN JSON-FILE
 record() {
-  python3 - "$@" >>"$RAW" <<'PY'
+  python3 - "$@" "$MEASURED" >>"$RAW" <<'PY'
 import json, sys
-t, w, side, run, path = sys.argv[1:6]
+t, w, side, run, path, measured = sys.argv[1:7]
 try:
     text = open(path).read()
     # fio may print "note: ..." lines on stdout before its JSON.
     d = json.loads(text[text.index("{"):])
 except Exception as e:
     d = {"error": "no JSON: %s" % e}
-print(json.dumps({"target": t, "workload": w, "side": side, "run": int(run), "data": d}))
+try:
+    tcpu = json.load(open(measured))
+except Exception:
+    tcpu = {}
+print(json.dumps({"target": t, "workload": w, "side": side, "run": int(run), "data": d, "target_cpu": tcpu}))
 PY
 }
 
@@ -83,6 +110,7 @@ LIMIT=$((${TIME%.*} + ${WARMUP%.*} + 30))
 for t in $TARGETS; do
   url=$(url_of "$t")
   [ -n "$url" ] || { say "unknown target $t"; continue; }
+  tpid=$(target_pid "$t")
   for wl in $ALL_WORKLOADS; do
     IFS=: read -r name rw bs qd conns <<<"$wl"
     case " ${WORKLOADS//$'\n'/ } " in *" $name "* | *" $wl "*) ;; *) continue ;; esac
@@ -91,7 +119,7 @@ for t in $TARGETS; do
       f="$OUT/$t.$name.$r.ours.json"
       if [ "$conns" = 1 ] || [ "$MCS" = yes ]; then
         say "$t $name run $r: rsiscsi"
-        timeout -k 5 "$LIMIT" "$RSISCSI" bench "$url" --rw "$rw" --bs "$bs" --iodepth $((qd * conns)) \
+        measured "$tpid" timeout -k 5 "$LIMIT" "$RSISCSI" bench "$url" --rw "$rw" --bs "$bs" --iodepth $((qd * conns)) \
           --connections "$conns" --time "$TIME" --warmup "$WARMUP" --size 1G --json >"$f" 2>"$f.err" ||
           say "  rsiscsi failed: $(tail -1 "$f.err")"
         record "$t" "$name" ours "$r" "$f"
@@ -99,7 +127,7 @@ for t in $TARGETS; do
       # B: libiscsi through fio
       f="$OUT/$t.$name.$r.fio.json"
       say "$t $name run $r: fio/libiscsi"
-      timeout -k 5 "$LIMIT" "$FIO" --name=J --ioengine=libiscsi --filename="$(fio_name "$url")" --size=1g \
+      measured "$tpid" timeout -k 5 "$LIMIT" "$FIO" --name=J --ioengine=libiscsi --filename="$(fio_name "$url")" --size=1g \
         --rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs="$conns" --group_reporting \
         --runtime="$TIME" --ramp_time="$WARMUP" --time_based --output-format=json >"$f" 2>"$f.err" ||
         say "  fio failed: $(tail -1 "$f.err")"
@@ -163,10 +191,11 @@ for line in open(raw):
         order.append(key)
     v = ours(r["data"]) if r["side"] == "ours" else fio(r["data"])
     if v is not None:
+        v["tbusy"] = r.get("target_cpu", {}).get("busiest_pct")
         rows[key][r["side"]].append(v)
 
 def med(vals, k):
-    xs = [v[k] for v in vals]
+    xs = [v[k] for v in vals if v.get(k) is not None]
     return statistics.median(xs) if xs else None
 
 def fmt(x, nd=0):
@@ -179,16 +208,19 @@ print(f"# rsiscsi bench vs libiscsi (fio 3.33 libiscsi engine), {subprocess.geto
 print(f"Host: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; loopback 127.0.0.1; "
       f"{runs} runs per side, alternating ours/libiscsi; {secs} s measured after {warm} s warm-up; "
       f"first 1 GiB of each LUN. Medians. MC/S in this rsiscsi build: {mcs}.\n")
-print("| workload | target | ours | libiscsi | ratio | CPU s/GiB ours | CPU s/GiB libiscsi | CPU ratio | p99 µs ours | p99 µs libiscsi | runs ours/libiscsi |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| workload | target | ours | libiscsi | ratio | CPU s/GiB ours | CPU s/GiB libiscsi | CPU ratio | p99 µs ours | p99 µs libiscsi | target's busiest thread % ours/libiscsi | runs ours/libiscsi |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for (w, t) in order:
     o, f = rows[(w, t)]["ours"], rows[(w, t)]["fio"]
     unit_k, unit, nd = ("bw", "MiB/s", 0) if ("read" == w.split("-")[0] or w.startswith("seq")) else ("iops", "IOPS", 0)
     a, b = med(o, unit_k), med(f, unit_k)
     ca, cb = med(o, "cpu"), med(f, "cpu")
     pa, pb = med(o, "p99"), med(f, "p99")
+    ta, tb = med(o, "tbusy"), med(f, "tbusy")
+    # A target thread at >= 90 % of a core on both sides: the target is the limit of the row.
+    bound = " **target-bound**" if ta is not None and tb is not None and min(ta, tb) >= 90 else ""
     print(f"| {w} | {t} | {fmt(a)} {unit if a is not None else ''} | {fmt(b)} {unit if b is not None else ''} | {ratio(a, b)} "
-          f"| {fmt(ca, 3)} | {fmt(cb, 3)} | {ratio(ca, cb)} | {fmt(pa)} | {fmt(pb)} | {len(o)}/{len(f)} |")
+          f"| {fmt(ca, 3)} | {fmt(cb, 3)} | {ratio(ca, cb)} | {fmt(pa)} | {fmt(pb)} | {fmt(ta)}/{fmt(tb)}{bound} | {len(o)}/{len(f)} |")
 
 print("\nLoopback ceiling (iperf3 -l 1M):\n")
 print("| streams | Gbit/s | MiB/s |")
