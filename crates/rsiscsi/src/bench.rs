@@ -211,8 +211,14 @@ impl Histogram {
     }
 }
 
-/// User+system CPU time of this whole process (all threads), from /proc/self/stat.
-fn process_cpu() -> Option<Duration> {
+/// CPU time of this whole process (all threads), from /proc/self/stat.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    user: Duration,
+    system: Duration,
+}
+
+fn process_cpu() -> Option<CpuTimes> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
@@ -221,7 +227,7 @@ fn process_cpu() -> Option<Duration> {
     let utime: u64 = f.nth(11)?.parse().ok()?;
     let stime: u64 = f.next()?.parse().ok()?;
     // Linux reports these in USER_HZ, which is 100 on every architecture it exports.
-    Some(Duration::from_millis((utime + stime) * 10))
+    Some(CpuTimes { user: Duration::from_millis(utime * 10), system: Duration::from_millis(stime * 10) })
 }
 
 /// A small xorshift generator: random offsets need speed, not quality.
@@ -337,6 +343,9 @@ pub struct Report {
     pub bw_mib_s: f64,
     pub iops: f64,
     pub cpu_s_per_gib: f64,
+    /// The part of `cpu_s_per_gib` spent in user space (the rest is the
+    /// kernel's: syscalls, TCP, copies to and from the socket).
+    pub cpu_user_s_per_gib: f64,
     pub lat_us: Latency,
     pub connections: u16,
     pub errors: u64,
@@ -353,7 +362,8 @@ impl Report {
         let _ = writeln!(s, "seconds:     {:.2}", self.seconds);
         let _ = writeln!(s, "bandwidth:   {:.1} MiB/s", self.bw_mib_s);
         let _ = writeln!(s, "iops:        {:.0}", self.iops);
-        let _ = writeln!(s, "cpu:         {:.3} s/GiB", self.cpu_s_per_gib);
+        let _ =
+            writeln!(s, "cpu:         {:.3} s/GiB ({:.3} in user space)", self.cpu_s_per_gib, self.cpu_user_s_per_gib);
         let _ = writeln!(s, "latency p50: {:.1} us", self.lat_us.p50);
         let _ = writeln!(s, "latency p99: {:.1} us", self.lat_us.p99);
         let _ = writeln!(s, "latency p99.9: {:.1} us", self.lat_us.p999);
@@ -482,9 +492,12 @@ async fn measure(
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = match (cpu0, process_cpu()) {
-        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
-        _ => f64::NAN,
+    let (cpu, cpu_user) = match (cpu0, process_cpu()) {
+        (Some(a), Some(b)) => {
+            let user = b.user.saturating_sub(a.user).as_secs_f64();
+            (user + b.system.saturating_sub(a.system).as_secs_f64(), user)
+        }
+        _ => (f64::NAN, f64::NAN),
     };
     if let Some(e) = &first_error {
         tracing::warn!("{errors} command(s) failed; the first: {e}");
@@ -500,6 +513,7 @@ async fn measure(
         bw_mib_s: if elapsed > 0.0 { bytes / f64::from(1u32 << 20) / elapsed } else { 0.0 },
         iops: if elapsed > 0.0 { ops as f64 / elapsed } else { 0.0 },
         cpu_s_per_gib: if gib > 0.0 { cpu / gib } else { 0.0 },
+        cpu_user_s_per_gib: if gib > 0.0 { cpu_user / gib } else { 0.0 },
         lat_us: Latency {
             p50: us(hist.percentile(50.0)),
             p99: us(hist.percentile(99.0)),
