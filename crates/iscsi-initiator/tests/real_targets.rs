@@ -189,6 +189,44 @@ async fn thirty_two_commands_in_flight() {
     }
 }
 
+/// A deep, sustained queue on one connection: past 8 commands at the
+/// target, new commands are held back and sent in batches (`io::Link`).
+/// Every worker writes and reads back its own blocks many times; nothing
+/// may stall, be lost or land in the wrong place.
+#[tokio::test]
+async fn a_deep_sustained_queue_keeps_every_byte() {
+    for lab in BOTH {
+        // No keepalive ping during the test: a ping flushes held commands
+        // and would hide one left behind.
+        let mut cfg = config();
+        cfg.nop_interval = std::time::Duration::from_secs(600);
+        cfg.command_timeout = std::time::Duration::from_secs(20);
+        let s = open(&lab, "ram1", cfg).await;
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..48u64 {
+            let s = s.clone();
+            set.spawn(async move {
+                let lba = 1_800_000 + w * 64;
+                for round in 0..25u64 {
+                    let data = pattern(4096 * (1 + (round % 4) as usize), w * 1000 + round);
+                    s.write_blocks(lab.lun, lba, data.clone(), 512).await.unwrap();
+                    let back = s.read_blocks(lab.lun, lba, (data.len() / 512) as u32, 512).await.unwrap();
+                    assert!(back == data, "worker {w} round {round}: blocks differ");
+                }
+            });
+        }
+        let all = async {
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), all)
+            .await
+            .unwrap_or_else(|_| panic!("{}: the deep queue stalled", lab.name));
+        s.logout().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn ipv6_portal() {
     for lab in BOTH {

@@ -5,7 +5,7 @@
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use std::time::Duration;
 
@@ -283,23 +283,80 @@ fn send_ping(inner: &Inner, cid: u16) -> bool {
 /// already queued does the writer task take over. That saves the hop to
 /// the writer, two task wake-ups per command, at iodepth 1, and keeps
 /// the batching when busy.
+///
+/// While the target already has [`HOLD_AT`] or more of this connection's
+/// commands, a new SCSI Command is held back until [`HOLD_BATCH`] are
+/// ready, fewer than [`HOLD_AT`] remain at the target (`State::take_task`
+/// flushes) or any other PDU is sent (it goes out behind them): the
+/// target, which has work queued, loses nothing, and one `writev`, one
+/// TCP segment and one wake-up of the target carry several commands
+/// instead of one each (on loopback that send path was about half of the
+/// initiator's CPU per 4 KiB command).
 pub(super) struct Link {
     wr: OwnedWriteHalf,
     /// PDUs handed to the writer task and not yet fully written. The
     /// writer lowers it only after their last byte is out, so zero means
     /// that the socket is free for the next PDU in order.
     queued: AtomicUsize,
+    /// Commands held back, in order (see above). Only touched under the
+    /// session lock, so never contended.
+    held: Mutex<Vec<Out>>,
 }
+
+/// Commands the target must already have before new ones are held back.
+pub(super) const HOLD_AT: usize = 8;
+/// Most commands held back at once.
+const HOLD_BATCH: usize = 8;
 
 impl Link {
     pub(super) fn new(wr: OwnedWriteHalf) -> Self {
-        Self { wr, queued: AtomicUsize::new(0) }
+        Self { wr, queued: AtomicUsize::new(0), held: Mutex::new(Vec::with_capacity(HOLD_BATCH)) }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<Out>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many commands are held back.
+    pub(super) fn held_len(&self) -> usize {
+        self.held().len()
+    }
+
+    /// Sends `out` behind anything held back; with `hold`, keeps it back
+    /// too unless the batch is full. Callers hold the session lock, which
+    /// serialises them.
+    pub(super) fn send(&self, tx: &mpsc::UnboundedSender<Out>, out: Out, hold: bool) -> std::result::Result<(), ()> {
+        let mut held = self.held();
+        if held.is_empty() && !hold {
+            drop(held);
+            return self.send_one(tx, out).map_err(|_| ());
+        }
+        held.push(out);
+        if hold && held.len() < HOLD_BATCH {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH));
+        drop(held);
+        self.send_batch(tx, batch)
+    }
+
+    /// Sends what is held back.
+    pub(super) fn flush(&self, tx: &mpsc::UnboundedSender<Out>) {
+        let batch = {
+            let mut held = self.held();
+            if held.is_empty() {
+                return;
+            }
+            std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH))
+        };
+        if self.send_batch(tx, batch).is_err() {
+            debug!("held PDUs not sent: the connection's writer is gone");
+        }
     }
 
     /// Writes `out` now if nothing is queued ahead of it; otherwise, or
     /// for what the socket did not take, hands it to the writer task.
-    /// Callers hold the session lock, which serialises them.
-    pub(super) fn send(&self, tx: &mpsc::UnboundedSender<Out>, out: Out) -> std::result::Result<(), Out> {
+    fn send_one(&self, tx: &mpsc::UnboundedSender<Out>, out: Out) -> std::result::Result<(), Out> {
         let out = if self.queued.load(Ordering::Acquire) == 0 {
             let slices = out.segments().map(IoSlice::new).collect::<SmallSlices>();
             match self.wr.try_write_vectored(slices.as_slice()) {
@@ -317,6 +374,33 @@ impl Link {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             e.0
         })
+    }
+
+    /// Several PDUs in order: one `writev` if nothing is queued, the
+    /// rest (or all) to the writer task.
+    fn send_batch(&self, tx: &mpsc::UnboundedSender<Out>, batch: Vec<Out>) -> std::result::Result<(), ()> {
+        let mut written = 0;
+        if self.queued.load(Ordering::Acquire) == 0 {
+            let slices: Vec<IoSlice<'_>> = batch.iter().flat_map(Out::segments).map(IoSlice::new).collect();
+            // Full socket or a failure: the writer waits for room, or meets
+            // the same error and ends.
+            written = self.wr.try_write_vectored(&slices).unwrap_or(0);
+        }
+        for out in batch {
+            let len = out.len();
+            if written >= len {
+                written -= len;
+                continue;
+            }
+            let rest = if written > 0 { out.rest(written) } else { out };
+            written = 0;
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            if tx.send(rest).is_err() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -474,6 +558,80 @@ impl Session {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A PDU-sized unit whose bytes all equal `tag`.
+    fn unit(tag: u8) -> Out {
+        Out {
+            header: [tag; super::super::state::HEADER_MAX],
+            header_range: (0, 48),
+            data: Bytes::from(vec![tag; 100]),
+            trailer: ([0; 7], 0),
+        }
+    }
+
+    /// Our link and writer task on one end of a loopback connection, the
+    /// other end to read what went out.
+    async fn link() -> (Arc<Link>, mpsc::UnboundedSender<Out>, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        let (_rd, wr) = c.into_split();
+        let link = Arc::new(Link::new(wr));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(link.clone(), rx));
+        (link, tx, peer)
+    }
+
+    /// The tags of the units that arrive within 200 ms.
+    async fn arrived(peer: &mut TcpStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), peer.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got.len() % 148, 0, "whole units only");
+        got.chunks(148)
+            .map(|u| {
+                assert!(u.iter().all(|&b| b == u[0]), "a unit's bytes stay together");
+                u[0]
+            })
+            .collect()
+    }
+
+    /// Held commands stay back until another PDU goes out, then leave in
+    /// order ahead of it.
+    #[tokio::test]
+    async fn held_commands_go_out_in_order_ahead_of_the_next_pdu() {
+        let (link, tx, mut peer) = link().await;
+        for t in 1..=3 {
+            link.send(&tx, unit(t), true).unwrap();
+        }
+        assert_eq!(link.held_len(), 3);
+        assert!(arrived(&mut peer).await.is_empty(), "nothing leaves while held");
+        link.send(&tx, unit(4), false).unwrap();
+        assert_eq!(link.held_len(), 0);
+        assert_eq!(arrived(&mut peer).await, vec![1, 2, 3, 4]);
+    }
+
+    /// A full batch leaves at once; `flush` sends a partial one.
+    #[tokio::test]
+    async fn a_full_batch_leaves_and_flush_sends_the_rest() {
+        let (link, tx, mut peer) = link().await;
+        for t in 1..=HOLD_BATCH as u8 {
+            link.send(&tx, unit(t), true).unwrap();
+        }
+        assert_eq!(link.held_len(), 0);
+        assert_eq!(arrived(&mut peer).await, (1..=HOLD_BATCH as u8).collect::<Vec<_>>());
+        link.send(&tx, unit(50), true).unwrap();
+        link.send(&tx, unit(51), true).unwrap();
+        link.flush(&tx);
+        link.flush(&tx);
+        assert_eq!(arrived(&mut peer).await, vec![50, 51]);
+    }
 
     /// A PDU cut after any byte (a short non-blocking write) resumes with
     /// exactly the bytes that did not go out.

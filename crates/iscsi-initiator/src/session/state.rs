@@ -346,6 +346,10 @@ impl State {
             if let Some(at) = t.sent_at {
                 c.counters.latency.record(at.elapsed());
             }
+            // Held-back commands go once the target runs short of work.
+            if c.outstanding.saturating_sub(c.link.held_len()) < super::io::HOLD_AT {
+                c.link.flush(&c.tx);
+            }
         }
         Some(t)
     }
@@ -658,7 +662,11 @@ impl State {
             cdb: cdb_bytes,
         };
         c.counters.bytes_out += immediate as u64;
-        push(c, cmd, s.write_data.slice(..immediate));
+        if unsolicited_end > immediate {
+            push(c, cmd, s.write_data.slice(..immediate));
+        } else {
+            push_command(c, cmd, s.write_data.slice(..immediate));
+        }
         if unsolicited_end > immediate {
             send_data_out(c, t.lun, itt, RESERVED_TAG, &s.write_data, immediate, unsolicited_end - immediate);
         }
@@ -667,12 +675,23 @@ impl State {
 
 /// Encodes a PDU for connection `c` and hands it to its writer.
 pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
+    push_held(c, bhs, data, false);
+}
+
+/// [`push`], for a SCSI Command that may be held back while the target
+/// is busy (see `io::Link`); `c.outstanding` already counts it.
+fn push_command(c: &ConnState, cmd: ScsiCommand, data: Bytes) {
+    let at_target = c.outstanding.saturating_sub(1 + c.link.held_len());
+    push_held(c, cmd, data, at_target >= super::io::HOLD_AT);
+}
+
+fn push_held(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes, hold: bool) {
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
     let (header, header_len) = encode_header_inline(&bhs.into(), len, &c.tx_cfg);
     let trailer = data_trailer(&data, &c.tx_cfg);
     let out = Out { header, header_range: (0, header_len), data, trailer };
     // A send error means the writer is gone; the reader reports the loss.
-    if c.link.send(&c.tx, out).is_err() {
+    if c.link.send(&c.tx, out, hold).is_err() {
         tracing::debug!(cid = c.cid, "PDU not sent: the connection's writer is gone");
     }
 }
