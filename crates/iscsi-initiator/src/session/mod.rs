@@ -236,6 +236,7 @@ impl Session {
         tokio::spawn(sweep_overdue(Arc::downgrade(&inner)));
         let conn = spawn_connection(&inner, 0, ids().next_connection(), portal.clone(), stream, l);
         let mut st = inner.lock();
+        st.flush_held();
         st.conns.push(conn);
         st.wanted.push((0, portal));
         drop(st);
@@ -371,6 +372,7 @@ impl Session {
         if let Some(r) = &st.closed {
             return Err(Error::ConnectionLost(r.clone()));
         }
+        st.flush_held();
         st.conns.push(conn);
         st.wanted.push((cid, portal.clone()));
         info!(session = %inner.id, connection = %id, cid, portal = %portal, "connection added");

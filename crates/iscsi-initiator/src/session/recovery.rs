@@ -123,6 +123,7 @@ impl Session {
         {
             let mut st = inner.lock();
             st.window.update(exp, max);
+            st.flush_held();
             st.conns.push(conn);
         }
         // istgt drops a connection whose immediate PDU does not carry its
@@ -195,6 +196,7 @@ impl Session {
             for c in old {
                 st.orphan_connection(c);
             }
+            st.flush_held();
             st.conns.push(conn);
             st.leading_cid = cid;
             st.tsih = tsih;

@@ -600,6 +600,14 @@ impl State {
         }
     }
 
+    /// Sends every connection's held-back commands (see `push_command`):
+    /// called before a connection joins the session.
+    pub fn flush_held(&self) {
+        for c in &self.conns {
+            c.link.flush(&c.tx);
+        }
+    }
+
     pub fn send_logout(&mut self, itt: u32, logout_cid: u16) {
         let cmd_sn = self.window.current();
         let Some(t) = self.tasks.get(&itt) else { return };
@@ -630,6 +638,7 @@ impl State {
     /// Data-Out (RFC 7143 §4.2.5.2: ImmediateData, InitialR2T, FirstBurstLength).
     pub fn send_command(&mut self, itt: u32, cmd_sn: u32) {
         let b = self.burst;
+        let sole_connection = self.conns.len() == 1;
         let Some(t) = self.tasks.get_mut(&itt) else {
             tracing::warn!(itt, cmd_sn, "CmdSN taken for a task that is gone");
             return;
@@ -665,7 +674,7 @@ impl State {
         if unsolicited_end > immediate {
             push(c, cmd, s.write_data.slice(..immediate));
         } else {
-            push_command(c, cmd, s.write_data.slice(..immediate));
+            push_command(c, cmd, s.write_data.slice(..immediate), sole_connection);
         }
         if unsolicited_end > immediate {
             send_data_out(c, t.lun, itt, RESERVED_TAG, &s.write_data, immediate, unsolicited_end - immediate);
@@ -679,10 +688,13 @@ pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
 }
 
 /// [`push`], for a SCSI Command that may be held back while the target
-/// is busy (see `io::Link`); `c.outstanding` already counts it.
-fn push_command(c: &ConnState, cmd: ScsiCommand, data: Bytes) {
+/// is busy (see `io::Link`); `c.outstanding` already counts it. Only a
+/// session of one connection holds commands back: with several, a held
+/// command would leave a CmdSN gap that keeps the target from running
+/// the later commands of the other connections (RFC 7143 §3.2.2.1).
+fn push_command(c: &ConnState, cmd: ScsiCommand, data: Bytes, sole_connection: bool) {
     let at_target = c.outstanding.saturating_sub(1 + c.link.held_len());
-    push_held(c, cmd, data, at_target >= super::io::HOLD_AT);
+    push_held(c, cmd, data, sole_connection && at_target >= super::io::HOLD_AT);
 }
 
 fn push_held(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes, hold: bool) {
