@@ -16,11 +16,11 @@
 
 mod common;
 
-use common::var;
+use common::{Scratch, var};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const MIB: u64 = 1 << 20;
 
@@ -32,23 +32,8 @@ fn secrets() -> Vec<String> {
         .collect()
 }
 
-/// A scratch directory, removed when the test passes.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::set_permissions(self.0.join("readonly"), std::fs::Permissions::from_mode(0o700));
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn scratch(test: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("rsiscsi-bad-input-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Scratch(d)
+    common::scratch("bad-input", test)
 }
 
 fn s(p: &Path) -> &str {
@@ -57,18 +42,7 @@ fn s(p: &Path) -> &str {
 
 /// Runs the binary with no secret in its environment and its config in `dir`.
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rsiscsi"));
-    c.args(args)
-        .env("RSISCSI_CONFIG_DIR", dir.join("config"))
-        .env_remove("RSISCSI_CHAP_SECRET")
-        .env_remove("RSISCSI_TARGET_CHAP_SECRET")
-        .env_remove("RSISCSI_LOG")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(std::process::Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    common::rsiscsi(dir, args, env)
 }
 
 /// One bad input: what kind it is, the arguments, extra environment, the
@@ -127,7 +101,7 @@ fn check(dir: &Path, c: &Case) -> String {
 #[test]
 fn malformed_command_lines_are_refused_with_one_clear_line() {
     let dir = scratch("syntax");
-    let d = &dir.0;
+    let d: &Path = &dir;
     let iqn = var("RSISCSI_TGT_IQN_RAM1");
     let url = |host: &str, target: &str, lun: &str| format!("iscsi://{host}/{target}/{lun}");
     let good = url("127.0.0.1:3260", &iqn, "1");
@@ -231,7 +205,7 @@ fn unwritable_dir(dir: &Path) -> Option<PathBuf> {
 #[test]
 fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
     let dir = scratch("ranges");
-    let d = &dir.0;
+    let d: &Path = &dir;
     let lun_url =
         format!("iscsi://{}/{}/{}", var("RSISCSI_TGT_PORTAL"), var("RSISCSI_TGT_IQN_RAM1"), var("RSISCSI_TGT_LUN"));
     let chap_url =

@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::var;
+use common::{Scratch, var};
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use rand::RngCore;
 use serde_json::Value;
@@ -64,45 +64,14 @@ fn secrets() -> Vec<String> {
 
 const WRONG_SECRET: &str = "wrongsecret99";
 
-/// A scratch directory of its own for each test; removed when the test
-/// passes, kept for a look when it fails.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn scratch(test: &str) -> Scratch {
-    let d = std::env::temp_dir().join(format!("rsiscsi-cli-test-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Scratch(d)
+    common::scratch("cli-test", test)
 }
 
-/// Runs the binary with a clean environment for secrets and the config in `dir`.
+/// Runs the binary with a clean environment for secrets and the config in
+/// `dir`; no secret may show in what it prints.
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rsiscsi"));
-    c.args(args)
-        .env("RSISCSI_CONFIG_DIR", dir.join("config"))
-        .env_remove("RSISCSI_CHAP_SECRET")
-        .env_remove("RSISCSI_TARGET_CHAP_SECRET")
-        .env_remove("RSISCSI_LOG")
-        .env_remove("RUST_BACKTRACE");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
+    let out = common::rsiscsi(dir, args, env);
     no_secret_in(&out, args);
     out
 }

@@ -1,7 +1,12 @@
 //! Shared by the CLI's integration tests: the settings of the loopback lab
-//! that `scripts/lab-up.sh` writes. Tests fail (never skip) without it.
+//! that `scripts/lab-up.sh` writes (tests fail, never skip, without it), a
+//! scratch directory per test and the binary run with a clean environment.
+// Each test crate uses part of this module.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The lab's `export NAME='value'` settings.
@@ -23,4 +28,54 @@ pub fn lab() -> &'static HashMap<String, String> {
 /// One lab setting, e.g. `var("RSISCSI_TGT_IQN_SVC")`.
 pub fn var(name: &str) -> String {
     lab().get(name).unwrap_or_else(|| panic!("{name} missing from the lab settings")).clone()
+}
+
+/// A scratch directory of its own for each test; removed when the test
+/// passes, kept for a look when it fails.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // A test may have left a directory unwritable on purpose.
+            let ro = self.0.join("readonly");
+            if ro.exists() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(ro, std::fs::Permissions::from_mode(0o700));
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh `rsiscsi-SUITE-PID-TEST` directory under the temporary directory.
+pub fn scratch(suite: &str, test: &str) -> Scratch {
+    let d = std::env::temp_dir().join(format!("rsiscsi-{suite}-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Scratch(d)
+}
+
+/// Runs the `rsiscsi` binary with its config in `dir/config`, no secret or
+/// log setting from the caller's environment (only `env`), and no stdin.
+pub fn rsiscsi(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rsiscsi"));
+    c.args(args)
+        .env("RSISCSI_CONFIG_DIR", dir.join("config"))
+        .env_remove("RSISCSI_CHAP_SECRET")
+        .env_remove("RSISCSI_TARGET_CHAP_SECRET")
+        .env_remove("RSISCSI_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
 }
