@@ -318,15 +318,24 @@ impl Link {
     }
 
     /// How many commands are held back.
+    #[cfg(test)]
     pub(super) fn held_len(&self) -> usize {
         self.held().len()
     }
 
-    /// Sends `out` behind anything held back; with `hold`, keeps it back
-    /// too unless the batch is full. Callers hold the session lock, which
-    /// serialises them.
-    pub(super) fn send(&self, tx: &mpsc::UnboundedSender<Out>, out: Out, hold: bool) -> std::result::Result<(), ()> {
+    /// Sends `out` behind anything held back. `busy`, for a SCSI Command
+    /// that may wait, is how many of the connection's commands were in
+    /// flight before it (held ones included): it is held back too while
+    /// the target has at least [`HOLD_AT`] of them, unless the batch is
+    /// full. Callers hold the session lock, which serialises them.
+    pub(super) fn send(
+        &self,
+        tx: &mpsc::UnboundedSender<Out>,
+        out: Out,
+        busy: Option<usize>,
+    ) -> std::result::Result<(), ()> {
         let mut held = self.held();
+        let hold = busy.is_some_and(|n| n.saturating_sub(held.len()) >= HOLD_AT);
         if held.is_empty() && !hold {
             drop(held);
             return self.send_one(tx, out).map_err(|_| ());
@@ -338,6 +347,21 @@ impl Link {
         let batch = std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH));
         drop(held);
         self.send_batch(tx, batch)
+    }
+
+    /// Sends what is held back once the target has fewer than [`HOLD_AT`]
+    /// of the connection's `in_flight` commands (held ones included).
+    pub(super) fn flush_if_short(&self, tx: &mpsc::UnboundedSender<Out>, in_flight: usize) {
+        let batch = {
+            let mut held = self.held();
+            if held.is_empty() || in_flight.saturating_sub(held.len()) >= HOLD_AT {
+                return;
+            }
+            std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH))
+        };
+        if self.send_batch(tx, batch).is_err() {
+            debug!("held PDUs not sent: the connection's writer is gone");
+        }
     }
 
     /// Sends what is held back.
@@ -608,11 +632,11 @@ mod tests {
     async fn held_commands_go_out_in_order_ahead_of_the_next_pdu() {
         let (link, tx, mut peer) = link().await;
         for t in 1..=3 {
-            link.send(&tx, unit(t), true).unwrap();
+            link.send(&tx, unit(t), Some(HOLD_AT + usize::from(t) - 1)).unwrap();
         }
         assert_eq!(link.held_len(), 3);
         assert!(arrived(&mut peer).await.is_empty(), "nothing leaves while held");
-        link.send(&tx, unit(4), false).unwrap();
+        link.send(&tx, unit(4), None).unwrap();
         assert_eq!(link.held_len(), 0);
         assert_eq!(arrived(&mut peer).await, vec![1, 2, 3, 4]);
     }
@@ -622,15 +646,27 @@ mod tests {
     async fn a_full_batch_leaves_and_flush_sends_the_rest() {
         let (link, tx, mut peer) = link().await;
         for t in 1..=HOLD_BATCH as u8 {
-            link.send(&tx, unit(t), true).unwrap();
+            link.send(&tx, unit(t), Some(HOLD_AT + usize::from(t) - 1)).unwrap();
         }
         assert_eq!(link.held_len(), 0);
         assert_eq!(arrived(&mut peer).await, (1..=HOLD_BATCH as u8).collect::<Vec<_>>());
-        link.send(&tx, unit(50), true).unwrap();
-        link.send(&tx, unit(51), true).unwrap();
-        link.flush(&tx);
+        link.send(&tx, unit(50), Some(HOLD_AT)).unwrap();
+        link.send(&tx, unit(51), Some(HOLD_AT + 1)).unwrap();
+        // The target still has HOLD_AT of them: nothing moves.
+        link.flush_if_short(&tx, HOLD_AT + 2);
+        assert_eq!(link.held_len(), 2);
+        link.flush_if_short(&tx, HOLD_AT + 1);
         link.flush(&tx);
         assert_eq!(arrived(&mut peer).await, vec![50, 51]);
+    }
+
+    /// Fewer than `HOLD_AT` commands at the target: nothing is held.
+    #[tokio::test]
+    async fn a_target_short_of_work_gets_each_command_at_once() {
+        let (link, tx, mut peer) = link().await;
+        link.send(&tx, unit(1), Some(HOLD_AT - 1)).unwrap();
+        assert_eq!(link.held_len(), 0);
+        assert_eq!(arrived(&mut peer).await, vec![1]);
     }
 
     /// A PDU cut after any byte (a short non-blocking write) resumes with

@@ -347,9 +347,7 @@ impl State {
                 c.counters.latency.record(at.elapsed());
             }
             // Held-back commands go once the target runs short of work.
-            if c.outstanding.saturating_sub(c.link.held_len()) < super::io::HOLD_AT {
-                c.link.flush(&c.tx);
-            }
+            c.link.flush_if_short(&c.tx, c.outstanding);
         }
         Some(t)
     }
@@ -684,7 +682,7 @@ impl State {
 
 /// Encodes a PDU for connection `c` and hands it to its writer.
 pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
-    push_held(c, bhs, data, false);
+    push_held(c, bhs, data, None);
 }
 
 /// [`push`], for a SCSI Command that may be held back while the target
@@ -693,17 +691,16 @@ pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
 /// command would leave a CmdSN gap that keeps the target from running
 /// the later commands of the other connections (RFC 7143 §3.2.2.1).
 fn push_command(c: &ConnState, cmd: ScsiCommand, data: Bytes, sole_connection: bool) {
-    let at_target = c.outstanding.saturating_sub(1 + c.link.held_len());
-    push_held(c, cmd, data, sole_connection && at_target >= super::io::HOLD_AT);
+    push_held(c, cmd, data, sole_connection.then(|| c.outstanding.saturating_sub(1)));
 }
 
-fn push_held(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes, hold: bool) {
+fn push_held(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes, busy: Option<usize>) {
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
     let (header, header_len) = encode_header_inline(&bhs.into(), len, &c.tx_cfg);
     let trailer = data_trailer(&data, &c.tx_cfg);
     let out = Out { header, header_range: (0, header_len), data, trailer };
     // A send error means the writer is gone; the reader reports the loss.
-    if c.link.send(&c.tx, out, hold).is_err() {
+    if c.link.send(&c.tx, out, busy).is_err() {
         tracing::debug!(cid = c.cid, "PDU not sent: the connection's writer is gone");
     }
 }
