@@ -47,9 +47,16 @@ impl SessionConfig {
             initiator_name: initiator_name.into(),
             initiator_alias: None,
             chap: None,
-            // Ask for room to grow the session (MC/S); the target's own
-            // limit wins (RFC 7143 §13.2, result function minimum).
-            proposal: Proposal { max_connections: 16, ..Proposal::default() },
+            proposal: Proposal {
+                // Room to grow the session (MC/S); the target's own limit
+                // wins (RFC 7143 §13.2, result function minimum).
+                max_connections: 16,
+                // One Data-In PDU per MiB read (§13.12, declarative): the
+                // target builds and sends a quarter of the PDUs it would at
+                // 256 KiB, and the reader is woken once per MiB (session::rx).
+                max_recv_data_segment_length: 1024 * 1024,
+                ..Proposal::default()
+            },
             isid: random_isid(),
             connect_timeout: Duration::from_secs(10),
             login_timeout: Duration::from_secs(15),

@@ -22,9 +22,11 @@ use tracing::debug;
 
 /// Owed bytes below this are read as they come.
 pub(super) const LOWAT_MIN: usize = 64 * 1024;
-/// The highest mark set: Linux grows the receive buffer to twice the mark
-/// (`tcp_set_rcvlowat`), and the sender must be able to send that much.
-const LOWAT_MAX: usize = 256 * 1024;
+/// The highest mark set, one whole segment of the size we declare
+/// (`SessionConfig`'s MaxRecvDataSegmentLength): Linux grows the receive
+/// buffer to hold twice the mark and caps the mark at half of the largest
+/// buffer (`tcp_set_rcvlowat`), so the sender can always send that much.
+const LOWAT_MAX: usize = 1024 * 1024;
 
 sockopt_impl!(
     /// `SO_RCVLOWAT`: least bytes queued before the socket reads as ready.
@@ -152,7 +154,8 @@ mod tests {
     #[tokio::test]
     async fn trickled_bytes_then_a_small_read() {
         let (mut rx, _wr, mut tx) = pair().await;
-        let data = pattern(300 * 1024);
+        // More than one mark's worth, then a rest read at mark 1.
+        let data = pattern(LOWAT_MAX + 40 * 1024);
         let sent = data.clone();
         let w = tokio::spawn(async move {
             for piece in sent.chunks(7 * 1024 + 13) {
