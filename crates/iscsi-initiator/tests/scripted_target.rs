@@ -232,3 +232,42 @@ async fn data_in_beyond_the_expected_length_is_refused() {
     assert!(matches!(&err, Error::ConnectionLost(m) if m.contains("beyond")), "{err}");
     target.abort();
 }
+
+/// A target that starts on nothing until it has twelve commands: the ones
+/// the initiator holds back while the target is busy (session::io::Link)
+/// must still reach it, within a sweep of the session (≤ 250 ms).
+#[tokio::test]
+async fn held_back_commands_reach_a_target_that_waits_for_them() {
+    const N: usize = 12;
+    let (l, portal) = setup().await;
+    let target = tokio::spawn(async move {
+        let mut p = Peer::login(&l).await;
+        let mut cmds = Vec::new();
+        while cmds.len() < N {
+            let pdu = p.recv().await.expect("all twelve commands arrive");
+            if let Bhs::ScsiCommand(c) = pdu.bhs {
+                cmds.push(c);
+            }
+        }
+        for c in cmds {
+            let rsp = ScsiResponse {
+                itt: c.itt,
+                stat_sn: p.next_stat_sn(),
+                exp_cmd_sn: c.cmd_sn + 1,
+                max_cmd_sn: c.cmd_sn + 17,
+                ..Default::default()
+            };
+            p.send(rsp, Bytes::new()).await;
+        }
+        let _ = p.recv().await;
+    });
+    let s = Session::login(&portal, Some("iqn.x:scripted"), cfg()).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let s = s.clone();
+        set.spawn(async move { s.test_unit_ready(0).await });
+    }
+    let all = tokio::time::timeout(Duration::from_secs(3), set.join_all()).await.expect("no command stays held back");
+    assert!(all.iter().all(|r| r.is_ok()), "{all:?}");
+    target.abort();
+}

@@ -39,6 +39,9 @@ fn cfg(erl: u8) -> SessionConfig {
     c.command_timeout = Duration::from_secs(20);
     c.proposal.error_recovery_level = erl;
     c.proposal.default_time2wait = 0;
+    // Each 1 MiB read then arrives as four Data-In PDUs, so the faults
+    // can fall between two of them.
+    c.proposal.max_recv_data_segment_length = 256 * 1024;
     c
 }
 

@@ -33,6 +33,9 @@ fn cfg() -> SessionConfig {
     c.nop_timeout = Duration::from_secs(2);
     c.command_timeout = Duration::from_secs(5);
     c.recovery = false;
+    // A 1 MiB read then comes as four Data-In PDUs, so the faults that
+    // strike after the first one strike mid-transfer.
+    c.proposal.max_recv_data_segment_length = 256 * 1024;
     c
 }
 

@@ -287,7 +287,8 @@ fn send_ping(inner: &Inner, cid: u16) -> bool {
 /// While the target already has [`HOLD_AT`] or more of this connection's
 /// commands, a new SCSI Command is held back until [`HOLD_BATCH`] are
 /// ready, fewer than [`HOLD_AT`] remain at the target (`State::take_task`
-/// flushes) or any other PDU is sent (it goes out behind them): the
+/// flushes), the session's sweeper ticks (at most 250 ms) or any other
+/// PDU is sent (it goes out behind them): the
 /// target, which has work queued, loses nothing, and one `writev`, one
 /// TCP segment and one wake-up of the target carry several commands
 /// instead of one each (on loopback that send path was about half of the

@@ -173,8 +173,9 @@ fn spawn_connection(
     }
 }
 
-/// Times out overdue commands (`State::expire_overdue`) a few times per
-/// `command_timeout`, at most every 250 ms; ends with the session.
+/// Times out overdue commands (`State::expire_overdue`) and sends the
+/// ones held back a few times per `command_timeout`, at most every
+/// 250 ms; ends with the session.
 async fn sweep_overdue(weak: std::sync::Weak<Inner>) {
     let Some(timeout) = weak.upgrade().map(|i| i.cfg.command_timeout) else { return };
     let tick = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
@@ -183,7 +184,11 @@ async fn sweep_overdue(weak: std::sync::Weak<Inner>) {
     loop {
         every.tick().await;
         let Some(inner) = weak.upgrade() else { return };
-        inner.lock().expire_overdue(std::time::Instant::now());
+        let mut st = inner.lock();
+        st.expire_overdue(std::time::Instant::now());
+        // A command held back (io::Link) waits one tick at most, even when
+        // the target sits on the commands it has.
+        st.flush_held();
     }
 }
 

@@ -599,7 +599,7 @@ impl State {
     }
 
     /// Sends every connection's held-back commands (see `push_command`):
-    /// called before a connection joins the session.
+    /// called before a connection joins the session and on every sweep.
     pub fn flush_held(&self) {
         for c in &self.conns {
             c.link.flush(&c.tx);
@@ -1122,6 +1122,7 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -1138,6 +1139,71 @@ mod tests {
             let (got, n) = encode_header_inline(&bhs, 512, &cfg);
             assert_eq!(&got[..usize::from(n)], &want[..]);
         }
+    }
+
+    /// A connection on one end of a loopback pair, its writer running,
+    /// with `outstanding` commands already at the target.
+    async fn busy_conn(outstanding: usize) -> (ConnState, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = l.accept().await.unwrap();
+        let (_rd, wr) = c.into_split();
+        let link = Arc::new(super::super::io::Link::new(wr));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let w = tokio::spawn(super::super::io::writer(link.clone(), rx));
+        let conn = ConnState {
+            cid: 0,
+            id: UniqueConnectionId::new(1, 1),
+            portal: PortalAddr { host: "127.0.0.1".into(), port: 3260 },
+            local: None,
+            remote: None,
+            params: Negotiated::default(),
+            tx,
+            link,
+            tx_cfg: FrameConfig::default(),
+            exp_stat_sn: 1,
+            max_xmit: 8192,
+            ping_itt: None,
+            outstanding,
+            draining: false,
+            primary: true,
+            weight: 1,
+            counters: ConnCounters::default(),
+            handles: vec![w],
+        };
+        (conn, peer)
+    }
+
+    fn read_command(itt: u32) -> ScsiCommand {
+        ScsiCommand {
+            final_bit: true,
+            read: true,
+            itt,
+            cmd_sn: itt,
+            expected_data_transfer_length: 4096,
+            ..Default::default()
+        }
+    }
+
+    /// With the target this busy, a session of one connection holds the
+    /// next command back; a session of several must not, since the held
+    /// command's CmdSN would keep the target from running the other
+    /// connections' later ones (RFC 7143 §3.2.2.1).
+    #[tokio::test]
+    async fn only_a_sole_connection_holds_commands_back() {
+        let busy = super::super::io::HOLD_AT + 1;
+        let (sole, _peer1) = busy_conn(busy).await;
+        push_command(&sole, read_command(1), Bytes::new(), true);
+        assert_eq!(sole.link.held_len(), 1);
+        let (shared, mut peer2) = busy_conn(busy).await;
+        push_command(&shared, read_command(2), Bytes::new(), false);
+        assert_eq!(shared.link.held_len(), 0);
+        let mut got = [0u8; 48];
+        tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read_exact(&mut peer2, &mut got))
+            .await
+            .expect("the command goes out at once")
+            .unwrap();
+        assert_eq!(got[0] & 0x3f, 0x01, "a SCSI Command");
     }
 
     #[test]
