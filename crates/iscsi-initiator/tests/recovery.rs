@@ -121,6 +121,55 @@ async fn istgt_cut_connections_lose_nothing() {
     cut_one_after_another_then_all(ISTGT, 700_000).await;
 }
 
+/// The local addresses of the session's connections, leading first.
+fn local_ips(s: &Session) -> Vec<std::net::IpAddr> {
+    s.connections().iter().filter_map(|c| c.local_address.map(|a| a.ip())).collect()
+}
+
+async fn wait_connections(s: &Session, n: usize, limit: Duration) {
+    let t = Instant::now();
+    while s.connections().len() < n {
+        assert!(t.elapsed() < limit, "connections did not come back: {:?}", s.connections().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A connection added from a chosen initiator port (here 127.0.0.2) comes
+/// back from that port, whether it alone is reinstated or the whole
+/// session is (tgt ends the session with its last connection).
+#[tokio::test]
+async fn a_recovered_connection_keeps_its_initiator_port() {
+    let lab = TGT;
+    let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{}", lab.port).parse().unwrap()).await;
+    let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
+    let s = Session::login(&portal, Some(&lab.iqn("ram1")), config()).await.unwrap();
+    let port2: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let how = ConnectionLogin { local_address: Some(port2), ..ConnectionLogin::default() };
+    s.connect_more(&portal, &how).await.unwrap();
+    assert_eq!(local_ips(&s)[1], port2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut load = start_load(&s, lab, 780_000, 4, stop.clone(), done.clone());
+    wait_progress(&done, 10, Duration::from_secs(20)).await;
+    proxy.cut(1);
+    wait_progress(&done, 20, Duration::from_secs(30)).await;
+    wait_connections(&s, 2, Duration::from_secs(30)).await;
+    assert!(local_ips(&s).contains(&port2), "after reinstating the connection: {:?}", local_ips(&s));
+    proxy.cut_all();
+    wait_progress(&done, 20, Duration::from_secs(40)).await;
+    wait_connections(&s, 2, Duration::from_secs(40)).await;
+    let ips = local_ips(&s);
+    assert!(
+        ips.contains(&port2) && ips.iter().filter(|ip| **ip == port2).count() == 1,
+        "after reinstating the session: {ips:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = load.join_next().await {
+        assert!(r.unwrap() > 0);
+    }
+    s.logout().await.unwrap();
+}
+
 /// A single-connection session survives the loss of its only connection.
 #[tokio::test]
 async fn the_last_connection_is_reinstated() {

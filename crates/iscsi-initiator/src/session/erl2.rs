@@ -196,15 +196,15 @@ impl Session {
         // Keep the session's size: a new connection replaces the removed one.
         let regrow = {
             let mut st = inner.lock();
-            let before = st.wanted.len();
-            st.wanted.retain(|(c, _)| *c != cid);
-            st.wanted.len() < before && st.closed.is_none()
+            let gone = st.wanted.iter().position(|w| w.cid == cid).map(|i| st.wanted.remove(i));
+            gone.filter(|_| st.closed.is_none())
         };
-        if regrow {
+        // The same way (initiator port, CHAP, digests) as the one removed.
+        if let Some(w) = regrow {
             let s = self.clone();
             let portal = portal.clone();
             tokio::spawn(async move {
-                if let Err(e) = s.connect_more(&portal, &super::ConnectionLogin::default()).await {
+                if let Err(e) = s.connect_more(&portal, &w.how).await {
                     warn!("could not replace the connection removed for recovery: {e}");
                 }
             });

@@ -30,10 +30,6 @@ use crate::error::{Error, Result};
 use crate::portal::PortalAddr;
 use crate::wire::READ_CHUNK;
 
-pub(super) async fn connect(addr: &PortalAddr, cfg: &SessionConfig) -> Result<TcpStream> {
-    connect_from(addr, cfg, None).await
-}
-
 /// Connects to `addr`, from `local` when given (the address of the
 /// initiator port the caller chose).
 pub(super) async fn connect_from(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAddr>) -> Result<TcpStream> {

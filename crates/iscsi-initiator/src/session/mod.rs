@@ -243,7 +243,8 @@ impl Session {
         let mut st = inner.lock();
         st.flush_held();
         st.conns.push(conn);
-        st.wanted.push((0, portal));
+        let how = ConnectionLogin { local_address: inner.cfg.local_address, ..ConnectionLogin::default() };
+        st.wanted.push(state::Wanted { cid: 0, portal, how });
         drop(st);
         Session { inner }
     }
@@ -354,16 +355,7 @@ impl Session {
             st.next_cid = st.next_cid.wrapping_add(1);
             (cid, st.window.current(), st.tsih)
         };
-        let mut cfg = inner.cfg.clone();
-        if let Some(chap) = &how.chap {
-            cfg.chap = chap.clone();
-        }
-        if let Some(d) = &how.header_digest {
-            cfg.proposal.header_digest = d.clone();
-        }
-        if let Some(d) = &how.data_digest {
-            cfg.proposal.data_digest = d.clone();
-        }
+        let cfg = inner.connection_cfg(how);
         let mut stream = io::connect_from(portal, &cfg, how.local_address).await?;
         let target = inner.target_name.as_deref();
         let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
@@ -379,7 +371,7 @@ impl Session {
         }
         st.flush_held();
         st.conns.push(conn);
-        st.wanted.push((cid, portal.clone()));
+        st.wanted.push(state::Wanted { cid, portal: portal.clone(), how: how.clone() });
         info!(session = %inner.id, connection = %id, cid, portal = %portal, "connection added");
         st.drain_queue();
         Ok(id)
@@ -417,7 +409,7 @@ impl Session {
         let r = self.inner.submit_logout(task, cid).await;
         {
             let mut st = self.inner.lock();
-            st.wanted.retain(|(c, _)| *c != cid);
+            st.wanted.retain(|w| w.cid != cid);
             st.drop_connection(cid, "removed");
             st.hold = st.hold.saturating_sub(1);
             st.drain_queue();
@@ -539,6 +531,32 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The session's settings with one connection's own CHAP and digests.
+    fn connection_cfg(&self, how: &ConnectionLogin) -> SessionConfig {
+        let mut cfg = self.cfg.clone();
+        if let Some(chap) = &how.chap {
+            cfg.chap = chap.clone();
+        }
+        if let Some(d) = &how.header_digest {
+            cfg.proposal.header_digest = d.clone();
+        }
+        if let Some(d) = &how.data_digest {
+            cfg.proposal.data_digest = d.clone();
+        }
+        cfg
+    }
+
+    /// How connection `cid` logged in (the leading connection: the
+    /// session's own settings).
+    fn login_of(&self, cid: u16) -> ConnectionLogin {
+        let st = self.lock();
+        st.wanted
+            .iter()
+            .find(|w| w.cid == cid)
+            .map(|w| w.how.clone())
+            .unwrap_or_else(|| ConnectionLogin { local_address: self.cfg.local_address, ..ConnectionLogin::default() })
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another thread panicked mid-update;
         // the state is still the best we have.

@@ -82,7 +82,7 @@ impl Session {
             if self.inner.lock().closed.is_some() {
                 return;
             }
-            match self.reinstate_session(&portal).await {
+            match self.reinstate_session(cid, &portal).await {
                 Ok(()) => {
                     info!(session = %self.inner.id, "session reinstated after: {reason}");
                     return;
@@ -109,9 +109,12 @@ impl Session {
             let st = inner.lock();
             (st.window.current(), st.tsih)
         };
-        let mut stream = io::connect(portal, &inner.cfg).await?;
+        // From the same initiator port, with the same CHAP and digests.
+        let how = inner.login_of(cid);
+        let cfg = inner.connection_cfg(&how);
+        let mut stream = io::connect_from(portal, &cfg, how.local_address).await?;
         let target = inner.target_name.as_deref();
-        let params = LoginParams { cfg: &inner.cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
         let l = match login(&mut stream, &params).await? {
             LoginOutcome::LoggedIn(l) => l,
             LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
@@ -171,8 +174,10 @@ impl Session {
     }
 
     /// A new session with the same ISID replaces the old one at the target
-    /// (RFC 7143 §6.3.5); every pending command goes out again on it.
-    async fn reinstate_session(&self, portal: &PortalAddr) -> Result<()> {
+    /// (RFC 7143 §6.3.5); every pending command goes out again on it. It
+    /// logs in the way connection `lost_cid` did, to `portal`; the session's
+    /// other connections are added back afterwards, each the way it was.
+    async fn reinstate_session(&self, lost_cid: u16, portal: &PortalAddr) -> Result<()> {
         let inner = &self.inner;
         let (cmd_sn, cid) = {
             let mut st = inner.lock();
@@ -180,16 +185,18 @@ impl Session {
             st.next_cid = st.next_cid.wrapping_add(1);
             (st.window.current(), cid)
         };
-        let mut stream = io::connect(portal, &inner.cfg).await?;
+        let how = inner.login_of(lost_cid);
+        let cfg = inner.connection_cfg(&how);
+        let mut stream = io::connect_from(portal, &cfg, how.local_address).await?;
         let target = inner.target_name.as_deref();
-        let params = LoginParams { cfg: &inner.cfg, target_name: target, tsih: 0, cid, cmd_sn, exp_stat_sn: 0 };
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih: 0, cid, cmd_sn, exp_stat_sn: 0 };
         let l = match login(&mut stream, &params).await? {
             LoginOutcome::LoggedIn(l) => l,
             LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
         };
         let (exp, max, tsih) = (l.exp_cmd_sn, l.max_cmd_sn, l.tsih);
         let conn = spawn_connection(inner, cid, super::ids().next_connection(), portal.clone(), stream, *l);
-        let others: Vec<PortalAddr> = {
+        let others: Vec<super::state::Wanted> = {
             let mut st = inner.lock();
             // The target ended every connection of the old session.
             let old: Vec<u16> = st.conns.iter().map(|c| c.cid).collect();
@@ -202,15 +209,16 @@ impl Session {
             st.tsih = tsih;
             st.window = iscsi_proto::seq::CmdWindow::new(exp, exp, max);
             st.generation += 1;
-            let wanted = std::mem::replace(&mut st.wanted, vec![(cid, portal.clone())]);
+            let leading = super::state::Wanted { cid, portal: portal.clone(), how };
+            let wanted = std::mem::replace(&mut st.wanted, vec![leading]);
             st.reissue_all_lost();
-            wanted.into_iter().skip(1).map(|(_, p)| p).collect()
+            wanted.into_iter().filter(|w| w.cid != lost_cid).collect()
         };
         // Grow the session back to its former size, best effort.
-        for p in others {
+        for w in others {
             let s = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = s.connect_more(&p, &super::ConnectionLogin::default()).await {
+                if let Err(e) = s.connect_more(&w.portal, &w.how).await {
                     warn!("could not re-add a connection after session reinstatement: {e}");
                 }
             });

@@ -232,6 +232,16 @@ impl Drop for ConnState {
     }
 }
 
+/// A connection the session should have, and how it logs in: recovery
+/// connects it again from the same initiator port (local address), with
+/// the same CHAP settings and digests.
+#[derive(Clone)]
+pub(super) struct Wanted {
+    pub cid: u16,
+    pub portal: PortalAddr,
+    pub how: super::ConnectionLogin,
+}
+
 /// The session keys that shape a write (RFC 7143 §13.10-13.14).
 #[derive(Clone, Copy)]
 pub(super) struct Burst {
@@ -262,9 +272,9 @@ pub(super) struct State {
     /// A ping on an idle connection of a multi-connection session: new
     /// commands wait for its answer (see `io::send_ping`).
     pub ping_hold: Option<u32>,
-    /// The connections the session should have (CID, portal): what the user
-    /// added and did not remove. Recovery restores them.
-    pub wanted: Vec<(u16, PortalAddr)>,
+    /// The connections the session should have: what the user added and
+    /// did not remove, with how each logged in. Recovery restores them.
+    pub wanted: Vec<Wanted>,
     /// Target Session Identifying Handle; changes on session reinstatement.
     pub tsih: u16,
     /// Bumped whenever the session is reinstated: a recovery that started
