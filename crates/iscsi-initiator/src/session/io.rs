@@ -351,23 +351,19 @@ impl Link {
     /// Sends what is held back once the target has fewer than [`HOLD_AT`]
     /// of the connection's `in_flight` commands (held ones included).
     pub(super) fn flush_if_short(&self, tx: &mpsc::UnboundedSender<Out>, in_flight: usize) {
-        let batch = {
-            let mut held = self.held();
-            if held.is_empty() || in_flight.saturating_sub(held.len()) >= HOLD_AT {
-                return;
-            }
-            std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH))
-        };
-        if self.send_batch(tx, batch).is_err() {
-            debug!("held PDUs not sent: the connection's writer is gone");
-        }
+        self.flush_when(tx, |held| in_flight.saturating_sub(held) < HOLD_AT);
     }
 
     /// Sends what is held back.
     pub(super) fn flush(&self, tx: &mpsc::UnboundedSender<Out>) {
+        self.flush_when(tx, |_| true);
+    }
+
+    /// Sends what is held back if `due(how many are held)`.
+    fn flush_when(&self, tx: &mpsc::UnboundedSender<Out>, due: impl FnOnce(usize) -> bool) {
         let batch = {
             let mut held = self.held();
-            if held.is_empty() {
+            if held.is_empty() || !due(held.len()) {
                 return;
             }
             std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH))

@@ -681,11 +681,9 @@ impl State {
         c.counters.bytes_out += immediate as u64;
         if unsolicited_end > immediate {
             push(c, cmd, s.write_data.slice(..immediate));
+            send_data_out(c, t.lun, itt, RESERVED_TAG, &s.write_data, immediate, unsolicited_end - immediate);
         } else {
             push_command(c, cmd, s.write_data.slice(..immediate), sole_connection);
-        }
-        if unsolicited_end > immediate {
-            send_data_out(c, t.lun, itt, RESERVED_TAG, &s.write_data, immediate, unsolicited_end - immediate);
         }
     }
 }
