@@ -13,8 +13,35 @@ use common::lab::*;
 use iscsi_initiator::session::ConnectionLogin;
 use iscsi_initiator::{PortalAddr, Session};
 
-/// Workers write a fresh pattern to their own region and read it back
-/// until told to stop; returns how many verified round trips each made.
+/// Workers that write a fresh pattern to their own region and read it
+/// back until stopped, counting verified round trips.
+struct Load {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    set: tokio::task::JoinSet<u64>,
+}
+
+impl Load {
+    fn start(s: &Session, lab: Lab, base: u64, workers: u64) -> Load {
+        let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let set = start_load(s, lab, base, workers, stop.clone(), done.clone());
+        Load { stop, done, set }
+    }
+
+    /// Waits for `more` round trips, failing after `limit` without them.
+    async fn progress(&self, more: u64, limit: Duration) {
+        wait_progress(&self.done, more, limit).await;
+    }
+
+    /// Stops the workers; each must have finished round trips.
+    async fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        while let Some(r) = self.set.join_next().await {
+            assert!(r.unwrap() > 0);
+        }
+    }
+}
+
 fn start_load(
     s: &Session,
     lab: Lab,
@@ -74,14 +101,12 @@ async fn cut_one_after_another_then_all(lab: Lab, base: u64) {
     for _ in 1..4 {
         s.connect_more(&portal, &ConnectionLogin::default()).await.unwrap();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut load = start_load(&s, lab, base, 8, stop.clone(), done.clone());
-    wait_progress(&done, 20, Duration::from_secs(20)).await;
+    let load = Load::start(&s, lab, base, 8);
+    load.progress(20, Duration::from_secs(20)).await;
     // Each connection in turn, the leading one included.
     for i in 0..4 {
         proxy.cut(i);
-        wait_progress(&done, 30, Duration::from_secs(30)).await;
+        load.progress(30, Duration::from_secs(30)).await;
     }
     // Recovery waits DefaultTime2Wait before it logs in again.
     let t = Instant::now();
@@ -96,16 +121,13 @@ async fn cut_one_after_another_then_all(lab: Lab, base: u64) {
     }
     // All of them at once.
     proxy.cut_all();
-    wait_progress(&done, 30, Duration::from_secs(40)).await;
+    load.progress(30, Duration::from_secs(40)).await;
     let t = Instant::now();
     while s.connections().len() < 4 {
         assert!(t.elapsed() < Duration::from_secs(40), "{}: connections did not come back after losing all", lab.name);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    while let Some(r) = load.join_next().await {
-        assert!(r.unwrap() > 0);
-    }
+    load.finish().await;
     assert!(s.closed_reason().is_none());
     s.logout().await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(150), "took {:?}", t0.elapsed());
@@ -147,26 +169,21 @@ async fn a_recovered_connection_keeps_its_initiator_port() {
     let how = ConnectionLogin { local_address: Some(port2), ..ConnectionLogin::default() };
     s.connect_more(&portal, &how).await.unwrap();
     assert_eq!(local_ips(&s)[1], port2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut load = start_load(&s, lab, 780_000, 4, stop.clone(), done.clone());
-    wait_progress(&done, 10, Duration::from_secs(20)).await;
+    let load = Load::start(&s, lab, 780_000, 4);
+    load.progress(10, Duration::from_secs(20)).await;
     proxy.cut(1);
-    wait_progress(&done, 20, Duration::from_secs(30)).await;
+    load.progress(20, Duration::from_secs(30)).await;
     wait_connections(&s, 2, Duration::from_secs(30)).await;
     assert!(local_ips(&s).contains(&port2), "after reinstating the connection: {:?}", local_ips(&s));
     proxy.cut_all();
-    wait_progress(&done, 20, Duration::from_secs(40)).await;
+    load.progress(20, Duration::from_secs(40)).await;
     wait_connections(&s, 2, Duration::from_secs(40)).await;
     let ips = local_ips(&s);
     assert!(
         ips.contains(&port2) && ips.iter().filter(|ip| **ip == port2).count() == 1,
         "after reinstating the session: {ips:?}"
     );
-    stop.store(true, Ordering::Relaxed);
-    while let Some(r) = load.join_next().await {
-        assert!(r.unwrap() > 0);
-    }
+    load.finish().await;
     s.logout().await.unwrap();
 }
 
@@ -177,16 +194,11 @@ async fn the_last_connection_is_reinstated() {
         let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{}", lab.port).parse().unwrap()).await;
         let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
         let s = Session::login(&portal, Some(&lab.iqn("ram1")), config()).await.unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicU64::new(0));
-        let mut load = start_load(&s, lab, 760_000, 4, stop.clone(), done.clone());
-        wait_progress(&done, 10, Duration::from_secs(20)).await;
+        let load = Load::start(&s, lab, 760_000, 4);
+        load.progress(10, Duration::from_secs(20)).await;
         proxy.cut(0);
-        wait_progress(&done, 20, Duration::from_secs(40)).await;
-        stop.store(true, Ordering::Relaxed);
-        while let Some(r) = load.join_next().await {
-            r.unwrap();
-        }
+        load.progress(20, Duration::from_secs(40)).await;
+        load.finish().await;
         s.logout().await.unwrap();
     }
 }

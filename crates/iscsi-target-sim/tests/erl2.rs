@@ -412,6 +412,28 @@ async fn logout_for_recovery_moves_a_connection_on_request() {
     .await;
 }
 
+/// The connection that replaces one moved away at ERL 2 logs in the way
+/// the removed one did: from the same initiator port (here 127.0.0.2).
+#[tokio::test]
+async fn the_replacement_connection_keeps_the_initiator_port() {
+    let t = SimTarget::start(sim_cfg(2, Fault::None)).await.expect("bind");
+    bounded(async {
+        let s = session(&t, cfg(2), 1).await;
+        let port2: std::net::IpAddr = "127.0.0.2".parse().expect("address");
+        let how = ConnectionLogin { local_address: Some(port2), ..ConnectionLogin::default() };
+        let second = s.connect_more(&portal(&t), &how).await.expect("add connection");
+        let written = write_all(&s, &t).await;
+        s.logout_connection_for_recovery(second).await.expect("logout for recovery");
+        read_all(&s, &written).await;
+        until_connections(&s, 2).await;
+        let replaced = s.connections().into_iter().find(|c| !c.leading).expect("a second connection");
+        assert_ne!(replaced.id, second);
+        assert_eq!(replaced.local_address.map(|a| a.ip()), Some(port2));
+        s.logout().await.expect("logout");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn error_recovery_level_is_the_minimum_of_both_sides() {
     for (offer, target, agreed) in [(2u8, 2u8, 2u8), (0, 2, 0), (2, 1, 1), (2, 0, 0)] {
