@@ -305,10 +305,12 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
                 recycled = data.try_into_mut().unwrap_or_default();
             })
         };
-        let measured = start >= plan.measure_from;
+        // Counted by when it completes, as fio does: what the window moved.
+        let done = Instant::now();
+        let measured = done >= plan.measure_from && done < plan.stop_at;
         match r {
             Ok(()) if measured => {
-                res.hist.record(start.elapsed().as_nanos() as u64);
+                res.hist.record(done.saturating_duration_since(start).as_nanos() as u64);
                 res.ops += 1;
             }
             Ok(()) => {}
@@ -477,9 +479,12 @@ async fn measure(
         let seed = base_seed.wrapping_add(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         set.spawn(worker(plan.clone(), seed));
     }
+    // The measured window is [measure_from, stop_at): the commands that complete in it and
+    // the CPU used in it; the commands still in flight at its end are waited for, not counted.
     tokio::time::sleep_until(plan.measure_from.into()).await;
     let cpu0 = process_cpu();
-    let t0 = Instant::now();
+    tokio::time::sleep_until(plan.stop_at.into()).await;
+    let cpu1 = process_cpu();
     let mut hist = Histogram::default();
     let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
     while let Some(r) = set.join_next().await {
@@ -491,8 +496,8 @@ async fn measure(
             first_error = r.first_error;
         }
     }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let (cpu, cpu_user) = match (cpu0, process_cpu()) {
+    let elapsed = plan.stop_at.saturating_duration_since(plan.measure_from).as_secs_f64();
+    let (cpu, cpu_user) = match (cpu0, cpu1) {
         (Some(a), Some(b)) => {
             let user = b.user.saturating_sub(a.user).as_secs_f64();
             (user + b.system.saturating_sub(a.system).as_secs_f64(), user)
