@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// round-robin-subset, least-queue-depth or weighted.
     #[arg(long, default_value = "round-robin", value_name = "POLICY", value_parser = crate::cli::parse_policy)]
     pub policy: iscsi_initiator::model::LoadBalancePolicy,
+    /// HOST[:PORT] of a portal of the same target for the added connections, taken in
+    /// turn (repeat it, one per path or NIC); default: the URL's portal.
+    #[arg(long = "add-portal", value_name = "HOST[:PORT]", value_parser = crate::cli::parse_portal)]
+    pub add_portals: Vec<iscsi_initiator::PortalAddr>,
     /// Runtime worker threads (default: one per connection, at most one per
     /// CPU, or one per CPU at iodepth 1; TOKIO_WORKER_THREADS, when set,
     /// wins over the default).
@@ -416,7 +420,11 @@ pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
     };
     let cfg = session_config(common, &url)?;
     let session = Session::login(&url.portal, Some(&target), cfg).await.map_err(|e| e.to_string())?;
-    let mcs = crate::cli::McsArgs { connections: args.connections, policy: args.policy };
+    let mcs = crate::cli::McsArgs {
+        connections: args.connections,
+        policy: args.policy,
+        add_portals: args.add_portals.clone(),
+    };
     crate::commands::grow(&session, &url, &mcs).await.map_err(|st| st.to_string())?;
     let result = measure(&session, lun, args, time, warmup).await;
     let _ = session.logout().await;

@@ -349,12 +349,21 @@ pub struct McsArgs {
     /// round-robin-subset, least-queue-depth or weighted.
     #[arg(long, default_value = "round-robin", value_name = "POLICY", value_parser = parse_policy)]
     pub policy: iscsi_initiator::model::LoadBalancePolicy,
+    /// HOST[:PORT] of a portal of the same target for the added connections, taken in
+    /// turn (repeat it, one per path or NIC); default: the URL's portal.
+    #[arg(long = "add-portal", value_name = "HOST[:PORT]", value_parser = parse_portal)]
+    pub add_portals: Vec<iscsi_initiator::PortalAddr>,
 }
 
 impl Default for McsArgs {
     fn default() -> Self {
-        Self { connections: 1, policy: iscsi_initiator::model::LoadBalancePolicy::RoundRobin }
+        Self { connections: 1, policy: iscsi_initiator::model::LoadBalancePolicy::RoundRobin, add_portals: Vec::new() }
     }
+}
+
+/// `HOST[:PORT]` (port 3260 when left out), as the portals of `--add-portal`.
+pub(crate) fn parse_portal(s: &str) -> Result<iscsi_initiator::PortalAddr, String> {
+    iscsi_initiator::PortalAddr::parse(s).map_err(|e| e.to_string())
 }
 
 pub(crate) fn parse_policy(s: &str) -> Result<iscsi_initiator::model::LoadBalancePolicy, String> {

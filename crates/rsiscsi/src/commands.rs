@@ -145,11 +145,20 @@ async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) 
 
 /// Grows a fresh session to `mcs.connections` connections with
 /// add_connection (any initiator port, no IPsec, the session's own login
-/// settings) and sets its load-balance policy; logs out on failure.
+/// settings) and sets its load-balance policy; logs out on failure. The
+/// added connections go to `mcs.add_portals` in turn, or to the URL's portal.
 pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> Result<(), Status> {
+    if mcs.connections < 2 && !mcs.add_portals.is_empty() {
+        let _ = s.logout().await;
+        return Err(Status::invalid_parameter(
+            "--add-portal names portals for the added connections: give --connections 2 or more",
+        ));
+    }
     s.set_load_balance_policy(mcs.policy);
-    let portal = Portal::new(url.portal.host.clone(), url.portal.port);
-    for _ in 1..mcs.connections {
+    let own = [url.portal.clone()];
+    let portals = if mcs.add_portals.is_empty() { &own[..] } else { &mcs.add_portals[..] };
+    for addr in portals.iter().cycle().take(usize::from(mcs.connections).saturating_sub(1)) {
+        let portal = Portal::new(addr.host.clone(), addr.port);
         let added =
             s.add_connection(ISCSI_ANY_INITIATOR_PORT, &portal, SecurityFlags(0), &LoginOptions::default(), &[]).await;
         if let Err(st) = added {

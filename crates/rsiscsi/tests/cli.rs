@@ -674,6 +674,35 @@ fn cp_over_several_connections_with_each_policy() {
     }
 }
 
+/// `--add-portal`: the added connections log in through another portal of the
+/// same target (its IPv6 one here), so one session spans two paths; bytes
+/// written that way read back the same. A portal nobody listens on fails the
+/// command, which shows the added connections really go there.
+#[test]
+fn cp_adds_connections_through_other_portals() {
+    for (i, (d, portal6)) in
+        [(TGT, var("RSISCSI_TGT_PORTAL6")), (ISTGT, var("RSISCSI_ISTGT_PORTAL6"))].into_iter().enumerate()
+    {
+        let dir = scratch(&format!("add-portal-{}", d.name));
+        let url = d.url("ram1");
+        let data = random(3 * MIB as usize + 4096);
+        let src = &dir.join("src.bin");
+        let back = &dir.join("back.bin");
+        std::fs::write(src, &data).unwrap();
+        let off = (850 * MIB + i as u64 * 8 * MIB).to_string();
+        let len = data.len().to_string();
+        let two = ["cp", "--connections", "2", "--add-portal", &portal6];
+        ok(&dir, &[&two[..], &["--offset", &off, s(src), &url]].concat(), &[]);
+        let three = ["cp", "--connections", "3", "--add-portal", &portal6, "--add-portal", &d.portal()];
+        ok(&dir, &[&three[..], &["--offset", &off, "--length", &len, &url, s(back)]].concat(), &[]);
+        assert!(std::fs::read(back).unwrap() == data, "{}: data differs", d.name);
+
+        fails(&dir, &["inquiry", "--connections", "2", "--add-portal", "127.0.0.1:9", &url], &[], &["127.0.0.1:9"]);
+        fails(&dir, &["inquiry", "--add-portal", &portal6, &url], &[], &["--add-portal", "--connections 2"]);
+        fails(&dir, &["inquiry", "--connections", "2", "--add-portal", "host:port:x:", &url], &[], &["host:port:x:"]);
+    }
+}
+
 /// More connections than the target's MaxConnections: the ISDSC status and
 /// the limit the target gave; a target of one connection per session: its
 /// own status.
