@@ -343,9 +343,7 @@ impl Link {
         if hold && held.len() < HOLD_BATCH {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH));
-        drop(held);
-        self.send_batch(tx, batch)
+        self.send_batch(tx, &mut held)
     }
 
     /// Sends what is held back once the target has fewer than [`HOLD_AT`]
@@ -361,14 +359,11 @@ impl Link {
 
     /// Sends what is held back if `due(how many are held)`.
     fn flush_when(&self, tx: &mpsc::UnboundedSender<Out>, due: impl FnOnce(usize) -> bool) {
-        let batch = {
-            let mut held = self.held();
-            if held.is_empty() || !due(held.len()) {
-                return;
-            }
-            std::mem::replace(&mut *held, Vec::with_capacity(HOLD_BATCH))
-        };
-        if self.send_batch(tx, batch).is_err() {
+        let mut held = self.held();
+        if held.is_empty() || !due(held.len()) {
+            return;
+        }
+        if self.send_batch(tx, &mut held).is_err() {
             debug!("held PDUs not sent: the connection's writer is gone");
         }
     }
@@ -377,7 +372,7 @@ impl Link {
     /// for what the socket did not take, hands it to the writer task.
     fn send_one(&self, tx: &mpsc::UnboundedSender<Out>, out: Out) -> std::result::Result<(), Out> {
         let out = if self.queued.load(Ordering::Acquire) == 0 {
-            let slices = out.segments().map(IoSlice::new).collect::<SmallSlices>();
+            let slices = out.segments().map(IoSlice::new).collect::<SmallSlices<3>>();
             match self.wr.try_write_vectored(slices.as_slice()) {
                 Ok(n) if n == out.len() => return Ok(()),
                 Ok(n) => out.rest(n),
@@ -395,17 +390,22 @@ impl Link {
         })
     }
 
-    /// Several PDUs in order: one `writev` if nothing is queued, the
-    /// rest (or all) to the writer task.
-    fn send_batch(&self, tx: &mpsc::UnboundedSender<Out>, batch: Vec<Out>) -> std::result::Result<(), ()> {
+    /// Several PDUs in order, emptying `batch` (its buffer is kept, so
+    /// batching allocates nothing): one `writev` if nothing is queued, the
+    /// rest (or all) to the writer task. The caller holds the held-back
+    /// lock, which nobody waits on: every user also holds the session lock.
+    fn send_batch(&self, tx: &mpsc::UnboundedSender<Out>, batch: &mut Vec<Out>) -> std::result::Result<(), ()> {
         let mut written = 0;
         if self.queued.load(Ordering::Acquire) == 0 {
-            let slices: Vec<IoSlice<'_>> = batch.iter().flat_map(Out::segments).map(IoSlice::new).collect();
+            // Slices past the array's end are left out: what is written is
+            // then a prefix, and the rest goes to the writer below.
+            let slices =
+                batch.iter().flat_map(Out::segments).map(IoSlice::new).collect::<SmallSlices<{ 3 * HOLD_BATCH }>>();
             // Full socket or a failure: the writer waits for room, or meets
             // the same error and ends.
-            written = self.wr.try_write_vectored(&slices).unwrap_or(0);
+            written = self.wr.try_write_vectored(slices.as_slice()).unwrap_or(0);
         }
-        for out in batch {
+        for out in batch.drain(..) {
             let len = out.len();
             if written >= len {
                 written -= len;
@@ -423,26 +423,25 @@ impl Link {
     }
 }
 
-/// Up to the three slices of one PDU, on the stack.
-struct SmallSlices<'a> {
-    s: [IoSlice<'a>; 3],
+/// Up to `N` slices (three per PDU: header, data, trailer), on the stack.
+struct SmallSlices<'a, const N: usize> {
+    s: [IoSlice<'a>; N],
     n: usize,
 }
 
-impl<'a> FromIterator<IoSlice<'a>> for SmallSlices<'a> {
+impl<'a, const N: usize> FromIterator<IoSlice<'a>> for SmallSlices<'a, N> {
     fn from_iter<I: IntoIterator<Item = IoSlice<'a>>>(it: I) -> Self {
-        let mut s = SmallSlices { s: [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])], n: 0 };
+        let mut s = SmallSlices { s: [IoSlice::new(&[]); N], n: 0 };
         for x in it {
-            if let Some(slot) = s.s.get_mut(s.n) {
-                *slot = x;
-                s.n += 1;
-            }
+            let Some(slot) = s.s.get_mut(s.n) else { break };
+            *slot = x;
+            s.n += 1;
         }
         s
     }
 }
 
-impl<'a> SmallSlices<'a> {
+impl<'a, const N: usize> SmallSlices<'a, N> {
     fn as_slice(&self) -> &[IoSlice<'a>] {
         self.s.get(..self.n).unwrap_or_default()
     }
@@ -653,6 +652,35 @@ mod tests {
         link.flush_if_short(&tx, HOLD_AT + 1);
         link.flush(&tx);
         assert_eq!(arrived(&mut peer).await, vec![50, 51]);
+    }
+
+    /// Batches go out of the same buffer every time: holding back
+    /// allocates nothing per command.
+    #[tokio::test]
+    async fn batches_reuse_one_buffer() {
+        let (link, tx, mut peer) = link().await;
+        let buffer = link.held().as_ptr();
+        for round in 0..3u8 {
+            for t in 1..=HOLD_BATCH as u8 {
+                link.send(&tx, unit(round * 10 + t), Some(HOLD_AT + usize::from(t) - 1)).unwrap();
+            }
+            assert_eq!(link.held().as_ptr(), buffer, "after a full batch");
+            link.send(&tx, unit(round * 10 + 9), Some(HOLD_AT)).unwrap();
+            link.flush(&tx);
+            assert_eq!(link.held().as_ptr(), buffer, "after a flush");
+        }
+        assert_eq!(link.held().capacity(), HOLD_BATCH);
+        assert_eq!(arrived(&mut peer).await.len(), 3 * (HOLD_BATCH + 1));
+    }
+
+    /// More slices than fit: the first ones, in order, so that a write of
+    /// them is a prefix of the PDUs and the rest can follow.
+    #[test]
+    fn small_slices_keep_a_prefix() {
+        let parts: [&[u8]; 5] = [b"a", b"b", b"c", b"d", b"e"];
+        let s = parts.iter().map(|p| IoSlice::new(p)).collect::<SmallSlices<3>>();
+        let got: Vec<&[u8]> = s.as_slice().iter().map(|x| &**x).collect();
+        assert_eq!(got, [&b"a"[..], b"b", b"c"]);
     }
 
     /// Fewer than `HOLD_AT` commands at the target: nothing is held.
