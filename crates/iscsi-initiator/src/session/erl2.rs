@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use iscsi_proto::pdu::{TaskMgmtRequest, logout_reason, logout_response, tmf_function, tmf_response};
 use iscsi_proto::seq::Sn;
-use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::state::{self, Reply, State, Task, TaskKind, conn_mut};
@@ -30,7 +29,7 @@ struct Pending {
     itt: u32,
     cmd_sn: u32,
     tmf_itt: u32,
-    rx: oneshot::Receiver<Result<Reply>>,
+    rx: super::reply::Receiver,
 }
 
 impl Inner {
@@ -82,7 +81,7 @@ impl State {
                 c.outstanding += 1;
             }
             let tmf_itt = self.alloc_itt();
-            let (tx, rx) = oneshot::channel();
+            let (tx, rx) = super::reply::channel();
             let mut tmf = Task::new(Some(to), lun, TaskKind::TaskMgmt, None);
             tmf.reply = Some(tx);
             self.tasks.insert(tmf_itt, tmf);

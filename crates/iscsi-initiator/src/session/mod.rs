@@ -12,6 +12,7 @@ mod io;
 mod management;
 pub use self::management::initiator_port_address;
 mod recovery;
+mod reply;
 mod rx;
 mod state;
 
@@ -25,7 +26,7 @@ use iscsi_proto::scsi::cdb::Cdb;
 use iscsi_proto::seq::CmdWindow;
 use iscsi_proto::text::{self, TextAccumulator, TextPairs};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use self::management::{ScsiData, ScsiResult};
@@ -615,8 +616,8 @@ impl Inner {
         }
     }
 
-    fn register(&self, mut task: Task) -> Result<(u32, oneshot::Receiver<Result<Reply>>, MutexGuard<'_, State>)> {
-        let (tx, rx) = oneshot::channel();
+    fn register(&self, mut task: Task) -> Result<(u32, reply::Receiver, MutexGuard<'_, State>)> {
+        let (tx, rx) = reply::channel();
         task.reply = Some(tx);
         task.deadline = Some(std::time::Instant::now() + self.cfg.command_timeout);
         let mut st = self.lock();
@@ -716,7 +717,7 @@ impl Inner {
     /// Waits for the task's answer; `expire_overdue` (run by the session's
     /// sweeper, `sweep_overdue`) answers with a timeout after
     /// `command_timeout`.
-    async fn wait(&self, _itt: u32, rx: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
+    async fn wait(&self, _itt: u32, rx: reply::Receiver) -> Result<Reply> {
         rx.await.unwrap_or(Err(Error::SessionClosed))
     }
 }

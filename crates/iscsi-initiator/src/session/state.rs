@@ -16,7 +16,7 @@ use iscsi_proto::pdu::{
 use iscsi_proto::scsi::cdb::Cdb;
 use iscsi_proto::seq::{CmdWindow, Sn};
 use iscsi_proto::text::{TextAccumulator, TextPairs};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
@@ -65,7 +65,7 @@ pub(super) struct Task {
     pub cid: Option<u16>,
     pub lun: u64,
     pub kind: TaskKind,
-    pub reply: Option<oneshot::Sender<Result<Reply>>>,
+    pub reply: Option<super::reply::Sender>,
     /// A SCSI command's CDB and task attribute, kept for retries.
     pub cdb: Option<(Cdb, u8)>,
     /// The CmdSN the command went out with, once sent.
