@@ -69,17 +69,10 @@ pub struct BenchArgs {
     /// Use only the first SIZE bytes of the LUN (default: all of it).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub size: Option<u64>,
-    /// TCP connections in the session (MC/S, RFC 7143 §4.2.2.5).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub connections: u16,
-    /// How commands are spread over the connections: failover-only, round-robin,
-    /// round-robin-subset, least-queue-depth or weighted.
-    #[arg(long, default_value = "round-robin", value_name = "POLICY", value_parser = crate::cli::parse_policy)]
-    pub policy: iscsi_initiator::model::LoadBalancePolicy,
-    /// HOST[:PORT] of a portal of the same target for the added connections, taken in
-    /// turn (repeat it, one per path or NIC); default: the URL's portal.
-    #[arg(long = "add-portal", value_name = "HOST[:PORT]", value_parser = crate::cli::parse_portal)]
-    pub add_portals: Vec<iscsi_initiator::PortalAddr>,
+    /// --connections, --policy and --add-portal: one session of several TCP
+    /// connections (MC/S, RFC 7143 §4.2.2.5).
+    #[command(flatten)]
+    pub mcs: crate::cli::McsArgs,
     /// Runtime worker threads (default: one per connection, at most one per
     /// CPU, or one per CPU at iodepth 1; TOKIO_WORKER_THREADS, when set,
     /// wins over the default).
@@ -108,7 +101,7 @@ impl BenchArgs {
             return None;
         }
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        Some(usize::from(self.connections).clamp(1, cpus))
+        Some(usize::from(self.mcs.connections).clamp(1, cpus))
     }
 }
 
@@ -420,12 +413,7 @@ pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
     };
     let cfg = session_config(common, &url)?;
     let session = Session::login(&url.portal, Some(&target), cfg).await.map_err(|e| e.to_string())?;
-    let mcs = crate::cli::McsArgs {
-        connections: args.connections,
-        policy: args.policy,
-        add_portals: args.add_portals.clone(),
-    };
-    crate::commands::grow(&session, &url, &mcs).await.map_err(|st| st.to_string())?;
+    crate::commands::grow(&session, &url, &args.mcs).await.map_err(|st| st.to_string())?;
     let result = measure(&session, lun, args, time, warmup).await;
     let _ = session.logout().await;
     let report = result?;
@@ -532,7 +520,7 @@ async fn measure(
             p99: us(hist.percentile(99.0)),
             p999: us(hist.percentile(99.9)),
         },
-        connections: args.connections,
+        connections: args.mcs.connections,
         errors,
     })
 }
@@ -585,13 +573,13 @@ mod tests {
         assert_eq!(t.b.bs, 4096);
         assert_eq!(t.b.iodepth, 32);
         assert_eq!(t.b.time, 5.0);
-        assert_eq!(t.b.connections, 1);
-        assert_eq!(t.b.policy, iscsi_initiator::model::LoadBalancePolicy::RoundRobin);
+        assert_eq!(t.b.mcs.connections, 1);
+        assert_eq!(t.b.mcs.policy, iscsi_initiator::model::LoadBalancePolicy::RoundRobin);
         let t = T::try_parse_from(["x", "u", "--bs", "1MiB", "--connections", "4", "--policy", "least-queue-depth"])
             .unwrap();
         assert_eq!(t.b.bs, 1 << 20);
-        assert_eq!(t.b.connections, 4);
-        assert_eq!(t.b.policy, iscsi_initiator::model::LoadBalancePolicy::LeastQueueDepth);
+        assert_eq!(t.b.mcs.connections, 4);
+        assert_eq!(t.b.mcs.policy, iscsi_initiator::model::LoadBalancePolicy::LeastQueueDepth);
         assert!(T::try_parse_from(["x", "u", "--iodepth", "0"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--connections", "0"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--rw", "trim"]).is_err());

@@ -152,6 +152,24 @@ fn malformed_command_lines_are_refused_with_one_clear_line() {
             .creates_nothing_at(&out),
         case("--connections 70000", &["cp", "--connections", "70000", &good, s(&out)], &["70000", "1..=65535"])
             .creates_nothing_at(&out),
+        case(
+            "--add-portal not HOST[:PORT]",
+            &["cp", "--connections", "2", "--add-portal", "127.0.0.1:x", &good, s(&out)],
+            &["--add-portal", "127.0.0.1:x", "HOST[:PORT]"],
+        )
+        .creates_nothing_at(&out),
+        case(
+            "--add-portal without --connections",
+            &["cp", "--add-portal", "[::1]", &good, s(&out)],
+            &["--add-portal", "--connections 2"],
+        )
+        .creates_nothing_at(&out),
+        case(
+            "--add-portal nobody listens on",
+            &["cp", "--connections", "2", "--add-portal", "127.0.0.1:9", &good, s(&out)],
+            &["ISDSC_CONNECTION_FAILED", "127.0.0.1:9"],
+        )
+        .creates_nothing_at(&out),
         case("negative length", &["cp", "--length=-5", &good, s(&out)], &["--length", "-5"]).creates_nothing_at(&out),
         case("length not a number", &["cp", "--length", "1G", &good, s(&out)], &["--length", "1G"])
             .creates_nothing_at(&out),
