@@ -703,6 +703,37 @@ fn cp_adds_connections_through_other_portals() {
     }
 }
 
+/// `bench --json` against both daemons: every field the issue names, figures
+/// that agree with each other, no errors, and a measured time that is exactly
+/// the window asked for (commands are counted by when they complete inside
+/// it, as fio does, not waited for past its end). Reads only: the LUN keeps
+/// its bytes. Over two connections, the second through the IPv6 portal.
+#[test]
+fn bench_reports_the_measured_window() {
+    for (d, portal6) in [(TGT, var("RSISCSI_TGT_PORTAL6")), (ISTGT, var("RSISCSI_ISTGT_PORTAL6"))] {
+        let dir = scratch(&format!("bench-{}", d.name));
+        let url = d.url("ram1");
+        let common =
+            ["bench", "--rw", "read", "--bs", "1M", "--time", "1", "--warmup", "0.3", "--size", "256M", "--json"];
+        for (conns, extra) in
+            [(1, vec!["--iodepth", "16"]), (2, vec!["--iodepth", "16", "--connections", "2", "--add-portal", &portal6])]
+        {
+            let out = ok(&dir, &[&common[..], &extra[..], &[&url]].concat(), &[]);
+            let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{}: not JSON ({e}):\n{out}", d.name));
+            let num = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{}: no {k} in {out}", d.name));
+            assert_eq!(num("seconds"), 1.0, "{}: the window, not the time until the last command: {out}", d.name);
+            assert_eq!(v["connections"], conns, "{out}");
+            assert_eq!(v["errors"], 0, "{out}");
+            let (bw, iops) = (num("bw_mib_s"), num("iops"));
+            assert!(iops >= 10.0, "{}: {out}", d.name);
+            assert!((bw - iops).abs() < 1e-6 * bw.max(1.0), "1 MiB per command: {out}");
+            assert!(num("cpu_s_per_gib") > 0.0 && num("cpu_user_s_per_gib") <= num("cpu_s_per_gib"), "{out}");
+            let lat = |k: &str| v["lat_us"][k].as_f64().unwrap_or_else(|| panic!("no lat_us.{k} in {out}"));
+            assert!(0.0 < lat("p50") && lat("p50") <= lat("p99") && lat("p99") <= lat("p999"), "{out}");
+        }
+    }
+}
+
 /// More connections than the target's MaxConnections: the ISDSC status and
 /// the limit the target gave; a target of one connection per session: its
 /// own status.
