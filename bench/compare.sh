@@ -150,10 +150,9 @@ IPERF_PID=""
 
 mkdir -p "$HERE/results"
 RESULT=${RESULT:-$HERE/results/$(date +%F).md}
-python3 - "$RAW" "$OUT" "$RUNS" "$TIME" "$WARMUP" "$MCS" >"$RESULT.tmp" <<'PY'
+python3 - "$RAW" "$OUT" "$RUNS" "$TIME" "$WARMUP" "$MCS" "$HERE" >"$RESULT.tmp" <<'PY'
 import json, statistics, sys, os, platform, subprocess
-raw, out, runs, secs, warm, mcs = sys.argv[1:7]
-GIB = 1 << 30
+raw, out, runs, secs, warm, mcs, here = sys.argv[1:8]
 
 def ours(d):
     if "bw_mib_s" not in d or d.get("errors", 1) and d.get("iops", 0) == 0:
@@ -163,26 +162,8 @@ def ours(d):
     return {"bw": d["bw_mib_s"], "iops": d["iops"], "cpu": cpu, "p99": d["lat_us"]["p99"],
             "errors": d.get("errors", 0), "user": 100 * user / cpu if user is not None and cpu else None}
 
-def fio(d):
-    try:
-        j = d["jobs"][0]
-    except (KeyError, IndexError, TypeError):
-        return None
-    side = j["write"] if j["write"]["io_bytes"] > 0 else j["read"]
-    if side["runtime"] <= 0 or side["io_bytes"] <= 0:
-        return None
-    secs = side["runtime"] / 1000.0
-    gib = side["io_bytes"] / GIB
-    # usr_cpu/sys_cpu: % of one CPU over a job's run. With group_reporting fio sums both the CPU
-    # time and the run time over the jobs (stat.c), so the figure is the per-job average: the
-    # group's CPU is that times numjobs (the bytes are the group's total).
-    jobs = int(j.get("job options", {}).get("numjobs", 1) or 1)
-    cpu_s = (j["usr_cpu"] + j["sys_cpu"]) / 100.0 * secs * jobs
-    pct = side.get("clat_ns", {}).get("percentile", {})
-    p99 = pct.get("99.000000", 0) / 1000.0
-    busy = j["usr_cpu"] + j["sys_cpu"]
-    return {"bw": side["io_bytes"] / (1 << 20) / secs, "iops": side["total_ios"] / secs, "cpu": cpu_s / gib,
-            "p99": p99, "errors": j.get("error", 0), "user": 100 * j["usr_cpu"] / busy if busy else None}
+sys.path.insert(0, here)
+from fio_json import figures as fio
 
 rows = {}
 order = []

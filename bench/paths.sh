@@ -156,10 +156,11 @@ done
 
 mkdir -p "$HERE/results"
 RESULT=${RESULT:-$HERE/results/$(date +%F)-paths.md}
-python3 - "$RAW" "$RUNS" "$TIME" "$WARMUP" "$RATE" >"$RESULT.tmp" <<'PY'
+python3 - "$RAW" "$RUNS" "$TIME" "$WARMUP" "$RATE" "$HERE" >"$RESULT.tmp" <<'PY'
 import json, statistics, sys, os, platform, subprocess
-raw, runs, secs, warm, rate = sys.argv[1:6]
-GIB = 1 << 30
+raw, runs, secs, warm, rate, here = sys.argv[1:7]
+sys.path.insert(0, here)
+from fio_json import figures
 
 def load(path):
     try:
@@ -182,17 +183,9 @@ for line in open(raw):
             if t.get("busiest_pct") is not None:
                 slot["tgtd"].append(t["busiest_pct"])
     elif side == "fio":
-        try:
-            j = d["jobs"][0]
-            rd = j["read"]
-            s = rd["runtime"] / 1000.0
-            gib = rd["io_bytes"] / GIB
-            # group_reporting sums CPU and run time over the jobs: the per-job average, times p.
-            cpu = (j["usr_cpu"] + j["sys_cpu"]) / 100.0 * s * p
-            if s > 0 and gib > 0:
-                slot["fio"].append((rd["io_bytes"] / (1 << 20) / s, cpu / gib))
-        except (KeyError, IndexError, TypeError):
-            pass
+        f = figures(d, jobs=p)  # one job section per path, in one group
+        if f is not None:
+            slot["fio"].append((f["bw"], f["cpu"]))
     else:
         try:
             slot["iperf3"] += d["end"]["sum_received"]["bits_per_second"] / 8 / (1 << 20)
