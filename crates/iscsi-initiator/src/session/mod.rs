@@ -8,6 +8,7 @@
 //! spread over the connections by the load-balance policy.
 
 mod erl2;
+mod hold;
 mod io;
 mod management;
 pub use self::management::initiator_port_address;
@@ -170,6 +171,7 @@ fn spawn_connection(
         primary: true,
         weight: 1,
         counters: ConnCounters::default(),
+        tuner: Default::default(),
         handles: vec![w, r],
     }
 }

@@ -221,6 +221,8 @@ pub(super) struct ConnState {
     pub primary: bool,
     pub weight: u32,
     pub counters: ConnCounters,
+    /// Whether commands are held back while the target is busy.
+    pub tuner: super::hold::HoldTuner,
     pub handles: Vec<JoinHandle<()>>,
 }
 
@@ -352,7 +354,13 @@ impl State {
         if let (TaskKind::Scsi(_), Some(cid)) = (&t.kind, t.cid)
             && let Some(c) = conn_mut(&mut self.conns, cid)
         {
+            if c.outstanding >= super::io::HOLD_AT {
+                c.tuner.completed();
+            }
             c.outstanding = c.outstanding.saturating_sub(1);
+            if c.outstanding == 0 {
+                c.tuner.idle();
+            }
             if let Some(at) = t.sent_at {
                 c.counters.latency.record(at.elapsed());
             }
@@ -499,7 +507,13 @@ impl State {
                 && let Some(cid) = t.cid
                 && let Some(c) = conn_mut(&mut self.conns, cid)
             {
+                if c.outstanding >= super::io::HOLD_AT {
+                    c.tuner.completed();
+                }
                 c.outstanding = c.outstanding.saturating_sub(1);
+                if c.outstanding == 0 {
+                    c.tuner.idle();
+                }
             }
         }
         if !stale.is_empty() {
@@ -699,7 +713,7 @@ pub(super) fn push(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes) {
 /// command would leave a CmdSN gap that keeps the target from running
 /// the later commands of the other connections (RFC 7143 §3.2.2.1).
 fn push_command(c: &ConnState, cmd: ScsiCommand, data: Bytes, sole_connection: bool) {
-    push_held(c, cmd, data, sole_connection.then(|| c.outstanding.saturating_sub(1)));
+    push_held(c, cmd, data, (sole_connection && c.tuner.holds()).then(|| c.outstanding.saturating_sub(1)));
 }
 
 fn push_held(c: &ConnState, bhs: impl Into<Bhs>, data: Bytes, busy: Option<usize>) {
@@ -1177,6 +1191,7 @@ mod tests {
             primary: true,
             weight: 1,
             counters: ConnCounters::default(),
+            tuner: Default::default(),
             handles: vec![w],
         };
         (conn, peer)
@@ -1212,6 +1227,57 @@ mod tests {
             .expect("the command goes out at once")
             .unwrap();
         assert_eq!(got[0] & 0x3f, 0x01, "a SCSI Command");
+    }
+
+    /// A connection whose trial found sending at once faster (istgt's
+    /// 4 KiB reads) sends a command at once however busy the target is.
+    #[tokio::test]
+    async fn a_connection_that_chose_not_to_hold_sends_at_once() {
+        let (mut conn, mut peer) = busy_conn(super::super::io::HOLD_AT + 1).await;
+        conn.tuner = super::super::hold::HoldTuner::sending_at_once();
+        push_command(&conn, read_command(3), Bytes::new(), true);
+        assert_eq!(conn.link.held_len(), 0);
+        let mut got = [0u8; 48];
+        tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got))
+            .await
+            .expect("the command goes out at once")
+            .unwrap();
+        assert_eq!(got[0] & 0x3f, 0x01, "a SCSI Command");
+    }
+
+    /// Only answers while the target had at least `HOLD_AT` commands feed
+    /// the hold-back trial, and a connection that runs dry starts its
+    /// measured window again (idle time would measure the application).
+    #[tokio::test]
+    async fn busy_answers_feed_the_hold_trial() {
+        let hold_at = super::super::io::HOLD_AT;
+        let mut st = state(1, 1);
+        let (conn, _peer) = busy_conn(hold_at + 2).await;
+        st.conns.push(conn);
+        for itt in 1..=hold_at as u32 + 2 {
+            let scsi = ScsiTask {
+                expected_len: 0,
+                read: true,
+                received: 0,
+                next_data_sn: 0,
+                buf: BytesMut::new(),
+                write_data: Bytes::new(),
+            };
+            st.tasks.insert(itt, Task::new(Some(0), 0, TaskKind::Scsi(scsi), None));
+        }
+        // The first busy answer starts the window, the next two count.
+        for itt in 1..=3 {
+            assert!(st.take_task(itt).is_some());
+        }
+        assert_eq!(st.conns[0].tuner.window(), (2, true));
+        // Fewer than HOLD_AT at the target: not counted.
+        assert!(st.take_task(4).is_some());
+        assert_eq!(st.conns[0].tuner.window(), (2, true));
+        for itt in 5..=hold_at as u32 + 2 {
+            assert!(st.take_task(itt).is_some());
+        }
+        assert_eq!(st.conns[0].outstanding, 0);
+        assert_eq!(st.conns[0].tuner.window(), (0, false));
     }
 
     #[test]
