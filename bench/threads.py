@@ -2,10 +2,14 @@
 """CPU time of a process's threads between two snapshots.
 
   threads.py snap PID            prints one line per thread: TID TICKS (utime+stime)
-  threads.py diff BEFORE AFTER SECONDS
-                                 prints JSON {"total_pct", "busiest_pct", "threads"}: CPU used
-                                 over SECONDS as % of one core, all threads and the busiest one.
-Used by compare.sh to tell whether the target was the limit of a run (a saturated thread).
+  threads.py host                prints the whole host's ticks so far: host IDLE TOTAL
+  threads.py diff BEFORE AFTER SECONDS [HOST-BEFORE HOST-AFTER]
+                                 prints JSON {"total_pct", "busiest_pct", "threads",
+                                 "host_idle_pct"}: CPU used over SECONDS as % of one core, all
+                                 threads and the busiest one, and the host's idle share of all
+                                 its CPUs between the two host snapshots (null without them).
+Used by compare.sh to tell whether the target was the limit of a run (a saturated thread), or the
+host (no idle CPU left: initiator, target and the kernel's work for both share the same CPUs).
 """
 import json
 import os
@@ -25,9 +29,25 @@ def snap(pid):
     return out
 
 
+def host():
+    """Idle (idle + iowait) and all ticks of all CPUs so far."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user).
+    return ticks[3] + ticks[4], sum(ticks[:8])
+
+
 def load(path):
+    """Per-thread ticks, and the host line's (idle, total) when present."""
+    threads, host_ticks = {}, None
     with open(path) as f:
-        return {t: int(v) for t, v in (line.split() for line in f if line.strip())}
+        for line in f:
+            p = line.split()
+            if len(p) == 3 and p[0] == "host":
+                host_ticks = (int(p[1]), int(p[2]))
+            elif len(p) == 2:
+                threads[p[0]] = int(p[1])
+    return threads, host_ticks
 
 
 def main():
@@ -35,14 +55,26 @@ def main():
         for tid, ticks in snap(sys.argv[2]):
             print(tid, ticks)
         return 0
-    if len(sys.argv) == 5 and sys.argv[1] == "diff":
-        before, after, secs = load(sys.argv[2]), load(sys.argv[3]), float(sys.argv[4])
+    if len(sys.argv) == 2 and sys.argv[1] == "host":
+        print("host", *host())
+        return 0
+    if len(sys.argv) in (5, 7) and sys.argv[1] == "diff":
+        (before, _), (after, _), secs = load(sys.argv[2]), load(sys.argv[3]), float(sys.argv[4])
+        h0 = h1 = None
+        if len(sys.argv) == 7:
+            try:
+                h0, h1 = load(sys.argv[5])[1], load(sys.argv[6])[1]
+            except OSError:
+                pass
         hz = os.sysconf("SC_CLK_TCK")
         used = [(after[t] - before.get(t, 0)) / hz for t in after]
         total = sum(used)
         busiest = max(used, default=0.0)
+        idle = None
+        if h0 and h1 and h1[1] > h0[1]:
+            idle = round(100 * (h1[0] - h0[0]) / (h1[1] - h0[1]), 1)
         print(json.dumps({"total_pct": round(100 * total / secs, 1), "busiest_pct": round(100 * busiest / secs, 1),
-                          "threads": len(after)}))
+                          "threads": len(after), "host_idle_pct": idle}))
         return 0
     print(__doc__, file=sys.stderr)
     return 2
