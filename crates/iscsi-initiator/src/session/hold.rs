@@ -45,18 +45,15 @@ enum Phase {
     Keep(u32),
 }
 
+impl Phase {
+    fn trial() -> Self {
+        Phase::Trial { step: 0, hold: [Duration::ZERO; TRIALS_PER_MODE], free: [Duration::ZERO; TRIALS_PER_MODE] }
+    }
+}
+
 impl Default for HoldTuner {
     fn default() -> Self {
-        Self {
-            hold: true,
-            phase: Phase::Trial {
-                step: 0,
-                hold: [Duration::ZERO; TRIALS_PER_MODE],
-                free: [Duration::ZERO; TRIALS_PER_MODE],
-            },
-            done: 0,
-            since: None,
-        }
+        Self { hold: true, phase: Phase::trial(), done: 0, since: None }
     }
 }
 
@@ -107,11 +104,7 @@ impl HoldTuner {
             Phase::Keep(left) => {
                 *left = left.saturating_sub(1);
                 if *left == 0 {
-                    self.phase = Phase::Trial {
-                        step: 0,
-                        hold: [Duration::ZERO; TRIALS_PER_MODE],
-                        free: [Duration::ZERO; TRIALS_PER_MODE],
-                    };
+                    self.phase = Phase::trial();
                     self.hold = true;
                 }
             }
