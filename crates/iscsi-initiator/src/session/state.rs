@@ -1221,8 +1221,13 @@ mod tests {
         let (shared, mut peer2) = busy_conn(busy).await;
         push_command(&shared, read_command(2), Bytes::new(), false);
         assert_eq!(shared.link.held_len(), 0);
+        arrives_at_once(&mut peer2).await;
+    }
+
+    /// The peer receives a SCSI Command within 2 s.
+    async fn arrives_at_once(peer: &mut tokio::net::TcpStream) {
         let mut got = [0u8; 48];
-        tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read_exact(&mut peer2, &mut got))
+        tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read_exact(peer, &mut got))
             .await
             .expect("the command goes out at once")
             .unwrap();
@@ -1237,12 +1242,7 @@ mod tests {
         conn.tuner = super::super::hold::HoldTuner::sending_at_once();
         push_command(&conn, read_command(3), Bytes::new(), true);
         assert_eq!(conn.link.held_len(), 0);
-        let mut got = [0u8; 48];
-        tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got))
-            .await
-            .expect("the command goes out at once")
-            .unwrap();
-        assert_eq!(got[0] & 0x3f, 0x01, "a SCSI Command");
+        arrives_at_once(&mut peer).await;
     }
 
     /// Only answers while the target had at least `HOLD_AT` commands feed
