@@ -227,6 +227,66 @@ async fn a_deep_sustained_queue_keeps_every_byte() {
     }
 }
 
+/// A busy connection tries holding commands back and sending them at once
+/// in turns until it has chosen (`session::hold`): every switch between the
+/// two modes must lose, reorder or stall nothing, on either daemon.
+#[tokio::test]
+async fn the_hold_back_trial_keeps_every_byte_and_chooses() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    for lab in BOTH {
+        let mut cfg = config();
+        cfg.command_timeout = std::time::Duration::from_secs(20);
+        let s = open(&lab, "ram1", cfg).await;
+        assert_eq!(s.connections()[0].holds_back, None, "{}: a new connection starts measuring", lab.name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut set = tokio::task::JoinSet::new();
+        // 32 workers keep the target at 32 commands, well past the 8 at
+        // which holding back applies.
+        for w in 0..32u64 {
+            let (s, stop, done) = (s.clone(), stop.clone(), done.clone());
+            set.spawn(async move {
+                let lba = 1_900_000 + w * 8;
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let data = pattern(4096, w * 1_000_000 + round);
+                    s.write_blocks(lab.lun, lba, data.clone(), 512).await.unwrap();
+                    let back = s.read_blocks(lab.lun, lba, 8, 512).await.unwrap();
+                    assert!(back == data, "worker {w} round {round}: blocks differ");
+                    done.fetch_add(2, Ordering::Relaxed);
+                    round += 1;
+                }
+            });
+        }
+        let chosen = async {
+            loop {
+                if let Some(h) = s.connections()[0].holds_back {
+                    return h;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        let choice = tokio::time::timeout(std::time::Duration::from_secs(120), chosen).await;
+        stop.store(true, Ordering::Relaxed);
+        let all = async {
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .unwrap_or_else(|_| panic!("{}: the workers stalled", lab.name));
+        let choice = choice.unwrap_or_else(|_| {
+            panic!("{}: no hold-back choice after {} commands", lab.name, done.load(Ordering::Relaxed))
+        });
+        // The trial needs at least 21 windows of 1,024 busy answers.
+        assert!(done.load(Ordering::Relaxed) >= 21 * 1024, "{}: chose too early", lab.name);
+        eprintln!("{}: holds back: {choice} after {} commands", lab.name, done.load(Ordering::Relaxed));
+        s.logout().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn ipv6_portal() {
     for lab in BOTH {

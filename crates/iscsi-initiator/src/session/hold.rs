@@ -63,6 +63,11 @@ impl HoldTuner {
         self.hold
     }
 
+    /// The mode the last trial chose; `None` while one runs.
+    pub(super) fn choice(&self) -> Option<bool> {
+        matches!(self.phase, Phase::Keep(_)).then_some(self.hold)
+    }
+
     /// A tuner whose trial chose sending at once.
     #[cfg(test)]
     pub(super) fn sending_at_once() -> Self {
@@ -185,13 +190,14 @@ mod tests {
     #[test]
     fn a_choice_is_kept_then_tried_again() {
         let mut t = trial(100, 50);
-        assert!(!t.holds());
+        assert_eq!((t.holds(), t.choice()), (false, Some(false)));
         for _ in 0..KEEP_WINDOWS - 1 {
             t.window_ended(Duration::from_millis(1));
             assert!(!t.holds());
         }
         t.window_ended(Duration::from_millis(1));
         assert!(t.holds(), "a new trial starts by holding back");
+        assert_eq!(t.choice(), None);
         assert!(matches!(t.phase, Phase::Trial { step: 0, .. }));
     }
 

@@ -80,6 +80,10 @@ pub struct ConnectionInfo {
     pub primary: bool,
     pub weight: u32,
     pub counters: ConnCounters,
+    /// Whether this connection holds commands back while the target is
+    /// busy, as its last trial chose (`session::hold`); `None` while it
+    /// is still measuring.
+    pub holds_back: Option<bool>,
 }
 
 /// Per-connection login settings for [`Session::connect_more`]: the CHAP
@@ -315,6 +319,7 @@ impl Session {
                     }
                     n
                 },
+                holds_back: c.tuner.choice(),
             })
             .collect()
     }
