@@ -90,10 +90,11 @@ async fn wait_progress(done: &AtomicU64, more: u64, limit: Duration) {
 }
 
 async fn cut_one_after_another_then_all(lab: Lab, base: u64) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    // The recovery steps at debug level, captured and shown only when the
+    // test fails (about 40 lines a run): a rare failure explains itself.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("iscsi_initiator=debug"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     let t0 = Instant::now();
     let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{}", lab.port).parse().unwrap()).await;
     let portal = PortalAddr { host: "127.0.0.1".into(), port: proxy.addr.port() };
