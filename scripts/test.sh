@@ -55,5 +55,17 @@ set +e
 cargo test --workspace "$@"
 rc=$?
 set -e
-if [ "$rc" = 0 ]; then say "all tests passed"; else say "cargo test failed (exit $rc)"; fi
+if [ "$rc" = 0 ]; then
+  say "all tests passed"
+else
+  say "cargo test failed (exit $rc)"
+  # What the targets complained about, for a failure that involved them
+  # (the logs go with the lab).
+  for log in "$LAB/tgt/tgtd.log" "$LAB/istgt/istgt.log"; do
+    lines=$(grep -aiE 'error|warn|fail' "$log" 2>/dev/null | tail -n 40 | cut -c1-400) || true
+    [ -n "$lines" ] || continue
+    say "last errors and warnings in $log:"
+    printf '%s\n' "$lines" >&2
+  done
+fi
 exit "$rc"
