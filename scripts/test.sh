@@ -4,7 +4,8 @@
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings, and a build of the fuzz targets
 #   4. starts the target lab (scripts/lab-up.sh) and exports RSISCSI_LAB_ENV=$LAB/lab.env
-#   5. cargo test --workspace (the integration tests read RSISCSI_LAB_ENV and fail without it)
+#   5. cargo test --workspace (the integration tests read RSISCSI_LAB_ENV and fail without it);
+#      on failure, the targets' last errors and warnings from their logs
 #   6. always stops the lab again (scripts/lab-down.sh), keeping cargo test's exit status.
 # Extra arguments are passed to `cargo test` (e.g. `scripts/test.sh -- --nocapture`).
 set -Eeuo pipefail
