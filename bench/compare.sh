@@ -63,17 +63,19 @@ target_pid() {
   esac 2>/dev/null
 }
 # measured PID COMMAND...: runs COMMAND and writes, to $MEASURED, the CPU the target's threads
-# used meanwhile (bench/threads.py: all threads and the busiest, as % of one core) and the host's
-# idle share inside the measured window (sampled from 1.5 s after warm-up, by then both sides have
-# logged in and warmed up, to 1.5 s before the end).
+# used meanwhile (bench/threads.py: all threads and the busiest, as % of one core), and inside the
+# measured window (sampled from 1.5 s after warm-up, by then both sides have logged in and warmed
+# up, to 1.5 s before the end) the host's idle share and the cores the target used.
 measured() {
   local pid=$1 t0 t1 sampler
   shift
-  rm -f "$OUT/host.before" "$OUT/host.after"
+  rm -f "$OUT/host.before" "$OUT/host.after" "$OUT/window.before" "$OUT/window.after"
   python3 "$HERE/threads.py" snap "$pid" >"$OUT/threads.before" 2>/dev/null
   (
     sleep "$(python3 -c "print($WARMUP + 1.5)")" && python3 "$HERE/threads.py" host >"$OUT/host.before" &&
-      sleep "$(python3 -c "print(max($TIME - 1.5, 0.5))")" && python3 "$HERE/threads.py" host >"$OUT/host.after"
+      python3 "$HERE/threads.py" snap "$pid" >"$OUT/window.before" &&
+      sleep "$(python3 -c "print(max($TIME - 1.5, 0.5))")" && python3 "$HERE/threads.py" host >"$OUT/host.after" &&
+      python3 "$HERE/threads.py" snap "$pid" >"$OUT/window.after"
   ) 2>/dev/null &
   sampler=$!
   t0=$(date +%s.%N)
@@ -83,7 +85,8 @@ measured() {
   wait "$sampler"
   python3 "$HERE/threads.py" snap "$pid" >"$OUT/threads.after" 2>/dev/null
   python3 "$HERE/threads.py" diff "$OUT/threads.before" "$OUT/threads.after" \
-    "$(python3 -c "print($t1 - $t0)")" "$OUT/host.before" "$OUT/host.after" >"$MEASURED" 2>/dev/null ||
+    "$(python3 -c "print($t1 - $t0)")" "$OUT/host.before" "$OUT/host.after" \
+    "$OUT/window.before" "$OUT/window.after" >"$MEASURED" 2>/dev/null ||
     echo '{}' >"$MEASURED"
   return $rc
 }
@@ -187,6 +190,9 @@ for line in open(raw):
     if v is not None:
         v["tbusy"] = r.get("target_cpu", {}).get("busiest_pct")
         v["idle"] = r.get("target_cpu", {}).get("host_idle_pct")
+        # The target's CPU seconds per GiB moved: what it cost the host to serve this initiator.
+        cores, mib = r.get("target_cpu", {}).get("window_cores"), v.get("bw")
+        v["tcpu"] = cores * 1024 / mib if cores is not None and mib else None
         rows[key][r["side"]].append(v)
 
 def med(vals, k):
@@ -203,8 +209,8 @@ print(f"# rsiscsi bench vs libiscsi (fio 3.33 libiscsi engine), {subprocess.geto
 print(f"Host: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; loopback 127.0.0.1; "
       f"{runs} runs per side, alternating ours/libiscsi; {secs} s measured after {warm} s warm-up; "
       f"first 1 GiB of each LUN. Medians. MC/S in this rsiscsi build: {mcs}.\n")
-print("| workload | target | ours | libiscsi | ratio | CPU s/GiB ours | CPU s/GiB libiscsi | CPU ratio | user-space % of CPU ours/libiscsi | p99 µs ours | p99 µs libiscsi | target's busiest thread % ours/libiscsi | host idle % ours/libiscsi | runs ours/libiscsi |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| workload | target | ours | libiscsi | ratio | CPU s/GiB ours | CPU s/GiB libiscsi | CPU ratio | user-space % of CPU ours/libiscsi | p99 µs ours | p99 µs libiscsi | target's busiest thread % ours/libiscsi | target CPU s/GiB ours/libiscsi | host idle % ours/libiscsi | runs ours/libiscsi |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for (w, t) in order:
     o, f = rows[(w, t)]["ours"], rows[(w, t)]["fio"]
     unit_k, unit, nd = ("bw", "MiB/s", 0) if ("read" == w.split("-")[0] or w.startswith("seq")) else ("iops", "IOPS", 0)
@@ -214,6 +220,7 @@ for (w, t) in order:
     ta, tb = med(o, "tbusy"), med(f, "tbusy")
     ua, ub = med(o, "user"), med(f, "user")
     ia, ib = med(o, "idle"), med(f, "idle")
+    xa, xb = med(o, "tcpu"), med(f, "tcpu")
     # The target's busiest thread at >= 95 % of a core during our runs: our figure is the target's
     # limit, not ours.
     bound = " **target-bound**" if ta is not None and ta >= 95 else ""
@@ -221,7 +228,7 @@ for (w, t) in order:
     # kernel's work for both filled the CPUs they share.
     host_bound = " **host-bound**" if ia is not None and ia < 5 else ""
     print(f"| {w} | {t} | {fmt(a)} {unit if a is not None else ''} | {fmt(b)} {unit if b is not None else ''} | {ratio(a, b)} "
-          f"| {fmt(ca, 3)} | {fmt(cb, 3)} | {ratio(ca, cb)} | {fmt(ua)}/{fmt(ub)} | {fmt(pa)} | {fmt(pb)} | {fmt(ta)}/{fmt(tb)}{bound} | {fmt(ia)}/{fmt(ib)}{host_bound} | {len(o)}/{len(f)} |")
+          f"| {fmt(ca, 3)} | {fmt(cb, 3)} | {ratio(ca, cb)} | {fmt(ua)}/{fmt(ub)} | {fmt(pa)} | {fmt(pb)} | {fmt(ta)}/{fmt(tb)}{bound} | {fmt(xa, 3)}/{fmt(xb, 3)} | {fmt(ia)}/{fmt(ib)}{host_bound} | {len(o)}/{len(f)} |")
 
 print("\nLoopback ceiling (iperf3 -l 1M):\n")
 print("| streams | Gbit/s | MiB/s |")

@@ -3,11 +3,13 @@
 
   threads.py snap PID            prints one line per thread: TID TICKS (utime+stime)
   threads.py host                prints the whole host's ticks so far: host IDLE TOTAL
-  threads.py diff BEFORE AFTER SECONDS [HOST-BEFORE HOST-AFTER]
+  threads.py diff BEFORE AFTER SECONDS [HOST-BEFORE HOST-AFTER [WIN-BEFORE WIN-AFTER]]
                                  prints JSON {"total_pct", "busiest_pct", "threads",
-                                 "host_idle_pct"}: CPU used over SECONDS as % of one core, all
-                                 threads and the busiest one, and the host's idle share of all
-                                 its CPUs between the two host snapshots (null without them).
+                                 "host_idle_pct", "window_cores"}: CPU used over SECONDS as % of
+                                 one core, all threads and the busiest one; the host's idle share
+                                 of all its CPUs between the two host snapshots (null without
+                                 them); and the cores the process used between the two WIN
+                                 snapshots of its threads, taken with the host ones (null without).
 Used by compare.sh to tell whether the target was the limit of a run (a saturated thread), or the
 host (no idle CPU left: initiator, target and the kernel's work for both share the same CPUs).
 """
@@ -58,23 +60,32 @@ def main():
     if len(sys.argv) == 2 and sys.argv[1] == "host":
         print("host", *host())
         return 0
-    if len(sys.argv) in (5, 7) and sys.argv[1] == "diff":
+    if len(sys.argv) in (5, 7, 9) and sys.argv[1] == "diff":
         (before, _), (after, _), secs = load(sys.argv[2]), load(sys.argv[3]), float(sys.argv[4])
-        h0 = h1 = None
-        if len(sys.argv) == 7:
+        h0 = h1 = w0 = w1 = None
+        if len(sys.argv) >= 7:
             try:
                 h0, h1 = load(sys.argv[5])[1], load(sys.argv[6])[1]
+            except OSError:
+                pass
+        if len(sys.argv) == 9:
+            try:
+                w0, w1 = load(sys.argv[7])[0], load(sys.argv[8])[0]
             except OSError:
                 pass
         hz = os.sysconf("SC_CLK_TCK")
         used = [(after[t] - before.get(t, 0)) / hz for t in after]
         total = sum(used)
         busiest = max(used, default=0.0)
-        idle = None
+        idle = cores = None
         if h0 and h1 and h1[1] > h0[1]:
             idle = round(100 * (h1[0] - h0[0]) / (h1[1] - h0[1]), 1)
+            if w0 is not None and w1 is not None:
+                # The host's ticks count every CPU: elapsed seconds = ticks / (CPUs * hz).
+                elapsed = (h1[1] - h0[1]) / ((os.cpu_count() or 1) * hz)
+                cores = round(sum(w1[t] - w0.get(t, 0) for t in w1) / hz / elapsed, 3)
         print(json.dumps({"total_pct": round(100 * total / secs, 1), "busiest_pct": round(100 * busiest / secs, 1),
-                          "threads": len(after), "host_idle_pct": idle}))
+                          "threads": len(after), "host_idle_pct": idle, "window_cores": cores}))
         return 0
     print(__doc__, file=sys.stderr)
     return 2
