@@ -74,7 +74,7 @@ measured() {
   (
     sleep "$(python3 -c "print($WARMUP + 1.5)")" && python3 "$HERE/threads.py" host >"$OUT/host.before" &&
       python3 "$HERE/threads.py" snap "$pid" >"$OUT/window.before" &&
-      sleep "$(python3 -c "print(max($TIME - 1.5, 0.5))")" && python3 "$HERE/threads.py" host >"$OUT/host.after" &&
+      sleep "$(python3 -c "print(max($TIME - 3, 0.5))")" && python3 "$HERE/threads.py" host >"$OUT/host.after" &&
       python3 "$HERE/threads.py" snap "$pid" >"$OUT/window.after"
   ) 2>/dev/null &
   sampler=$!

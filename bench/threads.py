@@ -9,7 +9,10 @@
                                  one core, all threads and the busiest one; the host's idle share
                                  of all its CPUs between the two host snapshots (null without
                                  them); and the cores the process used between the two WIN
-                                 snapshots of its threads, taken with the host ones (null without).
+                                 snapshots of its threads, taken with the host ones (null
+                                 without). With WIN snapshots the busiest thread is the busiest
+                                 between them: a thread born and gone between BEFORE and AFTER
+                                 (istgt runs two per connection) is invisible to those.
 Used by compare.sh to tell whether the target was the limit of a run (a saturated thread), or the
 host (no idle CPU left: initiator, target and the kernel's work for both share the same CPUs).
 """
@@ -83,7 +86,11 @@ def main():
             if w0 is not None and w1 is not None:
                 # The host's ticks count every CPU: elapsed seconds = ticks / (CPUs * hz).
                 elapsed = (h1[1] - h0[1]) / ((os.cpu_count() or 1) * hz)
-                cores = round(sum(w1[t] - w0.get(t, 0) for t in w1) / hz / elapsed, 3)
+                window = [(w1[t] - w0.get(t, 0)) / hz for t in w1]
+                cores = round(sum(window) / elapsed, 3)
+                # Threads that live only while a connection does (istgt's) are
+                # missing from BEFORE and AFTER, so the window's busiest counts.
+                busiest = max(window, default=0.0) * secs / elapsed
         print(json.dumps({"total_pct": round(100 * total / secs, 1), "busiest_pct": round(100 * busiest / secs, 1),
                           "threads": len(after), "host_idle_pct": idle, "window_cores": cores}))
         return 0
