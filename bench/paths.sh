@@ -82,6 +82,7 @@ for ((k = 1; k <= MAXP; k++)); do
   ip -n "$INI" addr add "10.77.$k.1/24" dev "rsbi$k"
   ip -n "$TGT" addr add "10.77.$k.2/24" dev "rsbt$k"
   for end in "$INI rsbi$k" "$TGT rsbt$k"; do
+    # shellcheck disable=SC2086  # split into namespace and device on purpose
     set -- $end
     ip -n "$1" link set "$2" up
     # A link of RATE each way: tbf with room for a 64 KiB TSO burst and 20 ms of queue.
