@@ -226,6 +226,21 @@ pub(super) struct ConnState {
     pub handles: Vec<JoinHandle<()>>,
 }
 
+impl ConnState {
+    /// One of this connection's tasks is no longer at the target. Answers
+    /// that come while the target was busy feed the hold-back trial; a
+    /// connection that runs dry restarts its measured window.
+    fn task_left(&mut self) {
+        if self.outstanding >= super::io::HOLD_AT {
+            self.tuner.completed();
+        }
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if self.outstanding == 0 {
+            self.tuner.idle();
+        }
+    }
+}
+
 impl Drop for ConnState {
     fn drop(&mut self) {
         for h in &self.handles {
@@ -354,13 +369,7 @@ impl State {
         if let (TaskKind::Scsi(_), Some(cid)) = (&t.kind, t.cid)
             && let Some(c) = conn_mut(&mut self.conns, cid)
         {
-            if c.outstanding >= super::io::HOLD_AT {
-                c.tuner.completed();
-            }
-            c.outstanding = c.outstanding.saturating_sub(1);
-            if c.outstanding == 0 {
-                c.tuner.idle();
-            }
+            c.task_left();
             if let Some(at) = t.sent_at {
                 c.counters.latency.record(at.elapsed());
             }
@@ -507,13 +516,7 @@ impl State {
                 && let Some(cid) = t.cid
                 && let Some(c) = conn_mut(&mut self.conns, cid)
             {
-                if c.outstanding >= super::io::HOLD_AT {
-                    c.tuner.completed();
-                }
-                c.outstanding = c.outstanding.saturating_sub(1);
-                if c.outstanding == 0 {
-                    c.tuner.idle();
-                }
+                c.task_left();
             }
         }
         if !stale.is_empty() {
