@@ -215,14 +215,7 @@ async fn a_deep_sustained_queue_keeps_every_byte() {
                 }
             });
         }
-        let all = async {
-            while let Some(r) = set.join_next().await {
-                r.unwrap();
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(60), all)
-            .await
-            .unwrap_or_else(|_| panic!("{}: the deep queue stalled", lab.name));
+        join_within(set, 60, &format!("{}: the deep queue stalled", lab.name)).await;
         s.logout().await.unwrap();
     }
 }
@@ -271,14 +264,7 @@ async fn the_hold_back_trial_keeps_every_byte_and_chooses() {
         // the limit leaves room for a slower runner.
         let choice = tokio::time::timeout(std::time::Duration::from_secs(300), chosen).await;
         stop.store(true, Ordering::Relaxed);
-        let all = async {
-            while let Some(r) = set.join_next().await {
-                r.unwrap();
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(30), all)
-            .await
-            .unwrap_or_else(|_| panic!("{}: the workers stalled", lab.name));
+        join_within(set, 30, &format!("{}: the workers stalled", lab.name)).await;
         let choice = choice.unwrap_or_else(|_| {
             panic!("{}: no hold-back choice after {} commands", lab.name, done.load(Ordering::Relaxed))
         });
@@ -287,6 +273,17 @@ async fn the_hold_back_trial_keeps_every_byte_and_chooses() {
         eprintln!("{}: holds back: {choice} after {} commands", lab.name, done.load(Ordering::Relaxed));
         s.logout().await.unwrap();
     }
+}
+
+/// Waits for every worker (a worker's panic fails the test), failing with
+/// `stalled` after `secs` seconds.
+async fn join_within(mut set: tokio::task::JoinSet<()>, secs: u64, stalled: &str) {
+    let all = async {
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(secs), all).await.unwrap_or_else(|_| panic!("{stalled}"));
 }
 
 #[tokio::test]
