@@ -325,3 +325,74 @@ async fn read_into_a_recycled_buffer_returns_the_written_blocks() {
         s.logout().await.unwrap();
     }
 }
+
+/// A busy connection's reader sleeps until several answers are there
+/// (`rx::answers_mark`): 32 workers keep 32 verified 4 KiB reads at the
+/// target; every byte must come back right and the reader must have
+/// waited for answers in groups.
+#[tokio::test]
+async fn busy_reads_are_answered_in_groups_and_stay_exact() {
+    for lab in BOTH {
+        let mut cfg = config();
+        cfg.command_timeout = std::time::Duration::from_secs(20);
+        let s = open(&lab, "ram1", cfg).await;
+        let base = 1_950_000u64;
+        for w in 0..32u64 {
+            s.write_blocks(lab.lun, base + w * 8, pattern(4096, 31_000 + w), 512).await.unwrap();
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..32u64 {
+            let s = s.clone();
+            set.spawn(async move {
+                let want = pattern(4096, 31_000 + w);
+                for round in 0..300 {
+                    let back = s.read_blocks(lab.lun, base + w * 8, 8, 512).await.unwrap();
+                    assert!(back == want, "worker {w} round {round}: blocks differ");
+                }
+            });
+        }
+        join_within(set, 120, &format!("{}: the busy reads stalled", lab.name)).await;
+        let c = s.connections()[0].counters;
+        eprintln!("{}: {} waits for several answers, {} ran out", lab.name, c.answer_waits, c.answer_waits_ran_out);
+        assert!(c.answer_waits > 100, "{}: the reader never waited for several answers", lab.name);
+        assert!(c.answer_waits_ran_out * 10 < c.answer_waits, "{}: waits ran out too often", lab.name);
+        s.logout().await.unwrap();
+    }
+}
+
+/// Answers shorter than the reader expects (reads past the end of the LUN
+/// fail with a few bytes of sense data instead of 4 KiB) must not leave it
+/// waiting for bytes that never come: the wait runs out after a moment and
+/// every command completes, failed, long before its timeout.
+#[tokio::test]
+async fn short_answers_to_busy_reads_do_not_stall() {
+    for lab in BOTH {
+        let mut cfg = config();
+        cfg.command_timeout = std::time::Duration::from_secs(60);
+        let s = open(&lab, "ram1", cfg).await;
+        let end = s.read_capacity(lab.lun).await.unwrap().blocks;
+        let mut rounds = 0;
+        while s.connections()[0].counters.answer_waits_ran_out == 0 {
+            rounds += 1;
+            assert!(rounds <= 50, "{}: the reader never waited for answers that fell short", lab.name);
+            let started = std::time::Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..32u64 {
+                let s = s.clone();
+                set.spawn(async move { s.read_blocks(lab.lun, end + i * 8, 8, 512).await });
+            }
+            while let Some(r) = set.join_next().await {
+                assert!(r.unwrap().is_err(), "{}: a read past the end succeeded", lab.name);
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{}: 32 failing reads took {:?}",
+                lab.name,
+                started.elapsed()
+            );
+        }
+        // The connection goes on: a verified write and read.
+        roundtrip(&s, &lab, 1_960_000, 4096, 77).await;
+        s.logout().await.unwrap();
+    }
+}

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::rx::RxSocket;
+use super::rx::{ANSWERS_AT_LEAST, ANSWERS_BACKOFF, ANSWERS_WAIT, RxSocket, answers_mark, owed_mark};
 use super::state::{Out, Reply, ScsiTask, Task, TaskKind, conn_mut, push};
 use super::{Inner, ScsiOutcome, Session};
 use crate::config::SessionConfig;
@@ -91,6 +91,9 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
         // header then, so that its data is not pulled into `buf` and copied.
         let mut header_next = false;
         let header_len = BHS_LEN + if dec.config.header_digest { 4 } else { 0 };
+        // Until when answers are read as they come, after a wait for several
+        // ran out (see `rx::ANSWERS_BACKOFF`).
+        let mut answers_off: Option<Instant> = None;
         loop {
             loop {
                 if let Some(h) = large_data_in(&dec, &buf) {
@@ -130,15 +133,48 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                 buf.reserve(READ_CHUNK);
             }
             let want = if header_next { header_len.saturating_sub(buf.len()).max(1) } else { usize::MAX };
+            // A busy connection waits for several answers (see `rx`).
+            if answers_off.is_some_and(|until| Instant::now() >= until) {
+                answers_off = None;
+            }
+            let mark = match (header_next, answers_off) {
+                (false, None) => {
+                    let Some(inner) = weak.upgrade() else { return String::new() };
+                    let mut st = inner.lock();
+                    let mark = st.owed_answers(cid, ANSWERS_AT_LEAST).map_or(1, |o| answers_mark(o, buf.len()));
+                    if mark > 1
+                        && let Some(c) = conn_mut(&mut st.conns, cid)
+                    {
+                        c.counters.answer_waits += 1;
+                    }
+                    mark
+                }
+                _ => 1,
+            };
             header_next = false;
             let mut limited = (&mut buf).limit(want);
+            let bounded = async {
+                if mark > 1 {
+                    tokio::time::sleep(ANSWERS_WAIT).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 biased;
-                r = rd.read(&mut limited, 0) => match r {
+                r = rd.read(&mut limited, mark) => match r {
                     Ok(0) => return CLOSED_BY_TARGET.to_string(),
                     Ok(_) => {}
                     Err(e) => return format!("read error: {e}"),
                 },
+                () = bounded => {
+                    debug!(cid, mark, "expected answers did not come in time; reading them as they come for a while");
+                    answers_off = Some(Instant::now() + ANSWERS_BACKOFF);
+                    let Some(inner) = weak.upgrade() else { return String::new() };
+                    if let Some(c) = conn_mut(&mut inner.lock().conns, cid) {
+                        c.counters.answer_waits_ran_out += 1;
+                    }
+                }
                 _ = &mut timer => {
                     let now = Instant::now();
                     // No PDU since the ping (a PDU clears `pinging`).
@@ -238,7 +274,7 @@ async fn read_some<B: BufMut>(
     owed: usize,
     idle: Duration,
 ) -> std::result::Result<(), String> {
-    match tokio::time::timeout(idle, rd.read(b, owed)).await {
+    match tokio::time::timeout(idle, rd.read(b, owed_mark(owed))).await {
         Err(_) => Err(format!("no data from the target within {} s", idle.as_secs())),
         Ok(Ok(0)) => Err(CLOSED_BY_TARGET.to_string()),
         Ok(Ok(_)) => Ok(()),

@@ -1,17 +1,28 @@
-//! The receiving half of a connection's socket, with a low-water mark that
-//! follows what the reader is owed.
+//! The receiving half of a connection's socket, with a low-water mark:
+//! the reader is woken once for what it would otherwise be woken for
+//! piece by piece.
 //!
-//! A large Data-In segment reaches the socket in loopback- or MSS-sized
-//! pieces; woken for each, the reader would pay an `epoll_wait`, a `recv`
-//! and a task wake-up per piece. While a segment of at least
-//! [`LOWAT_MIN`] bytes is owed, `SO_RCVLOWAT` (socket(7)) keeps the socket
-//! unreadable until that much (at most [`LOWAT_MAX`]) has arrived, so one
-//! wake-up and one `recv` carry it. The mark only ever asks for bytes the
-//! target has already announced in a header, so it cannot stall a
-//! connection. For anything else it is 1, the default, set back only when
-//! a read would block.
+//! - A large Data-In segment reaches the socket in loopback- or MSS-sized
+//!   pieces. While a segment of at least [`LOWAT_MIN`] bytes is owed,
+//!   `SO_RCVLOWAT` (socket(7)) keeps the socket unreadable until that much
+//!   (at most [`LOWAT_MAX`]) has arrived ([`owed_mark`]). The mark only
+//!   asks for bytes the target has already announced in a header.
+//! - A busy connection's small answers (4 KiB reads, write statuses) come
+//!   one by one as the target finishes each command. While it has at least
+//!   [`ANSWERS_AT_LEAST`] commands out, the reader sleeps until the bytes
+//!   of a quarter of them are there ([`answers_mark`]): one `epoll_wait`,
+//!   one `recv` and one wake-up for several answers, and the target, whose
+//!   send then wakes nobody, saves its share too (bench/README.md, round
+//!   8). The target keeps three quarters of the commands meanwhile, so it
+//!   does not run short of work. These bytes are only expected, not
+//!   announced (a read may fail with a short status), so such a wait is
+//!   bounded ([`ANSWERS_WAIT`]) and one that ran out turns the marks off
+//!   for a while ([`ANSWERS_BACKOFF`]).
+//!
+//! Otherwise the mark is 1, the default, set back when a read would block.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::BufMut;
 use nix::libc;
@@ -19,6 +30,8 @@ use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
 use tokio::io::Interest;
 use tokio::net::tcp::OwnedReadHalf;
 use tracing::debug;
+
+use super::state::OwedAnswers;
 
 /// Owed bytes below this are read as they come.
 pub(super) const LOWAT_MIN: usize = 64 * 1024;
@@ -37,6 +50,36 @@ sockopt_impl!(
     i32
 );
 
+/// Answers at least this long are left to [`owed_mark`] and read into the
+/// command's buffer as they come (`io::place_data_in`).
+const ANSWER_MAX: usize = 16 * 1024;
+/// Commands a connection must have out before its reader waits for
+/// several answers at once.
+pub(super) const ANSWERS_AT_LEAST: usize = 8;
+/// The reader waits for the answers of this fraction of the commands out
+/// (a quarter: 8 of 32 measured best with tgt; bench/README.md, round 8).
+const ANSWERS_DIVISOR: usize = 4;
+/// Longest wait for expected answers before reading what came.
+pub(super) const ANSWERS_WAIT: Duration = Duration::from_millis(2);
+/// After a wait ran out, answers are read as they come for this long: the
+/// target is slower than the mark assumed, or answers are shorter.
+pub(super) const ANSWERS_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The mark while `owed` bytes of an announced data segment are to come.
+pub(super) fn owed_mark(owed: usize) -> usize {
+    if owed >= LOWAT_MIN { owed.min(LOWAT_MAX) } else { 1 }
+}
+
+/// The mark while a connection waits for its next PDU with `owed`
+/// answers to come, `have` bytes of which are already buffered: the
+/// fewest bytes a quarter of them bring when they succeed.
+pub(super) fn answers_mark(owed: OwedAnswers, have: usize) -> usize {
+    if owed.count < ANSWERS_AT_LEAST || owed.least_bytes >= ANSWER_MAX {
+        return 1;
+    }
+    (owed.count / ANSWERS_DIVISOR).saturating_mul(owed.least_bytes).saturating_sub(have).clamp(1, LOWAT_MAX)
+}
+
 pub(super) struct RxSocket {
     rd: OwnedReadHalf,
     /// The mark as last set (1 = the kernel's default).
@@ -50,17 +93,17 @@ impl RxSocket {
         Self { rd, lowat: 1, supported: true }
     }
 
-    /// Reads at least a byte into `b`; `owed` is how many bytes the reader
-    /// knows are on their way (0 when it does not know). Returns 0 at end
-    /// of stream.
+    /// Reads at least a byte into `b`, first waiting until `mark` bytes
+    /// are queued (1: any; see [`owed_mark`] and [`answers_mark`]). Returns
+    /// 0 at end of stream.
     ///
-    /// When at least [`LOWAT_MIN`] bytes are owed it first waits for the
-    /// mark: the readiness tokio remembers is cleared, since it may date
-    /// from a piece already read, and setting the mark makes Linux signal
-    /// at once if that much is queued already (`tcp_set_rcvlowat` calls
-    /// `tcp_data_ready`), so the wait cannot miss bytes that are there.
-    pub(super) async fn read<B: BufMut>(&mut self, b: &mut B, owed: usize) -> io::Result<usize> {
-        let mark = if owed >= LOWAT_MIN && self.supported { owed.min(LOWAT_MAX) } else { 1 };
+    /// Before a wait for a mark, the readiness tokio remembers is cleared,
+    /// since it may date from a piece already read, and setting the mark
+    /// makes Linux signal at once if that much is queued already
+    /// (`tcp_set_rcvlowat` calls `tcp_data_ready`), so the wait cannot miss
+    /// bytes that are there. Cancel-safe: nothing is read until the end.
+    pub(super) async fn read<B: BufMut>(&mut self, b: &mut B, mark: usize) -> io::Result<usize> {
+        let mark = if self.supported { mark.max(1) } else { 1 };
         if mark > 1 {
             self.forget_readiness();
             self.set_lowat(mark);
@@ -142,11 +185,48 @@ mod tests {
         let mut got = BytesMut::with_capacity(data.len());
         while got.len() < data.len() {
             let owed = data.len() - got.len();
-            let n = tokio::time::timeout(Duration::from_secs(2), rx.read(&mut got, owed)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(2), rx.read(&mut got, owed_mark(owed)))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0);
         }
         assert_eq!(&got[..], &data[..]);
         assert!(rx.supported && rx.lowat > 1, "the mark was set");
+    }
+
+    #[test]
+    fn answers_mark_asks_for_a_quarter_of_the_owed_answers() {
+        let owed = |count, least_bytes| OwedAnswers { count, least_bytes };
+        assert_eq!(answers_mark(owed(32, 4144), 0), 8 * 4144);
+        assert_eq!(answers_mark(owed(32, 4144), 5000), 8 * 4144 - 5000);
+        assert_eq!(answers_mark(owed(9, 48), 0), 2 * 48);
+        assert_eq!(answers_mark(owed(7, 4144), 0), 1, "too few out");
+        assert_eq!(answers_mark(owed(32, ANSWER_MAX), 0), 1, "large answers are read as announced");
+        assert_eq!(answers_mark(owed(32, 48), 1000), 1, "buffered already");
+        assert_eq!(answers_mark(owed(usize::MAX, ANSWER_MAX - 1), 0), LOWAT_MAX);
+    }
+
+    /// Below the mark the socket does not read as ready; the bytes that
+    /// reach it are read at once, in one piece.
+    #[tokio::test]
+    async fn a_read_waits_for_the_mark_then_takes_everything() {
+        let (mut rx, _wr, mut tx) = pair().await;
+        let data = pattern(3 * 4144);
+        tx.write_all(&data[..2 * 4144]).await.unwrap();
+        let mut got = BytesMut::with_capacity(64 * 1024);
+        let early = tokio::time::timeout(Duration::from_millis(100), rx.read(&mut got, data.len())).await;
+        assert!(early.is_err(), "woke below the mark");
+        assert!(got.is_empty());
+        tx.write_all(&data[2 * 4144..]).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), rx.read(&mut got, data.len())).await.unwrap().unwrap();
+        assert_eq!(n, data.len());
+        assert_eq!(&got[..], &data[..]);
+        // Back to any byte: a read with mark 1 returns a lone byte.
+        tx.write_all(b"x").await.unwrap();
+        let mut one = BytesMut::with_capacity(16);
+        tokio::time::timeout(Duration::from_secs(2), rx.read(&mut one, 1)).await.unwrap().unwrap();
+        assert_eq!(&one[..], b"x");
     }
 
     /// A segment that trickles in is read whole once the mark is reached,
@@ -169,12 +249,12 @@ mod tests {
         while got.len() < data.len() {
             let owed = data.len() - got.len();
             let mut lim = (&mut got).limit(owed);
-            tokio::time::timeout(Duration::from_secs(5), rx.read(&mut lim, owed)).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(5), rx.read(&mut lim, owed_mark(owed))).await.unwrap().unwrap();
         }
         assert_eq!(&got[..], &data[..]);
         let mut tail = BytesMut::with_capacity(16);
         while tail.len() < 4 {
-            tokio::time::timeout(Duration::from_secs(2), rx.read(&mut tail, 0)).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(2), rx.read(&mut tail, 1)).await.unwrap().unwrap();
         }
         assert_eq!(&tail[..], b"tail");
         assert_eq!(rx.lowat, 1);

@@ -122,6 +122,12 @@ pub struct ConnCounters {
     pub reconnects: u64,
     /// Completion latency of the SCSI commands answered on it.
     pub latency: LatencyHistogram,
+    /// Times the reader, busy, slept until several answers were there
+    /// instead of waking for each (`rx::answers_mark`).
+    pub answer_waits: u64,
+    /// Of those, waits that ran out before the answers came (a slow target
+    /// or short answers); answers are then read one by one for a while.
+    pub answer_waits_ran_out: u64,
 }
 
 impl ConnCounters {
@@ -133,6 +139,8 @@ impl ConnCounters {
         self.errors += other.errors;
         self.reconnects += other.reconnects;
         self.latency.absorb(&other.latency);
+        self.answer_waits += other.answer_waits;
+        self.answer_waits_ran_out += other.answer_waits_ran_out;
     }
 }
 
@@ -267,6 +275,29 @@ pub(super) struct Burst {
     pub initial_r2t: bool,
 }
 
+impl Burst {
+    /// How many of a write's `total` bytes go with the command as immediate
+    /// data, and where the unsolicited data ends (RFC 7143 §4.2.5.2): the
+    /// rest waits for the target's R2Ts. `max_xmit` caps the immediate part
+    /// (one data segment).
+    pub fn unsolicited(self, total: usize, max_xmit: u32) -> (usize, usize) {
+        let first_burst = (self.first_burst_length as usize).min(total);
+        let immediate = if self.immediate_data { first_burst.min(max_xmit as usize) } else { 0 };
+        (immediate, if self.initial_r2t { immediate } else { first_burst })
+    }
+}
+
+/// The answers a connection is owed for commands the target has (see
+/// [`State::owed_answers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OwedAnswers {
+    /// Commands sent on the connection and not answered yet.
+    pub count: usize,
+    /// The fewest bytes any one of them still brings when it succeeds: the
+    /// data a read has yet to receive, plus a 48-byte header.
+    pub least_bytes: usize,
+}
+
 pub(super) struct State {
     pub window: CmdWindow,
     pub burst: Burst,
@@ -377,6 +408,30 @@ impl State {
             c.link.flush_if_short(&c.tx, c.outstanding);
         }
         Some(t)
+    }
+
+    /// What connection `cid` is owed by the target for the SCSI commands it
+    /// has, when every one of them is answered without anything more from
+    /// us; `None` when some answer hinges on what we send next (a write
+    /// waiting for an R2T, RFC 7143 §10.8) or another kind of task is out
+    /// (a ping, a text or task management request), or fewer than `at_least`
+    /// commands are out. The reader then waits for the next PDU as it comes.
+    pub fn owed_answers(&self, cid: u16, at_least: usize) -> Option<OwedAnswers> {
+        let c = self.conns.iter().find(|c| c.cid == cid)?;
+        if c.outstanding < at_least {
+            return None;
+        }
+        let mut owed = OwedAnswers { count: 0, least_bytes: usize::MAX };
+        for t in self.tasks.values().filter(|t| t.cid == Some(cid) && t.cmd_sn.is_some()) {
+            let TaskKind::Scsi(s) = &t.kind else { return None };
+            if t.lost_on.is_some() || self.burst.unsolicited(s.write_data.len(), c.max_xmit).1 < s.write_data.len() {
+                return None;
+            }
+            let data = if s.read { s.expected_len.saturating_sub(s.received) as usize } else { 0 };
+            owed.count += 1;
+            owed.least_bytes = owed.least_bytes.min(iscsi_proto::pdu::BHS_LEN + data);
+        }
+        (owed.count >= at_least).then_some(owed)
     }
 
     /// Fails every task (session gone).
@@ -674,9 +729,7 @@ impl State {
         let Some(c) = t.cid.and_then(|cid| self.conns.iter_mut().find(|c| c.cid == cid)) else { return };
         let TaskKind::Scsi(s) = &t.kind else { return };
         let total = s.write_data.len();
-        let first_burst = (b.first_burst_length as usize).min(total);
-        let immediate = if b.immediate_data { first_burst.min(c.max_xmit as usize) } else { 0 };
-        let unsolicited_end = if b.initial_r2t { immediate } else { first_burst };
+        let (immediate, unsolicited_end) = b.unsolicited(total, c.max_xmit);
         let mut cdb_bytes = [0u8; 16];
         let n = usize::from(cdb.len).min(16);
         if let (Some(dst), Some(src)) = (cdb_bytes.get_mut(..n), cdb.bytes.get(..n)) {
@@ -1313,6 +1366,64 @@ mod tests {
         let earlier = ConnCounters { commands: 2, reconnects: 1, latency: h, ..Default::default() };
         c.absorb(&earlier);
         assert_eq!((c.commands, c.errors, c.reconnects, c.latency.count()), (7, 1, 1, 10));
+    }
+
+    /// A sent SCSI task on connection 0: a read of `read` bytes of which
+    /// `received` came, or a write of `write` bytes.
+    fn sent(st: &mut State, itt: u32, read: u32, received: u32, write: usize) {
+        let scsi = ScsiTask {
+            expected_len: read.max(write as u32),
+            read: read > 0,
+            received,
+            next_data_sn: 0,
+            buf: BytesMut::new(),
+            write_data: Bytes::from(vec![0u8; write]),
+        };
+        let mut t = Task::new(Some(0), 0, TaskKind::Scsi(scsi), None);
+        t.cmd_sn = Some(itt);
+        st.tasks.insert(itt, t);
+    }
+
+    /// What the reader may wait for: the least any answer still brings,
+    /// over the commands sent on the connection; nothing when an answer
+    /// needs an R2T answered first, another kind of task is out, or too
+    /// few commands are.
+    #[tokio::test]
+    async fn owed_answers_count_only_what_comes_unprompted() {
+        let mut st = state(1, 1);
+        let (conn, _peer) = busy_conn(8).await;
+        st.conns.push(conn);
+        for itt in 1..=6 {
+            sent(&mut st, itt, 4096, 0, 0);
+        }
+        // A read half answered, a write wholly sent as immediate data (the
+        // connection's MaxXmitDataSegmentLength is 8192).
+        sent(&mut st, 7, 4096, 3072, 0);
+        sent(&mut st, 8, 0, 0, 8192);
+        // Not yet sent (waits for the CmdSN window): not counted.
+        st.tasks.insert(9, Task::new(Some(0), 0, TaskKind::Ping, None));
+        assert_eq!(st.owed_answers(0, 8), Some(OwedAnswers { count: 8, least_bytes: 48 }));
+        assert_eq!(st.owed_answers(0, 9), None, "fewer than asked for");
+        assert_eq!(st.owed_answers(1, 1), None, "no such connection");
+        st.tasks.remove(&8);
+        assert_eq!(st.owed_answers(0, 7), Some(OwedAnswers { count: 7, least_bytes: 48 + 1024 }));
+        // A write beyond its immediate data waits for an R2T.
+        sent(&mut st, 10, 0, 0, 8193);
+        assert_eq!(st.owed_answers(0, 7), None);
+        st.tasks.remove(&10);
+        // A ping out on the connection.
+        st.tasks.get_mut(&9).unwrap().cmd_sn = Some(9);
+        assert_eq!(st.owed_answers(0, 7), None);
+    }
+
+    #[test]
+    fn unsolicited_data_follows_the_burst_keys() {
+        let b = |immediate_data, initial_r2t| Burst { first_burst_length: 65536, immediate_data, initial_r2t };
+        assert_eq!(b(true, true).unsolicited(100_000, 8192), (8192, 8192));
+        assert_eq!(b(true, false).unsolicited(100_000, 8192), (8192, 65536));
+        assert_eq!(b(false, false).unsolicited(100_000, 8192), (0, 65536));
+        assert_eq!(b(false, true).unsolicited(100_000, 8192), (0, 0));
+        assert_eq!(b(true, false).unsolicited(4096, 8192), (4096, 4096));
     }
 
     fn state(next: u32, exp: u32) -> State {
