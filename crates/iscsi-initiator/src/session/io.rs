@@ -205,7 +205,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
 
 /// Data-In segments at least this long whose bytes are not all received
 /// yet are read straight into the command's buffer.
-const DIRECT_MIN: usize = 16 * 1024;
+pub(super) const DIRECT_MIN: usize = 16 * 1024;
 
 /// The header of the next PDU when it is a Data-In whose large data segment
 /// is still mostly to come (cheap opcode and length peek first, so other

@@ -52,7 +52,7 @@ sockopt_impl!(
 
 /// Answers at least this long are left to [`owed_mark`] and read into the
 /// command's buffer as they come (`io::place_data_in`).
-const ANSWER_MAX: usize = 16 * 1024;
+const ANSWER_MAX: usize = super::io::DIRECT_MIN;
 /// Commands a connection must have out before its reader waits for
 /// several answers at once.
 pub(super) const ANSWERS_AT_LEAST: usize = 8;
