@@ -413,7 +413,7 @@ impl State {
     /// What connection `cid` is owed by the target for the SCSI commands it
     /// has, when every one of them is answered without anything more from
     /// us; `None` when some answer hinges on what we send next (a write
-    /// waiting for an R2T, RFC 7143 §10.8) or another kind of task is out
+    /// waiting for an R2T, RFC 7143 §11.8) or another kind of task is out
     /// (a ping, a text or task management request), or fewer than `at_least`
     /// commands are out. The reader then waits for the next PDU as it comes.
     pub fn owed_answers(&self, cid: u16, at_least: usize) -> Option<OwedAnswers> {
