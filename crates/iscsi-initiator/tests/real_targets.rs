@@ -14,6 +14,14 @@ async fn open(lab: &Lab, target: &str, cfg: iscsi_initiator::SessionConfig) -> S
         .unwrap_or_else(|e| panic!("{}: login to {target} failed: {e}", lab.name))
 }
 
+/// A session to `ram1` for a busy test: commands may wait `secs` seconds
+/// for their answers before they fail.
+async fn open_busy(lab: &Lab, secs: u64) -> Session {
+    let mut cfg = config();
+    cfg.command_timeout = std::time::Duration::from_secs(secs);
+    open(lab, "ram1", cfg).await
+}
+
 #[tokio::test]
 async fn discovery_lists_every_target_with_all_addresses() {
     // istgt lists every portal of the group; tgt lists the address family
@@ -228,9 +236,7 @@ async fn the_hold_back_trial_keeps_every_byte_and_chooses() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     for lab in BOTH {
-        let mut cfg = config();
-        cfg.command_timeout = std::time::Duration::from_secs(20);
-        let s = open(&lab, "ram1", cfg).await;
+        let s = open_busy(&lab, 20).await;
         assert_eq!(s.connections()[0].holds_back, None, "{}: a new connection starts measuring", lab.name);
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
@@ -333,9 +339,7 @@ async fn read_into_a_recycled_buffer_returns_the_written_blocks() {
 #[tokio::test]
 async fn busy_reads_are_answered_in_groups_and_stay_exact() {
     for lab in BOTH {
-        let mut cfg = config();
-        cfg.command_timeout = std::time::Duration::from_secs(20);
-        let s = open(&lab, "ram1", cfg).await;
+        let s = open_busy(&lab, 20).await;
         let base = 1_950_000u64;
         for w in 0..32u64 {
             s.write_blocks(lab.lun, base + w * 8, pattern(4096, 31_000 + w), 512).await.unwrap();
@@ -367,32 +371,45 @@ async fn busy_reads_are_answered_in_groups_and_stay_exact() {
 #[tokio::test]
 async fn short_answers_to_busy_reads_do_not_stall() {
     for lab in BOTH {
-        let mut cfg = config();
-        cfg.command_timeout = std::time::Duration::from_secs(60);
-        let s = open(&lab, "ram1", cfg).await;
+        let s = open_busy(&lab, 60).await;
         let end = s.read_capacity(lab.lun).await.unwrap().blocks;
         let mut rounds = 0;
+        let mut last_start = std::time::Instant::now();
         while s.connections()[0].counters.answer_waits_ran_out == 0 {
             rounds += 1;
             assert!(rounds <= 50, "{}: the reader never waited for answers that fell short", lab.name);
-            let started = std::time::Instant::now();
-            let mut set = tokio::task::JoinSet::new();
-            for i in 0..32u64 {
-                let s = s.clone();
-                set.spawn(async move { s.read_blocks(lab.lun, end + i * 8, 8, 512).await });
-            }
-            while let Some(r) = set.join_next().await {
-                assert!(r.unwrap().is_err(), "{}: a read past the end succeeded", lab.name);
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(5),
-                "{}: 32 failing reads took {:?}",
-                lab.name,
-                started.elapsed()
-            );
+            last_start = std::time::Instant::now();
+            failing_reads(&s, lab, end).await;
+        }
+        // For a second after a wait ran out, answers are read one by one:
+        // another round started within it sets no mark. (Checked only when
+        // the two rounds took less than that second together.)
+        let before = s.connections()[0].counters;
+        failing_reads(&s, lab, end).await;
+        let after = s.connections()[0].counters;
+        if last_start.elapsed() < std::time::Duration::from_millis(900) {
+            assert_eq!(after.answer_waits, before.answer_waits, "{}: a mark during the back-off", lab.name);
+        } else {
+            eprintln!("{}: rounds too slow to check the back-off ({:?})", lab.name, last_start.elapsed());
         }
         // The connection goes on: a verified write and read.
         roundtrip(&s, &lab, 1_960_000, 4096, 77).await;
         s.logout().await.unwrap();
     }
+}
+
+/// 32 reads past the end of the LUN at once: every one must fail, and all
+/// within 5 s (their timeout is a minute).
+async fn failing_reads(s: &Session, lab: Lab, end: u64) {
+    let started = std::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..32u64 {
+        let s = s.clone();
+        set.spawn(async move { s.read_blocks(lab.lun, end + i * 8, 8, 512).await });
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(r.unwrap().is_err(), "{}: a read past the end succeeded", lab.name);
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "{}: 32 failing reads took {took:?}", lab.name);
 }
