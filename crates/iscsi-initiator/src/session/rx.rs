@@ -10,10 +10,10 @@
 //! - A busy connection's small answers (4 KiB reads, write statuses) come
 //!   one by one as the target finishes each command. While it has at least
 //!   [`ANSWERS_AT_LEAST`] commands out, the reader sleeps until the bytes
-//!   of a quarter of them are there ([`answers_mark`]): one `epoll_wait`,
+//!   of a third of them are there ([`answers_mark`]): one `epoll_wait`,
 //!   one `recv` and one wake-up for several answers, and the target, whose
 //!   send then wakes nobody, saves its share too (bench/README.md, round
-//!   8). The target keeps three quarters of the commands meanwhile, so it
+//!   8 and 9). The target keeps two thirds of the commands meanwhile, so it
 //!   does not run short of work. These bytes are only expected, not
 //!   announced (a read may fail with a short status), so such a wait is
 //!   bounded ([`ANSWERS_WAIT`]) and one that ran out turns the marks off
@@ -57,8 +57,9 @@ const ANSWER_MAX: usize = super::io::DIRECT_MIN;
 /// several answers at once.
 pub(super) const ANSWERS_AT_LEAST: usize = 8;
 /// The reader waits for the answers of this fraction of the commands out
-/// (a quarter: 8 of 32 measured best with tgt; bench/README.md, round 8).
-const ANSWERS_DIVISOR: usize = 4;
+/// (a third: 10 of 32 ahead of 8 of 32 on tgt and istgt, and 8 ahead of
+/// 4 and of 16; bench/README.md, rounds 8 and 9).
+const ANSWERS_DIVISOR: usize = 3;
 /// Longest wait for expected answers before reading what came.
 pub(super) const ANSWERS_WAIT: Duration = Duration::from_millis(2);
 /// After a wait ran out, answers are read as they come for this long: the
@@ -72,7 +73,7 @@ pub(super) fn owed_mark(owed: usize) -> usize {
 
 /// The mark while a connection waits for its next PDU with `owed`
 /// answers to come, `have` bytes of which are already buffered: the
-/// fewest bytes a quarter of them bring when they succeed.
+/// fewest bytes a third of them bring when they succeed.
 pub(super) fn answers_mark(owed: OwedAnswers, have: usize) -> usize {
     if owed.count < ANSWERS_AT_LEAST || owed.least_bytes >= ANSWER_MAX {
         return 1;
@@ -196,11 +197,11 @@ mod tests {
     }
 
     #[test]
-    fn answers_mark_asks_for_a_quarter_of_the_owed_answers() {
+    fn answers_mark_asks_for_a_third_of_the_owed_answers() {
         let owed = |count, least_bytes| OwedAnswers { count, least_bytes };
-        assert_eq!(answers_mark(owed(32, 4144), 0), 8 * 4144);
-        assert_eq!(answers_mark(owed(32, 4144), 5000), 8 * 4144 - 5000);
-        assert_eq!(answers_mark(owed(9, 48), 0), 2 * 48);
+        assert_eq!(answers_mark(owed(32, 4144), 0), 10 * 4144);
+        assert_eq!(answers_mark(owed(32, 4144), 5000), 10 * 4144 - 5000);
+        assert_eq!(answers_mark(owed(9, 48), 0), 3 * 48);
         assert_eq!(answers_mark(owed(7, 4144), 0), 1, "too few out");
         assert_eq!(answers_mark(owed(32, ANSWER_MAX), 0), 1, "large answers are read as announced");
         assert_eq!(answers_mark(owed(32, 48), 1000), 1, "buffered already");
