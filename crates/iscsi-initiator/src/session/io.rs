@@ -18,7 +18,7 @@ use iscsi_proto::scsi::cdb::Cdb;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -318,24 +318,31 @@ fn send_ping(inner: &Inner, cid: u16) -> bool {
 ///
 /// While the target already has [`HOLD_AT`] or more of this connection's
 /// commands, a new SCSI Command is held back until [`HOLD_BATCH`] are
-/// ready, fewer than [`HOLD_AT`] remain at the target (`State::take_task`
-/// flushes), the session's sweeper ticks (at most 250 ms) or any other
-/// PDU is sent (it goes out behind them): the
-/// target, which has work queued, loses nothing, and one `writev`, one
-/// TCP segment and one wake-up of the target carry several commands
-/// instead of one each (on loopback that send path was about half of the
-/// initiator's CPU per 4 KiB command). Whether a connection holds back at
-/// all is measured on it (`hold::HoldTuner`): some targets run grouped
-/// commands slower (istgt's 4 KiB reads).
+/// ready, the scheduler pass in which the first of them was held ends
+/// (the writer sends them then), fewer than [`HOLD_AT`] remain at the
+/// target (`State::take_task` flushes), or any other PDU is sent (it goes
+/// out behind them); the session's sweeper (at most 250 ms) is the last
+/// resort. The target, which has work queued, loses nothing, and one
+/// `writev`, one TCP segment and one wake-up of the target carry several
+/// commands instead of one each (on loopback that send path was about
+/// half of the initiator's CPU per 4 KiB command). Whether a connection
+/// holds back at all is measured on it (`hold::HoldTuner`): some targets
+/// run grouped commands slower (istgt's 4 KiB reads, by a sixth while
+/// held commands waited for the next pass; bench/README.md, round 9).
 pub(super) struct Link {
     wr: OwnedWriteHalf,
     /// PDUs handed to the writer task and not yet fully written. The
     /// writer lowers it only after their last byte is out, so zero means
     /// that the socket is free for the next PDU in order.
     queued: AtomicUsize,
-    /// Commands held back, in order (see above). Only touched under the
-    /// session lock, so never contended.
+    /// Commands held back, in order (see above). Touched under the session
+    /// lock, and by the writer at the end of a pass without it: this lock
+    /// alone keeps them in order, since a submitter writes directly only
+    /// when nothing is held.
     held: Mutex<Vec<Out>>,
+    /// Wakes the writer when a command is held back into an empty batch,
+    /// to send the batch at the end of the current scheduler pass.
+    held_since_pass: Notify,
 }
 
 /// Commands the target must already have before new ones are held back.
@@ -347,7 +354,12 @@ const HOLD_BATCH: usize = 4;
 
 impl Link {
     pub(super) fn new(wr: OwnedWriteHalf) -> Self {
-        Self { wr, queued: AtomicUsize::new(0), held: Mutex::new(Vec::with_capacity(HOLD_BATCH)) }
+        Self {
+            wr,
+            queued: AtomicUsize::new(0),
+            held: Mutex::new(Vec::with_capacity(HOLD_BATCH)),
+            held_since_pass: Notify::new(),
+        }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Vec<Out>> {
@@ -379,6 +391,9 @@ impl Link {
         }
         held.push(out);
         if hold && held.len() < HOLD_BATCH {
+            if held.len() == 1 {
+                self.held_since_pass.notify_one();
+            }
             return Ok(());
         }
         self.send_batch(tx, &mut held)
@@ -431,7 +446,8 @@ impl Link {
     /// Several PDUs in order, emptying `batch` (its buffer is kept, so
     /// batching allocates nothing): one `writev` if nothing is queued, the
     /// rest (or all) to the writer task. The caller holds the held-back
-    /// lock, which nobody waits on: every user also holds the session lock.
+    /// lock, which is seldom contended: every user but the writer's end of
+    /// pass also holds the session lock.
     fn send_batch(&self, tx: &mpsc::UnboundedSender<Out>, batch: &mut Vec<Out>) -> std::result::Result<(), ()> {
         let mut written = 0;
         if self.queued.load(Ordering::Acquire) == 0 {
@@ -519,11 +535,30 @@ impl Out {
 }
 
 /// Writes what submitters queued (see [`Link`]), gathering what is ready
-/// into one vectored write.
-pub(super) async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Out>) {
+/// into one vectored write, and sends what they held back at the end of
+/// the scheduler pass in which it was held. `tx` is the submitters'
+/// sender (weak, so that the writer still ends when they are gone).
+pub(super) async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Out>, tx: mpsc::WeakUnboundedSender<Out>) {
     const BATCH: usize = 64;
     let mut batch: Vec<Out> = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            o = rx.recv() => match o {
+                Some(o) => o,
+                None => break,
+            },
+            () = link.held_since_pass.notified() => {
+                // The answers read in one go woke several submitters: let
+                // those already woken run (tokio defers a yielding task
+                // until then) so that their commands join the batch.
+                tokio::task::yield_now().await;
+                if let Some(tx) = tx.upgrade() {
+                    link.flush(&tx);
+                }
+                continue;
+            }
+        };
         batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -634,7 +669,7 @@ mod tests {
         let (_rd, wr) = c.into_split();
         let link = Arc::new(Link::new(wr));
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(link.clone(), rx));
+        tokio::spawn(writer(link.clone(), rx, tx.downgrade()));
         (link, tx, peer)
     }
 
@@ -658,8 +693,7 @@ mod tests {
             .collect()
     }
 
-    /// Held commands stay back until another PDU goes out, then leave in
-    /// order ahead of it.
+    /// Held commands leave in order ahead of the next other PDU.
     #[tokio::test]
     async fn held_commands_go_out_in_order_ahead_of_the_next_pdu() {
         let (link, tx, mut peer) = link().await;
@@ -667,10 +701,31 @@ mod tests {
             link.send(&tx, unit(t), Some(HOLD_AT + usize::from(t) - 1)).unwrap();
         }
         assert_eq!(link.held_len(), 3);
-        assert!(arrived(&mut peer).await.is_empty(), "nothing leaves while held");
         link.send(&tx, unit(4), None).unwrap();
         assert_eq!(link.held_len(), 0);
         assert_eq!(arrived(&mut peer).await, vec![1, 2, 3, 4]);
+    }
+
+    /// A batch that does not fill leaves at the end of the scheduler pass,
+    /// with what the tasks that ran in that pass held too: a held command
+    /// never waits for more answers or for the sweeper.
+    #[tokio::test]
+    async fn held_commands_leave_at_the_end_of_the_pass() {
+        let (link, tx, mut peer) = link().await;
+        link.send(&tx, unit(1), Some(HOLD_AT)).unwrap();
+        let other = {
+            let (link, tx) = (link.clone(), tx.clone());
+            tokio::spawn(async move { link.send(&tx, unit(2), Some(HOLD_AT + 1)).unwrap() })
+        };
+        // This task and the writer yield; the spawned submitter runs first.
+        tokio::task::yield_now().await;
+        other.await.unwrap();
+        assert_eq!(arrived(&mut peer).await, vec![1, 2]);
+        assert_eq!(link.held_len(), 0);
+        // And again: the writer is ready for the next pass.
+        link.send(&tx, unit(3), Some(HOLD_AT)).unwrap();
+        assert_eq!(link.held_len(), 1);
+        assert_eq!(arrived(&mut peer).await, vec![3]);
     }
 
     /// A full batch leaves at once; `flush` sends a partial one.

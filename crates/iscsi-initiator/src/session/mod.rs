@@ -155,7 +155,7 @@ fn spawn_connection(
     let (tx, rx) = mpsc::unbounded_channel();
     let (rd, wr) = stream.into_split();
     let link = Arc::new(io::Link::new(wr));
-    let w = tokio::spawn(io::writer(link.clone(), rx));
+    let w = tokio::spawn(io::writer(link.clone(), rx, tx.downgrade()));
     let r = tokio::spawn(io::reader(Arc::downgrade(inner), cid, rd, PduDecoder::new(rx_cfg), l.leftover));
     ConnState {
         cid,

@@ -1228,7 +1228,7 @@ mod tests {
         let (_rd, wr) = c.into_split();
         let link = Arc::new(super::super::io::Link::new(wr));
         let (tx, rx) = mpsc::unbounded_channel();
-        let w = tokio::spawn(super::super::io::writer(link.clone(), rx));
+        let w = tokio::spawn(super::super::io::writer(link.clone(), rx, tx.downgrade()));
         let conn = ConnState {
             cid: 0,
             id: UniqueConnectionId::new(1, 1),
