@@ -4,12 +4,14 @@
 //! Holding back sends several commands per `writev` and per TCP segment:
 //! on tgt (one event-loop thread) it saves a fifth to a third of the
 //! initiator's CPU per command at the same or higher IOPS, and istgt's
-//! 4 KiB writes gain too. But istgt's 4 KiB reads lose a sixth of their
-//! IOPS when they arrive in groups (its threads then sleep and wake more:
-//! 33-37 µs of its CPU per command against 26-28 µs), so no fixed rule
-//! suits both (bench/README.md, round 6). The connection therefore tries
-//! both, in turns, while it is busy, and keeps the one that completes
-//! commands faster, holding back unless sending at once is clearly ahead.
+//! 4 KiB writes gain too. But istgt's 4 KiB reads lost a sixth of their
+//! IOPS when they arrived in groups (its threads then sleep and wake more:
+//! 33-37 µs of its CPU per command against 26-28 µs; bench/README.md,
+//! round 6), and still lose a little since held commands leave at the end
+//! of each pass (round 9), so no fixed rule suits both. The connection
+//! therefore tries both, in turns, while it is busy, and keeps the one
+//! that completes commands faster, holding back unless sending at once is
+//! clearly ahead.
 
 use std::time::{Duration, Instant};
 
