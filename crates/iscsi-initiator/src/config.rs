@@ -39,6 +39,49 @@ pub struct SessionConfig {
     /// initiator port of `LoginIScsiTarget`); `None` lets the route choose.
     /// See `session::initiator_port_address` to get it from a port number.
     pub local_address: Option<std::net::IpAddr>,
+    /// How long recovery may hold commands and retry before it gives up
+    /// with the fault that started it (see [`RecoveryBudget`]).
+    pub recovery_budget: RecoveryBudget,
+}
+
+/// Bounds on recovery (RFC 7143 §6.2, §7.1.4), after the Windows
+/// initiator's `MaxRequestHoldTime` and `LinkDownTime`: recovery that cannot
+/// heal ends with the fault that started it instead of retrying forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryBudget {
+    /// How long a command may be held, from the first fault that hit it,
+    /// while its connection is recovered and it is retried (Windows
+    /// `MaxRequestHoldTime`, default 60 s).
+    pub max_request_hold_time: Duration,
+    /// How long a lost connection may stay down (reinstatement attempts)
+    /// before every command waiting for it fails (Windows `LinkDownTime`,
+    /// default 15 s).
+    pub link_down_time: Duration,
+    /// A command whose connection failed with the same protocol violation
+    /// this many times after a reinstatement fails at once with it: a
+    /// deterministic target does the same again, retrying cannot help.
+    pub same_fault_limit: u32,
+}
+
+impl RecoveryBudget {
+    /// Windows' defaults: MaxRequestHoldTime 60 s, LinkDownTime 15 s.
+    pub const WINDOWS: RecoveryBudget = RecoveryBudget {
+        max_request_hold_time: Duration::from_secs(60),
+        link_down_time: Duration::from_secs(15),
+        same_fault_limit: 1,
+    };
+
+    /// A budget for one-shot commands: every hopeless case ends within
+    /// `hold` plus the time to notice the first fault.
+    pub fn hold(hold: Duration) -> RecoveryBudget {
+        RecoveryBudget { max_request_hold_time: hold, link_down_time: hold.min(RecoveryBudget::WINDOWS.link_down_time), ..RecoveryBudget::WINDOWS }
+    }
+}
+
+impl Default for RecoveryBudget {
+    fn default() -> Self {
+        RecoveryBudget::WINDOWS
+    }
 }
 
 impl SessionConfig {
@@ -66,6 +109,7 @@ impl SessionConfig {
             max_redirects: 4,
             recovery: true,
             local_address: None,
+            recovery_budget: RecoveryBudget::WINDOWS,
         }
     }
 }

@@ -116,6 +116,56 @@ pub enum Error {
     LogoutRefused { response: u8, description: &'static str },
     #[error("this needs ErrorRecoveryLevel 2; the session negotiated {negotiated}")]
     RecoveryLevelTooLow { negotiated: u8 },
+    /// Recovery gave up on the command within its budget
+    /// (`SessionConfig::recovery_budget`); names the fault that started it.
+    #[error("{0}")]
+    GaveUp(Box<crate::session::GiveUp>),
+}
+
+/// What kind of failure an error is, for a caller that must tell them apart
+/// without reading the words (the CLI's exit status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// CHAP failed or was refused, or the target did not authorize us.
+    Authentication,
+    /// The target refused what we asked (login status, Reject, a missing
+    /// target) or broke the protocol.
+    Refused,
+    /// The target could not be reached, went away or did not answer in time.
+    Unreachable,
+    /// Anything else: SCSI errors, bad arguments, local state.
+    Other,
+}
+
+impl Error {
+    /// The class of this error (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        use crate::session::FaultKind as K;
+        match self {
+            Error::Chap(_) | Error::ChapRequired | Error::ChapRefused => ErrorClass::Authentication,
+            Error::Login { status, .. } if status.class == 2 && matches!(status.detail, 1 | 2) => ErrorClass::Authentication,
+            Error::Login { .. }
+            | Error::Pdu(_)
+            | Error::Text(_)
+            | Error::Negotiation(_)
+            | Error::Redirected(_)
+            | Error::TooManyRedirects(_)
+            | Error::Protocol(_)
+            | Error::Rejected(_)
+            | Error::TargetNotFound(_)
+            | Error::TooManyConnections { .. }
+            | Error::LogoutRefused { .. } => ErrorClass::Refused,
+            Error::GaveUp(g) if matches!(g.cause.kind, K::Violation | K::Malformed) => ErrorClass::Refused,
+            Error::Resolve { .. }
+            | Error::Connect { .. }
+            | Error::ConnectTimeout(_)
+            | Error::Io(_)
+            | Error::ConnectionLost(_)
+            | Error::Timeout(_)
+            | Error::GaveUp(_) => ErrorClass::Unreachable,
+            _ => ErrorClass::Other,
+        }
+    }
 }
 
 impl Error {
@@ -159,6 +209,10 @@ impl From<Error> for crate::model::Status {
             Error::RemoveConnectionInProgress => C::RemoveConnectionInProgress,
             Error::LogoutRefused { .. } => C::TargetError,
             Error::RecoveryLevelTooLow { .. } => C::RequestNotSupported,
+            Error::GaveUp(g) => match g.cause.kind {
+                crate::session::FaultKind::Violation | crate::session::FaultKind::Malformed => C::TransportError,
+                _ => C::ConnectionFailed,
+            },
         };
         Status::new(code, e.to_string())
     }

@@ -13,7 +13,7 @@ pub mod scsi;
 pub mod session;
 mod wire;
 
-pub use config::SessionConfig;
-pub use error::{Error, Result};
+pub use config::{RecoveryBudget, SessionConfig};
+pub use error::{Error, ErrorClass, Result};
 pub use portal::{PortalAddr, TargetPortal};
 pub use session::{DataDirection, ScsiOutcome, Session};

@@ -148,11 +148,16 @@ pub(crate) struct Conn {
     /// ERL 2: answered tasks whose status the initiator has not yet
     /// acknowledged (ExpStatSN), by the StatSN of their status.
     pub unacked: VecDeque<(u32, ScsiCommand, Kept)>,
+    /// Whether this connection has the configured fault (see
+    /// `SimConfig::faulty_connections`).
+    faulty: bool,
 }
 
 impl Conn {
+    /// The fault this connection misbehaves with: the configured one, or
+    /// none once `SimConfig::faulty_connections` connections had it.
     pub fn fault(&self) -> Fault {
-        self.shared.cfg.fault
+        if self.faulty { self.shared.cfg.fault } else { Fault::None }
     }
 
     pub fn stat(&self, f: impl FnOnce(&mut SimStats)) {
@@ -1019,7 +1024,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         time2wait: 2,
         time2retain: 20,
     };
-    let window_closed = matches!(shared.cfg.fault, Fault::WindowClosed { .. });
+    let n = shared.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let faulty = shared.cfg.faulty_connections.is_none_or(|k| n < k);
+    let window_closed = faulty && matches!(shared.cfg.fault, Fault::WindowClosed { .. });
     let mut c = Conn {
         shared: shared.clone(),
         stream,
@@ -1039,6 +1046,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         cid: 0,
         answered: 0,
         unacked: VecDeque::new(),
+        faulty,
     };
     if c.fault() == Fault::Reset(Phase::Accept) {
         let end = c.reset();

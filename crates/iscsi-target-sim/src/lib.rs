@@ -42,7 +42,7 @@ pub mod scsi;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -204,6 +204,10 @@ pub struct SimConfig {
     pub default_time2wait: u16,
     pub default_time2retain: u16,
     pub fault: Fault,
+    /// How many connections (in the order they are accepted) misbehave
+    /// with `fault`: `None` every one (a deterministic target), `Some(1)`
+    /// only the first (a transient fault that recovery must heal).
+    pub faulty_connections: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -227,6 +231,7 @@ impl Default for SimConfig {
             default_time2wait: 2,
             default_time2retain: 20,
             fault: Fault::None,
+            faulty_connections: None,
         }
     }
 }
@@ -312,6 +317,8 @@ pub(crate) struct Shared {
     pub sessions: Mutex<HashMap<u16, Arc<SessionState>>>,
     /// A one-shot fault (cut, async event) has struck.
     pub fired: AtomicBool,
+    /// Connections accepted so far.
+    pub accepted: AtomicU32,
 }
 
 /// A running simulated target; stops when dropped.
@@ -341,6 +348,7 @@ impl SimTarget {
             stats: Mutex::new(SimStats::default()),
             sessions: Mutex::new(HashMap::new()),
             fired: AtomicBool::new(false),
+            accepted: AtomicU32::new(0),
         });
         let s = shared.clone();
         let accept = tokio::spawn(async move {

@@ -148,7 +148,7 @@ impl Conn {
 
 /// Runs the login on `c` up to the full feature phase.
 pub(crate) async fn run(c: &mut Conn) -> Result<SessionKind, End> {
-    let fault = c.shared.cfg.fault;
+    let fault = c.fault();
     let mut l = Login {
         kind: None,
         auth: Auth::Start,
@@ -323,7 +323,7 @@ async fn security(
     answer: &mut TextPairs,
 ) -> Result<Option<bool>, End> {
     let cfg = c.shared.cfg.clone();
-    let fault = cfg.fault;
+    let fault = c.fault();
     if let Some(offer) = value(pairs, "AuthMethod") {
         let offered: Vec<&str> = offer.split(',').collect();
         // §13.3 (list negotiation): our choice must be on the offered list.
@@ -506,7 +506,7 @@ fn operational(c: &mut Conn, l: &mut Login, pairs: &TextPairs, answer: &mut Text
         l.declared_mrdsl = true;
         answer.push(pair("MaxRecvDataSegmentLength", cfg.max_recv_data_segment_length.to_string()));
     }
-    match cfg.fault {
+    match c.fault() {
         Fault::KeyRepeated => answer.push(pair("MaxBurstLength", "512")),
         // AuthMethod belongs to the security stage (§13.3).
         Fault::KeyOutOfTurn => answer.push(pair("AuthMethod", "None")),

@@ -8,6 +8,8 @@
 //! spread over the connections by the load-balance policy.
 
 mod erl2;
+mod fault;
+pub use self::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, RecoveryStats};
 mod hold;
 mod io;
 mod management;
@@ -227,7 +229,7 @@ impl Session {
 
     fn start(stream: TcpStream, portal: PortalAddr, target: Option<&str>, cfg: SessionConfig, l: LoggedIn) -> Self {
         let params = l.negotiated.clone();
-        let state = State::new(
+        let mut state = State::new(
             CmdWindow::new(l.exp_cmd_sn, l.exp_cmd_sn, l.max_cmd_sn),
             Burst {
                 first_burst_length: params.first_burst_length,
@@ -236,6 +238,7 @@ impl Session {
             },
             l.tsih,
         );
+        state.budget = cfg.recovery_budget;
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             cfg,
@@ -291,6 +294,12 @@ impl Session {
     /// Why the session stopped, if it did.
     pub fn closed_reason(&self) -> Option<String> {
         self.inner.lock().closed.clone()
+    }
+
+    /// What recovery did in this session so far: connections recovered and
+    /// reinstated, sessions reinstated, commands it gave up on.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.inner.lock().recovery_stats
     }
 
     /// The connections in service, leading first.

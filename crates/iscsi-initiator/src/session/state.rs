@@ -328,6 +328,10 @@ pub(super) struct State {
     /// Bumped whenever the session is reinstated: a recovery that started
     /// before then has nothing left to do.
     pub generation: u64,
+    /// When recovery gives up (`SessionConfig::recovery_budget`).
+    pub budget: crate::config::RecoveryBudget,
+    /// What recovery did, for the management view.
+    pub recovery_stats: super::fault::RecoveryStats,
 }
 
 /// Hashes an ITT. ITTs are ours, handed out in sequence, so they need no
@@ -392,6 +396,8 @@ impl State {
             wanted: Vec::new(),
             tsih,
             generation: 0,
+            budget: crate::config::RecoveryBudget::WINDOWS,
+            recovery_stats: super::fault::RecoveryStats::default(),
         }
     }
 
