@@ -18,6 +18,25 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// Windows' default `MaxRequestHoldTime`: how long (seconds) a command may
+/// be held while its connection is recovered before it fails.
+pub const DEFAULT_MAX_REQUEST_HOLD_TIME_S: u32 = 60;
+
+/// Windows' default `LinkDownTime`: how long (seconds) a lost connection may
+/// stay down before the commands waiting for it fail.
+pub const DEFAULT_LINK_DOWN_TIME_S: u32 = 15;
+
+/// The values `max_request_hold_time_s` and `link_down_time_s` may take.
+pub const RECOVERY_TIME_RANGE_S: std::ops::RangeInclusive<u32> = 1..=3600;
+
+fn default_max_request_hold_time_s() -> u32 {
+    DEFAULT_MAX_REQUEST_HOLD_TIME_S
+}
+
+fn default_link_down_time_s() -> u32 {
+    DEFAULT_LINK_DOWN_TIME_S
+}
+
 /// A secret string: sent by the client, never returned, never printed.
 /// `Debug` shows only its length; the bytes are zeroed on drop (the daemon
 /// turns it into an `iscsi_proto::chap::Secret` for a login).
@@ -196,6 +215,20 @@ pub struct Counters {
     pub latency_us: Latency,
 }
 
+/// What the initiator's recovery did in a session (RFC 7143 §6.2, §7):
+/// connections that failed and were taken over by recovery, connections
+/// logged in again with the failed one's CID (§6.3.4), sessions logged in
+/// again with the same ISID (§6.3.5), and commands failed because recovery
+/// gave up on them (hold time or link-down time spent, or the same fault
+/// again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryCounters {
+    pub recoveries: u64,
+    pub connections_reinstated: u64,
+    pub sessions_reinstated: u64,
+    pub give_ups: u64,
+}
+
 /// `MSIscsiInitiator_ConnectionInformation`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
@@ -256,6 +289,15 @@ pub struct Session {
     pub connections: Vec<Connection>,
     pub devices: Vec<Device>,
     pub counters: Counters,
+    /// Seconds a command may be held while its connection is recovered
+    /// (Windows `MaxRequestHoldTime`).
+    #[serde(default = "default_max_request_hold_time_s")]
+    pub max_request_hold_time_s: u32,
+    /// Seconds a lost connection may stay down (Windows `LinkDownTime`).
+    #[serde(default = "default_link_down_time_s")]
+    pub link_down_time_s: u32,
+    #[serde(default)]
+    pub recovery_counters: RecoveryCounters,
 }
 
 /// State of a persistent login.
@@ -281,6 +323,12 @@ pub struct PersistentLogin {
     pub login_options: LoginOptions,
     pub connections: u32,
     pub load_balance_policy: String,
+    /// The hold time and link-down time its sessions get: the ones given at
+    /// login, else the service's defaults.
+    #[serde(default = "default_max_request_hold_time_s")]
+    pub max_request_hold_time_s: u32,
+    #[serde(default = "default_link_down_time_s")]
+    pub link_down_time_s: u32,
     pub state: PersistentLoginState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -375,6 +423,16 @@ pub struct LoginRequest {
     pub connections: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balance_policy: Option<String>,
+    /// Seconds a command may be held while its connection is recovered,
+    /// 1 to 3600 (Windows `MaxRequestHoldTime`; absent: the service's
+    /// default, 60 unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_hold_time_s: Option<u32>,
+    /// Seconds a lost connection may stay down before its commands fail,
+    /// 1 to 3600 (Windows `LinkDownTime`; absent: the service's default, 15
+    /// unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_down_time_s: Option<u32>,
 }
 
 impl LoginRequest {
@@ -389,6 +447,8 @@ impl LoginRequest {
             persistent: false,
             connections: 1,
             load_balance_policy: None,
+            max_request_hold_time_s: None,
+            link_down_time_s: None,
         }
     }
 }
@@ -541,5 +601,17 @@ mod tests {
         let r: LoginRequest = serde_json::from_str(r#"{"target_name":"iqn.x"}"#).unwrap();
         assert_eq!(r.connections, 1);
         assert!(!r.persistent);
+        assert_eq!((r.max_request_hold_time_s, r.link_down_time_s), (None, None));
+    }
+
+    #[test]
+    fn recovery_times_are_optional_in_a_login_request() {
+        assert_eq!((DEFAULT_MAX_REQUEST_HOLD_TIME_S, DEFAULT_LINK_DOWN_TIME_S), (60, 15));
+        let r: LoginRequest =
+            serde_json::from_str(r#"{"target_name":"iqn.x","max_request_hold_time_s":30,"link_down_time_s":5}"#)
+                .unwrap();
+        assert_eq!((r.max_request_hold_time_s, r.link_down_time_s), (Some(30), Some(5)));
+        let j = serde_json::to_string(&LoginRequest::new("iqn.x")).unwrap();
+        assert!(!j.contains("time_s"), "{j}");
     }
 }

@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use rsiscsi_api::types::{DEFAULT_LINK_DOWN_TIME_S, DEFAULT_MAX_REQUEST_HOLD_TIME_S, RECOVERY_TIME_RANGE_S};
+
+use crate::recovery::RecoveryTimes;
 
 /// rsiscsid: the rsiscsi initiator service. Owns all sessions, logs in the
 /// persistent logins at start, and serves a JSON API on a Unix socket.
@@ -28,6 +31,21 @@ pub struct Options {
     /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
     #[arg(long, value_name = "127.0.0.1:PORT", value_parser = parse_loopback)]
     pub metrics: Option<SocketAddr>,
+    /// Seconds a command may be held while its connection is recovered, for
+    /// logins that do not say (Windows' MaxRequestHoldTime; 1 to 3600).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MAX_REQUEST_HOLD_TIME_S,
+          value_parser = clap::value_parser!(u32).range(recovery_range()))]
+    pub max_request_hold_time: u32,
+    /// Seconds a lost connection may stay down before its commands fail, for
+    /// logins that do not say (Windows' LinkDownTime; 1 to 3600).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LINK_DOWN_TIME_S,
+          value_parser = clap::value_parser!(u32).range(recovery_range()))]
+    pub link_down_time: u32,
+}
+
+/// `RECOVERY_TIME_RANGE_S` as clap takes it.
+fn recovery_range() -> std::ops::RangeInclusive<i64> {
+    i64::from(*RECOVERY_TIME_RANGE_S.start())..=i64::from(*RECOVERY_TIME_RANGE_S.end())
 }
 
 /// `--metrics` takes a loopback address only: the counters name targets and
@@ -41,6 +59,11 @@ fn parse_loopback(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl Options {
+    /// The recovery times of a login that does not give its own.
+    pub fn recovery_defaults(&self) -> RecoveryTimes {
+        RecoveryTimes { max_request_hold_time_s: self.max_request_hold_time, link_down_time_s: self.link_down_time }
+    }
+
     pub fn socket_path(&self) -> PathBuf {
         rsiscsi_api::resolve_socket_path(self.socket.clone())
     }
@@ -79,6 +102,17 @@ mod tests {
         let e = parse_loopback("0.0.0.0:9000").unwrap_err();
         assert!(e.contains("not a loopback"), "{e}");
         assert!(Options::try_parse_from(["rsiscsid", "--metrics", "192.168.1.1:9"]).is_err());
+    }
+
+    #[test]
+    fn recovery_defaults_are_windows_and_bounded() {
+        let o = Options::try_parse_from(["rsiscsid"]).unwrap();
+        assert_eq!(o.recovery_defaults(), RecoveryTimes::WINDOWS);
+        let o =
+            Options::try_parse_from(["rsiscsid", "--max-request-hold-time", "3600", "--link-down-time", "1"]).unwrap();
+        assert_eq!(o.recovery_defaults(), RecoveryTimes { max_request_hold_time_s: 3600, link_down_time_s: 1 });
+        assert!(Options::try_parse_from(["rsiscsid", "--max-request-hold-time", "0"]).is_err());
+        assert!(Options::try_parse_from(["rsiscsid", "--link-down-time", "3601"]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod logins;
 pub mod metrics;
+pub mod recovery;
 pub mod registry;
 pub mod store;
 
@@ -31,15 +32,23 @@ pub struct App {
     pub registry: registry::Registry,
     pub logins: logins::Supervisor,
     pub started: Instant,
+    /// The hold time and link-down time of a login that does not give them.
+    pub recovery_defaults: recovery::RecoveryTimes,
 }
 
 impl App {
+    /// With Windows' recovery defaults (60 s hold time, 15 s link-down time).
     pub fn new(store: store::Store) -> Arc<Self> {
+        Self::with_recovery_defaults(store, recovery::RecoveryTimes::WINDOWS)
+    }
+
+    pub fn with_recovery_defaults(store: store::Store, recovery_defaults: recovery::RecoveryTimes) -> Arc<Self> {
         Arc::new(Self {
             store,
             registry: registry::Registry::default(),
             logins: logins::Supervisor::default(),
             started: Instant::now(),
+            recovery_defaults,
         })
     }
 }
@@ -145,10 +154,12 @@ pub async fn run(opts: Options) -> Result<(), ServiceError> {
     let socket = opts.socket_path();
     let store = store::Store::open(&state_dir)?;
     let listener = bind_socket(&socket, opts.socket_group.as_deref())?;
-    let app = App::new(store);
+    let app = App::with_recovery_defaults(store, opts.recovery_defaults());
     info!(
         socket = %socket.display(), state_dir = %state_dir.display(),
-        initiator = %app.store.state().initiator.node_name, "rsiscsid started"
+        initiator = %app.store.state().initiator.node_name,
+        max_request_hold_time_s = app.recovery_defaults.max_request_hold_time_s,
+        link_down_time_s = app.recovery_defaults.link_down_time_s, "rsiscsid started"
     );
     if let Some(addr) = opts.metrics {
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Metrics { addr, source })?;

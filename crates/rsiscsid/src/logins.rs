@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::App;
+use crate::recovery::RecoveryTimes;
 use crate::registry::{Live, Stats};
 use crate::store::{Secrets, StoredLogin};
 
@@ -165,6 +166,8 @@ pub struct LoginSpec {
     /// Log the session out again when a further connection fails (API
     /// logins); a persistent re-login keeps what it got.
     pub all_or_nothing: bool,
+    /// Hold time and link-down time of the session (checked).
+    pub recovery: RecoveryTimes,
 }
 
 /// Parses 12 hex digits.
@@ -186,6 +189,7 @@ pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
     let state = app.store.state();
     let secrets = app.store.secrets();
     let mut cfg = session_config(&state.initiator, &secrets, &mo, &spec.target_name, spec.isid)?;
+    cfg.recovery_budget = spec.recovery.budget();
     let mportal = model::Portal::new(spec.portal.address.clone(), spec.portal.port);
     let addr = mportal.to_portal_addr()?;
     // The initiator port binds the leading connection too (LoginIScsiTarget).
@@ -216,6 +220,7 @@ pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
         stats: Arc::new(Stats::default()),
         devices,
         started: Instant::now(),
+        recovery: spec.recovery,
     });
     app.registry.insert(live.clone());
     info!(
@@ -258,8 +263,9 @@ async fn probe_devices(session: &Session) -> Vec<api::Device> {
     out
 }
 
-/// The spec of a stored persistent login.
-pub fn spec_of(stored: &StoredLogin, secrets: &Secrets) -> Result<LoginSpec, Status> {
+/// The spec of a stored persistent login; `defaults` fill the recovery
+/// times it does not give.
+pub fn spec_of(stored: &StoredLogin, secrets: &Secrets, defaults: RecoveryTimes) -> Result<LoginSpec, Status> {
     let mut login_options = stored.login_options.clone();
     login_options.password_set = false;
     login_options.password = secrets.passwords.get(&stored.key()).cloned();
@@ -275,6 +281,7 @@ pub fn spec_of(stored: &StoredLogin, secrets: &Secrets) -> Result<LoginSpec, Sta
         isid: parse_isid(&stored.isid),
         persistent_key: Some(stored.key()),
         all_or_nothing: false,
+        recovery: defaults.with(stored.max_request_hold_time_s, stored.link_down_time_s)?,
     })
 }
 
@@ -415,7 +422,7 @@ async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>) {
         let Some(stored) = state.persistent_logins.iter().find(|l| l.key() == key) else {
             return;
         };
-        let result = match spec_of(stored, &app.store.secrets()) {
+        let result = match spec_of(stored, &app.store.secrets(), app.recovery_defaults) {
             Ok(spec) => login(&app, &spec).await,
             Err(e) => Err(e),
         };

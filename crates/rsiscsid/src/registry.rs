@@ -110,6 +110,8 @@ pub struct Live {
     pub stats: Arc<Stats>,
     pub devices: Vec<api::Device>,
     pub started: Instant,
+    /// The hold time and link-down time it was logged in with.
+    pub recovery: crate::recovery::RecoveryTimes,
 }
 
 impl Live {
@@ -177,7 +179,21 @@ impl Live {
             },
             connections,
             devices: self.devices.clone(),
+            max_request_hold_time_s: self.recovery.max_request_hold_time_s,
+            link_down_time_s: self.recovery.link_down_time_s,
+            recovery_counters: recovery_counters(s),
         }
+    }
+}
+
+/// What the initiator's recovery did in the session, as the API shows it.
+pub fn recovery_counters(s: &Session) -> api::RecoveryCounters {
+    let r = s.recovery_stats();
+    api::RecoveryCounters {
+        recoveries: r.recoveries,
+        connections_reinstated: r.connections_reinstated,
+        sessions_reinstated: r.sessions_reinstated,
+        give_ups: r.give_ups,
     }
 }
 

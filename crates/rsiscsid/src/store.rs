@@ -56,6 +56,12 @@ pub struct StoredLogin {
     pub load_balance_policy: String,
     /// 12 hex digits.
     pub isid: String,
+    /// The hold time and link-down time given at login, in seconds; absent:
+    /// the service's defaults at the time of each login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_hold_time_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_down_time_s: Option<u32>,
 }
 
 impl StoredLogin {

@@ -82,6 +82,8 @@ mod tests {
             login_options: api::LoginOptions::default(),
             connections: 2,
             load_balance_policy: "round-robin".into(),
+            max_request_hold_time_s: 60,
+            link_down_time_s: 15,
             state: api::PersistentLoginState::Retrying,
             last_error: Some("connection refused".into()),
             session_id: None,

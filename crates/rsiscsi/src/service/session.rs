@@ -135,6 +135,7 @@ fn session_text(sessions: &[api::Session]) -> String {
             s.tsih,
             s.connections.len()
         ));
+        out.push_str(&recovery_text(s));
         let mut t = Table::new(&[
             "CONNECTION",
             "CID",
@@ -168,6 +169,22 @@ fn session_text(sessions: &[api::Session]) -> String {
         }
     }
     out
+}
+
+/// The session's recovery budget (Windows' MaxRequestHoldTime and
+/// LinkDownTime) and what recovery did in it so far.
+fn recovery_text(s: &api::Session) -> String {
+    let r = &s.recovery_counters;
+    format!(
+        "  Recovery: hold time {} s, link-down time {} s; {} recovered, {} connection(s) reinstated, \
+         {} session(s) reinstated, {} given up\n",
+        s.max_request_hold_time_s,
+        s.link_down_time_s,
+        r.recoveries,
+        r.connections_reinstated,
+        r.sessions_reinstated,
+        r.give_ups
+    )
 }
 
 /// SPC-4 Table 53: the peripheral device types a user meets.
@@ -222,6 +239,41 @@ mod tests {
             scsi_text(&r).unwrap(),
             "status: GOOD (0x00)\ndata: 8 byte(s), residual 0\n\
              00000000  00 00 7f ff 00 00 02 00                           |........|\n"
+        );
+    }
+
+    #[test]
+    fn session_text_shows_the_recovery_budget_and_counts() {
+        let s = api::Session {
+            session_id: "ab-4000000000000001".into(),
+            initiator_name: "iqn.i".into(),
+            target_name: "iqn.t".into(),
+            isid: "80b295b4a6ba".into(),
+            tsih: 2,
+            persistent: true,
+            load_balance_policy: "round-robin".into(),
+            parameters: api::SessionParameters::default(),
+            connections: Vec::new(),
+            devices: Vec::new(),
+            counters: api::Counters::default(),
+            max_request_hold_time_s: 30,
+            link_down_time_s: 5,
+            recovery_counters: api::RecoveryCounters {
+                recoveries: 2,
+                connections_reinstated: 1,
+                sessions_reinstated: 1,
+                give_ups: 0,
+            },
+        };
+        let text = session_text(&[s]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..2],
+            [
+                "Session ab-4000000000000001 iqn.t (persistent, policy round-robin, ISID 80b295b4a6ba, TSIH 2, 0 connection(s))",
+                "  Recovery: hold time 30 s, link-down time 5 s; 2 recovered, 1 connection(s) reinstated, \
+                 1 session(s) reinstated, 0 given up",
+            ]
         );
     }
 

@@ -233,6 +233,96 @@ mod tests {
         assert!(missing.is_empty() && extra.is_empty(), "not in openapi.yaml: {missing:?}; not served: {extra:?}");
     }
 
+    fn schema(name: &str) -> serde_norway::Value {
+        let doc: serde_norway::Value = serde_norway::from_str(include_str!("../../openapi.yaml")).unwrap();
+        doc["components"]["schemas"][name].clone()
+    }
+
+    fn names(v: &serde_norway::Value) -> BTreeSet<String> {
+        match v {
+            serde_norway::Value::Mapping(m) => m.keys().map(|k| k.as_str().unwrap().to_string()).collect(),
+            serde_norway::Value::Sequence(s) => s.iter().map(|k| k.as_str().unwrap().to_string()).collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// `value` (an API type with every optional field set) has exactly the
+    /// properties schema `name` lists, and every field it always carries is
+    /// listed as required.
+    fn check_schema(name: &str, value: &impl serde::Serialize, always: &[&str]) {
+        let s = schema(name);
+        let json = serde_json::to_value(value).unwrap();
+        let fields: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(fields, names(&s["properties"]), "{name}: fields against openapi.yaml properties");
+        let required = names(&s["required"]);
+        for f in always {
+            assert!(required.contains(*f), "{name}.{f} is not required in openapi.yaml");
+        }
+    }
+
+    /// The recovery settings and counters are in openapi.yaml as the types
+    /// carry them, with Windows' defaults and the bounds the service checks.
+    #[test]
+    fn openapi_schemas_match_the_login_session_and_persistent_types() {
+        let mut req = api::LoginRequest::new("iqn.x");
+        req.portal = Some(api::Portal::new("h", 3260));
+        req.initiator_port = Some(1);
+        req.security_flags = Some(0);
+        req.login_options = Some(api::LoginOptions::default());
+        req.key = Some(api::SecretString::new("k"));
+        req.load_balance_policy = Some("round-robin".into());
+        req.max_request_hold_time_s = Some(30);
+        req.link_down_time_s = Some(5);
+        check_schema("LoginRequest", &req, &["target_name"]);
+        let session = api::Session {
+            session_id: "1-2".into(),
+            initiator_name: "iqn.i".into(),
+            target_name: "iqn.t".into(),
+            isid: "000000000000".into(),
+            tsih: 1,
+            persistent: false,
+            load_balance_policy: "round-robin".into(),
+            parameters: api::SessionParameters::default(),
+            connections: Vec::new(),
+            devices: Vec::new(),
+            counters: api::Counters::default(),
+            max_request_hold_time_s: 60,
+            link_down_time_s: 15,
+            recovery_counters: api::RecoveryCounters::default(),
+        };
+        let every: Vec<String> = serde_json::to_value(&session).unwrap().as_object().unwrap().keys().cloned().collect();
+        check_schema("Session", &session, &every.iter().map(String::as_str).collect::<Vec<_>>());
+        check_schema(
+            "RecoveryCounters",
+            &api::RecoveryCounters::default(),
+            &["recoveries", "connections_reinstated", "sessions_reinstated", "give_ups"],
+        );
+        let pl = api::PersistentLogin {
+            target_name: "iqn.t".into(),
+            portal: api::Portal::new("h", 3260),
+            initiator_port: Some(1),
+            security_flags: 0,
+            login_options: api::LoginOptions::default(),
+            connections: 1,
+            load_balance_policy: "round-robin".into(),
+            max_request_hold_time_s: 60,
+            link_down_time_s: 15,
+            state: api::PersistentLoginState::LoggedIn,
+            last_error: Some("x".into()),
+            session_id: Some("1-2".into()),
+        };
+        check_schema("PersistentLogin", &pl, &["max_request_hold_time_s", "link_down_time_s"]);
+        for (name, default) in [
+            ("MaxRequestHoldTime", api::DEFAULT_MAX_REQUEST_HOLD_TIME_S),
+            ("LinkDownTime", api::DEFAULT_LINK_DOWN_TIME_S),
+        ] {
+            let s = schema(name);
+            assert_eq!(s["default"].as_u64(), Some(u64::from(default)), "{name}");
+            assert_eq!(s["minimum"].as_u64(), Some(u64::from(*api::RECOVERY_TIME_RANGE_S.start())), "{name}");
+            assert_eq!(s["maximum"].as_u64(), Some(u64::from(*api::RECOVERY_TIME_RANGE_S.end())), "{name}");
+        }
+    }
+
     fn app() -> Arc<App> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -25,6 +25,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<api::PersistentLoginList>
         .into_iter()
         .map(|l| {
             let s = app.logins.status(&l.key());
+            let d = app.recovery_defaults;
             api::PersistentLogin {
                 target_name: l.target_name.clone(),
                 portal: l.portal.clone(),
@@ -33,6 +34,8 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<api::PersistentLoginList>
                 login_options: l.login_options.redacted(),
                 connections: l.connections,
                 load_balance_policy: l.load_balance_policy.clone(),
+                max_request_hold_time_s: l.max_request_hold_time_s.unwrap_or(d.max_request_hold_time_s),
+                link_down_time_s: l.link_down_time_s.unwrap_or(d.link_down_time_s),
                 state: s.as_ref().map(|s| s.state).unwrap_or(api::PersistentLoginState::Retrying),
                 last_error: s.as_ref().and_then(|s| s.last_error.clone()),
                 session_id: s.and_then(|s| s.session_id),

@@ -97,6 +97,7 @@ pub async fn login(
         Some(p) => policy(p)?,
         None => LoadBalancePolicy::RoundRobin,
     };
+    let recovery = app.recovery_defaults.with(r.max_request_hold_time_s, r.link_down_time_s)?;
     let opts = r.login_options.clone().unwrap_or_default();
     check_security(r.security_flags.unwrap_or(0), opts.login_flags)?;
     to_model(&opts)?;
@@ -155,6 +156,8 @@ pub async fn login(
                 connections: r.connections,
                 load_balance_policy: pol.as_str().to_string(),
                 isid: isid.clone(),
+                max_request_hold_time_s: r.max_request_hold_time_s,
+                link_down_time_s: r.link_down_time_s,
             };
             match old {
                 Some(i) => {
@@ -189,6 +192,7 @@ pub async fn login(
         isid,
         persistent_key: r.persistent.then(|| key.clone()),
         all_or_nothing: true,
+        recovery,
     };
     match logins::login(&app, &spec).await {
         Ok(live) => {
