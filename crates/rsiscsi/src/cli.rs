@@ -251,6 +251,14 @@ pub enum TargetCmd {
         /// failover-only, round-robin, round-robin-subset, least-queue-depth or weighted.
         #[arg(long, value_name = "POLICY", value_parser = parse_policy)]
         policy: Option<iscsi_initiator::model::LoadBalancePolicy>,
+        /// Seconds a command may be held while its connection is recovered before it fails
+        /// (Windows' MaxRequestHoldTime; 1 to 3600; default: the service's, 60).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+        hold_time: Option<u32>,
+        /// Seconds a lost connection may stay down before the commands waiting for it fail
+        /// (Windows' LinkDownTime; 1 to 3600; default: the service's, 15).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+        link_down_time: Option<u32>,
         #[command(flatten)]
         path: PathArgs,
     },

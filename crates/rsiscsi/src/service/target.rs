@@ -45,7 +45,7 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) 
             }
             emit(&target_table(&l.targets))
         }
-        TargetCmd::Login { target, portal, persistent, connections, policy, path } => {
+        TargetCmd::Login { target, portal, persistent, connections, policy, hold_time, link_down_time, path } => {
             let mut req = api::LoginRequest::new(target.clone());
             req.portal = portal.as_deref().map(portal_arg).transpose()?;
             req.initiator_port = path.initiator_port;
@@ -54,6 +54,8 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) 
             req.persistent = *persistent;
             req.connections = *connections;
             req.load_balance_policy = policy.map(|p| p.as_str().to_string());
+            req.max_request_hold_time_s = *hold_time;
+            req.link_down_time_s = *link_down_time;
             let r = client.login(&req).await?;
             if json {
                 return emit_json(&r);
