@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clap::{Args, ValueEnum};
-use iscsi_initiator::{Session, SessionConfig};
-use iscsi_proto::negotiation::Digest;
+use iscsi_initiator::Session;
 use serde::Serialize;
 
-use crate::cli::{Common, DigestArg};
+use crate::cli::Common;
+use crate::commands::{CmdError, CmdResult, session_config};
 use crate::url::{IscsiUrl, redact};
 
 /// I/O pattern of a run.
@@ -73,6 +73,8 @@ pub struct BenchArgs {
     /// connections (MC/S, RFC 7143 §4.2.2.5).
     #[command(flatten)]
     pub mcs: crate::cli::McsArgs,
+    #[command(flatten)]
+    pub recovery: crate::cli::RecoveryArgs,
     /// Runtime worker threads (default: one per connection, at most one per
     /// CPU, or one per CPU at iodepth 1; TOKIO_WORKER_THREADS, when set,
     /// wins over the default).
@@ -250,7 +252,7 @@ struct WorkerResult {
     hist: Histogram,
     ops: u64,
     errors: u64,
-    first_error: Option<String>,
+    first_error: Option<iscsi_initiator::Error>,
 }
 
 struct Plan {
@@ -314,7 +316,7 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
             Err(err) => {
                 res.errors += 1;
                 if res.first_error.is_none() {
-                    res.first_error = Some(err.to_string());
+                    res.first_error = Some(err);
                 }
                 if plan.session.closed_reason().is_some() {
                     break;
@@ -371,28 +373,6 @@ impl Report {
     }
 }
 
-fn digest(d: DigestArg) -> Vec<Digest> {
-    match d {
-        DigestArg::None => vec![Digest::None],
-        DigestArg::Crc32c => vec![Digest::Crc32c],
-    }
-}
-
-fn session_config(common: &Common, url: &IscsiUrl) -> Result<SessionConfig, String> {
-    let name = match &common.initiator_name {
-        Some(n) => {
-            crate::config::validate_name(n)?;
-            n.clone()
-        }
-        None => crate::config::initiator_name(),
-    };
-    let mut cfg = SessionConfig::new(name);
-    cfg.chap = crate::creds::chap_config(common, Some(url))?;
-    cfg.proposal.header_digest = digest(common.header_digest);
-    cfg.proposal.data_digest = digest(common.data_digest);
-    Ok(cfg)
-}
-
 fn seconds(v: f64, what: &str) -> Result<Duration, String> {
     if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
         return Err(format!("--{what} {v} is out of range (0 to 86400 seconds)"));
@@ -401,7 +381,7 @@ fn seconds(v: f64, what: &str) -> Result<Duration, String> {
 }
 
 /// Runs the benchmark described by `args` and prints its report.
-pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
+pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     let time = seconds(args.time, "time")?;
     if time.is_zero() {
         return Err("--time must be greater than 0".into());
@@ -409,14 +389,14 @@ pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
     let warmup = seconds(args.warmup, "warmup")?;
     let url = IscsiUrl::parse(&args.url).map_err(|e| e.to_string())?;
     let (Some(target), Some(lun)) = (url.target.clone(), url.lun) else {
-        return Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(&args.url)));
+        return Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(&args.url)).into());
     };
-    let cfg = session_config(common, &url)?;
-    let session = Session::login(&url.portal, Some(&target), cfg).await.map_err(|e| e.to_string())?;
-    crate::commands::grow(&session, &url, &args.mcs).await.map_err(|st| st.to_string())?;
+    let cfg = session_config(common, Some(&url), &args.recovery)?;
+    let session = Session::login(&url.portal, Some(&target), cfg).await?;
+    crate::commands::grow(&session, &url, &args.mcs).await?;
     let result = measure(&session, lun, args, time, warmup).await;
     let _ = session.logout().await;
-    let report = result?;
+    let (report, first_error) = result?;
     let text = if args.json {
         let mut s = serde_json::to_string(&report).map_err(|e| format!("cannot encode JSON: {e}"))?;
         s.push('\n');
@@ -428,10 +408,16 @@ pub async fn run(common: &Common, args: &BenchArgs) -> Result<(), String> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(err) => return Err(format!("cannot write to stdout: {err}")),
+        Err(err) => return Err(format!("cannot write to stdout: {err}").into()),
     }
     if report.errors > 0 && report.iops == 0.0 {
-        return Err(format!("every measured command failed ({} errors)", report.errors));
+        // The first error's class picks the exit status (a target that went
+        // away is not a SCSI error).
+        let what = format!("every measured command failed ({} errors), the first", report.errors);
+        return Err(match first_error {
+            Some(e) => CmdError::from(e).context(&what),
+            None => what.into(),
+        });
     }
     Ok(())
 }
@@ -442,20 +428,23 @@ async fn measure(
     args: &BenchArgs,
     time: Duration,
     warmup: Duration,
-) -> Result<Report, String> {
-    let cap = session.read_capacity(lun).await.map_err(|e| format!("READ CAPACITY of LUN {lun}: {e}"))?;
+) -> CmdResult<(Report, Option<iscsi_initiator::Error>)> {
+    let cap = session
+        .read_capacity(lun)
+        .await
+        .map_err(|e| CmdError::from(e).context(&format!("READ CAPACITY of LUN {lun}")))?;
     let block_size = u64::from(cap.block_size);
     if block_size == 0 || !args.bs.is_multiple_of(block_size) {
-        return Err(format!("--bs {} is not a multiple of the LUN's block size {block_size}", args.bs));
+        return Err(format!("--bs {} is not a multiple of the LUN's block size {block_size}", args.bs).into());
     }
     let region = args.size.unwrap_or(cap.bytes()).min(cap.bytes());
     let blocks_per_io = args.bs / block_size;
     if u32::try_from(blocks_per_io).is_err() {
-        return Err(format!("--bs {} is too large for one command", args.bs));
+        return Err(format!("--bs {} is too large for one command", args.bs).into());
     }
     let slots = region / args.bs;
     if slots == 0 {
-        return Err(format!("the LUN region ({region} bytes) is smaller than --bs {}", args.bs));
+        return Err(format!("the LUN region ({region} bytes) is smaller than --bs {}", args.bs).into());
     }
     let now = Instant::now();
     let plan = Arc::new(Plan {
@@ -484,7 +473,7 @@ async fn measure(
     let mut hist = Histogram::default();
     let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
     while let Some(r) = set.join_next().await {
-        let r = r.map_err(|e| format!("benchmark worker failed: {e}"))?;
+        let r = r.map_err(|e| CmdError::from(format!("benchmark worker failed: {e}")))?;
         hist.merge(&r.hist);
         ops += r.ops;
         errors += r.errors;
@@ -506,7 +495,7 @@ async fn measure(
     let bytes = ops as f64 * args.bs as f64;
     let gib = bytes / f64::from(1u32 << 30);
     let us = |ns: u64| (ns as f64 / 1000.0 * 10.0).round() / 10.0;
-    Ok(Report {
+    let report = Report {
         rw: args.rw.name(),
         bs: args.bs,
         iodepth: args.iodepth,
@@ -522,7 +511,8 @@ async fn measure(
         },
         connections: args.mcs.connections,
         errors,
-    })
+    };
+    Ok((report, first_error))
 }
 
 #[cfg(test)]

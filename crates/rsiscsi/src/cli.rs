@@ -54,8 +54,23 @@ pub struct Given {
     pub data_digest: bool,
 }
 
+/// The exit statuses, shown at the end of `rsiscsi --help` (the numbers are
+/// `crate::commands::exit_status` and `crate::service::EXIT_*`).
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  any other failure (a SCSI error, a local file error, ...)
+  2  usage error: the command line was refused
+  3  service commands: rsiscsid is not running
+  4  authentication failed (CHAP, or the target does not authorize this initiator)
+  5  the target refused the login or the command, or broke the iSCSI protocol
+     (also when recovery gave up because it did the same on a reinstated connection)
+  6  the target is unreachable or did not answer in time (also when recovery gave up
+     on a connection that kept being cut or went silent, or a command window that
+     stayed closed, for the --hold-time)";
+
 #[derive(Debug, Parser)]
-#[command(name = "rsiscsi", version, about = "Userspace iSCSI initiator")]
+#[command(name = "rsiscsi", version, about = "Userspace iSCSI initiator", after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -113,6 +128,8 @@ pub enum Command {
         /// Print a JSON array instead.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        recovery: RecoveryArgs,
     },
     /// List each target of a portal with its LUNs, sizes, vendor and product.
     Ls {
@@ -122,6 +139,8 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         mcs: McsArgs,
+        #[command(flatten)]
+        recovery: RecoveryArgs,
     },
     /// Show INQUIRY data and device identifiers of a LUN.
     Inquiry {
@@ -131,6 +150,8 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         mcs: McsArgs,
+        #[command(flatten)]
+        recovery: RecoveryArgs,
     },
     /// Show the capacity of a LUN: blocks, block size, bytes.
     Capacity {
@@ -138,6 +159,8 @@ pub enum Command {
         url: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        recovery: RecoveryArgs,
     },
     /// Copy between local files and LUNs (each side a path or iscsi://HOST[:PORT]/IQN/LUN).
     Cp {
@@ -151,6 +174,8 @@ pub enum Command {
         length: Option<u64>,
         #[command(flatten)]
         mcs: McsArgs,
+        #[command(flatten)]
+        recovery: RecoveryArgs,
     },
     /// Measure bandwidth, IOPS, CPU per GiB and latency percentiles on a LUN (overwrites it with --rw write).
     Bench(crate::bench::BenchArgs),
@@ -369,6 +394,32 @@ impl Default for McsArgs {
     }
 }
 
+/// The longest `--hold-time` taken: beyond an hour a one-shot command that
+/// cannot make progress is better ended and run again.
+pub const MAX_HOLD_SECS: u64 = 3600;
+
+/// How long a one-shot command waits for recovery (RFC 7143 §6.2, §7.1.4)
+/// before it gives up with the fault that started it; the service keeps
+/// its own, longer budget.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RecoveryArgs {
+    /// How long a command is held and retried while a failed connection is recovered; a fault
+    /// that repeats on a reinstated connection fails at once (1 to 3600 seconds).
+    #[arg(
+        long,
+        default_value_t = 15,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_HOLD_SECS)
+    )]
+    pub hold_time: u64,
+}
+
+impl Default for RecoveryArgs {
+    fn default() -> Self {
+        Self { hold_time: 15 }
+    }
+}
+
 /// `HOST[:PORT]` (port 3260 when left out), as the portals of `--add-portal`.
 pub(crate) fn parse_portal(s: &str) -> Result<iscsi_initiator::PortalAddr, String> {
     iscsi_initiator::PortalAddr::parse(s).map_err(|e| e.to_string())
@@ -394,6 +445,41 @@ mod tests {
         let g = given(&["rsiscsi", "--data-digest", "crc32c", "target", "login", "iqn.x:y"]);
         assert_eq!(g, Given { header_digest: false, data_digest: true });
         assert_eq!(given(&["rsiscsi", "target", "list"]), Given::default());
+    }
+
+    #[test]
+    fn hold_time_is_on_every_one_shot_command_only() {
+        let hold = |args: &[&str]| -> Result<u64, ErrorKind> {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.kind())?;
+            Ok(match &cli.command {
+                Command::Discover { recovery, .. }
+                | Command::Ls { recovery, .. }
+                | Command::Inquiry { recovery, .. }
+                | Command::Capacity { recovery, .. }
+                | Command::Cp { recovery, .. } => recovery.hold_time,
+                Command::Bench(b) => b.recovery.hold_time,
+                _ => 0,
+            })
+        };
+        let url = "iscsi://h/iqn.2024-01.x:y/0";
+        assert_eq!(hold(&["rsiscsi", "discover", "h"]), Ok(15));
+        assert_eq!(hold(&["rsiscsi", "discover", "--hold-time", "3", "h"]), Ok(3));
+        assert_eq!(hold(&["rsiscsi", "ls", "--hold-time", "4", "iscsi://h/"]), Ok(4));
+        assert_eq!(hold(&["rsiscsi", "inquiry", "--hold-time", "5", url]), Ok(5));
+        assert_eq!(hold(&["rsiscsi", "capacity", "--hold-time", "6", url]), Ok(6));
+        assert_eq!(hold(&["rsiscsi", "cp", "--hold-time", "3600", url, "f"]), Ok(3600));
+        assert_eq!(hold(&["rsiscsi", "bench", "--hold-time", "1", url]), Ok(1));
+        for bad in ["0", "3601", "-1", "1.5", "x", "18446744073709551616"] {
+            let r = hold(&["rsiscsi", "cp", "--hold-time", bad, url, "f"]);
+            assert!(r.is_err_and(|k| k != ErrorKind::DisplayHelp), "--hold-time {bad}: {r:?}");
+        }
+        assert!(hold(&["rsiscsi", "target", "list", "--hold-time", "5"]).is_err());
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            let has = sub.get_arguments().any(|a| a.get_id() == "hold_time");
+            let one_shot = ["discover", "ls", "inquiry", "capacity", "cp", "bench"].contains(&sub.get_name());
+            assert_eq!(has, one_shot, "{}", sub.get_name());
+        }
     }
 
     #[test]

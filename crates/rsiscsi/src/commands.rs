@@ -1,26 +1,148 @@
-//! One function per subcommand.
+//! One function per subcommand, and the exit status of each failure.
 
+use std::fmt;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_initiator::discovery::{DiscoveredTarget, send_targets};
-use iscsi_initiator::model::Status;
 use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal, SecurityFlags};
+use iscsi_initiator::model::{IsdscCode, Status};
 use iscsi_initiator::scsi::Capacity;
-use iscsi_initiator::{Error as InitError, PortalAddr, Session, SessionConfig};
+use iscsi_initiator::{Error as InitError, ErrorClass, PortalAddr, RecoveryBudget, Session, SessionConfig};
 use iscsi_proto::negotiation::Digest;
 use iscsi_proto::scsi::data::{StandardInquiry, parse_vpd_device_identification, parse_vpd_unit_serial};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Command, Common, DigestArg, McsArgs};
+use crate::cli::{Cli, Command, Common, DigestArg, McsArgs, RecoveryArgs};
 use crate::url::{IscsiUrl, redact};
 use crate::{config, creds};
 
-pub type CmdResult<T = ()> = Result<T, String>;
+pub type CmdResult<T = ()> = Result<T, CmdError>;
+
+/// Exit status of a failure not told apart below: a SCSI error, a local
+/// file that cannot be read or written, a check made here.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status when authentication failed (CHAP, or not authorized).
+pub const EXIT_AUTHENTICATION: u8 = 4;
+/// Exit status when the target refused what was asked or broke the protocol.
+pub const EXIT_REFUSED: u8 = 5;
+/// Exit status when the target could not be reached, went away or did not
+/// answer in time, recovery included.
+pub const EXIT_UNREACHABLE: u8 = 6;
+
+/// The exit status for a failure of `class` (the table in `rsiscsi --help`;
+/// 2 and 3 are the usage error and the service's absence).
+pub fn exit_status(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Authentication => EXIT_AUTHENTICATION,
+        ErrorClass::Refused => EXIT_REFUSED,
+        ErrorClass::Unreachable => EXIT_UNREACHABLE,
+        ErrorClass::Other => EXIT_FAILED,
+    }
+}
+
+/// Why a one-shot command failed: the initiator's error kept whole (its
+/// class picks the exit status), or a line with its class.
+#[derive(Debug)]
+pub enum CmdError {
+    Init(InitError),
+    Failed { message: String, class: ErrorClass },
+}
+
+impl CmdError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CmdError::Init(e) => e.class(),
+            CmdError::Failed { class, .. } => *class,
+        }
+    }
+
+    pub fn exit_status(&self) -> u8 {
+        exit_status(self.class())
+    }
+
+    /// The same failure, its line prefixed with what was being done.
+    pub fn context(self, what: &str) -> CmdError {
+        CmdError::Failed { message: format!("{what}: {self}"), class: self.class() }
+    }
+}
+
+impl fmt::Display for CmdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdError::Init(e) => e.fmt(f),
+            CmdError::Failed { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl From<InitError> for CmdError {
+    fn from(e: InitError) -> Self {
+        CmdError::Init(e)
+    }
+}
+
+/// A management-model status: growing a session (`add_connection`).
+impl From<Status> for CmdError {
+    fn from(st: Status) -> Self {
+        CmdError::Failed { class: status_class(st.code), message: st.to_string() }
+    }
+}
+
+impl From<String> for CmdError {
+    fn from(message: String) -> Self {
+        CmdError::Failed { message, class: ErrorClass::Other }
+    }
+}
+
+impl From<&str> for CmdError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+/// The class of an ISDSC code, as `Error::class` would give for the error
+/// the code was made from (`impl From<Error> for Status`).
+fn status_class(code: IsdscCode) -> ErrorClass {
+    use IsdscCode as C;
+    match code {
+        C::AuthenticationFailure | C::AuthorizationFailure => ErrorClass::Authentication,
+        C::ConnectionFailed | C::DnsNameUnresolved | C::SendFailed | C::NoConnectionAvailable => {
+            ErrorClass::Unreachable
+        }
+        // TransportError is mostly a malformed PDU or a broken rule.
+        C::TransportError
+        | C::LoginFailed
+        | C::TargetMovedTemporarily
+        | C::TargetMovedPermanently
+        | C::InitiatorError
+        | C::NotFound
+        | C::TargetNotFound
+        | C::TargetRemoved
+        | C::UnsupportedVersion
+        | C::TooManyConnections
+        | C::MissingParameter
+        | C::CantIncludeInSession
+        | C::SessionTypeNotSupported
+        | C::TargetError
+        | C::ServiceUnavailable
+        | C::OutOfResources
+        | C::TargetOutOfResources
+        | C::RequestNotSupported => ErrorClass::Refused,
+        _ => ErrorClass::Other,
+    }
+}
+
+/// NOP-Out keepalive of the one-shot commands (RFC 7143 §11.18): a target
+/// that goes silent is noticed within interval + timeout, ~10 s, so that
+/// with the hold time every hopeless case ends within ~25-30 s.
+const NOP_INTERVAL: Duration = Duration::from_secs(5);
+const NOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes per SCSI command in `cp`, and how many are in flight at once.
 const CHUNK: u64 = 1 << 20;
@@ -28,11 +150,13 @@ const DEPTH: usize = 8;
 
 pub async fn run(cli: Cli) -> CmdResult {
     match &cli.command {
-        Command::Discover { portal, json } => discover(&cli.common, portal, *json).await,
-        Command::Ls { url, json, mcs } => ls(&cli.common, url, *json, mcs).await,
-        Command::Inquiry { url, json, mcs } => inquiry(&cli.common, url, *json, mcs).await,
-        Command::Capacity { url, json } => capacity(&cli.common, url, *json).await,
-        Command::Cp { src, dst, offset, length, mcs } => cp(&cli.common, src, dst, *offset, *length, mcs).await,
+        Command::Discover { portal, json, recovery } => discover(&cli.common, portal, *json, recovery).await,
+        Command::Ls { url, json, mcs, recovery } => ls(&cli.common, url, *json, mcs, recovery).await,
+        Command::Inquiry { url, json, mcs, recovery } => inquiry(&cli.common, url, *json, mcs, recovery).await,
+        Command::Capacity { url, json, recovery } => capacity(&cli.common, url, *json, recovery).await,
+        Command::Cp { src, dst, offset, length, mcs, recovery } => {
+            cp(&cli.common, src, dst, *offset, *length, mcs, recovery).await
+        }
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
         // main.rs sends these to crate::service before getting here.
         Command::Portal { .. }
@@ -50,7 +174,13 @@ fn digest(d: DigestArg) -> Vec<Digest> {
     }
 }
 
-fn session_config(common: &Common, url: Option<&IscsiUrl>) -> CmdResult<SessionConfig> {
+/// The settings of a one-shot command's session: who we are, CHAP and
+/// digests from the options, and a recovery budget of `--hold-time`.
+pub(crate) fn session_config(
+    common: &Common,
+    url: Option<&IscsiUrl>,
+    recovery: &RecoveryArgs,
+) -> CmdResult<SessionConfig> {
     let name = match &common.initiator_name {
         Some(n) => {
             config::validate_name(n)?;
@@ -62,6 +192,9 @@ fn session_config(common: &Common, url: Option<&IscsiUrl>) -> CmdResult<SessionC
     cfg.chap = creds::chap_config(common, url)?;
     cfg.proposal.header_digest = digest(common.header_digest);
     cfg.proposal.data_digest = digest(common.data_digest);
+    cfg.recovery_budget = RecoveryBudget::hold(Duration::from_secs(recovery.hold_time));
+    cfg.nop_interval = NOP_INTERVAL;
+    cfg.nop_timeout = NOP_TIMEOUT;
     Ok(cfg)
 }
 
@@ -72,7 +205,7 @@ fn emit(text: &str) -> CmdResult {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(err) => Err(format!("cannot write to stdout: {err}")),
+        Err(err) => Err(format!("cannot write to stdout: {err}").into()),
     }
 }
 
@@ -82,15 +215,15 @@ fn to_json<T: Serialize>(v: &T) -> CmdResult<String> {
             s.push('\n');
             s
         })
-        .map_err(|err| format!("cannot encode JSON: {err}"))
+        .map_err(|err| format!("cannot encode JSON: {err}").into())
 }
 
-fn e(err: InitError) -> String {
-    err.to_string()
+fn e(err: InitError) -> CmdError {
+    err.into()
 }
 
 fn parse_url(s: &str) -> CmdResult<IscsiUrl> {
-    IscsiUrl::parse(s).map_err(|e| e.to_string())
+    IscsiUrl::parse(s).map_err(|e| e.to_string().into())
 }
 
 /// A URL that must name a target and a LUN.
@@ -98,7 +231,7 @@ fn lun_url(s: &str) -> CmdResult<(IscsiUrl, String, u64)> {
     let u = parse_url(s)?;
     match (u.target.clone(), u.lun) {
         (Some(t), Some(l)) => Ok((u, t, l)),
-        _ => Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(s))),
+        _ => Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(s)).into()),
     }
 }
 
@@ -110,9 +243,9 @@ struct PortalJson {
     target: String,
 }
 
-async fn discover(common: &Common, portal: &str, json: bool) -> CmdResult {
+async fn discover(common: &Common, portal: &str, json: bool, recovery: &RecoveryArgs) -> CmdResult {
     let addr: PortalAddr = crate::url::parse_portal(portal).map_err(|err| err.to_string())?;
-    let cfg = session_config(common, None)?;
+    let cfg = session_config(common, None, recovery)?;
     let targets = send_targets(&addr, cfg).await.map_err(e)?;
     let rows: Vec<PortalJson> = targets
         .iter()
@@ -138,8 +271,8 @@ async fn discover(common: &Common, portal: &str, json: bool) -> CmdResult {
 }
 
 async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
-    let s = Session::login(&url.portal, Some(target), cfg).await.map_err(e)?;
-    grow(&s, url, mcs).await.map_err(|st| st.to_string())?;
+    let s = Session::login(&url.portal, Some(target), cfg).await?;
+    grow(&s, url, mcs).await?;
     Ok(s)
 }
 
@@ -176,7 +309,7 @@ async fn check_lun(s: &Session, lun: u64) -> CmdResult {
         return Ok(());
     }
     let list: Vec<String> = luns.iter().map(u64::to_string).collect();
-    Err(InitError::LunNotFound { lun, available: format!("LUNs {}", list.join(", ")) }.to_string())
+    Err(InitError::LunNotFound { lun, available: format!("LUNs {}", list.join(", ")) }.into())
 }
 
 #[derive(Serialize)]
@@ -203,10 +336,11 @@ async fn describe_target(
     url: &IscsiUrl,
     t: &DiscoveredTarget,
     mcs: &McsArgs,
-) -> Result<Vec<LunJson>, InitError> {
-    let cfg = session_config(common, Some(url)).map_err(InitError::InvalidArgument)?;
+    recovery: &RecoveryArgs,
+) -> CmdResult<Vec<LunJson>> {
+    let cfg = session_config(common, Some(url), recovery)?;
     let s = Session::login(&url.portal, Some(&t.name), cfg).await?;
-    grow(&s, url, mcs).await.map_err(|st| InitError::InvalidArgument(st.to_string()))?;
+    grow(&s, url, mcs).await?;
     let r = async {
         let mut out = Vec::new();
         for lun in s.report_luns().await? {
@@ -222,27 +356,32 @@ async fn describe_target(
                 block_size: cap.map(|c| c.block_size),
             });
         }
-        Ok(out)
+        Ok::<_, InitError>(out)
     }
     .await;
     let _ = s.logout().await;
-    r
+    Ok(r?)
 }
 
-async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs) -> CmdResult {
+async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs, recovery: &RecoveryArgs) -> CmdResult {
     let u = parse_url(url)?;
-    let cfg = session_config(common, Some(&u))?;
+    let cfg = session_config(common, Some(&u), recovery)?;
     let targets = send_targets(&u.portal, cfg).await.map_err(e)?;
     let mut out = Vec::new();
     let mut failed = Vec::new();
+    // The first failure's class is the exit status.
+    let mut class = ErrorClass::Other;
     for t in targets.iter().filter(|t| u.target.as_ref().is_none_or(|n| *n == t.name)) {
         let portals = t.portals.iter().map(ToString::to_string).collect();
-        let (luns, error) = match describe_target(common, &u, t, mcs).await {
+        let (luns, error) = match describe_target(common, &u, t, mcs, recovery).await {
             Ok(l) => (l, None),
-            Err(err @ (InitError::ChapRequired | InitError::Login { .. })) if is_auth(&err) => {
+            Err(CmdError::Init(err)) if is_auth(&err) => {
                 (Vec::new(), Some(format!("not listed: {err} (give --chap-user)")))
             }
             Err(err) => {
+                if failed.is_empty() {
+                    class = err.class();
+                }
                 failed.push(t.name.clone());
                 (Vec::new(), Some(err.to_string()))
             }
@@ -252,7 +391,7 @@ async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs) -> CmdResult 
     if let Some(name) = &u.target
         && out.is_empty()
     {
-        return Err(InitError::TargetNotFound(name.clone()).to_string());
+        return Err(InitError::TargetNotFound(name.clone()).into());
     }
     let text = if json {
         to_json(&out)?
@@ -279,7 +418,8 @@ async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs) -> CmdResult 
     };
     emit(&text)?;
     if !failed.is_empty() {
-        return Err(format!("{} target(s) could not be listed: {}", failed.len(), failed.join(", ")));
+        let message = format!("{} target(s) could not be listed: {}", failed.len(), failed.join(", "));
+        return Err(CmdError::Failed { message, class });
     }
     Ok(())
 }
@@ -307,9 +447,9 @@ struct InquiryJson {
     identifiers: Vec<String>,
 }
 
-async fn inquiry(common: &Common, url: &str, json: bool, mcs: &McsArgs) -> CmdResult {
+async fn inquiry(common: &Common, url: &str, json: bool, mcs: &McsArgs, recovery: &RecoveryArgs) -> CmdResult {
     let (u, target, lun) = lun_url(url)?;
-    let s = login(&u, &target, session_config(common, Some(&u))?, mcs).await?;
+    let s = login(&u, &target, session_config(common, Some(&u), recovery)?, mcs).await?;
     let r = async {
         check_lun(&s, lun).await?;
         let inq: StandardInquiry = s.inquiry(lun).await.map_err(e)?;
@@ -323,7 +463,7 @@ async fn inquiry(common: &Common, url: &str, json: bool, mcs: &McsArgs) -> CmdRe
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
-        Ok::<_, String>(InquiryJson {
+        Ok::<_, CmdError>(InquiryJson {
             lun,
             peripheral_qualifier: inq.peripheral_qualifier,
             device_type: inq.device_type,
@@ -366,9 +506,9 @@ struct CapacityJson {
     bytes: u64,
 }
 
-async fn capacity(common: &Common, url: &str, json: bool) -> CmdResult {
+async fn capacity(common: &Common, url: &str, json: bool, recovery: &RecoveryArgs) -> CmdResult {
     let (u, target, lun) = lun_url(url)?;
-    let s = login(&u, &target, session_config(common, Some(&u))?, &McsArgs::default()).await?;
+    let s = login(&u, &target, session_config(common, Some(&u), recovery)?, &McsArgs::default()).await?;
     let r = async {
         check_lun(&s, lun).await?;
         s.read_capacity(lun).await.map_err(e)
@@ -391,10 +531,10 @@ enum End {
 }
 
 impl End {
-    async fn open(common: &Common, spec: &str, write: bool, mcs: &McsArgs) -> CmdResult<End> {
+    async fn open(common: &Common, spec: &str, write: bool, mcs: &McsArgs, recovery: &RecoveryArgs) -> CmdResult<End> {
         if spec.starts_with("iscsi://") {
             let (u, target, lun) = lun_url(spec)?;
-            let s = login(&u, &target, session_config(common, Some(&u))?, mcs).await?;
+            let s = login(&u, &target, session_config(common, Some(&u), recovery)?, mcs).await?;
             if let Err(err) = check_lun(&s, lun).await {
                 let _ = s.logout().await;
                 return Err(err);
@@ -415,7 +555,7 @@ impl End {
         };
         let f = f.map_err(|err| format!("cannot open {spec}: {err}"))?;
         if f.metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(format!("cannot copy {} {spec}: it is a directory", if write { "to" } else { "from" }));
+            return Err(format!("cannot copy {} {spec}: it is a directory", if write { "to" } else { "from" }).into());
         }
         Ok(End::File(Arc::new(f), spec.to_string()))
     }
@@ -436,16 +576,16 @@ impl End {
                 tokio::task::spawn_blocking(move || {
                     f.read_exact_at(&mut buf, pos)
                         .map(|_| Bytes::from(buf))
-                        .map_err(|err| format!("cannot read {name}: {err}"))
+                        .map_err(|err| CmdError::from(format!("cannot read {name}: {err}")))
                 })
                 .await
-                .map_err(|err| err.to_string())?
+                .map_err(|err| CmdError::from(err.to_string()))?
             }
             End::Lun { s, lun, cap } => {
                 let bs = u64::from(cap.block_size);
                 let first = pos / bs;
                 let last = (pos + len).div_ceil(bs);
-                let blocks = u32::try_from(last - first).map_err(|_| "read chunk too large".to_string())?;
+                let blocks = u32::try_from(last - first).map_err(|_| CmdError::from("read chunk too large"))?;
                 let data = s.read_blocks(*lun, first, blocks, cap.block_size).await.map_err(e)?;
                 let skip = usize::try_from(pos - first * bs).map_err(|err| err.to_string())?;
                 let end = usize::try_from(len).ok().and_then(|l| l.checked_add(skip));
@@ -454,7 +594,8 @@ impl End {
                     _ => Err(format!(
                         "short read from LUN {lun}: asked for {len} bytes at byte {pos}, got {} bytes",
                         data.len()
-                    )),
+                    )
+                    .into()),
                 }
             }
         }
@@ -467,15 +608,15 @@ impl End {
                 let f = f.clone();
                 let name = name.clone();
                 tokio::task::spawn_blocking(move || {
-                    f.write_all_at(&data, pos).map_err(|err| format!("cannot write {name}: {err}"))
+                    f.write_all_at(&data, pos).map_err(|err| CmdError::from(format!("cannot write {name}: {err}")))
                 })
                 .await
-                .map_err(|err| err.to_string())?
+                .map_err(|err| CmdError::from(err.to_string()))?
             }
             End::Lun { s, lun, cap } => {
                 let bs = u64::from(cap.block_size);
                 if !pos.is_multiple_of(bs) {
-                    return Err(format!("offset {pos} is not a multiple of the block size {bs}"));
+                    return Err(format!("offset {pos} is not a multiple of the block size {bs}").into());
                 }
                 let whole = (data.len() as u64 / bs) * bs;
                 if whole > 0 {
@@ -490,7 +631,8 @@ impl End {
                         return Err(format!(
                             "short read from LUN {lun}: block {lba} came back with {} bytes",
                             old.len()
-                        ));
+                        )
+                        .into());
                     };
                     head.copy_from_slice(&tail);
                     s.write_blocks(*lun, lba, merged.freeze(), cap.block_size).await.map_err(e)?;
@@ -501,12 +643,20 @@ impl End {
     }
 }
 
-async fn cp(common: &Common, src: &str, dst: &str, offset: u64, length: Option<u64>, mcs: &McsArgs) -> CmdResult {
-    let from = End::open(common, src, false, mcs).await?;
+async fn cp(
+    common: &Common,
+    src: &str,
+    dst: &str,
+    offset: u64,
+    length: Option<u64>,
+    mcs: &McsArgs,
+    recovery: &RecoveryArgs,
+) -> CmdResult {
+    let from = End::open(common, src, false, mcs, recovery).await?;
     // A destination file this command creates is removed again if the copy
     // fails, so that no partial copy is left looking like a finished one.
     let created = !dst.starts_with("iscsi://") && !std::path::Path::new(dst).exists();
-    let to = match End::open(common, dst, true, mcs).await {
+    let to = match End::open(common, dst, true, mcs, recovery).await {
         Ok(t) => t,
         Err(err) => {
             from.close().await;
@@ -531,10 +681,12 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
     for end in [from, to] {
         if let End::Lun { cap, .. } = end {
             if !offset.is_multiple_of(u64::from(cap.block_size)) {
-                return Err(format!("--offset {offset} is not a multiple of the LUN's block size {}", cap.block_size));
+                return Err(
+                    format!("--offset {offset} is not a multiple of the LUN's block size {}", cap.block_size).into()
+                );
             }
             if offset > cap.bytes() {
-                return Err(format!("--offset {offset} is past the end of the LUN ({} bytes)", cap.bytes()));
+                return Err(format!("--offset {offset} is past the end of the LUN ({} bytes)", cap.bytes()).into());
             }
         }
     }
@@ -548,7 +700,7 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
     };
     let len = match length {
         Some(l) if l > available => {
-            return Err(format!("--length {l} is more than the {available} bytes the source has from there"));
+            return Err(format!("--length {l} is more than the {available} bytes the source has from there").into());
         }
         Some(0) => return Err("--length 0: nothing to copy".into()),
         Some(l) => l,
@@ -556,7 +708,8 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
             return Err(match from {
                 End::Lun { .. } => format!("--offset {offset} is the end of the source LUN: nothing to copy"),
                 End::File(_, name) => format!("{name} is empty: nothing to copy"),
-            });
+            }
+            .into());
         }
         None => available,
     };
@@ -566,7 +719,8 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
         return Err(format!(
             "copy of {len} bytes at offset {dst_base} does not fit in the LUN ({} bytes): LBA out of range",
             cap.bytes()
-        ));
+        )
+        .into());
     }
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(len);
@@ -606,7 +760,7 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
             }
             Some(Err(err)) => {
                 set.abort_all();
-                return Err(format!("copy task failed: {err}"));
+                return Err(format!("copy task failed: {err}").into());
             }
             None => break,
         }
@@ -620,7 +774,105 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
         s.synchronize_cache(*lun).await.map_err(e)?;
     }
     if done != len {
-        return Err(format!("copied {done} of {len} bytes"));
+        return Err(format!("copied {done} of {len} bytes").into());
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use iscsi_initiator::error::LoginStatus;
+    use iscsi_initiator::session::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy};
+
+    fn gave_up(kind: FaultKind) -> InitError {
+        let cause = ConnectionFault::new(kind, "x");
+        InitError::GaveUp(Box::new(GiveUp { cause, why: GiveUpWhy::SameFault { reinstated: 1 } }))
+    }
+
+    #[test]
+    fn each_class_has_its_exit_status() {
+        assert_eq!(exit_status(ErrorClass::Other), 1);
+        assert_eq!(exit_status(ErrorClass::Authentication), 4);
+        assert_eq!(exit_status(ErrorClass::Refused), 5);
+        assert_eq!(exit_status(ErrorClass::Unreachable), 6);
+        // 2 and 3 belong to the usage error and the missing service.
+        assert_eq!(crate::service::EXIT_USAGE, 2);
+        assert_eq!(crate::service::EXIT_NO_SERVICE, 3);
+    }
+
+    #[test]
+    fn initiator_errors_keep_their_class_to_the_exit_status() {
+        let status = |e: InitError| CmdError::from(e).exit_status();
+        assert_eq!(status(InitError::ChapRequired), 4);
+        assert_eq!(status(InitError::Login { target: "t".into(), status: LoginStatus { class: 2, detail: 1 } }), 4);
+        assert_eq!(status(InitError::Login { target: "t".into(), status: LoginStatus { class: 2, detail: 3 } }), 5);
+        assert_eq!(status(InitError::Protocol("DataSN 1 where 0 was due".into())), 5);
+        assert_eq!(status(gave_up(FaultKind::Violation)), 5);
+        assert_eq!(status(gave_up(FaultKind::Malformed)), 5);
+        assert_eq!(status(gave_up(FaultKind::Silent)), 6);
+        assert_eq!(status(gave_up(FaultKind::Transport)), 6);
+        assert_eq!(status(gave_up(FaultKind::WindowClosed)), 6);
+        assert_eq!(status(InitError::ConnectTimeout("h:1".into())), 6);
+        assert_eq!(status(InitError::LunNotFound { lun: 7, available: "LUNs 0".into() }), 1);
+        assert_eq!(CmdError::from("cannot open x").exit_status(), 1);
+        // Words put in front keep the class.
+        let e = CmdError::from(gave_up(FaultKind::Silent)).context("READ CAPACITY of LUN 0");
+        assert_eq!(e.exit_status(), 6);
+        assert!(e.to_string().starts_with("READ CAPACITY of LUN 0: x ("), "{e}");
+    }
+
+    #[test]
+    fn statuses_of_a_grown_session_keep_their_class() {
+        let status = |code| CmdError::from(Status::new(code, "m")).exit_status();
+        assert_eq!(status(IsdscCode::AuthenticationFailure), 4);
+        assert_eq!(status(IsdscCode::AuthorizationFailure), 4);
+        assert_eq!(status(IsdscCode::TooManyConnections), 5);
+        assert_eq!(status(IsdscCode::TransportError), 5);
+        assert_eq!(status(IsdscCode::ConnectionFailed), 6);
+        assert_eq!(status(IsdscCode::DnsNameUnresolved), 6);
+        assert_eq!(status(IsdscCode::InvalidParameter), 1);
+        // What the initiator's own mapping makes of each class lands in the same class.
+        for e in [
+            InitError::ChapRequired,
+            InitError::Protocol("p".into()),
+            InitError::ConnectionLost("c".into()),
+            InitError::Timeout("t".into()),
+            gave_up(FaultKind::Violation),
+            gave_up(FaultKind::Silent),
+        ] {
+            let class = e.class();
+            assert_eq!(status_class(Status::from(e).code), class);
+        }
+    }
+
+    #[test]
+    fn the_help_lists_every_exit_status() {
+        for class in [ErrorClass::Other, ErrorClass::Authentication, ErrorClass::Refused, ErrorClass::Unreachable] {
+            let code = exit_status(class);
+            assert!(crate::cli::EXIT_STATUS_HELP.contains(&format!("\n  {code}  ")), "{code}");
+        }
+    }
+
+    #[test]
+    fn one_shot_sessions_get_the_hold_time_and_quick_pings() {
+        let cli = Cli::try_parse_from([
+            "rsiscsi",
+            "--initiator-name",
+            "iqn.2026-11.rs.rsiscsi:test",
+            "cp",
+            "--hold-time",
+            "20",
+            "a",
+            "b",
+        ])
+        .unwrap();
+        let Command::Cp { recovery, .. } = &cli.command else { panic!("{:?}", cli.command) };
+        let cfg = session_config(&cli.common, None, recovery).unwrap();
+        assert_eq!(cfg.recovery_budget, RecoveryBudget::hold(Duration::from_secs(20)));
+        assert_eq!((cfg.nop_interval, cfg.nop_timeout), (NOP_INTERVAL, NOP_TIMEOUT));
+        let cfg = session_config(&cli.common, None, &RecoveryArgs::default()).unwrap();
+        assert_eq!(cfg.recovery_budget.max_request_hold_time, Duration::from_secs(15));
+    }
 }
