@@ -3,7 +3,10 @@
 //! MaxConnections 8): persistent MC/S login, data written through the API
 //! while a connection is added and read back, restart after SIGTERM and
 //! after kill -9 with the session back, exact error codes for bad
-//! requests, the socket's permissions, and secrets never shown.
+//! requests, the socket's permissions, secrets never shown, and the
+//! recovery times of a session (shown, kept, checked). One test needs no
+//! lab: a connection cut mid-read by `iscsi_target_sim`, recovered and
+//! counted in the session view and the metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -51,6 +54,8 @@ struct Daemon {
     dir: PathBuf,
     client: Client,
     logs: u32,
+    /// More `rsiscsid` arguments, for the next start.
+    args: Vec<String>,
 }
 
 fn tempdir(name: &str) -> PathBuf {
@@ -72,6 +77,10 @@ impl Daemon {
     }
 
     fn spawn(dir: &Path, n: u32) -> Child {
+        Self::spawn_with(dir, n, &[])
+    }
+
+    fn spawn_with(dir: &Path, n: u32, args: &[String]) -> Child {
         let log = std::fs::File::create(dir.join(format!("log{n}.txt"))).unwrap();
         Command::new(env!("CARGO_BIN_EXE_rsiscsid"))
             .arg("--socket")
@@ -79,6 +88,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--log-level", "debug"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -87,14 +97,14 @@ impl Daemon {
 
     async fn start(name: &str) -> Daemon {
         let dir = tempdir(name);
-        let mut d = Daemon { child: None, client: Client::new(Self::socket(&dir)), dir, logs: 0 };
+        let mut d = Daemon { child: None, client: Client::new(Self::socket(&dir)), dir, logs: 0, args: Vec::new() };
         d.restart().await;
         d
     }
 
     async fn restart(&mut self) {
         self.logs += 1;
-        self.child = Some(Self::spawn(&self.dir, self.logs));
+        self.child = Some(Self::spawn_with(&self.dir, self.logs, &self.args));
         let t0 = Instant::now();
         while self.client.health().await.is_err() {
             assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
@@ -838,5 +848,216 @@ async fn kill9_during_writes_never_leaves_a_torn_state() {
         d.restart().await;
         assert_eq!(d.client.initiator().await.unwrap().alias, alias);
     }
+    d.terminate().await;
+}
+
+/// A loopback TCP port nobody listens on (for `--metrics`).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The Prometheus text of `--metrics 127.0.0.1:PORT`.
+async fn metrics(port: u16) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// The value of metric `name` for session `sid`.
+fn metric(text: &str, name: &str, sid: &str) -> Option<u64> {
+    let prefix = format!("{name}{{session=\"{sid}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.parse().unwrap())
+}
+
+const RECOVERY_METRICS: [&str; 4] = [
+    "rsiscsi_recoveries_total",
+    "rsiscsi_connections_reinstated_total",
+    "rsiscsi_sessions_reinstated_total",
+    "rsiscsi_recovery_give_ups_total",
+];
+
+/// Hold time and link-down time (Windows' MaxRequestHoldTime and
+/// LinkDownTime): checked, shown in the session view with the recovery
+/// counters, kept with a persistent login across a restart, the service's
+/// own defaults (Windows', or `--max-request-hold-time` / `--link-down-time`)
+/// for a login that does not give them; the counters also in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_times_are_checked_shown_and_kept_across_a_restart() {
+    tokio::time::timeout(Duration::from_secs(120), recovery_times()).await.expect("test timed out");
+}
+
+async fn recovery_times() {
+    let port = free_port();
+    let dir = tempdir("recovery");
+    let mut d = Daemon {
+        child: None,
+        client: Client::new(Daemon::socket(&dir)),
+        dir,
+        logs: 0,
+        args: vec!["--metrics".into(), format!("127.0.0.1:{port}")],
+    };
+    d.restart().await;
+    let c = d.client.clone();
+
+    // Out of 1..=3600: ISDSC_INVALID_PARAMETER, and a persistent login with
+    // such a value is not stored.
+    for (hold, link) in [(Some(0), None), (None, Some(0)), (Some(3601), Some(15)), (Some(60), Some(u32::MAX))] {
+        let mut req = LoginRequest::new(target());
+        req.portal = Some(portal());
+        req.persistent = true;
+        req.max_request_hold_time_s = hold;
+        req.link_down_time_s = link;
+        expect_err(c.login(&req).await, 400, "ISDSC_INVALID_PARAMETER", 0xEFFF0056).await;
+    }
+    let (status, body) = c
+        .request_raw(
+            Method::POST,
+            "/v1/targets/login",
+            Some(format!(r#"{{"target_name":"{}","max_request_hold_time_s":"60"}}"#, target()).into_bytes()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    let e: ApiError = serde_json::from_slice(&body).unwrap();
+    assert_eq!(e.error.code, 87, "{e:?}");
+    assert!(c.persistent_logins().await.unwrap().persistent_logins.is_empty());
+    assert!(c.sessions().await.unwrap().sessions.is_empty());
+
+    // Without them: Windows' 60 s and 15 s; nothing recovered yet.
+    let mut req = LoginRequest::new(target());
+    req.portal = Some(portal());
+    let plain = c.login(&req).await.unwrap();
+    let s = c.session(&plain.session_id).await.unwrap();
+    assert_eq!((s.max_request_hold_time_s, s.link_down_time_s), (60, 15));
+    assert_eq!(s.recovery_counters, RecoveryCounters::default());
+    c.logout(&plain.session_id).await.unwrap();
+
+    // Persistent, with its own: shown by the session and the stored login.
+    req.persistent = true;
+    req.max_request_hold_time_s = Some(45);
+    req.link_down_time_s = Some(7);
+    let login = c.login(&req).await.unwrap();
+    let s = c.session(&login.session_id).await.unwrap();
+    assert_eq!((s.max_request_hold_time_s, s.link_down_time_s), (45, 7));
+    let pl = c.persistent_logins().await.unwrap().persistent_logins;
+    assert_eq!((pl[0].max_request_hold_time_s, pl[0].link_down_time_s), (45, 7));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.state().join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["persistent_logins"][0]["max_request_hold_time_s"], 45);
+    assert_eq!(state["persistent_logins"][0]["link_down_time_s"], 7);
+    // The recovery counters of the session, in the metrics.
+    let text = metrics(port).await;
+    for name in RECOVERY_METRICS {
+        assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}: {text}");
+        assert_eq!(metric(&text, name, &login.session_id), Some(0), "{name}: {text}");
+    }
+
+    // Restarted with other defaults: the persistent login keeps its own
+    // times; a login without them gets the new defaults.
+    d.terminate().await;
+    d.args.extend(["--max-request-hold-time", "90", "--link-down-time", "20"].map(String::from));
+    d.restart().await;
+    let back = wait_for_session(&c, 1, Duration::from_secs(10)).await;
+    assert_ne!(back.session_id, login.session_id);
+    assert_eq!((back.max_request_hold_time_s, back.link_down_time_s), (45, 7));
+    let mut other = LoginRequest::new(target());
+    other.portal = Some(portal());
+    other.login_options = Some(LoginOptions { login_flags: Some(0x2), ..Default::default() });
+    let second = c.login(&other).await.unwrap();
+    let s = c.session(&second.session_id).await.unwrap();
+    assert_eq!((s.max_request_hold_time_s, s.link_down_time_s), (90, 20));
+    let text = metrics(port).await;
+    for sid in [&back.session_id, &second.session_id] {
+        assert_eq!(metric(&text, "rsiscsi_recoveries_total", sid), Some(0), "{text}");
+    }
+
+    c.remove_persistent_login(&target(), "127.0.0.1", 3260).await.unwrap();
+    c.logout(&back.session_id).await.unwrap();
+    c.logout(&second.session_id).await.unwrap();
+    d.terminate().await;
+}
+
+/// A real recovery through the service: the simulated target cuts (TCP
+/// reset) the connection in the middle of a 2 MiB read; the initiator
+/// recovers it, the read completes with the bytes written before, and the
+/// session view and the metrics count the recovery. Needs no lab.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_read_is_recovered_and_counted() {
+    tokio::time::timeout(Duration::from_secs(90), cut_mid_read()).await.expect("test timed out");
+}
+
+async fn cut_mid_read() {
+    use iscsi_target_sim::{Fault, SimConfig, SimTarget};
+    let sim = SimTarget::start(SimConfig {
+        faulty_connections: Some(1),
+        ..SimConfig::with_fault(Fault::CutMidRead { after: 1, reset: true })
+    })
+    .await
+    .unwrap();
+    let port = free_port();
+    let dir = tempdir("cut");
+    let mut d = Daemon {
+        child: None,
+        client: Client::new(Daemon::socket(&dir)),
+        dir,
+        logs: 0,
+        args: vec!["--metrics".into(), format!("127.0.0.1:{port}")],
+    };
+    d.restart().await;
+    let c = d.client.clone();
+    let mut req = LoginRequest::new(sim.target_name());
+    req.portal = Some(Portal::new("127.0.0.1", sim.addr().port()));
+    req.max_request_hold_time_s = Some(30);
+    req.link_down_time_s = Some(10);
+    let sid = c.login(&req).await.unwrap().session_id;
+
+    const LEN: usize = 2 << 20;
+    let data = pattern(7, LEN);
+    let blocks = (LEN / BLOCK) as u16;
+    let w = c
+        .scsi(
+            &sid,
+            &ScsiRequest {
+                lun: 0,
+                cdb: rw10(0x2a, 0, blocks),
+                data_in_length: None,
+                data_out: Some(B64.encode(&data)),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.scsi_status, 0, "WRITE(10): sense {}", w.sense);
+    let r = c
+        .scsi(
+            &sid,
+            &ScsiRequest { lun: 0, cdb: rw10(0x28, 0, blocks), data_in_length: Some(LEN as u32), data_out: None },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.scsi_status, 0, "READ(10): sense {}", r.sense);
+    assert!(B64.decode(&r.data).unwrap() == data, "the recovered read returned other bytes than written");
+    assert!(sim.stats().logins >= 2, "the connection was not cut and logged in again: {:?}", sim.stats());
+
+    let s = c.session(&sid).await.unwrap();
+    eprintln!("recovery counters after the cut: {:?}", s.recovery_counters);
+    assert_eq!((s.max_request_hold_time_s, s.link_down_time_s), (30, 10));
+    assert!(s.recovery_counters.recoveries >= 1, "{:?}", s.recovery_counters);
+    assert_eq!(s.recovery_counters.give_ups, 0, "{:?}", s.recovery_counters);
+    let text = metrics(port).await;
+    let m = |name| metric(&text, name, &sid).unwrap_or_else(|| panic!("{name} of {sid} missing: {text}"));
+    assert_eq!(m("rsiscsi_recoveries_total"), s.recovery_counters.recoveries);
+    assert_eq!(m("rsiscsi_connections_reinstated_total"), s.recovery_counters.connections_reinstated);
+    assert_eq!(m("rsiscsi_sessions_reinstated_total"), s.recovery_counters.sessions_reinstated);
+    assert_eq!(m("rsiscsi_recovery_give_ups_total"), 0);
+    c.logout(&sid).await.unwrap();
     d.terminate().await;
 }
