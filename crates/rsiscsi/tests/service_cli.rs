@@ -224,8 +224,19 @@ fn whole_user_session() {
         assert_eq!(cells, [iqn.as_str(), "127.0.0.1:3260,1", "127.0.0.1:3260"], "{row}");
     }
 
-    // target login --persistent --connections 2.
-    let out = svc.ok(&["target", "login", &iqn, "--persistent", "--connections", "2"]);
+    // target login --persistent --connections 2, with its own recovery times.
+    let out = svc.ok(&[
+        "target",
+        "login",
+        &iqn,
+        "--persistent",
+        "--connections",
+        "2",
+        "--hold-time",
+        "45",
+        "--link-down-time",
+        "7",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     let sid = lines[0].strip_prefix("session ").unwrap().to_string();
@@ -236,11 +247,20 @@ fn whole_user_session() {
     let text = svc.ok(&["session", "list"]);
     let head = format!("Session {sid} {iqn} (persistent, policy round-robin, ISID ");
     assert!(text.lines().any(|l| l.starts_with(&head) && l.ends_with(", 2 connection(s))")), "{text}");
+    assert!(
+        text.contains(
+            "\n  Recovery: hold time 45 s, link-down time 7 s; 0 recovered, 0 connection(s) reinstated, \
+             0 session(s) reinstated, 0 given up\n"
+        ),
+        "{text}"
+    );
     assert_eq!(text.lines().filter(|l| l.contains(" full-feature ")).count(), 2, "{text}");
     assert!(text.contains("  Lun 1: disk, IET VIRTUAL-DISK 0001, 268435456 bytes (524288 blocks of 512)\n"), "{text}");
     let s = svc.svc_session().unwrap();
     assert_eq!(s["session_id"], sid.as_str());
     assert_eq!(conn_ids(&s), logged);
+    assert_eq!((&s["max_request_hold_time_s"], &s["link_down_time_s"]), (&Value::from(45), &Value::from(7)));
+    assert_eq!(s["recovery_counters"]["give_ups"], 0);
 
     // add-connection prints the new id alone; session list then shows 3.
     let added = svc.ok(&["session", "add-connection", &sid, "--portal", "[::1]:3260"]);
@@ -353,6 +373,8 @@ fn restart_then_logout(svc: &mut Service, iqn: &str) {
     };
     assert_eq!(s["persistent"], true);
     assert_eq!(s["load_balance_policy"], "least-queue-depth");
+    // The stored login brought its recovery times back.
+    assert_eq!((&s["max_request_hold_time_s"], &s["link_down_time_s"]), (&Value::from(45), &Value::from(7)));
     let sid = s["session_id"].as_str().unwrap().to_string();
     let p = svc.json(&["persistent", "list"]);
     assert_eq!(p["persistent_logins"][0]["state"], "logged-in");
@@ -437,6 +459,17 @@ fn bad_input() {
     );
     let o = svc.rsiscsi(&["target", "login", "iqn.x:y", "--policy", "random"]);
     assert_eq!(o.status.code(), Some(2));
+    // Recovery times outside 1..=3600 s.
+    check(
+        &["target", "login", "iqn.x:y", "--hold-time", "0"],
+        2,
+        "invalid value '0' for '--hold-time <SECONDS>': 0 is not in 1..=3600 (see rsiscsi --help)",
+    );
+    check(
+        &["target", "login", "iqn.x:y", "--link-down-time", "3601"],
+        2,
+        "invalid value '3601' for '--link-down-time <SECONDS>': 3601 is not in 1..=3600 (see rsiscsi --help)",
+    );
     // A target that was never discovered.
     let o = svc.rsiscsi(&["target", "login", "iqn.2024-01.lab.tgt:nosuch"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
