@@ -80,10 +80,13 @@ pub fn render(lives: &[Arc<Live>]) -> String {
     o
 }
 
+/// A counter family of the recovery counts: name, help, and its value.
+type RecoveryFamily = (&'static str, &'static str, fn(&api::RecoveryCounters) -> u64);
+
 /// The families of what the initiator's recovery did in each session (its
 /// own counts, RFC 7143 §6.2, §7), one family per kind, by session id.
 fn render_recovery(o: &mut String, counts: &[(String, api::RecoveryCounters)]) {
-    let families: [(&str, &str, fn(&api::RecoveryCounters) -> u64); 4] = [
+    let families: [RecoveryFamily; 4] = [
         ("rsiscsi_recoveries_total", "Connections that failed and were taken over by recovery.", |r| r.recoveries),
         (
             "rsiscsi_connections_reinstated_total",
