@@ -497,6 +497,37 @@ mod tests {
         assert_eq!(parse_isid("zz0000000000"), None);
     }
 
+    fn stored(hold: Option<u32>, link: Option<u32>) -> StoredLogin {
+        StoredLogin {
+            target_name: "iqn.t".into(),
+            portal: api::Portal::new("127.0.0.1", 3260),
+            initiator_port: None,
+            security_flags: 0,
+            login_options: api::LoginOptions::default(),
+            connections: 1,
+            load_balance_policy: "round-robin".into(),
+            isid: "80a1b2c3d4e5".into(),
+            max_request_hold_time_s: hold,
+            link_down_time_s: link,
+        }
+    }
+
+    /// A persistent login logs in with the times it stored; those it did not
+    /// store come from the service's defaults of the day; a hand-edited
+    /// value out of range fails the login (and the supervisor stops on it).
+    #[test]
+    fn stored_recovery_times_come_back_and_are_checked_again() {
+        let defaults = RecoveryTimes { max_request_hold_time_s: 90, link_down_time_s: 20 };
+        let sec = Secrets::default();
+        let spec = spec_of(&stored(Some(45), Some(7)), &sec, defaults).unwrap();
+        assert_eq!(spec.recovery, RecoveryTimes { max_request_hold_time_s: 45, link_down_time_s: 7 });
+        let spec = spec_of(&stored(None, Some(7)), &sec, defaults).unwrap();
+        assert_eq!(spec.recovery, RecoveryTimes { max_request_hold_time_s: 90, link_down_time_s: 7 });
+        let e = spec_of(&stored(Some(0), None), &sec, defaults).unwrap_err();
+        assert_eq!(e.code, IsdscCode::InvalidParameter);
+        assert!(is_permanent(e.code));
+    }
+
     #[test]
     fn ipsec_request_is_refused() {
         let e = check_security(0x03, None).unwrap_err();
