@@ -74,7 +74,11 @@ impl RecoveryBudget {
     /// A budget for one-shot commands: every hopeless case ends within
     /// `hold` plus the time to notice the first fault.
     pub fn hold(hold: Duration) -> RecoveryBudget {
-        RecoveryBudget { max_request_hold_time: hold, link_down_time: hold.min(RecoveryBudget::WINDOWS.link_down_time), ..RecoveryBudget::WINDOWS }
+        RecoveryBudget {
+            max_request_hold_time: hold,
+            link_down_time: hold.min(RecoveryBudget::WINDOWS.link_down_time),
+            ..RecoveryBudget::WINDOWS
+        }
     }
 }
 

@@ -143,7 +143,9 @@ impl Error {
         use crate::session::FaultKind as K;
         match self {
             Error::Chap(_) | Error::ChapRequired | Error::ChapRefused => ErrorClass::Authentication,
-            Error::Login { status, .. } if status.class == 2 && matches!(status.detail, 1 | 2) => ErrorClass::Authentication,
+            Error::Login { status, .. } if status.class == 2 && matches!(status.detail, 1 | 2) => {
+                ErrorClass::Authentication
+            }
             Error::Login { .. }
             | Error::Pdu(_)
             | Error::Text(_)

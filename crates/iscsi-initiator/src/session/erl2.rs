@@ -18,6 +18,7 @@ use iscsi_proto::pdu::{TaskMgmtRequest, logout_reason, logout_response, tmf_func
 use iscsi_proto::seq::Sn;
 use tracing::{info, warn};
 
+use super::fault::{ConnectionFault, FaultKind};
 use super::state::{self, Reply, State, Task, TaskKind, conn_mut};
 use super::{Inner, Session};
 use crate::error::{Error, Result};
@@ -144,12 +145,12 @@ impl Session {
         cid: u16,
         portal: PortalAddr,
         id: UniqueConnectionId,
-        reason: String,
+        fault: ConnectionFault,
         generation: u64,
     ) {
         if let Err(e) = self.reassign_connection(cid, &portal, generation).await {
             warn!(cid, "ERL 2 recovery failed ({e}); falling back to connection or session reinstatement");
-            self.recover(cid, portal, id, reason, generation).await;
+            self.recover(cid, portal, id, fault, generation).await;
         }
     }
 
@@ -259,7 +260,7 @@ impl Session {
             }
             let generation = st.generation;
             // Dropping the connection closes its socket; its tasks wait.
-            let Some((portal, _)) = st.orphan_connection(cid) else {
+            let Some((portal, _)) = st.orphan_connection(cid, None) else {
                 return Err(Error::InvalidConnectionId(id.to_string()));
             };
             (cid, portal, generation)
@@ -269,8 +270,8 @@ impl Session {
             Err(e) => {
                 // Leave no task behind: the ERL 0 way brings them back.
                 let s = self.clone();
-                let reason = format!("logout for recovery failed: {e}");
-                tokio::spawn(s.recover(cid, portal, id, reason, generation));
+                let fault = ConnectionFault::new(FaultKind::Closed, format!("logout for recovery failed: {e}"));
+                tokio::spawn(s.recover(cid, portal, id, fault, generation));
                 Err(e)
             }
         }

@@ -56,6 +56,20 @@ impl ConnectionFault {
         Self { kind, detail: detail.into() }
     }
 
+    /// The fault an error met while handling the target's PDUs stands for.
+    pub fn from_error(e: &crate::error::Error) -> Self {
+        use crate::error::Error as E;
+        match e {
+            E::Protocol(m) => Self::new(FaultKind::Violation, m.clone()),
+            E::Pdu(p) => Self::new(FaultKind::Malformed, p.to_string()),
+            E::Text(t) => Self::new(FaultKind::Malformed, format!("text: {t}")),
+            E::Rejected(m) => Self::new(FaultKind::Violation, format!("rejected a PDU: {m}")),
+            // An Async Message saying the target drops the connection (§11.9.1).
+            E::ConnectionLost(m) => Self::new(FaultKind::Closed, m.clone()),
+            other => Self::new(FaultKind::Transport, other.to_string()),
+        }
+    }
+
     /// Whether `other` is the same fault again: same kind, same words but
     /// for the numbers in them (a task tag or a sequence number changes
     /// from one try to the next, the rule that was broken does not).
@@ -122,7 +136,12 @@ impl fmt::Display for GiveUp {
         let plural = |n: u32| if n == 1 { "" } else { "s" };
         match &self.why {
             GiveUpWhy::SameFault { reinstated } => {
-                write!(f, "{} (same fault on {reinstated} reinstated connection{}; gave up)", self.cause, plural(*reinstated))
+                write!(
+                    f,
+                    "{} (same fault on {reinstated} reinstated connection{}; gave up)",
+                    self.cause,
+                    plural(*reinstated)
+                )
             }
             GiveUpWhy::HoldTime { held, reinstated: 0 } => {
                 write!(f, "{} (not recovered within the {} s hold time; gave up)", self.cause, held.as_secs())
@@ -135,7 +154,12 @@ impl fmt::Display for GiveUp {
                 held.as_secs()
             ),
             GiveUpWhy::LinkDown { within, last } if last.is_empty() => {
-                write!(f, "{} (not re-established within the {} s link-down time; gave up)", self.cause, within.as_secs())
+                write!(
+                    f,
+                    "{} (not re-established within the {} s link-down time; gave up)",
+                    self.cause,
+                    within.as_secs()
+                )
             }
             GiveUpWhy::LinkDown { within, last } => write!(
                 f,
@@ -226,6 +250,7 @@ impl TaskRecovery {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
 
@@ -244,7 +269,9 @@ mod tests {
     #[test]
     fn the_same_rule_broken_again_is_the_same_fault() {
         assert!(violation(0x5a5a_0015).same_as(&violation(0x0000_0026)));
-        let gap = |a: u32, b: u32| ConnectionFault::new(FaultKind::Violation, format!("Data-In DataSN {a} where {b} was due"));
+        let gap = |a: u32, b: u32| {
+            ConnectionFault::new(FaultKind::Violation, format!("Data-In DataSN {a} where {b} was due"))
+        };
         assert!(gap(1, 0).same_as(&gap(7, 3)));
         assert!(!gap(1, 0).same_as(&violation(1)));
         let closed = ConnectionFault::new(FaultKind::Closed, "the target closed the connection");
@@ -328,7 +355,10 @@ mod tests {
     fn link_down_names_the_last_attempt() {
         let g = GiveUp {
             cause: ConnectionFault::new(FaultKind::Closed, "the target closed the connection"),
-            why: GiveUpWhy::LinkDown { within: Duration::from_secs(15), last: "cannot connect to 127.0.0.1:1: refused".into() },
+            why: GiveUpWhy::LinkDown {
+                within: Duration::from_secs(15),
+                last: "cannot connect to 127.0.0.1:1: refused".into(),
+            },
         };
         assert_eq!(
             g.to_string(),

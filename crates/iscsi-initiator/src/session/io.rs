@@ -22,6 +22,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::fault::{ConnectionFault, FaultKind};
 use super::rx::{ANSWERS_AT_LEAST, ANSWERS_BACKOFF, ANSWERS_WAIT, RxSocket, answers_mark, owed_mark};
 use super::state::{Out, Reply, ScsiTask, Task, TaskKind, conn_mut, push};
 use super::{Inner, ScsiOutcome, Session};
@@ -71,6 +72,18 @@ pub(super) async fn connect_from(addr: &PortalAddr, cfg: &SessionConfig, local: 
 /// The reason a reader gives when the target closed the connection cleanly.
 pub(super) const CLOSED_BY_TARGET: &str = "the target closed the connection";
 
+fn closed() -> ConnectionFault {
+    ConnectionFault::new(FaultKind::Closed, CLOSED_BY_TARGET)
+}
+
+fn malformed(e: impl std::fmt::Display) -> ConnectionFault {
+    ConnectionFault::new(FaultKind::Malformed, e.to_string())
+}
+
+fn read_error(e: impl std::fmt::Display) -> ConnectionFault {
+    ConnectionFault::new(FaultKind::Transport, format!("read error: {e}"))
+}
+
 /// Reads, frames and dispatches PDUs; pings the target when it is quiet
 /// and declares the connection dead when a ping goes unanswered. Holds the
 /// session weakly so that dropping the last handle ends it.
@@ -99,7 +112,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                 if let Some(h) = large_data_in(&dec, &buf) {
                     let h = match h {
                         Ok(h) => h,
-                        Err(e) => return format!("malformed PDU from the target: {e}"),
+                        Err(e) => return malformed(e),
                     };
                     if let Err(reason) =
                         place_data_in(&weak, cid, &mut rd, &mut buf, h, nop_interval + nop_timeout).await
@@ -117,13 +130,13 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                         // trickles bytes is as dead as a silent one.
                         last_pdu = Instant::now();
                         pinging = false;
-                        let Some(inner) = weak.upgrade() else { return String::new() };
+                        let Some(inner) = weak.upgrade() else { return closed() };
                         if let Err(e) = inner.handle_pdu(cid, pdu) {
-                            return e.to_string();
+                            return ConnectionFault::from_error(&e);
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => return format!("malformed PDU from the target: {e}"),
+                    Err(e) => return malformed(e),
                 }
             }
             // Large Data-In segments bypass this buffer (`place_data_in`), so
@@ -139,7 +152,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
             }
             let mark = match (header_next, answers_off) {
                 (false, None) => {
-                    let Some(inner) = weak.upgrade() else { return String::new() };
+                    let Some(inner) = weak.upgrade() else { return closed() };
                     let mut st = inner.lock();
                     let mark = st.owed_answers(cid, ANSWERS_AT_LEAST).map_or(1, |o| answers_mark(o, buf.len()));
                     if mark > 1
@@ -163,14 +176,14 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
             tokio::select! {
                 biased;
                 r = rd.read(&mut limited, mark) => match r {
-                    Ok(0) => return CLOSED_BY_TARGET.to_string(),
+                    Ok(0) => return closed(),
                     Ok(_) => {}
-                    Err(e) => return format!("read error: {e}"),
+                    Err(e) => return read_error(e),
                 },
                 () = bounded => {
                     debug!(cid, mark, "expected answers did not come in time; reading them as they come for a while");
                     answers_off = Some(Instant::now() + ANSWERS_BACKOFF);
-                    let Some(inner) = weak.upgrade() else { return String::new() };
+                    let Some(inner) = weak.upgrade() else { return closed() };
                     if let Some(c) = conn_mut(&mut inner.lock().conns, cid) {
                         c.counters.answer_waits_ran_out += 1;
                     }
@@ -179,14 +192,15 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                     let now = Instant::now();
                     // No PDU since the ping (a PDU clears `pinging`).
                     if pinging {
-                        return format!("no answer to NOP-Out within {} s", nop_timeout.as_secs());
+                        let what = format!("no answer to NOP-Out within {} s", nop_timeout.as_secs());
+                        return ConnectionFault::new(FaultKind::Silent, what);
                     }
                     if now < last_pdu + nop_interval {
                         // Traffic since the timer was set: not idle yet.
                         timer.as_mut().reset(last_pdu + nop_interval);
                         continue;
                     }
-                    let Some(inner) = weak.upgrade() else { return String::new() };
+                    let Some(inner) = weak.upgrade() else { return closed() };
                     if send_ping(&inner, cid) {
                         pinging = true;
                         timer.as_mut().reset(now + nop_timeout);
@@ -199,7 +213,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
     }
     .await;
     if let Some(inner) = weak.upgrade() {
-        inner.connection_failed(cid, &reason);
+        inner.connection_failed(cid, reason);
     }
 }
 
@@ -227,7 +241,7 @@ fn large_data_in(dec: &PduDecoder, buf: &BytesMut) -> Option<std::result::Result
 /// Reads one Data-In data segment from the socket into the command's own
 /// buffer (lent by `begin_data_in`): the bytes are copied once, by the
 /// kernel, instead of into the receive buffer and then again into place.
-/// Returns the reason to drop the connection on failure.
+/// Returns the fault to drop the connection for on failure.
 async fn place_data_in(
     weak: &Weak<Inner>,
     cid: u16,
@@ -235,11 +249,11 @@ async fn place_data_in(
     buf: &mut BytesMut,
     h: FrameHeader,
     idle: Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ConnectionFault> {
     let Bhs::DataIn(din) = &h.bhs else { return Ok(()) };
     let mut dest = {
-        let Some(inner) = weak.upgrade() else { return Err(String::new()) };
-        inner.begin_data_in(cid, din, h.data_len).map_err(|e| e.to_string())?
+        let Some(inner) = weak.upgrade() else { return Err(closed()) };
+        inner.begin_data_in(cid, din, h.data_len).map_err(|e| ConnectionFault::from_error(&e))?
     };
     buf.advance(h.header_len);
     let start = dest.len();
@@ -259,12 +273,11 @@ async fn place_data_in(
     if h.data_digest_len > 0 {
         let data = dest.get(start..).unwrap_or_default();
         let crc = crc32c_append(crc32c(data), buf.get(..h.pad_len).unwrap_or_default());
-        h.check_data_digest(crc, h.trailer_digest(buf.get(..trailer).unwrap_or_default()))
-            .map_err(|e| format!("malformed PDU from the target: {e}"))?;
+        h.check_data_digest(crc, h.trailer_digest(buf.get(..trailer).unwrap_or_default())).map_err(malformed)?;
     }
     buf.advance(trailer);
-    let Some(inner) = weak.upgrade() else { return Err(String::new()) };
-    inner.end_data_in(cid, &h.bhs, dest, h.data_len).map_err(|e| e.to_string())
+    let Some(inner) = weak.upgrade() else { return Err(closed()) };
+    inner.end_data_in(cid, &h.bhs, dest, h.data_len).map_err(|e| ConnectionFault::from_error(&e))
 }
 
 /// One read of at least a byte within `idle`; `owed` as for [`RxSocket::read`].
@@ -273,12 +286,14 @@ async fn read_some<B: BufMut>(
     b: &mut B,
     owed: usize,
     idle: Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ConnectionFault> {
     match tokio::time::timeout(idle, rd.read(b, owed_mark(owed))).await {
-        Err(_) => Err(format!("no data from the target within {} s", idle.as_secs())),
-        Ok(Ok(0)) => Err(CLOSED_BY_TARGET.to_string()),
+        Err(_) => {
+            Err(ConnectionFault::new(FaultKind::Silent, format!("no data from the target within {} s", idle.as_secs())))
+        }
+        Ok(Ok(0)) => Err(closed()),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("read error: {e}")),
+        Ok(Err(e)) => Err(read_error(e)),
     }
 }
 

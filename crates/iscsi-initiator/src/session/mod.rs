@@ -588,9 +588,10 @@ impl Inner {
 
     /// A connection's reader stopped. Unless it was being closed on
     /// purpose, recover it (see `recovery.rs`); else drop it.
-    fn connection_failed(self: &Arc<Self>, cid: u16, reason: &str) {
+    fn connection_failed(self: &Arc<Self>, cid: u16, fault: ConnectionFault) {
         let mut st = self.lock();
         let Some(draining) = st.conns.iter().find(|c| c.cid == cid).map(|c| c.draining) else { return };
+        let reason = fault.to_string();
         // istgt sometimes closes the connection right after a Logout Request
         // without answering it: for us that is the logout done.
         let logouts: Vec<u32> = st
@@ -600,7 +601,8 @@ impl Inner {
             .map(|(itt, _)| *itt)
             .collect();
         // Only a clean close answers a logout; a dead or broken connection does not.
-        let logouts = if reason == io::CLOSED_BY_TARGET { logouts } else { Vec::new() };
+        let logouts =
+            if fault.kind == FaultKind::Closed && reason == io::CLOSED_BY_TARGET { logouts } else { Vec::new() };
         let logging_out = !logouts.is_empty();
         for itt in logouts {
             if let Some(t) = st.take_task(itt) {
@@ -613,21 +615,21 @@ impl Inner {
             if !on_purpose {
                 warn!(cid, reason, "connection failed");
             }
-            st.drop_connection(cid, reason);
+            st.drop_connection(cid, &reason);
             st.drain_queue();
             return;
         }
         warn!(cid, reason, "connection failed; recovering");
         let generation = st.generation;
         let erl2 = self.erl2_applies(&st, cid);
-        if let Some((portal, id)) = st.orphan_connection(cid) {
+        if let Some((portal, id)) = st.orphan_connection(cid, Some((&fault, std::time::Instant::now()))) {
             st.drain_queue();
             drop(st);
             let s = Session { inner: self.clone() };
             if erl2 {
-                tokio::spawn(s.recover_erl2(cid, portal, id, reason.to_string(), generation));
+                tokio::spawn(s.recover_erl2(cid, portal, id, fault, generation));
             } else {
-                tokio::spawn(s.recover(cid, portal, id, reason.to_string(), generation));
+                tokio::spawn(s.recover(cid, portal, id, fault, generation));
             }
         }
     }

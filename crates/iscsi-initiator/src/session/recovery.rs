@@ -5,8 +5,8 @@
 //! re-issued; when the target no longer has the session, the session is
 //! reinstated (same ISID, TSIH 0) and every pending command goes out again.
 //! Nothing is lost and nothing completes twice; when neither works within
-//! DefaultTime2Wait + DefaultTime2Retain, every pending command fails with
-//! a clear error.
+//! the link-down time (`RecoveryBudget`), every pending command fails with
+//! the fault that started the recovery (`fault.rs`).
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use iscsi_proto::seq::Sn;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::fault::{ConnectionFault, GiveUp, GiveUpWhy};
 use super::{Session, io, spawn_connection};
 use crate::error::{Error, Result};
 use crate::login::{LoginOutcome, LoginParams, login};
@@ -32,18 +33,22 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 impl Session {
+    /// Brings connection `cid`, lost to `fault`, back: the same CID again,
+    /// else the whole session, for at most the link-down time
+    /// (`RecoveryBudget::link_down_time`, at least DefaultTime2Wait and one
+    /// try). Then every command still waiting fails with its first cause.
     pub(super) async fn recover(
         self,
         cid: u16,
         portal: PortalAddr,
         id: UniqueConnectionId,
-        reason: String,
+        fault: ConnectionFault,
         generation: u64,
     ) {
         let p = &self.inner.params;
         let wait = Duration::from_secs(u64::from(p.default_time2wait));
-        let retain = Duration::from_secs(u64::from(p.default_time2retain).max(5));
-        let deadline = Instant::now() + wait + retain;
+        let link_down = self.inner.cfg.recovery_budget.link_down_time.max(wait + RETRY_PAUSE);
+        let deadline = Instant::now() + link_down;
         // RFC 7143 §13.15: wait DefaultTime2Wait before logging in again.
         // Each failed connection waits on its own, not in turn behind the
         // lock: its lost commands are a CmdSN gap that holds up the whole
@@ -59,9 +64,10 @@ impl Session {
             if self.inner.lock().closed.is_some() {
                 return;
             }
-            match self.reinstate_connection(cid, &portal, id).await {
+            match bounded(deadline, self.reinstate_connection(cid, &portal, id)).await {
                 Ok(()) => {
-                    info!(session = %self.inner.id, cid, "connection reinstated after: {reason}");
+                    info!(session = %self.inner.id, cid, "connection reinstated after: {fault}");
+                    self.inner.lock().recovery_stats.connections_reinstated += 1;
                     return;
                 }
                 // The target ended the session with its last connection.
@@ -82,9 +88,10 @@ impl Session {
             if self.inner.lock().closed.is_some() {
                 return;
             }
-            match self.reinstate_session(cid, &portal).await {
+            match bounded(deadline, self.reinstate_session(cid, &portal)).await {
                 Ok(()) => {
-                    info!(session = %self.inner.id, "session reinstated after: {reason}");
+                    info!(session = %self.inner.id, "session reinstated after: {fault}");
+                    self.inner.lock().recovery_stats.sessions_reinstated += 1;
                     return;
                 }
                 Err(e) => {
@@ -94,10 +101,11 @@ impl Session {
                 }
             }
         }
-        let msg =
-            format!("connection lost ({reason}) and not re-established within {} s: {last}", (wait + retain).as_secs());
+        let why = GiveUpWhy::LinkDown { within: link_down, last };
+        let msg = GiveUp { cause: fault.clone(), why: why.clone() }.to_string();
         warn!("{msg}");
         let mut st = self.inner.lock();
+        st.give_up_all(&fault, &why);
         st.fail_all(&msg);
         st.conns.clear();
     }
@@ -201,7 +209,7 @@ impl Session {
             // The target ended every connection of the old session.
             let old: Vec<u16> = st.conns.iter().map(|c| c.cid).collect();
             for c in old {
-                st.orphan_connection(c);
+                st.orphan_connection(c, None);
             }
             st.flush_held();
             st.conns.push(conn);
@@ -274,6 +282,15 @@ async fn watch_retried(inner: std::sync::Weak<super::Inner>, limit: Duration, mu
             st.reissue_unanswered(&stale);
             retried.retain(|r| !stale.contains(r));
         }
+    }
+}
+
+/// Runs one reinstatement attempt, cut off at `deadline` (the link-down
+/// time) so that a connect or login that hangs cannot stretch it.
+async fn bounded(deadline: Instant, attempt: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    match tokio::time::timeout_at(deadline, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout("the reinstatement (link-down time reached)".into())),
     }
 }
 

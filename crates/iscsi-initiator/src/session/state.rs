@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use super::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, TaskRecovery, Verdict};
 use super::{Inner, ScsiOutcome, Session};
 use crate::error::{Error, Result};
 use crate::model::{Balancer, PathView, UniqueConnectionId};
@@ -78,6 +79,9 @@ pub(super) struct Task {
     /// When its waiter gives up (`SessionConfig::command_timeout`; see
     /// `State::expire_overdue`).
     pub deadline: Option<Instant>,
+    /// What recovery has seen of this command since a fault first hit it
+    /// (the recovery budget, `fault.rs`).
+    pub recovery: Option<TaskRecovery>,
 }
 
 impl Task {
@@ -91,7 +95,26 @@ impl Task {
     }
 
     pub fn new(cid: Option<u16>, lun: u64, kind: TaskKind, cdb: Option<(Cdb, u8)>) -> Self {
-        Self { cid, lun, kind, reply: None, cdb, cmd_sn: None, lost_on: None, sent_at: None, deadline: None }
+        Self {
+            cid,
+            lun,
+            kind,
+            reply: None,
+            cdb,
+            cmd_sn: None,
+            lost_on: None,
+            sent_at: None,
+            deadline: None,
+            recovery: None,
+        }
+    }
+
+    /// Whether nobody waits for the task any more: its waiter was answered
+    /// (timed out, or recovery gave up on it). Such a task is never sent
+    /// again as a command; it stays only while its CmdSN may be a hole that
+    /// the target waits for (see `State::replay_lost`).
+    pub fn abandoned(&self) -> bool {
+        self.reply.is_none()
     }
 }
 
@@ -332,6 +355,9 @@ pub(super) struct State {
     pub budget: crate::config::RecoveryBudget,
     /// What recovery did, for the management view.
     pub recovery_stats: super::fault::RecoveryStats,
+    /// Since when the CmdSN window has been closed with commands queued
+    /// and none in flight (`give_up_on_closed_window`).
+    pub window_closed_since: Option<Instant>,
 }
 
 /// Hashes an ITT. ITTs are ours, handed out in sequence, so they need no
@@ -398,6 +424,7 @@ impl State {
             generation: 0,
             budget: crate::config::RecoveryBudget::WINDOWS,
             recovery_stats: super::fault::RecoveryStats::default(),
+            window_closed_since: None,
         }
     }
 
@@ -451,6 +478,20 @@ impl State {
         }
     }
 
+    /// Recovery gave up on the session (`why`): every command still waiting
+    /// fails with the fault that first hit it, else `fault`.
+    pub fn give_up_all(&mut self, fault: &ConnectionFault, why: &GiveUpWhy) {
+        self.queued.clear();
+        for t in self.tasks.values_mut() {
+            if t.abandoned() {
+                continue;
+            }
+            let cause = t.recovery.as_ref().map_or_else(|| fault.clone(), |r| r.first.clone());
+            complete_ref(t, Err(Error::GaveUp(Box::new(GiveUp { cause, why: why.clone() }))));
+            self.recovery_stats.give_ups += 1;
+        }
+    }
+
     /// A connection is gone: its tasks fail (ERL 0 keeps no state to
     /// resume them), the others go on; the session ends with the last one.
     pub fn drop_connection(&mut self, cid: u16, reason: &str) {
@@ -477,24 +518,43 @@ impl State {
 
     /// A connection failed and will be recovered: its SCSI tasks wait for
     /// a retry or a TASK REASSIGN (their transfer state is kept until it is
-    /// known which), anything else fails.
+    /// known which), anything else fails. With the `fault` that ended it,
+    /// each SCSI task's recovery budget is charged (`fault.rs`): one that
+    /// met the same violation again, or was held past the hold time, fails
+    /// now with the first cause and is never sent again.
     /// Returns the portal and id of the lost connection.
-    pub fn orphan_connection(&mut self, cid: u16) -> Option<(PortalAddr, UniqueConnectionId)> {
+    pub fn orphan_connection(
+        &mut self,
+        cid: u16,
+        fault: Option<(&ConnectionFault, Instant)>,
+    ) -> Option<(PortalAddr, UniqueConnectionId)> {
         let idx = self.conns.iter().position(|c| c.cid == cid)?;
         let c = self.conns.remove(idx);
         let mut earlier = c.counters;
         earlier.reconnects += 1;
         self.retired_counters.entry(cid).or_default().absorb(&earlier);
+        if fault.is_some() {
+            self.recovery_stats.recoveries += 1;
+        }
         let lost: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == Some(cid)).map(|(itt, _)| *itt).collect();
         let sns: Vec<Option<u32>> = lost.iter().map(|i| self.tasks.get(i).and_then(|t| t.cmd_sn)).collect();
         let (exp, next) = (self.window.exp_cmd_sn(), self.window.current());
         debug!(cid, exp, next, lost = ?sns, "connection orphaned; its commands wait for recovery");
+        let budget = self.budget;
         for itt in lost {
             let keep = matches!(self.tasks.get(&itt).map(|t| &t.kind), Some(TaskKind::Scsi(_)));
             if keep {
                 if let Some(t) = self.tasks.get_mut(&itt) {
                     t.cid = None;
                     t.lost_on = Some(cid);
+                    if let Some((fault, now)) = fault
+                        && !t.abandoned()
+                        && let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut t.recovery, fault, now, &budget)
+                    {
+                        tracing::warn!(itt, "{g}");
+                        complete_ref(t, Err(Error::GaveUp(Box::new(g))));
+                        self.recovery_stats.give_ups += 1;
+                    }
                 }
             } else if let Some(t) = self.tasks.remove(&itt) {
                 complete(t, Err(Error::ConnectionLost(format!("connection {cid} failed"))));
@@ -521,6 +581,10 @@ impl State {
         let mut again = Vec::new();
         let mut retried = Vec::new();
         for (itt, sn) in lost {
+            if self.tasks.get(&itt).is_some_and(Task::abandoned) {
+                self.fill_or_forget(itt, sn, new_cid, exp_cmd_sn);
+                continue;
+            }
             match sn {
                 Some(sn) if Sn(sn).ge(Sn(exp_cmd_sn)) => {
                     retried.push((itt, sn));
@@ -540,6 +604,28 @@ impl State {
         }
         self.reissue(again);
         retried
+    }
+
+    /// A lost command nobody waits for any more (`Task::abandoned`) is not
+    /// sent again: when the target never got its CmdSN, a NOP-Out with
+    /// that CmdSN fills the hole instead (RFC 7143 §4.2.2.1: the target
+    /// delivers nothing past a missing CmdSN; §11.18: a non-immediate
+    /// NOP-Out takes a CmdSN and is answered with a NOP-In); else it is
+    /// forgotten.
+    fn fill_or_forget(&mut self, itt: u32, sn: Option<u32>, new_cid: u16, exp_cmd_sn: u32) {
+        let Some(sn) = sn.filter(|sn| Sn(*sn).ge(Sn(exp_cmd_sn))) else {
+            self.tasks.remove(&itt);
+            return;
+        };
+        let Some(c) = self.conns.iter().find(|c| c.cid == new_cid) else { return };
+        let out = NopOut { immediate: false, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn: sn, exp_stat_sn: c.exp_stat_sn };
+        push(c, out, Bytes::new());
+        if let Some(t) = self.tasks.get_mut(&itt) {
+            t.kind = TaskKind::Ping;
+            t.cid = Some(new_cid);
+            t.lost_on = None;
+        }
+        debug!(itt, sn, "abandoned command's CmdSN filled with a NOP-Out");
     }
 
     /// The target's ExpCmdSN once it can no longer move while new commands
@@ -599,9 +685,13 @@ impl State {
     }
 
     /// New ITT, new CmdSN, ahead of everything queued, in the given order.
+    /// A command nobody waits for any more is dropped instead.
     pub fn reissue(&mut self, itts: Vec<u32>) {
         for itt in itts.into_iter().rev() {
             if let Some(mut t) = self.tasks.remove(&itt) {
+                if t.abandoned() {
+                    continue;
+                }
                 t.cid = None;
                 t.lost_on = None;
                 t.cmd_sn = None;
@@ -630,8 +720,20 @@ impl State {
     /// arming and removal cost 11 % of the instructions of a 4 KiB read.
     pub fn expire_overdue(&mut self, now: Instant) {
         let window = (self.window.exp_cmd_sn(), self.window.max_cmd_sn(), self.window.current());
+        let budget = self.budget;
+        self.give_up_on_closed_window(now);
         for (&itt, t) in self.tasks.iter_mut() {
-            if t.reply.is_none() || t.deadline.is_none_or(|d| d > now) {
+            if t.abandoned() {
+                continue;
+            }
+            // Held past the hold time since its first fault (`fault.rs`).
+            if let Some(g) = t.recovery.as_ref().and_then(|r| r.check_hold(now, &budget)) {
+                tracing::warn!(itt, "{g}");
+                complete_ref(t, Err(Error::GaveUp(Box::new(g))));
+                self.recovery_stats.give_ups += 1;
+                continue;
+            }
+            if t.deadline.is_none_or(|d| d > now) {
                 continue;
             }
             let where_ = match (t.cid, t.cmd_sn) {
@@ -642,6 +744,43 @@ impl State {
             tracing::debug!(itt, ?window, "command timed out{where_}");
             complete_ref(t, Err(Error::Timeout(format!("the target's answer (task 0x{itt:08x}{where_})"))));
         }
+    }
+
+    /// Fails the queued commands once the target has kept its CmdSN window
+    /// closed (RFC 7143 §4.2.2.1: MaxCmdSN = ExpCmdSN - 1) for the hold
+    /// time with nothing of ours in flight that could open it again.
+    fn give_up_on_closed_window(&mut self, now: Instant) {
+        let stalled = !self.window.is_open()
+            && !self.queued.is_empty()
+            && !self.tasks.values().any(|t| t.cid.is_some() && matches!(t.kind, TaskKind::Scsi(_)));
+        if !stalled {
+            self.window_closed_since = None;
+            return;
+        }
+        let since = *self.window_closed_since.get_or_insert(now);
+        let hold = self.budget.max_request_hold_time;
+        if now.saturating_duration_since(since) < hold {
+            return;
+        }
+        let detail = format!(
+            "the target kept its command window closed: MaxCmdSN {} is below ExpCmdSN {} (RFC 7143 §4.2.2.1)",
+            self.window.max_cmd_sn(),
+            self.window.exp_cmd_sn()
+        );
+        let g = GiveUp {
+            cause: ConnectionFault::new(FaultKind::WindowClosed, detail),
+            why: GiveUpWhy::HoldTime { held: hold, reinstated: 0 },
+        };
+        tracing::warn!(queued = self.queued.len(), "{g}");
+        for itt in std::mem::take(&mut self.queued) {
+            if let Some(mut t) = self.tasks.remove(&itt) {
+                if !t.abandoned() {
+                    self.recovery_stats.give_ups += 1;
+                }
+                complete_ref(&mut t, Err(Error::GaveUp(Box::new(g.clone()))));
+            }
+        }
+        self.window_closed_since = None;
     }
 
     /// Chooses the connection for a new SCSI task by the load-balance policy.
@@ -669,6 +808,12 @@ impl State {
             self.ping_hold = None;
         }
         while let Some(&itt) = self.queued.front() {
+            if self.tasks.get(&itt).is_none_or(Task::abandoned) {
+                // Its waiter gave up while it was queued: never sent.
+                self.queued.pop_front();
+                self.tasks.remove(&itt);
+                continue;
+            }
             if !self.window.is_open() || self.hold > 0 {
                 return;
             }

@@ -1,0 +1,185 @@
+//! Recovery that ends (the recovery budget, `RecoveryBudget`): with
+//! recovery on, a target that breaks the same way on every connection makes
+//! the command fail within its budget, with the fault that started the
+//! recovery as its error; the same fault on the first connection only is
+//! healed, with every byte exact.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use iscsi_initiator::session::{FaultKind, GiveUpWhy};
+use iscsi_initiator::{Error, PortalAddr, RecoveryBudget, Session, SessionConfig};
+use iscsi_proto::negotiation::Digest;
+use iscsi_target_sim::{Fault, Phase, SimConfig, SimTarget};
+
+const BS: u32 = 512;
+/// A 1 MiB transfer: four Data-In PDUs at our 256 KiB, R2Ts for a write.
+const BLOCKS: u32 = 2048;
+const HOLD: Duration = Duration::from_secs(8);
+
+fn cfg(digests: bool) -> SessionConfig {
+    let mut c = SessionConfig::new("iqn.2026-12.rs.rsiscsi:budget");
+    c.connect_timeout = Duration::from_secs(3);
+    c.login_timeout = Duration::from_secs(3);
+    c.nop_interval = Duration::from_secs(2);
+    c.nop_timeout = Duration::from_secs(2);
+    // Far beyond the budget: what ends a case is the budget, not this.
+    c.command_timeout = Duration::from_secs(90);
+    c.recovery = true;
+    c.recovery_budget = RecoveryBudget { max_request_hold_time: HOLD, link_down_time: HOLD, same_fault_limit: 1 };
+    c.proposal.max_recv_data_segment_length = 256 * 1024;
+    if digests {
+        c.proposal.header_digest = vec![Digest::Crc32c, Digest::None];
+        c.proposal.data_digest = vec![Digest::Crc32c, Digest::None];
+    }
+    c
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+/// One fault class of the issue, with what its error must say.
+struct Case {
+    fault: Fault,
+    digests: bool,
+    op: Op,
+    kind: FaultKind,
+    needle: &'static str,
+    /// Upper bound from the command's start to its error.
+    within: Duration,
+}
+
+/// A deterministic violation: one reinstatement (DefaultTime2Wait 2 s)
+/// shows it again.
+const FAST: Duration = Duration::from_secs(7);
+
+fn case(fault: Fault, op: Op, kind: FaultKind, needle: &'static str, within: Duration) -> Case {
+    let digests = matches!(fault, Fault::BadHeaderDigest | Fault::BadDataDigest);
+    Case { fault, digests, op, kind, needle, within }
+}
+
+async fn start(c: &Case, faulty: Option<u32>) -> (SimTarget, Session) {
+    let sim = SimTarget::start(SimConfig {
+        fault: c.fault,
+        faulty_connections: faulty,
+        digests: c.digests,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("bind loopback");
+    let portal = PortalAddr { host: "127.0.0.1".into(), port: sim.addr().port() };
+    let s = Session::login(&portal, Some(sim.target_name()), cfg(c.digests)).await.expect("login");
+    (sim, s)
+}
+
+fn random(len: usize) -> Bytes {
+    Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
+}
+
+/// Every connection faulty: the command ends within its budget with the
+/// first cause, and nothing more reaches the target after that.
+async fn gives_up(c: Case) {
+    let (sim, s) = start(&c, None).await;
+    let t0 = Instant::now();
+    let guard = c.within + Duration::from_secs(10);
+    let r = match c.op {
+        Op::Read => tokio::time::timeout(guard, s.read_blocks(0, 0, BLOCKS, BS)).await.map(|r| r.map(|_| ())),
+        Op::Write => tokio::time::timeout(guard, s.write_blocks(0, 0, random(1 << 20), BS)).await,
+    };
+    let took = t0.elapsed();
+    let e = match r {
+        Err(_) => panic!("{:?}: still running after {guard:?}", c.fault),
+        Ok(Ok(())) => panic!("{:?}: the command succeeded against a target broken on every connection", c.fault),
+        Ok(Err(e)) => e,
+    };
+    eprintln!("{:?} after {took:.1?}: {e}", c.fault);
+    let Error::GaveUp(g) = &e else { panic!("{:?}: expected a give-up, got {e:?}", c.fault) };
+    assert_eq!(g.cause.kind, c.kind, "{:?}: {e}", c.fault);
+    let text = e.to_string();
+    assert!(text.contains(c.needle), "{:?}: {text:?} does not name the cause {:?}", c.fault, c.needle);
+    assert!(text.ends_with("gave up)"), "{text}");
+    if c.kind.deterministic() {
+        assert!(matches!(g.why, GiveUpWhy::SameFault { reinstated: 1 }), "{:?}: {:?}", c.fault, g.why);
+    }
+    assert!(took <= c.within, "{:?}: ended after {took:?}, budget {:?}", c.fault, c.within);
+    let stats = s.recovery_stats();
+    assert!(stats.give_ups >= 1, "{stats:?}");
+    if c.fault != (Fault::WindowClosed { secs: 3600 }) {
+        assert!(stats.recoveries >= 1, "{stats:?}");
+    }
+    // Nothing is sent again once the caller has its error: no write (nor
+    // read) reaches the target twice behind its back.
+    let sent = sim.stats().commands;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.stats().commands, sent, "{:?}: commands reached the target after the give-up", c.fault);
+    if c.op == Op::Write {
+        assert!(sent <= 2, "{:?}: the write went out {sent} times (one try, one retry at most)", c.fault);
+    }
+    drop(s);
+}
+
+/// Only the first connection faulty: recovery heals it, bytes exact.
+async fn heals(c: Case) {
+    let (sim, s) = start(&c, Some(1)).await;
+    let data = random(1 << 20);
+    let work = async {
+        s.write_blocks(0, 64, data.clone(), BS).await.map_err(|e| format!("write: {e}"))?;
+        let back = s.read_blocks(0, 64, BLOCKS, BS).await.map_err(|e| format!("read: {e}"))?;
+        Ok::<_, String>(back)
+    };
+    let back = match tokio::time::timeout(Duration::from_secs(30), work).await {
+        Err(_) => panic!("{:?}: not healed within 30 s", c.fault),
+        Ok(Err(e)) => panic!("{:?}: a fault on the first connection only was not healed: {e}", c.fault),
+        Ok(Ok(b)) => b,
+    };
+    assert!(back == data, "{:?}: bytes read back differ", c.fault);
+    assert_eq!(sim.lun_bytes(64 * 512, 1 << 20), data.to_vec(), "{:?}: the LUN holds other bytes", c.fault);
+    if c.fault != (Fault::WindowClosed { secs: 3 }) {
+        let st = s.recovery_stats();
+        assert!(st.recoveries >= 1 && st.connections_reinstated + st.sessions_reinstated >= 1, "{st:?}");
+        assert_eq!(st.give_ups, 0, "{st:?}");
+    }
+    s.logout().await.expect("logout");
+}
+
+macro_rules! classes {
+    ($($name:ident: $case:expr;)*) => {
+        mod every_connection {
+            use super::*;
+            $( #[tokio::test] async fn $name() { gives_up($case).await } )*
+        }
+        mod first_connection_only {
+            use super::*;
+            $( #[tokio::test] async fn $name() {
+                let mut c = $case;
+                // A window that stays shut cannot heal; one that opens
+                // within the budget is the transient form.
+                if matches!(c.fault, Fault::WindowClosed { .. }) {
+                    c.fault = Fault::WindowClosed { secs: 3 };
+                }
+                heals(c).await
+            } )*
+        }
+    };
+}
+
+classes! {
+    data_in_for_a_foreign_itt: case(Fault::DataInWrongItt, Op::Read, FaultKind::Violation, "Data-In for unknown task", FAST);
+    data_sn_gap: case(Fault::DataSnGap, Op::Read, FaultKind::Violation, "DataSN 1 where 0 was due", FAST);
+    data_overrun_without_the_flag: case(Fault::DataOverrun, Op::Read, FaultKind::Violation, "beyond the expected transfer length", FAST);
+    buffer_offset_outside: case(Fault::BufferOffsetOutside, Op::Read, FaultKind::Violation, "Data-In at offset", FAST);
+    response_for_a_task_never_issued: case(Fault::ResponseForUnsentCommand, Op::Read, FaultKind::Violation, "SCSI Response for unknown task", FAST);
+    stat_sn_jump: case(Fault::StatSnJump, Op::Read, FaultKind::Violation, "StatSN", FAST);
+    r2t_outside_the_transfer: case(Fault::R2tOutside, Op::Write, FaultKind::Violation, "outside the 1048576-byte write", FAST);
+    bad_header_digest: case(Fault::BadHeaderDigest, Op::Read, FaultKind::Malformed, "header digest mismatch", FAST);
+    bad_data_digest: case(Fault::BadDataDigest, Op::Read, FaultKind::Malformed, "data digest mismatch", FAST);
+    unknown_opcode: case(Fault::UnknownOpcode, Op::Read, FaultKind::Malformed, "unknown opcode 0x1c", FAST);
+    // Cut on every try: retried until the hold time.
+    reset_mid_data_in: case(Fault::Reset(Phase::DataIn), Op::Read, FaultKind::Transport, "(still failing after", HOLD + Duration::from_secs(3));
+    // Silent with the socket open: 4 s to notice (NOP-Out), then the hold time.
+    silent_mid_read: case(Fault::StopAnswering, Op::Read, FaultKind::Silent, "no answer to NOP-Out", HOLD + Duration::from_secs(8));
+    window_that_never_opens: case(Fault::WindowClosed { secs: 3600 }, Op::Read, FaultKind::WindowClosed, "command window closed", HOLD + Duration::from_secs(3));
+}
