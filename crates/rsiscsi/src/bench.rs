@@ -74,7 +74,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub mcs: crate::cli::McsArgs,
     #[command(flatten)]
-    pub recovery: crate::cli::RecoveryArgs,
+    pub session: crate::cli::SessionArgs,
     /// Runtime worker threads (default: one per connection, at most one per
     /// CPU, or one per CPU at iodepth 1; TOKIO_WORKER_THREADS, when set,
     /// wins over the default).
@@ -391,7 +391,7 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     let (Some(target), Some(lun)) = (url.target.clone(), url.lun) else {
         return Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(&args.url)).into());
     };
-    let cfg = session_config(common, Some(&url), &args.recovery)?;
+    let cfg = session_config(common, Some(&url), &args.session)?;
     let session = Session::login(&url.portal, Some(&target), cfg).await?;
     crate::commands::grow(&session, &url, &args.mcs).await?;
     let result = measure(&session, lun, args, time, warmup).await;

@@ -129,7 +129,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        recovery: RecoveryArgs,
+        session: SessionArgs,
     },
     /// List each target of a portal with its LUNs, sizes, vendor and product.
     Ls {
@@ -140,7 +140,7 @@ pub enum Command {
         #[command(flatten)]
         mcs: McsArgs,
         #[command(flatten)]
-        recovery: RecoveryArgs,
+        session: SessionArgs,
     },
     /// Show INQUIRY data and device identifiers of a LUN.
     Inquiry {
@@ -151,7 +151,7 @@ pub enum Command {
         #[command(flatten)]
         mcs: McsArgs,
         #[command(flatten)]
-        recovery: RecoveryArgs,
+        session: SessionArgs,
     },
     /// Show the capacity of a LUN: blocks, block size, bytes.
     Capacity {
@@ -160,7 +160,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        recovery: RecoveryArgs,
+        session: SessionArgs,
     },
     /// Copy between local files and LUNs (each side a path or iscsi://HOST[:PORT]/IQN/LUN).
     Cp {
@@ -175,7 +175,7 @@ pub enum Command {
         #[command(flatten)]
         mcs: McsArgs,
         #[command(flatten)]
-        recovery: RecoveryArgs,
+        session: SessionArgs,
     },
     /// Measure bandwidth, IOPS, CPU per GiB and latency percentiles on a LUN (overwrites it with --rw write).
     Bench(crate::bench::BenchArgs),
@@ -398,11 +398,12 @@ impl Default for McsArgs {
 /// cannot make progress is better ended and run again.
 pub const MAX_HOLD_SECS: u64 = 3600;
 
-/// How long a one-shot command waits for recovery (RFC 7143 §6.2, §7.1.4)
-/// before it gives up with the fault that started it; the service keeps
-/// its own, longer budget.
+/// What a one-shot command's session is given beyond the global options:
+/// how long it waits for recovery (RFC 7143 §6.2, §7.1.4) before it gives up
+/// with the fault that started it (the service keeps its own, longer
+/// budget), and the PDU size it declares.
 #[derive(Debug, Clone, Copy, Args)]
-pub struct RecoveryArgs {
+pub struct SessionArgs {
     /// How long a command is held and retried while a failed connection is recovered; a fault
     /// that repeats on a reinstated connection fails at once (1 to 3600 seconds).
     #[arg(
@@ -412,11 +413,25 @@ pub struct RecoveryArgs {
         value_parser = clap::value_parser!(u64).range(1..=MAX_HOLD_SECS)
     )]
     pub hold_time: u64,
+    /// The largest data segment the target may send in one PDU (MaxRecvDataSegmentLength,
+    /// RFC 7143 §13.12): 512 bytes to 16M-1, with an optional k/M suffix [default: 1M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_segment_length)]
+    pub max_recv_data_segment_length: Option<u32>,
 }
 
-impl Default for RecoveryArgs {
+impl Default for SessionArgs {
     fn default() -> Self {
-        Self { hold_time: 15 }
+        Self { hold_time: 15, max_recv_data_segment_length: None }
+    }
+}
+
+/// A MaxRecvDataSegmentLength: 512 to 2^24-1 (RFC 7143 §13.12).
+fn parse_segment_length(s: &str) -> Result<u32, String> {
+    const MAX: u64 = (1 << 24) - 1;
+    let n = crate::bench::parse_size(s)?;
+    match u32::try_from(n) {
+        Ok(v) if (512..=MAX).contains(&n) => Ok(v),
+        _ => Err(format!("{n} is not in 512..={MAX} (RFC 7143 §13.12)")),
     }
 }
 
@@ -452,12 +467,12 @@ mod tests {
         let hold = |args: &[&str]| -> Result<u64, ErrorKind> {
             let cli = Cli::try_parse_from(args).map_err(|e| e.kind())?;
             Ok(match &cli.command {
-                Command::Discover { recovery, .. }
-                | Command::Ls { recovery, .. }
-                | Command::Inquiry { recovery, .. }
-                | Command::Capacity { recovery, .. }
-                | Command::Cp { recovery, .. } => recovery.hold_time,
-                Command::Bench(b) => b.recovery.hold_time,
+                Command::Discover { session, .. }
+                | Command::Ls { session, .. }
+                | Command::Inquiry { session, .. }
+                | Command::Capacity { session, .. }
+                | Command::Cp { session, .. } => session.hold_time,
+                Command::Bench(b) => b.session.hold_time,
                 _ => 0,
             })
         };
@@ -474,6 +489,12 @@ mod tests {
             assert!(r.is_err_and(|k| k != ErrorKind::DisplayHelp), "--hold-time {bad}: {r:?}");
         }
         assert!(hold(&["rsiscsi", "target", "list", "--hold-time", "5"]).is_err());
+        assert_eq!(parse_segment_length("256k"), Ok(262_144));
+        assert_eq!(parse_segment_length("512"), Ok(512));
+        assert_eq!(parse_segment_length("16777215"), Ok(16_777_215));
+        for bad in ["511", "16M", "0", "1x", "99999999999T"] {
+            assert!(parse_segment_length(bad).is_err(), "{bad}");
+        }
         let cmd = Cli::command();
         for sub in cmd.get_subcommands() {
             let has = sub.get_arguments().any(|a| a.get_id() == "hold_time");

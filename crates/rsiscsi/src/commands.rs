@@ -18,7 +18,7 @@ use iscsi_proto::scsi::data::{StandardInquiry, parse_vpd_device_identification, 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Command, Common, DigestArg, McsArgs, RecoveryArgs};
+use crate::cli::{Cli, Command, Common, DigestArg, McsArgs, SessionArgs};
 use crate::url::{IscsiUrl, redact};
 use crate::{config, creds};
 
@@ -150,12 +150,12 @@ const DEPTH: usize = 8;
 
 pub async fn run(cli: Cli) -> CmdResult {
     match &cli.command {
-        Command::Discover { portal, json, recovery } => discover(&cli.common, portal, *json, recovery).await,
-        Command::Ls { url, json, mcs, recovery } => ls(&cli.common, url, *json, mcs, recovery).await,
-        Command::Inquiry { url, json, mcs, recovery } => inquiry(&cli.common, url, *json, mcs, recovery).await,
-        Command::Capacity { url, json, recovery } => capacity(&cli.common, url, *json, recovery).await,
-        Command::Cp { src, dst, offset, length, mcs, recovery } => {
-            cp(&cli.common, src, dst, *offset, *length, mcs, recovery).await
+        Command::Discover { portal, json, session } => discover(&cli.common, portal, *json, session).await,
+        Command::Ls { url, json, mcs, session } => ls(&cli.common, url, *json, mcs, session).await,
+        Command::Inquiry { url, json, mcs, session } => inquiry(&cli.common, url, *json, mcs, session).await,
+        Command::Capacity { url, json, session } => capacity(&cli.common, url, *json, session).await,
+        Command::Cp { src, dst, offset, length, mcs, session } => {
+            cp(&cli.common, src, dst, *offset, *length, mcs, session).await
         }
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
         // main.rs sends these to crate::service before getting here.
@@ -175,11 +175,12 @@ fn digest(d: DigestArg) -> Vec<Digest> {
 }
 
 /// The settings of a one-shot command's session: who we are, CHAP and
-/// digests from the options, and a recovery budget of `--hold-time`.
+/// digests from the options, a recovery budget of `--hold-time`, the
+/// MaxRecvDataSegmentLength asked for.
 pub(crate) fn session_config(
     common: &Common,
     url: Option<&IscsiUrl>,
-    recovery: &RecoveryArgs,
+    session: &SessionArgs,
 ) -> CmdResult<SessionConfig> {
     let name = match &common.initiator_name {
         Some(n) => {
@@ -192,7 +193,10 @@ pub(crate) fn session_config(
     cfg.chap = creds::chap_config(common, url)?;
     cfg.proposal.header_digest = digest(common.header_digest);
     cfg.proposal.data_digest = digest(common.data_digest);
-    cfg.recovery_budget = RecoveryBudget::hold(Duration::from_secs(recovery.hold_time));
+    cfg.recovery_budget = RecoveryBudget::hold(Duration::from_secs(session.hold_time));
+    if let Some(n) = session.max_recv_data_segment_length {
+        cfg.proposal.max_recv_data_segment_length = n;
+    }
     cfg.nop_interval = NOP_INTERVAL;
     cfg.nop_timeout = NOP_TIMEOUT;
     Ok(cfg)
@@ -243,9 +247,9 @@ struct PortalJson {
     target: String,
 }
 
-async fn discover(common: &Common, portal: &str, json: bool, recovery: &RecoveryArgs) -> CmdResult {
+async fn discover(common: &Common, portal: &str, json: bool, session: &SessionArgs) -> CmdResult {
     let addr: PortalAddr = crate::url::parse_portal(portal).map_err(|err| err.to_string())?;
-    let cfg = session_config(common, None, recovery)?;
+    let cfg = session_config(common, None, session)?;
     let targets = send_targets(&addr, cfg).await.map_err(e)?;
     let rows: Vec<PortalJson> = targets
         .iter()
@@ -336,9 +340,9 @@ async fn describe_target(
     url: &IscsiUrl,
     t: &DiscoveredTarget,
     mcs: &McsArgs,
-    recovery: &RecoveryArgs,
+    session: &SessionArgs,
 ) -> CmdResult<Vec<LunJson>> {
-    let cfg = session_config(common, Some(url), recovery)?;
+    let cfg = session_config(common, Some(url), session)?;
     let s = Session::login(&url.portal, Some(&t.name), cfg).await?;
     grow(&s, url, mcs).await?;
     let r = async {
@@ -363,9 +367,9 @@ async fn describe_target(
     Ok(r?)
 }
 
-async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs, recovery: &RecoveryArgs) -> CmdResult {
+async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs, session: &SessionArgs) -> CmdResult {
     let u = parse_url(url)?;
-    let cfg = session_config(common, Some(&u), recovery)?;
+    let cfg = session_config(common, Some(&u), session)?;
     let targets = send_targets(&u.portal, cfg).await.map_err(e)?;
     let mut out = Vec::new();
     let mut failed = Vec::new();
@@ -373,7 +377,7 @@ async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs, recovery: &Re
     let mut class = ErrorClass::Other;
     for t in targets.iter().filter(|t| u.target.as_ref().is_none_or(|n| *n == t.name)) {
         let portals = t.portals.iter().map(ToString::to_string).collect();
-        let (luns, error) = match describe_target(common, &u, t, mcs, recovery).await {
+        let (luns, error) = match describe_target(common, &u, t, mcs, session).await {
             Ok(l) => (l, None),
             Err(CmdError::Init(err)) if is_auth(&err) => {
                 (Vec::new(), Some(format!("not listed: {err} (give --chap-user)")))
@@ -447,9 +451,9 @@ struct InquiryJson {
     identifiers: Vec<String>,
 }
 
-async fn inquiry(common: &Common, url: &str, json: bool, mcs: &McsArgs, recovery: &RecoveryArgs) -> CmdResult {
+async fn inquiry(common: &Common, url: &str, json: bool, mcs: &McsArgs, session: &SessionArgs) -> CmdResult {
     let (u, target, lun) = lun_url(url)?;
-    let s = login(&u, &target, session_config(common, Some(&u), recovery)?, mcs).await?;
+    let s = login(&u, &target, session_config(common, Some(&u), session)?, mcs).await?;
     let r = async {
         check_lun(&s, lun).await?;
         let inq: StandardInquiry = s.inquiry(lun).await.map_err(e)?;
@@ -506,9 +510,9 @@ struct CapacityJson {
     bytes: u64,
 }
 
-async fn capacity(common: &Common, url: &str, json: bool, recovery: &RecoveryArgs) -> CmdResult {
+async fn capacity(common: &Common, url: &str, json: bool, session: &SessionArgs) -> CmdResult {
     let (u, target, lun) = lun_url(url)?;
-    let s = login(&u, &target, session_config(common, Some(&u), recovery)?, &McsArgs::default()).await?;
+    let s = login(&u, &target, session_config(common, Some(&u), session)?, &McsArgs::default()).await?;
     let r = async {
         check_lun(&s, lun).await?;
         s.read_capacity(lun).await.map_err(e)
@@ -531,10 +535,10 @@ enum End {
 }
 
 impl End {
-    async fn open(common: &Common, spec: &str, write: bool, mcs: &McsArgs, recovery: &RecoveryArgs) -> CmdResult<End> {
+    async fn open(common: &Common, spec: &str, write: bool, mcs: &McsArgs, session: &SessionArgs) -> CmdResult<End> {
         if spec.starts_with("iscsi://") {
             let (u, target, lun) = lun_url(spec)?;
-            let s = login(&u, &target, session_config(common, Some(&u), recovery)?, mcs).await?;
+            let s = login(&u, &target, session_config(common, Some(&u), session)?, mcs).await?;
             if let Err(err) = check_lun(&s, lun).await {
                 let _ = s.logout().await;
                 return Err(err);
@@ -650,13 +654,13 @@ async fn cp(
     offset: u64,
     length: Option<u64>,
     mcs: &McsArgs,
-    recovery: &RecoveryArgs,
+    session: &SessionArgs,
 ) -> CmdResult {
-    let from = End::open(common, src, false, mcs, recovery).await?;
+    let from = End::open(common, src, false, mcs, session).await?;
     // A destination file this command creates is removed again if the copy
     // fails, so that no partial copy is left looking like a finished one.
     let created = !dst.starts_with("iscsi://") && !std::path::Path::new(dst).exists();
-    let to = match End::open(common, dst, true, mcs, recovery).await {
+    let to = match End::open(common, dst, true, mcs, session).await {
         Ok(t) => t,
         Err(err) => {
             from.close().await;
@@ -868,11 +872,14 @@ mod tests {
             "b",
         ])
         .unwrap();
-        let Command::Cp { recovery, .. } = &cli.command else { panic!("{:?}", cli.command) };
-        let cfg = session_config(&cli.common, None, recovery).unwrap();
+        let Command::Cp { session, .. } = &cli.command else { panic!("{:?}", cli.command) };
+        let cfg = session_config(&cli.common, None, session).unwrap();
         assert_eq!(cfg.recovery_budget, RecoveryBudget::hold(Duration::from_secs(20)));
         assert_eq!((cfg.nop_interval, cfg.nop_timeout), (NOP_INTERVAL, NOP_TIMEOUT));
-        let cfg = session_config(&cli.common, None, &RecoveryArgs::default()).unwrap();
+        assert_eq!(cfg.proposal.max_recv_data_segment_length, 1 << 20);
+        let session = SessionArgs { max_recv_data_segment_length: Some(262_144), ..SessionArgs::default() };
+        let cfg = session_config(&cli.common, None, &session).unwrap();
         assert_eq!(cfg.recovery_budget.max_request_hold_time, Duration::from_secs(15));
+        assert_eq!(cfg.proposal.max_recv_data_segment_length, 262_144);
     }
 }
