@@ -46,8 +46,7 @@ impl FaultKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionFault {
     pub kind: FaultKind,
-    /// What happened, in words (for `Violation` and `Malformed` without
-    /// their prefix).
+    /// What happened, in words (for `Violation` without its prefix).
     pub detail: String,
 }
 
@@ -61,8 +60,7 @@ impl ConnectionFault {
         use crate::error::Error as E;
         match e {
             E::Protocol(m) => Self::new(FaultKind::Violation, m.clone()),
-            E::Pdu(p) => Self::new(FaultKind::Malformed, p.to_string()),
-            E::Text(t) => Self::new(FaultKind::Malformed, format!("text: {t}")),
+            E::Pdu(_) | E::Text(_) => Self::new(FaultKind::Malformed, e.to_string()),
             E::Rejected(m) => Self::new(FaultKind::Violation, format!("rejected a PDU: {m}")),
             // An Async Message saying the target drops the connection (§11.9.1).
             E::ConnectionLost(m) => Self::new(FaultKind::Closed, m.clone()),
@@ -82,7 +80,6 @@ impl fmt::Display for ConnectionFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             FaultKind::Violation => write!(f, "target broke the iSCSI protocol: {}", self.detail),
-            FaultKind::Malformed => write!(f, "malformed PDU from the target: {}", self.detail),
             _ => f.write_str(&self.detail),
         }
     }

@@ -77,7 +77,7 @@ fn closed() -> ConnectionFault {
 }
 
 fn malformed(e: impl std::fmt::Display) -> ConnectionFault {
-    ConnectionFault::new(FaultKind::Malformed, e.to_string())
+    ConnectionFault::new(FaultKind::Malformed, format!("malformed PDU from the target: {e}"))
 }
 
 fn read_error(e: impl std::fmt::Display) -> ConnectionFault {
