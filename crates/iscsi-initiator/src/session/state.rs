@@ -1634,4 +1634,126 @@ mod tests {
         st.window.update(u32::MAX, 30);
         assert_eq!(st.settled_exp_cmd_sn(), Some(u32::MAX));
     }
+
+    /// A read of one block lost with connection `lost_on`, waiting for its
+    /// answer (a waiter) or not; returns its ITT.
+    fn lost_read(
+        st: &mut State,
+        cmd_sn: u32,
+        lost_on: u16,
+        waiting: bool,
+    ) -> (u32, Option<super::super::reply::Receiver>) {
+        let scsi = ScsiTask {
+            expected_len: 512,
+            read: true,
+            received: 0,
+            next_data_sn: 0,
+            buf: BytesMut::new(),
+            write_data: Bytes::new(),
+        };
+        let cdb = iscsi_proto::scsi::cdb::read10(0, 1);
+        let mut t = Task::new(None, 0, TaskKind::Scsi(scsi), Some((cdb, 0)));
+        t.cmd_sn = Some(cmd_sn);
+        t.lost_on = Some(lost_on);
+        let rx = waiting.then(|| {
+            let (tx, rx) = super::super::reply::channel();
+            t.reply = Some(tx);
+            rx
+        });
+        let itt = st.alloc_itt();
+        st.tasks.insert(itt, t);
+        (itt, rx)
+    }
+
+    /// The next PDU the connection wrote to `peer`.
+    async fn next_pdu(
+        peer: &mut tokio::net::TcpStream,
+        dec: &mut iscsi_proto::pdu::PduDecoder,
+        buf: &mut BytesMut,
+    ) -> Pdu {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(p) = dec.decode(buf).unwrap() {
+                return p;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(2), peer.read_buf(buf)).await.unwrap().unwrap();
+            assert!(n > 0, "connection closed");
+        }
+    }
+
+    /// RFC 7143 §4.2.2.1: a command recovery gave up on is never sent
+    /// again; the CmdSN the target never got is filled by a NOP-Out, so
+    /// that the commands behind it are not held up; one it got is forgotten.
+    #[tokio::test]
+    async fn an_abandoned_command_is_not_sent_again_but_its_cmd_sn_is_filled() {
+        let (conn, mut peer) = busy_conn(0).await;
+        let mut st = state(20, 12);
+        st.conns.push(conn);
+        let (got, _) = lost_read(&mut st, 12, 5, false);
+        let (hole, _) = lost_read(&mut st, 14, 5, false);
+        let (waiting, _rx) = lost_read(&mut st, 15, 5, true);
+        let retried = st.replay_lost(5, 0, 13);
+        assert_eq!(retried, vec![(waiting, 15)], "only the command someone waits for is retried");
+        assert!(!st.tasks.contains_key(&got), "a command the target had is forgotten");
+        assert!(matches!(st.tasks.get(&hole).map(|t| &t.kind), Some(TaskKind::Ping)));
+        let (mut dec, mut buf) = (iscsi_proto::pdu::PduDecoder::new(FrameConfig::default()), BytesMut::new());
+        match next_pdu(&mut peer, &mut dec, &mut buf).await.bhs {
+            Bhs::NopOut(n) => assert_eq!((n.immediate, n.itt, n.cmd_sn), (false, hole, 14)),
+            other => panic!("expected the NOP-Out filling CmdSN 14, got {other:?}"),
+        }
+        match next_pdu(&mut peer, &mut dec, &mut buf).await.bhs {
+            Bhs::ScsiCommand(c) => assert_eq!((c.itt, c.cmd_sn), (waiting, 15)),
+            other => panic!("expected the retried read, got {other:?}"),
+        }
+    }
+
+    /// A lost command whose reinstated connection failed with the same
+    /// violation ends at once with the first cause (`fault.rs`).
+    #[tokio::test]
+    async fn the_same_violation_on_a_reinstated_connection_ends_the_command() {
+        let fault =
+            |itt: u32| ConnectionFault::new(FaultKind::Violation, format!("Data-In for unknown task 0x{itt:08x}"));
+        let (conn, _peer) = busy_conn(0).await;
+        let mut st = state(20, 12);
+        st.conns.push(conn);
+        let (itt, rx) = lost_read(&mut st, 14, 0, true);
+        let now = Instant::now();
+        if let Some(t) = st.tasks.get_mut(&itt) {
+            (t.cid, t.lost_on) = (Some(0), None);
+            TaskRecovery::on_fault(&mut t.recovery, &fault(0x4000_0001), now, &st.budget);
+        }
+        assert!(st.orphan_connection(0, Some((&fault(0x4000_0002), now))).is_some());
+        assert_eq!(st.recovery_stats.give_ups, 1);
+        assert_eq!(st.recovery_stats.recoveries, 1);
+        assert!(st.tasks.get(&itt).is_some_and(Task::abandoned), "kept only for its CmdSN");
+        let e = rx.unwrap().await.unwrap().err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "target broke the iSCSI protocol: Data-In for unknown task 0x40000001 \
+             (same fault on 1 reinstated connection; gave up)"
+        );
+    }
+
+    /// RFC 7143 §4.2.2.1: a window the target keeps closed with nothing in
+    /// flight fails the queued commands after the hold time, not before.
+    #[tokio::test]
+    async fn a_window_kept_closed_fails_the_queued_commands_after_the_hold_time() {
+        let burst = Burst { first_burst_length: 65536, immediate_data: true, initial_r2t: true };
+        let mut st = State::new(CmdWindow::new(10, 10, 9), burst, 1);
+        st.budget.max_request_hold_time = Duration::from_secs(5);
+        let (itt, rx) = lost_read(&mut st, 0, 0, true);
+        if let Some(t) = st.tasks.get_mut(&itt) {
+            (t.cmd_sn, t.lost_on) = (None, None);
+        }
+        st.queued.push_back(itt);
+        let t0 = Instant::now();
+        st.expire_overdue(t0);
+        st.expire_overdue(t0 + Duration::from_millis(4900));
+        assert_eq!(st.queued.len(), 1, "still within the hold time");
+        st.expire_overdue(t0 + Duration::from_secs(5));
+        assert!(st.queued.is_empty() && st.tasks.is_empty());
+        let e = rx.unwrap().await.unwrap().err().unwrap();
+        assert!(matches!(&e, Error::GaveUp(g) if g.cause.kind == FaultKind::WindowClosed), "{e:?}");
+        assert!(e.to_string().contains("MaxCmdSN 9 is below ExpCmdSN 10"), "{e}");
+    }
 }
