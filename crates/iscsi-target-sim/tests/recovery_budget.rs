@@ -183,3 +183,66 @@ classes! {
     silent_mid_read: case(Fault::StopAnswering, Op::Read, FaultKind::Silent, "no answer to NOP-Out", HOLD + Duration::from_secs(8));
     window_that_never_opens: case(Fault::WindowClosed { secs: 3600 }, Op::Read, FaultKind::WindowClosed, "command window closed", HOLD + Duration::from_secs(3));
 }
+
+/// ERL 2 on a session of two connections (RFC 7143 §7.2): a failed
+/// connection's read is moved to the other with TASK REASSIGN. A target
+/// that breaks it the same way there too ends it with the first cause; one
+/// whose first connection only is broken heals it.
+async fn erl2_session(faulty: Option<u32>) -> (SimTarget, Session) {
+    let sim = SimTarget::start(SimConfig {
+        fault: Fault::DataSnGap,
+        faulty_connections: faulty,
+        max_connections: 2,
+        error_recovery_level: 2,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("bind loopback");
+    let portal = PortalAddr { host: "127.0.0.1".into(), port: sim.addr().port() };
+    let mut c = cfg(false);
+    c.proposal.error_recovery_level = 2;
+    let s = Session::login(&portal, Some(sim.target_name()), c).await.expect("login");
+    let how = iscsi_initiator::session::ConnectionLogin::default();
+    s.connect_more(&portal, &how).await.expect("second connection");
+    assert_eq!(s.params().error_recovery_level, 2);
+    (sim, s)
+}
+
+#[tokio::test]
+async fn erl2_the_same_violation_after_task_reassign_ends_the_read() {
+    let (sim, s) = erl2_session(None).await;
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), s.read_blocks(0, 0, BLOCKS, BS)).await;
+    let e = match r {
+        Err(_) => panic!("still running after 20 s"),
+        Ok(Ok(_)) => panic!("a read broken on every connection succeeded"),
+        Ok(Err(e)) => e,
+    };
+    eprintln!("ERL 2 after {:.1?}: {e}", t0.elapsed());
+    assert!(matches!(&e, Error::GaveUp(g) if g.cause.kind == FaultKind::Violation), "{e:?}");
+    assert!(e.to_string().contains("DataSN 1 where 0 was due"), "{e}");
+    assert!(t0.elapsed() <= FAST, "{:?}", t0.elapsed());
+    let sent = sim.stats().commands;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.stats().commands, sent, "commands reached the target after the give-up");
+}
+
+#[tokio::test]
+async fn erl2_a_violation_on_the_first_connection_only_heals() {
+    let (sim, s) = erl2_session(Some(1)).await;
+    let data = random(1 << 20);
+    // Round-robin: of two reads, one goes out on the faulty first connection.
+    let work = async {
+        s.write_blocks(0, 64, data.clone(), BS).await?;
+        let a = s.read_blocks(0, 64, BLOCKS, BS).await?;
+        let b = s.read_blocks(0, 64, BLOCKS, BS).await?;
+        Ok::<_, Error>((a, b))
+    };
+    let (a, b) =
+        tokio::time::timeout(Duration::from_secs(30), work).await.expect("healed within 30 s").expect("healed");
+    assert!(a == data && b == data, "bytes read back differ");
+    assert_eq!(sim.lun_bytes(64 * 512, 1 << 20), data.to_vec());
+    let st = s.recovery_stats();
+    assert!(st.recoveries >= 1 && st.give_ups == 0, "{st:?}");
+    assert!(sim.stats().reassigned >= 1, "the read was moved with TASK REASSIGN: {:?}", sim.stats());
+}

@@ -57,6 +57,14 @@ impl State {
         lost.sort_by_key(|(_, sn)| *sn);
         let mut pending = Vec::new();
         for (itt, sn) in lost {
+            if self.tasks.get(&itt).is_some_and(Task::abandoned) {
+                // Recovery gave up on it: not taken over (the target drops
+                // it after DefaultTime2Retain, §6.2.2), its CmdSN filled if
+                // the target never got it.
+                let exp = self.window.exp_cmd_sn();
+                self.fill_or_forget(itt, sn, to, exp);
+                continue;
+            }
             let Some(cmd_sn) = sn else {
                 self.reissue(vec![itt]);
                 continue;
@@ -114,6 +122,13 @@ impl State {
     fn reassign_refused(&mut self, itt: u32, cmd_sn: u32, to: u16, exp_cmd_sn: u32) {
         // The survivor may have failed meanwhile; its own recovery has the task then.
         let Some(t) = self.tasks.get_mut(&itt).filter(|t| t.cid == Some(to) && t.lost_on.is_none()) else { return };
+        if t.abandoned() {
+            if let Some(c) = conn_mut(&mut self.conns, to) {
+                c.outstanding = c.outstanding.saturating_sub(1);
+            }
+            self.fill_or_forget(itt, Some(cmd_sn), to, exp_cmd_sn);
+            return;
+        }
         if Sn(cmd_sn).ge(Sn(exp_cmd_sn)) {
             t.restart();
             self.send_command(itt, cmd_sn);

@@ -612,7 +612,7 @@ impl State {
     /// delivers nothing past a missing CmdSN; §11.18: a non-immediate
     /// NOP-Out takes a CmdSN and is answered with a NOP-In); else it is
     /// forgotten.
-    fn fill_or_forget(&mut self, itt: u32, sn: Option<u32>, new_cid: u16, exp_cmd_sn: u32) {
+    pub fn fill_or_forget(&mut self, itt: u32, sn: Option<u32>, new_cid: u16, exp_cmd_sn: u32) {
         let Some(sn) = sn.filter(|sn| Sn(*sn).ge(Sn(exp_cmd_sn))) else {
             self.tasks.remove(&itt);
             return;
