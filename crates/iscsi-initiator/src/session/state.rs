@@ -1582,17 +1582,21 @@ mod tests {
         State::new(CmdWindow::new(next, exp, exp.wrapping_add(31)), burst, 1)
     }
 
-    /// A SCSI task that went out with `cmd_sn`, on `cid` or lost with it.
-    fn task(st: &mut State, cmd_sn: u32, cid: u16, lost: bool) {
-        let scsi = ScsiTask {
+    /// A read of one block, nothing received yet.
+    fn one_block_read() -> TaskKind {
+        TaskKind::Scsi(ScsiTask {
             expected_len: 512,
             read: true,
             received: 0,
             next_data_sn: 0,
             buf: BytesMut::new(),
             write_data: Bytes::new(),
-        };
-        let mut t = Task::new(Some(cid), 0, TaskKind::Scsi(scsi), None);
+        })
+    }
+
+    /// A SCSI task that went out with `cmd_sn`, on `cid` or lost with it.
+    fn task(st: &mut State, cmd_sn: u32, cid: u16, lost: bool) {
+        let mut t = Task::new(Some(cid), 0, one_block_read(), None);
         t.cmd_sn = Some(cmd_sn);
         if lost {
             t.cid = None;
@@ -1643,16 +1647,8 @@ mod tests {
         lost_on: u16,
         waiting: bool,
     ) -> (u32, Option<super::super::reply::Receiver>) {
-        let scsi = ScsiTask {
-            expected_len: 512,
-            read: true,
-            received: 0,
-            next_data_sn: 0,
-            buf: BytesMut::new(),
-            write_data: Bytes::new(),
-        };
         let cdb = iscsi_proto::scsi::cdb::read10(0, 1);
-        let mut t = Task::new(None, 0, TaskKind::Scsi(scsi), Some((cdb, 0)));
+        let mut t = Task::new(None, 0, one_block_read(), Some((cdb, 0)));
         t.cmd_sn = Some(cmd_sn);
         t.lost_on = Some(lost_on);
         let rx = waiting.then(|| {
@@ -1738,8 +1734,8 @@ mod tests {
     /// flight fails the queued commands after the hold time, not before.
     #[tokio::test]
     async fn a_window_kept_closed_fails_the_queued_commands_after_the_hold_time() {
-        let burst = Burst { first_burst_length: 65536, immediate_data: true, initial_r2t: true };
-        let mut st = State::new(CmdWindow::new(10, 10, 9), burst, 1);
+        let mut st = state(10, 10);
+        st.window = CmdWindow::new(10, 10, 9);
         st.budget.max_request_hold_time = Duration::from_secs(5);
         let (itt, rx) = lost_read(&mut st, 0, 0, true);
         if let Some(t) = st.tasks.get_mut(&itt) {
