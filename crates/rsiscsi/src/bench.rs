@@ -395,7 +395,7 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     let session = Session::login(&url.portal, Some(&target), cfg).await?;
     crate::commands::grow(&session, &url, &args.mcs).await?;
     let result = measure(&session, lun, args, time, warmup).await;
-    let _ = session.logout().await;
+    crate::commands::logout(&session).await;
     let (report, first_error) = result?;
     let text = if args.json {
         let mut s = serde_json::to_string(&report).map_err(|e| format!("cannot encode JSON: {e}"))?;

@@ -202,6 +202,25 @@ pub(crate) fn session_config(
     Ok(cfg)
 }
 
+/// How long a one-shot command waits for its logout (RFC 7143 §11.14): it
+/// is the last step and its answer changes nothing, so a target that does
+/// not answer must not hold the command's result back.
+const LOGOUT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Logs `s` out, waiting at most [`LOGOUT_LIMIT`]. After recovery gave up
+/// on a command, the logout would wait for the very connection recovery
+/// gave up on; closing the sockets ends the session at the target as well
+/// (a connection failure, §6.3), so the command's error is not kept waiting.
+pub(crate) async fn logout(s: &Session) {
+    if s.recovery_stats().give_ups > 0 {
+        tracing::info!("recovery gave up on a command: leaving without a logout");
+        return;
+    }
+    if tokio::time::timeout(LOGOUT_LIMIT, s.logout()).await.is_err() {
+        tracing::info!("no answer to the logout within {} s; leaving", LOGOUT_LIMIT.as_secs());
+    }
+}
+
 /// Writes a command's whole output to stdout. A closed pipe (`| head`) ends
 /// the output quietly instead of panicking as `println!` would.
 fn emit(text: &str) -> CmdResult {
@@ -286,7 +305,7 @@ async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) 
 /// added connections go to `mcs.add_portals` in turn, or to the URL's portal.
 pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> Result<(), Status> {
     if mcs.connections < 2 && !mcs.add_portals.is_empty() {
-        let _ = s.logout().await;
+        logout(s).await;
         return Err(Status::invalid_parameter(
             "--add-portal names portals for the added connections: give --connections 2 or more",
         ));
@@ -299,7 +318,7 @@ pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> Result<(
         let added =
             s.add_connection(ISCSI_ANY_INITIATOR_PORT, &portal, SecurityFlags(0), &LoginOptions::default(), &[]).await;
         if let Err(st) = added {
-            let _ = s.logout().await;
+            logout(s).await;
             return Err(st);
         }
     }
@@ -363,7 +382,7 @@ async fn describe_target(
         Ok::<_, InitError>(out)
     }
     .await;
-    let _ = s.logout().await;
+    logout(&s).await;
     Ok(r?)
 }
 
@@ -482,7 +501,7 @@ async fn inquiry(common: &Common, url: &str, json: bool, mcs: &McsArgs, session:
         })
     }
     .await;
-    let _ = s.logout().await;
+    logout(&s).await;
     let j = r?;
     if json {
         return emit(&to_json(&j)?);
@@ -518,7 +537,7 @@ async fn capacity(common: &Common, url: &str, json: bool, session: &SessionArgs)
         s.read_capacity(lun).await.map_err(e)
     }
     .await;
-    let _ = s.logout().await;
+    logout(&s).await;
     let c = r?;
     if json {
         let j = CapacityJson { blocks: c.blocks, block_size: c.block_size, bytes: c.bytes() };
@@ -540,13 +559,13 @@ impl End {
             let (u, target, lun) = lun_url(spec)?;
             let s = login(&u, &target, session_config(common, Some(&u), session)?, mcs).await?;
             if let Err(err) = check_lun(&s, lun).await {
-                let _ = s.logout().await;
+                logout(&s).await;
                 return Err(err);
             }
             let cap = match s.read_capacity(lun).await {
                 Ok(c) => c,
                 Err(err) => {
-                    let _ = s.logout().await;
+                    logout(&s).await;
                     return Err(e(err));
                 }
             };
@@ -566,7 +585,7 @@ impl End {
 
     async fn close(&self) {
         if let End::Lun { s, .. } = self {
-            let _ = s.logout().await;
+            logout(s).await;
         }
     }
 
