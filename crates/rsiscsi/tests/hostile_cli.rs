@@ -126,12 +126,13 @@ struct Hopeless {
     io: Io,
     /// Digests on both sides (the digest faults need them).
     digests: bool,
-    /// Our MaxRecvDataSegmentLength, for faults that strike after the first
-    /// Data-In PDU: a 1 MiB read then comes in several.
-    segment: Option<&'static str>,
+    /// More `cp` options: a smaller MaxRecvDataSegmentLength for faults
+    /// that strike after the first Data-In PDU (a 1 MiB read then comes in
+    /// several), another `--hold-time`.
+    options: &'static [&'static str],
     status: i32,
-    /// Must end within [`QUICK`] (deterministic faults).
-    quick: bool,
+    /// Must end within this ([`QUICK`] for deterministic faults).
+    within: Duration,
     /// Each group: one of its words (any case) must be in the error line.
     needles: &'static [&'static [&'static str]],
 }
@@ -142,23 +143,24 @@ fn hopeless(name: &'static str, fault: Fault, status: i32, needles: &'static [&'
         fault,
         io: Io::Read,
         digests: false,
-        segment: None,
+        options: &[],
         status,
-        quick: status == EXIT_REFUSED,
+        within: if status == EXIT_REFUSED { QUICK } else { GUARD },
         needles,
     }
 }
 
+/// Asks for 256 KiB Data-In PDUs: a 1 MiB read comes in four.
+const SMALL_PDUS: &[&str] = &["--max-recv-data-segment-length", "256k"];
+
 /// The arguments of a 1 MiB `cp` for a case, the file it reads or writes.
-fn cp_args(url: &str, dir: &Path, io: Io, digests: bool, segment: Option<&str>) -> (Vec<String>, PathBuf) {
+fn cp_args(url: &str, dir: &Path, io: Io, digests: bool, options: &[&str]) -> (Vec<String>, PathBuf) {
     let mut args: Vec<String> = Vec::new();
     if digests {
         args.extend(["--header-digest", "crc32c", "--data-digest", "crc32c"].map(String::from));
     }
     args.push("cp".into());
-    if let Some(s) = segment {
-        args.extend(["--max-recv-data-segment-length".to_string(), s.to_string()]);
-    }
+    args.extend(options.iter().map(|o| o.to_string()));
     match io {
         Io::Read => {
             let out = dir.join("out.bin");
@@ -188,7 +190,7 @@ fn run_hopeless(c: &Hopeless) -> Result<String, String> {
     let dir = common::scratch("hostile", c.name);
     let sim =
         Sim::start(SimConfig { fault: c.fault, faulty_connections: None, digests: c.digests, ..SimConfig::default() });
-    let (args, file) = cp_args(&sim.url(), &dir, c.io, c.digests, c.segment);
+    let (args, file) = cp_args(&sim.url(), &dir, c.io, c.digests, c.options);
     let run = rsiscsi(&dir, &args);
     let logins = sim.stats().logins;
     let shown = format!(
@@ -203,8 +205,8 @@ fn run_hopeless(c: &Hopeless) -> Result<String, String> {
         Some(code) if code != c.status => wrong.push(format!("exit status {code}, expected {}", c.status)),
         Some(_) => {}
     }
-    if c.quick && run.took > QUICK {
-        wrong.push(format!("took {:.1} s, more than {QUICK:?} for a deterministic fault", run.took.as_secs_f64()));
+    if run.code.is_some() && run.took > c.within {
+        wrong.push(format!("took {:.1} s, more than {:?}", run.took.as_secs_f64(), c.within));
     }
     if run.stderr.contains("panicked") {
         wrong.push("panic text on stderr".into());
@@ -293,12 +295,23 @@ fn protocol_violations_and_malformed_pdus_fail_at_once_with_their_cause() {
 fn a_cut_silent_or_closed_target_gives_up_within_the_hold_time() {
     let cases = [
         hopeless("window_closed", Fault::WindowClosed { secs: 3600 }, EXIT_UNREACHABLE, &[&["command window"]]),
+        // --hold-time is what bounds it.
         Hopeless {
-            segment: Some("256k"),
+            options: &["--hold-time", "4"],
+            within: Duration::from_secs(10),
+            ..hopeless(
+                "window_closed_hold_time_4",
+                Fault::WindowClosed { secs: 3600 },
+                EXIT_UNREACHABLE,
+                &[&["command window"], &["4 s hold time"]],
+            )
+        },
+        Hopeless {
+            options: SMALL_PDUS,
             ..hopeless("reset_mid_data_in", Fault::Reset(Phase::DataIn), EXIT_UNREACHABLE, &[&["reset", "closed"]])
         },
         Hopeless {
-            segment: Some("256k"),
+            options: SMALL_PDUS,
             ..hopeless("stop_answering", Fault::StopAnswering, EXIT_UNREACHABLE, &[&["NOP-Out"]])
         },
     ];
@@ -310,7 +323,7 @@ struct Transient {
     name: &'static str,
     fault: Fault,
     io: Io,
-    segment: Option<&'static str>,
+    options: &'static [&'static str],
 }
 
 /// Runs one transient case: the copy succeeds, the bytes are exact, and
@@ -319,7 +332,7 @@ fn run_transient(c: &Transient) -> Result<String, String> {
     let dir = common::scratch("hostile", c.name);
     let sim = Sim::start(SimConfig { fault: c.fault, faulty_connections: Some(1), ..SimConfig::default() });
     let url = sim.url();
-    let (args, file) = cp_args(&url, &dir, c.io, false, c.segment);
+    let (args, file) = cp_args(&url, &dir, c.io, false, c.options);
     let run = rsiscsi(&dir, &args);
     let logins = sim.stats().logins;
     let shown = format!(
@@ -357,20 +370,15 @@ fn run_transient(c: &Transient) -> Result<String, String> {
 #[test]
 fn a_fault_on_the_first_connection_only_is_recovered_byte_for_byte() {
     let cases = [
-        Transient { name: "transient_r2t_outside", fault: Fault::R2tOutside, io: Io::Write, segment: None },
-        Transient { name: "transient_data_in_wrong_itt", fault: Fault::DataInWrongItt, io: Io::Read, segment: None },
+        Transient { name: "transient_r2t_outside", fault: Fault::R2tOutside, io: Io::Write, options: &[] },
+        Transient { name: "transient_data_in_wrong_itt", fault: Fault::DataInWrongItt, io: Io::Read, options: &[] },
         Transient {
             name: "transient_reset_mid_data_in",
             fault: Fault::Reset(Phase::DataIn),
             io: Io::Read,
-            segment: Some("256k"),
+            options: SMALL_PDUS,
         },
-        Transient {
-            name: "transient_stop_answering",
-            fault: Fault::StopAnswering,
-            io: Io::Read,
-            segment: Some("256k"),
-        },
+        Transient { name: "transient_stop_answering", fault: Fault::StopAnswering, io: Io::Read, options: SMALL_PDUS },
     ];
     all_at_once(&cases, |c| c.name, run_transient);
 }
