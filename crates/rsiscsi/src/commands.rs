@@ -139,8 +139,9 @@ fn status_class(code: IsdscCode) -> ErrorClass {
 }
 
 /// NOP-Out keepalive of the one-shot commands (RFC 7143 §11.18): a target
-/// that goes silent is noticed within interval + timeout, ~10 s, so that
-/// with the hold time every hopeless case ends within ~25-30 s.
+/// that goes silent is noticed within interval + timeout, ~10 s, so that a
+/// command it keeps failing ends within about that plus `--hold-time`
+/// (25-30 s by default; the library's 10 s + 15 s would make it 40).
 const NOP_INTERVAL: Duration = Duration::from_secs(5);
 const NOP_TIMEOUT: Duration = Duration::from_secs(5);
 
