@@ -53,10 +53,19 @@ struct Case<'a> {
     env: Vec<(&'a str, String)>,
     needles: &'a [&'a str],
     not_created: Option<PathBuf>,
+    /// The exit status it must end with, where the case pins it.
+    status: Option<i32>,
 }
 
 fn case<'a>(kind: &'a str, args: &[&str], needles: &'a [&'a str]) -> Case<'a> {
-    Case { kind, args: args.iter().map(|a| a.to_string()).collect(), env: vec![], needles, not_created: None }
+    Case {
+        kind,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: vec![],
+        needles,
+        not_created: None,
+        status: None,
+    }
 }
 
 impl<'a> Case<'a> {
@@ -66,6 +75,10 @@ impl<'a> Case<'a> {
     }
     fn creates_nothing_at(mut self, p: &Path) -> Self {
         self.not_created = Some(p.to_path_buf());
+        self
+    }
+    fn exits(mut self, status: i32) -> Self {
+        self.status = Some(status);
         self
     }
 }
@@ -78,6 +91,9 @@ fn check(dir: &Path, c: &Case) -> String {
     let out = run(dir, &args, &env);
     let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "{}: {args:?} succeeded:\n{o}", c.kind);
+    if let Some(want) = c.status {
+        assert_eq!(out.status.code(), Some(want), "{}: {args:?}: exit status of {e:?}", c.kind);
+    }
     assert!(o.is_empty(), "{}: {args:?} wrote to stdout:\n{o}", c.kind);
     assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"), "{}: {args:?} panicked:\n{e}", c.kind);
     assert_eq!(e.lines().count(), 1, "{}: {args:?}: stderr is not one line:\n{e}", c.kind);
@@ -142,7 +158,7 @@ fn malformed_command_lines_are_refused_with_one_clear_line() {
         case("negative LUN", &["capacity", &url("127.0.0.1", &iqn, "-1")], &["invalid LUN"]),
         case("URL without LUN", &["capacity", &format!("iscsi://127.0.0.1/{iqn}")], &["does not name a LUN"]),
         case("unknown URL parameter", &["capacity", &format!("{good}?bogus=1")], &["unknown URL parameter", "bogus"]),
-        case("unknown flag", &["capacity", &good, "--frobnicate"], &["unexpected argument", "--frobnicate"]),
+        case("unknown flag", &["capacity", &good, "--frobnicate"], &["unexpected argument", "--frobnicate"]).exits(2),
         case("unknown subcommand", &["format", &good], &["unrecognized subcommand", "format"]),
         case("missing argument", &["cp", "only-one"], &["<DST>"]),
         case("unknown digest", &["--header-digest", "md5", "capacity", &good], &["md5", "crc32c"]),
@@ -169,7 +185,19 @@ fn malformed_command_lines_are_refused_with_one_clear_line() {
             &["cp", "--connections", "2", "--add-portal", "127.0.0.1:9", &good, s(&out)],
             &["ISDSC_CONNECTION_FAILED", "127.0.0.1:9"],
         )
-        .creates_nothing_at(&out),
+        .creates_nothing_at(&out)
+        .exits(6),
+        case("--hold-time 0", &["cp", "--hold-time", "0", &good, s(&out)], &["--hold-time", "1..=3600"])
+            .creates_nothing_at(&out)
+            .exits(2),
+        case("--hold-time 3601", &["capacity", "--hold-time", "3601", &good], &["--hold-time", "1..=3600"]).exits(2),
+        case(
+            "--max-recv-data-segment-length 511",
+            &["cp", "--max-recv-data-segment-length", "511", &good, s(&out)],
+            &["--max-recv-data-segment-length", "512..=16777215"],
+        )
+        .creates_nothing_at(&out)
+        .exits(2),
         case("negative length", &["cp", "--length=-5", &good, s(&out)], &["--length", "-5"]).creates_nothing_at(&out),
         case("length not a number", &["cp", "--length", "1G", &good, s(&out)], &["--length", "1G"])
             .creates_nothing_at(&out),

@@ -100,7 +100,15 @@ fn ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
 /// Runs a command that must fail with exactly one `rsiscsi: error:` line on
 /// stderr containing every one of `needles`; returns that line.
 fn fails(dir: &Path, args: &[&str], env: &[(&str, &str)], needles: &[&str]) -> String {
+    fails_with(dir, args, env, needles, None)
+}
+
+/// [`fails`], and with the exit status `status` (the table of `rsiscsi --help`).
+fn fails_with(dir: &Path, args: &[&str], env: &[(&str, &str)], needles: &[&str], status: Option<i32>) -> String {
     let out = run(dir, args, env);
+    if let Some(want) = status {
+        assert_eq!(out.status.code(), Some(want), "{args:?}: exit status of {:?}", text(&out.stderr));
+    }
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{args:?} succeeded but should have failed:\n{}", text(&out.stdout));
     assert_eq!(err.lines().count(), 1, "{args:?}: stderr is not one line:\n{err}");
@@ -551,28 +559,32 @@ fn errors_are_one_clear_line() {
     let dir = scratch("errors");
     // A port nothing listens on: bind one, then free it.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    fails(&dir, &["discover", &format!("127.0.0.1:{closed}")], &[], &["connection refused"]);
-    fails(
+    // Exit statuses: 6 unreachable, 4 authentication, 5 refused, 1 the rest.
+    let (unreachable, auth, refused, other) = (Some(6), Some(4), Some(5), Some(1));
+    fails_with(&dir, &["discover", &format!("127.0.0.1:{closed}")], &[], &["connection refused"], unreachable);
+    fails_with(
         &dir,
         &["capacity", &format!("iscsi://127.0.0.1:{closed}/{}/1", TGT.iqn("ram1"))],
         &[],
         &["connection refused"],
+        unreachable,
     );
     for d in BOTH {
         // Authentication: no credentials, and a wrong secret.
-        fails(&dir, &["capacity", &d.url("chap")], &[], &["authentication failed"]);
-        fails(
+        fails_with(&dir, &["capacity", &d.url("chap")], &[], &["authentication failed"], auth);
+        fails_with(
             &dir,
             &["--chap-user", &var("RSISCSI_CHAP_USER"), "capacity", &d.url("chap")],
             &[("RSISCSI_CHAP_SECRET", WRONG_SECRET)],
             &["authentication failed"],
+            auth,
         );
         // Target not found.
         let nosuch = format!("iscsi://{}/{}/{}", d.portal(), d.iqn("ram1").replace("ram1", "nosuch"), d.lun());
-        fails(&dir, &["capacity", &nosuch], &[], &["target not found"]);
+        fails_with(&dir, &["capacity", &nosuch], &[], &["target not found"], refused);
         // LUN out of range.
         let lun7 = format!("iscsi://{}/{}/7", d.portal(), d.iqn("ram1"));
-        fails(&dir, &["capacity", &lun7], &[], &["LUN 7 does not exist"]);
+        fails_with(&dir, &["capacity", &lun7], &[], &["LUN 7 does not exist"], other);
         fails(&dir, &["inquiry", &lun7], &[], &["LUN 7 does not exist"]);
         let into = dir.join("lun7.bin");
         fails(&dir, &["cp", &lun7, s(&into)], &[], &["LUN 7 does not exist"]);
