@@ -118,7 +118,13 @@ async fn gives_up(c: Case) {
     if c.op == Op::Write {
         assert!(sent <= 2, "{:?}: the write went out {sent} times (one try, one retry at most)", c.fault);
     }
-    drop(s);
+    // Logging out ends promptly, whether a connection is in service again
+    // or still being recovered.
+    let t1 = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(6), s.logout()).await;
+    assert!(out.is_ok(), "{:?}: logout after the give-up still running after 6 s", c.fault);
+    eprintln!("{:?}: logout after {:.1?}: {:?}", c.fault, t1.elapsed(), out);
+    assert_eq!(sim.stats().commands, sent, "{:?}: commands reached the target with the logout", c.fault);
 }
 
 /// Only the first connection faulty: recovery heals it, bytes exact.

@@ -209,16 +209,22 @@ impl TaskRecovery {
     /// Notes that the connection of a command failed with `fault` at `now`
     /// (`seen`: what recovery saw of it before, if anything) and decides
     /// whether the command waits for recovery or ends.
+    /// The hold time counts from `began`, when the fault began: `now` for
+    /// most, but a target that went silent did so when its last PDU came,
+    /// a NOP-Out interval and timeout before it was declared dead.
     pub fn on_fault(
         seen: &mut Option<TaskRecovery>,
         fault: &ConnectionFault,
         now: Instant,
+        began: Instant,
         budget: &RecoveryBudget,
     ) -> Verdict {
         let r = match seen {
             None => {
-                *seen = Some(TaskRecovery { first: fault.clone(), since: now, same_again: 0, reinstated: 0 });
-                return Verdict::Hold;
+                let r = TaskRecovery { first: fault.clone(), since: began.min(now), same_again: 0, reinstated: 0 };
+                let verdict = r.check_hold(now, budget).map_or(Verdict::Hold, Verdict::GiveUp);
+                *seen = Some(r);
+                return verdict;
             }
             Some(r) => r,
         };
@@ -279,8 +285,8 @@ mod tests {
     fn a_violation_met_again_after_reinstatement_gives_up_at_once() {
         let t0 = Instant::now();
         let mut seen = None;
-        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(0x15), t0, &budget()), Verdict::Hold);
-        let v = TaskRecovery::on_fault(&mut seen, &violation(0x26), t0 + Duration::from_secs(2), &budget());
+        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(0x15), t0, t0, &budget()), Verdict::Hold);
+        let v = TaskRecovery::on_fault(&mut seen, &violation(0x26), t0 + Duration::from_secs(2), t0, &budget());
         let Verdict::GiveUp(g) = v else { panic!("expected a give-up, got {v:?}") };
         assert_eq!(g.why, GiveUpWhy::SameFault { reinstated: 1 });
         assert_eq!(
@@ -295,9 +301,9 @@ mod tests {
         let b = RecoveryBudget { same_fault_limit: 2, ..budget() };
         let t0 = Instant::now();
         let mut seen = None;
-        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(1), t0, &b), Verdict::Hold);
-        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(2), t0, &b), Verdict::Hold);
-        let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut seen, &violation(3), t0, &b) else { panic!() };
+        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(1), t0, t0, &b), Verdict::Hold);
+        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(2), t0, t0, &b), Verdict::Hold);
+        let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut seen, &violation(3), t0, t0, &b) else { panic!() };
         assert!(g.to_string().ends_with("(same fault on 2 reinstated connections; gave up)"), "{g}");
     }
 
@@ -308,9 +314,9 @@ mod tests {
         let mut seen = None;
         for s in [0, 2, 4, 19] {
             let now = t0 + Duration::from_secs(s);
-            assert_eq!(TaskRecovery::on_fault(&mut seen, &reset, now, &budget()), Verdict::Hold, "at {s} s");
+            assert_eq!(TaskRecovery::on_fault(&mut seen, &reset, now, t0, &budget()), Verdict::Hold, "at {s} s");
         }
-        let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut seen, &reset, t0 + Duration::from_secs(20), &budget())
+        let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut seen, &reset, t0 + Duration::from_secs(20), t0, &budget())
         else {
             panic!()
         };
@@ -327,9 +333,9 @@ mod tests {
         let t0 = Instant::now();
         let mut seen = None;
         let closed = ConnectionFault::new(FaultKind::Closed, "the target closed the connection");
-        assert_eq!(TaskRecovery::on_fault(&mut seen, &closed, t0, &budget()), Verdict::Hold);
+        assert_eq!(TaskRecovery::on_fault(&mut seen, &closed, t0, t0, &budget()), Verdict::Hold);
         // A violation after a cut is not the first fault repeated.
-        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(1), t0, &budget()), Verdict::Hold);
+        assert_eq!(TaskRecovery::on_fault(&mut seen, &violation(1), t0, t0, &budget()), Verdict::Hold);
         assert!(seen.as_ref().is_some_and(|r| r.first == closed && r.same_again == 0 && r.reinstated == 1));
     }
 
@@ -346,6 +352,21 @@ mod tests {
                  (not recovered within the 20 s hold time; gave up)"
             )
         );
+    }
+
+    #[test]
+    fn a_silence_counts_from_when_it_began() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let silent = ConnectionFault::new(FaultKind::Silent, "no answer to NOP-Out within 5 s");
+        // Declared dead at 10 s, silent since the last PDU at 0 s.
+        let mut seen = None;
+        assert_eq!(TaskRecovery::on_fault(&mut seen, &silent, at(10), t0, &budget()), Verdict::Hold);
+        assert!(seen.as_ref().is_some_and(|r| r.since == t0 && r.check_hold(at(20), &budget()).is_some()));
+        // Noticed only after the hold time: no retry left.
+        let mut late = None;
+        let b = RecoveryBudget { max_request_hold_time: Duration::from_secs(8), ..budget() };
+        assert!(matches!(TaskRecovery::on_fault(&mut late, &silent, at(10), t0, &b), Verdict::GiveUp(_)));
     }
 
     #[test]

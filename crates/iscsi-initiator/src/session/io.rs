@@ -92,11 +92,12 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
     let Some((nop_interval, nop_timeout)) = weak.upgrade().map(|i| (i.cfg.nop_interval, i.cfg.nop_timeout)) else {
         return;
     };
+    // When the last whole PDU came: a silent target went silent then.
+    let mut last_pdu = Instant::now();
     let reason = async {
         // One timer for the connection's life, moved only when it fires: a
         // PDU just notes the time (re-arming a timer per PDU costs a timer
         // wheel insert and removal per command).
-        let mut last_pdu = Instant::now();
         let timer = tokio::time::sleep_until(last_pdu + nop_interval);
         tokio::pin!(timer);
         let mut pinging = false;
@@ -213,7 +214,8 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
     }
     .await;
     if let Some(inner) = weak.upgrade() {
-        inner.connection_failed(cid, reason);
+        let began = if reason.kind == FaultKind::Silent { last_pdu.into_std() } else { std::time::Instant::now() };
+        inner.connection_failed(cid, reason, began);
     }
 }
 

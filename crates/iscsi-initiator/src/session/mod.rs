@@ -492,8 +492,22 @@ impl Session {
     pub async fn logout(&self) -> Result<()> {
         let (others, leading) = {
             let st = self.inner.lock();
-            let others: Vec<u16> = st.conns.iter().map(|c| c.cid).filter(|c| *c != st.leading_cid).collect();
-            (others, st.leading_cid)
+            // The Logout goes on the leading connection, or on any other in
+            // service while that one is being recovered (RFC 7143 §11.14:
+            // "close the session" may be sent on any connection).
+            let live = |cid: u16| st.conns.iter().any(|c| c.cid == cid);
+            let leading = if live(st.leading_cid) { Some(st.leading_cid) } else { st.conns.first().map(|c| c.cid) };
+            let Some(leading) = leading else {
+                drop(st);
+                // Every connection is down and being recovered: there is
+                // nothing to send a Logout on, and the target ends the
+                // session with its last connection. Stop the recovery.
+                info!(session = %self.inner.id, "no connection in service: session closed without a Logout");
+                self.inner.shutdown("logged out");
+                return Ok(());
+            };
+            let others: Vec<u16> = st.conns.iter().map(|c| c.cid).filter(|c| *c != leading).collect();
+            (others, leading)
         };
         for cid in others {
             let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
@@ -588,7 +602,8 @@ impl Inner {
 
     /// A connection's reader stopped. Unless it was being closed on
     /// purpose, recover it (see `recovery.rs`); else drop it.
-    fn connection_failed(self: &Arc<Self>, cid: u16, fault: ConnectionFault) {
+    /// `began`: when the fault began (a silence: at the last PDU).
+    fn connection_failed(self: &Arc<Self>, cid: u16, fault: ConnectionFault, began: std::time::Instant) {
         let mut st = self.lock();
         let Some(draining) = st.conns.iter().find(|c| c.cid == cid).map(|c| c.draining) else { return };
         let reason = fault.to_string();
@@ -622,7 +637,7 @@ impl Inner {
         warn!(cid, reason, "connection failed; recovering");
         let generation = st.generation;
         let erl2 = self.erl2_applies(&st, cid);
-        if let Some((portal, id)) = st.orphan_connection(cid, Some((&fault, std::time::Instant::now()))) {
+        if let Some((portal, id)) = st.orphan_connection(cid, Some((&fault, std::time::Instant::now(), began))) {
             st.drain_queue();
             drop(st);
             let s = Session { inner: self.clone() };

@@ -133,6 +133,10 @@ impl Session {
         conn.draining = true;
         {
             let mut st = inner.lock();
+            if st.closed.is_some() {
+                // Logged out (or given up) meanwhile: dropping it closes it.
+                return Err(Error::SessionClosed);
+            }
             st.window.update(exp, max);
             st.flush_held();
             st.conns.push(conn);
@@ -206,6 +210,9 @@ impl Session {
         let conn = spawn_connection(inner, cid, super::ids().next_connection(), portal.clone(), stream, *l);
         let others: Vec<super::state::Wanted> = {
             let mut st = inner.lock();
+            if st.closed.is_some() {
+                return Err(Error::SessionClosed);
+            }
             // The target ended every connection of the old session.
             let old: Vec<u16> = st.conns.iter().map(|c| c.cid).collect();
             for c in old {

@@ -518,7 +518,8 @@ impl State {
 
     /// A connection failed and will be recovered: its SCSI tasks wait for
     /// a retry or a TASK REASSIGN (their transfer state is kept until it is
-    /// known which), anything else fails. With the `fault` that ended it,
+    /// known which), anything else fails. With the `fault` that ended it
+    /// (when it was noticed, when it began),
     /// each SCSI task's recovery budget is charged (`fault.rs`): one that
     /// met the same violation again, or was held past the hold time, fails
     /// now with the first cause and is never sent again.
@@ -526,7 +527,7 @@ impl State {
     pub fn orphan_connection(
         &mut self,
         cid: u16,
-        fault: Option<(&ConnectionFault, Instant)>,
+        fault: Option<(&ConnectionFault, Instant, Instant)>,
     ) -> Option<(PortalAddr, UniqueConnectionId)> {
         let idx = self.conns.iter().position(|c| c.cid == cid)?;
         let c = self.conns.remove(idx);
@@ -547,9 +548,11 @@ impl State {
                 if let Some(t) = self.tasks.get_mut(&itt) {
                     t.cid = None;
                     t.lost_on = Some(cid);
-                    if let Some((fault, now)) = fault
+                    // Not before the command went out (a silence may have begun earlier).
+                    if let Some((fault, now, began)) = fault
                         && !t.abandoned()
-                        && let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut t.recovery, fault, now, &budget)
+                        && let began = t.sent_at.map_or(began, |sent| sent.max(began))
+                        && let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut t.recovery, fault, now, began, &budget)
                     {
                         tracing::warn!(itt, "{g}");
                         complete_ref(t, Err(Error::GaveUp(Box::new(g))));
@@ -1716,9 +1719,9 @@ mod tests {
         let now = Instant::now();
         if let Some(t) = st.tasks.get_mut(&itt) {
             (t.cid, t.lost_on) = (Some(0), None);
-            TaskRecovery::on_fault(&mut t.recovery, &fault(0x4000_0001), now, &st.budget);
+            TaskRecovery::on_fault(&mut t.recovery, &fault(0x4000_0001), now, now, &st.budget);
         }
-        assert!(st.orphan_connection(0, Some((&fault(0x4000_0002), now))).is_some());
+        assert!(st.orphan_connection(0, Some((&fault(0x4000_0002), now, now))).is_some());
         assert_eq!(st.recovery_stats.give_ups, 1);
         assert_eq!(st.recovery_stats.recoveries, 1);
         assert!(st.tasks.get(&itt).is_some_and(Task::abandoned), "kept only for its CmdSN");
