@@ -139,11 +139,14 @@ fn status_class(code: IsdscCode) -> ErrorClass {
 }
 
 /// NOP-Out keepalive of the one-shot commands (RFC 7143 §11.18): a target
-/// that goes silent is noticed within interval + timeout, ~10 s, so that a
-/// command it keeps failing ends within about that plus `--hold-time`
-/// (25-30 s by default; the library's 10 s + 15 s would make it 40).
-const NOP_INTERVAL: Duration = Duration::from_secs(5);
-const NOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// that goes silent is noticed within interval + timeout, ~8 s. The hold
+/// time of a command counts from when the silence began, but a silent
+/// target that answers each reinstated connection's first command costs
+/// one detection and reinstatement (~10 s) before the next command meets
+/// it: so a command ends within about 10 s plus `--hold-time` (~26 s by
+/// default; the library's 10 s + 15 s keepalive would make it over 40).
+const NOP_INTERVAL: Duration = Duration::from_secs(4);
+const NOP_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Bytes per SCSI command in `cp`, and how many are in flight at once.
 const CHUNK: u64 = 1 << 20;
@@ -208,17 +211,17 @@ pub(crate) fn session_config(
 /// not answer must not hold the command's result back.
 const LOGOUT_LIMIT: Duration = Duration::from_secs(5);
 
-/// Logs `s` out, waiting at most [`LOGOUT_LIMIT`]. After recovery gave up
-/// on a command, the logout would wait for the very connection recovery
-/// gave up on; closing the sockets ends the session at the target as well
-/// (a connection failure, §6.3), so the command's error is not kept waiting.
+/// The same once recovery gave up on a command: the target has shown it
+/// cannot be relied on, and the user is waiting for the error.
+const LOGOUT_LIMIT_AFTER_GIVE_UP: Duration = Duration::from_secs(1);
+
+/// Logs `s` out, waiting at most [`LOGOUT_LIMIT`]. With every connection
+/// still being recovered the library closes the session without a Logout
+/// (the target ends it with its last connection, §6.3).
 pub(crate) async fn logout(s: &Session) {
-    if s.recovery_stats().give_ups > 0 {
-        tracing::info!("recovery gave up on a command: leaving without a logout");
-        return;
-    }
-    if tokio::time::timeout(LOGOUT_LIMIT, s.logout()).await.is_err() {
-        tracing::info!("no answer to the logout within {} s; leaving", LOGOUT_LIMIT.as_secs());
+    let limit = if s.recovery_stats().give_ups > 0 { LOGOUT_LIMIT_AFTER_GIVE_UP } else { LOGOUT_LIMIT };
+    if tokio::time::timeout(limit, s.logout()).await.is_err() {
+        tracing::info!("no answer to the logout within {} s; leaving", limit.as_secs());
     }
 }
 

@@ -25,6 +25,9 @@ const GUARD: Duration = Duration::from_secs(45);
 /// A deterministic protocol violation must end about this soon: the first
 /// fault, one reinstated connection, the same fault again.
 const QUICK: Duration = Duration::from_secs(15);
+/// Every other hopeless case must end within this with the default
+/// `--hold-time` (issue 18: within 30 s).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 const MIB: usize = 1 << 20;
 
 /// Exit statuses of the one-shot CLI (see `rsiscsi --help`).
@@ -145,7 +148,7 @@ fn hopeless(name: &'static str, fault: Fault, status: i32, needles: &'static [&'
         digests: false,
         options: &[],
         status,
-        within: if status == EXIT_REFUSED { QUICK } else { GUARD },
+        within: if status == EXIT_REFUSED { QUICK } else { DEFAULT_BUDGET },
         needles,
     }
 }
