@@ -187,7 +187,9 @@ impl From<Error> for crate::model::Status {
             Error::InvalidAddress(_) => C::InvalidHost,
             Error::Resolve { .. } => C::DnsNameUnresolved,
             Error::Connect { .. } | Error::ConnectTimeout(_) => C::ConnectionFailed,
-            Error::Io(_) => C::TransportError,
+            // A socket that failed under us: the connection failed (the
+            // transport error code stays for what the target sent wrong).
+            Error::Io(_) => C::ConnectionFailed,
             Error::Pdu(_) | Error::Text(_) | Error::Protocol(_) => C::TransportError,
             Error::Negotiation(_) => C::LoginFailed,
             Error::Chap(_) | Error::ChapRequired | Error::ChapRefused => C::AuthenticationFailure,
@@ -217,5 +219,45 @@ impl From<Error> for crate::model::Status {
             },
         };
         Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IsdscCode, Status};
+    use crate::session::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy};
+
+    fn gave_up(kind: FaultKind) -> Error {
+        let cause = ConnectionFault::new(kind, "x");
+        Error::GaveUp(Box::new(GiveUp { cause, why: GiveUpWhy::SameFault { reinstated: 1 } }))
+    }
+
+    #[test]
+    fn each_error_has_the_class_a_caller_acts_on() {
+        let auth = Error::Login { target: "t".into(), status: LoginStatus { class: 2, detail: 1 } };
+        assert_eq!(auth.class(), ErrorClass::Authentication);
+        assert_eq!(Error::ChapRequired.class(), ErrorClass::Authentication);
+        let missing = Error::Login { target: "t".into(), status: LoginStatus { class: 2, detail: 3 } };
+        assert_eq!(missing.class(), ErrorClass::Refused);
+        assert_eq!(Error::protocol("StatSN jumped").class(), ErrorClass::Refused);
+        assert_eq!(gave_up(FaultKind::Violation).class(), ErrorClass::Refused);
+        assert_eq!(gave_up(FaultKind::Malformed).class(), ErrorClass::Refused);
+        for kind in [FaultKind::Closed, FaultKind::Transport, FaultKind::Silent, FaultKind::WindowClosed] {
+            assert_eq!(gave_up(kind).class(), ErrorClass::Unreachable, "{kind:?}");
+        }
+        assert_eq!(Error::ConnectTimeout("h".into()).class(), ErrorClass::Unreachable);
+        assert_eq!(Error::InvalidAddress("h".into()).class(), ErrorClass::Other);
+        assert_eq!(Error::SessionClosed.class(), ErrorClass::Other);
+    }
+
+    #[test]
+    fn a_give_up_keeps_its_words_and_gets_the_code_of_its_cause() {
+        let s = Status::from(gave_up(FaultKind::Violation));
+        assert_eq!(s.code, IsdscCode::TransportError);
+        assert_eq!(s.message, "target broke the iSCSI protocol: x (same fault on 1 reinstated connection; gave up)");
+        assert_eq!(Status::from(gave_up(FaultKind::Silent)).code, IsdscCode::ConnectionFailed);
+        let io = Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(Status::from(io).code, IsdscCode::ConnectionFailed);
     }
 }

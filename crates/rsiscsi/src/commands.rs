@@ -115,7 +115,8 @@ fn status_class(code: IsdscCode) -> ErrorClass {
         C::ConnectionFailed | C::DnsNameUnresolved | C::SendFailed | C::NoConnectionAvailable => {
             ErrorClass::Unreachable
         }
-        // TransportError is mostly a malformed PDU or a broken rule.
+        // TransportError: a malformed PDU or a broken rule (a failed socket
+        // is ConnectionFailed).
         C::TransportError
         | C::LoginFailed
         | C::TargetMovedTemporarily
