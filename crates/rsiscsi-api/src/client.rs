@@ -171,9 +171,10 @@ impl Client {
         self.call(Method::GET, "/v1/portals", Self::NONE).await
     }
 
-    /// `POST /v1/portals` (also runs SendTargets on the portal).
-    pub async fn add_portal(&self, portal: &SendTargetPortal) -> Result<PortalAdded, ClientError> {
-        self.call(Method::POST, "/v1/portals", Some(portal)).await
+    /// `POST /v1/portals` (runs SendTargets on the portal first; a portal
+    /// it fails on is added only with `keep`).
+    pub async fn add_portal(&self, portal: &SendTargetPortal, keep: bool) -> Result<PortalAdded, ClientError> {
+        self.call(Method::POST, "/v1/portals", Some(&PortalAddRequest { portal: portal.clone(), keep })).await
     }
 
     /// `DELETE /v1/portals?address=A&port=P`.

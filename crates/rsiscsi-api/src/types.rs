@@ -369,6 +369,23 @@ pub struct PortalList {
     pub portals: Vec<SendTargetPortal>,
 }
 
+/// `POST /v1/portals`: the portal, and whether to keep it when SendTargets
+/// on it fails (Windows' AddTargetPortal does not: the portal is not added
+/// and the call fails).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalAddRequest {
+    #[serde(flatten)]
+    pub portal: SendTargetPortal,
+    /// Add the portal even if SendTargets on it fails (the answer is then
+    /// 201 with `refresh_error`); it is tried again at each refresh.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep: bool,
+}
+
+/// How the message of a failed `POST /v1/portals` ends when SendTargets
+/// failed and nothing was stored.
+pub const PORTAL_NOT_ADDED: &str = "the portal was not added";
+
 /// `POST /v1/portals` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortalAdded {

@@ -242,6 +242,9 @@ pub enum PortalCmd {
     Add {
         /// HOST[:PORT] (port 3260 by default).
         portal: String,
+        /// Keep the portal even if SendTargets on it fails (the exit status is still 1).
+        #[arg(long)]
+        keep: bool,
         #[command(flatten)]
         path: PathArgs,
     },

@@ -1,9 +1,14 @@
-//! The initiator's own node name, generated once and kept in a config file
-//! so that targets see the same initiator every time (RFC 7143 §4.2.7.1).
+//! The initiator's node name: one per host, shared with rsiscsid
+//! (RFC 7143 §4.2.7.1: targets key their ACLs by it), so a one-shot command
+//! and a service session look like the same initiator to a target.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-/// Where the config lives: `RSISCSI_CONFIG_DIR`, else the XDG config
+use rsiscsi_api::identity;
+
+/// The per-user config directory: `RSISCSI_CONFIG_DIR`, else the XDG config
 /// directory, else `~/.config/rsiscsi`.
 pub fn config_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("RSISCSI_CONFIG_DIR") {
@@ -54,31 +59,111 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The stable initiator name: read from `<config>/initiatorname`, or
-/// generated and saved there on first use.
+/// `--socket` of this run, recorded before any command runs (the one-shot
+/// commands ask the service at that socket for the host's name).
+static SOCKET: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Records `--socket` for [`initiator_name`].
+pub fn set_socket(socket: Option<PathBuf>) {
+    let _ = SOCKET.set(socket);
+}
+
+fn socket() -> PathBuf {
+    rsiscsi_api::resolve_socket_path(SOCKET.get().cloned().flatten())
+}
+
+/// Where the node name came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameSource {
+    /// The running service answered `GET /v1/initiator`.
+    Service,
+    /// The service's state file (the service did not answer).
+    ServiceState(PathBuf),
+    /// `$RSISCSI_CONFIG_DIR/initiatorname`: a config directory named
+    /// explicitly keeps its own name.
+    ConfigDir(PathBuf),
+    /// The system-wide file (`/etc/rsiscsi/initiatorname`); `true` when
+    /// this run created it.
+    System(PathBuf, bool),
+    /// The per-user file, because the system-wide one could not be used.
+    PerUser { path: PathBuf, why: String },
+}
+
+/// The host's node name as a one-shot command sees it.
+#[derive(Debug)]
+pub struct Identity {
+    pub name: String,
+    pub source: NameSource,
+    /// Why the service was not asked, or `None` when it answered.
+    pub service_error: Option<identity::QueryError>,
+}
+
+/// How long the one-shot commands wait for the service's answer.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The stable initiator name of the one-shot commands (see [`identity`]).
 pub fn initiator_name() -> String {
-    let path = config_dir().join("initiatorname");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        for line in text.lines() {
-            if let Some(v) = line.trim().strip_prefix("InitiatorName=")
-                && validate_name(v.trim()).is_ok()
-            {
-                return v.trim().to_string();
-            }
+    resolve(&socket()).name
+}
+
+/// The host's node name, in this order: `$RSISCSI_CONFIG_DIR/initiatorname`
+/// when that variable is set; the service's (asked on `socket`, else read
+/// from its state file); the system-wide file, created with a new name if
+/// missing; when that cannot be read or created (a user without the right
+/// to write `/etc/rsiscsi`), the per-user file, created if missing.
+pub fn resolve(socket: &Path) -> Identity {
+    if std::env::var_os("RSISCSI_CONFIG_DIR").is_some_and(|d| !d.is_empty()) {
+        let path = config_dir().join(identity::NAME_FILE);
+        if let Ok(name) = user_name(&path) {
+            let service_error = identity::query_service(socket, SERVICE_TIMEOUT).err();
+            return Identity { name, source: NameSource::ConfigDir(path), service_error };
         }
     }
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-        .unwrap_or_else(|| "host".into());
-    let suffix: u64 = rand::random();
-    let name = format!("iqn.2026-11.rs.rsiscsi:{host}-{:012x}", suffix & 0xffff_ffff_ffff);
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    let (answer, service_error) = match identity::query_service(socket, SERVICE_TIMEOUT) {
+        Ok(i) => (Some(i.node_name), None),
+        Err(e) => (None, Some(e)),
+    };
+    if let Some(name) = answer.filter(|n| validate_name(n).is_ok()) {
+        return Identity { name, source: NameSource::Service, service_error };
     }
-    let _ = std::fs::write(&path, format!("InitiatorName={name}\n"));
-    name
+    let mut dirs = vec![identity::default_state_dir()];
+    if std::env::var_os(identity::STATE_DIR_ENV).is_none() && !dirs.contains(&PathBuf::from("/var/lib/rsiscsi")) {
+        dirs.push(PathBuf::from("/var/lib/rsiscsi"));
+    }
+    for dir in dirs {
+        if let Ok(Some(name)) = identity::state_file_name(&dir) {
+            return Identity { name, source: NameSource::ServiceState(dir.join(identity::STATE_FILE)), service_error };
+        }
+    }
+    let system = identity::system_name_file();
+    let user = config_dir().join(identity::NAME_FILE);
+    let why = match identity::read_name_file(&system) {
+        Ok(Some(name)) => return Identity { name, source: NameSource::System(system, false), service_error },
+        Ok(None) => {
+            // A name this user already had stays the host's (target ACLs know it).
+            let new = read_user_file(&user).unwrap_or_else(identity::generate_name);
+            match identity::create_name_file(&system, &new) {
+                Ok(name) => return Identity { name, source: NameSource::System(system, true), service_error },
+                Err(e) => format!("{} cannot be created: {e}", system.display()),
+            }
+        }
+        Err(e) => format!("{} cannot be read: {e}", system.display()),
+    };
+    let name = user_name(&user).unwrap_or_else(|_| identity::generate_name());
+    Identity { name, source: NameSource::PerUser { path: user, why }, service_error }
+}
+
+/// The name in a per-user file, if it holds a valid one.
+fn read_user_file(path: &Path) -> Option<String> {
+    identity::read_name_file(path).ok().flatten().filter(|n| validate_name(n).is_ok())
+}
+
+/// The name in a per-user file, created with a new name if missing.
+fn user_name(path: &Path) -> std::io::Result<String> {
+    match read_user_file(path) {
+        Some(n) => Ok(n),
+        None => identity::create_name_file(path, &identity::generate_name()),
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub struct Options {
     pub socket: Option<PathBuf>,
     /// State directory (default: $STATE_DIRECTORY, else /var/lib/rsiscsi as
     /// root, else $XDG_STATE_HOME/rsiscsi or ~/.local/state/rsiscsi).
-    #[arg(long)]
+    #[arg(long, env = "RSISCSI_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Let this group use the socket too (mode 0660 instead of 0600).
     #[arg(long, value_name = "NAME")]
@@ -69,23 +69,9 @@ impl Options {
     }
 
     pub fn state_path(&self) -> PathBuf {
-        if let Some(d) = &self.state_dir {
-            return d.clone();
-        }
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        if let Some(d) = env("STATE_DIRECTORY") {
-            let first = d.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from);
-            return first.unwrap_or(d);
-        }
-        if nix::unistd::geteuid().is_root() {
-            return PathBuf::from("/var/lib/rsiscsi");
-        }
-        if let Some(d) = env("XDG_STATE_HOME") {
-            return d.join("rsiscsi");
-        }
-        match env("HOME") {
-            Some(h) => h.join(".local/state/rsiscsi"),
-            None => std::env::temp_dir().join(format!("rsiscsi-state-{}", nix::unistd::geteuid())),
+        match &self.state_dir {
+            Some(d) => d.clone(),
+            None => rsiscsi_api::identity::default_state_dir(),
         }
     }
 }

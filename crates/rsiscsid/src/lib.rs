@@ -34,6 +34,9 @@ pub struct App {
     pub started: Instant,
     /// The hold time and link-down time of a login that does not give them.
     pub recovery_defaults: recovery::RecoveryTimes,
+    /// The host's system-wide node name file, kept in step with the
+    /// service's name (`None`: left alone, as in tests that build an `App`).
+    pub name_file: Option<PathBuf>,
 }
 
 impl App {
@@ -43,13 +46,70 @@ impl App {
     }
 
     pub fn with_recovery_defaults(store: store::Store, recovery_defaults: recovery::RecoveryTimes) -> Arc<Self> {
+        Self::build(store, recovery_defaults, None)
+    }
+
+    pub fn build(
+        store: store::Store,
+        recovery_defaults: recovery::RecoveryTimes,
+        name_file: Option<PathBuf>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             registry: registry::Registry::default(),
             logins: logins::Supervisor::default(),
             started: Instant::now(),
             recovery_defaults,
+            name_file,
         })
+    }
+
+    /// Writes the service's node name into the system-wide name file when
+    /// it is missing or says another name, so the one-shot commands of users
+    /// who cannot reach the service log in under the same name. Best
+    /// effort: a file that cannot be written (a service run by a user) is
+    /// reported in the log.
+    pub fn mirror_node_name(&self) {
+        let Some(path) = &self.name_file else { return };
+        let name = self.store.state().initiator.node_name;
+        match rsiscsi_api::identity::read_name_file(path) {
+            Ok(Some(n)) if n == name => {}
+            Ok(old) => match rsiscsi_api::identity::write_name_file(path, &name) {
+                Ok(()) => match old {
+                    Some(old) => {
+                        warn!(file = %path.display(), "replaced the host's node name {old} by the service's {name}")
+                    }
+                    None => info!(file = %path.display(), "wrote the service's node name {name} as the host's"),
+                },
+                Err(e) => warn!(
+                    file = %path.display(),
+                    "cannot write the host's node name file ({e}); one-shot commands that cannot reach rsiscsid may log in under another name"
+                ),
+            },
+            Err(e) => warn!(file = %path.display(), "cannot read the host's node name file: {e}"),
+        }
+    }
+}
+
+/// The node name of a new service state: the host's, from the system-wide
+/// file, else a generated one (written there too when possible).
+fn host_node_name(path: &Path) -> String {
+    use rsiscsi_api::identity;
+    match identity::read_name_file(path) {
+        Ok(Some(n)) => {
+            info!(file = %path.display(), "new state: taking the host's node name {n}");
+            return n;
+        }
+        Ok(None) => {}
+        Err(e) => warn!(file = %path.display(), "cannot read the host's node name file: {e}"),
+    }
+    let generated = identity::generate_name();
+    match identity::create_name_file(path, &generated) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(file = %path.display(), "cannot write the host's node name file: {e}");
+            generated
+        }
     }
 }
 
@@ -152,11 +212,13 @@ pub async fn logout_all(app: &App, limit: Duration) {
 pub async fn run(opts: Options) -> Result<(), ServiceError> {
     let state_dir = opts.state_path();
     let socket = opts.socket_path();
-    let store = store::Store::open(&state_dir)?;
+    let name_file = rsiscsi_api::identity::system_name_file();
+    let store = store::Store::open_with(&state_dir, || host_node_name(&name_file))?;
     let listener = bind_socket(&socket, opts.socket_group.as_deref())?;
-    let app = App::with_recovery_defaults(store, opts.recovery_defaults());
+    let app = App::build(store, opts.recovery_defaults(), Some(name_file.clone()));
+    app.mirror_node_name();
     info!(
-        socket = %socket.display(), state_dir = %state_dir.display(),
+        socket = %socket.display(), state_dir = %state_dir.display(), name_file = %name_file.display(),
         initiator = %app.store.state().initiator.node_name,
         max_request_hold_time_s = app.recovery_defaults.max_request_hold_time_s,
         link_down_time_s = app.recovery_defaults.link_down_time_s, "rsiscsid started"

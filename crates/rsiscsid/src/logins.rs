@@ -344,11 +344,35 @@ impl Supervisor {
             last_error: None,
             session_id: live.as_ref().map(|l| l.session.id().to_string()),
         };
-        let task = tokio::spawn(supervise(app.clone(), key.clone(), live));
+        let task = tokio::spawn(supervise(app.clone(), key.clone(), live, false));
         let mut m = self.lock();
         let reconnects = m.get(&key).map(|e| e.reconnects).unwrap_or(0);
         if let Some(Entry { task: Some(t), .. }) = m.insert(key, Entry { status, task: Some(task), reconnects }) {
             t.abort();
+        }
+    }
+
+    /// The first login of persistent login `key`, just stored, failed with
+    /// `e`: its state says so at once, and it is retried after the first
+    /// back-off, or not at all for an error a retry cannot fix (until the
+    /// service restarts). Returns what happens next, for the error message.
+    pub fn first_login_failed(&self, app: &Arc<App>, key: String, e: &Status) -> &'static str {
+        let permanent = is_permanent(e.code);
+        let status = LoginState {
+            state: if permanent { api::PersistentLoginState::Failed } else { api::PersistentLoginState::Retrying },
+            last_error: Some(format!("{} ({})", e.message, e.code.name())),
+            session_id: None,
+        };
+        let task = (!permanent).then(|| tokio::spawn(supervise(app.clone(), key.clone(), None, true)));
+        let mut m = self.lock();
+        let reconnects = m.get(&key).map(|e| e.reconnects).unwrap_or(0);
+        if let Some(Entry { task: Some(t), .. }) = m.insert(key, Entry { status, task, reconnects }) {
+            t.abort();
+        }
+        if permanent {
+            "the persistent login stays stored, not retried until rsiscsid restarts"
+        } else {
+            "the persistent login stays stored and is retried every 1 s, doubling to 30 s"
         }
     }
 
@@ -391,9 +415,15 @@ impl Supervisor {
     }
 }
 
-async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>) {
+/// `wait_first`: the first login just failed, so the first attempt waits
+/// one back-off.
+async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>, wait_first: bool) {
     let mut backoff = BACKOFF_MIN;
     let mut logged_in_before = current.is_some();
+    if wait_first {
+        tokio::time::sleep(backoff).await;
+        backoff = next_backoff(backoff);
+    }
     loop {
         if let Some(live) = current.take() {
             app.logins.set(

@@ -95,31 +95,15 @@ pub struct State {
 }
 
 impl State {
-    fn fresh() -> Self {
+    fn fresh(node_name: String) -> Self {
         Self {
             version: 1,
-            initiator: InitiatorState { node_name: default_node_name(), alias: String::new() },
+            initiator: InitiatorState { node_name, alias: String::new() },
             portals: Vec::new(),
             targets: Vec::new(),
             persistent_logins: Vec::new(),
         }
     }
-}
-
-/// A node name for a new installation: `iqn.2024-01.rs.rsiscsi:HOST-RANDOM`
-/// (RFC 7143 §4.2.7.2 iqn format; the random part keeps two hosts with the
-/// same name apart).
-fn default_node_name() -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| {
-            h.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect()
-        })
-        .filter(|h: &String| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string());
-    let r: u32 = rand::random();
-    format!("iqn.2024-01.rs.rsiscsi:{host}-{r:08x}")
 }
 
 /// The secrets: the initiator's own CHAP secret and the CHAP passwords of
@@ -153,8 +137,15 @@ pub const SECRETS_FILE: &str = "secrets.json";
 
 impl Store {
     /// Opens (or creates) the state directory, forces it to 0700 and the
-    /// secrets file to 0600, and loads both files.
+    /// secrets file to 0600, and loads both files. A new state gets a
+    /// generated node name (`iqn.2024-01.rs.rsiscsi:HOST-RANDOM`).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, rsiscsi_api::identity::generate_name)
+    }
+
+    /// As [`Store::open`]; a new state gets the node name `fresh_name`
+    /// gives (the service passes the host's system-wide name).
+    pub fn open_with(dir: &Path, fresh_name: impl FnOnce() -> String) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
@@ -168,7 +159,7 @@ impl Store {
             Some(s) => s,
             None => {
                 fresh = true;
-                State::fresh()
+                State::fresh(fresh_name())
             }
         };
         let secrets = match read_json::<Secrets>(&secrets_path)? {

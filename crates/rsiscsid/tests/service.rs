@@ -83,6 +83,7 @@ impl Daemon {
     fn spawn_with(dir: &Path, n: u32, args: &[String]) -> Child {
         let log = std::fs::File::create(dir.join(format!("log{n}.txt"))).unwrap();
         Command::new(env!("CARGO_BIN_EXE_rsiscsid"))
+            .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
             .arg("--socket")
             .arg(Self::socket(dir))
             .arg("--state-dir")
@@ -267,7 +268,7 @@ async fn persistent_flow() {
         security_flags: 0,
         login_options: LoginOptions::default(),
     };
-    let added = c.add_portal(&stp).await.unwrap();
+    let added = c.add_portal(&stp, false).await.unwrap();
     assert!(added.refresh_error.is_none(), "{:?}", added.refresh_error);
     let refreshed = c.refresh_targets().await.unwrap();
     assert!(refreshed.errors.is_empty(), "{:?}", refreshed.errors);
@@ -534,16 +535,25 @@ async fn bad_requests() {
         security_flags: 0,
         login_options: LoginOptions::default(),
     };
-    c.add_portal(&p).await.unwrap();
-    expect_err(c.add_portal(&p).await, 409, "ISDSC_TARGET_PORTAL_ALREADY_EXISTS", 0xEFFF0032).await;
+    c.add_portal(&p, false).await.unwrap();
+    expect_err(c.add_portal(&p, false).await, 409, "ISDSC_TARGET_PORTAL_ALREADY_EXISTS", 0xEFFF0032).await;
     expect_err(c.remove_portal("10.9.9.9", 3260).await, 404, "ISDSC_PORTAL_NOT_FOUND", 0xEFFF0043).await;
     let (status, _) = c.request_raw(Method::DELETE, "/v1/portals?port=notaport", None).await.unwrap();
     assert_eq!(status, 400);
-    // An unreachable portal is still added, with the reason.
+    // A portal SendTargets fails on is not added, and the call fails
+    // (Windows' AddTargetPortal)...
     let mut dead = p.clone();
     dead.port = 1;
-    let r = c.add_portal(&dead).await.unwrap();
+    let e = c.add_portal(&dead, false).await.unwrap_err();
+    let body = e.api_error().unwrap();
+    assert_eq!(body.name, "ISDSC_CONNECTION_FAILED");
+    assert!(body.message.starts_with("SendTargets on 127.0.0.1:1 failed: "), "{}", body.message);
+    assert!(body.message.ends_with("; the portal was not added"), "{}", body.message);
+    assert!(!c.portals().await.unwrap().portals.iter().any(|x| x.port == 1));
+    // ... unless it is to be kept: then it is added, with the reason.
+    let r = c.add_portal(&dead, true).await.unwrap();
     assert_eq!(r.refresh_error.as_ref().map(|e| e.name.as_str()), Some("ISDSC_CONNECTION_FAILED"));
+    assert!(c.portals().await.unwrap().portals.iter().any(|x| x.port == 1));
     c.remove_portal("127.0.0.1", 1).await.unwrap();
 
     // A portal with a CHAP password: stored in the secrets file only, never
@@ -557,7 +567,7 @@ async fn bad_requests() {
         password: Some(SecretString::new(SECRET2)),
         ..Default::default()
     };
-    let added = c.add_portal(&chap).await.unwrap();
+    let added = c.add_portal(&chap, true).await.unwrap();
     let listed = c.portals().await.unwrap();
     let shown = serde_json::to_string(&(&added, &listed)).unwrap();
     assert!(!shown.contains(SECRET2), "{shown}");
@@ -628,6 +638,7 @@ async fn socket_group_gives_0660_and_metrics_stay_on_loopback() {
         l.local_addr().unwrap().port()
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_rsiscsid"))
+        .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
         .arg("--socket")
         .arg(&sock)
         .arg("--state-dir")
@@ -663,6 +674,7 @@ async fn socket_group_gives_0660_and_metrics_stay_on_loopback() {
 
     // A non-loopback metrics address is refused at start.
     let out = Command::new(env!("CARGO_BIN_EXE_rsiscsid"))
+        .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
         .arg("--socket")
         .arg(dir.join("other.sock"))
         .arg("--state-dir")

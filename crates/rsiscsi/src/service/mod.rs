@@ -48,6 +48,16 @@ pub enum Error {
     /// A local file (secret, Data-Out) could not be used.
     #[error("{0}")]
     Local(String),
+    /// `portal add` without `--keep`: SendTargets failed, the portal was not added.
+    #[error("{} ({}, {}); with --keep it is added anyway and tried again at each `rsiscsi target refresh`", body.message, body.name, body.code_hex)]
+    PortalNotAdded { body: ApiErrorBody },
+    /// `portal add --keep`: SendTargets failed, the portal was kept.
+    #[error("SendTargets on {portal} failed: {} ({}, {}); the portal was kept (--keep) and is tried again at each `rsiscsi target refresh`", body.message, body.name, body.code_hex)]
+    PortalKept { portal: String, body: ApiErrorBody },
+    /// A persistent login whose first login failed; `note` says whether it
+    /// is stored, and how to remove it.
+    #[error("{} ({}, {}); {note}", body.message, body.name, body.code_hex)]
+    PersistentLoginFailed { body: ApiErrorBody, note: String },
     /// SendTargets failed on some portals (the targets of the others are shown).
     #[error("SendTargets failed on {0}")]
     RefreshFailed(String),
@@ -69,6 +79,9 @@ impl Error {
             | Error::Transport(_)
             | Error::Local(_)
             | Error::RefreshFailed(_)
+            | Error::PortalNotAdded { .. }
+            | Error::PortalKept { .. }
+            | Error::PersistentLoginFailed { .. }
             | Error::NoPersistentLogin { .. }
             | Error::ScsiStatus(_) => EXIT_FAILED,
         }
@@ -91,6 +104,8 @@ pub type Result<T = ()> = std::result::Result<T, Error>;
 /// Runs one service command. Returns `None` for a command that is not a
 /// service command (the one-shot commands run without the service).
 pub async fn run(common: &Common, command: &Command) -> Option<Result> {
+    // The one-shot commands ask the service at this socket for the host's name.
+    crate::config::set_socket(common.socket.clone());
     let client = Client::new(rsiscsi_api::resolve_socket_path(common.socket.clone()));
     let is_service = matches!(
         command,
@@ -117,7 +132,8 @@ pub async fn run(common: &Common, command: &Command) -> Option<Result> {
     };
     // With --json a script also gets the service's error object on stdout
     // (the one-line message still goes to stderr).
-    if let (true, Err(Error::Api { body })) = (json, &out)
+    if let (true, Err(Error::Api { body } | Error::PortalNotAdded { body } | Error::PersistentLoginFailed { body, .. })) =
+        (json, &out)
         && let Err(e) = emit_json(&api::ApiError { error: body.clone() })
     {
         return Some(Err(e));

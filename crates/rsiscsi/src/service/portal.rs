@@ -1,16 +1,16 @@
 //! `rsiscsi portal add|remove|list`: the send-target portals of the service
 //! (Windows `AddTargetPortal`, `RemoveTargetPortal`, `ListTargetPortals`).
 
-use rsiscsi_api::Client;
 use rsiscsi_api::types as api;
+use rsiscsi_api::{Client, ClientError};
 
 use super::format::{Table, flags, host_port, or_dash};
-use super::{Result, emit, emit_json, login_options, portal_arg};
+use super::{Error, Result, emit, emit_json, login_options, portal_arg};
 use crate::cli::{Common, PortalCmd};
 
 pub async fn run(client: &Client, common: &Common, json: bool, cmd: &PortalCmd) -> Result {
     match cmd {
-        PortalCmd::Add { portal, path } => {
+        PortalCmd::Add { portal, keep, path } => {
             let p = portal_arg(portal)?;
             let req = api::SendTargetPortal {
                 address: p.address,
@@ -20,19 +20,20 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &PortalCmd) 
                 security_flags: path.security_flags.unwrap_or(0),
                 login_options: login_options(common)?.unwrap_or_default(),
             };
-            let added = client.add_portal(&req).await?;
-            if json {
-                return emit_json(&added);
-            }
+            let added = match client.add_portal(&req, *keep).await {
+                Ok(a) => a,
+                // SendTargets failed and nothing was stored (Windows' AddTargetPortal).
+                Err(ClientError::Api { body, .. }) if body.message.ends_with(api::PORTAL_NOT_ADDED) => {
+                    return Err(Error::PortalNotAdded { body });
+                }
+                Err(e) => return Err(e.into()),
+            };
             let name = host_port(&added.portal.address, added.portal.port);
-            let mut text = format!("portal {name} added\n");
-            match &added.refresh_error {
-                // Windows keeps a portal it cannot reach; so does the service.
-                Some(e) => text.push_str(&format!(
-                    "SendTargets on it failed: {} ({}, {}); `rsiscsi target refresh` tries again\n",
-                    e.message, e.name, e.code_hex
-                )),
-                None => {
+            if json {
+                emit_json(&added)?;
+            } else {
+                let mut text = format!("portal {name} added\n");
+                if added.refresh_error.is_none() {
                     let targets = client.targets().await?;
                     let found = targets
                         .targets
@@ -41,8 +42,13 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &PortalCmd) 
                         .count();
                     text.push_str(&format!("{found} target(s) discovered through it (`rsiscsi target list`)\n"));
                 }
+                emit(&text)?;
             }
-            emit(&text)
+            // Kept with --keep although SendTargets failed: still a failure for scripts.
+            match added.refresh_error {
+                Some(body) => Err(Error::PortalKept { portal: name, body }),
+                None => Ok(()),
+            }
         }
         PortalCmd::Remove { portal } => {
             let p = portal_arg(portal)?;

@@ -1,8 +1,8 @@
 //! `rsiscsi target refresh|list|login` (Windows `RefreshTargetPortal`,
 //! `ListTargets`, `LoginTarget` / `PersistentLoginTarget`).
 
-use rsiscsi_api::Client;
 use rsiscsi_api::types as api;
+use rsiscsi_api::{Client, ClientError};
 
 use super::format::{Table, host_port};
 use super::{Error, Result, emit, emit_json, login_options, portal_arg};
@@ -56,11 +56,42 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) 
             req.load_balance_policy = policy.map(|p| p.as_str().to_string());
             req.max_request_hold_time_s = *hold_time;
             req.link_down_time_s = *link_down_time;
-            let r = client.login(&req).await?;
+            let r = match client.login(&req).await {
+                Ok(r) => r,
+                Err(ClientError::Api { body, .. }) if *persistent => {
+                    let note = stored_note(client, target, req.portal.as_ref()).await;
+                    return Err(Error::PersistentLoginFailed { body, note });
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 return emit_json(&r);
             }
             emit(&login_text(&r))
+        }
+    }
+}
+
+/// After a failed `target login --persistent`: whether a login of `target`
+/// (at `portal`, when given) is stored, and the command that removes it.
+async fn stored_note(client: &Client, target: &str, portal: Option<&api::Portal>) -> String {
+    let stored: Vec<api::Portal> = match client.persistent_logins().await {
+        Ok(l) => l
+            .persistent_logins
+            .into_iter()
+            .filter(|l| l.target_name == target && portal.is_none_or(|p| p.same_place(&l.portal)))
+            .map(|l| l.portal)
+            .collect(),
+        Err(e) => return format!("whether the persistent login was stored is unknown ({e})"),
+    };
+    match stored.as_slice() {
+        [] => "the persistent login was not stored".into(),
+        ps => {
+            let cmds: Vec<String> = ps
+                .iter()
+                .map(|p| format!("`rsiscsi persistent remove {target} --portal {}`", host_port(&p.address, p.port)))
+                .collect();
+            format!("remove it with {}", cmds.join(" or "))
         }
     }
 }

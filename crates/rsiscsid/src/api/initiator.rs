@@ -62,6 +62,9 @@ pub async fn put_initiator(
         Ok::<(), ApiErr>(())
     })?;
     info!(node_name = ?u.node_name, alias = ?u.alias, "initiator identity changed");
+    if u.node_name.is_some() {
+        app.mirror_node_name();
+    }
     Ok(Json(view(&app)))
 }
 

@@ -33,11 +33,14 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<api::PortalList> {
     Json(api::PortalList { portals })
 }
 
+/// AddIScsiSendTargetPortal: SendTargets runs first, and a portal it fails
+/// on is not added and the call fails, as on Windows; with `keep` it is
+/// added all the same (201 with `refresh_error`) and tried at each refresh.
 pub async fn add(
     State(app): State<Arc<App>>,
-    b: super::JsonBody<api::SendTargetPortal>,
+    b: super::JsonBody<api::PortalAddRequest>,
 ) -> ApiResult<(StatusCode, Json<api::PortalAdded>)> {
-    let mut p = body(b)?;
+    let api::PortalAddRequest { portal: mut p, keep } = body(b)?;
     if p.address.trim().is_empty() {
         return Err(ApiErr::bad_request("the portal address is empty"));
     }
@@ -52,15 +55,32 @@ pub async fn add(
     iscsi_initiator::model::Portal::new(p.address.clone(), p.port).to_portal_addr()?;
     let password = p.login_options.password.take();
     p.login_options.password_set = password.is_some();
-    let stored = p.clone();
-    app.store.update(|st, sec| {
-        if st.portals.iter().any(|q| q.portal().same_place(&stored.portal())) {
+    let exists = |st: &crate::store::State, q: &api::SendTargetPortal| {
+        if st.portals.iter().any(|x| x.portal().same_place(&q.portal())) {
             return Err(ApiErr::from(Status::new(
                 IsdscCode::TargetPortalAlreadyExists,
-                format!("portal {} is already in the list", stored.portal()),
+                format!("portal {} is already in the list", q.portal()),
             )));
         }
+        Ok(())
+    };
+    exists(&app.store.state(), &p)?;
+    let found = super::targets::discover(&app, &p, password.clone()).await;
+    if let (Err(e), false) = (&found, keep) {
+        info!(portal = %p.portal(), "SendTargets failed: {}; portal not added", e.message);
+        return Err(Status::new(
+            e.code,
+            format!("SendTargets on {} failed: {}; {}", p.portal(), e.message, api::PORTAL_NOT_ADDED),
+        )
+        .into());
+    }
+    let stored = p.clone();
+    app.store.update(|st, sec| {
+        exists(st, &stored)?;
         st.portals.push(stored.clone());
+        if let Ok(found) = &found {
+            super::targets::merge(&mut st.targets, &stored.portal(), found);
+        }
         let k = portal_key(&stored.address, stored.port);
         match &password {
             Some(pw) => {
@@ -70,12 +90,17 @@ pub async fn add(
                 sec.passwords.remove(&k);
             }
         }
-        Ok(())
+        Ok::<(), ApiErr>(())
     })?;
-    info!(portal = %p.portal(), "discovery portal added");
-    let refresh_error = match super::targets::refresh_portal(&app, &p).await {
-        Ok(_) => None,
-        Err(e) => Some(crate::error::body_of(&e)),
+    let refresh_error = match &found {
+        Ok(t) => {
+            info!(portal = %p.portal(), targets = t.len(), "discovery portal added");
+            None
+        }
+        Err(e) => {
+            info!(portal = %p.portal(), "discovery portal kept although SendTargets failed: {}", e.message);
+            Some(crate::error::body_of(e))
+        }
     };
     p.login_options = p.login_options.redacted();
     Ok((StatusCode::CREATED, Json(api::PortalAdded { portal: p, refresh_error })))

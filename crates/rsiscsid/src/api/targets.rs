@@ -46,19 +46,31 @@ pub fn merge(targets: &mut Vec<api::Target>, from: &api::Portal, found: &[Discov
     targets.retain(|t| !t.discovered_from.is_empty());
 }
 
-/// SendTargets on one portal (with its CHAP settings), recorded in the store.
-pub async fn refresh_portal(app: &App, p: &api::SendTargetPortal) -> Result<usize, Status> {
+/// SendTargets on one portal with its CHAP settings (`password`: the
+/// portal's CHAP password, if any). Records nothing.
+pub async fn discover(
+    app: &App,
+    p: &api::SendTargetPortal,
+    password: Option<api::SecretString>,
+) -> Result<Vec<DiscoveredTarget>, Status> {
     let mut opts = p.login_options.clone();
-    opts.password = app.store.secrets().passwords.get(&portal_key(&p.address, p.port)).cloned();
+    opts.password = password;
     opts.password_set = false;
     let mo = to_model(&opts)?;
     let st = app.store.state();
     let cfg = session_config(&st.initiator, &app.store.secrets(), &mo, "", None)?;
     let addr = iscsi_initiator::model::Portal::new(p.address.clone(), p.port).to_portal_addr()?;
-    let found = tokio::time::timeout(Duration::from_secs(30), send_targets(&addr, cfg))
+    tokio::time::timeout(Duration::from_secs(30), send_targets(&addr, cfg))
         .await
         .map_err(|_| Status::new(IsdscCode::ConnectionFailed, format!("SendTargets on {} timed out", p.portal())))?
-        .map_err(Status::from)?;
+        .map_err(Status::from)
+}
+
+/// SendTargets on one stored portal (with its stored CHAP password),
+/// recorded in the store.
+pub async fn refresh_portal(app: &App, p: &api::SendTargetPortal) -> Result<usize, Status> {
+    let password = app.store.secrets().passwords.get(&portal_key(&p.address, p.port)).cloned();
+    let found = discover(app, p, password).await?;
     let n = found.len();
     let from = p.portal();
     app.store
@@ -207,8 +219,9 @@ pub async fn login(
         }
         Err(e) => {
             if r.persistent {
-                // Stored all the same: the supervisor keeps trying.
-                app.logins.spawn(&app, key, None);
+                // Stored all the same, as Windows does: say so, and what happens next.
+                let next = app.logins.first_login_failed(&app, key, &e);
+                return Err(Status::new(e.code, format!("{}; {next}", e.message)).into());
             }
             Err(e.into())
         }
