@@ -65,9 +65,27 @@ impl Service {
         let dir = std::env::temp_dir().join(format!("rsiscsi-cli-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        Service::start_in(dir)
+    }
+
+    /// A daemon on `dir` as it is: state in `dir/state`, the host's
+    /// system-wide config in `dir/etc` (never the real /etc/rsiscsi).
+    fn start_in(dir: PathBuf) -> Service {
         let mut s = Service { dir, child: None, starts: 0 };
         s.spawn();
         s
+    }
+
+    /// SIGTERM, and wait for the exit.
+    fn stop(&mut self) {
+        let mut c = self.child.take().unwrap();
+        let pid = i32::try_from(c.id()).unwrap();
+        assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+        let t0 = Instant::now();
+        while c.try_wait().unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn socket(&self) -> PathBuf {
@@ -78,6 +96,7 @@ impl Service {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
         let child = Command::new(rsiscsid_bin())
+            .env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
             .arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")
@@ -166,6 +185,13 @@ fn run_cli(socket: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output
         cmd.arg("--socket").arg(s);
     }
     cmd.args(args).env_remove("RSISCSI_SOCKET").env_remove("RSISCSI_CHAP_SECRET");
+    // Never the real /etc/rsiscsi, service state or ~/.config (a test that
+    // looks at them gives its own through `env`).
+    let home = std::env::temp_dir().join(format!("rsiscsi-cli-home-{}", std::process::id()));
+    cmd.env("RSISCSI_SYSTEM_CONFIG_DIR", home.join("etc"))
+        .env("RSISCSI_STATE_DIR", home.join("state"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env_remove("RSISCSI_CONFIG_DIR");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -502,13 +528,14 @@ fn bad_input() {
 fn chap_secret_is_sent_never_shown() {
     let svc = Service::start("chap");
     let secret = "NeverShown-4711";
-    // A portal nothing listens on: added all the same, its SendTargets failure said.
+    // A portal nothing listens on, kept (--keep) although its SendTargets failed.
     let o = run_cli(
         Some(&svc.socket()),
         &[
             "portal",
             "add",
             "127.0.0.1:1",
+            "--keep",
             "--chap-user",
             "someone",
             "--security-flags",
@@ -518,9 +545,10 @@ fn chap_secret_is_sent_never_shown() {
         ],
         &[("RSISCSI_CHAP_SECRET", secret)],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the portal was kept (--keep)"), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout.clone()).unwrap();
-    assert!(out.starts_with("portal 127.0.0.1:1 added\nSendTargets on it failed: "), "{out}");
+    assert_eq!(out, "portal 127.0.0.1:1 added\n");
     let list = svc.ok(&["portal", "list"]);
     assert_eq!(
         list,
@@ -613,6 +641,9 @@ fn initiator_identity_and_secret() {
     assert!(set.contains("node name    iqn.2026-11.rs.rsiscsi:cli-test\nalias        rig 7\n"), "{set}");
     let j = svc.json(&["initiator", "show"]);
     assert_eq!(j["node_name"], "iqn.2026-11.rs.rsiscsi:cli-test");
+    // The host's system-wide name follows the service's.
+    let file = std::fs::read_to_string(svc.dir.join("etc/initiatorname")).unwrap();
+    assert!(file.contains("\nInitiatorName=iqn.2026-11.rs.rsiscsi:cli-test\n"), "{file}");
 
     let bad = svc.rsiscsi(&["initiator", "set", "--name", "iqn.x"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
@@ -637,4 +668,246 @@ fn initiator_identity_and_secret() {
     let j = svc.json(&["initiator", "show"]);
     assert_eq!(j["chap_secret_set"], true);
     assert!(!j.to_string().contains(secret));
+}
+
+/// The environment of a one-shot command on a "host" rooted at `dir`: the
+/// service's socket and state there, the system-wide config in `dir/etc`,
+/// the per-user config in `dir/xdg`.
+fn host_env(dir: &Path) -> Vec<(String, String)> {
+    let p = |sub: &str| dir.join(sub).display().to_string();
+    vec![
+        ("RSISCSI_SOCKET".into(), p("rsiscsid.sock")),
+        ("RSISCSI_SYSTEM_CONFIG_DIR".into(), p("etc")),
+        ("RSISCSI_STATE_DIR".into(), p("state")),
+        ("XDG_CONFIG_HOME".into(), p("xdg")),
+    ]
+}
+
+fn run_host(dir: &Path, args: &[&str]) -> Output {
+    let env = host_env(dir);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_cli(None, args, &env)
+}
+
+/// The sessions (I_T nexuses) tgt holds on the svc target, by initiator
+/// name, from `tgtadm --op show` (read-only).
+fn tgt_svc_initiators() -> std::collections::BTreeMap<String, usize> {
+    let port = std::env::var("RSISCSI_TGT_CONTROL_PORT").unwrap_or_else(|_| "3260".into());
+    let out = Command::new("tgtadm")
+        .args(["-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target"])
+        .output()
+        .expect("tgtadm runs");
+    assert!(out.status.success(), "tgtadm: {}", String::from_utf8_lossy(&out.stderr));
+    let header = format!(": {}", target());
+    let mut in_svc = false;
+    let mut seen = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("Target ") {
+            in_svc = line.ends_with(&header);
+        } else if let (true, Some(rest)) = (in_svc, line.trim_start().strip_prefix("Initiator: ")) {
+            *seen.entry(rest.split_whitespace().next().unwrap_or_default().to_string()).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+/// Runs a one-shot `rsiscsi bench` (3 s of reads) on the svc target from
+/// the host at `dir`, watching tgt meanwhile: the most sessions seen at
+/// once for each initiator name.
+fn one_shot_on_svc(dir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let url = format!("iscsi://{PORTAL}/{}/{LUN}", target());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rsiscsi"));
+    cmd.args(["bench", "--time", "3", "--warmup", "0", "--size", "1M", "--bs", "4k", "--iodepth", "1", &url])
+        .env_remove("RSISCSI_CONFIG_DIR")
+        .env_remove("RSISCSI_CHAP_SECRET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in host_env(dir) {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut most = std::collections::BTreeMap::new();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "bench did not end");
+        for (name, n) in tgt_svc_initiators() {
+            let m = most.entry(name).or_insert(0);
+            *m = (*m).max(n);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "bench: {}", String::from_utf8_lossy(&out.stderr));
+    most
+}
+
+/// One initiator name per host: a fresh host's one-shot command creates the
+/// system-wide name; the service started there takes it; with the service
+/// up a one-shot command asks it (even when the system-wide file says
+/// otherwise), with it down reads its state. tgt sees the same name for the
+/// one-shot sessions and the service's.
+#[test]
+fn one_initiator_name_for_one_shot_commands_and_the_service() {
+    let dir = std::env::temp_dir().join(format!("rsiscsi-cli-identity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("rsiscsid.sock");
+    let no_service = format!("service      not running (no rsiscsid at {})\n", sock.display());
+
+    // A fresh host, no service: the name is created in the system-wide file.
+    let o = run_host(&dir, &["initiator", "show"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let file = dir.join("etc/initiatorname");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let name = text.lines().find_map(|l| l.strip_prefix("InitiatorName=")).unwrap().to_string();
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!("node name    {name}\nsource       {} (system-wide, created now)\n{no_service}", file.display())
+    );
+    assert!(!dir.join("xdg/rsiscsi/initiatorname").exists(), "a per-user name was created too");
+    let o = run_host(&dir, &["initiator", "show", "--json"]);
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((j["node_name"].as_str(), j["source"].as_str()), (Some(name.as_str()), Some("system")));
+    assert_eq!(j["service_running"], false);
+    assert_eq!(one_shot_on_svc(&dir).get(&name), Some(&1), "tgt did not see {name} for the one-shot command");
+
+    // The service started on this host takes that name.
+    let mut svc = Service::start_in(dir.clone());
+    assert!(svc.ok(&["initiator", "show"]).starts_with(&format!("node name    {name}\n")));
+    let login = svc.ok(&["target", "login", &target(), "--portal", PORTAL]);
+    let sid = login.lines().next().unwrap().strip_prefix("session ").unwrap().to_string();
+    assert_eq!(tgt_svc_initiators().get(&name), Some(&1), "tgt did not see {name} for the service's session");
+
+    // With the service up, a one-shot command logs in under its name even
+    // when the system-wide file says another.
+    let other = format!("iqn.2024-01.lab.test:other-{}", std::process::id());
+    std::fs::write(&file, format!("InitiatorName={other}\n")).unwrap();
+    let seen = one_shot_on_svc(&dir);
+    assert_eq!(seen.get(&name), Some(&2), "the service's session and the one-shot's under {name}: {seen:?}");
+    assert!(!seen.contains_key(&other), "{seen:?}");
+    svc.ok(&["session", "logout", &sid]);
+
+    // The service down: its state file gives the name.
+    svc.stop();
+    let o = run_host(&dir, &["initiator", "show"]);
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!(
+            "node name    {name}\nsource       {} (rsiscsid's state)\n{no_service}",
+            dir.join("state/state.json").display()
+        )
+    );
+    // A restarted service puts its name back in the system-wide file.
+    svc.spawn();
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&format!("\nInitiatorName={name}\n")));
+}
+
+/// A failed `target login --persistent` stays stored, as on Windows (the
+/// login is stored before it is tried), and the error says so, whether it
+/// is retried, and the command that removes it; one refused before it was
+/// stored says that. The secret is never printed.
+#[test]
+fn failed_persistent_login_says_it_is_stored_and_how_to_remove_it() {
+    let svc = Service::start("persistfail");
+    let iqn = common::var("RSISCSI_TGT_IQN_CHAP");
+    let user = common::var("RSISCSI_CHAP_USER");
+    let secret = common::var("RSISCSI_CHAP_SECRET");
+    svc.ok(&["portal", "add", PORTAL]);
+    let wrong = "WrongSecret-123";
+    let o = run_cli(
+        Some(&svc.socket()),
+        &["target", "login", &iqn, "--persistent", "--chap-user", &user],
+        &[("RSISCSI_CHAP_SECRET", wrong)],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.starts_with(&format!("rsiscsi: error: login to {iqn} failed: authentication failed")), "{e}");
+    assert!(
+        e.ends_with(&format!(
+            "; the persistent login stays stored, not retried until rsiscsid restarts (ISDSC_AUTHENTICATION_FAILURE, 0xEFFF0009); remove it with `rsiscsi persistent remove {iqn} --portal {PORTAL}`\n"
+        )),
+        "{e}"
+    );
+    assert!(!e.contains(wrong) && !e.contains(&secret));
+    // Failed, and not retried: still so a few seconds later, with no session.
+    std::thread::sleep(Duration::from_millis(2500));
+    let l = svc.json(&["persistent", "list"]);
+    assert_eq!(l["persistent_logins"][0]["state"], "failed", "{l}");
+    assert!(l["persistent_logins"][0]["last_error"].as_str().unwrap().contains("authentication failed"), "{l}");
+    assert_eq!(svc.json(&["session", "list"])["sessions"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        svc.ok(&["persistent", "remove", &iqn, "--portal", PORTAL]),
+        format!("persistent login of {iqn} at {PORTAL} removed\n")
+    );
+
+    // A portal nothing listens on: stored and retried.
+    let nobody = "iqn.2024-01.lab.test:nobody";
+    let o = svc.rsiscsi(&["target", "login", nobody, "--portal", "127.0.0.1:9", "--persistent"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).ends_with(&format!(
+            "; the persistent login stays stored and is retried every 1 s, doubling to 30 s (ISDSC_CONNECTION_FAILED, 0xEFFF0003); remove it with `rsiscsi persistent remove {nobody} --portal 127.0.0.1:9`\n"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(svc.json(&["persistent", "list"])["persistent_logins"][0]["state"], "retrying");
+    svc.ok(&["persistent", "remove", nobody, "--portal", "127.0.0.1:9"]);
+
+    // Refused before it was stored.
+    let o = svc.rsiscsi(&["target", "login", "iqn.2024-01.lab.test:undiscovered", "--persistent"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).ends_with("(ISDSC_NO_PORTAL_SPECIFIED, 0xEFFF003C); the persistent login was not stored\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        svc.ok(&["persistent", "list"]),
+        "no persistent logins (`rsiscsi target login IQN --persistent` adds one)\n"
+    );
+}
+
+/// `portal add` on a portal whose SendTargets fails: not added and exit 1
+/// (Windows' AddTargetPortal); with --keep added, still exit 1, and said
+/// so. A good portal is added with exit 0.
+#[test]
+fn portal_add_fails_when_send_targets_fails_unless_kept() {
+    let svc = Service::start("portaladd");
+    let dead = "127.0.0.1:9";
+    let cause = "SendTargets on 127.0.0.1:9 failed: cannot connect to 127.0.0.1:9: Connection refused (os error 111)";
+    let o = svc.rsiscsi(&["portal", "add", dead]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "rsiscsi: error: {cause}; the portal was not added (ISDSC_CONNECTION_FAILED, 0xEFFF0003); with --keep it is added anyway and tried again at each `rsiscsi target refresh`\n"
+        )
+    );
+    assert_eq!(svc.ok(&["portal", "list"]), "no portals (add one with `rsiscsi portal add HOST[:PORT]`)\n");
+    let o = svc.rsiscsi(&["portal", "add", dead, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["name"], "ISDSC_CONNECTION_FAILED");
+
+    let o = svc.rsiscsi(&["portal", "add", dead, "--keep"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "portal 127.0.0.1:9 added\n");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "rsiscsi: error: {} (ISDSC_CONNECTION_FAILED, 0xEFFF0003); the portal was kept (--keep) and is tried again at each `rsiscsi target refresh`\n",
+            cause
+        )
+    );
+    assert!(svc.ok(&["portal", "list"]).contains("\n127.0.0.1:9  "));
+    let o = svc.rsiscsi(&["target", "refresh"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("127.0.0.1:9: "), "{}", stderr(&o));
+    svc.ok(&["portal", "remove", dead]);
+
+    let out = svc.ok(&["portal", "add", PORTAL]);
+    assert!(out.starts_with("portal 127.0.0.1:3260 added\n") && out.contains(" target(s) discovered"), "{out}");
+    assert_eq!(svc.json(&["portal", "list"])["portals"].as_array().unwrap().len(), 1);
 }
