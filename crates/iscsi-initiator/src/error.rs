@@ -25,7 +25,7 @@ impl LoginStatus {
             (1, _) => "target redirected",
             (2, 0) => "initiator error",
             (2, 1) => "authentication failed",
-            (2, 2) => "authorization failed (initiator not allowed to access this target)",
+            (2, 2) => "authorization failed",
             (2, 3) => "target not found",
             (2, 4) => "target removed",
             (2, 5) => "unsupported iSCSI version",
@@ -45,9 +45,26 @@ impl LoginStatus {
     }
 }
 
+impl LoginStatus {
+    /// What to do about this status, where there is something to say.
+    fn advice(&self) -> Option<&'static str> {
+        match (self.class, self.detail) {
+            (2, 1) => Some("check the CHAP user and secret"),
+            (2, 2) => Some("the target does not allow this initiator name"),
+            _ => None,
+        }
+    }
+}
+
+/// The words, then the codes: `authentication failed: check the CHAP user
+/// and secret (status class 0x02, detail 0x01)`.
 impl fmt::Display for LoginStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (status class 0x{:02x}, detail 0x{:02x})", self.description(), self.class, self.detail)
+        f.write_str(self.description())?;
+        if let Some(advice) = self.advice() {
+            write!(f, ": {advice}")?;
+        }
+        write!(f, " (status class 0x{:02x}, detail 0x{:02x})", self.class, self.detail)
     }
 }
 
@@ -249,6 +266,26 @@ mod tests {
         assert_eq!(Error::ConnectTimeout("h".into()).class(), ErrorClass::Unreachable);
         assert_eq!(Error::InvalidAddress("h".into()).class(), ErrorClass::Other);
         assert_eq!(Error::SessionClosed.class(), ErrorClass::Other);
+    }
+
+    #[test]
+    fn authentication_and_authorization_failures_say_what_to_check() {
+        let login =
+            |detail| Error::Login { target: "iqn.2024-01.x:t".into(), status: LoginStatus { class: 2, detail } };
+        assert_eq!(
+            login(1).to_string(),
+            "login to iqn.2024-01.x:t failed: authentication failed: check the CHAP user and secret \
+             (status class 0x02, detail 0x01)"
+        );
+        assert_eq!(
+            login(2).to_string(),
+            "login to iqn.2024-01.x:t failed: authorization failed: the target does not allow this initiator name \
+             (status class 0x02, detail 0x02)"
+        );
+        assert_eq!(
+            login(3).to_string(),
+            "login to iqn.2024-01.x:t failed: target not found (status class 0x02, detail 0x03)"
+        );
     }
 
     #[test]

@@ -97,7 +97,10 @@ impl Exchange<'_> {
             )
             .await?;
             let Bhs::LoginResponse(h) = resp.bhs else {
-                return Err(Error::protocol(format!("expected a Login Response, got {:?}", resp.bhs.opcode())));
+                return Err(Error::protocol(format!(
+                    "expected a Login Response, got a PDU of opcode 0x{:02x}",
+                    resp.bhs.opcode() as u8
+                )));
             };
             if h.itt != 0 {
                 return Err(Error::protocol("Login Response carries another initiator task tag"));

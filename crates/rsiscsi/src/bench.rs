@@ -391,10 +391,14 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     let (Some(target), Some(lun)) = (url.target.clone(), url.lun) else {
         return Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(&args.url)).into());
     };
+    crate::commands::check_mcs(&args.mcs)?;
     let cfg = session_config(common, Some(&url), &args.session)?;
-    let session = Session::login(&url.portal, Some(&target), cfg).await?;
+    let session = crate::commands::open_session(&url.portal, Some(&target), cfg).await?;
     crate::commands::grow(&session, &url, &args.mcs).await?;
-    let result = measure(&session, lun, args, time, warmup).await;
+    let result = match crate::commands::check_disk(&session, &target, lun).await {
+        Ok(()) => measure(&session, lun, args, time, warmup).await,
+        Err(err) => Err(err),
+    };
     crate::commands::logout(&session).await;
     let (report, first_error) = result?;
     let text = if args.json {

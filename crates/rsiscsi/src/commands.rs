@@ -51,7 +51,16 @@ pub fn exit_status(class: ErrorClass) -> u8 {
 #[derive(Debug)]
 pub enum CmdError {
     Init(InitError),
-    Failed { message: String, class: ErrorClass },
+    Failed {
+        message: String,
+        class: ErrorClass,
+    },
+    /// A signal stopped the command; `status` is 128 + its number, as a
+    /// shell reports a process the signal killed.
+    Interrupted {
+        message: String,
+        status: u8,
+    },
 }
 
 impl CmdError {
@@ -59,11 +68,15 @@ impl CmdError {
         match self {
             CmdError::Init(e) => e.class(),
             CmdError::Failed { class, .. } => *class,
+            CmdError::Interrupted { .. } => ErrorClass::Other,
         }
     }
 
     pub fn exit_status(&self) -> u8 {
-        exit_status(self.class())
+        match self {
+            CmdError::Interrupted { status, .. } => *status,
+            _ => exit_status(self.class()),
+        }
     }
 
     /// The same failure, its line prefixed with what was being done.
@@ -76,7 +89,7 @@ impl fmt::Display for CmdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CmdError::Init(e) => e.fmt(f),
-            CmdError::Failed { message, .. } => f.write_str(message),
+            CmdError::Failed { message, .. } | CmdError::Interrupted { message, .. } => f.write_str(message),
         }
     }
 }
@@ -89,8 +102,10 @@ impl From<InitError> for CmdError {
 
 /// A management-model status: growing a session (`add_connection`).
 impl From<Status> for CmdError {
+    /// The words first, the code at the end, as the service's errors show it.
     fn from(st: Status) -> Self {
-        CmdError::Failed { class: status_class(st.code), message: st.to_string() }
+        let message = format!("{} ({}, 0x{:08X})", st.message, st.code.name(), st.code.as_u32());
+        CmdError::Failed { class: status_class(st.code), message }
     }
 }
 
@@ -169,6 +184,8 @@ pub async fn run(cli: Cli) -> CmdResult {
         | Command::Session { .. }
         | Command::Persistent { .. }
         | Command::Initiator { .. } => Err("a service command reached the one-shot runner".into()),
+        // main.rs prints these without a session.
+        Command::Completions { .. } => Err("a completions command reached the one-shot runner".into()),
     }
 }
 
@@ -274,7 +291,8 @@ struct PortalJson {
 async fn discover(common: &Common, portal: &str, json: bool, session: &SessionArgs) -> CmdResult {
     let addr: PortalAddr = crate::url::parse_portal(portal).map_err(|err| err.to_string())?;
     let cfg = session_config(common, None, session)?;
-    let targets = send_targets(&addr, cfg).await.map_err(e)?;
+    let who = LoginWho::new(&addr, &cfg);
+    let targets = send_targets(&addr, cfg).await.map_err(|err| who.explain(err))?;
     let rows: Vec<PortalJson> = targets
         .iter()
         .flat_map(|t| {
@@ -299,45 +317,160 @@ async fn discover(common: &Common, portal: &str, json: bool, session: &SessionAr
 }
 
 async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
-    let s = Session::login(&url.portal, Some(target), cfg).await?;
+    check_mcs(mcs)?;
+    let s = open_session(&url.portal, Some(target), cfg).await?;
     grow(&s, url, mcs).await?;
     Ok(s)
+}
+
+/// What a failed login is explained with: who we were and whether CHAP
+/// was given.
+pub(crate) struct LoginWho {
+    initiator: String,
+    chap: bool,
+    portal: String,
+}
+
+impl LoginWho {
+    pub(crate) fn new(portal: &PortalAddr, cfg: &SessionConfig) -> Self {
+        LoginWho { initiator: cfg.initiator_name.clone(), chap: cfg.chap.is_some(), portal: portal.to_string() }
+    }
+
+    /// A login failure in the user's terms: which option to look at for a
+    /// refused CHAP login, which initiator name a target does not allow,
+    /// and a port that does not speak iSCSI. The status codes stay at the
+    /// end; the class (the exit status) is the initiator error's.
+    pub(crate) fn explain(&self, err: InitError) -> CmdError {
+        let class = err.class();
+        let message = match &err {
+            InitError::Login { target, status } if (status.class, status.detail) == (2, 1) => {
+                let what = if self.chap {
+                    "check the CHAP user and secret (--chap-user, RSISCSI_CHAP_SECRET or --chap-secret-file)"
+                } else {
+                    "the target requires CHAP: give --chap-user, and the secret in RSISCSI_CHAP_SECRET or \
+                     --chap-secret-file"
+                };
+                format!("login to {target} failed: authentication failed: {what} (status class 0x02, detail 0x01)")
+            }
+            InitError::Login { target, status } if (status.class, status.detail) == (2, 2) => format!(
+                "login to {target} failed: authorization failed: the target does not allow initiator {}; allow it \
+                 on the target or log in as another with --initiator-name (status class 0x02, detail 0x02)",
+                self.initiator
+            ),
+            InitError::Pdu(_) => format!(
+                "{} did not answer the login as an iSCSI target does (is it the target's iSCSI port?): {err}",
+                self.portal
+            ),
+            _ => return CmdError::Init(err),
+        };
+        CmdError::Failed { message, class }
+    }
+}
+
+/// `Session::login`, a failure explained by [`LoginWho::explain`].
+pub(crate) async fn open_session(portal: &PortalAddr, target: Option<&str>, cfg: SessionConfig) -> CmdResult<Session> {
+    let who = LoginWho::new(portal, &cfg);
+    Session::login(portal, target, cfg).await.map_err(|err| who.explain(err))
+}
+
+/// `--add-portal` is for the added connections: refused before any login
+/// when there are none.
+pub(crate) fn check_mcs(mcs: &McsArgs) -> CmdResult {
+    if mcs.connections < 2 && !mcs.add_portals.is_empty() {
+        return Err("--add-portal names portals for the added connections: give --connections 2 or more".into());
+    }
+    Ok(())
 }
 
 /// Grows a fresh session to `mcs.connections` connections with
 /// add_connection (any initiator port, no IPsec, the session's own login
 /// settings) and sets its load-balance policy; logs out on failure. The
 /// added connections go to `mcs.add_portals` in turn, or to the URL's portal.
-pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> Result<(), Status> {
-    if mcs.connections < 2 && !mcs.add_portals.is_empty() {
+pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> CmdResult {
+    if let Err(err) = check_mcs(mcs) {
         logout(s).await;
-        return Err(Status::invalid_parameter(
-            "--add-portal names portals for the added connections: give --connections 2 or more",
-        ));
+        return Err(err);
     }
     s.set_load_balance_policy(mcs.policy);
     let own = [url.portal.clone()];
     let portals = if mcs.add_portals.is_empty() { &own[..] } else { &mcs.add_portals[..] };
-    for addr in portals.iter().cycle().take(usize::from(mcs.connections).saturating_sub(1)) {
+    let wanted = usize::from(mcs.connections);
+    for (i, addr) in portals.iter().cycle().take(wanted.saturating_sub(1)).enumerate() {
         let portal = Portal::new(addr.host.clone(), addr.port);
         let added =
             s.add_connection(ISCSI_ANY_INITIATOR_PORT, &portal, SecurityFlags(0), &LoginOptions::default(), &[]).await;
         if let Err(st) = added {
             logout(s).await;
-            return Err(st);
+            let err = CmdError::from(st);
+            return Err(err.context(&format!("connection {} of {wanted} (to {addr}) could not be added", i + 2)));
         }
     }
     Ok(())
 }
 
-/// Checks that the LUN exists before using it, for a clear message.
-async fn check_lun(s: &Session, lun: u64) -> CmdResult {
+/// Checks that the LUN exists before using it, for a clear message;
+/// returns the target's LUNs.
+async fn check_lun(s: &Session, lun: u64) -> CmdResult<Vec<u64>> {
     let luns = s.report_luns().await.map_err(e)?;
     if luns.contains(&lun) {
+        return Ok(luns);
+    }
+    Err(InitError::LunNotFound { lun, available: lun_list(&luns) }.into())
+}
+
+/// `LUN 1`, `LUNs 0, 1`, `no LUNs`.
+fn lun_list(luns: &[u64]) -> String {
+    let list: Vec<String> = luns.iter().map(u64::to_string).collect();
+    match luns.len() {
+        0 => "no LUNs".to_string(),
+        1 => format!("LUN {}", list.join("")),
+        _ => format!("LUNs {}", list.join(", ")),
+    }
+}
+
+/// A direct-access block device (SBC): peripheral qualifier 0 (connected)
+/// and device type 0x00 (SPC-4 §6.6.2).
+fn is_disk(inq: &StandardInquiry) -> bool {
+    inq.peripheral_qualifier == 0 && inq.device_type == 0x00
+}
+
+/// Checks, before any READ CAPACITY, READ or WRITE, that the LUN exists and
+/// is a disk: another device (tgt's LUN 0 is its controller) would answer
+/// them with "invalid command operation code". The message names what the
+/// LUN is and which LUNs of the target are disks.
+pub(crate) async fn check_disk(s: &Session, target: &str, lun: u64) -> CmdResult {
+    let luns = check_lun(s, lun).await?;
+    let inq = s.inquiry(lun).await.map_err(|err| CmdError::from(err).context(&format!("INQUIRY of LUN {lun}")))?;
+    if is_disk(&inq) {
         return Ok(());
     }
-    let list: Vec<String> = luns.iter().map(u64::to_string).collect();
-    Err(InitError::LunNotFound { lun, available: format!("LUNs {}", list.join(", ")) }.into())
+    let mut disks = Vec::new();
+    for other in luns.into_iter().filter(|l| *l != lun) {
+        if s.inquiry(other).await.is_ok_and(|i| is_disk(&i)) {
+            disks.push(other);
+        }
+    }
+    Err(not_a_disk(target, lun, &inq, &disks).into())
+}
+
+/// `LUN 0 of IQN is a storage array controller, not a disk; its disks are LUN 1`.
+fn not_a_disk(target: &str, lun: u64, inq: &StandardInquiry, disks: &[u64]) -> String {
+    let name = inq.device_type_name();
+    let what = match (inq.peripheral_qualifier, inq.device_type) {
+        (0, 0x1f) => "has no device behind it, not a disk".to_string(),
+        (0, _) if name == "reserved" => format!("is a device of type 0x{:02x}, not a disk", inq.device_type),
+        (0, _) => {
+            let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+            format!("is {article} {name}, not a disk")
+        }
+        (q, _) => format!("has no device connected (peripheral qualifier {q}), not a disk"),
+    };
+    let others = if disks.is_empty() {
+        "the target has no disk".to_string()
+    } else {
+        format!("its disks are {}", lun_list(disks))
+    };
+    format!("LUN {lun} of {target} {what}; {others}")
 }
 
 #[derive(Serialize)]
@@ -367,7 +500,13 @@ async fn describe_target(
     session: &SessionArgs,
 ) -> CmdResult<Vec<LunJson>> {
     let cfg = session_config(common, Some(url), session)?;
-    let s = Session::login(&url.portal, Some(&t.name), cfg).await?;
+    let who = LoginWho::new(&url.portal, &cfg);
+    let s = match Session::login(&url.portal, Some(&t.name), cfg).await {
+        Ok(s) => s,
+        // Without a CHAP user a CHAP target is shown as not listed (ls).
+        Err(err) if !who.chap && is_auth(&err) => return Err(err.into()),
+        Err(err) => return Err(who.explain(err)),
+    };
     grow(&s, url, mcs).await?;
     let r = async {
         let mut out = Vec::new();
@@ -393,8 +532,10 @@ async fn describe_target(
 
 async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs, session: &SessionArgs) -> CmdResult {
     let u = parse_url(url)?;
+    check_mcs(mcs)?;
     let cfg = session_config(common, Some(&u), session)?;
-    let targets = send_targets(&u.portal, cfg).await.map_err(e)?;
+    let who = LoginWho::new(&u.portal, &cfg);
+    let targets = send_targets(&u.portal, cfg).await.map_err(|err| who.explain(err))?;
     let mut out = Vec::new();
     let mut failed = Vec::new();
     // The first failure's class is the exit status.
@@ -403,8 +544,13 @@ async fn ls(common: &Common, url: &str, json: bool, mcs: &McsArgs, session: &Ses
         let portals = t.portals.iter().map(ToString::to_string).collect();
         let (luns, error) = match describe_target(common, &u, t, mcs, session).await {
             Ok(l) => (l, None),
+            // Only without a CHAP user (describe_target).
             Err(CmdError::Init(err)) if is_auth(&err) => {
-                (Vec::new(), Some(format!("not listed: {err} (give --chap-user)")))
+                let line = match err {
+                    InitError::ChapRequired => format!("not listed: {err} (give --chap-user)"),
+                    err => format!("not listed: {}", who.explain(err)),
+                };
+                (Vec::new(), Some(line))
             }
             Err(err) => {
                 if failed.is_empty() {
@@ -538,7 +684,7 @@ async fn capacity(common: &Common, url: &str, json: bool, session: &SessionArgs)
     let (u, target, lun) = lun_url(url)?;
     let s = login(&u, &target, session_config(common, Some(&u), session)?, &McsArgs::default()).await?;
     let r = async {
-        check_lun(&s, lun).await?;
+        check_disk(&s, &target, lun).await?;
         s.read_capacity(lun).await.map_err(e)
     }
     .await;
@@ -563,7 +709,7 @@ impl End {
         if spec.starts_with("iscsi://") {
             let (u, target, lun) = lun_url(spec)?;
             let s = login(&u, &target, session_config(common, Some(&u), session)?, mcs).await?;
-            if let Err(err) = check_lun(&s, lun).await {
+            if let Err(err) = check_disk(&s, &target, lun).await {
                 logout(&s).await;
                 return Err(err);
             }
@@ -671,6 +817,50 @@ impl End {
     }
 }
 
+/// SIGINT or SIGTERM, as `cp` listens for them (tokio::signal): the copy
+/// stops, the sessions log out, a destination file `cp` created is removed,
+/// and the exit status is 128 + the signal's number, as a shell shows for a
+/// process the signal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Int,
+    Term,
+}
+
+impl Stop {
+    fn status(self) -> u8 {
+        match self {
+            Stop::Int => 130,
+            Stop::Term => 143,
+        }
+    }
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> CmdResult<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt()).map_err(|err| format!("cannot listen for SIGINT: {err}"))?;
+        let term = signal(SignalKind::terminate()).map_err(|err| format!("cannot listen for SIGTERM: {err}"))?;
+        Ok(Signals { int, term })
+    }
+
+    async fn recv(&mut self) -> Stop {
+        tokio::select! {
+            _ = self.int.recv() => Stop::Int,
+            _ = self.term.recv() => Stop::Term,
+        }
+    }
+}
+
+/// How long an interrupted copy to a LUN waits for SYNCHRONIZE CACHE of
+/// what it wrote, before it logs out.
+const SYNC_AFTER_STOP: Duration = Duration::from_secs(2);
+
 async fn cp(
     common: &Common,
     src: &str,
@@ -680,24 +870,76 @@ async fn cp(
     mcs: &McsArgs,
     session: &SessionArgs,
 ) -> CmdResult {
-    let from = End::open(common, src, false, mcs, session).await?;
+    let mut signals = Signals::listen()?;
+    let before = |stop: Stop| CmdError::Interrupted {
+        message: "interrupted before anything was copied".to_string(),
+        status: stop.status(),
+    };
+    // A login cut short here is dropped: its connections close, and the
+    // target ends a session with its last connection.
+    let from = tokio::select! {
+        r = End::open(common, src, false, mcs, session) => r?,
+        stop = signals.recv() => return Err(before(stop)),
+    };
     // A destination file this command creates is removed again if the copy
-    // fails, so that no partial copy is left looking like a finished one.
+    // fails or is interrupted, so that no partial copy is left looking like
+    // a finished one.
     let created = !dst.starts_with("iscsi://") && !std::path::Path::new(dst).exists();
-    let to = match End::open(common, dst, true, mcs, session).await {
+    let to = tokio::select! {
+        r = End::open(common, dst, true, mcs, session) => r,
+        stop = signals.recv() => Err(before(stop)),
+    };
+    let to = match to {
         Ok(t) => t,
         Err(err) => {
             from.close().await;
             return Err(err);
         }
     };
-    let r = copy(&from, &to, offset, length).await;
-    from.close().await;
-    to.close().await;
+    let r = copy(&from, &to, offset, length, &mut signals).await;
+    if let (Err(CopyError::Stopped { .. }), End::Lun { s, lun, .. }) = (&r, &to) {
+        let _ = tokio::time::timeout(SYNC_AFTER_STOP, s.synchronize_cache(*lun)).await;
+    }
+    // A second signal gives up the logouts.
+    tokio::select! {
+        () = async {
+            from.close().await;
+            to.close().await;
+        } => {}
+        _ = signals.recv() => {}
+    }
     if r.is_err() && created {
         let _ = std::fs::remove_file(dst);
     }
-    let n = r?;
+    let n = match r {
+        Ok(n) => n,
+        Err(CopyError::Failed(err)) => return Err(err),
+        Err(CopyError::Stopped { stop, written, len }) => {
+            let message = match &to {
+                End::Lun { .. } if written == 0 => "interrupted before any byte was written to the LUN".to_string(),
+                End::Lun { .. } => {
+                    let at = offset + written;
+                    match &from {
+                        End::Lun { .. } => {
+                            let rest =
+                                if length.is_some() { format!(" --length {}", len - written) } else { String::new() };
+                            format!(
+                                "interrupted: the LUN was written up to byte {at} (resume with --offset {at}{rest})"
+                            )
+                        }
+                        End::File(_, name) => {
+                            format!(
+                                "interrupted: the LUN was written up to byte {at}, with the first {written} bytes of {name}"
+                            )
+                        }
+                    }
+                }
+                End::File(_, name) if created => format!("interrupted: the partial copy {name} was removed"),
+                End::File(_, name) => format!("interrupted: {name} was written up to byte {written}"),
+            };
+            return Err(CmdError::Interrupted { message, status: stop.status() });
+        }
+    };
     if !std::io::stderr().is_terminal() {
         return Ok(());
     }
@@ -705,7 +947,40 @@ async fn cp(
     Ok(())
 }
 
-async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResult<u64> {
+/// Why a copy ended early.
+enum CopyError {
+    Failed(CmdError),
+    /// A signal: every byte below `written` (from the start of the range)
+    /// is known to be written; `len` is the range's length.
+    Stopped {
+        stop: Stop,
+        written: u64,
+        len: u64,
+    },
+}
+
+impl From<CmdError> for CopyError {
+    fn from(e: CmdError) -> Self {
+        CopyError::Failed(e)
+    }
+}
+
+impl From<String> for CopyError {
+    fn from(message: String) -> Self {
+        CopyError::Failed(message.into())
+    }
+}
+
+impl From<&str> for CopyError {
+    fn from(message: &str) -> Self {
+        CopyError::Failed(message.into())
+    }
+}
+
+/// Copies with [`DEPTH`] chunks in flight. They complete in any order, so
+/// what is known to be written is everything below the lowest chunk not
+/// yet complete; a signal stops the copy there.
+async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &mut Signals) -> Result<u64, CopyError> {
     for end in [from, to] {
         if let End::Lun { cap, .. } = end {
             if !offset.is_multiple_of(u64::from(cap.block_size)) {
@@ -761,30 +1036,43 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>) -> CmdResu
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut set: JoinSet<CmdResult<u64>> = JoinSet::new();
+    let mut set: JoinSet<CmdResult<(u64, u64)>> = JoinSet::new();
+    // Starts of the chunks in flight (relative to the range).
+    let mut pending = std::collections::BTreeSet::new();
     let mut pos = 0;
     let mut done = 0u64;
     while pos < len || !set.is_empty() {
         while pos < len && set.len() < DEPTH {
             let n = CHUNK.min(len - pos);
             let (from, to) = (from.clone(), to.clone());
-            let (sp, dp) = (src_base + pos, dst_base + pos);
+            let (at, sp, dp) = (pos, src_base + pos, dst_base + pos);
             set.spawn(async move {
                 let data = from.read(sp, n).await?;
                 to.write(dp, data).await?;
-                Ok(n)
+                Ok((at, n))
             });
+            pending.insert(pos);
             pos += n;
         }
-        match set.join_next().await {
-            Some(Ok(Ok(n))) => {
+        let next = tokio::select! {
+            next = set.join_next() => next,
+            stop = signals.recv() => {
+                set.abort_all();
+                bar.abandon();
+                let written = pending.first().copied().unwrap_or(pos);
+                return Err(CopyError::Stopped { stop, written, len });
+            }
+        };
+        match next {
+            Some(Ok(Ok((at, n)))) => {
+                pending.remove(&at);
                 done += n;
                 bar.inc(n);
             }
             Some(Ok(Err(err))) => {
                 set.abort_all();
                 bar.abandon();
-                return Err(err);
+                return Err(err.into());
             }
             Some(Err(err)) => {
                 set.abort_all();
@@ -873,6 +1161,79 @@ mod tests {
             let class = e.class();
             assert_eq!(status_class(Status::from(e).code), class);
         }
+    }
+
+    fn inq(peripheral_qualifier: u8, device_type: u8) -> StandardInquiry {
+        StandardInquiry {
+            peripheral_qualifier,
+            device_type,
+            removable: false,
+            version: 5,
+            vendor: "IET".into(),
+            product: "Controller".into(),
+            revision: "0001".into(),
+        }
+    }
+
+    #[test]
+    fn a_lun_that_is_not_a_disk_is_named_with_the_disks_of_its_target() {
+        let t = "iqn.2024-01.lab.tgt:ram1";
+        assert!(is_disk(&inq(0, 0)) && !is_disk(&inq(0, 0x0c)) && !is_disk(&inq(1, 0)));
+        assert_eq!(
+            not_a_disk(t, 0, &inq(0, 0x0c), &[1]),
+            "LUN 0 of iqn.2024-01.lab.tgt:ram1 is a storage array controller, not a disk; its disks are LUN 1"
+        );
+        assert_eq!(
+            not_a_disk(t, 2, &inq(0, 0x0d), &[0, 1]),
+            "LUN 2 of iqn.2024-01.lab.tgt:ram1 is an enclosure services, not a disk; its disks are LUNs 0, 1"
+        );
+        assert_eq!(
+            not_a_disk(t, 0, &inq(0, 0x05), &[]),
+            "LUN 0 of iqn.2024-01.lab.tgt:ram1 is a cd/dvd, not a disk; the target has no disk"
+        );
+        assert!(not_a_disk(t, 0, &inq(0, 0x15), &[1]).contains("is a device of type 0x15, not a disk"));
+        assert!(not_a_disk(t, 0, &inq(3, 0x1f), &[1]).contains("has no device connected (peripheral qualifier 3)"));
+        assert_eq!(lun_list(&[]), "no LUNs");
+        assert_eq!(lun_list(&[0]), "LUN 0");
+        assert_eq!(lun_list(&[0, 1, 7]), "LUNs 0, 1, 7");
+    }
+
+    #[test]
+    fn login_failures_say_what_to_do_and_keep_codes_and_class() {
+        let who = |chap| LoginWho { initiator: "iqn.2026-11.rs.rsiscsi:me".into(), chap, portal: "h:3260".into() };
+        let login =
+            |detail| InitError::Login { target: "iqn.2024-01.x:t".into(), status: LoginStatus { class: 2, detail } };
+        let e = who(true).explain(login(1));
+        assert_eq!(
+            e.to_string(),
+            "login to iqn.2024-01.x:t failed: authentication failed: check the CHAP user and secret (--chap-user, \
+             RSISCSI_CHAP_SECRET or --chap-secret-file) (status class 0x02, detail 0x01)"
+        );
+        assert_eq!(e.exit_status(), EXIT_AUTHENTICATION);
+        let e = who(false).explain(login(1));
+        assert!(e.to_string().contains("the target requires CHAP: give --chap-user"), "{e}");
+        let e = who(false).explain(login(2));
+        assert_eq!(
+            e.to_string(),
+            "login to iqn.2024-01.x:t failed: authorization failed: the target does not allow initiator \
+             iqn.2026-11.rs.rsiscsi:me; allow it on the target or log in as another with --initiator-name \
+             (status class 0x02, detail 0x02)"
+        );
+        assert_eq!(e.exit_status(), EXIT_AUTHENTICATION);
+        let e = who(false).explain(login(3));
+        assert!(matches!(e, CmdError::Init(_)), "{e}");
+        let pdu = iscsi_proto::pdu::PduError::UnknownOpcode(0x1c);
+        let e = who(false).explain(InitError::Pdu(pdu));
+        assert!(e.to_string().starts_with("h:3260 did not answer the login as an iSCSI target does"), "{e}");
+        assert_eq!(e.exit_status(), EXIT_REFUSED);
+    }
+
+    #[test]
+    fn an_interruption_exits_with_128_plus_the_signal() {
+        assert_eq!(Stop::Int.status(), 130);
+        assert_eq!(Stop::Term.status(), 143);
+        let e = CmdError::Interrupted { message: "interrupted".into(), status: Stop::Term.status() };
+        assert_eq!(e.exit_status(), 143);
     }
 
     #[test]

@@ -1032,7 +1032,12 @@ impl Inner {
             }
             Bhs::AsyncMessage(h) => on_async(self, cid, h)?,
             Bhs::Reject(h) => on_reject(st, h, &data)?,
-            other => return Err(Error::protocol(format!("unexpected {:?} in full feature phase", other.opcode()))),
+            other => {
+                return Err(Error::protocol(format!(
+                    "unexpected PDU of opcode 0x{:02x} in full feature phase",
+                    other.opcode() as u8
+                )));
+            }
         }
         st.drain_queue();
         Ok(())
