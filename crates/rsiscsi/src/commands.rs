@@ -357,8 +357,12 @@ impl LoginWho {
                  on the target or log in as another with --initiator-name (status class 0x02, detail 0x02)",
                 self.initiator
             ),
-            InitError::Pdu(_) => format!(
+            InitError::Pdu(_) | InitError::Timeout(_) => format!(
                 "{} did not answer the login as an iSCSI target does (is it the target's iSCSI port?): {err}",
+                self.portal
+            ),
+            InitError::Io(_) | InitError::ConnectionLost(_) => format!(
+                "{} closed the connection during the login (is it the target's iSCSI port?): {err}",
                 self.portal
             ),
             _ => return CmdError::Init(err),

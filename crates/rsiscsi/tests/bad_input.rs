@@ -177,13 +177,15 @@ fn malformed_command_lines_are_refused_with_one_clear_line() {
         case(
             "--add-portal without --connections",
             &["cp", "--add-portal", "[::1]", &good, s(&out)],
-            &["--add-portal", "--connections 2"],
+            &["rsiscsi: error: --add-portal names portals for the added connections: give --connections 2 or more\n"],
         )
-        .creates_nothing_at(&out),
+        .creates_nothing_at(&out)
+        .exits(1),
         case(
             "--add-portal nobody listens on",
             &["cp", "--connections", "2", "--add-portal", "127.0.0.1:9", &good, s(&out)],
-            &["ISDSC_CONNECTION_FAILED", "127.0.0.1:9"],
+            &["rsiscsi: error: connection 2 of 2 (to 127.0.0.1:9) could not be added: cannot connect to 127.0.0.1:9: \
+               Connection refused (os error 111) (ISDSC_CONNECTION_FAILED, 0xEFFF0003)\n"],
         )
         .creates_nothing_at(&out)
         .exits(6),
@@ -289,8 +291,44 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
     let long_env = "s".repeat(300);
     let empty_in_url = chap_url.replacen("iscsi://", &format!("iscsi://{chap_user}%@"), 1);
 
+    let tgt_iqn = var("RSISCSI_TGT_IQN_RAM1");
+    let lun0 = format!("iscsi://{}/{tgt_iqn}/0", var("RSISCSI_TGT_PORTAL"));
+    let not_a_disk =
+        format!("rsiscsi: error: LUN 0 of {tgt_iqn} is a storage array controller, not a disk; its disks are LUN 1\n");
+    let istgt_lun3 = format!("iscsi://{}/{}/3", var("RSISCSI_ISTGT_PORTAL"), var("RSISCSI_ISTGT_IQN_RAM1"));
+    let chap_iqn = var("RSISCSI_TGT_IQN_CHAP");
+    let wrong_secret = format!(
+        "rsiscsi: error: login to {chap_iqn} failed: authentication failed: check the CHAP user and secret \
+         (--chap-user, RSISCSI_CHAP_SECRET or --chap-secret-file) (status class 0x02, detail 0x01)\n"
+    );
+    let no_chap_user = format!(
+        "rsiscsi: error: login to {chap_iqn} failed: authentication failed: the target requires CHAP: give \
+         --chap-user, and the secret in RSISCSI_CHAP_SECRET or --chap-secret-file (status class 0x02, detail 0x01)\n"
+    );
+    let (not_a_disk, wrong_secret, no_chap_user) =
+        ([not_a_disk.as_str()], [wrong_secret.as_str()], [no_chap_user.as_str()]);
+
     let mut cases = vec![
         case("LUN not on the target", &["capacity", &lun7], &["LUN 7 does not exist", "0, 1"]),
+        case(
+            "LUN not on a target of one LUN",
+            &["capacity", &istgt_lun3],
+            &["rsiscsi: error: LUN 3 does not exist (the target reports LUN 0)\n"],
+        )
+        .exits(1),
+        case(
+            "bench: LUN not on the target",
+            &["bench", &lun7],
+            &["LUN 7 does not exist (the target reports LUNs 0, 1)"],
+        )
+        .exits(1),
+        case("LUN that is not a disk (cp to it)", &["cp", s(&small), &lun0], &not_a_disk).exits(1),
+        case("LUN that is not a disk (cp from it)", &["cp", &lun0, s(&out)], &not_a_disk)
+            .creates_nothing_at(&out)
+            .exits(1),
+        case("LUN that is not a disk (capacity)", &["capacity", &lun0], &not_a_disk).exits(1),
+        case("LUN that is not a disk (bench)", &["bench", "--rw", "write", &lun0], &not_a_disk).exits(1),
+        case("CHAP target without a CHAP user (tgt)", &["capacity", &chap_url], &no_chap_user).exits(4),
         case("LUN not on the target (cp)", &["cp", &lun7, s(&out)], &["LUN 7 does not exist"]).creates_nothing_at(&out),
         case("target not on the portal", &["capacity", &lun_url.replace("ram1", "nosuch")], &["target not found"]),
         case("zero length", &["cp", "--length", "0", &lun_url, s(&out)], &["--length 0", "nothing to copy"])
@@ -391,8 +429,9 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
         )
         .env("RSISCSI_CHAP_SECRET", &long_env),
         case("empty secret in URL", &["capacity", &empty_in_url], &["secret from the URL is empty"]),
-        case("wrong secret", &["--chap-user", &chap_user, "capacity", &chap_url], &["authentication failed"])
-            .env("RSISCSI_CHAP_SECRET", "wrongsecret99"),
+        case("wrong secret", &["--chap-user", &chap_user, "capacity", &chap_url], &wrong_secret)
+            .env("RSISCSI_CHAP_SECRET", "wrongsecret99")
+            .exits(4),
     ];
     match unreadable(d) {
         Some(p) => {
@@ -417,4 +456,84 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
     }
     let after = last_mib(d, &lun_url, "after.bin");
     assert!(before == after, "a refused command changed the last MiB of the LUN");
+}
+
+/// A one-connection stand-in for a target on a free loopback port: reads
+/// the first Login Request and answers `reply` (closes the connection when
+/// it is empty); returns the port.
+fn fake_target(reply: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else { return };
+        let mut bhs = [0u8; 48];
+        if conn.read_exact(&mut bhs).is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]) as usize;
+        let mut data = vec![0u8; len.div_ceil(4) * 4];
+        if conn.read_exact(&mut data).is_err() {
+            return;
+        }
+        if reply.is_empty() {
+            // Closed at once, unanswered.
+            return;
+        }
+        let _ = conn.write_all(&reply);
+        // Until the initiator closes.
+        let _ = conn.read_to_end(&mut Vec::new());
+    });
+    port
+}
+
+/// A Login Response with status `class`/`detail` (RFC 7143 §11.13.5).
+fn login_response(class: u8, detail: u8) -> Vec<u8> {
+    use iscsi_proto::pdu::{FrameConfig, LoginResponse, Pdu, encode_pdu};
+    let rsp = LoginResponse { status_class: class, status_detail: detail, ..LoginResponse::default() };
+    let mut out = bytes::BytesMut::new();
+    encode_pdu(&Pdu::new(rsp, bytes::Bytes::new()), &FrameConfig::default(), &mut out);
+    out.to_vec()
+}
+
+/// What a target outside the lab can answer: a refusal of our initiator
+/// name (login status 0x0202, which the lab's targets, open to all, never
+/// give), something that is not iSCSI on the port, and a port that closes
+/// the connection without an answer.
+#[test]
+fn a_refused_initiator_and_a_port_that_is_not_iscsi_are_named() {
+    let dir = scratch("refused");
+    let d: &Path = &dir;
+    let name = "iqn.2026-12.rs.rsiscsi.test:not-allowed";
+    let acl = format!("iscsi://127.0.0.1:{}/iqn.2024-01.lab.tgt:acl/1", fake_target(login_response(2, 2)));
+    let http = format!(
+        "iscsi://127.0.0.1:{}/iqn.2024-01.lab.tgt:ram1/1",
+        fake_target(
+            b"HTTP/1.0 400 Bad Request\r\nServer: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+        )
+    );
+    let closing = format!("iscsi://127.0.0.1:{}/iqn.2024-01.lab.tgt:ram1/1", fake_target(Vec::new()));
+    let closing_portal = closing.trim_start_matches("iscsi://").split('/').next().unwrap().to_string();
+    let http_portal = http.trim_start_matches("iscsi://").split('/').next().unwrap().to_string();
+    let refused = format!(
+        "rsiscsi: error: login to iqn.2024-01.lab.tgt:acl failed: authorization failed: the target does not allow \
+         initiator {name}; allow it on the target or log in as another with --initiator-name (status class 0x02, \
+         detail 0x02)\n"
+    );
+    let not_iscsi = format!(
+        "rsiscsi: error: {http_portal} did not answer the login as an iSCSI target does (is it the target's iSCSI \
+         port?): malformed PDU from the target:"
+    );
+    let closed = format!(
+        "rsiscsi: error: {closing_portal} closed the connection during the login (is it the target's iSCSI port?): "
+    );
+    let (refused, not_iscsi, closed) = ([refused.as_str()], [not_iscsi.as_str()], [closed.as_str()]);
+    let cases = [
+        case("initiator the target does not allow", &["--initiator-name", name, "capacity", &acl], &refused).exits(4),
+        case("a port that does not speak iSCSI", &["capacity", &http], &not_iscsi).exits(5),
+        case("a port that closes the connection unanswered", &["capacity", &closing], &closed).exits(6),
+    ];
+    for c in &cases {
+        check(d, c);
+    }
 }
