@@ -225,7 +225,7 @@ fn an_interrupted_copy_to_a_lun_says_how_far_it_was_written() {
     let rest = line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}"));
     let (byte, hint) = rest.split_once(' ').unwrap_or_else(|| panic!("{line}"));
     let byte: u64 = byte.parse().unwrap_or_else(|_| panic!("{line}"));
-    assert!(byte >= REGION && byte < REGION + REGION_LEN, "{line}");
+    assert!((REGION..REGION + REGION_LEN).contains(&byte), "{line}");
     let written = byte - REGION;
     assert!(written.is_multiple_of(MIB), "{line}");
     let remaining = REGION_LEN - written;
