@@ -271,6 +271,38 @@ fn parse_url(s: &str) -> CmdResult<IscsiUrl> {
     IscsiUrl::parse(s).map_err(|e| e.to_string().into())
 }
 
+/// Whether a `cp` side is meant as a LUN: anything starting `iscsi:` in any
+/// case, so that a mistyped URL is refused as one instead of becoming a
+/// file of that name.
+fn is_lun_spec(spec: &str) -> bool {
+    spec.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("iscsi:"))
+}
+
+/// The size of a local file or block device (whose metadata says 0);
+/// `None` for a character device, which has none.
+fn file_size(f: &std::fs::File) -> std::io::Result<Option<u64>> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileTypeExt;
+    let m = f.metadata()?;
+    if m.file_type().is_block_device() {
+        let mut f = f;
+        return f.seek(SeekFrom::End(0)).map(Some);
+    }
+    if m.file_type().is_char_device() {
+        return Ok(None);
+    }
+    Ok(Some(m.len()))
+}
+
+/// `cannot write NAME: ...`; a terminal or other device without offsets is
+/// named as such.
+fn io_failed(what: &str, name: &str, err: &std::io::Error) -> String {
+    if err.kind() == std::io::ErrorKind::NotSeekable {
+        return format!("cannot {what} {name}: it has no offsets (a terminal?): give a file or a block device");
+    }
+    format!("cannot {what} {name}: {err}")
+}
+
 /// A URL that must name a target and a LUN.
 fn lun_url(s: &str) -> CmdResult<(IscsiUrl, String, u64)> {
     let u = parse_url(s)?;
@@ -371,10 +403,39 @@ impl LoginWho {
     }
 }
 
-/// `Session::login`, a failure explained by [`LoginWho::explain`].
+/// `Session::login`, a failure explained by [`LoginWho::explain`]; a
+/// target name the portal does not have is followed by the names it has.
 pub(crate) async fn open_session(portal: &PortalAddr, target: Option<&str>, cfg: SessionConfig) -> CmdResult<Session> {
     let who = LoginWho::new(portal, &cfg);
-    Session::login(portal, target, cfg).await.map_err(|err| who.explain(err))
+    let discovery = cfg.clone();
+    match Session::login(portal, target, cfg).await {
+        Ok(s) => Ok(s),
+        Err(InitError::Login { target: name, status }) if (status.class, status.detail) == (2, 3) => {
+            let known = match send_targets(portal, discovery).await {
+                Ok(targets) => targets.into_iter().map(|t| t.name).collect(),
+                Err(_) => Vec::new(),
+            };
+            let message = format!("login to {name} failed: {}", not_found(&name, &known, portal));
+            Err(CmdError::Failed { message, class: ErrorClass::Refused })
+        }
+        Err(err) => Err(who.explain(err)),
+    }
+}
+
+/// `target not found; ... (status class 0x02, detail 0x03)`: the name that
+/// differs only in case (iSCSI names are compared after lowercasing, RFC
+/// 3722, but not every target does), or the few names the portal has.
+fn not_found(name: &str, known: &[String], portal: &PortalAddr) -> String {
+    let hint = if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+        format!("; the portal has {k} (iSCSI names are written in lowercase)")
+    } else if known.is_empty() {
+        format!("; `rsiscsi discover {portal}` lists the portal's targets")
+    } else if known.len() <= 4 {
+        format!("; the portal has {}", known.join(", "))
+    } else {
+        format!("; the portal has {} targets (`rsiscsi discover {portal}` lists them)", known.len())
+    };
+    format!("target not found{hint} (status class 0x02, detail 0x03)")
 }
 
 /// `--add-portal` is for the added connections: refused before any login
@@ -710,7 +771,7 @@ enum End {
 
 impl End {
     async fn open(common: &Common, spec: &str, write: bool, mcs: &McsArgs, session: &SessionArgs) -> CmdResult<End> {
-        if spec.starts_with("iscsi://") {
+        if is_lun_spec(spec) {
             let (u, target, lun) = lun_url(spec)?;
             let s = login(&u, &target, session_config(common, Some(&u), session)?, mcs).await?;
             if let Err(err) = check_disk(&s, &target, lun).await {
@@ -726,6 +787,21 @@ impl End {
             };
             return Ok(End::Lun { s, lun, cap });
         }
+        let dir = if write { "to" } else { "from" };
+        // A pipe or socket cannot be read or written at offsets, and opening
+        // a FIFO to write would wait for a reader: refused before opening.
+        if let Ok(m) = std::fs::metadata(spec) {
+            use std::os::unix::fs::FileTypeExt;
+            let t = m.file_type();
+            if t.is_fifo() || t.is_socket() {
+                let what = if t.is_fifo() { "a pipe" } else { "a socket" };
+                return Err(format!(
+                    "cannot copy {dir} {spec}: it is {what}, and cp reads and writes at offsets: give a file or a \
+                     block device"
+                )
+                .into());
+            }
+        }
         let f = if write {
             std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(spec)
         } else {
@@ -733,7 +809,7 @@ impl End {
         };
         let f = f.map_err(|err| format!("cannot open {spec}: {err}"))?;
         if f.metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(format!("cannot copy {} {spec}: it is a directory", if write { "to" } else { "from" }).into());
+            return Err(format!("cannot copy {dir} {spec}: it is a directory").into());
         }
         Ok(End::File(Arc::new(f), spec.to_string()))
     }
@@ -754,7 +830,7 @@ impl End {
                 tokio::task::spawn_blocking(move || {
                     f.read_exact_at(&mut buf, pos)
                         .map(|_| Bytes::from(buf))
-                        .map_err(|err| CmdError::from(format!("cannot read {name}: {err}")))
+                        .map_err(|err| CmdError::from(io_failed("read", &name, &err)))
                 })
                 .await
                 .map_err(|err| CmdError::from(err.to_string()))?
@@ -786,7 +862,7 @@ impl End {
                 let f = f.clone();
                 let name = name.clone();
                 tokio::task::spawn_blocking(move || {
-                    f.write_all_at(&data, pos).map_err(|err| CmdError::from(format!("cannot write {name}: {err}")))
+                    f.write_all_at(&data, pos).map_err(|err| CmdError::from(io_failed("write", &name, &err)))
                 })
                 .await
                 .map_err(|err| CmdError::from(err.to_string()))?
@@ -874,6 +950,12 @@ async fn cp(
     mcs: &McsArgs,
     session: &SessionArgs,
 ) -> CmdResult {
+    if !is_lun_spec(src) && !is_lun_spec(dst) {
+        return Err(format!(
+            "neither {src} nor {dst} is a LUN (iscsi://HOST[:PORT]/IQN/LUN): cp copies to or from a LUN"
+        )
+        .into());
+    }
     let mut signals = Signals::listen()?;
     let before = |stop: Stop| CmdError::Interrupted {
         message: "interrupted before anything was copied".to_string(),
@@ -888,7 +970,7 @@ async fn cp(
     // A destination file this command creates is removed again if the copy
     // fails or is interrupted, so that no partial copy is left looking like
     // a finished one.
-    let created = !dst.starts_with("iscsi://") && !std::path::Path::new(dst).exists();
+    let created = !is_lun_spec(dst) && !std::path::Path::new(dst).exists();
     let to = tokio::select! {
         r = End::open(common, dst, true, mcs, session) => r,
         stop = signals.recv() => Err(before(stop)),
@@ -1002,7 +1084,12 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
         if matches!(to, End::Lun { .. }) { offset } else { 0 },
     );
     let available = match from {
-        End::File(f, name) => f.metadata().map_err(|err| format!("cannot stat {name}: {err}"))?.len(),
+        End::File(f, name) => match (file_size(f).map_err(|err| format!("cannot stat {name}: {err}"))?, length) {
+            (Some(n), _) => n,
+            // A character device (/dev/zero): as much as asked for.
+            (None, Some(l)) => l,
+            (None, None) => return Err(format!("cannot tell the size of {name}: give --length").into()),
+        },
         End::Lun { cap, .. } => cap.bytes() - offset,
     };
     let len = match length {
@@ -1062,7 +1149,7 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
             next = set.join_next() => next,
             stop = signals.recv() => {
                 set.abort_all();
-                bar.abandon();
+                bar.finish_and_clear();
                 let written = pending.first().copied().unwrap_or(pos);
                 return Err(CopyError::Stopped { stop, written, len });
             }
@@ -1075,7 +1162,7 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
             }
             Some(Ok(Err(err))) => {
                 set.abort_all();
-                bar.abandon();
+                bar.finish_and_clear();
                 return Err(err.into());
             }
             Some(Err(err)) => {
@@ -1087,8 +1174,15 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
     }
     bar.finish_and_clear();
     if let End::File(f, name) = to {
-        f.set_len(len).map_err(|err| format!("cannot set the length of {name}: {err}"))?;
-        f.sync_all().map_err(|err| format!("cannot flush {name}: {err}"))?;
+        // A regular file ends where the copy does; a block device keeps its
+        // size, and a character device (/dev/null) has neither.
+        let t = f.metadata().map_err(|err| format!("cannot stat {name}: {err}"))?.file_type();
+        if t.is_file() {
+            f.set_len(len).map_err(|err| format!("cannot set the length of {name}: {err}"))?;
+        }
+        if t.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&t) {
+            f.sync_all().map_err(|err| format!("cannot flush {name}: {err}"))?;
+        }
     }
     if let End::Lun { s, lun, .. } = to {
         s.synchronize_cache(*lun).await.map_err(e)?;
@@ -1230,6 +1324,26 @@ mod tests {
         let e = who(false).explain(InitError::Pdu(pdu));
         assert!(e.to_string().starts_with("h:3260 did not answer the login as an iSCSI target does"), "{e}");
         assert_eq!(e.exit_status(), EXIT_REFUSED);
+    }
+
+    #[test]
+    fn a_target_not_found_is_followed_by_the_names_of_the_portal() {
+        let portal = PortalAddr { host: "127.0.0.1".into(), port: 3260 };
+        let known: Vec<String> = (1..=5).map(|i| format!("iqn.2024-01.x:t{i}")).collect();
+        assert_eq!(
+            not_found("iqn.2024-01.x:T2", &known, &portal),
+            "target not found; the portal has iqn.2024-01.x:t2 (iSCSI names are written in lowercase) \
+             (status class 0x02, detail 0x03)"
+        );
+        assert_eq!(
+            not_found("iqn.2024-01.x:t9", &known[..2], &portal),
+            "target not found; the portal has iqn.2024-01.x:t1, iqn.2024-01.x:t2 (status class 0x02, detail 0x03)"
+        );
+        assert!(
+            not_found("iqn.2024-01.x:t9", &known, &portal)
+                .contains("the portal has 5 targets (`rsiscsi discover 127.0.0.1:3260`")
+        );
+        assert!(not_found("iqn.2024-01.x:t9", &[], &portal).contains("`rsiscsi discover 127.0.0.1:3260` lists"));
     }
 
     #[test]

@@ -305,6 +305,20 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
         "rsiscsi: error: login to {chap_iqn} failed: authentication failed: the target requires CHAP: give \
          --chap-user, and the secret in RSISCSI_CHAP_SECRET or --chap-secret-file (status class 0x02, detail 0x01)\n"
     );
+    let fifo = d.join("pipe");
+    let mkfifo = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(mkfifo.success(), "mkfifo failed");
+    let pipe = format!(
+        "rsiscsi: error: cannot copy to {}: it is a pipe, and cp reads and writes at offsets: give a file or a block \
+         device\n",
+        s(&fifo)
+    );
+    let wrong_case = format!(
+        "rsiscsi: error: login to {} failed: target not found; the portal has {tgt_iqn} (iSCSI names are written in \
+         lowercase) (status class 0x02, detail 0x03)\n",
+        tgt_iqn.replace("ram1", "RAM1")
+    );
+    let (pipe, wrong_case) = ([pipe.as_str()], [wrong_case.as_str()]);
     let (not_a_disk, wrong_secret, no_chap_user) =
         ([not_a_disk.as_str()], [wrong_secret.as_str()], [no_chap_user.as_str()]);
 
@@ -330,7 +344,29 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
         case("LUN that is not a disk (bench)", &["bench", "--rw", "write", &lun0], &not_a_disk).exits(1),
         case("CHAP target without a CHAP user (tgt)", &["capacity", &chap_url], &no_chap_user).exits(4),
         case("LUN not on the target (cp)", &["cp", &lun7, s(&out)], &["LUN 7 does not exist"]).creates_nothing_at(&out),
-        case("target not on the portal", &["capacity", &lun_url.replace("ram1", "nosuch")], &["target not found"]),
+        case(
+            "target not on the portal",
+            &["capacity", &lun_url.replace("ram1", "nosuch")],
+            &["target not found; the portal has", "targets (`rsiscsi discover 127.0.0.1:3260` lists them)"],
+        )
+        .exits(5),
+        case("target name in the wrong case", &["capacity", &lun_url.replace("ram1", "RAM1")], &wrong_case).exits(5),
+        case("neither side a LUN", &["cp", s(&small), s(&out)], &["neither", "is a LUN", "cp copies to or from a LUN"])
+            .creates_nothing_at(&out)
+            .exits(1),
+        case(
+            "mistyped URL scheme in cp",
+            &["cp", s(&small), &lun_url.replacen("iscsi://", "iscsi:/", 1)],
+            &["not an iSCSI URL (expected iscsi://HOST[:PORT]/IQN/LUN): iscsi:/127.0.0.1"],
+        )
+        .exits(1),
+        case("destination is a pipe", &["cp", "--length", "512", &lun_url, s(&fifo)], &pipe).exits(1),
+        case(
+            "source of no size without --length",
+            &["cp", "/dev/zero", &lun_url],
+            &["cannot tell the size of /dev/zero: give --length"],
+        )
+        .exits(1),
         case("zero length", &["cp", "--length", "0", &lun_url, s(&out)], &["--length 0", "nothing to copy"])
             .creates_nothing_at(&out),
         case(
