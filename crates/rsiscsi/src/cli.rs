@@ -9,41 +9,188 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
 /// Parses the command line. `--help` and `--version` print and exit; a usage
 /// error comes back as one line (clap's own report spans several lines).
 pub fn parse() -> Result<Cli, String> {
-    let parsed = Cli::command().try_get_matches().and_then(|m| {
-        let mut cli = Cli::from_arg_matches(&m)?;
-        cli.common.given = Given {
-            header_digest: on_command_line(&m, "header_digest"),
-            data_digest: on_command_line(&m, "data_digest"),
-        };
-        Ok(cli)
-    });
-    match parsed {
+    match parse_from(std::env::args_os()) {
         Ok(cli) => Ok(cli),
-        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
-        Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
+        Err(Refused::Clap(err)) => err.exit(),
+        Err(Refused::Usage(msg)) => Err(msg),
+    }
+}
+
+/// Why [`parse_from`] did not give a command: clap's help or version to
+/// print, or a usage error as one line.
+#[derive(Debug)]
+enum Refused {
+    Clap(clap::Error),
+    Usage(String),
+}
+
+fn parse_from<I, T>(args: I) -> Result<Cli, Refused>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cmd = Cli::command();
+    let parsed = cmd.clone().try_get_matches_from(&args).and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    match parsed {
+        Ok((mut cli, m)) => {
+            check_before(&cmd, &m)?;
+            cli.common = common_of(&m, cli.before.verbose);
+            Ok(cli)
+        }
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            Err(Refused::Clap(err))
+        }
         Err(err) => {
+            if err.kind() == ErrorKind::UnknownArgument
+                && let Some(clap::error::ContextValue::String(arg)) = err.get(clap::error::ContextKind::InvalidArg)
+                && let Some(long) = arg.strip_prefix("--").map(|a| a.split('=').next().unwrap_or(a))
+                && CONNECTION_OPTIONS.iter().any(|(_, l)| *l == long)
+            {
+                return Err(Refused::Usage(not_used(&typed_path(&cmd, &args), long)));
+            }
             // The first paragraph of clap's report, joined into one line.
             let text = err.render().to_string();
             let para: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
             let joined = para.join(" ");
             let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
             let msg = if msg.is_empty() { "invalid command line" } else { msg };
-            Err(format!("{msg} (see rsiscsi --help)"))
+            Err(Refused::Usage(format!("{msg} (see rsiscsi --help)")))
         }
     }
 }
 
-/// Whether a global option was typed on the command line (at any level),
-/// as opposed to taking its default.
-fn on_command_line(m: &ArgMatches, id: &str) -> bool {
+/// The options that say where and how to connect, as (id, long name): each
+/// command takes those it uses (a one-shot command all but `--socket`, a
+/// service command `--socket`, the service commands that log in the digests
+/// and CHAP); before the command name, any of them is accepted when the
+/// command takes it.
+const CONNECTION_OPTIONS: [(&str, &str); 8] = [
+    ("initiator_name", "initiator-name"),
+    ("header_digest", "header-digest"),
+    ("data_digest", "data-digest"),
+    ("chap_user", "chap-user"),
+    ("chap_secret_file", "chap-secret-file"),
+    ("target_chap_user", "target-chap-user"),
+    ("target_chap_secret_file", "target-chap-secret-file"),
+    ("socket", "socket"),
+];
+
+/// Refuses an option typed before the command name that the command does
+/// not take (it would be ignored: better said than silently dropped).
+fn check_before(cmd: &clap::Command, m: &ArgMatches) -> Result<(), Refused> {
+    let mut path = Vec::new();
+    let mut level = m.subcommand();
+    while let Some((name, sub)) = level {
+        path.push(name.to_string());
+        level = sub.subcommand();
+    }
+    let takes = path_commands(cmd, &path);
+    for (id, long) in CONNECTION_OPTIONS {
+        if m.value_source(id) == Some(ValueSource::CommandLine)
+            && !takes.iter().any(|c| c.get_arguments().any(|a| a.get_id() == id))
+        {
+            return Err(Refused::Usage(not_used(&path, long)));
+        }
+    }
+    Ok(())
+}
+
+/// The commands named by `path` under `cmd` (not `cmd` itself).
+fn path_commands<'a>(cmd: &'a clap::Command, path: &[String]) -> Vec<&'a clap::Command> {
+    let mut out = Vec::new();
+    let mut at = cmd;
+    for name in path {
+        match at.find_subcommand(name) {
+            Some(sub) => {
+                out.push(sub);
+                at = sub;
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// The subcommand names in a command line clap refused (for the message).
+fn typed_path(cmd: &clap::Command, args: &[std::ffi::OsString]) -> Vec<String> {
+    let mut path = Vec::new();
+    let mut at = cmd;
+    for a in args.iter().skip(1).filter_map(|a| a.to_str()) {
+        if let Some(sub) = at.find_subcommand(a) {
+            path.push(sub.get_name().to_string());
+            at = sub;
+        }
+    }
+    path
+}
+
+/// The one-line refusal of `--long` on the command `path`.
+fn not_used(path: &[String], long: &str) -> String {
+    let service = path.first().is_some_and(|c| SERVICE_COMMANDS.contains(&c.as_str()));
+    match long {
+        // The service logs in under its own node name (GET /v1/initiator),
+        // the same for every session.
+        "initiator-name" if service => {
+            "the service logs in with its own initiator name; --initiator-name is for the one-shot commands (see rsiscsi --help)"
+                .into()
+        }
+        "target-chap-user" | "target-chap-secret-file" if service => format!(
+            "mutual CHAP through the service uses the initiator's own secret (rsiscsi initiator chap-secret): leave out --{long} (see rsiscsi --help)"
+        ),
+        _ if path.is_empty() => format!("--{long} needs a command (see rsiscsi --help)"),
+        _ => {
+            let p = path.join(" ");
+            format!("--{long} is not used by `rsiscsi {p}` (its options: rsiscsi {p} --help)")
+        }
+    }
+}
+
+/// The commands that are requests to rsiscsid.
+pub const SERVICE_COMMANDS: [&str; 5] = ["portal", "target", "session", "initiator", "persistent"];
+
+/// The value of `id` typed on the command line, at the deepest level that
+/// has it (the command's own option wins over the same one typed before the
+/// command name); `None` when it was not typed.
+fn typed<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Option<T> {
+    let mut found = None;
     let mut level = Some(m);
     while let Some(l) = level {
-        if l.value_source(id) == Some(ValueSource::CommandLine) {
-            return true;
+        if let Ok(Some(v)) = l.try_get_one::<T>(id)
+            && l.value_source(id) == Some(ValueSource::CommandLine)
+        {
+            found = Some(v.clone());
         }
         level = l.subcommand().map(|(_, sub)| sub);
     }
-    false
+    found
+}
+
+/// The connection options of the command that was run, wherever they were
+/// typed; an option left out takes the one-shot default (the service
+/// commands send only what was typed: [`Given`]).
+fn common_of(m: &ArgMatches, verbose: u8) -> Common {
+    let header_digest = typed::<DigestArg>(m, "header_digest");
+    let data_digest = typed::<DigestArg>(m, "data_digest");
+    Common {
+        initiator_name: typed(m, "initiator_name"),
+        header_digest: header_digest.unwrap_or_default(),
+        data_digest: data_digest.unwrap_or_default(),
+        chap_user: typed(m, "chap_user"),
+        chap_secret_file: typed(m, "chap_secret_file"),
+        target_chap_user: typed(m, "target_chap_user"),
+        target_chap_secret_file: typed(m, "target_chap_secret_file"),
+        socket: typed(m, "socket"),
+        given: Given { header_digest: header_digest.is_some(), data_digest: data_digest.is_some() },
+        verbose,
+    }
 }
 
 /// Options given explicitly, for the service commands: an option the user
@@ -69,54 +216,125 @@ Exit status:
      on a connection that kept being cut or went silent, or a command window that
      stayed closed, for the --hold-time)";
 
+/// What `rsiscsi --help` says before the exit statuses.
+const BEFORE_NOTE: &str = "\
+A command's options may also be typed before its name, as in
+`rsiscsi --chap-user NAME capacity URL` (each command's --help lists them).";
+
 #[derive(Debug, Parser)]
-#[command(name = "rsiscsi", version, about = "Userspace iSCSI initiator", after_help = EXIT_STATUS_HELP)]
+#[command(name = "rsiscsi", version, about = "Userspace iSCSI initiator", after_help = format!("{BEFORE_NOTE}\n\n{EXIT_STATUS_HELP}"))]
 pub struct Cli {
-    #[command(flatten)]
+    /// The connection options of the command that was run, wherever they
+    /// were typed (filled by [`parse`]).
+    #[arg(skip)]
     pub common: Common,
+    #[command(flatten)]
+    before: Before,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum DigestArg {
+    #[default]
     None,
     Crc32c,
 }
 
-#[derive(Debug, Args)]
+/// The connection options as the commands use them: those of the command
+/// that was run ([`LoginArgs`] of a one-shot command, [`ServiceLoginArgs`]
+/// and `--socket` of a service command), wherever they were typed; what a
+/// command does not take is `None` (and the digests `none`, not given).
+#[derive(Debug, Clone, Default)]
 pub struct Common {
+    pub initiator_name: Option<String>,
+    pub header_digest: DigestArg,
+    pub data_digest: DigestArg,
+    pub chap_user: Option<String>,
+    pub chap_secret_file: Option<PathBuf>,
+    pub target_chap_user: Option<String>,
+    pub target_chap_secret_file: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    /// Which digests were typed (not defaults).
+    pub given: Given,
+    pub verbose: u8,
+}
+
+/// The connection options typed before the command name (`rsiscsi
+/// --chap-user NAME capacity URL`), a form scripts use: not listed in
+/// `rsiscsi --help` but in each command's, and refused by [`check_before`]
+/// for a command that does not take them.
+#[derive(Debug, Args)]
+struct Before {
+    #[arg(long, hide = true, value_name = "IQN")]
+    initiator_name: Option<String>,
+    #[arg(long, hide = true, value_enum, value_name = "DIGEST")]
+    header_digest: Option<DigestArg>,
+    #[arg(long, hide = true, value_enum, value_name = "DIGEST")]
+    data_digest: Option<DigestArg>,
+    #[arg(long, hide = true, value_name = "NAME")]
+    chap_user: Option<String>,
+    #[arg(long, hide = true, value_name = "FILE")]
+    chap_secret_file: Option<PathBuf>,
+    #[arg(long, hide = true, value_name = "NAME")]
+    target_chap_user: Option<String>,
+    #[arg(long, hide = true, value_name = "FILE")]
+    target_chap_secret_file: Option<PathBuf>,
+    #[arg(long, hide = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// The help heading of the options of a login.
+const LOGIN_HEADING: &str = "Login options";
+
+/// How a one-shot command logs in: our name, the digests, CHAP.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LoginArgs {
     /// Our iSCSI node name (default: a generated name kept in the config file).
-    #[arg(long, global = true, value_name = "IQN")]
+    #[arg(long, help_heading = LOGIN_HEADING, value_name = "IQN")]
     pub initiator_name: Option<String>,
     /// Header digest to ask for.
-    #[arg(long, global = true, value_enum, default_value = "none")]
+    #[arg(long, help_heading = LOGIN_HEADING, value_enum, default_value = "none", value_name = "DIGEST")]
     pub header_digest: DigestArg,
     /// Data digest to ask for.
-    #[arg(long, global = true, value_enum, default_value = "none")]
+    #[arg(long, help_heading = LOGIN_HEADING, value_enum, default_value = "none", value_name = "DIGEST")]
     pub data_digest: DigestArg,
     /// CHAP user name; the secret comes from RSISCSI_CHAP_SECRET or --chap-secret-file.
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, help_heading = LOGIN_HEADING, value_name = "NAME")]
     pub chap_user: Option<String>,
-    /// File holding the CHAP secret.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// File holding the CHAP secret (private to its owner).
+    #[arg(long, help_heading = LOGIN_HEADING, value_name = "FILE")]
     pub chap_secret_file: Option<PathBuf>,
     /// Mutual CHAP: the name the target must answer with; its secret comes from
     /// RSISCSI_TARGET_CHAP_SECRET or --target-chap-secret-file.
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, help_heading = LOGIN_HEADING, value_name = "NAME")]
     pub target_chap_user: Option<String>,
-    /// File holding the target's mutual CHAP secret.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// File holding the target's mutual CHAP secret (private to its owner).
+    #[arg(long, help_heading = LOGIN_HEADING, value_name = "FILE")]
     pub target_chap_secret_file: Option<PathBuf>,
-    /// The rsiscsid socket (service commands); else RSISCSI_SOCKET, else the runtime-dir default.
-    #[arg(long, global = true, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// Which of the options above were typed (not defaults).
-    #[arg(skip)]
-    pub given: Given,
-    /// More log output on stderr (-v info, -vv debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+}
+
+/// How the service logs in for a service command that makes a login: sent
+/// only when typed, else the service applies its own (mutual CHAP uses the
+/// initiator's secret, `rsiscsi initiator chap-secret`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServiceLoginArgs {
+    /// Header digest to ask for (left out: not sent, the service applies its own).
+    #[arg(long, help_heading = LOGIN_HEADING, value_enum, value_name = "DIGEST")]
+    pub header_digest: Option<DigestArg>,
+    /// Data digest to ask for (left out: not sent, the service applies its own).
+    #[arg(long, help_heading = LOGIN_HEADING, value_enum, value_name = "DIGEST")]
+    pub data_digest: Option<DigestArg>,
+    /// CHAP user name; the secret comes from RSISCSI_CHAP_SECRET or --chap-secret-file and is
+    /// sent to the service.
+    #[arg(long, help_heading = LOGIN_HEADING, value_name = "NAME")]
+    pub chap_user: Option<String>,
+    /// File holding the CHAP secret (private to its owner).
+    #[arg(long, help_heading = LOGIN_HEADING, value_name = "FILE")]
+    pub chap_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,8 +351,9 @@ pub enum Command {
     },
     /// List each target of a portal with its LUNs, sizes, vendor and product.
     Ls {
-        /// iscsi://HOST[:PORT]/
+        /// iscsi://HOST[:PORT]/ (every target) or iscsi://HOST[:PORT]/IQN/ (one target).
         url: String,
+        /// Print a JSON array instead.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -146,6 +365,7 @@ pub enum Command {
     Inquiry {
         /// iscsi://HOST[:PORT]/IQN/LUN
         url: String,
+        /// Print a JSON object instead.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -157,6 +377,7 @@ pub enum Command {
     Capacity {
         /// iscsi://HOST[:PORT]/IQN/LUN
         url: String,
+        /// Print a JSON object instead.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -164,7 +385,9 @@ pub enum Command {
     },
     /// Copy between local files and LUNs (each side a path or iscsi://HOST[:PORT]/IQN/LUN).
     Cp {
+        /// What to read: a local file or iscsi://HOST[:PORT]/IQN/LUN.
         src: String,
+        /// What to write: a local file (created or overwritten) or iscsi://HOST[:PORT]/IQN/LUN.
         dst: String,
         /// Byte offset in the LUN(s) where the range starts (a multiple of the block size).
         #[arg(long, default_value_t = 0, value_name = "BYTES")]
@@ -214,18 +437,28 @@ pub enum Command {
         #[command(subcommand)]
         cmd: PersistentCmd,
     },
+    /// Print a shell completion script on stdout, e.g.
+    /// `rsiscsi completions bash > /usr/share/bash-completion/completions/rsiscsi`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
-/// Output choice shared by the service commands.
-#[derive(Debug, Clone, Copy, Args)]
+/// The options of every service command: output and where the service is.
+#[derive(Debug, Clone, Args)]
 pub struct ServiceOut {
     /// Print the service's JSON answer instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The rsiscsid socket (default: RSISCSI_SOCKET, else $RUNTIME_DIRECTORY/rsiscsid.sock, else
+    /// /run/rsiscsi/rsiscsid.sock as root, else $XDG_RUNTIME_DIR/rsiscsi/rsiscsid.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 /// Where and how a connection is made (Windows `AddIScsiConnection` /
-/// `LoginIScsiTarget` parameters); CHAP and digests come from the global options.
+/// `LoginIScsiTarget` parameters).
 #[derive(Debug, Clone, Args)]
 pub struct PathArgs {
     /// Local network interface index to use (absent: any).
@@ -234,6 +467,8 @@ pub struct PathArgs {
     /// ISCSI_SECURITY_FLAG_* bits in hex (e.g. 0x41).
     #[arg(long, value_name = "HEX", value_parser = parse_hex_u64)]
     pub security_flags: Option<u64>,
+    #[command(flatten)]
+    pub login: ServiceLoginArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,7 +511,8 @@ pub enum TargetCmd {
         /// TCP connections in the session (MC/S).
         #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         connections: u32,
-        /// failover-only, round-robin, round-robin-subset, least-queue-depth or weighted.
+        /// How commands are spread over the connections: failover-only, round-robin,
+        /// round-robin-subset, least-queue-depth or weighted (default: the service's, round-robin).
         #[arg(long, value_name = "POLICY", value_parser = parse_policy)]
         policy: Option<iscsi_initiator::model::LoadBalancePolicy>,
         /// Seconds a command may be held while its connection is recovered before it fails
@@ -307,19 +543,29 @@ pub enum SessionCmd {
         path: PathArgs,
     },
     /// Log out one connection of a session (not the last one).
-    RemoveConnection { session: String, connection: String },
+    RemoveConnection {
+        /// Session id (as `session list` shows it).
+        session: String,
+        /// Connection id (as `session list` or `session add-connection` shows it).
+        connection: String,
+    },
     /// Log the whole session out (a persistent login stays stored).
-    Logout { session: String },
+    Logout {
+        /// Session id (as `session list` shows it).
+        session: String,
+    },
     /// Set how commands are spread over the session's connections.
     Policy {
+        /// Session id (as `session list` shows it).
         session: String,
-        /// failover-only, round-robin, round-robin-subset, least-queue-depth or weighted.
+        /// How commands are spread over the connections: failover-only, round-robin,
+        /// round-robin-subset, least-queue-depth or weighted.
         #[arg(value_parser = parse_policy)]
         policy: iscsi_initiator::model::LoadBalancePolicy,
     },
     /// Send one SCSI command (CDB in hex, spaces allowed) and show status, sense and data.
     Scsi {
-        /// Session id.
+        /// Session id (as `session list` shows it).
         session: String,
         /// Logical unit number.
         lun: u64,
@@ -341,14 +587,17 @@ pub enum InitiatorCmd {
     Show,
     /// Change the node name (an iqn., eui. or naa. name) or the alias; new logins use them.
     Set {
+        /// The new iSCSI node name.
         #[arg(long, value_name = "IQN")]
         name: Option<String>,
+        /// The new alias (InitiatorAlias, RFC 7143 §13.7; empty: none).
         #[arg(long, value_name = "TEXT")]
         alias: Option<String>,
     },
     /// Set the initiator's own CHAP secret (mutual CHAP checks the target with it), read from
     /// RSISCSI_INITIATOR_CHAP_SECRET or a private file; 12 to 16 bytes, as Windows requires.
     ChapSecret {
+        /// File holding the secret (private to its owner); default: RSISCSI_INITIATOR_CHAP_SECRET.
         #[arg(long, value_name = "FILE")]
         secret_file: Option<PathBuf>,
     },
@@ -401,11 +650,11 @@ impl Default for McsArgs {
 /// cannot make progress is better ended and run again.
 pub const MAX_HOLD_SECS: u64 = 3600;
 
-/// What a one-shot command's session is given beyond the global options:
-/// how long it waits for recovery (RFC 7143 §6.2, §7.1.4) before it gives up
-/// with the fault that started it (the service keeps its own, longer
-/// budget), and the PDU size it declares.
-#[derive(Debug, Clone, Copy, Args)]
+/// What a one-shot command's session is given: how it logs in, how long it
+/// waits for recovery (RFC 7143 §6.2, §7.1.4) before it gives up with the
+/// fault that started it (the service keeps its own, longer budget), and the
+/// PDU size it declares.
+#[derive(Debug, Clone, Args)]
 pub struct SessionArgs {
     /// How long a command is held and retried while a failed connection is recovered; a fault
     /// that repeats on a reinstated connection fails at once (1 to 3600 seconds).
@@ -420,11 +669,14 @@ pub struct SessionArgs {
     /// RFC 7143 §13.12): 512 bytes to 16M-1, with an optional k/M suffix [default: 1M].
     #[arg(long, value_name = "SIZE", value_parser = parse_segment_length)]
     pub max_recv_data_segment_length: Option<u32>,
+    // Read through `Common`, which `parse` fills from them.
+    #[command(flatten)]
+    pub login: LoginArgs,
 }
 
 impl Default for SessionArgs {
     fn default() -> Self {
-        Self { hold_time: 15, max_recv_data_segment_length: None }
+        Self { hold_time: 15, max_recv_data_segment_length: None, login: LoginArgs::default() }
     }
 }
 
@@ -452,8 +704,14 @@ mod tests {
     use super::*;
 
     fn given(args: &[&str]) -> Given {
-        let m = Cli::command().try_get_matches_from(args).unwrap();
-        Given { header_digest: on_command_line(&m, "header_digest"), data_digest: on_command_line(&m, "data_digest") }
+        parse_from(args).unwrap().common.given
+    }
+
+    fn refused(args: &[&str]) -> String {
+        match parse_from(args) {
+            Err(Refused::Usage(m)) => m,
+            other => panic!("{args:?}: {other:?}"),
+        }
     }
 
     #[test]
@@ -463,6 +721,57 @@ mod tests {
         let g = given(&["rsiscsi", "--data-digest", "crc32c", "target", "login", "iqn.x:y"]);
         assert_eq!(g, Given { header_digest: false, data_digest: true });
         assert_eq!(given(&["rsiscsi", "target", "list"]), Given::default());
+        let g = given(&["rsiscsi", "portal", "add", "h", "--data-digest", "none", "--header-digest", "crc32c"]);
+        assert_eq!(g, Given { header_digest: true, data_digest: true });
+        // A one-shot command uses its default; nothing is "given" to a service.
+        let c = parse_from(["rsiscsi", "capacity", "iscsi://h/iqn.2024-01.x:y/0"]).unwrap().common;
+        assert_eq!((c.header_digest, c.given), (DigestArg::None, Given::default()));
+    }
+
+    #[test]
+    fn connection_options_before_or_after_the_command_name() {
+        let url = "iscsi://h/iqn.2024-01.x:y/0";
+        for args in [
+            vec!["rsiscsi", "--chap-user", "u", "--header-digest", "crc32c", "capacity", url],
+            vec!["rsiscsi", "capacity", "--chap-user", "u", "--header-digest", "crc32c", url],
+            vec!["rsiscsi", "--chap-user", "x", "capacity", url, "--chap-user", "u", "--header-digest=crc32c"],
+        ] {
+            let c = parse_from(&args).unwrap().common;
+            assert_eq!((c.chap_user.as_deref(), c.header_digest), (Some("u"), DigestArg::Crc32c), "{args:?}");
+        }
+        for args in [
+            vec!["rsiscsi", "--socket", "/s", "session", "list"],
+            vec!["rsiscsi", "session", "--socket", "/s", "list"],
+            vec!["rsiscsi", "session", "list", "--socket", "/s"],
+        ] {
+            let c = parse_from(&args).unwrap().common;
+            assert_eq!(c.socket, Some(PathBuf::from("/s")), "{args:?}");
+        }
+        let c = parse_from(["rsiscsi", "-vv", "--chap-user", "u", "target", "login", "iqn.x:y"]).unwrap().common;
+        assert_eq!((c.chap_user.as_deref(), c.verbose), (Some("u"), 2));
+        // What a command does not use is refused, not ignored, wherever it is typed.
+        assert_eq!(
+            refused(&["rsiscsi", "--socket", "/s", "capacity", url]),
+            "--socket is not used by `rsiscsi capacity` (its options: rsiscsi capacity --help)"
+        );
+        assert_eq!(
+            refused(&["rsiscsi", "capacity", url, "--socket", "/s"]),
+            "--socket is not used by `rsiscsi capacity` (its options: rsiscsi capacity --help)"
+        );
+        assert_eq!(
+            refused(&["rsiscsi", "--chap-user", "u", "session", "list"]),
+            "--chap-user is not used by `rsiscsi session list` (its options: rsiscsi session list --help)"
+        );
+        assert_eq!(
+            refused(&["rsiscsi", "session", "logout", "1-2", "--header-digest=none"]),
+            "--header-digest is not used by `rsiscsi session logout` (its options: rsiscsi session logout --help)"
+        );
+        let name = "the service logs in with its own initiator name; --initiator-name is for the one-shot commands (see rsiscsi --help)";
+        assert_eq!(refused(&["rsiscsi", "--initiator-name", "iqn.2020-01.x:y", "session", "list"]), name);
+        assert_eq!(refused(&["rsiscsi", "target", "login", "--initiator-name", "iqn.2020-01.x:y", "t"]), name);
+        assert!(
+            refused(&["rsiscsi", "target", "login", "t", "--target-chap-user", "m"]).contains("initiator chap-secret")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod creds;
+mod docs;
 mod service;
 mod url;
 
@@ -20,6 +21,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let cli::Command::Completions { shell } = &args.command {
+        return match docs::print_completions(*shell) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rsiscsi: error: {e}");
+                ExitCode::from(e.exit_status())
+            }
+        };
+    }
     // Without -v the only thing on stderr is the one error line (or the
     // progress bar): library warnings would break that for scripts.
     let filter = match args.common.verbose {
