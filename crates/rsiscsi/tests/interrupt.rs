@@ -7,7 +7,7 @@
 //!
 //! Writes stay in [870 MiB, 1010 MiB) of the `ram1` LUNs: `tests/cli.rs`
 //! writes from 700 MiB to below 870 MiB, other suites below 600 MiB, and
-//! `tests/bad_input.rs` reads the last MiB.
+//! `tests/bad_input.rs` reads the last MiB, `tests/cli.rs` writes at 1012 MiB.
 
 mod common;
 
