@@ -802,6 +802,47 @@ fn one_initiator_name_for_one_shot_commands_and_the_service() {
     assert!(std::fs::read_to_string(&file).unwrap().contains(&format!("\nInitiatorName={name}\n")));
 }
 
+/// A system-wide file that cannot be created (here its directory is a
+/// dangling symlink; for a user, /etc is not writable): the per-user file is
+/// used, and `initiator show` says why; the next run keeps it.
+#[test]
+fn per_user_name_when_the_system_file_cannot_be_created() {
+    let dir = std::env::temp_dir().join(format!("rsiscsi-cli-peruser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let etc = dir.join("etc");
+    std::os::unix::fs::symlink(dir.join("nowhere"), &etc).unwrap();
+    let env = [
+        ("RSISCSI_SOCKET", dir.join("none.sock").display().to_string()),
+        ("RSISCSI_SYSTEM_CONFIG_DIR", etc.display().to_string()),
+        ("RSISCSI_STATE_DIR", dir.join("state").display().to_string()),
+        ("XDG_CONFIG_HOME", dir.join("xdg").display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = run_cli(None, &["initiator", "show"], &env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let user = dir.join("xdg/rsiscsi/initiatorname");
+    let name = std::fs::read_to_string(&user)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("InitiatorName="))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!(
+            "node name    {name}\nsource       {} (per-user, because {}/initiatorname cannot be created: File exists (os error 17))\nservice      not running (no rsiscsid at {})\n",
+            user.display(),
+            etc.display(),
+            dir.join("none.sock").display()
+        )
+    );
+    let again = run_cli(None, &["initiator", "show", "--json"], &env);
+    let j: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((j["node_name"].as_str(), j["source"].as_str()), (Some(name.as_str()), Some("per-user")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A failed `target login --persistent` stays stored, as on Windows (the
 /// login is stored before it is tried), and the error says so, whether it
 /// is retried, and the command that removes it; one refused before it was
