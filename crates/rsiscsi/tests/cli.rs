@@ -649,7 +649,9 @@ fn initiator_name_is_generated_once_and_kept() {
     assert!(!file.exists());
     ok(&dir, &["capacity", &ISTGT.url("ram1")], &[]);
     let first = std::fs::read_to_string(&file).unwrap();
-    let name = first.trim().strip_prefix("InitiatorName=").unwrap_or_else(|| panic!("{first:?}"));
+    // `InitiatorName=...`, after comment lines (open-iscsi's format).
+    let name =
+        first.lines().find_map(|l| l.trim().strip_prefix("InitiatorName=")).unwrap_or_else(|| panic!("{first:?}"));
     assert!(name.starts_with("iqn.") && name.len() <= 223, "{name}");
     assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)), "{name}");
     ok(&dir, &["discover", &ISTGT.portal()], &[]);
