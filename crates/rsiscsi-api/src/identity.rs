@@ -120,10 +120,9 @@ pub fn read_name_file(path: &Path) -> std::io::Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// One line, as open-iscsi's file and scripts (`cut -d= -f2`) expect.
 fn file_text(name: &str) -> String {
-    format!(
-        "# The iSCSI node name of this host, used by rsiscsid and the rsiscsi one-shot commands.\nInitiatorName={name}\n"
-    )
+    format!("InitiatorName={name}\n")
 }
 
 fn tmp_file(path: &Path) -> PathBuf {

@@ -643,7 +643,7 @@ fn initiator_identity_and_secret() {
     assert_eq!(j["node_name"], "iqn.2026-11.rs.rsiscsi:cli-test");
     // The host's system-wide name follows the service's.
     let file = std::fs::read_to_string(svc.dir.join("etc/initiatorname")).unwrap();
-    assert!(file.contains("\nInitiatorName=iqn.2026-11.rs.rsiscsi:cli-test\n"), "{file}");
+    assert!(file.contains("InitiatorName=iqn.2026-11.rs.rsiscsi:cli-test\n"), "{file}");
 
     let bad = svc.rsiscsi(&["initiator", "set", "--name", "iqn.x"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
@@ -799,7 +799,7 @@ fn one_initiator_name_for_one_shot_commands_and_the_service() {
     );
     // A restarted service puts its name back in the system-wide file.
     svc.spawn();
-    assert!(std::fs::read_to_string(&file).unwrap().contains(&format!("\nInitiatorName={name}\n")));
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&format!("InitiatorName={name}\n")));
 }
 
 /// A system-wide file that cannot be created (here its directory is a
