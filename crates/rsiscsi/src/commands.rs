@@ -502,13 +502,22 @@ fn is_disk(inq: &StandardInquiry) -> bool {
 /// Checks, before any READ CAPACITY, READ or WRITE, that the LUN exists and
 /// is a disk: another device (tgt's LUN 0 is its controller) would answer
 /// them with "invalid command operation code". The message names what the
-/// LUN is and which LUNs of the target are disks.
+/// LUN is and which LUNs of the target are disks. A disk costs one INQUIRY,
+/// as many commands as the REPORT LUNS it replaces; REPORT LUNS is asked
+/// only to explain a failure (a LUN that is not there answers INQUIRY with
+/// peripheral qualifier 3, SPC-4 §6.6.2, or an error).
 pub(crate) async fn check_disk(s: &Session, target: &str, lun: u64) -> CmdResult {
+    let inq = match s.inquiry(lun).await {
+        Ok(i) if is_disk(&i) => return Ok(()),
+        Ok(i) => Ok(i),
+        // Only a SCSI answer (CHECK CONDITION) may mean a missing LUN; a
+        // session that failed or gave up fails here, not after another
+        // command's hold time.
+        Err(err @ InitError::Scsi(_)) => Err(err),
+        Err(err) => return Err(err.into()),
+    };
     let luns = check_lun(s, lun).await?;
-    let inq = s.inquiry(lun).await.map_err(|err| CmdError::from(err).context(&format!("INQUIRY of LUN {lun}")))?;
-    if is_disk(&inq) {
-        return Ok(());
-    }
+    let inq = inq.map_err(|err| CmdError::from(err).context(&format!("INQUIRY of LUN {lun}")))?;
     let mut disks = Vec::new();
     for other in luns.into_iter().filter(|l| *l != lun) {
         if s.inquiry(other).await.is_ok_and(|i| is_disk(&i)) {
