@@ -817,3 +817,26 @@ fn cp_to_and_from_devices() {
     }
     assert!(std::fs::read(&img).unwrap() == data, "the loop device does not hold the LUN's bytes");
 }
+
+/// `ls` of a CHAP target: without a CHAP user it is shown as not listed
+/// (saying what to give); with a wrong secret it is a failure, exit 4.
+#[test]
+fn ls_of_a_chap_target_says_what_to_give_and_fails_on_a_wrong_secret() {
+    let dir = scratch("ls-chap");
+    let url = format!("iscsi://{}/{}/", TGT.portal(), TGT.iqn("chap"));
+    let out = ok(&dir, &["ls", &url], &[]);
+    assert!(out.contains("  not listed: login to "), "{out}");
+    assert!(out.contains("authentication failed: the target requires CHAP: give --chap-user"), "{out}");
+    let user = var("RSISCSI_CHAP_USER");
+    let err = fails_with(
+        &dir,
+        &["ls", "--chap-user", &user, &url],
+        &[("RSISCSI_CHAP_SECRET", WRONG_SECRET)],
+        &["1 target(s) could not be listed", &TGT.iqn("chap")],
+        Some(4),
+    );
+    assert!(!err.contains(WRONG_SECRET));
+    let out = run(&dir, &["ls", "--chap-user", &user, &url], &[("RSISCSI_CHAP_SECRET", WRONG_SECRET)]);
+    let listed = text(&out.stdout);
+    assert!(listed.contains("check the CHAP user and secret (--chap-user, RSISCSI_CHAP_SECRET"), "{listed}");
+}
