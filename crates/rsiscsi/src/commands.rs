@@ -384,6 +384,9 @@ impl LoginWho {
                 };
                 format!("login to {target} failed: authentication failed: {what} (status class 0x02, detail 0x01)")
             }
+            InitError::ChapRequired => {
+                format!("{err}: give --chap-user, and the secret in RSISCSI_CHAP_SECRET or --chap-secret-file")
+            }
             InitError::Login { target, status } if (status.class, status.detail) == (2, 2) => format!(
                 "login to {target} failed: authorization failed: the target does not allow initiator {}; allow it \
                  on the target or log in as another with --initiator-name (status class 0x02, detail 0x02)",
@@ -1319,6 +1322,13 @@ mod tests {
         assert_eq!(e.exit_status(), EXIT_AUTHENTICATION);
         let e = who(false).explain(login(1));
         assert!(e.to_string().contains("the target requires CHAP: give --chap-user"), "{e}");
+        let e = who(false).explain(InitError::ChapRequired);
+        assert_eq!(
+            e.to_string(),
+            "authentication failed: the target requires CHAP but no CHAP user was given: give --chap-user, and the \
+             secret in RSISCSI_CHAP_SECRET or --chap-secret-file"
+        );
+        assert_eq!(e.exit_status(), EXIT_AUTHENTICATION);
         let e = who(false).explain(login(2));
         assert_eq!(
             e.to_string(),
