@@ -343,6 +343,21 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
         case("LUN that is not a disk (capacity)", &["capacity", &lun0], &not_a_disk).exits(1),
         case("LUN that is not a disk (bench)", &["bench", "--rw", "write", &lun0], &not_a_disk).exits(1),
         case("CHAP target without a CHAP user (tgt)", &["capacity", &chap_url], &no_chap_user).exits(4),
+        case(
+            "CHAP target without a CHAP user (istgt)",
+            &[
+                "capacity",
+                &format!(
+                    "iscsi://{}/{}/{}",
+                    var("RSISCSI_ISTGT_PORTAL"),
+                    var("RSISCSI_ISTGT_IQN_CHAP"),
+                    var("RSISCSI_ISTGT_LUN")
+                ),
+            ],
+            &["rsiscsi: error: authentication failed: the target requires CHAP but no CHAP user was given: give \
+               --chap-user, and the secret in RSISCSI_CHAP_SECRET or --chap-secret-file\n"],
+        )
+        .exits(4),
         case("LUN not on the target (cp)", &["cp", &lun7, s(&out)], &["LUN 7 does not exist"]).creates_nothing_at(&out),
         case(
             "target not on the portal",
