@@ -1123,8 +1123,9 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
         && dst_base + len > cap.bytes()
     {
         return Err(format!(
-            "copy of {len} bytes at offset {dst_base} does not fit in the LUN ({} bytes): LBA out of range",
-            cap.bytes()
+            "copy of {len} bytes at offset {dst_base} does not fit in the LUN ({} bytes): {} bytes fit from there",
+            cap.bytes(),
+            cap.bytes().saturating_sub(dst_base)
         )
         .into());
     }

@@ -406,7 +406,7 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
         case(
             "file does not fit at the offset",
             &["cp", "--offset", &last_block, s(&small), &lun_url],
-            &["does not fit", "out of range"],
+            &["does not fit in the LUN (1073741824 bytes): 512 bytes fit from there"],
         ),
         case(
             "offset not block-aligned",
