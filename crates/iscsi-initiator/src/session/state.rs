@@ -740,12 +740,19 @@ impl State {
                 continue;
             }
             let where_ = match (t.cid, t.cmd_sn) {
-                (Some(cid), Some(sn)) => format!(", CmdSN {sn} on connection {cid}"),
-                (None, _) => ", still queued".to_string(),
+                (Some(cid), Some(_)) => format!(" (sent on connection {cid})"),
+                (None, _) => " (never sent: the target kept its command window full)".to_string(),
                 _ => String::new(),
             };
-            tracing::debug!(itt, ?window, "command timed out{where_}");
-            complete_ref(t, Err(Error::Timeout(format!("the target's answer (task 0x{itt:08x}{where_})"))));
+            tracing::debug!(itt, ?window, cmd_sn = ?t.cmd_sn, "command timed out{where_}");
+            let what = match (&t.kind, t.cdb) {
+                (_, Some((cdb, _))) => command_name(cdb.opcode()),
+                (TaskKind::Logout(_), None) => "the Logout Request".to_string(),
+                (TaskKind::Text(_), None) => "the Text Request".to_string(),
+                (TaskKind::TaskMgmt, None) => "the task management request".to_string(),
+                _ => "the NOP-Out".to_string(),
+            };
+            complete_ref(t, Err(Error::Timeout(format!("the target's answer to {what}{where_}"))));
         }
     }
 
@@ -1358,10 +1365,37 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
     }
 }
 
+/// A SCSI command by the name SPC-4 and SBC-3 give it, for an error line
+/// (`timed out waiting for the target's answer to READ(16)`).
+fn command_name(opcode: u8) -> String {
+    let name = match opcode {
+        0x00 => "TEST UNIT READY",
+        0x12 => "INQUIRY",
+        0x25 => "READ CAPACITY(10)",
+        0x28 => "READ(10)",
+        0x2a => "WRITE(10)",
+        0x35 => "SYNCHRONIZE CACHE(10)",
+        0x88 => "READ(16)",
+        0x8a => "WRITE(16)",
+        0x91 => "SYNCHRONIZE CACHE(16)",
+        0x9e => "READ CAPACITY(16)",
+        0xa0 => "REPORT LUNS",
+        _ => return format!("the SCSI command of opcode 0x{opcode:02x}"),
+    };
+    name.to_string()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_that_timed_out_is_named_not_numbered() {
+        assert_eq!(command_name(0x88), "READ(16)");
+        assert_eq!(command_name(0x8a), "WRITE(16)");
+        assert_eq!(command_name(0x5a), "the SCSI command of opcode 0x5a");
+    }
     use std::time::Duration;
 
     use iscsi_proto::pdu::encode_header;
