@@ -1389,6 +1389,9 @@ fn command_name(opcode: u8) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use iscsi_proto::pdu::encode_header;
 
     #[test]
     fn a_command_that_timed_out_is_named_not_numbered() {
@@ -1396,9 +1399,6 @@ mod tests {
         assert_eq!(command_name(0x8a), "WRITE(16)");
         assert_eq!(command_name(0x5a), "the SCSI command of opcode 0x5a");
     }
-    use std::time::Duration;
-
-    use iscsi_proto::pdu::encode_header;
 
     #[test]
     fn inline_header_matches_encode_header() {
