@@ -97,7 +97,7 @@ pub enum Error {
     ChapRefused,
     #[error("target redirected the login to {0}")]
     Redirected(crate::portal::PortalAddr),
-    #[error("target redirected the login more than {0} times")]
+    #[error("the target redirected the login more than {0} times (a redirect loop?)")]
     TooManyRedirects(usize),
     #[error("target broke the iSCSI protocol: {0}")]
     Protocol(String),
