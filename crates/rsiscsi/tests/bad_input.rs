@@ -365,6 +365,12 @@ fn bad_ranges_files_and_secrets_are_refused_and_nothing_is_written() {
             &["target not found; the portal has", "targets (`rsiscsi discover 127.0.0.1:3260` lists them)"],
         )
         .exits(5),
+        case(
+            "target that redirects the login in a loop",
+            &["capacity", &format!("iscsi://{}/{}/1", var("RSISCSI_TGT_PORTAL"), var("RSISCSI_TGT_IQN_LOOP"))],
+            &["rsiscsi: error: the target redirected the login more than 4 times (a redirect loop?)\n"],
+        )
+        .exits(5),
         case("target name in the wrong case", &["capacity", &lun_url.replace("ram1", "RAM1")], &wrong_case).exits(5),
         case("neither side a LUN", &["cp", s(&small), s(&out)], &["neither", "is a LUN", "cp copies to or from a LUN"])
             .creates_nothing_at(&out)
