@@ -182,6 +182,31 @@ pub struct RecoveryStats {
     pub give_ups: u64,
 }
 
+/// A target that answers each reinstated connection a little and then goes
+/// silent again is one silence, not several: silences of a session that
+/// begin within the hold time of the last one noticed continue it, and a
+/// command they hit is held from the first. Without this, every command
+/// that meets the silence would get a fresh hold time (and a NOP-Out
+/// interval and timeout on top), and a one-shot copy could take minutes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silences {
+    /// When the first silence of the chain began, when the last was noticed.
+    chain: Option<(Instant, Instant)>,
+}
+
+impl Silences {
+    /// Notes a silence that `began` and was noticed at `now`; returns when
+    /// the chain it belongs to began.
+    pub fn on_silence(&mut self, began: Instant, now: Instant, budget: &RecoveryBudget) -> Instant {
+        let start = match self.chain {
+            Some((start, last)) if began.saturating_duration_since(last) < budget.max_request_hold_time => start,
+            _ => began,
+        };
+        self.chain = Some((start, now));
+        start
+    }
+}
+
 /// What recovery has seen of one command: kept on the task from its first
 /// fault until it completes.
 #[derive(Debug, Clone)]
@@ -367,6 +392,20 @@ mod tests {
         let mut late = None;
         let b = RecoveryBudget { max_request_hold_time: Duration::from_secs(8), ..budget() };
         assert!(matches!(TaskRecovery::on_fault(&mut late, &silent, at(10), t0, &b), Verdict::GiveUp(_)));
+    }
+
+    #[test]
+    fn silences_close_to_each_other_are_one() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut silences = Silences::default();
+        // Silent from 0, noticed at 8; the reinstated connection answers one
+        // command and is silent again from 10, noticed at 18: one silence.
+        assert_eq!(silences.on_silence(t0, at(8), &budget()), t0);
+        assert_eq!(silences.on_silence(at(10), at(18), &budget()), t0);
+        assert_eq!(silences.on_silence(at(30), at(38), &budget()), t0, "began 12 s after the last was noticed");
+        // 20 s of answers after the last one noticed: a new silence.
+        assert_eq!(silences.on_silence(at(58), at(66), &budget()), at(58));
     }
 
     #[test]

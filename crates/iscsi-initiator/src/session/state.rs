@@ -358,6 +358,8 @@ pub(super) struct State {
     /// Since when the CmdSN window has been closed with commands queued
     /// and none in flight (`give_up_on_closed_window`).
     pub window_closed_since: Option<Instant>,
+    /// Silences of the target that continue each other (`fault.rs`).
+    pub silences: super::fault::Silences,
 }
 
 /// Hashes an ITT. ITTs are ours, handed out in sequence, so they need no
@@ -425,6 +427,7 @@ impl State {
             budget: crate::config::RecoveryBudget::WINDOWS,
             recovery_stats: super::fault::RecoveryStats::default(),
             window_closed_since: None,
+            silences: super::fault::Silences::default(),
         }
     }
 
@@ -542,16 +545,22 @@ impl State {
         let (exp, next) = (self.window.exp_cmd_sn(), self.window.current());
         debug!(cid, exp, next, lost = ?sns, "connection orphaned; its commands wait for recovery");
         let budget = self.budget;
+        // A silence that continues an earlier one counts from that one.
+        let fault = fault.map(|(f, now, began)| {
+            let start = if f.kind == FaultKind::Silent { self.silences.on_silence(began, now, &budget) } else { began };
+            (f, now, start, start < began)
+        });
         for itt in lost {
             let keep = matches!(self.tasks.get(&itt).map(|t| &t.kind), Some(TaskKind::Scsi(_)));
             if keep {
                 if let Some(t) = self.tasks.get_mut(&itt) {
                     t.cid = None;
                     t.lost_on = Some(cid);
-                    // Not before the command went out (a silence may have begun earlier).
-                    if let Some((fault, now, began)) = fault
+                    // Not before the command went out (a silence may have begun
+                    // earlier), unless an earlier silence goes on.
+                    if let Some((fault, now, began, chained)) = fault
                         && !t.abandoned()
-                        && let began = t.sent_at.map_or(began, |sent| sent.max(began))
+                        && let began = if chained { began } else { t.sent_at.map_or(began, |sent| sent.max(began)) }
                         && let Verdict::GiveUp(g) = TaskRecovery::on_fault(&mut t.recovery, fault, now, began, &budget)
                     {
                         tracing::warn!(itt, "{g}");
