@@ -11,10 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs the binary with its socket at `socket` and its name files beside it:
+/// a test never writes the host's /etc/rsiscsi or ~/.config.
 fn rsiscsi(args: &[&str], socket: &Path) -> Output {
+    let scratch = socket.parent().unwrap_or(Path::new("/nonexistent"));
     Command::new(env!("CARGO_BIN_EXE_rsiscsi"))
         .args(args)
         .env("RSISCSI_SOCKET", socket)
+        .env("RSISCSI_CONFIG_DIR", scratch.join("config"))
+        .env("RSISCSI_SYSTEM_CONFIG_DIR", scratch.join("etc"))
+        .env("XDG_CONFIG_HOME", scratch.join("xdg"))
         .env_remove("RSISCSI_CHAP_SECRET")
         .env_remove("RSISCSI_TARGET_CHAP_SECRET")
         .env_remove("RSISCSI_INITIATOR_CHAP_SECRET")
