@@ -214,7 +214,9 @@ Exit status:
      (also when recovery gave up because it did the same on a reinstated connection)
   6  the target is unreachable or did not answer in time (also when recovery gave up
      on a connection that kept being cut or went silent, or a command window that
-     stayed closed, for the --hold-time)";
+     stayed closed, for the --hold-time)
+  130, 143  interrupted by SIGINT (Ctrl-C) or SIGTERM: cp logs out, removes a file it
+     created and says how far a LUN was written";
 
 /// What `rsiscsi --help` says before the exit statuses.
 const BEFORE_NOTE: &str = "\

@@ -155,14 +155,14 @@ fn status_class(code: IsdscCode) -> ErrorClass {
 }
 
 /// NOP-Out keepalive of the one-shot commands (RFC 7143 §11.18): a target
-/// that goes silent is noticed within interval + timeout, ~8 s. The hold
-/// time of a command counts from when the silence began, but a silent
-/// target that answers each reinstated connection's first command costs
-/// one detection and reinstatement (~10 s) before the next command meets
-/// it: so a command ends within about 10 s plus `--hold-time` (~26 s by
-/// default; the library's 10 s + 15 s keepalive would make it over 40).
-const NOP_INTERVAL: Duration = Duration::from_secs(4);
-const NOP_TIMEOUT: Duration = Duration::from_secs(4);
+/// that goes silent is noticed within interval + timeout, ~10 s. The hold
+/// time counts from when the silence began, and a silence that comes back
+/// on the reinstated connection within it continues it (the library's
+/// `Silences`), so a silent target ends a command within about 10 s plus
+/// the time to notice the silence again (~22 s by default). Shorter pings
+/// were tried (4 s): a busy loopback host then missed a ping's answer.
+const NOP_INTERVAL: Duration = Duration::from_secs(5);
+const NOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes per SCSI command in `cp`, and how many are in flight at once.
 const CHUNK: u64 = 1 << 20;
