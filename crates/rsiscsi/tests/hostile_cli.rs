@@ -15,7 +15,7 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use iscsi_target_sim::{Fault, Phase, SimConfig, SimStats, SimTarget};
@@ -80,18 +80,8 @@ fn read_all(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle
 /// caller's environment that changes its output; kills it after [`GUARD`].
 fn rsiscsi(dir: &Path, args: &[String]) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rsiscsi"))
-        .args(args)
-        .env("RSISCSI_CONFIG_DIR", dir.join("config"))
-        .env_remove("RSISCSI_CHAP_SECRET")
-        .env_remove("RSISCSI_TARGET_CHAP_SECRET")
-        .env_remove("RSISCSI_LOG")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rsiscsi");
+    let mut child =
+        common::command(dir, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start rsiscsi");
     let stdout = read_all(child.stdout.take());
     let stderr = read_all(child.stderr.take());
     let code = loop {

@@ -45,18 +45,7 @@ fn initiator(what: &str) -> String {
 
 /// Starts the binary as `common::rsiscsi` would run it, without waiting.
 fn spawn(dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rsiscsi"))
-        .args(args)
-        .env("RSISCSI_CONFIG_DIR", dir.join("config"))
-        .env_remove("RSISCSI_CHAP_SECRET")
-        .env_remove("RSISCSI_TARGET_CHAP_SECRET")
-        .env_remove("RSISCSI_LOG")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    common::command(dir, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 fn ok(dir: &Path, args: &[&str]) {

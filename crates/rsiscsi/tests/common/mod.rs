@@ -63,9 +63,10 @@ pub fn scratch(suite: &str, test: &str) -> Scratch {
     Scratch(d)
 }
 
-/// Runs the `rsiscsi` binary with its config in `dir/config`, no secret or
-/// log setting from the caller's environment (only `env`), and no stdin.
-pub fn rsiscsi(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The `rsiscsi` binary with `args`, its config in `dir/config`, no secret
+/// or log setting from the caller's environment, and no stdin.
+#[allow(dead_code)] // not every test binary that includes this module spawns
+pub fn command<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rsiscsi"));
     c.args(args)
         .env("RSISCSI_CONFIG_DIR", dir.join("config"))
@@ -74,6 +75,13 @@ pub fn rsiscsi(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("RSISCSI_LOG")
         .env_remove("RUST_BACKTRACE")
         .stdin(std::process::Stdio::null());
+    c
+}
+
+/// Runs [`command`] (with `env` added) to its end.
+#[allow(dead_code)]
+pub fn rsiscsi(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = command(dir, args);
     for (k, v) in env {
         c.env(k, v);
     }
