@@ -97,8 +97,13 @@ impl Daemon {
     }
 
     async fn start(name: &str) -> Daemon {
+        Self::start_with(name, Vec::new()).await
+    }
+
+    /// Started with more `rsiscsid` arguments (kept for its restarts).
+    async fn start_with(name: &str, args: Vec<String>) -> Daemon {
         let dir = tempdir(name);
-        let mut d = Daemon { child: None, client: Client::new(Self::socket(&dir)), dir, logs: 0, args: Vec::new() };
+        let mut d = Daemon { child: None, client: Client::new(Self::socket(&dir)), dir, logs: 0, args };
         d.restart().await;
         d
     }
@@ -909,15 +914,7 @@ async fn recovery_times_are_checked_shown_and_kept_across_a_restart() {
 
 async fn recovery_times() {
     let port = free_port();
-    let dir = tempdir("recovery");
-    let mut d = Daemon {
-        child: None,
-        client: Client::new(Daemon::socket(&dir)),
-        dir,
-        logs: 0,
-        args: vec!["--metrics".into(), format!("127.0.0.1:{port}")],
-    };
-    d.restart().await;
+    let mut d = Daemon::start_with("recovery", vec!["--metrics".into(), format!("127.0.0.1:{port}")]).await;
     let c = d.client.clone();
 
     // Out of 1..=3600: ISDSC_INVALID_PARAMETER, and a persistent login with
@@ -1016,15 +1013,7 @@ async fn cut_mid_read() {
     .await
     .unwrap();
     let port = free_port();
-    let dir = tempdir("cut");
-    let mut d = Daemon {
-        child: None,
-        client: Client::new(Daemon::socket(&dir)),
-        dir,
-        logs: 0,
-        args: vec!["--metrics".into(), format!("127.0.0.1:{port}")],
-    };
-    d.restart().await;
+    let mut d = Daemon::start_with("cut", vec!["--metrics".into(), format!("127.0.0.1:{port}")]).await;
     let c = d.client.clone();
     let mut req = LoginRequest::new(sim.target_name());
     req.portal = Some(Portal::new("127.0.0.1", sim.addr().port()));
