@@ -734,15 +734,21 @@ impl State {
         let window = (self.window.exp_cmd_sn(), self.window.max_cmd_sn(), self.window.current());
         let budget = self.budget;
         self.give_up_on_closed_window(now);
+        // Commands given up on while queued: never sent (see below).
+        let mut unsent = Vec::new();
         for (&itt, t) in self.tasks.iter_mut() {
             if t.abandoned() {
                 continue;
             }
+            let queued = t.cid.is_none() && t.lost_on.is_none();
             // Held past the hold time since its first fault (`fault.rs`).
             if let Some(g) = t.recovery.as_ref().and_then(|r| r.check_hold(now, &budget)) {
                 tracing::warn!(itt, "{g}");
                 complete_ref(t, Err(Error::GaveUp(Box::new(g))));
                 self.recovery_stats.give_ups += 1;
+                if queued {
+                    unsent.push(itt);
+                }
                 continue;
             }
             if t.deadline.is_none_or(|d| d > now) {
@@ -755,13 +761,26 @@ impl State {
             };
             tracing::debug!(itt, ?window, cmd_sn = ?t.cmd_sn, "command timed out{where_}");
             let what = match (&t.kind, t.cdb) {
-                (_, Some((cdb, _))) => command_name(cdb.opcode()),
+                (_, Some((cdb, _))) => cdb
+                    .name()
+                    .map_or_else(|| format!("the SCSI command of opcode 0x{:02x}", cdb.opcode()), str::to_string),
                 (TaskKind::Logout(_), None) => "the Logout Request".to_string(),
                 (TaskKind::Text(_), None) => "the Text Request".to_string(),
                 (TaskKind::TaskMgmt, None) => "the task management request".to_string(),
                 _ => "the NOP-Out".to_string(),
             };
             complete_ref(t, Err(Error::Timeout(format!("the target's answer to {what}{where_}"))));
+            if queued {
+                unsent.push(itt);
+            }
+        }
+        // Out of the queue now, so that `drain_queue` (run for every
+        // command) never meets one nobody waits for.
+        if !unsent.is_empty() {
+            self.queued.retain(|itt| !unsent.contains(itt));
+            for itt in unsent {
+                self.tasks.remove(&itt);
+            }
         }
     }
 
@@ -827,12 +846,6 @@ impl State {
             self.ping_hold = None;
         }
         while let Some(&itt) = self.queued.front() {
-            if self.tasks.get(&itt).is_none_or(Task::abandoned) {
-                // Its waiter gave up while it was queued: never sent.
-                self.queued.pop_front();
-                self.tasks.remove(&itt);
-                continue;
-            }
             if !self.window.is_open() || self.hold > 0 {
                 return;
             }
@@ -1374,26 +1387,6 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
     }
 }
 
-/// A SCSI command by the name SPC-4 and SBC-3 give it, for an error line
-/// (`timed out waiting for the target's answer to READ(16)`).
-fn command_name(opcode: u8) -> String {
-    let name = match opcode {
-        0x00 => "TEST UNIT READY",
-        0x12 => "INQUIRY",
-        0x25 => "READ CAPACITY(10)",
-        0x28 => "READ(10)",
-        0x2a => "WRITE(10)",
-        0x35 => "SYNCHRONIZE CACHE(10)",
-        0x88 => "READ(16)",
-        0x8a => "WRITE(16)",
-        0x91 => "SYNCHRONIZE CACHE(16)",
-        0x9e => "READ CAPACITY(16)",
-        0xa0 => "REPORT LUNS",
-        _ => return format!("the SCSI command of opcode 0x{opcode:02x}"),
-    };
-    name.to_string()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
@@ -1401,13 +1394,6 @@ mod tests {
     use std::time::Duration;
 
     use iscsi_proto::pdu::encode_header;
-
-    #[test]
-    fn a_command_that_timed_out_is_named_not_numbered() {
-        assert_eq!(command_name(0x88), "READ(16)");
-        assert_eq!(command_name(0x8a), "WRITE(16)");
-        assert_eq!(command_name(0x5a), "the SCSI command of opcode 0x5a");
-    }
 
     #[test]
     fn inline_header_matches_encode_header() {
@@ -1778,6 +1764,26 @@ mod tests {
             e.to_string(),
             "target broke the iSCSI protocol: Data-In for unknown task 0x40000001 \
              (same fault on 1 reinstated connection; gave up)"
+        );
+    }
+
+    /// A queued command whose waiter timed out leaves the queue at once: it
+    /// is never sent, and the queue's hot path never meets it.
+    #[tokio::test]
+    async fn a_queued_command_that_timed_out_leaves_the_queue() {
+        let mut st = state(10, 10);
+        let (itt, rx) = lost_read(&mut st, 0, 0, true);
+        let t0 = Instant::now();
+        if let Some(t) = st.tasks.get_mut(&itt) {
+            (t.cmd_sn, t.lost_on, t.deadline) = (None, None, Some(t0));
+        }
+        st.queued.push_back(itt);
+        st.expire_overdue(t0 + Duration::from_millis(1));
+        assert!(st.queued.is_empty() && st.tasks.is_empty());
+        let e = rx.unwrap().await.unwrap().err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "timed out waiting for the target's answer to READ(10) (never sent: the target kept its command window full)"
         );
     }
 

@@ -48,6 +48,27 @@ impl Cdb {
         self.bytes.first().copied().unwrap_or(0)
     }
 
+    /// The command's name as SPC-4 and SBC-3 give it (`READ(16)`), for an
+    /// error a user reads; `None` for an operation code not built here.
+    pub fn name(&self) -> Option<&'static str> {
+        Some(match self.opcode() {
+            OP_TEST_UNIT_READY => "TEST UNIT READY",
+            OP_INQUIRY => "INQUIRY",
+            OP_READ_CAPACITY10 => "READ CAPACITY(10)",
+            OP_READ10 => "READ(10)",
+            OP_WRITE10 => "WRITE(10)",
+            OP_SYNCHRONIZE_CACHE10 => "SYNCHRONIZE CACHE(10)",
+            OP_READ16 => "READ(16)",
+            OP_WRITE16 => "WRITE(16)",
+            OP_SYNCHRONIZE_CACHE16 => "SYNCHRONIZE CACHE(16)",
+            OP_SERVICE_ACTION_IN16 if self.bytes.get(1).map(|b| b & 0x1f) == Some(SA_READ_CAPACITY16) => {
+                "READ CAPACITY(16)"
+            }
+            OP_REPORT_LUNS => "REPORT LUNS",
+            _ => return None,
+        })
+    }
+
     /// A CDB from raw bytes, for pass-through of commands not built here.
     /// `None` if `raw` is empty or longer than 16 bytes.
     pub fn from_slice(raw: &[u8]) -> Option<Cdb> {
@@ -196,6 +217,15 @@ pub fn write(lba: u64, blocks: u32) -> Cdb {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_named_as_the_standards_name_them() {
+        assert_eq!(read16(0, 1).name(), Some("READ(16)"));
+        assert_eq!(write16(0, 1).name(), Some("WRITE(16)"));
+        assert_eq!(read_capacity16(32).name(), Some("READ CAPACITY(16)"));
+        assert_eq!(Cdb::from_slice(&[0x9e, 0x11]).and_then(|c| c.name()), None, "another service action");
+        assert_eq!(Cdb::from_slice(&[0x5a, 0, 0]).and_then(|c| c.name()), None);
+    }
 
     fn hex(c: &Cdb) -> String {
         hex::encode(c.as_slice())
