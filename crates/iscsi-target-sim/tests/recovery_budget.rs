@@ -252,3 +252,51 @@ async fn erl2_a_violation_on_the_first_connection_only_heals() {
     assert!(st.recoveries >= 1 && st.give_ups == 0, "{st:?}");
     assert!(sim.stats().reassigned >= 1, "the read was moved with TASK REASSIGN: {:?}", sim.stats());
 }
+
+/// The target goes away and its port then accepts connections but never
+/// answers a login: recovery stops at the link-down time (each attempt is
+/// cut off there, however long a login may take), and the command fails
+/// with the fault that started it.
+#[tokio::test]
+async fn a_link_down_past_the_link_down_time_ends_the_command() {
+    let sim = SimTarget::start(SimConfig::default()).await.expect("bind loopback");
+    let addr = sim.addr();
+    let portal = PortalAddr { host: "127.0.0.1".into(), port: addr.port() };
+    let mut c = cfg(false);
+    c.login_timeout = Duration::from_secs(60);
+    c.recovery_budget.link_down_time = Duration::from_secs(4);
+    let s = Session::login(&portal, Some(sim.target_name()), c).await.expect("login");
+    s.read_blocks(0, 0, 8, BS).await.expect("a read before the target goes");
+    drop(sim);
+    // The sim's listener closes once its aborted task is dropped.
+    let mut mute = None;
+    for _ in 0..200 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            mute = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mute = mute.expect("the target's port again");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = mute.accept().await {
+            open.push(conn);
+        }
+    });
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(30), s.read_blocks(0, 0, 8, BS)).await;
+    held.abort();
+    let e = match r {
+        Err(_) => panic!("still running after 30 s"),
+        Ok(Ok(_)) => panic!("a read succeeded with the target gone"),
+        Ok(Err(e)) => e,
+    };
+    eprintln!("link down after {:.1?}: {e}", t0.elapsed());
+    let Error::GaveUp(g) = &e else { panic!("expected a give-up, got {e:?}") };
+    assert!(matches!(&g.why, GiveUpWhy::LinkDown { within, .. } if *within == Duration::from_secs(4)), "{:?}", g.why);
+    assert_eq!(g.cause.kind, FaultKind::Closed, "{e}");
+    assert!(e.to_string().contains("not re-established within the 4 s link-down time"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "ended after {:?}", t0.elapsed());
+    assert_eq!(s.recovery_stats().give_ups, 1, "{:?}", s.recovery_stats());
+}

@@ -617,7 +617,7 @@ impl Inner {
             .collect();
         // Only a clean close answers a logout; a dead or broken connection does not.
         let logouts =
-            if fault.kind == FaultKind::Closed && reason == io::CLOSED_BY_TARGET { logouts } else { Vec::new() };
+            if fault.kind == FaultKind::Closed && fault.detail == io::CLOSED_BY_TARGET { logouts } else { Vec::new() };
         let logging_out = !logouts.is_empty();
         for itt in logouts {
             if let Some(t) = st.take_task(itt) {
