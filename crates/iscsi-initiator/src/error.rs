@@ -157,7 +157,6 @@ pub enum ErrorClass {
 impl Error {
     /// The class of this error (see [`ErrorClass`]).
     pub fn class(&self) -> ErrorClass {
-        use crate::session::FaultKind as K;
         match self {
             Error::Chap(_) | Error::ChapRequired | Error::ChapRefused => ErrorClass::Authentication,
             Error::Login { status, .. } if status.class == 2 && matches!(status.detail, 1 | 2) => {
@@ -174,7 +173,9 @@ impl Error {
             | Error::TargetNotFound(_)
             | Error::TooManyConnections { .. }
             | Error::LogoutRefused { .. } => ErrorClass::Refused,
-            Error::GaveUp(g) if matches!(g.cause.kind, K::Violation | K::Malformed) => ErrorClass::Refused,
+            // What the target does again and again is a refusal, the rest
+            // (cuts, silence, a shut window) is not reaching it.
+            Error::GaveUp(g) if g.cause.kind.deterministic() => ErrorClass::Refused,
             Error::Resolve { .. }
             | Error::Connect { .. }
             | Error::ConnectTimeout(_)
@@ -230,10 +231,8 @@ impl From<Error> for crate::model::Status {
             Error::RemoveConnectionInProgress => C::RemoveConnectionInProgress,
             Error::LogoutRefused { .. } => C::TargetError,
             Error::RecoveryLevelTooLow { .. } => C::RequestNotSupported,
-            Error::GaveUp(g) => match g.cause.kind {
-                crate::session::FaultKind::Violation | crate::session::FaultKind::Malformed => C::TransportError,
-                _ => C::ConnectionFailed,
-            },
+            Error::GaveUp(g) if g.cause.kind.deterministic() => C::TransportError,
+            Error::GaveUp(_) => C::ConnectionFailed,
         };
         Status::new(code, e.to_string())
     }
