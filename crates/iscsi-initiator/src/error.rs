@@ -238,6 +238,42 @@ impl From<Error> for crate::model::Status {
     }
 }
 
+impl crate::model::IsdscCode {
+    /// The class of a status code, as [`Error::class`] gives it for the
+    /// errors the code is made from (`impl From<Error> for Status` above),
+    /// for a caller that only has the code (the management model's answer).
+    pub fn class(self) -> ErrorClass {
+        use crate::model::IsdscCode as C;
+        match self {
+            C::AuthenticationFailure | C::AuthorizationFailure => ErrorClass::Authentication,
+            C::ConnectionFailed | C::DnsNameUnresolved | C::SendFailed | C::NoConnectionAvailable => {
+                ErrorClass::Unreachable
+            }
+            // TransportError: a malformed PDU or a broken rule (a failed
+            // socket is ConnectionFailed).
+            C::TransportError
+            | C::LoginFailed
+            | C::TargetMovedTemporarily
+            | C::TargetMovedPermanently
+            | C::InitiatorError
+            | C::NotFound
+            | C::TargetNotFound
+            | C::TargetRemoved
+            | C::UnsupportedVersion
+            | C::TooManyConnections
+            | C::MissingParameter
+            | C::CantIncludeInSession
+            | C::SessionTypeNotSupported
+            | C::TargetError
+            | C::ServiceUnavailable
+            | C::OutOfResources
+            | C::TargetOutOfResources
+            | C::RequestNotSupported => ErrorClass::Refused,
+            _ => ErrorClass::Other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +321,31 @@ mod tests {
             login(3).to_string(),
             "login to iqn.2024-01.x:t failed: target not found (status class 0x02, detail 0x03)"
         );
+    }
+
+    #[test]
+    fn a_status_code_has_the_class_of_the_errors_it_is_made_from() {
+        let login = |class, detail| Error::Login { target: "t".into(), status: LoginStatus { class, detail } };
+        for e in [
+            Error::ChapRequired,
+            login(2, 1),
+            login(2, 2),
+            login(2, 3),
+            login(2, 6),
+            login(3, 1),
+            Error::Protocol("p".into()),
+            Error::ConnectionLost("c".into()),
+            Error::Timeout("t".into()),
+            Error::ConnectTimeout("h".into()),
+            Error::TooManyConnections { limit: 1 },
+            Error::LunNotFound { lun: 1, available: "LUN 0".into() },
+            gave_up(FaultKind::Violation),
+            gave_up(FaultKind::Silent),
+        ] {
+            let class = e.class();
+            let code = Status::from(e).code;
+            assert_eq!(code.class(), class, "{code:?}");
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_initiator::discovery::{DiscoveredTarget, send_targets};
+use iscsi_initiator::model::Status;
 use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal, SecurityFlags};
-use iscsi_initiator::model::{IsdscCode, Status};
 use iscsi_initiator::scsi::Capacity;
 use iscsi_initiator::{Error as InitError, ErrorClass, PortalAddr, RecoveryBudget, Session, SessionConfig};
 use iscsi_proto::negotiation::Digest;
@@ -105,7 +105,7 @@ impl From<Status> for CmdError {
     /// The words first, the code at the end, as the service's errors show it.
     fn from(st: Status) -> Self {
         let message = format!("{} ({}, 0x{:08X})", st.message, st.code.name(), st.code.as_u32());
-        CmdError::Failed { class: status_class(st.code), message }
+        CmdError::Failed { class: st.code.class(), message }
     }
 }
 
@@ -118,39 +118,6 @@ impl From<String> for CmdError {
 impl From<&str> for CmdError {
     fn from(message: &str) -> Self {
         message.to_string().into()
-    }
-}
-
-/// The class of an ISDSC code, as `Error::class` would give for the error
-/// the code was made from (`impl From<Error> for Status`).
-fn status_class(code: IsdscCode) -> ErrorClass {
-    use IsdscCode as C;
-    match code {
-        C::AuthenticationFailure | C::AuthorizationFailure => ErrorClass::Authentication,
-        C::ConnectionFailed | C::DnsNameUnresolved | C::SendFailed | C::NoConnectionAvailable => {
-            ErrorClass::Unreachable
-        }
-        // TransportError: a malformed PDU or a broken rule (a failed socket
-        // is ConnectionFailed).
-        C::TransportError
-        | C::LoginFailed
-        | C::TargetMovedTemporarily
-        | C::TargetMovedPermanently
-        | C::InitiatorError
-        | C::NotFound
-        | C::TargetNotFound
-        | C::TargetRemoved
-        | C::UnsupportedVersion
-        | C::TooManyConnections
-        | C::MissingParameter
-        | C::CantIncludeInSession
-        | C::SessionTypeNotSupported
-        | C::TargetError
-        | C::ServiceUnavailable
-        | C::OutOfResources
-        | C::TargetOutOfResources
-        | C::RequestNotSupported => ErrorClass::Refused,
-        _ => ErrorClass::Other,
     }
 }
 
@@ -454,11 +421,8 @@ pub(crate) fn check_mcs(mcs: &McsArgs) -> CmdResult {
 /// add_connection (any initiator port, no IPsec, the session's own login
 /// settings) and sets its load-balance policy; logs out on failure. The
 /// added connections go to `mcs.add_portals` in turn, or to the URL's portal.
+/// The caller has checked `mcs` with [`check_mcs`] before logging in.
 pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> CmdResult {
-    if let Err(err) = check_mcs(mcs) {
-        logout(s).await;
-        return Err(err);
-    }
     s.set_load_balance_policy(mcs.policy);
     let own = [url.portal.clone()];
     let portals = if mcs.add_portals.is_empty() { &own[..] } else { &mcs.add_portals[..] };
@@ -1211,6 +1175,7 @@ mod tests {
     use super::*;
     use clap::Parser;
     use iscsi_initiator::error::LoginStatus;
+    use iscsi_initiator::model::IsdscCode;
     use iscsi_initiator::session::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy};
 
     fn gave_up(kind: FaultKind) -> InitError {
@@ -1260,18 +1225,6 @@ mod tests {
         assert_eq!(status(IsdscCode::ConnectionFailed), 6);
         assert_eq!(status(IsdscCode::DnsNameUnresolved), 6);
         assert_eq!(status(IsdscCode::InvalidParameter), 1);
-        // What the initiator's own mapping makes of each class lands in the same class.
-        for e in [
-            InitError::ChapRequired,
-            InitError::Protocol("p".into()),
-            InitError::ConnectionLost("c".into()),
-            InitError::Timeout("t".into()),
-            gave_up(FaultKind::Violation),
-            gave_up(FaultKind::Silent),
-        ] {
-            let class = e.class();
-            assert_eq!(status_class(Status::from(e).code), class);
-        }
     }
 
     fn inq(peripheral_qualifier: u8, device_type: u8) -> StandardInquiry {
