@@ -91,17 +91,7 @@ pub fn generate_name() -> String {
         })
         .filter(|h: &String| !h.is_empty() && h.len() <= 64)
         .unwrap_or_else(|| "host".to_string());
-    format!("iqn.2024-01.rs.rsiscsi:{host}-{:08x}", random_u32())
-}
-
-/// 32 random bits: the keys of std's `RandomState` come from the OS's
-/// random source; the time and pid make two calls in one process differ.
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.write_u32(std::process::id());
-    (h.finish() >> 32) as u32
+    format!("iqn.2024-01.rs.rsiscsi:{host}-{:08x}", rand::random::<u32>())
 }
 
 /// The name in an `InitiatorName=IQN` file: `Ok(None)` when the file does
