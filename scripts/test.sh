@@ -19,7 +19,7 @@ need_root
 step() { printf '\n===== %s =====\n' "$*" >&2; }
 
 step "prerequisites"
-ensure_pkgs tgt istgt libiscsi-bin iproute2 procps util-linux python3
+ensure_pkgs tgt istgt libiscsi-bin libnbd-bin iproute2 procps util-linux python3
 ensure_rust
 cargo --version >&2
 
