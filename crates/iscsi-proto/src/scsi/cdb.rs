@@ -36,6 +36,10 @@ pub const OP_WRITE16: u8 = 0x8A;
 pub const OP_SYNCHRONIZE_CACHE10: u8 = 0x35;
 /// SBC-3 §5.23 (SYNCHRONIZE CACHE (16)).
 pub const OP_SYNCHRONIZE_CACHE16: u8 = 0x91;
+/// SBC-3 §5.43 (WRITE SAME (16)).
+pub const OP_WRITE_SAME16: u8 = 0x93;
+/// SBC-3 §5.28 (UNMAP).
+pub const OP_UNMAP: u8 = 0x42;
 
 impl Cdb {
     /// The bytes that make up the CDB (`len` of them).
@@ -61,6 +65,8 @@ impl Cdb {
             OP_READ16 => "READ(16)",
             OP_WRITE16 => "WRITE(16)",
             OP_SYNCHRONIZE_CACHE16 => "SYNCHRONIZE CACHE(16)",
+            OP_WRITE_SAME16 => "WRITE SAME(16)",
+            OP_UNMAP => "UNMAP",
             OP_SERVICE_ACTION_IN16 if self.bytes.get(1).map(|b| b & 0x1f) == Some(SA_READ_CAPACITY16) => {
                 "READ CAPACITY(16)"
             }
@@ -177,6 +183,49 @@ pub fn write16(lba: u64, blocks: u32) -> Cdb {
     rw16(OP_WRITE16, lba, blocks)
 }
 
+/// SBC-3 §5.34: WRITE (16) with FUA set: the target reports GOOD only once
+/// the data is on the medium, not just in its cache (what NBD's FUA flag asks).
+pub fn write16_fua(lba: u64, blocks: u32) -> Cdb {
+    let mut c = rw16(OP_WRITE16, lba, blocks);
+    if let Some(flags) = c.bytes.get_mut(1) {
+        *flags |= 0x08;
+    }
+    c
+}
+
+/// SBC-3 §5.43: WRITE SAME (16): the one block of data-out is written to
+/// every block of the range. With `unmap` the target may deallocate the
+/// blocks instead, if they then read back as that data (SBC-3 §4.7.3.4).
+pub fn write_same16(lba: u64, blocks: u32, unmap: bool) -> Cdb {
+    let mut c = rw16(OP_WRITE_SAME16, lba, blocks);
+    if let Some(flags) = c.bytes.get_mut(1) {
+        *flags |= if unmap { 0x08 } else { 0 };
+    }
+    c
+}
+
+/// SBC-3 §5.28: UNMAP, ANCHOR 0; its parameter list (see
+/// [`unmap_parameters`]) is `param_len` bytes of data-out.
+pub fn unmap(param_len: u16) -> Cdb {
+    Cdb::build::<10>(OP_UNMAP, |c| put(c, 7, &param_len.to_be_bytes()))
+}
+
+/// SBC-3 §5.28.2: the UNMAP parameter list: an 8-byte header and one 16-byte
+/// block descriptor (LBA, number of blocks) per range.
+pub fn unmap_parameters(ranges: &[(u64, u32)]) -> Vec<u8> {
+    let descriptors = ranges.len().saturating_mul(16);
+    let mut out = Vec::with_capacity(8 + descriptors);
+    out.extend_from_slice(&u16::try_from(descriptors + 6).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(&u16::try_from(descriptors).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    for (lba, blocks) in ranges {
+        out.extend_from_slice(&lba.to_be_bytes());
+        out.extend_from_slice(&blocks.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+    }
+    out
+}
+
 /// SBC-3 §5.22: SYNCHRONIZE CACHE (10), IMMED 0 (status after the flush).
 /// `blocks` 0 means from `lba` to the end of the medium.
 pub fn synchronize_cache10(lba: u32, blocks: u16) -> Cdb {
@@ -222,6 +271,8 @@ mod tests {
     fn commands_are_named_as_the_standards_name_them() {
         assert_eq!(read16(0, 1).name(), Some("READ(16)"));
         assert_eq!(write16(0, 1).name(), Some("WRITE(16)"));
+        assert_eq!(write_same16(0, 1, false).name(), Some("WRITE SAME(16)"));
+        assert_eq!(unmap(24).name(), Some("UNMAP"));
         assert_eq!(read_capacity16(32).name(), Some("READ CAPACITY(16)"));
         assert_eq!(Cdb::from_slice(&[0x9e, 0x11]).and_then(|c| c.name()), None, "another service action");
         assert_eq!(Cdb::from_slice(&[0x5a, 0, 0]).and_then(|c| c.name()), None);
@@ -267,6 +318,10 @@ mod tests {
     fn read_write_16() {
         assert_eq!(hex(&read16(0x0102_0304_0506_0708, 0x090a_0b0c)), "88000102030405060708090a0b0c0000");
         assert_eq!(hex(&write16(u64::MAX, u32::MAX)), "8a00ffffffffffffffffffffffff0000");
+        assert_eq!(hex(&write16_fua(1, 2)), "8a080000000000000001000000020000");
+        assert_eq!(hex(&write_same16(3, 4, true)), "93080000000000000003000000040000");
+        assert_eq!(hex(&write_same16(3, 4, false)), "93000000000000000003000000040000");
+        assert_eq!(hex(&unmap(24)), "42000000000000001800");
     }
 
     #[test]
@@ -301,5 +356,26 @@ mod tests {
     fn as_slice_tolerates_a_bad_len() {
         let c = Cdb { bytes: [1; 16], len: 200 };
         assert_eq!(c.as_slice().len(), 16);
+    }
+
+    #[test]
+    fn unmap_parameters_follow_sbc3_5_28_2() {
+        let p = unmap_parameters(&[(0x10, 8), (u64::MAX - 1, 1)]);
+        assert_eq!(p.len(), 8 + 32);
+        assert_eq!(
+            hex::encode(&p),
+            concat!(
+                "0026",
+                "0020",
+                "00000000",
+                "0000000000000010",
+                "00000008",
+                "00000000",
+                "fffffffffffffffe",
+                "00000001",
+                "00000000"
+            )
+        );
+        assert_eq!(hex::encode(unmap_parameters(&[])), "0006000000000000");
     }
 }

@@ -167,6 +167,66 @@ pub fn parse_vpd_supported_pages(data: &[u8]) -> Result<Vec<u8>, DataError> {
     vpd_body(data, 0x00).map(<[u8]>::to_vec)
 }
 
+/// SBC-3 §6.5.3: the Block Limits page (0xB0), the fields an initiator
+/// sizes its commands by. A field of 0 means "no limit reported"; a short
+/// page (SBC-2 targets send only 12 bytes of body) leaves the later fields 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockLimits {
+    /// MAXIMUM TRANSFER LENGTH, in blocks.
+    pub max_transfer_blocks: u32,
+    /// OPTIMAL TRANSFER LENGTH, in blocks.
+    pub optimal_transfer_blocks: u32,
+    /// MAXIMUM UNMAP LBA COUNT: blocks one UNMAP may name in all.
+    pub max_unmap_blocks: u32,
+    /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
+    pub max_unmap_descriptors: u32,
+    /// OPTIMAL UNMAP GRANULARITY, in blocks.
+    pub unmap_granularity: u32,
+    /// MAXIMUM WRITE SAME LENGTH, in blocks.
+    pub max_write_same_blocks: u64,
+}
+
+impl BlockLimits {
+    pub fn parse(data: &[u8]) -> Result<BlockLimits, DataError> {
+        let body = vpd_body(data, 0xb0)?;
+        // Offsets below are into the page, the body starting at byte 4.
+        let u32_at = |at: usize| array::<4>(body, at - 4, "Block Limits page").map(u32::from_be_bytes).unwrap_or(0);
+        let u64_at = |at: usize| array::<8>(body, at - 4, "Block Limits page").map(u64::from_be_bytes).unwrap_or(0);
+        Ok(BlockLimits {
+            max_transfer_blocks: u32_at(8),
+            optimal_transfer_blocks: u32_at(12),
+            max_unmap_blocks: u32_at(20),
+            max_unmap_descriptors: u32_at(24),
+            unmap_granularity: u32_at(28),
+            max_write_same_blocks: u64_at(36),
+        })
+    }
+}
+
+/// SBC-3 §6.5.4: the Logical Block Provisioning page (0xB2): which commands
+/// deallocate blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogicalBlockProvisioning {
+    /// LBPU: UNMAP is supported.
+    pub unmap: bool,
+    /// LBPWS: WRITE SAME (16) with its UNMAP bit is supported.
+    pub write_same16_unmap: bool,
+    /// LBPRZ: deallocated blocks read back as zeroes.
+    pub reads_zeroes: bool,
+}
+
+impl LogicalBlockProvisioning {
+    pub fn parse(data: &[u8]) -> Result<LogicalBlockProvisioning, DataError> {
+        let body = vpd_body(data, 0xb2)?;
+        let flags = byte(body, 1, "Logical Block Provisioning page")?;
+        Ok(LogicalBlockProvisioning {
+            unmap: flags & 0x80 != 0,
+            write_same16_unmap: flags & 0x40 != 0,
+            reads_zeroes: flags & 0x04 != 0,
+        })
+    }
+}
+
 /// SPC-4 §7.8.15: the Unit Serial Number page (0x80). The serial is ASCII;
 /// leading and trailing spaces are padding and removed.
 pub fn parse_vpd_unit_serial(data: &[u8]) -> Result<String, DataError> {
@@ -665,5 +725,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn block_limits_reads_sbc3_fields_and_tolerates_a_short_page() {
+        let mut page = vec![0u8; 64];
+        page[1] = 0xb0;
+        page[3] = 0x3c;
+        page[8..12].copy_from_slice(&2048u32.to_be_bytes());
+        page[12..16].copy_from_slice(&128u32.to_be_bytes());
+        page[20..24].copy_from_slice(&4096u32.to_be_bytes());
+        page[24..28].copy_from_slice(&16u32.to_be_bytes());
+        page[28..32].copy_from_slice(&8u32.to_be_bytes());
+        page[36..44].copy_from_slice(&65535u64.to_be_bytes());
+        let l = BlockLimits::parse(&page).unwrap();
+        assert_eq!(l.max_transfer_blocks, 2048);
+        assert_eq!(l.optimal_transfer_blocks, 128);
+        assert_eq!(l.max_unmap_blocks, 4096);
+        assert_eq!(l.max_unmap_descriptors, 16);
+        assert_eq!(l.unmap_granularity, 8);
+        assert_eq!(l.max_write_same_blocks, 65535);
+        // SBC-2's 12-byte body: transfer lengths only.
+        let short = [&[0, 0xb0, 0, 12][..], &page[4..16]].concat();
+        let l = BlockLimits::parse(&short).unwrap();
+        assert_eq!((l.max_transfer_blocks, l.max_unmap_blocks, l.max_write_same_blocks), (2048, 0, 0));
+        assert!(matches!(BlockLimits::parse(&page[..3]), Err(DataError::TooShort { .. })));
+        assert!(matches!(BlockLimits::parse(&[0, 0xb2, 0, 0]), Err(DataError::WrongPage { .. })));
+    }
+
+    #[test]
+    fn provisioning_flags() {
+        let p = LogicalBlockProvisioning::parse(&[0, 0xb2, 0, 4, 0, 0xc4, 0, 0]).unwrap();
+        assert_eq!(p, LogicalBlockProvisioning { unmap: true, write_same16_unmap: true, reads_zeroes: true });
+        let p = LogicalBlockProvisioning::parse(&[0, 0xb2, 0, 4, 0, 0x00, 0, 0]).unwrap();
+        assert_eq!(p, LogicalBlockProvisioning::default());
+        assert!(LogicalBlockProvisioning::parse(&[0, 0xb2, 0, 1, 0]).is_err());
     }
 }
