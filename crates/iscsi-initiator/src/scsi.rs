@@ -3,7 +3,10 @@
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::scsi::cdb::{self, Cdb};
-use iscsi_proto::scsi::data::{ReadCapacity10, ReadCapacity16, StandardInquiry, parse_report_luns};
+use iscsi_proto::scsi::data::{
+    BlockLimits, LogicalBlockProvisioning, ReadCapacity10, ReadCapacity16, StandardInquiry, parse_report_luns,
+    parse_vpd_supported_pages,
+};
 use iscsi_proto::scsi::sense::ScsiError;
 
 use crate::error::{Error, Result};
@@ -127,6 +130,16 @@ impl Session {
 
     /// Writes whole blocks at `lba`.
     pub async fn write_blocks(&self, lun: u64, lba: u64, data: Bytes, block_size: u32) -> Result<()> {
+        self.write_blocks_with(lun, lba, data, block_size, false).await
+    }
+
+    /// Writes whole blocks at `lba` with FUA (SBC-3 §5.34): GOOD means the
+    /// blocks are on the medium, not only in the target's cache.
+    pub async fn write_blocks_fua(&self, lun: u64, lba: u64, data: Bytes, block_size: u32) -> Result<()> {
+        self.write_blocks_with(lun, lba, data, block_size, true).await
+    }
+
+    async fn write_blocks_with(&self, lun: u64, lba: u64, data: Bytes, block_size: u32, fua: bool) -> Result<()> {
         if block_size == 0 || !data.len().is_multiple_of(block_size as usize) {
             return Err(Error::InvalidArgument(format!(
                 "write of {} bytes is not a whole number of {block_size}-byte blocks",
@@ -135,11 +148,55 @@ impl Session {
         }
         let blocks = u32::try_from(data.len() / block_size as usize)
             .map_err(|_| Error::InvalidArgument("write too large for one command".into()))?;
-        let out = self.command(lun, &cdb::write(lba, blocks), DataDirection::Write(data)).await?;
+        let cdb = if fua { cdb::write16_fua(lba, blocks) } else { cdb::write(lba, blocks) };
+        let out = self.command(lun, &cdb, DataDirection::Write(data)).await?;
         if out.residual != 0 {
             return Err(Error::protocol(format!("WRITE left a residual of {} bytes", out.residual)));
         }
         Ok(())
+    }
+
+    /// Zeroes `blocks` blocks at `lba` with one WRITE SAME (16) (SBC-3
+    /// §5.43); with `unmap` the target may deallocate them instead.
+    pub async fn write_same_zeroes(&self, lun: u64, lba: u64, blocks: u32, block_size: u32, unmap: bool) -> Result<()> {
+        let zero = Bytes::from(vec![0u8; block_size as usize]);
+        self.command(lun, &cdb::write_same16(lba, blocks, unmap), DataDirection::Write(zero)).await.map(|_| ())
+    }
+
+    /// UNMAP (SBC-3 §5.28) of the `(lba, blocks)` ranges; the caller keeps
+    /// within the Block Limits page's counts.
+    pub async fn unmap(&self, lun: u64, ranges: &[(u64, u32)]) -> Result<()> {
+        let params = cdb::unmap_parameters(ranges);
+        let len = u16::try_from(params.len())
+            .map_err(|_| Error::InvalidArgument(format!("UNMAP of {} ranges is too long", ranges.len())))?;
+        self.command(lun, &cdb::unmap(len), DataDirection::Write(Bytes::from(params))).await.map(|_| ())
+    }
+
+    /// The VPD pages the LUN implements (SPC-4 §7.8.13).
+    pub async fn vpd_pages(&self, lun: u64) -> Result<Vec<u8>> {
+        let page = self.vpd(lun, 0x00).await?;
+        parse_vpd_supported_pages(&page).map_err(|e| Error::protocol(format!("Supported VPD Pages: {e}")))
+    }
+
+    /// The Block Limits page (SBC-3 §6.5.3), `None` if the LUN has none.
+    pub async fn block_limits(&self, lun: u64) -> Result<Option<BlockLimits>> {
+        if !self.vpd_pages(lun).await?.contains(&0xb0) {
+            return Ok(None);
+        }
+        let page = self.vpd(lun, 0xb0).await?;
+        BlockLimits::parse(&page).map(Some).map_err(|e| Error::protocol(format!("Block Limits page: {e}")))
+    }
+
+    /// The Logical Block Provisioning page (SBC-3 §6.5.4), `None` if the
+    /// LUN has none (then it deallocates nothing on request).
+    pub async fn provisioning(&self, lun: u64) -> Result<Option<LogicalBlockProvisioning>> {
+        if !self.vpd_pages(lun).await?.contains(&0xb2) {
+            return Ok(None);
+        }
+        let page = self.vpd(lun, 0xb2).await?;
+        LogicalBlockProvisioning::parse(&page)
+            .map(Some)
+            .map_err(|e| Error::protocol(format!("Logical Block Provisioning page: {e}")))
     }
 
     /// SYNCHRONIZE CACHE (10) over the whole LUN.
