@@ -243,6 +243,17 @@ impl Client {
         self.call(Method::POST, &format!("/v1/sessions/{}/scsi", q(session_id)), Some(req)).await
     }
 
+    /// `POST /v1/sessions/{session_id}/exports`: serve a LUN over NBD.
+    pub async fn export(&self, session_id: &str, req: &ExportRequest) -> Result<NbdExport, ClientError> {
+        self.call(Method::POST, &format!("/v1/sessions/{}/exports", q(session_id)), Some(req)).await
+    }
+
+    /// `DELETE /v1/sessions/{session_id}/exports/{lun}`: stop serving it
+    /// (the LUN is flushed first).
+    pub async fn unexport(&self, session_id: &str, lun: u64) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &format!("/v1/sessions/{}/exports/{lun}", q(session_id)), Self::NONE).await
+    }
+
     // ---- persistent logins ----
 
     /// `GET /v1/persistent-logins`.

@@ -298,6 +298,40 @@ pub struct Session {
     pub link_down_time_s: u32,
     #[serde(default)]
     pub recovery_counters: RecoveryCounters,
+    /// LUNs of the session served over NBD by the service.
+    #[serde(default)]
+    pub exports: Vec<NbdExport>,
+}
+
+/// An NBD export of one LUN of a session, served by the service on a Unix
+/// socket (mode 0600) for qemu, qemu-img, nbdcopy and other NBD clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NbdExport {
+    pub lun: u64,
+    /// Absolute path of the Unix socket; clients use `nbd+unix:///?socket=PATH`.
+    pub nbd_socket: String,
+    pub read_only: bool,
+    pub export_name: String,
+    /// NBD clients connected now.
+    #[serde(default)]
+    pub clients: u32,
+}
+
+/// `POST /v1/sessions/{id}/exports`; also what a persistent login keeps of
+/// its exports, to serve them again after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    pub lun: u64,
+    /// Absolute path of the Unix socket to create (refused if something
+    /// other than a stale socket is there).
+    pub nbd_socket: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Name of the export; default `IQN/LUN`. Clients may also ask for
+    /// the empty name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_name: Option<String>,
 }
 
 /// State of a persistent login.
@@ -334,6 +368,9 @@ pub struct PersistentLogin {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// NBD exports served again with each session of this login.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ExportRequest>,
 }
 
 // ---- request and response bodies ----

@@ -182,6 +182,7 @@ impl Live {
             max_request_hold_time_s: self.recovery.max_request_hold_time_s,
             link_down_time_s: self.recovery.link_down_time_s,
             recovery_counters: recovery_counters(s),
+            exports: Vec::new(),
         }
     }
 }

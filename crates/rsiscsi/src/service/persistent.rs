@@ -87,6 +87,7 @@ mod tests {
             state: api::PersistentLoginState::Retrying,
             last_error: Some("connection refused".into()),
             session_id: None,
+            exports: Vec::new(),
         };
         let text = persistent_table(&[l]);
         let lines: Vec<&str> = text.lines().collect();

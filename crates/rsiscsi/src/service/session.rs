@@ -264,6 +264,7 @@ mod tests {
                 sessions_reinstated: 1,
                 give_ups: 0,
             },
+            exports: Vec::new(),
         };
         let text = session_text(&[s]);
         let lines: Vec<&str> = text.lines().collect();
