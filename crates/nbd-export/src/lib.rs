@@ -1,0 +1,1 @@
+//! Generic tokio NBD server (work in progress).
