@@ -33,6 +33,7 @@ MUTUAL_MIB=256
 DCHAP_MIB=64
 SVC_MIB=256    # the service's integration tests (tgt target "svc")
 SMALL_MIB=64   # the write-path variants (unsol, noimm) and the redirect target
+NBD_MIB=512    # the NBD export's tests (tgt and istgt target "nbd")
 
 # --- credentials (lab-only, not secret in any real sense) ---------------------------------------
 CHAP_USER=labuser

@@ -4,6 +4,7 @@
 #   tgt    127.0.0.1:3260 and [::1]:3260   ram1 (1 GiB), chap (256 MiB), mutual (256 MiB)   disk LUN 1
 #   istgt  127.0.0.1:3261 and [::1]:3261   ram1 (1 GiB), chap (256 MiB), mutual (256 MiB)   disk LUN 0
 #   istgt  127.0.0.1:3262 (discovery CHAP) ram1 (64 MiB)                                    disk LUN 0
+#   and, each on its own: tgt svc (256 MiB, the service's tests), tgt and istgt nbd (512 MiB, the NBD tests)
 #
 # Writes $LAB/lab.env (shell exports read by the integration tests). LAB defaults to /tmp/rsiscsi-lab.
 # Idempotent: a lab that is already up is stopped first (lab-down.sh) and started afresh.
@@ -75,13 +76,14 @@ wait_listen() {
 
 # --- RAM disk ------------------------------------------------------------------------------------
 mkdir -p "$LAB/ram" "$LAB/tgt" "$LAB/istgt" "$LAB/dchap"
-ram_mib=$((2 * (RAM1_MIB + CHAP_MIB + MUTUAL_MIB) + DCHAP_MIB + 3 * SMALL_MIB + SVC_MIB + 64))
+ram_mib=$((2 * (RAM1_MIB + CHAP_MIB + MUTUAL_MIB + NBD_MIB) + DCHAP_MIB + 3 * SMALL_MIB + SVC_MIB + 64))
 mount -t tmpfs -o "size=${ram_mib}m,mode=0700" rsiscsi-lab "$LAB/ram"
 # Pre-fill every LUN file: the first touch of fresh tmpfs pages is slow (down to 200 MB/s on a new VM),
 # and that cost must not land in a test or a benchmark.
 for spec in tgt-ram1:$RAM1_MIB tgt-chap:$CHAP_MIB tgt-mutual:$MUTUAL_MIB \
   istgt-ram1:$RAM1_MIB istgt-chap:$CHAP_MIB istgt-mutual:$MUTUAL_MIB dchap-ram1:$DCHAP_MIB \
-  tgt-unsol:$SMALL_MIB tgt-noimm:$SMALL_MIB istgt-moved:$SMALL_MIB tgt-svc:$SVC_MIB; do
+  tgt-unsol:$SMALL_MIB tgt-noimm:$SMALL_MIB istgt-moved:$SMALL_MIB tgt-svc:$SVC_MIB \
+  tgt-nbd:$NBD_MIB istgt-nbd:$NBD_MIB; do
   dd if=/dev/zero of="$LAB/ram/${spec%%:*}.img" bs=1M count="${spec##*:}" status=none
 done
 
@@ -169,6 +171,14 @@ tgta --mode logicalunit --op new --tid 8 --lun "$TGT_LUN" --backing-store "$LAB/
 tgta --mode target --op bind --tid 8 --initiator-address ALL
 tgta --mode target --op update --tid 8 --name MaxConnections --value 8
 tgta --mode target --op update --tid 8 --name MaxRecvDataSegmentLength --value 262144
+# "nbd" belongs to the NBD export's tests (crates/rsiscsi/tests/nbd.rs), which copy whole LUNs.
+# Thin provisioned: tgt answers UNMAP (NBD trim) by punching holes in the tmpfs file.
+tgta --mode target --op new --tid 9 --targetname "$TGT_BASE:nbd"
+tgta --mode logicalunit --op new --tid 9 --lun "$TGT_LUN" --backing-store "$LAB/ram/tgt-nbd.img" --bstype rdwr
+tgta --mode logicalunit --op update --tid 9 --lun "$TGT_LUN" --params thin_provisioning=1
+tgta --mode target --op bind --tid 9 --initiator-address ALL
+tgta --mode target --op update --tid 9 --name MaxConnections --value 8
+tgta --mode target --op update --tid 9 --name MaxRecvDataSegmentLength --value 262144
 tgta --mode portal --op new --param "portal=[$HOST6]:$TGT_PORT"
 tgta --mode portal --op new --param "portal=$REDIRECT_HOST:$TGT_PORT"
 wait_listen tgtd "$TGT_PID" "$TGT_LOG" "$HOST6" "$TGT_PORT"
@@ -254,6 +264,7 @@ start_istgt() {
   write_istgt_lu 3 mutual "CHAP Mutual" AuthGroup2 istgt-mutual.img "$MUTUAL_MIB"
   # The destination of tgt's "moved" redirect: a full IQN is used as is, without NodeBase.
   write_istgt_lu 4 "$TGT_BASE:moved" None None istgt-moved.img "$SMALL_MIB"
+  write_istgt_lu 5 nbd None None istgt-nbd.img "$NBD_MIB"
 } >"$LAB/istgt/istgt.conf"
 cat >"$LAB/istgt/auth.conf" <<CONF
 [AuthGroup1]
@@ -312,6 +323,10 @@ tmp_env="$LAB_ENV_FILE.tmp"
   e RSISCSI_TGT_IQN_SVC "$TGT_BASE:svc"
   e RSISCSI_SVC_BYTES $((SVC_MIB * MIB))
   e RSISCSI_REDIRECT_HOST "$REDIRECT_HOST"
+  echo "# targets of the NBD export's tests: tgt nbd (LUN 1, thin provisioned: UNMAP) and istgt nbd (LUN 0)."
+  e RSISCSI_TGT_IQN_NBD "$TGT_BASE:nbd"
+  e RSISCSI_ISTGT_IQN_NBD "$ISTGT_BASE:nbd"
+  e RSISCSI_NBD_BYTES $((NBD_MIB * MIB))
   echo "# istgt: disk at LUN 0; MaxConnections 8 (enforced); ErrorRecoveryLevel 0; UseDigest Auto."
   e RSISCSI_ISTGT_HOST "$HOST4"
   e RSISCSI_ISTGT_PORT "$ISTGT_PORT"
