@@ -8,6 +8,7 @@
 pub mod chap;
 pub mod digest;
 pub mod discovery;
+pub mod isns;
 pub mod negotiation;
 pub mod pdu;
 pub mod scsi;
