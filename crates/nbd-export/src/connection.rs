@@ -1,0 +1,430 @@
+//! One client: the handshake driven over the socket, then the transmission phase as a reader (this
+//! task), one task per request on the device, and one writer task sending replies in completion order.
+
+use std::borrow::Cow;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, Bytes, BytesMut};
+use nbd_proto::handshake::HandshakeLimits;
+use nbd_proto::reply::{error_chunk, none_chunk, offset_data_header, simple_reply};
+use nbd_proto::{
+    Command, CommandKind, Errno, ExportError, HandshakeError, MAX_WRITE_PAYLOAD, Negotiated, Progress,
+    REQUEST_HEADER_LEN, Request, RequestError, ServerHandshake, TransmissionFlags, TransmissionParams,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::device::BlockDevice;
+use crate::exporter::Shared;
+
+/// How a client's session ended without a fault of ours or theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientEnd {
+    /// `NBD_CMD_DISC`, or the client closed the socket between requests.
+    Disconnected,
+    /// `NBD_OPT_ABORT` during the handshake.
+    Aborted,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("handshake: no data from the client for {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    #[error("client closed the connection during the handshake")]
+    ClosedInHandshake,
+    #[error("export description: {0}")]
+    Export(#[from] ExportError),
+    #[error("malformed request: {0}")]
+    Request(#[from] RequestError),
+    #[error("client closed the connection in the middle of a request")]
+    TruncatedRequest,
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub(crate) async fn serve_client<D, R, W>(
+    shared: Arc<Shared<D>>,
+    id: u64,
+    mut reader: R,
+    mut writer: W,
+    mut stop: watch::Receiver<bool>,
+) -> Result<ClientEnd, ClientError>
+where
+    D: BlockDevice,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let negotiated = tokio::select! {
+        r = handshake(&shared, &mut reader, &mut writer) => match r? {
+            Some(n) => n,
+            None => return Ok(ClientEnd::Aborted),
+        },
+        () = stopped(&mut stop) => return Ok(ClientEnd::Shutdown),
+    };
+    tracing::debug!(
+        client = id,
+        structured = negotiated.params.structured_replies,
+        entered_by = ?negotiated.entered_by,
+        "NBD handshake done"
+    );
+    transmission(shared, id, negotiated, reader, writer, stop).await
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender also means the server is gone.
+    let _ = stop.wait_for(|&s| s).await;
+}
+
+/// Drives the sans-IO handshake; `None` when the client aborted.
+async fn handshake<D: BlockDevice, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    shared: &Shared<D>,
+    reader: &mut R,
+    writer: &mut W,
+) -> Result<Option<Negotiated>, ClientError> {
+    let idle = shared.handshake_timeout;
+    let mut hs = ServerHandshake::new(shared.export_info(), HandshakeLimits::default())?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        while let Some(out) = hs.poll_transmit() {
+            tokio::time::timeout(idle, writer.write_all(&out))
+                .await
+                .map_err(|_| ClientError::HandshakeTimeout(idle))??;
+        }
+        let n = tokio::time::timeout(idle, reader.read(&mut buf))
+            .await
+            .map_err(|_| ClientError::HandshakeTimeout(idle))??;
+        let input = buf.get(..n).unwrap_or_default();
+        if input.is_empty() {
+            return Err(ClientError::ClosedInHandshake);
+        }
+        let progress = hs.receive(input);
+        // Whatever the outcome, queued replies go out first (an ACK to ABORT, the final export info).
+        while let Some(out) = hs.poll_transmit() {
+            tokio::time::timeout(idle, writer.write_all(&out))
+                .await
+                .map_err(|_| ClientError::HandshakeTimeout(idle))??;
+        }
+        match progress? {
+            Progress::NeedInput => {}
+            Progress::Aborted => return Ok(None),
+            Progress::Ready(n) => return Ok(Some(n)),
+        }
+    }
+}
+
+/// The result of one request, as the writer turns it into a simple or structured reply.
+enum Outcome {
+    Done,
+    Data { offset: u64, data: Bytes },
+    Failed { errno: Errno, message: Cow<'static, str> },
+}
+
+struct Reply {
+    cookie: u64,
+    kind: CommandKind,
+    outcome: Outcome,
+}
+
+/// Why the reader stopped reading requests.
+enum ReaderEnd {
+    Disconnect,
+    Eof,
+    Shutdown,
+    WriterGone,
+    Fault(ClientError),
+}
+
+/// A decoded request with its payload read (or skipped, when it is rejected anyway).
+enum Incoming {
+    Eof,
+    Request { req: Request, verdict: Result<Command, nbd_proto::Rejection>, payload: Bytes },
+}
+
+async fn transmission<D, R, W>(
+    shared: Arc<Shared<D>>,
+    id: u64,
+    negotiated: Negotiated,
+    reader: R,
+    writer: W,
+    mut stop: watch::Receiver<bool>,
+) -> Result<ClientEnd, ClientError>
+where
+    D: BlockDevice,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let params = negotiated.params;
+    let max_in_flight = shared.config.max_in_flight;
+    let mut reader =
+        BufReader::with_capacity(64 * 1024, AsyncReadExt::chain(io::Cursor::new(negotiated.leftover), reader));
+    let (reply_tx, reply_rx) = mpsc::channel::<Reply>(max_in_flight);
+    let mut writer_task = tokio::spawn(write_replies(writer, reply_rx, params.structured_replies));
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let mut tasks = JoinSet::new();
+    let mut barrier = WriteBarrier::new();
+
+    let end = loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break ReaderEnd::WriterGone,
+            },
+            () = stopped(&mut stop) => break ReaderEnd::Shutdown,
+            () = reply_tx.closed() => break ReaderEnd::WriterGone,
+        };
+        let incoming = tokio::select! {
+            r = read_request(&mut reader, &params) => r,
+            () = stopped(&mut stop) => break ReaderEnd::Shutdown,
+            () = reply_tx.closed() => break ReaderEnd::WriterGone,
+        };
+        let (req, verdict, payload) = match incoming {
+            Ok(Incoming::Eof) => break ReaderEnd::Eof,
+            Ok(Incoming::Request { req, verdict, payload }) => (req, verdict, payload),
+            Err(e) => break ReaderEnd::Fault(e),
+        };
+        let command = match verdict {
+            Ok(Command::Disconnect) => break ReaderEnd::Disconnect,
+            Ok(c) => c,
+            Err(rejection) => {
+                shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = id, command = req.kind.name(), errno = %rejection.errno, reason = rejection.reason, "NBD request refused");
+                let outcome = Outcome::Failed { errno: rejection.errno, message: Cow::Borrowed(rejection.reason) };
+                if reply_tx.send(Reply { cookie: req.cookie, kind: req.kind, outcome }).await.is_err() {
+                    break ReaderEnd::WriterGone;
+                }
+                continue;
+            }
+        };
+        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let ordering = match command {
+            Command::Flush => Sequencing::AfterWrites(barrier.flush_point()),
+            Command::Write { .. } | Command::Trim { .. } | Command::WriteZeroes { .. } => {
+                Sequencing::IsWrite(barrier.write_token())
+            }
+            _ => Sequencing::Free,
+        };
+        let job = Job {
+            shared: Arc::clone(&shared),
+            id,
+            cookie: req.cookie,
+            kind: req.kind,
+            command,
+            payload,
+            ordering,
+            flush_for_fua: params.flags.contains(TransmissionFlags::SEND_FLUSH),
+        };
+        tasks.spawn(job.run(reply_tx.clone(), permit));
+    };
+    drop(barrier);
+
+    let grace = shared.shutdown_grace;
+    let end = match end {
+        ReaderEnd::Disconnect => Ok(ClientEnd::Disconnected),
+        ReaderEnd::Eof => Ok(ClientEnd::Disconnected),
+        ReaderEnd::Shutdown => Ok(ClientEnd::Shutdown),
+        ReaderEnd::WriterGone => Ok(ClientEnd::Disconnected),
+        ReaderEnd::Fault(e) => Err(e),
+    };
+    // proto.md `NBD_CMD_DISC` and "Terminating the transmission phase": requests in flight are
+    // finished and answered before the connection closes, within the grace period.
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!(client = id, left = tasks.len(), "NBD requests still running after {grace:?}; dropping them");
+        tasks.shutdown().await;
+    }
+    drop(reply_tx);
+    match tokio::time::timeout(grace, &mut writer_task).await {
+        Ok(Ok(Err(e))) if end.is_ok() => tracing::debug!(client = id, error = %e, "writing NBD replies failed"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(client = id, "NBD client not reading its replies; closing");
+            writer_task.abort();
+        }
+    }
+    end
+}
+
+/// Reads one request header and, for a write, its payload. A clean end of stream between requests
+/// is `Eof`; anywhere else it is a truncated request.
+async fn read_request<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    params: &TransmissionParams,
+) -> Result<Incoming, ClientError> {
+    let mut header = [0u8; REQUEST_HEADER_LEN];
+    let first = reader.read(&mut header).await?;
+    if first == 0 {
+        return Ok(Incoming::Eof);
+    }
+    if let Some(rest) = header.get_mut(first..) {
+        reader.read_exact(rest).await.map_err(truncated)?;
+    }
+    let req = Request::decode(&header)?;
+    let len = req.payload_len(MAX_WRITE_PAYLOAD)?;
+    let verdict = req.validate(params);
+    let payload = if len == 0 {
+        Bytes::new()
+    } else if verdict.is_ok() {
+        let mut data = BytesMut::zeroed(usize::try_from(len).unwrap_or(0));
+        reader.read_exact(&mut data).await.map_err(truncated)?;
+        data.freeze()
+    } else {
+        // Rejected: stay in step with the client without keeping its data.
+        let skipped = tokio::io::copy(&mut reader.take(u64::from(len)), &mut tokio::io::sink()).await?;
+        if skipped != u64::from(len) {
+            return Err(ClientError::TruncatedRequest);
+        }
+        Bytes::new()
+    };
+    Ok(Incoming::Request { req, verdict, payload })
+}
+
+fn truncated(e: io::Error) -> ClientError {
+    if e.kind() == io::ErrorKind::UnexpectedEof { ClientError::TruncatedRequest } else { ClientError::Io(e) }
+}
+
+/// proto.md "Ordering of messages and writes": a flush must cover the writes completed before it. We
+/// go further and make a flush wait for every write-type request of this client that arrived before
+/// it. Each such request holds a sender of the current epoch; a flush closes the epoch and waits until
+/// all of its senders are gone. Later writes run freely in the next epoch.
+struct WriteBarrier {
+    tx: mpsc::Sender<()>,
+    rx: mpsc::Receiver<()>,
+}
+
+impl WriteBarrier {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        Self { tx, rx }
+    }
+
+    fn write_token(&self) -> mpsc::Sender<()> {
+        self.tx.clone()
+    }
+
+    fn flush_point(&mut self) -> mpsc::Receiver<()> {
+        let next = Self::new();
+        let old = std::mem::replace(self, next);
+        // Dropping the old sender here leaves only the writes' tokens keeping the epoch open.
+        old.rx
+    }
+}
+
+enum Sequencing {
+    Free,
+    IsWrite(mpsc::Sender<()>),
+    AfterWrites(mpsc::Receiver<()>),
+}
+
+struct Job<D> {
+    shared: Arc<Shared<D>>,
+    id: u64,
+    cookie: u64,
+    kind: CommandKind,
+    command: Command,
+    payload: Bytes,
+    ordering: Sequencing,
+    flush_for_fua: bool,
+}
+
+impl<D: BlockDevice> Job<D> {
+    async fn run(self, replies: mpsc::Sender<Reply>, permit: OwnedSemaphorePermit) {
+        let Job { shared, id, cookie, kind, command, payload, ordering, flush_for_fua } = self;
+        let write_token = match ordering {
+            Sequencing::AfterWrites(mut earlier) => {
+                // Returns `None` once every earlier write has finished and dropped its token.
+                let _ = earlier.recv().await;
+                None
+            }
+            Sequencing::IsWrite(token) => Some(token),
+            Sequencing::Free => None,
+        };
+        let device = &*shared.device;
+        let outcome = match command {
+            Command::Read { offset, length: 0 } => Ok(Outcome::Data { offset, data: Bytes::new() }),
+            Command::Read { offset, length } => match device.read(offset, length).await {
+                Ok(data) if data.len() == length as usize => Ok(Outcome::Data { offset, data }),
+                Ok(data) => Err(crate::DeviceError::io(format!(
+                    "device returned {} bytes for a read of {length} at {offset}",
+                    data.len()
+                ))),
+                Err(e) => Err(e),
+            },
+            Command::Write { length: 0, .. }
+            | Command::Trim { length: 0, .. }
+            | Command::WriteZeroes { length: 0, .. }
+            | Command::Disconnect => Ok(Outcome::Done),
+            Command::Write { offset, fua, .. } => device.write(offset, payload, fua).await.map(|()| Outcome::Done),
+            Command::Flush => device.flush().await.map(|()| Outcome::Done),
+            Command::Trim { offset, length, fua } => {
+                fua_flush(device, device.trim(offset, length).await, fua && flush_for_fua).await
+            }
+            Command::WriteZeroes { offset, length, fua, may_trim } => {
+                fua_flush(device, device.write_zeroes(offset, length, may_trim).await, fua && flush_for_fua).await
+            }
+        };
+        // Released before the reply is queued: a flush sent after this reply finds the write finished.
+        drop(write_token);
+        let outcome = outcome.unwrap_or_else(|e| {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = id, command = kind.name(), errno = %e.errno, error = %e.message, "NBD request failed on the device");
+            Outcome::Failed { errno: e.errno, message: Cow::Owned(e.message) }
+        });
+        let _ = replies.send(Reply { cookie, kind, outcome }).await;
+        drop(permit);
+    }
+}
+
+/// The device API has no FUA for trim and write-zeroes; a flush after them gives the same guarantee.
+async fn fua_flush<D: BlockDevice>(
+    device: &D,
+    result: Result<(), crate::DeviceError>,
+    fua: bool,
+) -> Result<Outcome, crate::DeviceError> {
+    result?;
+    if fua {
+        device.flush().await?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// Sends replies in completion order; simple replies, or structured ones when negotiated (proto.md:
+/// reads then MUST use a structured reply; other successes may stay simple).
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut replies: mpsc::Receiver<Reply>,
+    structured: bool,
+) -> io::Result<()> {
+    while let Some(Reply { cookie, kind, outcome }) = replies.recv().await {
+        match outcome {
+            Outcome::Done => writer.write_all(&simple_reply(cookie, None)).await?,
+            Outcome::Data { offset, mut data } if structured => {
+                if data.is_empty() {
+                    writer.write_all(&none_chunk(cookie)).await?;
+                } else {
+                    let header = offset_data_header(cookie, offset, data.len(), true)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    writer.write_all_buf(&mut Buf::chain(&header[..], &mut data)).await?;
+                }
+            }
+            Outcome::Data { mut data, .. } => {
+                let header = simple_reply(cookie, None);
+                writer.write_all_buf(&mut Buf::chain(&header[..], &mut data)).await?;
+            }
+            Outcome::Failed { errno, message } if structured => {
+                let _ = kind;
+                writer.write_all(&error_chunk(cookie, errno, &message, true)).await?;
+            }
+            Outcome::Failed { errno, .. } => writer.write_all(&simple_reply(cookie, Some(errno))).await?,
+        }
+    }
+    writer.flush().await?;
+    writer.shutdown().await
+}
