@@ -172,14 +172,20 @@ impl Attribute {
         Ok(u64::from_be_bytes(b))
     }
 
-    /// An address; an IPv4-mapped value comes back as IPv4.
+    /// An address; an IPv4-mapped value (`::ffff:a.b.c.d`, RFC 4171 §6.3.1)
+    /// comes back as IPv4, and so does the deprecated IPv4-compatible form
+    /// `::a.b.c.d` that open-isns's isnsadm registers (but not `::` or `::1`).
     pub fn as_ip(&self) -> Result<IpAddr, Error> {
         let b: [u8; 16] = self.value.as_slice().try_into().map_err(|_| self.bad("IP address"))?;
         let v6 = Ipv6Addr::from(b);
-        Ok(match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        })
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Ok(IpAddr::V4(v4));
+        }
+        let [head @ .., a, b3, c, d] = b;
+        if head == [0; 12] && u32::from_be_bytes([a, b3, c, d]) > 1 {
+            return Ok(IpAddr::V4([a, b3, c, d].into()));
+        }
+        Ok(IpAddr::V6(v6))
     }
 
     /// A port attribute: the port and whether it is UDP (§6.3.2).
@@ -261,6 +267,11 @@ mod tests {
         assert_eq!(a.as_ip().unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
         let v6 = Attribute::ip(Tag::PORTAL_IP_ADDRESS, "::1".parse().unwrap());
         assert_eq!(v6.as_ip().unwrap(), "::1".parse::<IpAddr>().unwrap());
+        // isnsadm's IPv4-compatible form.
+        let compat = Attribute::ip(Tag::PORTAL_IP_ADDRESS, "::7f00:1".parse().unwrap());
+        assert_eq!(compat.as_ip().unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        let any = Attribute::ip(Tag::PORTAL_IP_ADDRESS, "::".parse().unwrap());
+        assert_eq!(any.as_ip().unwrap(), "::".parse::<IpAddr>().unwrap());
         assert!(Attribute::u32(Tag::PORTAL_IP_ADDRESS, 1).as_ip().is_err());
     }
 
