@@ -35,7 +35,7 @@ pub(crate) enum ClientEnd {
 pub(crate) enum ClientError {
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
-    #[error("handshake: no data from the client for {0:?}")]
+    #[error("handshake not finished within {0:?}")]
     HandshakeTimeout(std::time::Duration),
     #[error("client closed the connection during the handshake")]
     ClosedInHandshake,
@@ -61,11 +61,16 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // A client gets `handshake_timeout` to finish the whole handshake, so one trickling bytes cannot
+    // hold a client slot for long.
+    let limit = shared.handshake_timeout;
     let negotiated = tokio::select! {
-        r = handshake(&shared, &mut reader, &mut writer) => match r? {
-            Some(n) => n,
-            None => return Ok(ClientEnd::Aborted),
-        },
+        r = tokio::time::timeout(limit, handshake(&shared, &mut reader, &mut writer)) => {
+            match r.map_err(|_| ClientError::HandshakeTimeout(limit))?? {
+                Some(n) => n,
+                None => return Ok(ClientEnd::Aborted),
+            }
+        }
         () = stopped(&mut stop) => return Ok(ClientEnd::Shutdown),
     };
     tracing::debug!(
@@ -82,24 +87,19 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&s| s).await;
 }
 
-/// Drives the sans-IO handshake; `None` when the client aborted.
+/// Drives the sans-IO handshake; `None` when the client aborted. The caller bounds its duration.
 async fn handshake<D: BlockDevice, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     shared: &Shared<D>,
     reader: &mut R,
     writer: &mut W,
 ) -> Result<Option<Negotiated>, ClientError> {
-    let idle = shared.handshake_timeout;
     let mut hs = ServerHandshake::new(shared.export_info(), HandshakeLimits::default())?;
     let mut buf = vec![0u8; 4096];
     loop {
         while let Some(out) = hs.poll_transmit() {
-            tokio::time::timeout(idle, writer.write_all(&out))
-                .await
-                .map_err(|_| ClientError::HandshakeTimeout(idle))??;
+            writer.write_all(&out).await?;
         }
-        let n = tokio::time::timeout(idle, reader.read(&mut buf))
-            .await
-            .map_err(|_| ClientError::HandshakeTimeout(idle))??;
+        let n = reader.read(&mut buf).await?;
         let input = buf.get(..n).unwrap_or_default();
         if input.is_empty() {
             return Err(ClientError::ClosedInHandshake);
@@ -107,9 +107,7 @@ async fn handshake<D: BlockDevice, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let progress = hs.receive(input);
         // Whatever the outcome, queued replies go out first (an ACK to ABORT, the final export info).
         while let Some(out) = hs.poll_transmit() {
-            tokio::time::timeout(idle, writer.write_all(&out))
-                .await
-                .map_err(|_| ClientError::HandshakeTimeout(idle))??;
+            writer.write_all(&out).await?;
         }
         match progress? {
             Progress::NeedInput => {}
@@ -128,7 +126,6 @@ enum Outcome {
 
 struct Reply {
     cookie: u64,
-    kind: CommandKind,
     outcome: Outcome,
 }
 
@@ -198,7 +195,7 @@ where
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(client = id, command = req.kind.name(), errno = %rejection.errno, reason = rejection.reason, "NBD request refused");
                 let outcome = Outcome::Failed { errno: rejection.errno, message: Cow::Borrowed(rejection.reason) };
-                if reply_tx.send(Reply { cookie: req.cookie, kind: req.kind, outcome }).await.is_err() {
+                if reply_tx.send(Reply { cookie: req.cookie, outcome }).await.is_err() {
                     break ReaderEnd::WriterGone;
                 }
                 continue;
@@ -377,7 +374,7 @@ impl<D: BlockDevice> Job<D> {
             tracing::debug!(client = id, command = kind.name(), errno = %e.errno, error = %e.message, "NBD request failed on the device");
             Outcome::Failed { errno: e.errno, message: Cow::Owned(e.message) }
         });
-        let _ = replies.send(Reply { cookie, kind, outcome }).await;
+        let _ = replies.send(Reply { cookie, outcome }).await;
         drop(permit);
     }
 }
@@ -402,7 +399,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     mut replies: mpsc::Receiver<Reply>,
     structured: bool,
 ) -> io::Result<()> {
-    while let Some(Reply { cookie, kind, outcome }) = replies.recv().await {
+    while let Some(Reply { cookie, outcome }) = replies.recv().await {
         match outcome {
             Outcome::Done => writer.write_all(&simple_reply(cookie, None)).await?,
             Outcome::Data { offset, mut data } if structured => {
@@ -419,7 +416,6 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 writer.write_all_buf(&mut Buf::chain(&header[..], &mut data)).await?;
             }
             Outcome::Failed { errno, message } if structured => {
-                let _ = kind;
                 writer.write_all(&error_chunk(cookie, errno, &message, true)).await?;
             }
             Outcome::Failed { errno, .. } => writer.write_all(&simple_reply(cookie, Some(errno))).await?,

@@ -150,7 +150,8 @@ impl<D: BlockDevice> Exporter<D> {
         Arc::get_mut(&mut self.shared)
     }
 
-    /// A client that sends nothing for this long during the handshake is cut (default 30 s).
+    /// A client that has not finished the handshake this long after connecting is cut (default 30 s).
+    /// Settings take effect only before [`Self::serve`] is first called.
     #[must_use]
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         if let Some(s) = self.shared_mut() {

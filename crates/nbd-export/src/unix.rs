@@ -65,17 +65,18 @@ pub fn remove_unix_socket(path: impl AsRef<Path>) -> Result<bool, ServeError> {
 }
 
 /// Removes the socket at its path when dropped, but only if it is still the socket that was there
-/// when the guard was made (same device and inode), so a newer server's socket survives.
+/// when the guard was made (same device, inode and change time: inode numbers get reused), so a newer
+/// server's socket survives.
 #[derive(Debug)]
 pub struct UnixSocketGuard {
     path: PathBuf,
-    identity: Option<(u64, u64)>,
+    identity: Option<(u64, u64, i64, i64)>,
 }
 
 impl UnixSocketGuard {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        let identity = std::fs::symlink_metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        let identity = std::fs::symlink_metadata(&path).ok().map(|m| identity(&m));
         Self { path, identity }
     }
 
@@ -84,11 +85,15 @@ impl UnixSocketGuard {
     }
 }
 
+fn identity(m: &std::fs::Metadata) -> (u64, u64, i64, i64) {
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+}
+
 impl Drop for UnixSocketGuard {
     fn drop(&mut self) {
         let Ok(meta) = std::fs::symlink_metadata(&self.path) else { return };
         if meta.file_type().is_socket()
-            && self.identity == Some((meta.dev(), meta.ino()))
+            && self.identity == Some(identity(&meta))
             && let Err(e) = std::fs::remove_file(&self.path)
         {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove the NBD socket");
@@ -149,6 +154,7 @@ mod tests {
         let (first, guard) = bind_unix_guarded(&path).unwrap();
         drop(first);
         std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let _second = bind_unix(&path).unwrap();
         drop(guard);
         assert!(path.exists(), "the newer socket is not the guard's");

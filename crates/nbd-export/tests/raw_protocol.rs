@@ -276,6 +276,20 @@ async fn idle_client_is_cut_during_the_handshake() {
     let started = Instant::now();
     assert!(c.closed_within(Duration::from_secs(5)).await);
     assert!(started.elapsed() >= Duration::from_millis(250));
+    // A client that keeps haggling (a valid NBD_OPT_LIST every 100 ms) is cut all the same.
+    let mut trickle = RawClient::connect(&srv.socket).await;
+    trickle.stream.write_all(&1u32.to_be_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    while started.elapsed() < Duration::from_secs(3) {
+        let mut list = bytes::BytesMut::new();
+        nbd_proto::option::encode_option(&mut list, nbd_proto::OptionCode::LIST, b"").unwrap();
+        if trickle.stream.write_all(&list).await.is_err() || trickle.closed_within(Duration::from_millis(100)).await {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a client still haggling after the handshake timeout is cut");
     // A client in transmission may idle as long as it likes.
     let (mut t, _, _) = RawClient::handshake(&srv.socket, false).await;
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -142,3 +142,35 @@ async fn failing_device_gives_an_io_error_and_the_next_client_works() {
     assert!(ok, "nbdcopy after recovery failed: {err}");
     assert!(std::fs::read(&dst).unwrap() == data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_listener_on_loopback() {
+    use std::sync::Arc;
+    let size = 4 * MIB;
+    let device = Arc::new(MemDevice::new(size));
+    let exporter = Arc::new(nbd_export::Exporter::new(Arc::clone(&device), default_config()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let e = Arc::clone(&exporter);
+    let task = tokio::spawn(async move {
+        e.serve(nbd_export::Listener::Tcp(listener), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let uri = format!("nbd://127.0.0.1:{port}/lun0");
+    assert_eq!(nbdinfo_json(&uri).await["exports"][0]["export-size"], size);
+    let dir = common::TempDir::new("tcp");
+    let src = dir.path().join("src.img");
+    let data = random_bytes(size, 77);
+    std::fs::write(&src, &data).unwrap();
+    let (ok, _, err) = run("nbdcopy", &args(&[src.to_str().unwrap(), &uri])).await;
+    assert!(ok, "nbdcopy over TCP failed: {err}");
+    assert!(device.contents() == data);
+    stop.send(()).unwrap();
+    let stats = task.await.unwrap().unwrap();
+    // nbdinfo, then nbdcopy with one or more connections (it may open several on a multi-conn export).
+    assert!(stats.clients_served >= 2, "{stats:?}");
+    assert_eq!(stats.errors, 0);
+}
