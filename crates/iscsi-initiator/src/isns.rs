@@ -11,7 +11,7 @@
 //! therefore listens on a TCP port of the address it reaches the server
 //! from, registers that as its portal's SCN Port, and answers each SCN.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -304,8 +304,10 @@ async fn registered(conn: &mut Conn, xids: &mut Xids, name: &str) -> Result<bool
 
 /// Lists the targets `initiator_name` may see through the iSNS server at
 /// `server` (`HOST[:PORT]`, port 3205 by default): registers the initiator
-/// (unless it is registered already), queries, and deregisters what it
-/// registered, also when the query failed. `timeout` bounds each step.
+/// (unless it is registered already, e.g. by the daemon), queries, and
+/// deregisters what it registered, also when the query failed (on a new
+/// connection when the old one is out of step). `timeout` bounds each step.
+/// A failed deregistration after a good answer is logged, not returned.
 pub async fn discover(server: &str, initiator_name: &str, timeout: Duration) -> Result<Vec<IsnsTarget>> {
     let addr = server_addr(server)?;
     let mut conn = Conn::open(&addr, timeout).await?;
@@ -317,21 +319,40 @@ pub async fn discover(server: &str, initiator_name: &str, timeout: Duration) -> 
         alias: None,
         scn_portal: None,
     };
-    if ours {
-        conn.call_ok(&proto::register_initiator(xids.next(), &node, false)).await?;
+    if ours && let Err(e) = conn.call_ok(&proto::register_initiator(xids.next(), &node, false)).await {
+        // A refused registration left nothing behind; one that broke midway may have.
+        if !matches!(e, IsnsError::Status { .. }) {
+            deregister_fresh(&addr, timeout, &node, &mut xids).await;
+        }
+        return Err(e);
     }
     let result = query_targets(&mut conn, &mut xids, initiator_name).await;
     if ours {
-        let dereg = conn.call_ok(&proto::deregister_entity(xids.next(), initiator_name, &node.entity)).await;
-        if let Err(e) = dereg {
-            // The answer matters more than the clean-up; say it and go on.
-            tracing::warn!(server = %conn.server, "iSNS: deregistering {initiator_name} failed: {e}");
-            if result.is_ok() {
-                return Err(e);
+        if matches!(result, Ok(_) | Err(IsnsError::Status { .. })) {
+            let req = proto::deregister_entity(xids.next(), &node.name, &node.entity);
+            if let Err(e) = conn.call_ok(&req).await {
+                tracing::warn!(server = %conn.server, "iSNS: deregistering {} failed: {e}", node.name);
             }
+        } else {
+            drop(conn);
+            deregister_fresh(&addr, timeout, &node, &mut xids).await;
         }
     }
     result
+}
+
+/// DevDereg on a new connection, after the old one broke; failures are
+/// logged (the caller already has an error to report).
+async fn deregister_fresh(addr: &PortalAddr, timeout: Duration, node: &InitiatorNode, xids: &mut Xids) {
+    let r = match Conn::open(addr, timeout).await {
+        Ok(mut conn) => {
+            conn.call_ok(&proto::deregister_entity(xids.next(), &node.name, &node.entity)).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        tracing::warn!(server = %addr, "iSNS: deregistering {} after an error failed: {e}", node.name);
+    }
 }
 
 async fn query_targets(conn: &mut Conn, xids: &mut Xids, source: &str) -> Result<Vec<IsnsTarget>> {
@@ -367,6 +388,8 @@ pub struct IsnsClient {
     /// Targets we know of: the first query, then what SCNs added. A Removed
     /// SCN for a name not here is about some other node and is dropped.
     known: BTreeMap<String, IsnsTarget>,
+    /// Changes of an SCN not yet turned into events (one SCN may list several).
+    pending: VecDeque<proto::ScnChange>,
 }
 
 impl std::fmt::Debug for IsnsClient {
@@ -415,7 +438,16 @@ impl IsnsClient {
         }
         let mut xids = Xids(0);
         conn.call_ok(&proto::register_initiator(xids.next(), &node, true)).await?;
-        let mut client = Self { addr, conn: Some(conn), xids, node, timeout, scn: None, known: BTreeMap::new() };
+        let mut client = Self {
+            addr,
+            conn: Some(conn),
+            xids,
+            node,
+            timeout,
+            scn: None,
+            known: BTreeMap::new(),
+            pending: VecDeque::new(),
+        };
         if let Some(l) = listener {
             let (tx, rx) = mpsc::channel(SCN_QUEUE);
             let task = tokio::spawn(scn_listener(l, client.node.name.clone(), tx));
@@ -517,23 +549,24 @@ impl IsnsClient {
     /// deadline: wrap it in `tokio::time::timeout` as needed.
     pub async fn next_event(&mut self) -> Result<ScnEvent> {
         loop {
+            while let Some(change) = self.pending.pop_front() {
+                match self.classify(change.clone()).await {
+                    Ok(Some(ev)) => return Ok(ev),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // The lookup failed, not the change: the next call retries it.
+                        self.pending.push_front(change);
+                        return Err(e);
+                    }
+                }
+            }
             let Some((rx, _)) = self.scn.as_mut() else {
                 return Err(IsnsError::NoScn);
             };
-            let scn = match rx.recv().await {
-                Some(Ok(scn)) => scn,
-                Some(Err(e)) => {
-                    tracing::warn!(server = %self.addr, "iSNS: dropped an invalid SCN: {e}");
-                    continue;
-                }
+            match rx.recv().await {
+                Some(Ok(scn)) => self.pending.extend(scn.changes),
+                Some(Err(e)) => tracing::warn!(server = %self.addr, "iSNS: dropped an invalid SCN: {e}"),
                 None => return Err(IsnsError::ScnStopped),
-            };
-            for change in scn.changes {
-                if let Some(ev) = self.classify(change).await? {
-                    // Later changes of the same SCN are rare (isnsd sends one per
-                    // event); keep them for the next call.
-                    return Ok(ev);
-                }
             }
         }
     }

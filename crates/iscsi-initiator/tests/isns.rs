@@ -525,3 +525,197 @@ async fn refused_connection_is_clear() {
     let e = isns::discover(&format!("127.0.0.1:{port}"), "iqn.2026-12.rs.rsiscsi:x", TIMEOUT).await.unwrap_err();
     assert_eq!(e.to_string(), format!("iSNS server 127.0.0.1:{port} refused the connection (is isnsd running?)"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// A scripted iSNS server that speaks the protocol (through iscsi-proto) but breaks where a test
+// says, and records which requests reached it.
+
+use iscsi_proto::isns::client::ScnBitmap;
+use iscsi_proto::isns::{Attribute, FunctionId, Message, Pdu, Reassembler, Tag};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Script {
+    /// The target query is answered with garbage.
+    GarbageTargetQuery,
+    /// After SCNReg, connects to the SCN port and sends first garbage, then an
+    /// endless message, then a good SCN naming `iqn.fake:t`.
+    HostileScns,
+}
+
+#[derive(Default)]
+struct Seen {
+    functions: Vec<FunctionId>,
+    scn_port: Option<u16>,
+    scn_response: Option<Message>,
+}
+
+async fn read_msg(s: &mut tokio::net::TcpStream) -> Option<Message> {
+    let mut buf = Vec::new();
+    let mut r = Reassembler::new();
+    loop {
+        while let Ok(Some((pdu, used))) = Pdu::decode(&buf) {
+            buf.drain(..used);
+            if let Ok(Some(m)) = r.push(pdu) {
+                return Message::decode(&m).ok();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn fake_target_answer(req: &Message) -> Message {
+    let mut r = Message::response(req.function, req.transaction_id, Status::SUCCESS, Flags::SERVER);
+    r.operating = vec![
+        Attribute::string(Tag::ENTITY_IDENTIFIER, "fake"),
+        Attribute::string(Tag::ISCSI_NAME, "iqn.fake:t"),
+        Attribute::u32(Tag::ISCSI_NODE_TYPE, 1),
+        Attribute::string(Tag::PG_ISCSI_NAME, "iqn.fake:t"),
+        Attribute::ip(Tag::PG_PORTAL_IP_ADDR, "127.0.0.1".parse().unwrap()),
+        Attribute::port(Tag::PG_PORTAL_PORT, 3260, false),
+        Attribute::u32(Tag::PG_TAG, 5),
+    ];
+    r
+}
+
+async fn scripted(script: Script) -> (String, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let scn_sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen2.clone();
+            let scn_sent = scn_sent.clone();
+            tokio::spawn(async move {
+                while let Some(req) = read_msg(&mut s).await {
+                    let queries = {
+                        let mut g = seen.lock().unwrap();
+                        g.functions.push(req.function);
+                        if req.function == FunctionId::DEV_ATTR_REG
+                            && let Some(a) = req.operating.iter().find(|a| a.tag == Tag::SCN_PORT)
+                        {
+                            g.scn_port = Some(a.as_port().unwrap().0);
+                        }
+                        g.functions.iter().filter(|f| **f == FunctionId::DEV_ATTR_QRY).count()
+                    };
+                    let name_query = req.keys.iter().any(|a| a.tag == Tag::ISCSI_NAME);
+                    let bytes = match (script, req.function) {
+                        // The first query asks whether we are registered: no.
+                        (_, FunctionId::DEV_ATTR_QRY) if queries == 1 && name_query => {
+                            Message::response(req.function, req.transaction_id, Status::NO_SUCH_ENTRY, Flags::SERVER)
+                                .encode()
+                        }
+                        (Script::GarbageTargetQuery, FunctionId::DEV_ATTR_QRY) => {
+                            [0xde, 0xad, 0xbe, 0xef].into_iter().cycle().take(64).collect()
+                        }
+                        (Script::HostileScns, FunctionId::DEV_ATTR_QRY) if name_query => {
+                            fake_target_answer(&req).encode()
+                        }
+                        (Script::HostileScns, FunctionId::SCN_REG) => {
+                            if !scn_sent.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                                let port = seen.lock().unwrap().scn_port.expect("SCN port registered");
+                                tokio::spawn(hostile_scns(port, seen.clone()));
+                            }
+                            Message::response(req.function, req.transaction_id, Status::SUCCESS, Flags::SERVER).encode()
+                        }
+                        _ => {
+                            Message::response(req.function, req.transaction_id, Status::SUCCESS, Flags::SERVER).encode()
+                        }
+                    };
+                    if s.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// What a hostile server does on the SCN port: garbage on one connection, an
+/// endless message on another, then a good SCN whose SCNRsp it records.
+async fn hostile_scns(port: u16, seen: Arc<Mutex<Seen>>) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let scn_addr = format!("127.0.0.1:{port}");
+    let mut garbage = tokio::net::TcpStream::connect(&scn_addr).await.unwrap();
+    let _ = garbage.write_all(&[0x55; 100]).await;
+    let mut endless = tokio::net::TcpStream::connect(&scn_addr).await.unwrap();
+    let mut seq: u16 = 0;
+    let chunk = vec![0u8; 60_000];
+    // Stops when the client cuts the message off and closes.
+    loop {
+        let flags = if seq == 0 { Flags::SERVER.with(Flags::FIRST_PDU) } else { Flags::SERVER };
+        let mut out = Vec::new();
+        Header { version: 1, function: FunctionId::SCN, length: 60_000, flags, transaction_id: 1, sequence_id: seq }
+            .encode(&mut out);
+        out.extend_from_slice(&chunk);
+        if endless.write_all(&out).await.is_err() {
+            break;
+        }
+        seq = seq.wrapping_add(1);
+        if seq > 200 {
+            panic!("the client kept reading an endless SCN");
+        }
+    }
+    let mut good = tokio::net::TcpStream::connect(&scn_addr).await.unwrap();
+    let mut scn = Message::request(FunctionId::SCN, 42, Attribute::nil(Tag::DELIMITER));
+    scn.source = None;
+    scn.flags = Flags::SERVER;
+    scn.keys = vec![
+        Attribute::string(Tag::ISCSI_NAME, "iqn.2026-12.rs.rsiscsi:scn-victim"),
+        Attribute::u64(Tag::TIMESTAMP, 1),
+        Attribute::u32(Tag::ISCSI_SCN_BITMAP, ScnBitmap::OBJECT_ADDED.0),
+        Attribute::string(Tag::ISCSI_NAME, "iqn.fake:t"),
+    ];
+    good.write_all(&scn.encode()).await.unwrap();
+    let rsp = read_msg(&mut good).await;
+    seen.lock().unwrap().scn_response = rsp;
+    // Keep the connection open like isnsd does.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn broken_query_still_deregisters_on_a_new_connection() {
+    let (addr, seen) = scripted(Script::GarbageTargetQuery).await;
+    let e =
+        tokio::time::timeout(Duration::from_secs(10), isns::discover(&addr, "iqn.2026-12.rs.rsiscsi:dereg", TIMEOUT))
+            .await
+            .expect("no hang")
+            .unwrap_err();
+    assert!(matches!(proto_error(&e), ProtoError::Version(0xdead)), "{e:?}");
+    let f = seen.lock().unwrap().functions.clone();
+    assert_eq!(
+        f,
+        [FunctionId::DEV_ATTR_QRY, FunctionId::DEV_ATTR_REG, FunctionId::DEV_ATTR_QRY, FunctionId::DEV_DEREG],
+        "registered, queried, and deregistered after the garbage"
+    );
+}
+
+#[tokio::test]
+async fn hostile_scn_connections_do_not_stop_good_ones() {
+    let (addr, seen) = scripted(Script::HostileScns).await;
+    let me = "iqn.2026-12.rs.rsiscsi:scn-victim";
+    let mut c = IsnsClient::open_with_scn(&addr, me, TIMEOUT).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), c.next_event())
+        .await
+        .expect("the good SCN arrives after the hostile ones")
+        .unwrap();
+    assert_eq!(ev.kind, ScnKind::Added);
+    assert_eq!(ev.target.name, "iqn.fake:t");
+    assert_eq!(ev.target.portals.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["127.0.0.1:3260,5"]);
+    let rsp = seen.lock().unwrap().scn_response.clone().expect("SCNRsp sent");
+    assert_eq!(rsp.function, FunctionId::SCN.response());
+    assert_eq!(rsp.transaction_id, 42);
+    assert_eq!(rsp.status, Some(Status::SUCCESS));
+    assert_eq!(rsp.keys, [Attribute::string(Tag::ISCSI_NAME, me)]);
+    c.close().await.unwrap();
+    let f = seen.lock().unwrap().functions.clone();
+    assert!(f.ends_with(&[FunctionId::SCN_DEREG, FunctionId::DEV_DEREG]), "{f:?}");
+}
