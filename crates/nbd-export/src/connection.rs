@@ -11,7 +11,7 @@ use nbd_proto::handshake::HandshakeLimits;
 use nbd_proto::reply::{error_chunk, none_chunk, offset_data_header, simple_reply};
 use nbd_proto::{
     Command, CommandKind, Errno, ExportError, HandshakeError, MAX_WRITE_PAYLOAD, Negotiated, Progress,
-    REQUEST_HEADER_LEN, Request, RequestError, ServerHandshake, TransmissionFlags, TransmissionParams,
+    REQUEST_HEADER_LEN, Request, RequestError, ServerHandshake, TransmissionFlags,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -127,6 +127,8 @@ enum Outcome {
 struct Reply {
     cookie: u64,
     outcome: Outcome,
+    /// The request's share of [`BYTES_IN_FLIGHT`], returned once the reply is written.
+    _reserved: OwnedSemaphorePermit,
 }
 
 /// Why the reader stopped reading requests.
@@ -138,11 +140,9 @@ enum ReaderEnd {
     Fault(ClientError),
 }
 
-/// A decoded request with its payload read (or skipped, when it is rejected anyway).
-enum Incoming {
-    Eof,
-    Request { req: Request, verdict: Result<Command, nbd_proto::Rejection>, payload: Bytes },
-}
+/// Memory one client's reads and writes may hold at once (payloads being received, data waiting to
+/// be sent). Twice the largest request, so any single valid request fits.
+const BYTES_IN_FLIGHT: u32 = 2 * MAX_WRITE_PAYLOAD;
 
 async fn transmission<D, R, W>(
     shared: Arc<Shared<D>>,
@@ -167,6 +167,8 @@ where
     let mut tasks = JoinSet::new();
     let mut barrier = WriteBarrier::new();
 
+    let budget = Arc::new(Semaphore::new(BYTES_IN_FLIGHT as usize));
+
     let end = loop {
         while tasks.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -177,14 +179,41 @@ where
             () = stopped(&mut stop) => break ReaderEnd::Shutdown,
             () = reply_tx.closed() => break ReaderEnd::WriterGone,
         };
-        let incoming = tokio::select! {
-            r = read_request(&mut reader, &params) => r,
+        let header = tokio::select! {
+            r = read_header(&mut reader) => r,
             () = stopped(&mut stop) => break ReaderEnd::Shutdown,
             () = reply_tx.closed() => break ReaderEnd::WriterGone,
         };
-        let (req, verdict, payload) = match incoming {
-            Ok(Incoming::Eof) => break ReaderEnd::Eof,
-            Ok(Incoming::Request { req, verdict, payload }) => (req, verdict, payload),
+        let req = match header {
+            Ok(Some(req)) => req,
+            Ok(None) => break ReaderEnd::Eof,
+            Err(e) => break ReaderEnd::Fault(e),
+        };
+        let payload_len = match req.payload_len(MAX_WRITE_PAYLOAD) {
+            Ok(n) => n,
+            Err(e) => break ReaderEnd::Fault(e.into()),
+        };
+        let verdict = req.validate(&params);
+        // Memory for the data this request carries in or out, reserved before any is read.
+        let bytes = match verdict {
+            Ok(Command::Read { length, .. } | Command::Write { length, .. }) => length,
+            _ => 0,
+        };
+        let reserved = tokio::select! {
+            r = Arc::clone(&budget).acquire_many_owned(bytes) => match r {
+                Ok(r) => r,
+                Err(_) => break ReaderEnd::WriterGone,
+            },
+            () = stopped(&mut stop) => break ReaderEnd::Shutdown,
+            () = reply_tx.closed() => break ReaderEnd::WriterGone,
+        };
+        let payload = tokio::select! {
+            r = read_payload(&mut reader, payload_len, verdict.is_ok()) => r,
+            () = stopped(&mut stop) => break ReaderEnd::Shutdown,
+            () = reply_tx.closed() => break ReaderEnd::WriterGone,
+        };
+        let payload = match payload {
+            Ok(p) => p,
             Err(e) => break ReaderEnd::Fault(e),
         };
         let command = match verdict {
@@ -195,14 +224,14 @@ where
                 shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(client = id, command = req.kind.name(), errno = %rejection.errno, reason = rejection.reason, "NBD request refused");
                 let outcome = Outcome::Failed { errno: rejection.errno, message: Cow::Borrowed(rejection.reason) };
-                if reply_tx.send(Reply { cookie: req.cookie, outcome }).await.is_err() {
+                if reply_tx.send(Reply { cookie: req.cookie, outcome, _reserved: reserved }).await.is_err() {
                     break ReaderEnd::WriterGone;
                 }
                 continue;
             }
         };
         shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let ordering = match command {
+        let sequencing = match command {
             Command::Flush => Sequencing::AfterWrites(barrier.flush_point()),
             Command::Write { .. } | Command::Trim { .. } | Command::WriteZeroes { .. } => {
                 Sequencing::IsWrite(barrier.write_token())
@@ -216,7 +245,8 @@ where
             kind: req.kind,
             command,
             payload,
-            ordering,
+            sequencing,
+            reserved,
             flush_for_fua: params.flags.contains(TransmissionFlags::SEND_FLUSH),
         };
         tasks.spawn(job.run(reply_tx.clone(), permit));
@@ -249,38 +279,35 @@ where
     end
 }
 
-/// Reads one request header and, for a write, its payload. A clean end of stream between requests
-/// is `Eof`; anywhere else it is a truncated request.
-async fn read_request<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    params: &TransmissionParams,
-) -> Result<Incoming, ClientError> {
+/// Reads one request header; `None` on a clean end of stream between requests.
+async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Request>, ClientError> {
     let mut header = [0u8; REQUEST_HEADER_LEN];
     let first = reader.read(&mut header).await?;
     if first == 0 {
-        return Ok(Incoming::Eof);
+        return Ok(None);
     }
     if let Some(rest) = header.get_mut(first..) {
         reader.read_exact(rest).await.map_err(truncated)?;
     }
-    let req = Request::decode(&header)?;
-    let len = req.payload_len(MAX_WRITE_PAYLOAD)?;
-    let verdict = req.validate(params);
-    let payload = if len == 0 {
-        Bytes::new()
-    } else if verdict.is_ok() {
+    Ok(Some(Request::decode(&header)?))
+}
+
+/// Reads a write's payload (already bounded by [`Request::payload_len`]), or skips it when the request
+/// is refused anyway, to stay in step with the client.
+async fn read_payload<R: AsyncRead + Unpin>(reader: &mut R, len: u32, keep: bool) -> Result<Bytes, ClientError> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    if keep {
         let mut data = BytesMut::zeroed(usize::try_from(len).unwrap_or(0));
         reader.read_exact(&mut data).await.map_err(truncated)?;
-        data.freeze()
-    } else {
-        // Rejected: stay in step with the client without keeping its data.
-        let skipped = tokio::io::copy(&mut reader.take(u64::from(len)), &mut tokio::io::sink()).await?;
-        if skipped != u64::from(len) {
-            return Err(ClientError::TruncatedRequest);
-        }
-        Bytes::new()
-    };
-    Ok(Incoming::Request { req, verdict, payload })
+        return Ok(data.freeze());
+    }
+    let skipped = tokio::io::copy(&mut reader.take(u64::from(len)), &mut tokio::io::sink()).await?;
+    if skipped != u64::from(len) {
+        return Err(ClientError::TruncatedRequest);
+    }
+    Ok(Bytes::new())
 }
 
 fn truncated(e: io::Error) -> ClientError {
@@ -327,14 +354,15 @@ struct Job<D> {
     kind: CommandKind,
     command: Command,
     payload: Bytes,
-    ordering: Sequencing,
+    sequencing: Sequencing,
+    reserved: OwnedSemaphorePermit,
     flush_for_fua: bool,
 }
 
 impl<D: BlockDevice> Job<D> {
     async fn run(self, replies: mpsc::Sender<Reply>, permit: OwnedSemaphorePermit) {
-        let Job { shared, id, cookie, kind, command, payload, ordering, flush_for_fua } = self;
-        let write_token = match ordering {
+        let Job { shared, id, cookie, kind, command, payload, sequencing, reserved, flush_for_fua } = self;
+        let write_token = match sequencing {
             Sequencing::AfterWrites(mut earlier) => {
                 // Returns `None` once every earlier write has finished and dropped its token.
                 let _ = earlier.recv().await;
@@ -374,7 +402,7 @@ impl<D: BlockDevice> Job<D> {
             tracing::debug!(client = id, command = kind.name(), errno = %e.errno, error = %e.message, "NBD request failed on the device");
             Outcome::Failed { errno: e.errno, message: Cow::Owned(e.message) }
         });
-        let _ = replies.send(Reply { cookie, outcome }).await;
+        let _ = replies.send(Reply { cookie, outcome, _reserved: reserved }).await;
         drop(permit);
     }
 }
@@ -399,7 +427,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     mut replies: mpsc::Receiver<Reply>,
     structured: bool,
 ) -> io::Result<()> {
-    while let Some(Reply { cookie, outcome }) = replies.recv().await {
+    while let Some(Reply { cookie, outcome, _reserved }) = replies.recv().await {
         match outcome {
             Outcome::Done => writer.write_all(&simple_reply(cookie, None)).await?,
             Outcome::Data { offset, mut data } if structured => {

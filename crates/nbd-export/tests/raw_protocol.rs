@@ -339,3 +339,41 @@ async fn shutdown_lets_requests_in_flight_finish_and_closes_clients() {
     assert_eq!(stats.clients_served, 2);
     assert_eq!(stats.requests, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pipelined_maximum_size_writes_all_land() {
+    let size = 64 * MIB;
+    let srv = TestServer::start(MemDevice::new(size), ExportConfig { max_in_flight: 4, ..default_config() });
+    let (c, _, _) = RawClient::handshake(&srv.socket, false).await;
+    let (mut rd, mut wr) = c.stream.into_split();
+    let chunk = 2 * MIB; // the device's maximum block size
+    let data = common::random_bytes(size, 11);
+    let sent = data.clone();
+    // Send every write without waiting for a reply; replies are read concurrently.
+    let sender = tokio::spawn(async move {
+        for (i, piece) in sent.chunks(chunk).enumerate() {
+            let r = nbd_proto::Request {
+                flags: CommandFlags::EMPTY,
+                kind: CommandKind::Write,
+                cookie: i as u64,
+                offset: (i * chunk) as u64,
+                length: chunk as u32,
+            };
+            wr.write_all(&r.encode()).await.unwrap();
+            wr.write_all(piece).await.unwrap();
+        }
+        wr
+    });
+    let mut seen = vec![false; size / chunk];
+    for _ in 0..size / chunk {
+        use tokio::io::AsyncReadExt;
+        let mut h = [0u8; 16];
+        rd.read_exact(&mut h).await.unwrap();
+        assert_eq!(h[4..8], [0; 4], "write failed");
+        let cookie = u64::from_be_bytes(h[8..16].try_into().unwrap()) as usize;
+        assert!(!std::mem::replace(&mut seen[cookie], true), "cookie {cookie} answered twice");
+    }
+    sender.await.unwrap();
+    assert!(seen.iter().all(|&s| s));
+    assert!(srv.device.contents() == data);
+}
