@@ -46,6 +46,12 @@ async fn nbdinfo_shows_size_block_sizes_and_flags() {
     // The export is also found by its name, and an unknown name is refused.
     let named = format!("nbd+unix:///lun0?socket={}", srv.socket.display());
     assert_eq!(nbdinfo_json(&named).await["exports"][0]["export-size"], 8 * MIB);
+    // NBD_OPT_LIST names the export and its description.
+    let (ok, out, err) = run("nbdinfo", &args(&["--list", "--json", &srv.uri()])).await;
+    assert!(ok, "nbdinfo --list failed: {err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["exports"][0]["export-name"], "lun0", "{out}");
+    assert_eq!(list["exports"][0]["description"], "memory test device", "{out}");
     let wrong = format!("nbd+unix:///nope?socket={}", srv.socket.display());
     let (ok, _, _) = run("nbdinfo", &args(&["--json", &wrong])).await;
     assert!(!ok, "an unknown export name must fail");
