@@ -62,8 +62,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(req) = Request::decode(header) else { continue };
         assert_eq!(&req.encode()[..], header);
         let _ = req.payload_len(1 << 25);
-        if let Ok(Command::Read { offset, length } | Command::Write { offset, length, .. }) = req.validate(&n.params)
-        {
+        if let Ok(Command::Read { offset, length } | Command::Write { offset, length, .. }) = req.validate(&n.params) {
             assert!(offset.checked_add(u64::from(length)).is_some_and(|end| end <= n.params.size));
             assert!(length <= n.params.block_sizes.max);
             assert_eq!(offset % 512, 0);
