@@ -290,6 +290,12 @@ impl Xids {
     }
 }
 
+/// The Registration Period of a DevAttrRegRsp, if it names one above 0.
+fn registration_period(rsp: &Message) -> Option<Duration> {
+    let secs = isns::attr::find(&rsp.operating, isns::Tag::REGISTRATION_PERIOD)?.as_u32().ok()?;
+    (secs > 0).then(|| Duration::from_secs(secs.into()))
+}
+
 fn entity_for(initiator_name: &str) -> String {
     format!("rsiscsi:{initiator_name}")
 }
@@ -390,6 +396,7 @@ pub struct IsnsClient {
     known: BTreeMap<String, IsnsTarget>,
     /// Changes of an SCN not yet turned into events (one SCN may list several).
     pending: VecDeque<proto::ScnChange>,
+    registration_period: Option<Duration>,
 }
 
 impl std::fmt::Debug for IsnsClient {
@@ -437,7 +444,8 @@ impl IsnsClient {
             listener = Some(l);
         }
         let mut xids = Xids(0);
-        conn.call_ok(&proto::register_initiator(xids.next(), &node, true)).await?;
+        let rsp = conn.call_ok(&proto::register_initiator(xids.next(), &node, true)).await?;
+        let registration_period = registration_period(&rsp);
         let mut client = Self {
             addr,
             conn: Some(conn),
@@ -447,6 +455,7 @@ impl IsnsClient {
             scn: None,
             known: BTreeMap::new(),
             pending: VecDeque::new(),
+            registration_period,
         };
         if let Some(l) = listener {
             let (tx, rx) = mpsc::channel(SCN_QUEUE);
@@ -462,6 +471,13 @@ impl IsnsClient {
             client.targets().await?;
         }
         Ok(client)
+    }
+
+    /// How long the server keeps the registration without a
+    /// [`refresh`](Self::refresh), when its DevAttrRegRsp said (RFC 4171
+    /// §6.2.6; `None` when it did not, or said 0: no expiry).
+    pub fn registration_period(&self) -> Option<Duration> {
+        self.registration_period
     }
 
     /// The server, as `HOST:PORT`.

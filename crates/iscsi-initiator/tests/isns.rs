@@ -221,7 +221,7 @@ async fn stopped_isnsd_gives_a_clear_error() {
         &conf,
         format!(
             "SourceName = iqn.2026-12.rs.rsiscsi:isnsd-stop\nBindAddress = 127.0.0.1:{port}\n\
-             ControlSocket = {d}/isnsctl\nPIDFile = {d}/isnsd.pid\nRegistrationPeriod = 0\n\
+             ControlSocket = {d}/isnsctl\nPIDFile = {d}/isnsd.pid\nRegistrationPeriod = 10m\n\
              DefaultDiscoveryDomain = 1\nSLPRegister = 0\nSecurity = 0\n",
             d = dir.display()
         ),
@@ -243,10 +243,16 @@ async fn stopped_isnsd_gives_a_clear_error() {
     }
     let me = "iqn.2026-12.rs.rsiscsi:isns-test-stop";
     let up = isns::discover(&server, me, TIMEOUT).await;
+    // This isnsd expires registrations after 10 minutes, and says so.
+    let period = match IsnsClient::open(&server, me, TIMEOUT).await {
+        Ok(c) => c.registration_period(),
+        Err(e) => panic!("{e}"),
+    };
     isnsd.kill().unwrap();
     isnsd.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(up.unwrap(), vec![], "a fresh isnsd lists no targets");
+    assert_eq!(period, Some(Duration::from_secs(600)));
 
     let err = isns::discover(&server, me, TIMEOUT).await.unwrap_err();
     assert!(matches!(err, IsnsError::Refused { .. }), "{err:?}");
