@@ -178,6 +178,14 @@ impl Conn {
         }))
     }
 
+    fn peer_ip(&self) -> Result<IpAddr> {
+        self.stream.peer_addr().map(|a| a.ip()).map_err(|source| IsnsError::Io {
+            server: self.server.clone(),
+            what: "peer address".into(),
+            source,
+        })
+    }
+
     fn local_ip(&self) -> Result<IpAddr> {
         self.stream.local_addr().map(|a| a.ip()).map_err(|source| IsnsError::Io {
             server: self.server.clone(),
@@ -314,6 +322,20 @@ async fn registered(conn: &mut Conn, xids: &mut Xids, name: &str) -> Result<bool
 /// deregisters what it registered, also when the query failed (on a new
 /// connection when the old one is out of step). `timeout` bounds each step.
 /// A failed deregistration after a good answer is logged, not returned.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), iscsi_initiator::isns::IsnsError> {
+/// use std::time::Duration;
+/// let targets =
+///     iscsi_initiator::isns::discover("127.0.0.1", "iqn.2026-12.rs.rsiscsi:host", Duration::from_secs(5)).await?;
+/// for t in &targets {
+///     for p in &t.portals {
+///         println!("{p} {}", t.name); // 127.0.0.1:3260,1 iqn.2026-12.lab.isns:disk1
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub async fn discover(server: &str, initiator_name: &str, timeout: Duration) -> Result<Vec<IsnsTarget>> {
     let addr = server_addr(server)?;
     let mut conn = Conn::open(&addr, timeout).await?;
@@ -384,6 +406,23 @@ fn read_targets(conn: &Conn, req: &Message, rsp: &Message) -> Result<Vec<IsnsTar
 /// when opened with [`IsnsClient::open_with_scn`], target changes as
 /// [`ScnEvent`]s. Dropping it stops the listener; [`IsnsClient::close`]
 /// also deregisters.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), iscsi_initiator::isns::IsnsError> {
+/// use iscsi_initiator::isns::{IsnsClient, ScnKind};
+/// use std::time::Duration;
+/// let mut isns = IsnsClient::open_with_scn("127.0.0.1:3205", "iqn.2026-12.rs.rsiscsi:host", Duration::from_secs(5)).await?;
+/// let now = isns.targets().await?;
+/// println!("{} targets", now.len());
+/// loop {
+///     let ev = isns.next_event().await?;
+///     match ev.kind {
+///         ScnKind::Added | ScnKind::Changed => println!("{} at {:?}", ev.target.name, ev.target.portals),
+///         ScnKind::Removed => println!("{} gone", ev.target.name),
+///     }
+/// }
+/// # }
+/// ```
 pub struct IsnsClient {
     addr: PortalAddr,
     conn: Option<Conn>,
@@ -433,8 +472,10 @@ impl IsnsClient {
             scn_portal: None,
         };
         let mut listener = None;
+        let mut server_ip = None;
         if scn {
             let ip = conn.local_ip()?;
+            server_ip = Some(conn.peer_ip()?);
             let bind = SocketAddr::new(ip, 0);
             let l = TcpListener::bind(bind)
                 .await
@@ -457,9 +498,9 @@ impl IsnsClient {
             pending: VecDeque::new(),
             registration_period,
         };
-        if let Some(l) = listener {
+        if let (Some(l), Some(server_ip)) = (listener, server_ip) {
             let (tx, rx) = mpsc::channel(SCN_QUEUE);
-            let task = tokio::spawn(scn_listener(l, client.node.name.clone(), tx));
+            let task = tokio::spawn(scn_listener(l, server_ip, client.node.name.clone(), tx));
             client.scn = Some((rx, task));
             let xid = client.xids.next();
             let req = proto::scn_register(xid, &client.node.name, ScnBitmap::INITIATOR_DEFAULT);
@@ -642,12 +683,27 @@ impl Drop for IsnsClient {
 
 /// Accepts the server's SCN connections (at most [`MAX_SCN_CONNECTIONS`]
 /// at once) and answers each SCN with an SCNRsp, an ESI with an ESIRsp.
-async fn scn_listener(listener: TcpListener, me: String, tx: mpsc::Sender<ScnItem>) {
+/// Only the server's own address may connect: anyone else could otherwise
+/// feed us made-up changes (RFC 4171 §2.9 leaves SCN authentication to the
+/// auth blocks we do not use).
+async fn scn_listener(listener: TcpListener, server_ip: IpAddr, me: String, tx: mpsc::Sender<ScnItem>) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // E.g. out of file descriptors: do not spin.
+                        tracing::warn!("iSNS: accepting an SCN connection failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if peer.ip().to_canonical() != server_ip.to_canonical() {
+                    tracing::warn!(%peer, %server_ip, "iSNS: refusing an SCN connection from another address than the server's");
+                    continue;
+                }
                 while conns.try_join_next().is_some() {}
                 if conns.len() >= MAX_SCN_CONNECTIONS {
                     tracing::warn!(%peer, "iSNS: too many SCN connections, refusing one");

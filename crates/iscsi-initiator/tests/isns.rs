@@ -554,6 +554,8 @@ struct Seen {
     functions: Vec<FunctionId>,
     scn_port: Option<u16>,
     scn_response: Option<Message>,
+    /// What a peer other than the server got for its SCN.
+    forged_response: Option<Option<Message>>,
 }
 
 async fn read_msg(s: &mut tokio::net::TcpStream) -> Option<Message> {
@@ -670,6 +672,20 @@ async fn hostile_scns(port: u16, seen: Arc<Mutex<Seen>>) {
             panic!("the client kept reading an endless SCN");
         }
     }
+    // The same SCN from 127.0.0.2, which is not the server: refused.
+    let forged = tokio::net::TcpSocket::new_v4().unwrap();
+    forged.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut forged = forged.connect(scn_addr.parse().unwrap()).await.unwrap();
+    let mut fake = Message::request(FunctionId::SCN, 41, Attribute::nil(Tag::DELIMITER));
+    fake.source = None;
+    fake.keys = vec![
+        Attribute::string(Tag::ISCSI_NAME, "iqn.2026-12.rs.rsiscsi:scn-victim"),
+        Attribute::u32(Tag::ISCSI_SCN_BITMAP, ScnBitmap::OBJECT_ADDED.0),
+        Attribute::string(Tag::ISCSI_NAME, "iqn.fake:t"),
+    ];
+    let _ = forged.write_all(&fake.encode()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(2), read_msg(&mut forged)).await.ok().flatten();
+    seen.lock().unwrap().forged_response = Some(answer);
     let mut good = tokio::net::TcpStream::connect(&scn_addr).await.unwrap();
     let mut scn = Message::request(FunctionId::SCN, 42, Attribute::nil(Tag::DELIMITER));
     scn.source = None;
@@ -716,6 +732,7 @@ async fn hostile_scn_connections_do_not_stop_good_ones() {
     assert_eq!(ev.kind, ScnKind::Added);
     assert_eq!(ev.target.name, "iqn.fake:t");
     assert_eq!(ev.target.portals.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["127.0.0.1:3260,5"]);
+    assert_eq!(seen.lock().unwrap().forged_response, Some(None), "an SCN from another address is not answered");
     let rsp = seen.lock().unwrap().scn_response.clone().expect("SCNRsp sent");
     assert_eq!(rsp.function, FunctionId::SCN.response());
     assert_eq!(rsp.transaction_id, 42);

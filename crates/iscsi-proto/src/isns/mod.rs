@@ -7,6 +7,29 @@
 //! ([`pdu`]), codes attributes ([`attr`]) and messages ([`message`]), and
 //! builds the few exchanges an initiator needs ([`client`]). Nothing here
 //! touches a socket; every length read from the wire is checked first.
+//!
+//! ```
+//! use iscsi_proto::isns::{client, Attribute, Flags, FunctionId, Message, Status, Tag};
+//!
+//! // What the initiator sends: "which targets may I see?"
+//! let query = client::query_targets(7, "iqn.2026-12.rs.rsiscsi:host");
+//! let bytes = query.encode();
+//! assert_eq!(Message::decode_bytes(&bytes).unwrap(), Some(query));
+//!
+//! // What a server answers: one target behind one portal group.
+//! let mut answer = Message::response(FunctionId::DEV_ATTR_QRY, 7, Status::SUCCESS, Flags::SERVER);
+//! answer.operating = vec![
+//!     Attribute::string(Tag::ISCSI_NAME, "iqn.2026-12.lab:disk1"),
+//!     Attribute::string(Tag::PG_ISCSI_NAME, "iqn.2026-12.lab:disk1"),
+//!     Attribute::ip(Tag::PG_PORTAL_IP_ADDR, "192.0.2.1".parse().unwrap()),
+//!     Attribute::port(Tag::PG_PORTAL_PORT, 3260, false),
+//!     Attribute::u32(Tag::PG_TAG, 1),
+//! ];
+//! let answer = Message::decode_bytes(&answer.encode()).unwrap().unwrap();
+//! let targets = client::targets_from_query(&answer).unwrap();
+//! assert_eq!(targets[0].name, "iqn.2026-12.lab:disk1");
+//! assert_eq!(targets[0].portals[0].port, 3260);
+//! ```
 
 pub mod attr;
 pub mod client;
