@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod creds;
 mod docs;
+mod nbd;
 mod service;
 mod url;
 
