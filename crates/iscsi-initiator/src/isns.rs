@@ -30,9 +30,10 @@ pub const DEFAULT_PORT: u16 = isns::DEFAULT_PORT;
 /// SCN connections kept open at once; isnsd uses one per registered portal.
 const MAX_SCN_CONNECTIONS: usize = 8;
 
-/// Changes queued between the SCN listener and [`IsnsClient::next_event`];
-/// when full, the listener stops reading and the server waits.
-const SCN_QUEUE: usize = 256;
+/// SCNs queued between the listener and [`IsnsClient::next_event`]; when
+/// full, the listener stops reading and the server waits. With at most 1 MiB
+/// per message this bounds the queue to 16 MiB.
+const SCN_QUEUE: usize = 16;
 
 /// Messages of other transactions skipped while waiting for an answer.
 const MAX_STRAY_MESSAGES: usize = 16;
@@ -117,8 +118,8 @@ pub enum ScnKind {
     Changed,
 }
 
-/// One target change. `target` holds what the server lists now (empty
-/// portals for `Removed`).
+/// One target change. `target` holds what the server lists now; for
+/// `Removed`, what it listed last (the portals to let go of).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScnEvent {
     pub kind: ScnKind,
@@ -233,16 +234,22 @@ impl Conn {
     /// `call`, then an error unless the status is Successful.
     async fn call_ok(&mut self, req: &Message) -> Result<Message> {
         let rsp = self.call(req).await?;
-        let status = proto::expect(&rsp, req.function).map_err(|source| IsnsError::Protocol {
-            server: self.server.clone(),
-            what: req.function.to_string(),
-            source,
-        })?;
-        if !status.is_success() {
-            return Err(IsnsError::Status { server: self.server.clone(), what: req.function.to_string(), status });
-        }
-        Ok(rsp)
+        check_ok(&self.server, req, rsp)
     }
+}
+
+/// `rsp` if it answers `req` with status Successful (RFC 4171 §5.4).
+fn check_ok(server: &str, req: &Message, rsp: Message) -> Result<Message> {
+    let what = req.function.to_string();
+    let status = proto::expect(&rsp, req.function).map_err(|source| IsnsError::Protocol {
+        server: server.to_string(),
+        what: what.clone(),
+        source,
+    })?;
+    if !status.is_success() {
+        return Err(IsnsError::Status { server: server.to_string(), what, status });
+    }
+    Ok(rsp)
 }
 
 enum ReadError {
@@ -532,31 +539,32 @@ impl IsnsClient {
     }
 
     /// One request on the connection, reconnecting once when the server had
-    /// closed it (isnsd may drop idle connections).
-    async fn call_ok(&mut self, req: &Message) -> Result<Message> {
-        if let Some(conn) = self.conn.as_mut() {
-            match conn.call_ok(req).await {
-                Err(IsnsError::Closed { .. } | IsnsError::Io { .. }) => self.conn = None,
-                other => return other,
-            }
-        }
-        let mut conn = Conn::open(&self.addr, self.timeout).await?;
-        let r = conn.call_ok(req).await;
-        self.conn = Some(conn);
-        r
-    }
-
+    /// closed it (isnsd drops connections idle for 5 minutes). After a
+    /// timeout or invalid bytes the connection is out of step: the next call
+    /// starts a new one.
     async fn call(&mut self, req: &Message) -> Result<Message> {
         if let Some(conn) = self.conn.as_mut() {
             match conn.call(req).await {
+                Ok(m) => return Ok(m),
                 Err(IsnsError::Closed { .. } | IsnsError::Io { .. }) => self.conn = None,
-                other => return other,
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
             }
         }
         let mut conn = Conn::open(&self.addr, self.timeout).await?;
         let r = conn.call(req).await;
-        self.conn = Some(conn);
+        if r.is_ok() {
+            self.conn = Some(conn);
+        }
         r
+    }
+
+    /// `call`, then an error unless the status is Successful.
+    async fn call_ok(&mut self, req: &Message) -> Result<Message> {
+        let rsp = self.call(req).await?;
+        check_ok(&self.server_name(), req, rsp)
     }
 
     fn server_name(&self) -> String {
@@ -633,13 +641,9 @@ impl IsnsClient {
             return Ok(None);
         }
         let bitmap = change.bitmap;
-        let removed = |name: String| ScnEvent {
-            kind: ScnKind::Removed,
-            target: IsnsTarget { name, alias: None, portals: Vec::new() },
-            bitmap,
-        };
+        let removed = |last: IsnsTarget| ScnEvent { kind: ScnKind::Removed, target: last, bitmap };
         if bitmap.is_removed() {
-            return Ok(self.known.remove(&change.name).map(|old| removed(old.name)));
+            return Ok(self.known.remove(&change.name).map(removed));
         }
         match self.target(&change.name).await? {
             Some(t) => {
@@ -648,7 +652,7 @@ impl IsnsClient {
                 Ok(Some(ScnEvent { kind, target: t, bitmap }))
             }
             // Not a target, or no longer visible to us.
-            None => Ok(self.known.remove(&change.name).map(|old| removed(old.name))),
+            None => Ok(self.known.remove(&change.name).map(removed)),
         }
     }
 

@@ -198,6 +198,7 @@ async fn scn_reports_a_target_registered_later_and_its_removal() {
     isnsadm(&lab, &["--deregister", &format!("entity-id={entity}")]);
     let removed = event_for(&mut c, &target, Duration::from_secs(5)).await;
     assert_eq!(removed.kind, ScnKind::Removed, "{removed:?}");
+    assert_eq!(removed.target, added.target, "a Removed event carries the target as last listed");
     eprintln!("SCN Removed after {:?}", t1.elapsed());
     assert_eq!(c.targets().await.unwrap(), vec![]);
 
