@@ -194,11 +194,29 @@ async fn scn_reports_a_target_registered_later_and_its_removal() {
     assert_eq!(added.target.portals.iter().map(|p| p.to_string()).collect::<Vec<_>>(), [format!("{portal},3")]);
     eprintln!("SCN Added after {:?}", t0.elapsed());
 
+    // A second portal group for it: an update.
+    let portal2 = format!("127.0.0.1:{}", port + 1);
+    isnsadm(
+        &lab,
+        &[
+            "--register",
+            &format!("entity={entity}"),
+            &format!("target={target}"),
+            &format!("portal={portal2}"),
+            "pg,pgt=4",
+        ],
+    );
+    let changed = event_for(&mut c, &target, Duration::from_secs(5)).await;
+    assert_eq!(changed.kind, ScnKind::Changed, "{changed:?}");
+    let mut now: Vec<String> = changed.target.portals.iter().map(|p| p.to_string()).collect();
+    now.sort();
+    assert_eq!(now, [format!("{portal},3"), format!("{portal2},4")]);
+
     let t1 = Instant::now();
     isnsadm(&lab, &["--deregister", &format!("entity-id={entity}")]);
     let removed = event_for(&mut c, &target, Duration::from_secs(5)).await;
     assert_eq!(removed.kind, ScnKind::Removed, "{removed:?}");
-    assert_eq!(removed.target, added.target, "a Removed event carries the target as last listed");
+    assert_eq!(removed.target, changed.target, "a Removed event carries the target as last listed");
     eprintln!("SCN Removed after {:?}", t1.elapsed());
     assert_eq!(c.targets().await.unwrap(), vec![]);
 
