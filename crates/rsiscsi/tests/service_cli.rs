@@ -952,3 +952,98 @@ fn portal_add_fails_when_send_targets_fails_unless_kept() {
     assert!(out.starts_with("portal 127.0.0.1:3260 added\n") && out.contains(" target(s) discovered"), "{out}");
     assert_eq!(svc.json(&["portal", "list"])["portals"].as_array().unwrap().len(), 1);
 }
+
+/// The session of `iqn`, from `session list --json`.
+fn session_of(svc: &Service, iqn: &str) -> Option<Value> {
+    svc.json(&["session", "list"])["sessions"].as_array()?.iter().find(|s| s["target_name"] == iqn).cloned()
+}
+
+/// `qemu-io -f raw -c CMD...` on the NBD socket; fails the test if qemu-io
+/// cannot be run, fails or reports a pattern mismatch.
+fn qemu_io(socket: &Path, cmds: &[&str]) {
+    let mut args = vec!["-f".to_string(), "raw".to_string()];
+    for c in cmds {
+        args.push("-c".into());
+        args.push((*c).into());
+    }
+    args.push(format!("nbd+unix:///?socket={}", socket.display()));
+    let out = Command::new("qemu-io").args(&args).stdin(Stdio::null()).output().expect("qemu-io (qemu-utils)");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && !said.contains("failed"), "qemu-io {args:?}: {said}");
+}
+
+/// `session export` / `unexport` (issue 20): the service serves a LUN of
+/// its session over NBD on a private Unix socket, shows it in `session
+/// list`, refuses a second export of the LUN, brings it back with the
+/// persistent login after a restart, and `unexport` ends it for good.
+/// Uses the lab's tgt target "nbd" at 400 MiB on (the NBD suite's own
+/// regions are below; the binaries run one after another).
+#[test]
+fn nbd_export_through_the_service_comes_back_after_a_restart() {
+    let mut svc = Service::start("export");
+    let iqn = common::var("RSISCSI_TGT_IQN_NBD");
+    svc.ok(&["portal", "add", PORTAL]);
+    let out = svc.ok(&["target", "login", &iqn, "--persistent"]);
+    let sid = out.lines().next().unwrap().strip_prefix("session ").unwrap().to_string();
+    let sock = svc.dir.join("lun1.sock");
+    let out = svc.ok(&["session", "export", &sid, "--lun", LUN, "--nbd-socket", sock.to_str().unwrap()]);
+    assert_eq!(
+        out,
+        format!("LUN 1 of session {sid} served at nbd+unix:///?socket={} (export {iqn}/1)\n", sock.display())
+    );
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    qemu_io(&sock, &["write -P 0x3c 400M 1M", "read -P 0x3c 400M 1M"]);
+    let text = svc.ok(&["session", "list"]);
+    assert!(
+        text.contains(&format!("  Lun 1 served over NBD at nbd+unix:///?socket={} (export {iqn}/1", sock.display())),
+        "{text}"
+    );
+    let s = session_of(&svc, &iqn).unwrap();
+    assert_eq!(s["exports"][0]["lun"], 1);
+    assert_eq!(s["exports"][0]["read_only"], false);
+    // The LUN is served once; a LUN that is not a disk (tgt's LUN 0) is refused.
+    let again = svc.rsiscsi(&["session", "export", &sid, "--lun", LUN, "--nbd-socket", "/tmp/other.sock"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already exported"), "{}", stderr(&again));
+    let lun0 = svc.dir.join("lun0.sock");
+    let bad = svc.rsiscsi(&["session", "export", &sid, "--lun", "0", "--nbd-socket", lun0.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("not a disk"), "{}", stderr(&bad));
+    assert!(!lun0.exists());
+    let p = svc.json(&["persistent", "list"]);
+    assert_eq!(p["persistent_logins"][0]["exports"][0]["lun"], 1, "{p}");
+
+    // After a restart the persistent login brings the export back.
+    svc.restart();
+    let t0 = Instant::now();
+    let sid = loop {
+        if let Some(s) = session_of(&svc, &iqn).filter(|s| s["exports"].as_array().is_some_and(|e| !e.is_empty())) {
+            break s["session_id"].as_str().unwrap().to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "the export was not back within 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    qemu_io(&sock, &["read -P 0x3c 400M 1M"]);
+
+    // unexport: the socket goes, and stays gone after the next restart.
+    assert_eq!(
+        svc.ok(&["session", "unexport", &sid, "--lun", LUN]),
+        format!("LUN 1 of session {sid} no longer served over NBD\n")
+    );
+    assert!(!sock.exists());
+    let gone = svc.rsiscsi(&["session", "unexport", &sid, "--lun", LUN]);
+    assert!(!gone.status.success() && stderr(&gone).contains("not exported"), "{}", stderr(&gone));
+    svc.restart();
+    let t0 = Instant::now();
+    while session_of(&svc, &iqn).is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the persistent login was not back within 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!sock.exists(), "an unexported LUN came back");
+    let sid = session_of(&svc, &iqn).unwrap()["session_id"].as_str().unwrap().to_string();
+    svc.ok(&["session", "logout", &sid]);
+    svc.ok(&["persistent", "remove", &iqn]);
+    svc.ok(&["portal", "remove", PORTAL]);
+    svc.stop();
+}

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod exports;
 pub mod logins;
 pub mod metrics;
 pub mod recovery;
@@ -198,6 +199,8 @@ pub async fn logout_all(app: &App, limit: Duration) {
     for live in app.registry.drain() {
         set.spawn(async move {
             let id = live.session.id();
+            // Each export's clients are cut and its LUN flushed first.
+            let _ = tokio::time::timeout(limit, live.exports.stop_all()).await;
             match tokio::time::timeout(limit, live.session.logout()).await {
                 Ok(Ok(())) => info!(session = %id, "logged out"),
                 Ok(Err(e)) => warn!(session = %id, "logout failed: {e}"),

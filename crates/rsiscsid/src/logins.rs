@@ -221,6 +221,7 @@ pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
         devices,
         started: Instant::now(),
         recovery: spec.recovery,
+        exports: Default::default(),
     });
     app.registry.insert(live.clone());
     info!(
@@ -442,6 +443,8 @@ async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>, w
             };
             warn!(session = %live.session.id(), login = %key, "persistent session closed ({reason}); logging in again");
             app.registry.remove(live.session.id());
+            // Its sockets are freed for the exports of the next session.
+            live.exports.stop_all().await;
             app.logins.set(
                 &key,
                 LoginState { state: api::PersistentLoginState::Retrying, last_error: Some(reason), session_id: None },
@@ -464,6 +467,7 @@ async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>, w
                 }
                 logged_in_before = true;
                 backoff = BACKOFF_MIN;
+                crate::exports::restore(&live, &stored.exports).await;
                 current = Some(live);
             }
             Err(e) => {
@@ -539,6 +543,7 @@ mod tests {
             isid: "80a1b2c3d4e5".into(),
             max_request_hold_time_s: hold,
             link_down_time_s: link,
+            exports: Vec::new(),
         }
     }
 

@@ -112,6 +112,8 @@ pub struct Live {
     pub started: Instant,
     /// The hold time and link-down time it was logged in with.
     pub recovery: crate::recovery::RecoveryTimes,
+    /// Its LUNs served over NBD.
+    pub exports: crate::exports::SessionExports,
 }
 
 impl Live {
@@ -182,7 +184,7 @@ impl Live {
             max_request_hold_time_s: self.recovery.max_request_hold_time_s,
             link_down_time_s: self.recovery.link_down_time_s,
             recovery_counters: recovery_counters(s),
-            exports: Vec::new(),
+            exports: self.exports.views(),
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct StoredLogin {
     pub max_request_hold_time_s: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_down_time_s: Option<u32>,
+    /// NBD exports served again with each of its sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<rsiscsi_api::types::ExportRequest>,
 }
 
 impl StoredLogin {

@@ -42,6 +42,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sessions/{session_id}/logout"),
     ("PUT", "/v1/sessions/{session_id}/policy"),
     ("POST", "/v1/sessions/{session_id}/scsi"),
+    ("POST", "/v1/sessions/{session_id}/exports"),
+    ("DELETE", "/v1/sessions/{session_id}/exports/{lun}"),
     ("GET", "/v1/persistent-logins"),
     ("DELETE", "/v1/persistent-logins"),
 ];
@@ -69,6 +71,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{session_id}/logout", post(sessions::logout))
         .route("/v1/sessions/{session_id}/policy", put(sessions::set_policy))
         .route("/v1/sessions/{session_id}/scsi", post(sessions::scsi))
+        .route("/v1/sessions/{session_id}/exports", post(sessions::export))
+        .route("/v1/sessions/{session_id}/exports/{lun}", axum::routing::delete(sessions::unexport))
         .route("/v1/persistent-logins", get(persistent::list).delete(persistent::remove))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(access_log))
@@ -260,6 +264,10 @@ mod tests {
         }
     }
 
+    fn export_request() -> api::ExportRequest {
+        api::ExportRequest { lun: 1, nbd_socket: "/run/x.sock".into(), read_only: true, export_name: Some("n".into()) }
+    }
+
     /// The recovery settings and counters are in openapi.yaml as the types
     /// carry them, with Windows' defaults and the bounds the service checks.
     #[test]
@@ -289,6 +297,13 @@ mod tests {
             max_request_hold_time_s: 60,
             link_down_time_s: 15,
             recovery_counters: api::RecoveryCounters::default(),
+            exports: vec![api::NbdExport {
+                lun: 1,
+                nbd_socket: "/run/x.sock".into(),
+                read_only: false,
+                export_name: "iqn.t/1".into(),
+                clients: 0,
+            }],
         };
         let every: Vec<String> = serde_json::to_value(&session).unwrap().as_object().unwrap().keys().cloned().collect();
         check_schema("Session", &session, &every.iter().map(String::as_str).collect::<Vec<_>>());
@@ -310,8 +325,11 @@ mod tests {
             state: api::PersistentLoginState::LoggedIn,
             last_error: Some("x".into()),
             session_id: Some("1-2".into()),
+            exports: vec![export_request()],
         };
         check_schema("PersistentLogin", &pl, &["max_request_hold_time_s", "link_down_time_s"]);
+        check_schema("ExportRequest", &export_request(), &["lun", "nbd_socket"]);
+        check_schema("NbdExport", &session.exports[0], &["lun", "nbd_socket", "read_only", "export_name", "clients"]);
         for (name, default) in [
             ("MaxRequestHoldTime", api::DEFAULT_MAX_REQUEST_HOLD_TIME_S),
             ("LinkDownTime", api::DEFAULT_LINK_DOWN_TIME_S),

@@ -39,7 +39,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<api::PersistentLoginList>
                 state: s.as_ref().map(|s| s.state).unwrap_or(api::PersistentLoginState::Retrying),
                 last_error: s.as_ref().and_then(|s| s.last_error.clone()),
                 session_id: s.and_then(|s| s.session_id),
-                exports: Vec::new(),
+                exports: l.exports.clone(),
             }
         })
         .collect();

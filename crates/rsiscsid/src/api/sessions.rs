@@ -109,6 +109,8 @@ pub async fn logout(State(app): State<Arc<App>>, p: Result<Path<String>, PathRej
         app.logins.logged_out(k);
     }
     app.registry.remove(live.session.id());
+    // NBD clients are cut and the LUNs flushed before the session goes.
+    live.exports.stop_all().await;
     let r = live.session.logout().await;
     info!(session = %live.session.id(), "session logged out");
     if let Err(e) = r {
@@ -192,4 +194,33 @@ pub async fn scsi(
             Err(e.into())
         }
     }
+}
+
+/// `POST /v1/sessions/{id}/exports`: serve a LUN of the session over NBD on
+/// a Unix socket; a persistent login keeps it for its later sessions.
+pub async fn export(
+    State(app): State<Arc<App>>,
+    p: Result<Path<String>, PathRejection>,
+    b: super::JsonBody<api::ExportRequest>,
+) -> ApiResult<(StatusCode, Json<api::NbdExport>)> {
+    let id = path(p)?;
+    let live = session_of(&app, &id)?;
+    let r = body(b)?;
+    let view = crate::exports::start(&live, &r).await?;
+    crate::exports::persist(&app, &live, r.lun, Some(&r));
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `DELETE /v1/sessions/{id}/exports/{lun}`: stop serving it, after the
+/// requests in flight and a flush of the LUN.
+pub async fn unexport(
+    State(app): State<Arc<App>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let (sid, lun) = path(p)?;
+    let live = session_of(&app, &sid)?;
+    let lun: u64 = lun.parse().map_err(|_| ApiErr::bad_request(format!("LUN {lun:?} is not a number")))?;
+    crate::exports::persist(&app, &live, lun, None);
+    crate::exports::stop(&live, lun).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -170,6 +170,8 @@ pub async fn login(
                 isid: isid.clone(),
                 max_request_hold_time_s: r.max_request_hold_time_s,
                 link_down_time_s: r.link_down_time_s,
+                // A login stored again keeps the exports it had.
+                exports: old.and_then(|i| st.persistent_logins.get(i)).map(|l| l.exports.clone()).unwrap_or_default(),
             };
             match old {
                 Some(i) => {
