@@ -5,9 +5,13 @@
 //! so the session sees `--iodepth` outstanding commands. Commands issued
 //! during the warm-up are not counted. Latency is per command, from issue to
 //! status; CPU is this process's user+system time over the measured interval.
+//!
+//! On a terminal (or with `--progress`) stderr shows the phases: login,
+//! warm-up, the workload with its running rate, logout. The report goes to
+//! stdout alone.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +21,9 @@ use clap::{Args, ValueEnum};
 use iscsi_initiator::Session;
 use serde::Serialize;
 
-use crate::cli::Common;
-use crate::commands::{CmdError, CmdResult, session_config};
+use crate::cli::{Common, ProgressMode};
+use crate::commands::progress::Phase;
+use crate::commands::{CmdError, CmdResult, Signals, session_config};
 use crate::url::{IscsiUrl, redact};
 
 /// I/O pattern of a run.
@@ -83,6 +88,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of one line per metric.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub progress: crate::cli::ProgressArgs,
 }
 
 impl BenchArgs {
@@ -265,6 +272,9 @@ struct Plan {
     measure_from: Instant,
     stop_at: Instant,
     next_seq: AtomicU64,
+    /// Commands completed without error, measured or not: the running rate
+    /// that the progress display shows.
+    completed: AtomicU64,
 }
 
 async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
@@ -307,6 +317,9 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
         // Counted by when it completes, as fio does: what the window moved.
         let done = Instant::now();
         let measured = done >= plan.measure_from && done < plan.stop_at;
+        if r.is_ok() {
+            plan.completed.fetch_add(1, Ordering::Relaxed);
+        }
         match r {
             Ok(()) if measured => {
                 res.hist.record(done.saturating_duration_since(start).as_nanos() as u64);
@@ -393,13 +406,36 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     };
     crate::commands::check_mcs(&args.mcs)?;
     let cfg = session_config(common, Some(&url), &args.session)?;
-    let session = crate::commands::open_session(&url.portal, Some(&target), cfg).await?;
-    crate::commands::grow(&session, &url, &args.mcs).await?;
-    let result = match crate::commands::check_disk(&session, &target, lun).await {
-        Ok(()) => measure(&session, lun, args, time, warmup).await,
-        Err(err) => Err(err),
+    let progress = args.progress.mode(std::io::stderr().is_terminal());
+    let mut signals = Signals::listen()?;
+    let interrupted = |stop: crate::commands::Stop| CmdError::Interrupted {
+        message: "interrupted: no report".to_string(),
+        status: stop.status(),
     };
-    crate::commands::logout(&session).await;
+    let phase = Phase::spinner(progress, format!("login to {}", redact(&args.url)));
+    // A login cut short is dropped: its connections close.
+    let session = tokio::select! {
+        r = async {
+            let session = crate::commands::open_session(&url.portal, Some(&target), cfg).await?;
+            crate::commands::grow(&session, &url, &args.mcs).await?;
+            Ok::<_, CmdError>(session)
+        } => r?,
+        stop = signals.recv() => return Err(interrupted(stop)),
+    };
+    phase.finish("");
+    let result = tokio::select! {
+        r = async {
+            crate::commands::check_disk(&session, &target, lun).await?;
+            measure(&session, lun, args, time, warmup, progress).await
+        } => r,
+        stop = signals.recv() => Err(interrupted(stop)),
+    };
+    let phase = Phase::spinner(progress, "logout".to_string());
+    // A second signal gives up the logout.
+    tokio::select! {
+        () = crate::commands::logout(&session) => phase.finish(""),
+        _ = signals.recv() => {}
+    }
     let (report, first_error) = result?;
     let text = if args.json {
         let mut s = serde_json::to_string(&report).map_err(|e| format!("cannot encode JSON: {e}"))?;
@@ -426,12 +462,46 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     Ok(())
 }
 
+/// Waits for `until`, showing `phase` with the running rate of the
+/// commands completed; without progress shown, only waits. The display's
+/// own CPU (a redraw at most 20 times a second) is counted in the report.
+async fn watch(mut phase: Phase, plan: &Plan, until: Instant, bs: u64, progress: ProgressMode) {
+    let every = match progress {
+        ProgressMode::Off => {
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
+        ProgressMode::Bar => Duration::from_millis(250),
+        ProgressMode::Lines => crate::commands::progress::LINE_EVERY,
+    };
+    let (start, ops0) = (Instant::now(), plan.completed.load(Ordering::Relaxed));
+    let mut last = (start, ops0);
+    let rate = |ops: u64, secs: f64| {
+        let per_s = ops as f64 / secs.max(1e-3);
+        let bytes = crate::commands::progress::size(per_s * bs as f64);
+        format!("{bytes}/s, {per_s:.0} IOPS")
+    };
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        tokio::time::sleep_until(until.min(now + every).into()).await;
+        let (now, ops) = (Instant::now(), plan.completed.load(Ordering::Relaxed));
+        phase.tick(&rate(ops - last.1, now.duration_since(last.0).as_secs_f64()));
+        last = (now, ops);
+    }
+    let ops = plan.completed.load(Ordering::Relaxed);
+    phase.finish(&rate(ops - ops0, start.elapsed().as_secs_f64()));
+}
+
 async fn measure(
     session: &Session,
     lun: u64,
     args: &BenchArgs,
     time: Duration,
     warmup: Duration,
+    progress: ProgressMode,
 ) -> CmdResult<(Report, Option<iscsi_initiator::Error>)> {
     let cap = session
         .read_capacity(lun)
@@ -461,6 +531,7 @@ async fn measure(
         measure_from: now + warmup,
         stop_at: now + warmup + time,
         next_seq: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
     });
     let base_seed = rand::random::<u64>();
     let mut set = tokio::task::JoinSet::new();
@@ -470,9 +541,13 @@ async fn measure(
     }
     // The measured window is [measure_from, stop_at): the commands that complete in it and
     // the CPU used in it; the commands still in flight at its end are waited for, not counted.
-    tokio::time::sleep_until(plan.measure_from.into()).await;
+    if !warmup.is_zero() {
+        let phase = Phase::timed(progress, "warm-up".to_string(), warmup);
+        watch(phase, &plan, plan.measure_from, args.bs, progress).await;
+    }
     let cpu0 = process_cpu();
-    tokio::time::sleep_until(plan.stop_at.into()).await;
+    let name = format!("{} bs={} iodepth={}", args.rw.name(), args.bs, args.iodepth);
+    watch(Phase::timed(progress, name, time), &plan, plan.stop_at, args.bs, progress).await;
     let cpu1 = process_cpu();
     let mut hist = Histogram::default();
     let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);

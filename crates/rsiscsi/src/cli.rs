@@ -398,6 +398,8 @@ pub enum Command {
         #[arg(long, value_name = "BYTES")]
         length: Option<u64>,
         #[command(flatten)]
+        progress: ProgressArgs,
+        #[command(flatten)]
         mcs: McsArgs,
         #[command(flatten)]
         session: SessionArgs,
@@ -626,6 +628,41 @@ fn parse_hex_u64(s: &str) -> Result<u64, String> {
     u64::from_str_radix(digits, 16).map_err(|_| format!("{s:?} is not a hexadecimal number (e.g. 0x41)"))
 }
 
+/// Whether a long command shows its progress on stderr. Without either
+/// flag it does when stderr is a terminal.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ProgressArgs {
+    /// Show progress on stderr even when it is not a terminal (then as one plain line a second, for logs).
+    #[arg(long, conflicts_with = "no_progress")]
+    pub progress: bool,
+    /// Show no progress, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// How progress is shown: see [`ProgressArgs::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Off,
+    /// indicatif's bars, redrawn in place on a terminal.
+    Bar,
+    /// One plain line a second, for a log or a pipe.
+    Lines,
+}
+
+impl ProgressArgs {
+    /// `--progress` and `--no-progress` decide (clap refuses both at once);
+    /// without either, a terminal on stderr does.
+    pub fn mode(self, stderr_is_terminal: bool) -> ProgressMode {
+        match (self.progress, self.no_progress, stderr_is_terminal) {
+            (_, true, _) => ProgressMode::Off,
+            (_, false, true) => ProgressMode::Bar,
+            (true, false, false) => ProgressMode::Lines,
+            (false, false, false) => ProgressMode::Off,
+        }
+    }
+}
+
 /// One session over several TCP connections (MC/S).
 #[derive(Debug, Clone, Args)]
 pub struct McsArgs {
@@ -713,6 +750,27 @@ mod tests {
         match parse_from(args) {
             Err(Refused::Usage(m)) => m,
             other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn progress_is_forced_either_way_or_follows_the_terminal() {
+        let mode = |args: &[&str], tty| match parse_from(args).unwrap().command {
+            Command::Cp { progress, .. } => progress.mode(tty),
+            Command::Bench(b) => b.progress.mode(tty),
+            other => panic!("{other:?}"),
+        };
+        let url = "iscsi://h/iqn.2024-01.x:y/0";
+        for cmd in [vec!["rsiscsi", "cp", url, "f"], vec!["rsiscsi", "bench", url]] {
+            let with = |flag: &'static str| [cmd.clone(), vec![flag]].concat();
+            assert_eq!(mode(&cmd, true), ProgressMode::Bar);
+            assert_eq!(mode(&cmd, false), ProgressMode::Off);
+            assert_eq!(mode(&with("--progress"), true), ProgressMode::Bar);
+            assert_eq!(mode(&with("--progress"), false), ProgressMode::Lines);
+            assert_eq!(mode(&with("--no-progress"), true), ProgressMode::Off);
+            assert_eq!(mode(&with("--no-progress"), false), ProgressMode::Off);
+            let both = [cmd.clone(), vec!["--progress", "--no-progress"]].concat();
+            assert!(refused(&both).contains("cannot be used with"), "{}", refused(&both));
         }
     }
 

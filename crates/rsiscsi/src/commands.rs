@@ -18,7 +18,7 @@ use iscsi_proto::scsi::data::{StandardInquiry, parse_vpd_device_identification, 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Command, Common, DigestArg, McsArgs, SessionArgs};
+use crate::cli::{Cli, Command, Common, DigestArg, McsArgs, ProgressMode, SessionArgs};
 use crate::url::{IscsiUrl, redact};
 use crate::{config, creds};
 
@@ -141,8 +141,9 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Ls { url, json, mcs, session } => ls(&cli.common, url, *json, mcs, session).await,
         Command::Inquiry { url, json, mcs, session } => inquiry(&cli.common, url, *json, mcs, session).await,
         Command::Capacity { url, json, session } => capacity(&cli.common, url, *json, session).await,
-        Command::Cp { src, dst, offset, length, mcs, session } => {
-            cp(&cli.common, src, dst, *offset, *length, mcs, session).await
+        Command::Cp { src, dst, offset, length, progress, mcs, session } => {
+            let mode = progress.mode(std::io::stderr().is_terminal());
+            cp(&cli.common, src, dst, *offset, *length, mode, mcs, session).await
         }
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
         // main.rs sends these to crate::service before getting here.
@@ -878,13 +879,13 @@ impl End {
 /// and the exit status is 128 + the signal's number, as a shell shows for a
 /// process the signal ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub(crate) enum Stop {
     Int,
     Term,
 }
 
 impl Stop {
-    fn status(self) -> u8 {
+    pub(crate) fn status(self) -> u8 {
         match self {
             Stop::Int => 130,
             Stop::Term => 143,
@@ -892,20 +893,20 @@ impl Stop {
     }
 }
 
-struct Signals {
+pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn listen() -> CmdResult<Signals> {
+    pub(crate) fn listen() -> CmdResult<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         let int = signal(SignalKind::interrupt()).map_err(|err| format!("cannot listen for SIGINT: {err}"))?;
         let term = signal(SignalKind::terminate()).map_err(|err| format!("cannot listen for SIGTERM: {err}"))?;
         Ok(Signals { int, term })
     }
 
-    async fn recv(&mut self) -> Stop {
+    pub(crate) async fn recv(&mut self) -> Stop {
         tokio::select! {
             _ = self.int.recv() => Stop::Int,
             _ = self.term.recv() => Stop::Term,
@@ -917,12 +918,14 @@ impl Signals {
 /// what it wrote, before it logs out.
 const SYNC_AFTER_STOP: Duration = Duration::from_secs(2);
 
+#[allow(clippy::too_many_arguments)] // one per option of the command
 async fn cp(
     common: &Common,
     src: &str,
     dst: &str,
     offset: u64,
     length: Option<u64>,
+    progress: ProgressMode,
     mcs: &McsArgs,
     session: &SessionArgs,
 ) -> CmdResult {
@@ -958,7 +961,7 @@ async fn cp(
             return Err(err);
         }
     };
-    let r = copy(&from, &to, offset, length, &mut signals).await;
+    let r = copy(&from, &to, offset, length, progress, &mut signals).await;
     if let (Err(CopyError::Stopped { .. }), End::Lun { s, lun, .. }) = (&r, &to) {
         let _ = tokio::time::timeout(SYNC_AFTER_STOP, s.synchronize_cache(*lun)).await;
     }
@@ -1002,10 +1005,11 @@ async fn cp(
             return Err(CmdError::Interrupted { message, status: stop.status() });
         }
     };
-    if !std::io::stderr().is_terminal() {
-        return Ok(());
+    // The bar was cleared: this line stays in its place. A log already
+    // has its last progress line, at 100 %.
+    if progress == ProgressMode::Bar {
+        eprintln!("copied {n} bytes");
     }
-    eprintln!("copied {n} bytes");
     Ok(())
 }
 
@@ -1042,7 +1046,14 @@ impl From<&str> for CopyError {
 /// Copies with [`DEPTH`] chunks in flight. They complete in any order, so
 /// what is known to be written is everything below the lowest chunk not
 /// yet complete; a signal stops the copy there.
-async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &mut Signals) -> Result<u64, CopyError> {
+async fn copy(
+    from: &End,
+    to: &End,
+    offset: u64,
+    length: Option<u64>,
+    progress: ProgressMode,
+    signals: &mut Signals,
+) -> Result<u64, CopyError> {
     for end in [from, to] {
         if let End::Lun { cap, .. } = end {
             if !offset.is_multiple_of(u64::from(cap.block_size)) {
@@ -1093,17 +1104,8 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
         )
         .into());
     }
-    let bar = if std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(len);
-        if let Ok(st) =
-            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-        {
-            b.set_style(st);
-        }
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    // Cleared when it is dropped: on an error, a signal or a failed task alike.
+    let mut bar = progress::Bytes::new(progress, len, "copied");
     let mut set: JoinSet<CmdResult<(u64, u64)>> = JoinSet::new();
     // Starts of the chunks in flight (relative to the range).
     let mut pending = std::collections::BTreeSet::new();
@@ -1126,7 +1128,7 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
             next = set.join_next() => next,
             stop = signals.recv() => {
                 set.abort_all();
-                bar.finish_and_clear();
+                drop(bar);
                 let written = pending.first().copied().unwrap_or(pos);
                 return Err(CopyError::Stopped { stop, written, len });
             }
@@ -1139,7 +1141,6 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
             }
             Some(Ok(Err(err))) => {
                 set.abort_all();
-                bar.finish_and_clear();
                 return Err(err.into());
             }
             Some(Err(err)) => {
@@ -1149,7 +1150,12 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
             None => break,
         }
     }
-    bar.finish_and_clear();
+    // The flush can take seconds (a page cache full of a file's data): it
+    // is said, not left to look like a bar stuck at 99 %.
+    bar.flushing(match to {
+        End::File(_, name) => name,
+        End::Lun { .. } => "the LUN",
+    });
     if let End::File(f, name) = to {
         // A regular file ends where the copy does; a block device keeps its
         // size, and a character device (/dev/null) has neither.
@@ -1167,7 +1173,267 @@ async fn copy(from: &End, to: &End, offset: u64, length: Option<u64>, signals: &
     if done != len {
         return Err(format!("copied {done} of {len} bytes").into());
     }
+    // Only now, with the data flushed, is the copy done.
+    bar.finish();
     Ok(done)
+}
+
+/// Progress of a long command on stderr: indicatif's bars on a terminal, one
+/// plain line a second for a log (`--progress` without a terminal), or
+/// nothing. A bar is cleared when its value is dropped, so that no early
+/// return leaves one half drawn under the error line.
+pub(crate) mod progress {
+    use std::time::{Duration, Instant};
+
+    use indicatif::{ProgressBar, ProgressStyle};
+
+    pub use crate::cli::ProgressMode;
+
+    /// How often a plain line is written.
+    pub const LINE_EVERY: Duration = Duration::from_secs(1);
+
+    const KIB: f64 = 1024.0;
+    const MIB: f64 = KIB * 1024.0;
+    const GIB: f64 = MIB * 1024.0;
+
+    /// A byte count for people: `900 B`, `512 KiB`, `410 MiB`, `1.0 GiB`.
+    pub fn size(b: f64) -> String {
+        match b {
+            b if b >= GIB => format!("{:.1} GiB", b / GIB),
+            b if b >= MIB => format!("{:.0} MiB", b / MIB),
+            b if b >= KIB => format!("{:.0} KiB", b / KIB),
+            b => format!("{b:.0} B"),
+        }
+    }
+
+    /// A duration for people: `0.04s`, `2.4s`, `12s`, `3m05s`, `1h02m`.
+    pub fn duration(d: Duration) -> String {
+        let s = d.as_secs();
+        match s {
+            0 => format!("{:.2}s", d.as_secs_f64()),
+            1..10 => format!("{:.1}s", d.as_secs_f64()),
+            10..60 => format!("{s}s"),
+            60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+            _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        }
+    }
+
+    fn bar(mode: ProgressMode, template: &str) -> ProgressBar {
+        if mode != ProgressMode::Bar {
+            return ProgressBar::hidden();
+        }
+        let b = ProgressBar::no_length();
+        if let Ok(st) = ProgressStyle::with_template(template) {
+            b.set_style(st);
+        }
+        b
+    }
+
+    /// Bytes moved out of a known total (`cp`).
+    pub struct Bytes {
+        mode: ProgressMode,
+        bar: ProgressBar,
+        verb: &'static str,
+        len: u64,
+        done: u64,
+        started: Instant,
+        /// When the last plain line was written, and how far the copy was.
+        last: (Instant, u64),
+    }
+
+    impl Bytes {
+        /// `verb` opens each plain line: `copied 512 MiB of 1.0 GiB …`.
+        pub fn new(mode: ProgressMode, len: u64, verb: &'static str) -> Bytes {
+            let bar = bar(mode, "{wide_bar} {bytes}/{total_bytes} ({percent}%) {bytes_per_sec} eta {eta}");
+            bar.set_length(len);
+            let now = Instant::now();
+            Bytes { mode, bar, verb, len, done: 0, started: now, last: (now, 0) }
+        }
+
+        pub fn inc(&mut self, n: u64) {
+            self.done += n;
+            self.bar.inc(n);
+            let now = Instant::now();
+            if self.mode == ProgressMode::Lines && now.duration_since(self.last.0) >= LINE_EVERY {
+                eprintln!("{}", self.line(now));
+                self.last = (now, self.done);
+            }
+        }
+
+        /// `copied 512 MiB of 1.0 GiB (50%), 410 MiB/s, eta 1.2s`: the rate
+        /// over the last line's interval, the time left at the average rate.
+        fn line(&self, now: Instant) -> String {
+            let (since, was) = self.last;
+            let rate = (self.done - was) as f64 / now.duration_since(since).as_secs_f64().max(1e-3);
+            let avg = self.done as f64 / now.duration_since(self.started).as_secs_f64().max(1e-3);
+            let left = self.len.saturating_sub(self.done) as f64;
+            let eta = if avg > 0.0 { duration(Duration::from_secs_f64(left / avg)) } else { "?".into() };
+            format!(
+                "{} {} of {} ({}%), {}/s, eta {eta}",
+                self.verb,
+                size(self.done as f64),
+                size(self.len as f64),
+                self.percent(),
+                size(rate)
+            )
+        }
+
+        fn percent(&self) -> u64 {
+            (u128::from(self.done) * 100 / u128::from(self.len.max(1))) as u64
+        }
+
+        /// Every byte is copied and `what` is being flushed.
+        pub fn flushing(&mut self, what: &str) {
+            match self.mode {
+                ProgressMode::Bar => {
+                    if let Ok(st) =
+                        ProgressStyle::with_template("{wide_bar} {bytes}/{total_bytes}, flushing {msg} {spinner}")
+                    {
+                        self.bar.set_style(st);
+                    }
+                    self.bar.set_message(what.to_string());
+                    self.bar.enable_steady_tick(Duration::from_millis(100));
+                }
+                ProgressMode::Lines => {
+                    eprintln!("{} {} of {}, flushing {what}", self.verb, size(self.done as f64), size(self.len as f64))
+                }
+                ProgressMode::Off => {}
+            }
+        }
+
+        /// Done: the bar goes; a log gets its last line, `copied 1.0 GiB of
+        /// 1.0 GiB (100%) in 2.6s, 393 MiB/s`.
+        pub fn finish(&mut self) {
+            self.bar.finish_and_clear();
+            if self.mode == ProgressMode::Lines {
+                let took = self.started.elapsed();
+                eprintln!(
+                    "{} {} of {} ({}%) in {}, {}/s",
+                    self.verb,
+                    size(self.done as f64),
+                    size(self.len as f64),
+                    self.percent(),
+                    duration(took),
+                    size(self.done as f64 / took.as_secs_f64().max(1e-3))
+                );
+                // Written once, even if dropped later.
+                self.mode = ProgressMode::Off;
+            }
+        }
+    }
+
+    impl Drop for Bytes {
+        fn drop(&mut self) {
+            self.bar.finish_and_clear();
+        }
+    }
+
+    /// One phase of a command that has several (`bench`: login, warm-up,
+    /// the workload, logout): a spinner or a bar that fills with time on a
+    /// terminal; in a log, a line when it starts, one a second while it
+    /// runs if it has a length, and one when it ends.
+    pub struct Phase {
+        mode: ProgressMode,
+        bar: ProgressBar,
+        name: String,
+        length: Option<Duration>,
+        started: Instant,
+        last_line: Instant,
+    }
+
+    impl Phase {
+        /// A phase of unknown length: `login to iscsi://…`.
+        pub fn spinner(mode: ProgressMode, name: String) -> Phase {
+            let bar = bar(mode, "{spinner} {prefix} {elapsed}");
+            bar.set_prefix(name.clone());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            Phase::start(mode, bar, name, None)
+        }
+
+        /// A phase that lasts `length`; [`Phase::tick`] tells it how it goes.
+        pub fn timed(mode: ProgressMode, name: String, length: Duration) -> Phase {
+            let bar = bar(mode, "{prefix} {wide_bar} {msg}");
+            bar.set_prefix(name.clone());
+            bar.set_length(length.as_millis().try_into().unwrap_or(u64::MAX).max(1));
+            Phase::start(mode, bar, name, Some(length))
+        }
+
+        fn start(mode: ProgressMode, bar: ProgressBar, name: String, length: Option<Duration>) -> Phase {
+            if mode == ProgressMode::Lines {
+                match length {
+                    Some(l) => eprintln!("{name}: {}", duration(l)),
+                    None => eprintln!("{name}"),
+                }
+            }
+            let now = Instant::now();
+            Phase { mode, bar, name, length, started: now, last_line: now }
+        }
+
+        /// The time gone and `status` (a running rate): on the bar, and
+        /// in a log once a second.
+        pub fn tick(&mut self, status: &str) {
+            let now = Instant::now();
+            let gone = now.duration_since(self.started);
+            let of = self.length.map(|l| format!(" of {}", duration(l))).unwrap_or_default();
+            match self.mode {
+                ProgressMode::Bar => {
+                    self.bar.set_position(gone.as_millis().try_into().unwrap_or(u64::MAX));
+                    self.bar.set_message(format!("{}{of} {status}", duration(gone)));
+                }
+                ProgressMode::Lines if now.duration_since(self.last_line) >= LINE_EVERY => {
+                    eprintln!("{}: {}{of}, {status}", self.name, duration(gone));
+                    self.last_line = now;
+                }
+                ProgressMode::Lines | ProgressMode::Off => {}
+            }
+        }
+
+        /// Ended as planned: the bar goes; a log gets `NAME: done in 0.1s`.
+        pub fn finish(mut self, status: &str) {
+            self.bar.finish_and_clear();
+            if self.mode == ProgressMode::Lines {
+                let sep = if status.is_empty() { "" } else { ", " };
+                eprintln!("{}: done in {}{sep}{status}", self.name, duration(self.started.elapsed()));
+            }
+            self.mode = ProgressMode::Off;
+        }
+    }
+
+    impl Drop for Phase {
+        fn drop(&mut self) {
+            self.bar.finish_and_clear();
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn sizes_and_durations_read_as_people_write_them() {
+            assert_eq!(size(900.0), "900 B");
+            assert_eq!(size(512.0 * KIB), "512 KiB");
+            assert_eq!(size(410.4 * MIB), "410 MiB");
+            assert_eq!(size(GIB), "1.0 GiB");
+            assert_eq!(duration(Duration::from_millis(40)), "0.04s");
+            assert_eq!(duration(Duration::from_millis(2400)), "2.4s");
+            assert_eq!(duration(Duration::from_secs(12)), "12s");
+            assert_eq!(duration(Duration::from_secs(185)), "3m05s");
+            assert_eq!(duration(Duration::from_secs(3720)), "1h02m");
+        }
+
+        #[test]
+        fn a_log_gets_lines_and_the_last_one_says_100_percent() {
+            let mut b = Bytes::new(ProgressMode::Lines, 4 << 20, "copied");
+            b.inc(1 << 20);
+            assert_eq!(b.percent(), 25);
+            assert!(b.line(Instant::now()).starts_with("copied 1 MiB of 4 MiB (25%), "), "{}", b.line(Instant::now()));
+            b.inc(3 << 20);
+            assert_eq!(b.percent(), 100);
+            b.finish();
+            assert_eq!(b.mode, ProgressMode::Off);
+        }
+    }
 }
 
 #[cfg(test)]
