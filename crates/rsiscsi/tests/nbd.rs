@@ -315,6 +315,18 @@ fn zeroes_and_trims_reach_the_lun() {
         ],
     );
     assert!(!out.contains("Pattern verification failed") && !out.contains("error"), "{out}");
+    // A trim is an UNMAP that tgt turns into a hole in its backing file
+    // (thin provisioning): the file's allocated blocks go down.
+    let img = Path::new(&var("RSISCSI_LAB_DIR")).join("ram/tgt-nbd.img");
+    let allocated = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&img).unwrap_or_else(|e| panic!("{}: {e}", img.display())).blocks() * 512
+    };
+    tool_ok("qemu-io", &["-c", "write -P 0x22 16M 32M", &raw]);
+    let before = allocated();
+    tool_ok("qemu-io", &["-c", "discard 16M 32M", &raw]);
+    let after = allocated();
+    assert!(after + 31 * MIB <= before, "allocated {before} bytes before the trim, {after} after");
     let (code, err) = served.stop("TERM");
     assert_eq!(code, Some(0), "{err}");
 }
@@ -435,4 +447,29 @@ fn a_target_that_goes_away_fails_requests_with_eio_and_never_hangs() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("SYNCHRONIZE CACHE"), "{err}");
     drop(rt);
+}
+
+#[test]
+fn serves_nbd_over_tcp_on_loopback_with_listen() {
+    use std::io::BufRead;
+    let _one = serial();
+    let dir = scratch("tcp");
+    let name = initiator("tcp");
+    let mut child = common::command(&dir, &["nbd", &tgt_nbd(), "--listen", "127.0.0.1:0", "--initiator-name", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The ready line names the port the system picked.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a ready line").unwrap();
+    let uri = first.split(" at ").nth(1).and_then(|r| r.split(' ').next()).unwrap().to_string();
+    assert!(uri.starts_with("nbd://127.0.0.1:"), "{first}");
+    let info = json(&tool_ok("nbdinfo", &["--json", &uri]));
+    assert_eq!(info["exports"][0]["export-size"].as_u64(), Some(lun_bytes()));
+    tool_ok("qemu-io", &["-f", "raw", "-c", "write -P 0x44 320M 1M", "-c", "read -P 0x44 320M 1M", &uri]);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    assert_no_session_left(&name);
 }
