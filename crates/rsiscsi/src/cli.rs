@@ -406,6 +406,9 @@ pub enum Command {
     },
     /// Measure bandwidth, IOPS, CPU per GiB and latency percentiles on a LUN (overwrites it with --rw write).
     Bench(crate::bench::BenchArgs),
+    /// Serve a LUN over NBD (qemu, qemu-img, nbdcopy, nbdfuse) until SIGINT or SIGTERM, then
+    /// flush it and log out.
+    Nbd(crate::nbd::NbdArgs),
     /// Service: the send-target portals rsiscsid discovers targets on (add, remove, list).
     Portal {
         #[command(flatten)]
@@ -420,7 +423,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TargetCmd,
     },
-    /// Service: the sessions rsiscsid holds (list, add-connection, remove-connection, logout, policy, scsi).
+    /// Service: the sessions rsiscsid holds (list, add-connection, remove-connection, logout, policy, scsi,
+    /// export, unexport).
     Session {
         #[command(flatten)]
         out: ServiceOut,
@@ -582,6 +586,33 @@ pub enum SessionCmd {
         /// Send the bytes of FILE as Data-Out.
         #[arg(long, value_name = "FILE")]
         data_out: Option<PathBuf>,
+    },
+    /// Serve a LUN of the session over NBD on a Unix socket (mode 0600) for qemu, qemu-img,
+    /// nbdcopy; a persistent login serves it again after a restart.
+    Export {
+        /// Session id (as `session list` shows it).
+        session: String,
+        /// Logical unit number of the disk to serve.
+        #[arg(long, value_name = "N")]
+        lun: u64,
+        /// Absolute path of the Unix socket the service creates; clients use
+        /// nbd+unix:///?socket=PATH.
+        #[arg(long, value_name = "PATH")]
+        nbd_socket: PathBuf,
+        /// Serve it read-only: writes, trims and zeroing fail with EPERM.
+        #[arg(long)]
+        read_only: bool,
+        /// Name of the export (clients may also ask for the empty name); default IQN/LUN.
+        #[arg(long, value_name = "NAME")]
+        export_name: Option<String>,
+    },
+    /// Stop serving a LUN over NBD: requests in flight finish, the LUN is flushed, the socket removed.
+    Unexport {
+        /// Session id (as `session list` shows it).
+        session: String,
+        /// Logical unit number of the export.
+        #[arg(long, value_name = "N")]
+        lun: u64,
     },
 }
 
@@ -870,7 +901,7 @@ mod tests {
         let cmd = Cli::command();
         for sub in cmd.get_subcommands() {
             let has = sub.get_arguments().any(|a| a.get_id() == "hold_time");
-            let one_shot = ["discover", "ls", "inquiry", "capacity", "cp", "bench"].contains(&sub.get_name());
+            let one_shot = ["discover", "ls", "inquiry", "capacity", "cp", "bench", "nbd"].contains(&sub.get_name());
             assert_eq!(has, one_shot, "{}", sub.get_name());
         }
     }

@@ -146,6 +146,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             cp(&cli.common, src, dst, *offset, *length, mode, mcs, session).await
         }
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
+        Command::Nbd(args) => crate::nbd::run(&cli.common, args).await,
         // main.rs sends these to crate::service before getting here.
         Command::Portal { .. }
         | Command::Target { .. }
@@ -272,7 +273,7 @@ fn io_failed(what: &str, name: &str, err: &std::io::Error) -> String {
 }
 
 /// A URL that must name a target and a LUN.
-fn lun_url(s: &str) -> CmdResult<(IscsiUrl, String, u64)> {
+pub(crate) fn lun_url(s: &str) -> CmdResult<(IscsiUrl, String, u64)> {
     let u = parse_url(s)?;
     match (u.target.clone(), u.lun) {
         (Some(t), Some(l)) => Ok((u, t, l)),
@@ -316,7 +317,7 @@ async fn discover(common: &Common, portal: &str, json: bool, session: &SessionAr
     emit(&text)
 }
 
-async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
+pub(crate) async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
     check_mcs(mcs)?;
     let s = open_session(&url.portal, Some(target), cfg).await?;
     grow(&s, url, mcs).await?;
@@ -1150,12 +1151,8 @@ async fn copy(
             None => break,
         }
     }
-    // The flush can take seconds (a page cache full of a file's data): it
-    // is said, not left to look like a bar stuck at 99 %.
-    bar.flushing(match to {
-        End::File(_, name) => name,
-        End::Lun { .. } => "the LUN",
-    });
+    // A flush can take seconds (a page cache full of a file's data): it is
+    // said, not left to look like a bar stuck at 99 %.
     if let End::File(f, name) = to {
         // A regular file ends where the copy does; a block device keeps its
         // size, and a character device (/dev/null) has neither.
@@ -1164,10 +1161,12 @@ async fn copy(
             f.set_len(len).map_err(|err| format!("cannot set the length of {name}: {err}"))?;
         }
         if t.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&t) {
+            bar.flushing(name);
             f.sync_all().map_err(|err| format!("cannot flush {name}: {err}"))?;
         }
     }
     if let End::Lun { s, lun, .. } = to {
+        bar.flushing("the LUN");
         s.synchronize_cache(*lun).await.map_err(e)?;
     }
     if done != len {

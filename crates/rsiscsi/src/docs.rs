@@ -141,7 +141,7 @@ mod tests {
         for (path, c) in commands().into_iter().filter(|(_, c)| !c.has_subcommands()) {
             let p = path.join(" ");
             let want: &[&str] = match p.as_str() {
-                "discover" | "ls" | "inquiry" | "capacity" | "cp" | "bench" => &one_shot,
+                "discover" | "ls" | "inquiry" | "capacity" | "cp" | "bench" | "nbd" => &one_shot,
                 "portal add" | "target login" | "session add-connection" => &login,
                 "completions" => &[],
                 _ if crate::cli::SERVICE_COMMANDS.contains(&path[0].as_str()) => &["socket"],

@@ -135,6 +135,17 @@ fn positionals(path: &[String], tmp: &Path) -> Vec<String> {
         "session logout" => v(&["1-2"]),
         "session policy" => v(&["1-2", "round-robin"]),
         "session scsi" => v(&["1-2", "0", "12", "00", "00", "00", "60", "00"]),
+        "nbd" => vec![lun, "--socket".into(), tmp.join("nbd.sock").display().to_string()],
+        "session export" => {
+            vec![
+                "1-2".into(),
+                "--lun".into(),
+                "1".into(),
+                "--nbd-socket".into(),
+                tmp.join("x.sock").display().to_string(),
+            ]
+        }
+        "session unexport" => v(&["1-2", "--lun", "1"]),
         _ => Vec::new(),
     }
 }
@@ -159,6 +170,10 @@ fn sample(long: &str, tmp: &Path) -> String {
         "--size" => "1M".into(),
         "--rw" => "read".into(),
         "--alias" => "help".into(),
+        "--listen" => "127.0.0.1:0".into(),
+        "--export-name" => "help".into(),
+        "--max-clients" | "--lun" => "1".into(),
+        "--nbd-socket" => tmp.join("x.sock").display().to_string(),
         other => panic!("no sample value for {other}: add one"),
     }
     .to_string()
@@ -191,6 +206,11 @@ fn every_listed_option_is_taken() {
             if long == "--help" || base.iter().any(|b| b == long) {
                 continue;
             }
+            // `nbd` serves on --socket or on --listen, not both.
+            let base: Vec<String> = match base.iter().position(|b| b == "--socket") {
+                Some(i) if long == "--listen" => base.iter().take(i).cloned().collect(),
+                _ => base.clone(),
+            };
             let mut args: Vec<String> = path.clone();
             args.push(long.to_string());
             if e.term.contains('<') {

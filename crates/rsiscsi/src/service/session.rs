@@ -1,4 +1,4 @@
-//! `rsiscsi session list|add-connection|remove-connection|logout|policy|scsi`
+//! `rsiscsi session list|add-connection|remove-connection|logout|policy|scsi|export|unexport`
 //! (Windows `SessionList`, `AddConnection`, `RemoveConnection`,
 //! `LogoutTarget`, `SetLoadBalancePolicy`, `ScsiInquiry`-like pass-through).
 
@@ -73,6 +73,33 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &SessionCmd)
                 true => Ok(()),
                 false => Err(Error::ScsiStatus(scsi_status(r.scsi_status))),
             }
+        }
+        SessionCmd::Export { session, lun, nbd_socket, read_only, export_name } => {
+            // The service creates the socket: a relative path is made
+            // absolute here, where the user's working directory is known.
+            let path = std::path::absolute(nbd_socket)
+                .map_err(|e| Error::Local(format!("cannot resolve {}: {e}", nbd_socket.display())))?;
+            let req = api::ExportRequest {
+                lun: *lun,
+                nbd_socket: path.to_string_lossy().into_owned(),
+                read_only: *read_only,
+                export_name: export_name.clone(),
+            };
+            let r = client.export(session, &req).await?;
+            if json {
+                return emit_json(&r);
+            }
+            emit(&format!(
+                "LUN {} of session {session} served{} at nbd+unix:///?socket={} (export {})\n",
+                r.lun,
+                if r.read_only { " read-only" } else { "" },
+                r.nbd_socket,
+                r.export_name
+            ))
+        }
+        SessionCmd::Unexport { session, lun } => {
+            client.unexport(session, *lun).await?;
+            done(json, &format!("LUN {lun} of session {session} no longer served over NBD\n"))
         }
     }
 }
@@ -166,6 +193,16 @@ fn session_text(sessions: &[api::Session]) -> String {
         out.push_str(&t.render());
         for d in &s.devices {
             out.push_str(&format!("  Lun {}: {}\n", d.lun, device_text(d)));
+        }
+        for x in &s.exports {
+            out.push_str(&format!(
+                "  Lun {} served over NBD{} at nbd+unix:///?socket={} (export {}, {} client(s))\n",
+                x.lun,
+                if x.read_only { " read-only" } else { "" },
+                x.nbd_socket,
+                x.export_name,
+                x.clients
+            ));
         }
     }
     out
