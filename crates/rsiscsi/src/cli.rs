@@ -341,10 +341,16 @@ pub struct ServiceLoginArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the targets a portal offers (SendTargets): one `HOST:PORT,TPGT IQN` line per portal.
+    /// List the targets a portal offers (SendTargets), or an iSNS server lists for us (--isns):
+    /// one `HOST:PORT,TPGT IQN` line per portal.
     Discover {
         /// HOST[:PORT] of the portal.
-        portal: String,
+        #[arg(required_unless_present = "isns", conflicts_with = "isns")]
+        portal: Option<String>,
+        /// Ask this iSNS server (RFC 4171; port 3205 by default) instead: the targets its
+        /// discovery domains show to our initiator name.
+        #[arg(long, value_name = "HOST[:PORT]")]
+        isns: Option<String>,
         /// Print a JSON array instead.
         #[arg(long)]
         json: bool,

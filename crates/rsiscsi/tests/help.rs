@@ -171,6 +171,7 @@ fn sample(long: &str, tmp: &Path) -> String {
         "--rw" => "read".into(),
         "--alias" => "help".into(),
         "--listen" => "127.0.0.1:0".into(),
+        "--isns" => "127.0.0.1:1".into(),
         "--export-name" => "help".into(),
         "--max-clients" | "--lun" => "1".into(),
         "--nbd-socket" => tmp.join("x.sock").display().to_string(),
@@ -206,9 +207,11 @@ fn every_listed_option_is_taken() {
             if long == "--help" || base.iter().any(|b| b == long) {
                 continue;
             }
-            // `nbd` serves on --socket or on --listen, not both.
+            // `nbd` serves on --socket or on --listen, not both; `discover`
+            // asks a portal or an iSNS server.
             let base: Vec<String> = match base.iter().position(|b| b == "--socket") {
                 Some(i) if long == "--listen" => base.iter().take(i).cloned().collect(),
+                _ if long == "--isns" => Vec::new(),
                 _ => base.clone(),
             };
             let mut args: Vec<String> = path.clone();
