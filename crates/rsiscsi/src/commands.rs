@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_initiator::discovery::{DiscoveredTarget, send_targets};
+use iscsi_initiator::isns::IsnsError;
 use iscsi_initiator::model::Status;
 use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal, SecurityFlags};
 use iscsi_initiator::scsi::Capacity;
@@ -137,7 +138,13 @@ const DEPTH: usize = 8;
 
 pub async fn run(cli: Cli) -> CmdResult {
     match &cli.command {
-        Command::Discover { portal, json, session } => discover(&cli.common, portal, *json, session).await,
+        Command::Discover { portal: Some(portal), json, session, .. } => {
+            discover(&cli.common, portal, *json, session).await
+        }
+        Command::Discover { isns: Some(server), json, session, .. } => {
+            discover_isns(&cli.common, server, *json, session).await
+        }
+        Command::Discover { .. } => Err("discover needs a portal or --isns SERVER".into()),
         Command::Ls { url, json, mcs, session } => ls(&cli.common, url, *json, mcs, session).await,
         Command::Inquiry { url, json, mcs, session } => inquiry(&cli.common, url, *json, mcs, session).await,
         Command::Capacity { url, json, session } => capacity(&cli.common, url, *json, session).await,
@@ -146,6 +153,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             cp(&cli.common, src, dst, *offset, *length, mode, mcs, session).await
         }
         Command::Bench(args) => crate::bench::run(&cli.common, args).await,
+        Command::Nbd(args) => crate::nbd::run(&cli.common, args).await,
         // main.rs sends these to crate::service before getting here.
         Command::Portal { .. }
         | Command::Target { .. }
@@ -272,7 +280,7 @@ fn io_failed(what: &str, name: &str, err: &std::io::Error) -> String {
 }
 
 /// A URL that must name a target and a LUN.
-fn lun_url(s: &str) -> CmdResult<(IscsiUrl, String, u64)> {
+pub(crate) fn lun_url(s: &str) -> CmdResult<(IscsiUrl, String, u64)> {
     let u = parse_url(s)?;
     match (u.target.clone(), u.lun) {
         (Some(t), Some(l)) => Ok((u, t, l)),
@@ -316,7 +324,45 @@ async fn discover(common: &Common, portal: &str, json: bool, session: &SessionAr
     emit(&text)
 }
 
-async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
+/// How long each exchange with an iSNS server may take.
+const ISNS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `discover --isns`: register with the iSNS server, list the targets its
+/// discovery domains show us, deregister (RFC 4171 §5.6.5.1, §5.6.5.2,
+/// §5.6.5.4); the same lines as SendTargets discovery.
+async fn discover_isns(common: &Common, server: &str, json: bool, session: &SessionArgs) -> CmdResult {
+    let name = session_config(common, None, session)?.initiator_name;
+    let targets = iscsi_initiator::isns::discover(server, &name, ISNS_TIMEOUT).await.map_err(|err| {
+        let class = match &err {
+            IsnsError::Refused { .. }
+            | IsnsError::Connect { .. }
+            | IsnsError::Timeout { .. }
+            | IsnsError::Resolve { .. } => ErrorClass::Unreachable,
+            IsnsError::Protocol { .. } | IsnsError::Status { .. } => ErrorClass::Refused,
+            _ => ErrorClass::Other,
+        };
+        CmdError::Failed { message: err.to_string(), class }
+    })?;
+    let mut rows = Vec::new();
+    let mut text = String::new();
+    for t in &targets {
+        for p in &t.portals {
+            rows.push(PortalJson {
+                address: p.addr.host.clone(),
+                port: p.addr.port,
+                tpgt: p.tpgt,
+                target: t.name.clone(),
+            });
+            let _ = writeln!(text, "{p} {}", t.name);
+        }
+    }
+    if json {
+        return emit(&to_json(&rows)?);
+    }
+    emit(&text)
+}
+
+pub(crate) async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
     check_mcs(mcs)?;
     let s = open_session(&url.portal, Some(target), cfg).await?;
     grow(&s, url, mcs).await?;
