@@ -2,7 +2,9 @@
 # Build the peer baseline for the benchmarks: fio with its libiscsi engine, at
 # ${BENCH_DIR:-/tmp/rsiscsi-bench}/fio/fio. Debian's fio package lacks that engine, so this
 # rebuilds Debian's own fio source with --enable-libiscsi. Source packages come through a
-# private apt configuration under $BENCH_DIR/apt; /etc/apt is left alone.
+# private apt configuration under $BENCH_DIR/apt; /etc/apt is left alone. Also qemu-img's
+# iscsi:// driver (qemu-block-extra at qemu-utils' version, from backports) and nbdcopy
+# (libnbd-bin), for bench/nbd-compare.sh.
 # Idempotent: a second run only checks that the engine is there. Needs root (apt-get install).
 set -euo pipefail
 BENCH_DIR=${BENCH_DIR:-/tmp/rsiscsi-bench}
@@ -50,4 +52,30 @@ if ! "$FIO" --enghelp | grep -qw libiscsi; then
   echo "$FIO has no libiscsi engine" >&2
   exit 1
 fi
-echo "peer tools ready: $FIO ($("$FIO" --version)) with the libiscsi engine; iperf3 $(iperf3 --version | head -1 | cut -d' ' -f2)"
+
+# qemu-img with qemu's own libiscsi driver (iscsi:// URLs), the peer of bench/nbd-compare.sh: the
+# driver is block-iscsi.so in qemu-block-extra, which must be exactly qemu-utils' version. The image
+# ships qemu-utils 10.0.2 from bookworm-backports, and bookworm's own qemu-block-extra (7.2) would pull
+# qemu-utils down to 7.2, so it comes from backports, through a private sources list (bookworm for
+# its dependencies, bookworm-backports for it).
+QEMU_ISCSI=/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so
+dpkg -s qemu-utils >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null; }
+qemu_v=$(dpkg-query -W -f='${Version}' qemu-utils)
+if [ "$(dpkg-query -W -f='${Version}' qemu-block-extra 2>/dev/null)" != "$qemu_v" ] || [ ! -e "$QEMU_ISCSI" ]; then
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  O=$(private_apt bpo deb "$codename $codename-backports")
+  # shellcheck disable=SC2086 # the options are meant to split
+  apt-get $O update -qq
+  # shellcheck disable=SC2086
+  apt-get $O install -y -qq --no-install-recommends "qemu-block-extra=$qemu_v" >/dev/null ||
+    { echo "cannot install qemu-block-extra=$qemu_v from $codename-backports" >&2; exit 1; }
+fi
+[ -e "$QEMU_ISCSI" ] || { echo "$QEMU_ISCSI missing after installing qemu-block-extra" >&2; exit 1; }
+# nbdcopy and nbdinfo (libnbd), the NBD clients of bench/nbd-compare.sh.
+if ! command -v nbdcopy >/dev/null || ! command -v nbdinfo >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends libnbd-bin >/dev/null
+fi
+
+echo "peer tools ready: $FIO ($("$FIO" --version)) with the libiscsi engine; iperf3 $(iperf3 --version | head -1 | cut -d' ' -f2);" \
+  "qemu-img $qemu_v with $QEMU_ISCSI; $(nbdcopy --version | head -1)"
