@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::portal::{PortalAddr, TargetPortal};
 
-/// The IANA port of iSNS (RFC 4171 §6.1).
+/// The IANA port of iSNS.
 pub const DEFAULT_PORT: u16 = isns::DEFAULT_PORT;
 
 /// SCN connections kept open at once; isnsd uses one per registered portal.
@@ -688,8 +688,8 @@ impl Drop for IsnsClient {
 /// Accepts the server's SCN connections (at most [`MAX_SCN_CONNECTIONS`]
 /// at once) and answers each SCN with an SCNRsp, an ESI with an ESIRsp.
 /// Only the server's own address may connect: anyone else could otherwise
-/// feed us made-up changes (RFC 4171 §2.9 leaves SCN authentication to the
-/// auth blocks we do not use).
+/// feed us made-up changes (RFC 4171 leaves that to IPsec or the §5.5 auth
+/// blocks, neither of which this initiator uses).
 async fn scn_listener(listener: TcpListener, server_ip: IpAddr, me: String, tx: mpsc::Sender<ScnItem>) {
     let mut conns = tokio::task::JoinSet::new();
     loop {

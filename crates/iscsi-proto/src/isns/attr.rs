@@ -1,4 +1,4 @@
-//! iSNS attributes: tag, length, value (RFC 4171 §5.1.3, §6). Values are
+//! iSNS attributes: tag, length, value (RFC 4171 §5.3, §6). Values are
 //! kept as the raw bytes of the wire; typed accessors check sizes, so an
 //! unknown or vendor tag passes through untouched.
 
@@ -114,7 +114,7 @@ impl Attribute {
         Self { tag, value: Vec::new() }
     }
 
-    /// RFC 4171 §5.1.3: a string is UTF-8, NUL-terminated, padded with NULs
+    /// RFC 4171 §5.3.1: a string is UTF-8, NUL-terminated, padded with NULs
     /// to a multiple of 4 bytes.
     pub fn string(tag: Tag, s: &str) -> Self {
         let mut value = s.as_bytes().to_vec();

@@ -46,7 +46,7 @@ impl ScnBitmap {
 
 /// What the initiator registers: one Network Entity holding one iSCSI
 /// Storage Node of type initiator and, when SCNs are wanted, one Portal
-/// whose SCN Port the server connects to (RFC 4171 §5.6.5.1, §6.3.6).
+/// whose SCN Port the server connects to (RFC 4171 §5.6.5.1, §6.3.7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitiatorNode {
     pub name: String,
@@ -337,7 +337,7 @@ pub struct ScnChange {
     pub name: String,
 }
 
-/// A State Change Notification from the server (§5.6.5.7): our node (the
+/// A State Change Notification from the server (§5.6.5.8): our node (the
 /// destination), a timestamp, then SCN bitmap + iSCSI Name pairs (a
 /// management SCN may follow a pair with DD IDs, which are skipped).
 #[derive(Debug, Clone, PartialEq, Eq)]

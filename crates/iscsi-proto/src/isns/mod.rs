@@ -43,7 +43,7 @@ pub use message::Message;
 pub use pdu::{Flags, FunctionId, Header, Pdu, Reassembler};
 pub use status::Status;
 
-/// The IANA port of iSNS over TCP and UDP (RFC 4171 §6.1 / IANA).
+/// The IANA port of iSNS over TCP and UDP (IANA; RFC 4171 §5).
 pub const DEFAULT_PORT: u16 = 3205;
 
 /// Bytes of the iSNSP header (RFC 4171 §5.1).
@@ -56,7 +56,7 @@ pub const MAX_PDU_PAYLOAD: usize = u16::MAX as usize;
 /// for a few hundred targets fits easily; more is refused, not buffered.
 pub const MAX_MESSAGE_LEN: usize = 1024 * 1024;
 
-/// Cap on the PDUs of one message (RFC 4171 §5.1.2 lets a message span PDUs).
+/// Cap on the PDUs of one message (RFC 4171 §5.2 lets a message span PDUs).
 pub const MAX_MESSAGE_PDUS: usize = 32;
 
 /// Cap on the attributes of one message.
@@ -71,7 +71,7 @@ pub enum Error {
     /// An attribute header announces more value bytes than the payload holds.
     #[error("attribute tag {tag} announces {len} bytes but only {left} remain")]
     AttributeOverrun { tag: u32, len: u32, left: usize },
-    /// RFC 4171 §5.1.3: attribute values are padded to a 4-byte boundary.
+    /// RFC 4171 §5.3.1: attribute values are padded to a 4-byte boundary.
     #[error("attribute tag {tag} has length {len}, not a multiple of 4")]
     AttributeAlignment { tag: u32, len: u32 },
     /// The payload ends inside an attribute's tag or length field.
@@ -89,10 +89,10 @@ pub enum Error {
     /// An attribute value has the wrong size or content for its type.
     #[error("attribute {tag} is not a valid {kind} ({len} bytes)")]
     AttributeValue { tag: Tag, kind: &'static str, len: usize },
-    /// RFC 4171 §5.1.1: PDUs of one message carry one function and transaction.
+    /// RFC 4171 §5.2: PDUs of one message carry one function and transaction.
     #[error("PDU of {got} (transaction {got_xid}) arrived while {want} (transaction {want_xid}) was incomplete")]
     Interleaved { want: FunctionId, want_xid: u16, got: FunctionId, got_xid: u16 },
-    /// RFC 4171 §5.1.1: the first PDU of a message has the First PDU flag and
+    /// RFC 4171 §5.2, §5.1.6: the first PDU of a message has the First PDU flag and
     /// Sequence ID 0, each next one the Sequence ID after it.
     #[error("PDU sequence {got} out of order (expected {want})")]
     Sequence { want: u16, got: u16 },
@@ -102,7 +102,7 @@ pub enum Error {
     /// Reassembly refused to buffer more.
     #[error("message exceeds {limit} ({what})")]
     MessageTooLarge { what: &'static str, limit: usize },
-    /// RFC 4171 §5.1.4 authentication blocks are not supported by this client.
+    /// RFC 4171 §5.5 authentication blocks are not supported by this client.
     #[error("message carries an authentication block, which this initiator does not support")]
     AuthenticationBlock,
     /// A message of a function this module has no layout for.

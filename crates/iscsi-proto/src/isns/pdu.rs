@@ -1,5 +1,5 @@
 //! The iSNSP header and PDU framing (RFC 4171 §5.1), and the reassembly of
-//! a message that spans several PDUs (§5.1.1, First/Last PDU flags).
+//! a message that spans several PDUs (§5.2, First/Last PDU flags).
 
 use std::fmt;
 
@@ -8,7 +8,7 @@ use super::{Error, HEADER_LEN, MAX_MESSAGE_LEN, MAX_MESSAGE_PDUS, MAX_PDU_PAYLOA
 /// iSNSP version 1 (RFC 4171 §5.1).
 pub const VERSION: u16 = 1;
 
-/// The Function ID of a message (RFC 4171 §6.1); a response has the
+/// The Function ID of a message (RFC 4171 §5.1.2); a response has the
 /// request's ID with the top bit set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FunctionId(pub u16);
@@ -31,7 +31,7 @@ impl FunctionId {
 
     const RESPONSE_BIT: u16 = 0x8000;
 
-    /// RFC 4171 §6.1: responses are 0x8001-0x800E.
+    /// RFC 4171 §5.1.2: responses are 0x8001-0x800E.
     pub fn is_response(self) -> bool {
         self.0 & Self::RESPONSE_BIT != 0
     }
@@ -185,7 +185,7 @@ impl Pdu {
 
 /// Splits a message payload into PDUs of at most `max_payload` bytes (a
 /// multiple of 4, at most 65532), numbered from 0, First on the first and
-/// Last on the last (RFC 4171 §5.1.1). An empty payload is one empty PDU.
+/// Last on the last (RFC 4171 §5.2). An empty payload is one empty PDU.
 pub fn segment(
     function: FunctionId,
     flags: Flags,
@@ -231,7 +231,7 @@ pub struct Assembled {
     pub payload: Vec<u8>,
 }
 
-/// Joins the PDUs of one message (RFC 4171 §5.1.1), refusing interleaved
+/// Joins the PDUs of one message (RFC 4171 §5.2), refusing interleaved
 /// transactions, gaps in the Sequence ID and more than
 /// [`MAX_MESSAGE_PDUS`] PDUs or [`MAX_MESSAGE_LEN`] bytes, so a server that
 /// never sends Last PDU costs bounded memory.
