@@ -1,12 +1,14 @@
 #!/bin/bash
 # THE test command for rsiscsi (CI runs it through .ci/run, as root, from a fresh clone).
-#   1. installs what is missing: tgt istgt libiscsi-bin iproute2 procps util-linux python3 (apt-get), rustfmt and clippy (rustup)
+#   1. installs what is missing: tgt istgt libiscsi-bin libnbd-bin qemu-utils open-isns-server open-isns-utils
+#      iproute2 procps util-linux python3 (apt-get), rustfmt and clippy (rustup)
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings, and a build of the fuzz targets
-#   4. starts the target lab (scripts/lab-up.sh) and exports RSISCSI_LAB_ENV=$LAB/lab.env
+#   4. starts the target lab (scripts/lab-up.sh) and exports RSISCSI_LAB_ENV=$LAB/lab.env, and the
+#      iSNS lab (scripts/isns-lab.sh up: isnsd on 127.0.0.1:3205) with RSISCSI_ISNS_ENV
 #   5. cargo test --workspace (the integration tests read RSISCSI_LAB_ENV and fail without it);
 #      on failure, the targets' last errors and warnings from their logs
-#   6. always stops the lab again (scripts/lab-down.sh), keeping cargo test's exit status.
+#   6. always stops the labs again (scripts/lab-down.sh, isns-lab.sh down), keeping cargo test's exit status.
 # Extra arguments are passed to `cargo test` (e.g. `scripts/test.sh -- --nocapture`).
 set -Eeuo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,7 +21,7 @@ need_root
 step() { printf '\n===== %s =====\n' "$*" >&2; }
 
 step "prerequisites"
-ensure_pkgs tgt istgt libiscsi-bin libnbd-bin iproute2 procps util-linux python3
+ensure_pkgs tgt istgt libiscsi-bin libnbd-bin qemu-utils open-isns-server open-isns-utils iproute2 procps util-linux python3
 ensure_rust
 cargo --version >&2
 
@@ -34,12 +36,16 @@ cargo build --manifest-path fuzz/Cargo.toml --bins || die "the fuzz targets do n
 
 step "lab up ($LAB)"
 LAB_STARTED=""
+ISNS_STARTED=""
 # shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
   local rc=$?
   if [ -n "$LAB_STARTED" ]; then
     step "lab down"
     "$HERE/lab-down.sh" || say "WARNING: lab-down.sh reported leftovers (see above)"
+  fi
+  if [ -n "$ISNS_STARTED" ]; then
+    "$HERE/isns-lab.sh" down || say "WARNING: isns-lab.sh down reported leftovers (see above)"
   fi
   exit "$rc"
 }
@@ -50,6 +56,12 @@ LAB_STARTED=1
 "$HERE/lab-up.sh" || die "the target lab did not start (see the messages above); no tests were run"
 [ -s "$LAB_ENV_FILE" ] || die "lab-up.sh succeeded but wrote no $LAB_ENV_FILE"
 export RSISCSI_LAB_ENV="$LAB_ENV_FILE"
+
+step "iSNS lab up (/tmp/rsiscsi-isns)"
+ISNS_STARTED=1
+"$HERE/isns-lab.sh" up || die "the iSNS lab did not start (see the messages above); no tests were run"
+export RSISCSI_ISNS_ENV=/tmp/rsiscsi-isns/isns.env
+[ -s "$RSISCSI_ISNS_ENV" ] || die "isns-lab.sh succeeded but wrote no $RSISCSI_ISNS_ENV"
 
 step "cargo test --workspace (RSISCSI_LAB_ENV=$RSISCSI_LAB_ENV)"
 set +e
@@ -62,7 +74,7 @@ else
   say "cargo test failed (exit $rc)"
   # What the targets complained about, for a failure that involved them
   # (the logs go with the lab).
-  for log in "$LAB/tgt/tgtd.log" "$LAB/istgt/istgt.log"; do
+  for log in "$LAB/tgt/tgtd.log" "$LAB/istgt/istgt.log" /tmp/rsiscsi-isns/isnsd.log /tmp/rsiscsi-isns/tgt/tgtd.log; do
     lines=$(grep -aiE 'error|warn|fail' "$log" 2>/dev/null | tail -n 40 | cut -c1-400) || true
     [ -n "$lines" ] || continue
     say "last errors and warnings in $log:"
