@@ -183,6 +183,26 @@ impl Client {
         self.call_empty(Method::DELETE, &path, Self::NONE).await
     }
 
+    // ---- iSNS servers ----
+
+    /// `GET /v1/isns-servers`.
+    pub async fn isns_servers(&self) -> Result<IsnsServerList, ClientError> {
+        self.call(Method::GET, "/v1/isns-servers", Self::NONE).await
+    }
+
+    /// `POST /v1/isns-servers` (registers with the server first; one that
+    /// cannot be reached is added only with `keep`).
+    pub async fn add_isns_server(&self, address: &str, port: u16, keep: bool) -> Result<IsnsServerAdded, ClientError> {
+        let req = IsnsServerAddRequest { address: address.to_string(), port, keep };
+        self.call(Method::POST, "/v1/isns-servers", Some(&req)).await
+    }
+
+    /// `DELETE /v1/isns-servers?address=A&port=P` (deregisters from it).
+    pub async fn remove_isns_server(&self, address: &str, port: u16) -> Result<(), ClientError> {
+        let path = format!("/v1/isns-servers?address={}&port={port}", q(address));
+        self.call_empty(Method::DELETE, &path, Self::NONE).await
+    }
+
     // ---- targets ----
 
     /// `POST /v1/targets/refresh`.

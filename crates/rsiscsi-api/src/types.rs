@@ -196,6 +196,70 @@ pub struct Target {
     pub discovered_from: Vec<Portal>,
 }
 
+/// The IANA port of iSNS (RFC 4171 §6.1).
+pub const ISNS_DEFAULT_PORT: u16 = 3205;
+
+fn default_isns_port() -> u16 {
+    ISNS_DEFAULT_PORT
+}
+
+/// The `symbolic_name` that marks an iSNS server in a target's
+/// `discovered_from` (a SendTargets portal there has an empty one).
+pub const ISNS_SOURCE: &str = "iSNS";
+
+impl Portal {
+    /// An iSNS server as a target's discovery source.
+    pub fn isns_source(address: impl Into<String>, port: u16) -> Self {
+        Self { address: address.into(), port, symbolic_name: ISNS_SOURCE.to_string() }
+    }
+
+    /// Whether this discovery source is an iSNS server, not a SendTargets portal.
+    pub fn is_isns_source(&self) -> bool {
+        self.symbolic_name == ISNS_SOURCE
+    }
+}
+
+/// What the service's link to an iSNS server is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsnsServerState {
+    /// Registering (at start, or again after the server was lost).
+    Connecting,
+    /// Registered, registered for State Change Notifications, target list current.
+    Registered,
+    /// The last attempt failed (`last_error` says why); retried with back-off.
+    Unreachable,
+}
+
+/// `MSIscsiInitiator_IsnsServerClass`: an iSNS server (RFC 4171) the service
+/// registers with; the targets it lists for the service's node name join
+/// the target list, kept current by its State Change Notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsnsServer {
+    pub address: String,
+    #[serde(default = "default_isns_port")]
+    pub port: u16,
+    pub state: IsnsServerState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Targets in the target list that this server lists.
+    pub targets: usize,
+    /// Seconds the server keeps a registration that is not refreshed (RFC
+    /// 4171 §6.2.6); absent: it did not say (no expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_period_s: Option<u64>,
+    /// `HOST:PORT` where the service takes the server's State Change Notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scn_portal: Option<String>,
+}
+
+impl IsnsServer {
+    /// The server as a discovery source of targets.
+    pub fn source(&self) -> Portal {
+        Portal::isns_source(self.address.clone(), self.port)
+    }
+}
+
 /// Command latency summary in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Latency {
@@ -429,6 +493,39 @@ pub struct PortalAdded {
     pub portal: SendTargetPortal,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_error: Option<ApiErrorBody>,
+}
+
+/// `GET /v1/isns-servers` (ReportiSNSServerList).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsnsServerList {
+    pub isns_servers: Vec<IsnsServer>,
+}
+
+/// `POST /v1/isns-servers` (AddiSNSServer): the server, and whether to keep
+/// it when it cannot be reached now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsnsServerAddRequest {
+    pub address: String,
+    #[serde(default = "default_isns_port")]
+    pub port: u16,
+    /// Add the server even if registering with it fails (the answer is then
+    /// 201 with `error`); the service keeps trying with back-off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep: bool,
+}
+
+/// How the message of a failed `POST /v1/isns-servers` ends when the server
+/// could not be reached and nothing was stored.
+pub const ISNS_SERVER_NOT_ADDED: &str = "the iSNS server was not added";
+
+/// `POST /v1/isns-servers` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsnsServerAdded {
+    pub isns_server: IsnsServer,
+    /// Why registering failed, when the server was kept all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiErrorBody>,
 }
 
 /// `GET /v1/targets`.

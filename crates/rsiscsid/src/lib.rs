@@ -1,7 +1,8 @@
 //! rsiscsid: the rsiscsi initiator service, shaped after the Windows iSCSI
 //! initiator service. It owns every session, keeps discovery portals,
 //! targets, persistent logins and secrets across restarts ([`store`]), logs
-//! the persistent logins in at start ([`logins`]), and serves the JSON API of
+//! the persistent logins in at start ([`logins`]), follows iSNS servers
+//! ([`isns`]), and serves the JSON API of
 //! `openapi.yaml` on a Unix domain socket ([`api`]).
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod exports;
+pub mod isns;
 pub mod logins;
 pub mod metrics;
 pub mod recovery;
@@ -32,6 +34,8 @@ pub struct App {
     pub store: store::Store,
     pub registry: registry::Registry,
     pub logins: logins::Supervisor,
+    /// The tasks of the iSNS servers.
+    pub isns: isns::Servers,
     pub started: Instant,
     /// The hold time and link-down time of a login that does not give them.
     pub recovery_defaults: recovery::RecoveryTimes,
@@ -59,6 +63,7 @@ impl App {
             store,
             registry: registry::Registry::default(),
             logins: logins::Supervisor::default(),
+            isns: isns::Servers::default(),
             started: Instant::now(),
             recovery_defaults,
             name_file,
@@ -248,8 +253,12 @@ pub async fn run(opts: Options) -> Result<(), ServiceError> {
             }
         });
     }
-    for l in app.store.state().persistent_logins {
+    let state = app.store.state();
+    for l in state.persistent_logins {
         app.logins.spawn(&app, l.key(), None);
+    }
+    for s in state.isns_servers {
+        app.isns.spawn(&app, s, None, None);
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let service = api::router(app.clone()).into_make_service_with_connect_info::<api::Peer>();
@@ -258,10 +267,11 @@ pub async fn run(opts: Options) -> Result<(), ServiceError> {
     });
     let server = tokio::spawn(async move { server.await });
     let why = shutdown_signal().await?;
-    info!("{why}: logging out every session");
+    info!("{why}: logging out every session, deregistering from the iSNS servers");
     app.logins.stop_all();
     let _ = stop_tx.send(());
-    logout_all(&app, Duration::from_secs(10)).await;
+    // Each iSNS deregistration is bounded by isns::CLOSE_TIMEOUT.
+    tokio::join!(app.isns.stop_all(), logout_all(&app, Duration::from_secs(10)));
     // Requests still in flight get a moment to finish.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let _ = std::fs::remove_file(&socket);

@@ -1,7 +1,9 @@
 //! Logging in (leading connection, more connections, device probe) and the
 //! persistent-login supervisor: each stored persistent login has a task that
 //! logs it in, watches the session, and logs in again with capped
-//! exponential back-off while the target is down.
+//! exponential back-off while the target is down. Discovery can cut a
+//! back-off short: when an iSNS server tells of the target
+//! ([`Supervisor::target_appeared`]), a waiting login is tried at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ use iscsi_initiator::{Session, SessionConfig};
 use iscsi_proto::chap::{ChapConfig, Secret};
 use iscsi_proto::negotiation::Digest;
 use rsiscsi_api::types as api;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -299,6 +302,8 @@ struct Entry {
     status: LoginState,
     task: Option<JoinHandle<()>>,
     reconnects: u64,
+    /// Ends the task's back-off early (the target was just discovered).
+    wake: Arc<Notify>,
 }
 
 /// The persistent-login tasks, by login key.
@@ -345,10 +350,11 @@ impl Supervisor {
             last_error: None,
             session_id: live.as_ref().map(|l| l.session.id().to_string()),
         };
-        let task = tokio::spawn(supervise(app.clone(), key.clone(), live, false));
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(supervise(app.clone(), key.clone(), live, false, wake.clone()));
         let mut m = self.lock();
         let reconnects = m.get(&key).map(|e| e.reconnects).unwrap_or(0);
-        if let Some(Entry { task: Some(t), .. }) = m.insert(key, Entry { status, task: Some(task), reconnects }) {
+        if let Some(Entry { task: Some(t), .. }) = m.insert(key, Entry { status, task: Some(task), reconnects, wake }) {
             t.abort();
         }
     }
@@ -364,10 +370,11 @@ impl Supervisor {
             last_error: Some(format!("{} ({})", e.message, e.code.name())),
             session_id: None,
         };
-        let task = (!permanent).then(|| tokio::spawn(supervise(app.clone(), key.clone(), None, true)));
+        let wake = Arc::new(Notify::new());
+        let task = (!permanent).then(|| tokio::spawn(supervise(app.clone(), key.clone(), None, true, wake.clone())));
         let mut m = self.lock();
         let reconnects = m.get(&key).map(|e| e.reconnects).unwrap_or(0);
-        if let Some(Entry { task: Some(t), .. }) = m.insert(key, Entry { status, task, reconnects }) {
+        if let Some(Entry { task: Some(t), .. }) = m.insert(key, Entry { status, task, reconnects, wake }) {
             t.abort();
         }
         if permanent {
@@ -395,6 +402,38 @@ impl Supervisor {
         }
     }
 
+    /// A discovery mechanism (an iSNS State Change Notification, or the
+    /// first query of a server) shows `target_name` (again, or with new
+    /// portals): each persistent login of it that waits out a back-off is
+    /// tried at once, and its back-off starts again from [`BACKOFF_MIN`]. A
+    /// login that is in, logged out by the user, or failed for good is left
+    /// alone. Returns how many were woken.
+    pub fn target_appeared(&self, app: &App, target_name: &str) -> usize {
+        let keys: Vec<String> = app
+            .store
+            .state()
+            .persistent_logins
+            .iter()
+            .filter(|l| l.target_name == target_name)
+            .map(StoredLogin::key)
+            .collect();
+        let m = self.lock();
+        let mut woken = 0;
+        for key in keys {
+            if let Some(e) = m.get(&key)
+                && e.task.is_some()
+                && e.status.state == api::PersistentLoginState::Retrying
+            {
+                // A permit is kept when the task is busy logging in: its
+                // next back-off then ends at once.
+                e.wake.notify_one();
+                info!(login = %key, "target discovered: trying the persistent login now");
+                woken += 1;
+            }
+        }
+        woken
+    }
+
     /// Stops every task (shutdown).
     pub fn stop_all(&self) {
         for e in self.lock().values_mut() {
@@ -418,12 +457,11 @@ impl Supervisor {
 
 /// `wait_first`: the first login just failed, so the first attempt waits
 /// one back-off.
-async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>, wait_first: bool) {
+async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>, wait_first: bool, wake: Arc<Notify>) {
     let mut backoff = BACKOFF_MIN;
     let mut logged_in_before = current.is_some();
     if wait_first {
-        tokio::time::sleep(backoff).await;
-        backoff = next_backoff(backoff);
+        backoff = back_off(&wake, backoff).await;
     }
     loop {
         if let Some(live) = current.take() {
@@ -489,10 +527,19 @@ async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>, w
                 if permanent {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = next_backoff(backoff);
+                backoff = back_off(&wake, backoff).await;
             }
         }
+    }
+}
+
+/// Waits `backoff`, or less when `wake` is notified; returns the next
+/// back-off: doubled after a full wait, [`BACKOFF_MIN`] after a wake-up (the
+/// target was just discovered: if it is not quite ready, try again soon).
+async fn back_off(wake: &Notify, backoff: Duration) -> Duration {
+    tokio::select! {
+        _ = tokio::time::sleep(backoff) => next_backoff(backoff),
+        _ = wake.notified() => BACKOFF_MIN,
     }
 }
 
@@ -500,6 +547,23 @@ async fn supervise(app: Arc<App>, key: String, mut current: Option<Arc<Live>>, w
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A wake-up ends a long back-off at once and starts it over; a permit
+    /// given while nobody waits ends the next wait.
+    #[tokio::test]
+    async fn a_wake_up_cuts_the_back_off_short() {
+        let wake = Arc::new(Notify::new());
+        let w = wake.clone();
+        let t0 = Instant::now();
+        let waiter = tokio::spawn(async move { back_off(&w, Duration::from_secs(30)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        wake.notify_one();
+        assert_eq!(waiter.await.unwrap(), BACKOFF_MIN);
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        wake.notify_one();
+        assert_eq!(back_off(&wake, Duration::from_secs(30)).await, BACKOFF_MIN);
+        assert_eq!(back_off(&wake, Duration::from_millis(10)).await, Duration::from_millis(20));
+    }
 
     #[test]
     fn backoff_doubles_and_caps_at_30s() {

@@ -95,6 +95,34 @@ pub struct State {
     pub targets: Vec<Target>,
     #[serde(default)]
     pub persistent_logins: Vec<StoredLogin>,
+    /// iSNS servers (MSIscsiInitiator_IsnsServerClass); absent in the
+    /// state files of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isns_servers: Vec<StoredIsnsServer>,
+}
+
+/// An iSNS server as stored: where it is. Its state lives in memory
+/// ([`crate::isns`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredIsnsServer {
+    pub address: String,
+    pub port: u16,
+}
+
+impl StoredIsnsServer {
+    /// `HOST:PORT` (`[V6]:PORT`), as [`iscsi_initiator::isns`] takes it.
+    pub fn server(&self) -> String {
+        rsiscsi_api::types::Portal::new(self.address.clone(), self.port).to_string()
+    }
+
+    /// The server as a discovery source of targets.
+    pub fn source(&self) -> Portal {
+        Portal::isns_source(self.address.clone(), self.port)
+    }
+
+    pub fn same_place(&self, address: &str, port: u16) -> bool {
+        self.address.eq_ignore_ascii_case(address) && self.port == port
+    }
 }
 
 impl State {
@@ -105,6 +133,7 @@ impl State {
             portals: Vec::new(),
             targets: Vec::new(),
             persistent_logins: Vec::new(),
+            isns_servers: Vec::new(),
         }
     }
 }
@@ -285,6 +314,29 @@ mod tests {
         let state_text = fs::read_to_string(d.join(STATE_FILE)).unwrap();
         assert!(!state_text.contains("0123456789abcd"));
         assert!(!format!("{:?}", s.secrets()).contains("0123456789abcd"));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// A state file written before iSNS servers existed loads, with none.
+    #[test]
+    fn state_without_isns_servers_loads() {
+        let d = tempdir("oldstate");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join(STATE_FILE),
+            br#"{"version":1,"initiator":{"node_name":"iqn.2024-01.x:y"},"portals":[],"targets":[]}"#,
+        )
+        .unwrap();
+        let s = Store::open(&d).unwrap();
+        assert!(s.state().isns_servers.is_empty());
+        s.update(|st, _| {
+            st.isns_servers.push(StoredIsnsServer { address: "::1".into(), port: 3205 });
+            Ok::<(), StoreError>(())
+        })
+        .unwrap();
+        drop(s);
+        let s = Store::open(&d).unwrap();
+        assert_eq!(s.state().isns_servers[0].server(), "[::1]:3205");
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -64,6 +64,9 @@ pub async fn put_initiator(
     info!(node_name = ?u.node_name, alias = ?u.alias, "initiator identity changed");
     if u.node_name.is_some() {
         app.mirror_node_name();
+        // The iSNS servers know us by name: register again under the new one.
+        let a = app.clone();
+        tokio::spawn(async move { a.isns.restart_all(&a).await });
     }
     Ok(Json(view(&app)))
 }

@@ -17,6 +17,7 @@ use crate::error::{ApiErr, ApiResult};
 use crate::registry::Live;
 
 pub mod initiator;
+pub mod isns_servers;
 pub mod persistent;
 pub mod portals;
 pub mod sessions;
@@ -32,6 +33,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/portals"),
     ("POST", "/v1/portals"),
     ("DELETE", "/v1/portals"),
+    ("GET", "/v1/isns-servers"),
+    ("POST", "/v1/isns-servers"),
+    ("DELETE", "/v1/isns-servers"),
     ("GET", "/v1/targets"),
     ("POST", "/v1/targets/refresh"),
     ("POST", "/v1/targets/login"),
@@ -58,6 +62,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/initiator", get(initiator::get_initiator).put(initiator::put_initiator))
         .route("/v1/initiator/chap-secret", put(initiator::put_chap_secret))
         .route("/v1/portals", get(portals::list).post(portals::add).delete(portals::remove))
+        .route("/v1/isns-servers", get(isns_servers::list).post(isns_servers::add).delete(isns_servers::remove))
         .route("/v1/targets", get(targets::list))
         .route("/v1/targets/refresh", post(targets::refresh))
         .route("/v1/targets/login", post(targets::login))
@@ -339,6 +344,32 @@ mod tests {
             assert_eq!(s["minimum"].as_u64(), Some(u64::from(*api::RECOVERY_TIME_RANGE_S.start())), "{name}");
             assert_eq!(s["maximum"].as_u64(), Some(u64::from(*api::RECOVERY_TIME_RANGE_S.end())), "{name}");
         }
+    }
+
+    /// The iSNS server types are in openapi.yaml as they serialize.
+    #[test]
+    fn openapi_schemas_match_the_isns_server_types() {
+        let server = api::IsnsServer {
+            address: "127.0.0.1".into(),
+            port: 3205,
+            state: api::IsnsServerState::Unreachable,
+            last_error: Some("refused".into()),
+            targets: 2,
+            registration_period_s: Some(900),
+            scn_portal: Some("127.0.0.1:40000".into()),
+        };
+        check_schema("IsnsServer", &server, &["address", "port", "state", "targets"]);
+        let states = schema("IsnsServer")["properties"]["state"]["enum"].clone();
+        for st in
+            [api::IsnsServerState::Connecting, api::IsnsServerState::Registered, api::IsnsServerState::Unreachable]
+        {
+            let name = serde_json::to_value(st).unwrap();
+            assert!(names(&states).contains(name.as_str().unwrap()), "{name}");
+        }
+        let req = api::IsnsServerAddRequest { address: "h".into(), port: 3205, keep: true };
+        check_schema("IsnsServerAddRequest", &req, &["address"]);
+        let s = schema("IsnsServerAddRequest");
+        assert_eq!(s["properties"]["port"]["default"].as_u64(), Some(u64::from(api::ISNS_DEFAULT_PORT)));
     }
 
     fn app() -> Arc<App> {

@@ -126,7 +126,7 @@ pub async fn remove(
         }
         sec.passwords.remove(&portal_key(&place.address, place.port));
         for t in &mut st.targets {
-            t.discovered_from.retain(|d| !d.same_place(&place));
+            t.discovered_from.retain(|d| d.is_isns_source() || !d.same_place(&place));
         }
         st.targets.retain(|t| !t.discovered_from.is_empty());
         Ok(())

@@ -24,10 +24,11 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<api::TargetList> {
 
 /// Records what SendTargets on `from` found: `from` is dropped from every
 /// target's `discovered_from`, then added back to the targets it reported.
+/// An iSNS server at the same address and port is another source.
 pub fn merge(targets: &mut Vec<api::Target>, from: &api::Portal, found: &[DiscoveredTarget]) {
     let from = api::Portal { symbolic_name: String::new(), ..from.clone() };
     for t in targets.iter_mut() {
-        t.discovered_from.retain(|d| !d.same_place(&from));
+        t.discovered_from.retain(|d| d.is_isns_source() || !d.same_place(&from));
     }
     for f in found {
         let portals: Vec<api::TargetPortal> = f
