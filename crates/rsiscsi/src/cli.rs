@@ -154,7 +154,7 @@ fn not_used(path: &[String], long: &str) -> String {
 }
 
 /// The commands that are requests to rsiscsid.
-pub const SERVICE_COMMANDS: [&str; 5] = ["portal", "target", "session", "initiator", "persistent"];
+pub const SERVICE_COMMANDS: [&str; 6] = ["portal", "isns", "target", "session", "initiator", "persistent"];
 
 /// The value of `id` typed on the command line, at the deepest level that
 /// has it (the command's own option wins over the same one typed before the
@@ -422,6 +422,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: PortalCmd,
     },
+    /// Service: the iSNS servers rsiscsid registers with and follows for targets (add, remove, list).
+    Isns {
+        #[command(flatten)]
+        out: ServiceOut,
+        #[command(subcommand)]
+        cmd: IsnsCmd,
+    },
     /// Service: discovered targets (refresh, list) and logging in to one (login).
     Target {
         #[command(flatten)]
@@ -503,6 +510,29 @@ pub enum PortalCmd {
         portal: String,
     },
     /// List the send-target portals.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IsnsCmd {
+    /// Add an iSNS server (RFC 4171): the service registers with it at once, lists the targets it
+    /// shows this initiator and follows its change notifications (targets that register appear in
+    /// `target list`, persistent logins of them are tried at once; targets that leave disappear).
+    Add {
+        /// HOST[:PORT] (port 3205 by default).
+        server: String,
+        /// Keep the server even if it cannot be reached now (the exit status is still 1); the service
+        /// keeps trying.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Remove an iSNS server: the service deregisters from it, and the targets only it listed leave
+    /// the target list.
+    Remove {
+        /// HOST[:PORT] (port 3205 by default).
+        server: String,
+    },
+    /// List the iSNS servers, the state of the registration with each, and its last error.
     List,
 }
 

@@ -156,6 +156,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Nbd(args) => crate::nbd::run(&cli.common, args).await,
         // main.rs sends these to crate::service before getting here.
         Command::Portal { .. }
+        | Command::Isns { .. }
         | Command::Target { .. }
         | Command::Session { .. }
         | Command::Persistent { .. }

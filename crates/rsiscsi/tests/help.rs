@@ -46,7 +46,7 @@ fn command_paths() -> Vec<Vec<String>> {
         .map(|n| {
             // Subcommand names have dashes too: `session-add-connection`.
             let (group, rest) = n.split_once('-').unwrap_or((&n, ""));
-            if ["portal", "target", "session", "initiator", "persistent"].contains(&group) && !rest.is_empty() {
+            if ["portal", "isns", "target", "session", "initiator", "persistent"].contains(&group) && !rest.is_empty() {
                 vec![group.to_string(), rest.to_string()]
             } else {
                 vec![n.clone()]
@@ -123,7 +123,7 @@ fn positionals(path: &[String], tmp: &Path) -> Vec<String> {
     let lun = "iscsi://127.0.0.1:1/iqn.2024-01.lab.example:help/0".to_string();
     let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match path.join(" ").as_str() {
-        "discover" | "portal add" | "portal remove" => v(&["127.0.0.1:1"]),
+        "discover" | "portal add" | "portal remove" | "isns add" | "isns remove" => v(&["127.0.0.1:1"]),
         "ls" => v(&["iscsi://127.0.0.1:1/"]),
         "inquiry" | "capacity" | "bench" => vec![lun],
         "cp" => vec![lun, tmp.join("out").display().to_string()],

@@ -1,9 +1,10 @@
-//! The service commands (`portal`, `target`, `session`, `persistent`): each
+//! The service commands (`portal`, `isns`, `target`, `session`, `persistent`): each
 //! one is a request to a running `rsiscsid` over its Unix socket, shaped
 //! like the Windows `iscsicli` commands of the same name.
 
 mod format;
 mod initiator;
+mod isns;
 mod persistent;
 mod portal;
 mod session;
@@ -54,6 +55,12 @@ pub enum Error {
     /// `portal add --keep`: SendTargets failed, the portal was kept.
     #[error("SendTargets on {portal} failed: {} ({}, {}); the portal was kept (--keep) and is tried again at each `rsiscsi target refresh`", body.message, body.name, body.code_hex)]
     PortalKept { portal: String, body: ApiErrorBody },
+    /// `isns add` without `--keep`: the server could not be reached, it was not added.
+    #[error("{} ({}, {}); with --keep it is added anyway and the service keeps trying", body.message, body.name, body.code_hex)]
+    IsnsServerNotAdded { body: ApiErrorBody },
+    /// `isns add --keep`: the server could not be reached, it was kept.
+    #[error("{} ({}, {}); the iSNS server {server} was kept (--keep) and the service keeps trying (`rsiscsi isns list` shows how it fares)", body.message, body.name, body.code_hex)]
+    IsnsServerKept { server: String, body: ApiErrorBody },
     /// A persistent login whose first login failed; `note` says whether it
     /// is stored, and how to remove it.
     #[error("{} ({}, {}); {note}", body.message, body.name, body.code_hex)]
@@ -81,6 +88,8 @@ impl Error {
             | Error::RefreshFailed(_)
             | Error::PortalNotAdded { .. }
             | Error::PortalKept { .. }
+            | Error::IsnsServerNotAdded { .. }
+            | Error::IsnsServerKept { .. }
             | Error::PersistentLoginFailed { .. }
             | Error::NoPersistentLogin { .. }
             | Error::ScsiStatus(_) => EXIT_FAILED,
@@ -110,6 +119,7 @@ pub async fn run(common: &Common, command: &Command) -> Option<Result> {
     let is_service = matches!(
         command,
         Command::Portal { .. }
+            | Command::Isns { .. }
             | Command::Target { .. }
             | Command::Session { .. }
             | Command::Persistent { .. }
@@ -124,6 +134,7 @@ pub async fn run(common: &Common, command: &Command) -> Option<Result> {
     }
     let (json, out) = match command {
         Command::Portal { out, cmd } => (out.json, portal::run(&client, common, out.json, cmd).await),
+        Command::Isns { out, cmd } => (out.json, isns::run(&client, out.json, cmd).await),
         Command::Target { out, cmd } => (out.json, target::run(&client, common, out.json, cmd).await),
         Command::Session { out, cmd } => (out.json, session::run(&client, common, out.json, cmd).await),
         Command::Persistent { out, cmd } => (out.json, persistent::run(&client, out.json, cmd).await),
@@ -132,8 +143,15 @@ pub async fn run(common: &Common, command: &Command) -> Option<Result> {
     };
     // With --json a script also gets the service's error object on stdout
     // (the one-line message still goes to stderr).
-    if let (true, Err(Error::Api { body } | Error::PortalNotAdded { body } | Error::PersistentLoginFailed { body, .. })) =
-        (json, &out)
+    if let (
+        true,
+        Err(
+            Error::Api { body }
+            | Error::PortalNotAdded { body }
+            | Error::IsnsServerNotAdded { body }
+            | Error::PersistentLoginFailed { body, .. },
+        ),
+    ) = (json, &out)
         && let Err(e) = emit_json(&api::ApiError { error: body.clone() })
     {
         return Some(Err(e));

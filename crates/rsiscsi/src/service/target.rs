@@ -106,16 +106,24 @@ fn login_text(r: &api::LoginResult) -> String {
     t
 }
 
+/// A discovery source: a SendTargets portal as `HOST:PORT`, an iSNS server
+/// as `isns:HOST:PORT`.
+fn source(p: &api::Portal) -> String {
+    let place = host_port(&p.address, p.port);
+    if p.is_isns_source() { format!("isns:{place}") } else { place }
+}
+
 fn target_table(targets: &[api::Target]) -> String {
     if targets.is_empty() {
-        return "no targets (add a portal with `rsiscsi portal add HOST[:PORT]`, then `rsiscsi target refresh`)\n"
+        return "no targets (add a portal with `rsiscsi portal add HOST[:PORT]`, then `rsiscsi target refresh`, \
+                or an iSNS server with `rsiscsi isns add HOST[:PORT]`)\n"
             .into();
     }
     let mut t = Table::new(&["TARGET", "PORTALS", "DISCOVERED-FROM"]);
     for target in targets {
         let portals: Vec<String> =
             target.portals.iter().map(|p| format!("{},{}", host_port(&p.address, p.port), p.tpgt)).collect();
-        let from: Vec<String> = target.discovered_from.iter().map(|p| host_port(&p.address, p.port)).collect();
+        let from: Vec<String> = target.discovered_from.iter().map(source).collect();
         t.row(vec![target.name.clone(), portals.join(" "), from.join(" ")]);
     }
     t.render()
@@ -142,12 +150,12 @@ mod tests {
                 api::TargetPortal { address: "127.0.0.1".into(), port: 3260, tpgt: 1 },
                 api::TargetPortal { address: "::1".into(), port: 3260, tpgt: 1 },
             ],
-            discovered_from: vec![api::Portal::new("127.0.0.1", 3260)],
+            discovered_from: vec![api::Portal::new("127.0.0.1", 3260), api::Portal::isns_source("::1", 3205)],
         };
         assert_eq!(
             target_table(&[t]),
             "TARGET                   PORTALS                        DISCOVERED-FROM\n\
-             iqn.2024-01.lab.tgt:svc  127.0.0.1:3260,1 [::1]:3260,1  127.0.0.1:3260\n"
+             iqn.2024-01.lab.tgt:svc  127.0.0.1:3260,1 [::1]:3260,1  127.0.0.1:3260 isns:[::1]:3205\n"
         );
     }
 }
