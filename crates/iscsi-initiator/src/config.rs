@@ -42,6 +42,13 @@ pub struct SessionConfig {
     /// How long recovery may hold commands and retry before it gives up
     /// with the fault that started it (see [`RecoveryBudget`]).
     pub recovery_budget: RecoveryBudget,
+    /// IPsec for the session's connections (Windows `SecurityFlags`, `Key`,
+    /// `SetIscsiTunnelModeOuterAddress`, `ISCSI_LOGIN_FLAG_REQUIRE_IPSEC`)
+    /// and the provider that puts it in place; the default asks for none.
+    /// The leading login and every reinstatement use it; connections added
+    /// with `Session::add_connection` bring their own flags and key and use
+    /// its provider (RFC 7143 §9.3, RFC 3723).
+    pub ipsec: crate::ipsec::IpsecConfig,
 }
 
 /// Bounds on recovery (RFC 7143 §6.2, §7.1.4), after the Windows
@@ -114,6 +121,7 @@ impl SessionConfig {
             recovery: true,
             local_address: None,
             recovery_budget: RecoveryBudget::WINDOWS,
+            ipsec: crate::ipsec::IpsecConfig::default(),
         }
     }
 }

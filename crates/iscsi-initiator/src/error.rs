@@ -137,6 +137,10 @@ pub enum Error {
     /// (`SessionConfig::recovery_budget`); names the fault that started it.
     #[error("{0}")]
     GaveUp(Box<crate::session::GiveUp>),
+    /// The connection asked for IPsec and did not get it; it was never
+    /// made in clear text (RFC 7143 §9.3).
+    #[error("{0}")]
+    Ipsec(#[from] crate::ipsec::IpsecError),
 }
 
 /// What kind of failure an error is, for a caller that must tell them apart
@@ -233,6 +237,7 @@ impl From<Error> for crate::model::Status {
             Error::RecoveryLevelTooLow { .. } => C::RequestNotSupported,
             Error::GaveUp(g) if g.cause.kind.deterministic() => C::TransportError,
             Error::GaveUp(_) => C::ConnectionFailed,
+            Error::Ipsec(i) => i.code(),
         };
         Status::new(code, e.to_string())
     }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod ipsec;
 pub mod isns;
 mod login;
 pub mod model;

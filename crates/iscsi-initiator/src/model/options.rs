@@ -57,9 +57,10 @@ pub enum IpsecMode {
     Tunnel,
 }
 
-/// What a valid set of security flags asks of the connection. We carry no
-/// IPsec stack: a caller that gets `required == true` refuses the login with
-/// `ISDSC_IPSEC_NOT_SUPPORTED_ON_OS`.
+/// What a valid set of security flags asks of the connection. With
+/// `required == true` the connection is protected by an IPsec provider (see
+/// `crate::ipsec::IpsecConfig::plan`, which also refuses aggressive mode and
+/// a missing key) or not made at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct IpsecRequest {
     pub required: bool,

@@ -219,6 +219,10 @@ impl Session {
             let s = self.clone();
             let portal = portal.clone();
             tokio::spawn(async move {
+                // Its old SA first: the new connection gets its own.
+                if let Some(p) = &w.protection {
+                    p.release().await;
+                }
                 if let Err(e) = s.connect_more(&portal, &w.how).await {
                     warn!("could not replace the connection removed for recovery: {e}");
                 }

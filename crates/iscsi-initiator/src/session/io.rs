@@ -28,6 +28,8 @@ use super::state::{Out, Reply, ScsiTask, Task, TaskKind, conn_mut, push};
 use super::{Inner, ScsiOutcome, Session};
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
+use crate::ipsec::{IpsecPlan, Protection};
+use crate::model::UniqueConnectionId;
 use crate::portal::PortalAddr;
 use crate::wire::READ_CHUNK;
 
@@ -67,6 +69,67 @@ pub(super) async fn connect_from(addr: &PortalAddr, cfg: &SessionConfig, local: 
     };
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Connects to `addr` as [`connect_from`] does, after putting IPsec in
+/// place when `plan` asks for it (RFC 7143 §9.3, RFC 3723): the portal's
+/// name is resolved once, the security association for that address is
+/// brought up under connection `id`'s name, and only then is the TCP
+/// connection made, to that same address. A failure removes what was put
+/// in place; nothing is ever sent in clear text instead.
+pub(super) async fn connect_protected(
+    addr: &PortalAddr,
+    cfg: &SessionConfig,
+    local: Option<IpAddr>,
+    plan: Option<&IpsecPlan>,
+    id: UniqueConnectionId,
+) -> Result<(TcpStream, Option<Arc<Protection>>)> {
+    let Some(plan) = plan else { return Ok((connect_from(addr, cfg, local).await?, None)) };
+    let remote = resolve_one(addr, cfg, local).await?;
+    let protection = Protection::establish(plan, id, remote, local).await?;
+    match connect_from(&pinned(remote), cfg, local).await {
+        Ok(stream) => Ok((stream, Some(Arc::new(protection)))),
+        Err(e) => {
+            protection.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// Connects again (recovery) the way a connection first did: through its
+/// IPsec protection, brought back first if its SA went away, from the same
+/// local address (the initiator port).
+pub(super) async fn connect_again(
+    addr: &PortalAddr,
+    cfg: &SessionConfig,
+    local: Option<IpAddr>,
+    protection: Option<&Arc<Protection>>,
+) -> Result<TcpStream> {
+    match protection {
+        None => connect_from(addr, cfg, local).await,
+        Some(p) => {
+            p.ensure().await?;
+            connect_from(&pinned(p.request().remote), cfg, local).await
+        }
+    }
+}
+
+fn pinned(remote: SocketAddr) -> PortalAddr {
+    PortalAddr { host: remote.ip().to_string(), port: remote.port() }
+}
+
+/// The first address of `addr` of the local address's family.
+async fn resolve_one(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAddr>) -> Result<SocketAddr> {
+    let s = addr.socket_string();
+    let found = match tokio::time::timeout(cfg.connect_timeout, tokio::net::lookup_host(s.clone())).await {
+        Err(_) => return Err(Error::ConnectTimeout(s)),
+        Ok(Err(e)) => return Err(Error::Resolve { addr: addr.host.clone(), source: e }),
+        Ok(Ok(a)) => a.into_iter().find(|a| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4())),
+    };
+    found.ok_or_else(|| Error::Resolve {
+        addr: addr.host.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address of the initiator port's family"),
+    })
 }
 
 /// The reason a reader gives when the target closed the connection cleanly.

@@ -3,11 +3,12 @@
 //! SendScsiCommand, with their ISDSC status codes.
 
 use bytes::Bytes;
-use iscsi_proto::chap::ChapConfig;
+use iscsi_proto::chap::{ChapConfig, Secret};
 use iscsi_proto::negotiation::Digest;
 use iscsi_proto::scsi::cdb::Cdb;
 
 use super::{ConnectionLogin, DataDirection, Session};
+use crate::ipsec::IpsecConfig;
 use crate::model::{
     AuthType, DigestType, ISCSI_ANY_INITIATOR_PORT, IsdscCode, LoginFlags, LoginOptions, Portal, SecurityFlags, Status,
     UniqueConnectionId,
@@ -61,12 +62,24 @@ impl Session {
     ///
     /// `initiator_port` is a network interface index, or
     /// [`ISCSI_ANY_INITIATOR_PORT`]. `security_flags` and `key` are the
-    /// IPsec/IKE wishes: a request that needs IPsec fails with
-    /// `ISDSC_IPSEC_NOT_SUPPORTED_ON_OS` (no IPsec policy can be put in
-    /// place from user space) and never connects in clear text.
+    /// IPsec/IKE wishes (RFC 7143 §9.3, RFC 3723): with
+    /// `VALID | IKE_IPSEC_ENABLED` the session's IPsec provider
+    /// (`SessionConfig::ipsec`) brings up an IKEv2 security association
+    /// with `key` as pre-shared key before the TCP connection is made, and
+    /// the connection fails (never in clear text) when it cannot:
+    /// `ISDSC_TARGET_PRESHAREDKEY_UNAVAILABLE` without a key,
+    /// `ISDSC_IPSEC_NOT_SUPPORTED_ON_OS` without a provider,
+    /// `ISDSC_FAILED_TO_CONFIGURE_IPSEC` when the daemon cannot be reached or
+    /// the SA does not come up (a wrong key), `ISDSC_REQUEST_NOT_SUPPORTED`
+    /// for aggressive mode. `ISCSI_LOGIN_FLAG_REQUIRE_IPSEC` in the login
+    /// flags without IPsec flags fails with `ISDSC_FAILED_TO_CONFIGURE_IPSEC`.
+    /// Tunnel mode goes to the session's tunnel outer address, else the
+    /// portal's address; see [`Session::add_connection_with`] to name one.
     /// `login_options` fields count only where their information-specified
     /// bit is set; CHAP uses their user name (empty: the initiator node name)
-    /// and password, mutual CHAP the target credentials of the session.
+    /// and password, mutual CHAP the target credentials of the session. A
+    /// CHAP secret shorter than 12 bytes is allowed only on a connection
+    /// that IPsec protects (it is never made without its SA).
     pub async fn add_connection(
         &self,
         initiator_port: u32,
@@ -75,18 +88,39 @@ impl Session {
         login_options: &LoginOptions,
         key: &[u8],
     ) -> Result<UniqueConnectionId, Status> {
-        let _ = key; // the IPsec pre-shared key: only meaningful with IPsec.
+        self.add_connection_with(initiator_port, target_portal, security_flags, login_options, key, None).await
+    }
+
+    /// [`Session::add_connection`] with the target side's tunnel end for
+    /// this connection (Windows `SetIscsiTunnelModeOuterAddress`: an
+    /// address or host name); `None`: the session's, else the portal's
+    /// address.
+    pub async fn add_connection_with(
+        &self,
+        initiator_port: u32,
+        target_portal: &Portal,
+        security_flags: SecurityFlags,
+        login_options: &LoginOptions,
+        key: &[u8],
+        tunnel_outer_address: Option<&str>,
+    ) -> Result<UniqueConnectionId, Status> {
         if self.closed_reason().is_some() {
             return Err(Status::new(IsdscCode::InvalidSessionId, format!("session {} is closed", self.id())));
         }
-        let ipsec = security_flags.validate()?;
-        if ipsec.required || login_options.login_flags.contains(LoginFlags::REQUIRE_IPSEC) {
-            return Err(Status::new(
-                IsdscCode::IpsecNotSupportedOnOs,
-                "IPsec was requested, but no IPsec policy can be put in place by this user-space initiator; not connecting in clear text",
-            ));
-        }
-        login_options.validate(false)?;
+        let session = &self.inner.cfg.ipsec;
+        // Windows callers may count the key's terminating NUL in its length.
+        let key = key.strip_suffix(&[0]).unwrap_or(key);
+        let ipsec = IpsecConfig {
+            security_flags,
+            key: (!key.is_empty()).then(|| Secret::new(key)),
+            tunnel_outer_address: tunnel_outer_address
+                .map(str::to_string)
+                .or_else(|| session.tunnel_outer_address.clone()),
+            require_ipsec: login_options.login_flags.contains(LoginFlags::REQUIRE_IPSEC),
+            provider: session.provider.clone(),
+        };
+        let plan = ipsec.plan()?;
+        login_options.validate(plan.is_some())?;
         let portal = target_portal.to_portal_addr()?;
         let local = initiator_port_address(initiator_port, portal.host.contains(':'))?;
         let limit = self.params().max_connections;
@@ -122,6 +156,7 @@ impl Session {
             header_digest: digests(login_options.header_digest()),
             data_digest: digests(login_options.data_digest()),
             local_address: local,
+            ipsec: Some(ipsec),
         };
         self.connect_more(&portal, &how).await.map_err(Status::from)
     }

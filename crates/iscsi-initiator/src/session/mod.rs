@@ -37,6 +37,7 @@ use self::state::{Burst, ConnState, Reply, ScsiTask, State, Task, TaskKind};
 pub use self::state::{ConnCounters, LatencyHistogram};
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
+use crate::ipsec::Protection;
 use crate::login::{LoggedIn, LoginOutcome, LoginParams, login};
 use crate::model::{IdAllocator, LoadBalancePolicy, UniqueConnectionId, UniqueSessionId};
 use crate::portal::PortalAddr;
@@ -86,6 +87,9 @@ pub struct ConnectionInfo {
     /// busy, as its last trial chose (`session::hold`); `None` while it
     /// is still measuring.
     pub holds_back: Option<bool>,
+    /// The name its IPsec protection is loaded under in the IKE daemon
+    /// (`ipsec::connection_name`); `None`: no IPsec.
+    pub ipsec: Option<String>,
 }
 
 /// Per-connection login settings for [`Session::connect_more`]: the CHAP
@@ -98,6 +102,9 @@ pub struct ConnectionLogin {
     pub data_digest: Option<Vec<Digest>>,
     /// Connect from this local address (the initiator port).
     pub local_address: Option<std::net::IpAddr>,
+    /// IPsec for this connection; `None`: the session's
+    /// (`SessionConfig::ipsec`).
+    pub ipsec: Option<crate::ipsec::IpsecConfig>,
 }
 
 pub(crate) struct Inner {
@@ -125,6 +132,13 @@ impl std::fmt::Debug for Session {
             .field("portal", &self.inner.portal)
             .field("tsih", &self.tsih())
             .finish()
+    }
+}
+
+/// Removes a protection that is no longer wanted (a failed login).
+async fn release(p: Option<Arc<Protection>>) {
+    if let Some(p) = p {
+        p.release().await;
     }
 }
 
@@ -203,19 +217,33 @@ async fn sweep_overdue(weak: std::sync::Weak<Inner>) {
 
 impl Session {
     /// Logs in to `target_name` (or a discovery session when `None`) at
-    /// `portal`, following login redirections.
+    /// `portal`, following login redirections. With IPsec asked for in
+    /// `cfg.ipsec`, the security association is up before the TCP
+    /// connection is made, or the login fails without connecting (RFC 7143
+    /// §9.3); a redirection gets a protection of its own.
     pub async fn login(portal: &PortalAddr, target_name: Option<&str>, cfg: SessionConfig) -> Result<Self> {
+        let plan = cfg.ipsec.plan()?;
+        let id = ids().next_connection();
         let mut addr = portal.clone();
         let mut redirects = 0;
         loop {
-            let mut stream = io::connect_from(&addr, &cfg, cfg.local_address).await?;
+            let (mut stream, protection) =
+                io::connect_protected(&addr, &cfg, cfg.local_address, plan.as_ref(), id).await?;
             let params = LoginParams { cfg: &cfg, target_name, tsih: 0, cid: 0, cmd_sn: 1, exp_stat_sn: 0 };
-            match login(&mut stream, &params).await? {
+            let outcome = match login(&mut stream, &params).await {
+                Ok(o) => o,
+                Err(e) => {
+                    release(protection).await;
+                    return Err(e);
+                }
+            };
+            match outcome {
                 LoginOutcome::LoggedIn(l) => {
                     info!(portal = %addr, target = target_name.unwrap_or("(discovery)"), tsih = l.tsih, "logged in");
-                    return Ok(Self::start(stream, addr, target_name, cfg, *l));
+                    return Ok(Self::start(stream, addr, target_name, cfg, *l, id, protection));
                 }
                 LoginOutcome::Redirect(to) => {
+                    release(protection).await;
                     redirects += 1;
                     if redirects > cfg.max_redirects {
                         return Err(Error::TooManyRedirects(cfg.max_redirects));
@@ -227,7 +255,15 @@ impl Session {
         }
     }
 
-    fn start(stream: TcpStream, portal: PortalAddr, target: Option<&str>, cfg: SessionConfig, l: LoggedIn) -> Self {
+    fn start(
+        stream: TcpStream,
+        portal: PortalAddr,
+        target: Option<&str>,
+        cfg: SessionConfig,
+        l: LoggedIn,
+        id: UniqueConnectionId,
+        protection: Option<Arc<Protection>>,
+    ) -> Self {
         let params = l.negotiated.clone();
         let mut state = State::new(
             CmdWindow::new(l.exp_cmd_sn, l.exp_cmd_sn, l.max_cmd_sn),
@@ -249,12 +285,12 @@ impl Session {
             recovery: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(sweep_overdue(Arc::downgrade(&inner)));
-        let conn = spawn_connection(&inner, 0, ids().next_connection(), portal.clone(), stream, l);
+        let conn = spawn_connection(&inner, 0, id, portal.clone(), stream, l);
         let mut st = inner.lock();
         st.flush_held();
         st.conns.push(conn);
         let how = ConnectionLogin { local_address: inner.cfg.local_address, ..ConnectionLogin::default() };
-        st.wanted.push(state::Wanted { cid: 0, portal, how });
+        st.wanted.push(state::Wanted { cid: 0, portal, how, protection });
         drop(st);
         Session { inner }
     }
@@ -329,6 +365,12 @@ impl Session {
                     n
                 },
                 holds_back: c.tuner.choice(),
+                ipsec: st
+                    .wanted
+                    .iter()
+                    .find(|w| w.cid == c.cid)
+                    .and_then(|w| w.protection.as_ref())
+                    .map(|p| p.name().to_string()),
             })
             .collect()
     }
@@ -356,9 +398,12 @@ impl Session {
 
     /// Logs in one more connection to this session (RFC 7143 §5.3: same
     /// ISID, the session's TSIH, a new CID; only connection keys are
-    /// negotiated) and puts it into service while I/O goes on.
+    /// negotiated) and puts it into service while I/O goes on. IPsec as
+    /// `how.ipsec` (else the session's) asks: up before the TCP connection,
+    /// or no connection.
     pub async fn connect_more(&self, portal: &PortalAddr, how: &ConnectionLogin) -> Result<UniqueConnectionId> {
         let inner = &self.inner;
+        let plan = how.ipsec.as_ref().unwrap_or(&inner.cfg.ipsec).plan()?;
         let (cid, cmd_sn, tsih) = {
             let mut st = inner.lock();
             if let Some(r) = &st.closed {
@@ -373,24 +418,43 @@ impl Session {
             (cid, st.window.current(), st.tsih)
         };
         let cfg = inner.connection_cfg(how);
-        let mut stream = io::connect_from(portal, &cfg, how.local_address).await?;
+        let id = ids().next_connection();
+        let (mut stream, protection) =
+            io::connect_protected(portal, &cfg, how.local_address, plan.as_ref(), id).await?;
         let target = inner.target_name.as_deref();
         let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
-        let l = match login(&mut stream, &params).await? {
-            LoginOutcome::LoggedIn(l) => l,
-            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
+        let l = match login(&mut stream, &params).await {
+            Ok(LoginOutcome::LoggedIn(l)) => l,
+            Ok(LoginOutcome::Redirect(to)) => {
+                release(protection).await;
+                return Err(Error::Redirected(to));
+            }
+            Err(e) => {
+                release(protection).await;
+                return Err(e);
+            }
         };
-        let id = ids().next_connection();
         let conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
-        let mut st = inner.lock();
-        if let Some(r) = &st.closed {
-            return Err(Error::ConnectionLost(r.clone()));
+        // Logged out meanwhile: the new connection and its SA go again.
+        let closed = {
+            let mut st = inner.lock();
+            match st.closed.clone() {
+                Some(r) => Some((r, conn, protection)),
+                None => {
+                    st.flush_held();
+                    st.conns.push(conn);
+                    st.wanted.push(state::Wanted { cid, portal: portal.clone(), how: how.clone(), protection });
+                    info!(session = %inner.id, connection = %id, cid, portal = %portal, "connection added");
+                    st.drain_queue();
+                    None
+                }
+            }
+        };
+        if let Some((r, conn, protection)) = closed {
+            drop(conn);
+            release(protection).await;
+            return Err(Error::ConnectionLost(r));
         }
-        st.flush_held();
-        st.conns.push(conn);
-        st.wanted.push(state::Wanted { cid, portal: portal.clone(), how: how.clone() });
-        info!(session = %inner.id, connection = %id, cid, portal = %portal, "connection added");
-        st.drain_queue();
         Ok(id)
     }
 
@@ -424,13 +488,17 @@ impl Session {
         self.inner.wait_idle(|_| true).await;
         let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
         let r = self.inner.submit_logout(task, cid).await;
-        {
+        let protection = {
             let mut st = self.inner.lock();
+            let protection = st.wanted.iter().find(|w| w.cid == cid).and_then(|w| w.protection.clone());
             st.wanted.retain(|w| w.cid != cid);
             st.drop_connection(cid, "removed");
             st.hold = st.hold.saturating_sub(1);
             st.drain_queue();
-        }
+            protection
+        };
+        // The connection is closed: its SA, IKE connection and key go too.
+        release(protection).await;
         match r {
             Ok(Reply::Logout(h)) if h.response == 0 => Ok(()),
             Ok(Reply::Logout(h)) => {
@@ -490,24 +558,26 @@ impl Session {
     /// "close the connection", then the leading one with "close the
     /// session" (RFC 7143 §11.14), and the sockets are closed.
     pub async fn logout(&self) -> Result<()> {
-        let (others, leading) = {
+        let in_service = {
             let st = self.inner.lock();
             // The Logout goes on the leading connection, or on any other in
             // service while that one is being recovered (RFC 7143 §11.14:
             // "close the session" may be sent on any connection).
             let live = |cid: u16| st.conns.iter().any(|c| c.cid == cid);
             let leading = if live(st.leading_cid) { Some(st.leading_cid) } else { st.conns.first().map(|c| c.cid) };
-            let Some(leading) = leading else {
-                drop(st);
-                // Every connection is down and being recovered: there is
-                // nothing to send a Logout on, and the target ends the
-                // session with its last connection. Stop the recovery.
-                info!(session = %self.inner.id, "no connection in service: session closed without a Logout");
-                self.inner.shutdown("logged out");
-                return Ok(());
-            };
-            let others: Vec<u16> = st.conns.iter().map(|c| c.cid).filter(|c| *c != leading).collect();
-            (others, leading)
+            leading.map(|leading| {
+                let others: Vec<u16> = st.conns.iter().map(|c| c.cid).filter(|c| *c != leading).collect();
+                (others, leading)
+            })
+        };
+        let Some((others, leading)) = in_service else {
+            // Every connection is down and being recovered: there is
+            // nothing to send a Logout on, and the target ends the
+            // session with its last connection. Stop the recovery.
+            info!(session = %self.inner.id, "no connection in service: session closed without a Logout");
+            self.inner.shutdown("logged out");
+            self.inner.release_protections().await;
+            return Ok(());
         };
         for cid in others {
             let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
@@ -519,6 +589,8 @@ impl Session {
         let task = Task::new(Some(leading), 0, TaskKind::Logout(logout_reason::CLOSE_SESSION), None);
         let r = self.inner.submit_logout(task, leading).await;
         self.inner.shutdown("logged out");
+        // After the Logout exchange, which the SAs carried.
+        self.inner.release_protections().await;
         match r? {
             Reply::Logout(h) if h.response == 0 => Ok(()),
             Reply::Logout(h) => Err(Error::protocol(format!("logout refused by the target (response {})", h.response))),
@@ -575,6 +647,19 @@ impl Inner {
             cfg.proposal.data_digest = d.clone();
         }
         cfg
+    }
+
+    /// The IPsec protection of connection `cid`, if it has one.
+    fn protection_of(&self, cid: u16) -> Option<Arc<Protection>> {
+        self.lock().wanted.iter().find(|w| w.cid == cid).and_then(|w| w.protection.clone())
+    }
+
+    /// Removes every IPsec protection of the session (after a logout).
+    async fn release_protections(&self) {
+        let all: Vec<Arc<Protection>> = self.lock().wanted.iter().filter_map(|w| w.protection.clone()).collect();
+        for p in all {
+            p.release().await;
+        }
     }
 
     /// How connection `cid` logged in (the leading connection: the

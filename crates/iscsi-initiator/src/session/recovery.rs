@@ -117,10 +117,12 @@ impl Session {
             let st = inner.lock();
             (st.window.current(), st.tsih)
         };
-        // From the same initiator port, with the same CHAP and digests.
+        // From the same initiator port, with the same CHAP, digests and
+        // IPsec (its SA brought back first if it went away).
         let how = inner.login_of(cid);
         let cfg = inner.connection_cfg(&how);
-        let mut stream = io::connect_from(portal, &cfg, how.local_address).await?;
+        let protection = inner.protection_of(cid);
+        let mut stream = io::connect_again(portal, &cfg, how.local_address, protection.as_ref()).await?;
         let target = inner.target_name.as_deref();
         let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
         let l = match login(&mut stream, &params).await? {
@@ -199,7 +201,8 @@ impl Session {
         };
         let how = inner.login_of(lost_cid);
         let cfg = inner.connection_cfg(&how);
-        let mut stream = io::connect_from(portal, &cfg, how.local_address).await?;
+        let protection = inner.protection_of(lost_cid);
+        let mut stream = io::connect_again(portal, &cfg, how.local_address, protection.as_ref()).await?;
         let target = inner.target_name.as_deref();
         let params = LoginParams { cfg: &cfg, target_name: target, tsih: 0, cid, cmd_sn, exp_stat_sn: 0 };
         let l = match login(&mut stream, &params).await? {
@@ -224,7 +227,7 @@ impl Session {
             st.tsih = tsih;
             st.window = iscsi_proto::seq::CmdWindow::new(exp, exp, max);
             st.generation += 1;
-            let leading = super::state::Wanted { cid, portal: portal.clone(), how };
+            let leading = super::state::Wanted { cid, portal: portal.clone(), how, protection };
             let wanted = std::mem::replace(&mut st.wanted, vec![leading]);
             st.reissue_all_lost();
             wanted.into_iter().filter(|w| w.cid != lost_cid).collect()
@@ -233,6 +236,10 @@ impl Session {
         for w in others {
             let s = self.clone();
             tokio::spawn(async move {
+                // Its old SA first: the re-added connection gets its own.
+                if let Some(p) = &w.protection {
+                    p.release().await;
+                }
                 if let Err(e) = s.connect_more(&w.portal, &w.how).await {
                     warn!("could not re-add a connection after session reinstatement: {e}");
                 }

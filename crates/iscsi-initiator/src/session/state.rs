@@ -288,6 +288,9 @@ pub(super) struct Wanted {
     pub cid: u16,
     pub portal: PortalAddr,
     pub how: super::ConnectionLogin,
+    /// Its IPsec, in place while the connection is wanted: recovery brings
+    /// the SA back (if gone) before it reconnects.
+    pub protection: Option<std::sync::Arc<crate::ipsec::Protection>>,
 }
 
 /// The session keys that shape a write (RFC 7143 §13.10-13.14).
