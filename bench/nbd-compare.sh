@@ -11,6 +11,7 @@
 # exit (login, copy, flush, logout), which is what B's one command does. CPU: user+system seconds of
 # every process of a side (A: rsiscsi nbd + nbdcopy; B: qemu-img), from GNU time.
 # Usage: bench/nbd-compare.sh [--runs N] [--targets "tgt-ram istgt"] [--nbd-args "--connections 2"]
+#                             [--nbdcopy-args "-C 1"]
 # Runs alternate A B / B A; each read is checked against the file the writes put on the LUN. Prints a
 # Markdown table of medians and writes it to bench/results/<date>-nbd.md (RESULT=FILE: elsewhere).
 # Needs root, bench/peer-tools.sh done (qemu-block-extra, libnbd-bin) and a release build:
@@ -24,13 +25,15 @@ RSISCSI=${RSISCSI:-$ROOT/target/release/rsiscsi}
 RUNS=5
 TARGETS="tgt-ram istgt"
 NBD_ARGS=""
+NBDCOPY_ARGS=""
 MIB=1024
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
     --targets) TARGETS=$2; shift 2 ;;
     --nbd-args) NBD_ARGS=$2; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --nbdcopy-args) NBDCOPY_ARGS=$2; shift 2 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "nbd-compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -129,9 +132,11 @@ side_a() {
     return
   fi
   if [ "$op" = write ]; then
-    gnu_time "$log.copy.time" nbdcopy "$SRC" "$nbd" 2>"$log.copy.err" || ok=false
+    # shellcheck disable=SC2086 # NBDCOPY_ARGS are meant to split
+    gnu_time "$log.copy.time" nbdcopy $NBDCOPY_ARGS "$SRC" "$nbd" 2>"$log.copy.err" || ok=false
   else
-    gnu_time "$log.copy.time" nbdcopy "$nbd" "$DST" 2>"$log.copy.err" || ok=false
+    # shellcheck disable=SC2086
+    gnu_time "$log.copy.time" nbdcopy $NBDCOPY_ARGS "$nbd" "$DST" 2>"$log.copy.err" || ok=false
   fi
   t2=$(now)
   kill -INT -- "-$NBD_PID"
@@ -178,9 +183,9 @@ done
 
 mkdir -p "$HERE/results"
 RESULT=${RESULT:-$HERE/results/$(date +%F)-nbd.md}
-python3 - "$RAW" "$RUNS" "$MIB" "$RSISCSI" "$ROOT" "$NBD_ARGS" >"$RESULT.tmp" <<'PY'
+python3 - "$RAW" "$RUNS" "$MIB" "$RSISCSI" "$ROOT" "$NBD_ARGS" "$NBDCOPY_ARGS" >"$RESULT.tmp" <<'PY'
 import json, os, platform, statistics, subprocess, sys
-raw, runs, mib, rsiscsi, root, nbd_args = sys.argv[1:7]
+raw, runs, mib, rsiscsi, root, nbd_args, nbdcopy_args = sys.argv[1:8]
 mib = int(mib)
 rows, order = {}, []
 for line in open(raw):
@@ -221,7 +226,8 @@ print(f"Host: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release
       f"(A B, then B A); medians. rsiscsi {rev} (release build); {ver('nbdcopy --version')}; "
       f"{ver('qemu-img --version')} with block-iscsi.so (qemu-block-extra, libiscsi). Both tools with "
       f"their default options (nbdcopy: 4 connections, 64 requests of 256 KiB each; qemu-img convert: "
-      f"8 coroutines, cache=unsafe); `rsiscsi nbd URL --socket S{' ' + nbd_args if nbd_args else ''}`.\n")
+      f"8 coroutines, cache=unsafe); `rsiscsi nbd URL --socket S{' ' + nbd_args if nbd_args else ''}`"
+      f"{'; nbdcopy ' + nbdcopy_args if nbdcopy_args else ''}.\n")
 print("| target | copy | ours: nbdcopy alone MiB/s | ours: start to exit MiB/s | qemu-img MiB/s | ratio (nbdcopy alone) | ratio (start to exit) "
       "| ours: login s | CPU s ours (rsiscsi nbd + nbdcopy) | CPU s qemu-img | CPU ratio | runs ours/qemu (failed) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
