@@ -500,3 +500,60 @@ fn recovery_brings_the_sa_back_before_it_reconnects() {
         assert_nothing_of_ours(&lab).await;
     });
 }
+
+/// Windows' CHAP rule (12 to 16 bytes, at least 1 with IPsec): a 6-byte
+/// secret is refused before anything is connected on a plain connection,
+/// and is accepted on an IPsec one, which is never made without its SA
+/// (the lab's target does not ask for CHAP, so the login goes on without).
+#[test]
+fn short_chap_secret_only_under_ipsec() {
+    in_lab(|lab| async move {
+        let mut cfg = lab.config(IpsecConfig::default().with_shared_provider(lab.provider()));
+        cfg.proposal.max_connections = 4;
+        let s = Session::login(&lab.outer_portal(), Some(&lab.target()), cfg).await.unwrap();
+        let short = LoginOptions::default()
+            .with_auth_type(iscsi_initiator::model::AuthType::Chap)
+            .with_password(Secret::new("6bytes"));
+        let plain = Portal::new(lab.get("IPSEC_OUTER_T"), 3260);
+        let before = lab.target_connections();
+        let e = s.add_connection(ISCSI_ANY_INITIATOR_PORT, &plain, SecurityFlags(0), &short, b"").await.unwrap_err();
+        assert_eq!(e.code, IsdscCode::InvalidChapSecret, "{e}");
+        assert_eq!(lab.target_connections(), before);
+        let key = std::fs::read(lab.get("IPSEC_PSK_FILE")).unwrap();
+        let inner = Portal::new(lab.get("IPSEC_INNER_T"), 3260);
+        let id = s
+            .add_connection_with(
+                ISCSI_ANY_INITIATOR_PORT,
+                &inner,
+                Lab::tunnel_flags(),
+                &short,
+                &key,
+                Some(lab.get("IPSEC_OUTER_T")),
+            )
+            .await
+            .unwrap();
+        assert!(s.connections().iter().any(|c| c.id == id && c.ipsec.is_some()));
+        s.remove_connection(id).await.unwrap();
+        assert_nothing_of_ours(&lab).await;
+        s.logout().await.unwrap();
+    });
+}
+
+/// A session dropped without a logout: its protection is removed by the
+/// cleanup it starts, which `finish_cleanups` waits for (before exit).
+#[test]
+fn a_dropped_session_leaves_nothing_behind() {
+    in_lab(|lab| async move {
+        let s = Session::login(&lab.inner_portal(), Some(&lab.target()), lab.config(lab.ipsec("IPSEC_PSK_FILE")))
+            .await
+            .unwrap();
+        assert_eq!(report(&*lab.provider()).await.connections.len(), 1);
+        drop(s);
+        // The session's tasks end with the last handle; give them a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let done = tokio::task::spawn_blocking(|| iscsi_initiator::ipsec::finish_cleanups(Duration::from_secs(10)));
+        assert!(done.await.unwrap(), "the cleanup did not finish in 10 s");
+        let r = report(&*lab.provider()).await;
+        assert_eq!(r, IpsecReport::default(), "left behind: {r:?}");
+    });
+}

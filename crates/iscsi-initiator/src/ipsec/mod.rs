@@ -339,6 +339,14 @@ impl IpsecConfig {
         self
     }
 
+    /// True when these settings put IPsec under the connection (valid
+    /// flags asking for it, a key, a provider): the connection is then
+    /// never made without its SA, which is what relaxes Windows' CHAP
+    /// secret length rule (`LoginOptions::validate(config.protects())`).
+    pub fn protects(&self) -> bool {
+        matches!(self.plan(), Ok(Some(_)))
+    }
+
     /// Checks the wishes as Windows does, before anything is connected:
     /// `None` when no IPsec is asked for. The order of the checks gives
     /// each mistake its own status: contradicting flags, then a required
@@ -464,10 +472,40 @@ impl Drop for Protection {
         let spawned = std::thread::Builder::new()
             .name("rsiscsi-ipsec-cleanup".into())
             .spawn(move || provider.unprotect_blocking(&name));
-        if let Err(e) = spawned {
-            warn!(name = %self.req.name, "could not start the IPsec cleanup: {e}");
+        match spawned {
+            Ok(h) => cleanups().lock().unwrap_or_else(|p| p.into_inner()).push(h),
+            Err(e) => warn!(name = %self.req.name, "could not start the IPsec cleanup: {e}"),
         }
     }
+}
+
+/// Cleanup threads started by dropped protections.
+fn cleanups() -> &'static std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> {
+    static CLEANUPS: std::sync::OnceLock<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>> =
+        std::sync::OnceLock::new();
+    CLEANUPS.get_or_init(Default::default)
+}
+
+/// Waits, at most `limit`, for the removals that dropped [`Protection`]s
+/// started (a session dropped without a logout): call it before the
+/// process exits, so that nothing of ours stays in the IKE daemon. Returns
+/// false when some were still running at the limit (those are left to
+/// [`StrongSwan::remove_stale`] of a later run).
+pub fn finish_cleanups(limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let pending: Vec<_> = std::mem::take(&mut *cleanups().lock().unwrap_or_else(|p| p.into_inner()));
+    let mut all = true;
+    for h in pending {
+        while !h.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        } else {
+            all = false;
+        }
+    }
+    all
 }
 
 /// An address or host name, resolved (the first address).
