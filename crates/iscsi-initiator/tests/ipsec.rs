@@ -557,3 +557,28 @@ fn a_dropped_session_leaves_nothing_behind() {
         assert_eq!(r, IpsecReport::default(), "left behind: {r:?}");
     });
 }
+
+/// Transport mode (the flags' TRANSPORT_MODE_PREFERRED) in this lab: the
+/// IKE peer is the target's own address (198.18.9.2), which only the tunnel
+/// reaches, so no SA comes up and the login fails with
+/// ISDSC_FAILED_TO_CONFIGURE_IPSEC without a TCP connection and without
+/// leftovers. (Its messages are tested in `ipsec::strongswan`; a kernel
+/// with ESP is needed to carry it.)
+#[test]
+fn transport_mode_without_a_peer_fails_cleanly() {
+    in_lab(|lab| async move {
+        let mut ipsec = lab.ipsec("IPSEC_PSK_FILE");
+        ipsec.security_flags =
+            SecurityFlags::VALID | SecurityFlags::IKE_IPSEC_ENABLED | SecurityFlags::TRANSPORT_MODE_PREFERRED;
+        let provider =
+            StrongSwan::new(lab.get("IPSEC_VICI_SOCKET")).with_options(iscsi_initiator::ipsec::StrongSwanOptions {
+                initiate_timeout: Duration::from_secs(3),
+                ..Default::default()
+            });
+        ipsec.provider = Some(Arc::new(provider));
+        let started = std::time::Instant::now();
+        let s = refused(&lab, ipsec, &lab.inner_portal()).await;
+        assert_eq!(s.code, IsdscCode::FailedToConfigureIpsec, "{s}");
+        assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    });
+}
