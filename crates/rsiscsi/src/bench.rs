@@ -22,7 +22,7 @@ use iscsi_initiator::Session;
 use serde::Serialize;
 
 use crate::cli::{Common, ProgressMode};
-use crate::commands::progress::Phase;
+use crate::commands::progress::{Phase, Screen};
 use crate::commands::{CmdError, CmdResult, Signals, session_config};
 use crate::url::{IscsiUrl, redact};
 
@@ -406,13 +406,13 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     };
     crate::commands::check_mcs(&args.mcs)?;
     let cfg = session_config(common, Some(&url), &args.session)?;
-    let progress = args.progress.mode(std::io::stderr().is_terminal());
+    let screen = Screen::new(args.progress.mode(std::io::stderr().is_terminal()));
     let mut signals = Signals::listen()?;
-    let interrupted = |stop: crate::commands::Stop| CmdError::Interrupted {
-        message: "interrupted: no report".to_string(),
-        status: stop.status(),
+    let interrupted = |stop: crate::commands::Stop| {
+        screen.leave();
+        CmdError::Interrupted { message: "interrupted: no report".to_string(), status: stop.status() }
     };
-    let phase = Phase::spinner(progress, format!("login to {}", redact(&args.url)));
+    let phase = Phase::spinner(&screen, format!("login to {}", redact(&args.url)));
     // A login cut short is dropped: its connections close.
     let session = tokio::select! {
         r = async {
@@ -426,15 +426,15 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     let result = tokio::select! {
         r = async {
             crate::commands::check_disk(&session, &target, lun).await?;
-            measure(&session, lun, args, time, warmup, progress).await
+            measure(&session, lun, args, time, warmup, &screen).await
         } => r,
         stop = signals.recv() => Err(interrupted(stop)),
     };
-    let phase = Phase::spinner(progress, "logout".to_string());
+    let phase = Phase::spinner(&screen, "logout".to_string());
     // A second signal gives up the logout.
     tokio::select! {
         () = crate::commands::logout(&session) => phase.finish(""),
-        _ = signals.recv() => {}
+        _ = signals.recv() => screen.leave(),
     }
     let (report, first_error) = result?;
     let text = if args.json {
@@ -465,8 +465,8 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
 /// Waits for `until`, showing `phase` with the running rate of the
 /// commands completed; without progress shown, only waits. The display's
 /// own CPU (a redraw at most 20 times a second) is counted in the report.
-async fn watch(mut phase: Phase, plan: &Plan, until: Instant, bs: u64, progress: ProgressMode) {
-    let every = match progress {
+async fn watch(mut phase: Phase, plan: &Plan, until: Instant, bs: u64, screen: &Screen) {
+    let every = match screen.mode {
         ProgressMode::Off => {
             tokio::time::sleep_until(until.into()).await;
             return;
@@ -501,7 +501,7 @@ async fn measure(
     args: &BenchArgs,
     time: Duration,
     warmup: Duration,
-    progress: ProgressMode,
+    screen: &Screen,
 ) -> CmdResult<(Report, Option<iscsi_initiator::Error>)> {
     let cap = session
         .read_capacity(lun)
@@ -542,12 +542,13 @@ async fn measure(
     // The measured window is [measure_from, stop_at): the commands that complete in it and
     // the CPU used in it; the commands still in flight at its end are waited for, not counted.
     if !warmup.is_zero() {
-        let phase = Phase::timed(progress, "warm-up".to_string(), warmup);
-        watch(phase, &plan, plan.measure_from, args.bs, progress).await;
+        let phase = Phase::timed(screen, "warm-up".to_string(), "warm-up", warmup);
+        watch(phase, &plan, plan.measure_from, args.bs, screen).await;
     }
     let cpu0 = process_cpu();
     let name = format!("{} bs={} iodepth={}", args.rw.name(), args.bs, args.iodepth);
-    watch(Phase::timed(progress, name, time), &plan, plan.stop_at, args.bs, progress).await;
+    let phase = Phase::timed(screen, name, args.rw.name(), time);
+    watch(phase, &plan, plan.stop_at, args.bs, screen).await;
     let cpu1 = process_cpu();
     let mut hist = Histogram::default();
     let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);

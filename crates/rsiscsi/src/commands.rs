@@ -1151,7 +1151,7 @@ async fn copy(
         )
         .into());
     }
-    // Cleared when it is dropped: on an error, a signal or a failed task alike.
+    // Cleared when it is dropped (an error, a failed task); left in place on a signal.
     let mut bar = progress::Bytes::new(progress, len, "copied");
     let mut set: JoinSet<CmdResult<(u64, u64)>> = JoinSet::new();
     // Starts of the chunks in flight (relative to the range).
@@ -1175,7 +1175,7 @@ async fn copy(
             next = set.join_next() => next,
             stop = signals.recv() => {
                 set.abort_all();
-                drop(bar);
+                bar.leave();
                 let written = pending.first().copied().unwrap_or(pos);
                 return Err(CopyError::Stopped { stop, written, len });
             }
@@ -1226,11 +1226,12 @@ async fn copy(
 /// Progress of a long command on stderr: indicatif's bars on a terminal, one
 /// plain line a second for a log (`--progress` without a terminal), or
 /// nothing. A bar is cleared when its value is dropped, so that no early
-/// return leaves one half drawn under the error line.
+/// return leaves one above the error line, except on a signal ([`leave`]).
 pub(crate) mod progress {
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use indicatif::{ProgressBar, ProgressStyle};
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
     pub use crate::cli::ProgressMode;
 
@@ -1263,6 +1264,10 @@ pub(crate) mod progress {
         }
     }
 
+    /// Templates keep a line shorter than 80 columns, never `{wide_bar}`: a
+    /// line that fills the terminal leaves the cursor in its last column, the
+    /// `^C` the terminal echoes then wraps, and clearing the bar would clear
+    /// that new line instead of the bar.
     fn bar(mode: ProgressMode, template: &str) -> ProgressBar {
         if mode != ProgressMode::Bar {
             return ProgressBar::hidden();
@@ -1272,6 +1277,15 @@ pub(crate) mod progress {
             b.set_style(st);
         }
         b
+    }
+
+    /// On a signal a bar is left as it was drawn, never cleared or drawn again.
+    /// indicatif ends its line at the terminal's right edge, so the `^C` the
+    /// terminal echoes starts a new line: clearing "the bar's line" would
+    /// clear that one and leave the bar; this way the bar shows how far the
+    /// command got and the message comes on a line of its own.
+    fn leave(bar: &ProgressBar) {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
     }
 
     /// Bytes moved out of a known total (`cp`).
@@ -1289,7 +1303,7 @@ pub(crate) mod progress {
     impl Bytes {
         /// `verb` opens each plain line: `copied 512 MiB of 1.0 GiB …`.
         pub fn new(mode: ProgressMode, len: u64, verb: &'static str) -> Bytes {
-            let bar = bar(mode, "{wide_bar} {bytes}/{total_bytes} ({percent}%) {bytes_per_sec} eta {eta}");
+            let bar = bar(mode, "{bar:24} {bytes}/{total_bytes} ({percent}%) {bytes_per_sec} eta {eta}");
             bar.set_length(len);
             let now = Instant::now();
             Bytes { mode, bar, verb, len, done: 0, started: now, last: (now, 0) }
@@ -1327,12 +1341,17 @@ pub(crate) mod progress {
             (u128::from(self.done) * 100 / u128::from(self.len.max(1))) as u64
         }
 
+        /// A signal: see [`leave`].
+        pub fn leave(&mut self) {
+            leave(&self.bar);
+        }
+
         /// Every byte is copied and `what` is being flushed.
         pub fn flushing(&mut self, what: &str) {
             match self.mode {
                 ProgressMode::Bar => {
                     if let Ok(st) =
-                        ProgressStyle::with_template("{wide_bar} {bytes}/{total_bytes}, flushing {msg} {spinner}")
+                        ProgressStyle::with_template("{bar:24} {bytes}/{total_bytes}, flushing {msg} {spinner}")
                     {
                         self.bar.set_style(st);
                     }
@@ -1373,6 +1392,33 @@ pub(crate) mod progress {
         }
     }
 
+    /// How a command with several phases shows them, and the bar of the one
+    /// on the terminal now, which a signal leaves in place.
+    #[derive(Clone)]
+    pub struct Screen {
+        pub mode: ProgressMode,
+        on_screen: Arc<Mutex<Option<ProgressBar>>>,
+    }
+
+    impl Screen {
+        pub fn new(mode: ProgressMode) -> Screen {
+            Screen { mode, on_screen: Arc::default() }
+        }
+
+        fn show(&self, bar: &ProgressBar) {
+            if let Ok(mut b) = self.on_screen.lock() {
+                *b = Some(bar.clone());
+            }
+        }
+
+        /// A signal: see [`leave`].
+        pub fn leave(&self) {
+            if let Some(bar) = self.on_screen.lock().ok().and_then(|mut b| b.take()) {
+                leave(&bar);
+            }
+        }
+    }
+
     /// One phase of a command that has several (`bench`: login, warm-up,
     /// the workload, logout): a spinner or a bar that fills with time on a
     /// terminal; in a log, a line when it starts, one a second while it
@@ -1388,22 +1434,25 @@ pub(crate) mod progress {
 
     impl Phase {
         /// A phase of unknown length: `login to iscsi://…`.
-        pub fn spinner(mode: ProgressMode, name: String) -> Phase {
-            let bar = bar(mode, "{spinner} {prefix} {elapsed}");
+        pub fn spinner(screen: &Screen, name: String) -> Phase {
+            let bar = bar(screen.mode, "{spinner} {prefix} {elapsed}");
             bar.set_prefix(name.clone());
             bar.enable_steady_tick(Duration::from_millis(100));
-            Phase::start(mode, bar, name, None)
+            Phase::start(screen, bar, name, None)
         }
 
         /// A phase that lasts `length`; [`Phase::tick`] tells it how it goes.
-        pub fn timed(mode: ProgressMode, name: String, length: Duration) -> Phase {
-            let bar = bar(mode, "{prefix} {wide_bar} {msg}");
-            bar.set_prefix(name.clone());
+        /// `label` names it on the bar, which has less room than a log line.
+        pub fn timed(screen: &Screen, name: String, label: &str, length: Duration) -> Phase {
+            let bar = bar(screen.mode, "{prefix} {bar:20} {msg}");
+            bar.set_prefix(label.to_string());
             bar.set_length(length.as_millis().try_into().unwrap_or(u64::MAX).max(1));
-            Phase::start(mode, bar, name, Some(length))
+            Phase::start(screen, bar, name, Some(length))
         }
 
-        fn start(mode: ProgressMode, bar: ProgressBar, name: String, length: Option<Duration>) -> Phase {
+        fn start(screen: &Screen, bar: ProgressBar, name: String, length: Option<Duration>) -> Phase {
+            let mode = screen.mode;
+            screen.show(&bar);
             if mode == ProgressMode::Lines {
                 match length {
                     Some(l) => eprintln!("{name}: {}", duration(l)),

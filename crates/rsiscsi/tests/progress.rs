@@ -119,6 +119,44 @@ fn cp_on_a_terminal_draws_the_bar_unless_told_not_to() {
 }
 
 #[test]
+fn a_signal_leaves_the_bar_and_the_message_on_a_line_of_its_own() {
+    use std::io::Read;
+    let dir = scratch("cp-signal");
+    // The shell under `script` says which PID to signal; the whole LUN to
+    // /dev/null lasts long enough to be stopped once the bar is drawn.
+    let cp = format!("'{}' cp '{}' /dev/null", env!("CARGO_BIN_EXE_rsiscsi"), tgt_ram1());
+    let mut child = Command::new("script")
+        .args(["-qfec", &format!("{cp} & echo PID=$!; wait $!; echo EXIT=$?"), "/dev/null"])
+        .env("RSISCSI_CONFIG_DIR", dir.join("config"))
+        .env_remove("RSISCSI_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs");
+    let mut out = child.stdout.take().unwrap();
+    let (mut shown, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !text(&shown).contains(" MiB/1.00 GiB (") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no bar: {:?}", text(&shown));
+        shown.extend_from_slice(&buf[..n]);
+    }
+    let t = text(&shown);
+    let pid = t.split("PID=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+    let st = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(st.success());
+    out.read_to_end(&mut shown).unwrap();
+    assert!(child.wait().unwrap().success());
+    let t = text(&shown);
+    assert!(t.contains("EXIT=130"), "{t:?}");
+    // The bar is not cleared: the message follows it (on the next line, as
+    // the bar ends at the terminal's edge), not a clear-line code.
+    let (before, _) = t.split_once("rsiscsi: error: interrupted").unwrap_or_else(|| panic!("{t:?}"));
+    let last = before.rsplit('\r').next().unwrap_or_default();
+    assert!(last.contains(" MiB/1.00 GiB (") && last.ends_with(' '), "{t:?}");
+    assert!(!t.contains("copied 1073741824 bytes"), "{t:?}");
+}
+
+#[test]
 fn both_flags_at_once_are_a_usage_error() {
     let dir = scratch("both");
     let out = common::rsiscsi(&dir, &strs(&cp_args(&dir, &["--progress", "--no-progress"])), &[]);
@@ -175,7 +213,7 @@ fn bench_shows_its_phases_only_when_asked_or_on_a_terminal() {
     assert_eq!(text(&out.stderr), "");
 
     let shown = on_terminal(&dir, &strs(&bench_args(&[])));
-    for w in ["login to ", "warm-up ", "read bs=1048576 iodepth=16 ", "logout", "workload:    read "] {
+    for w in ["login to ", "warm-up ", "read ", " IOPS", "logout", "workload:    read "] {
         assert!(shown.contains(w), "{w:?} not shown on the terminal: {shown:?}");
     }
 }
