@@ -1264,10 +1264,8 @@ pub(crate) mod progress {
         }
     }
 
-    /// Templates keep a line shorter than 80 columns, never `{wide_bar}`: a
-    /// line that fills the terminal leaves the cursor in its last column, the
-    /// `^C` the terminal echoes then wraps, and clearing the bar would clear
-    /// that new line instead of the bar.
+    /// Templates have fixed widths that fit in 80 columns (a bar line that
+    /// wraps is redrawn badly); indicatif pads the line to the right edge.
     fn bar(mode: ProgressMode, template: &str) -> ProgressBar {
         if mode != ProgressMode::Bar {
             return ProgressBar::hidden();
