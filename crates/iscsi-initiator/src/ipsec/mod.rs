@@ -118,7 +118,8 @@ impl IpsecError {
     /// not documented), flags that contradict each other
     /// `ISDSC_INVALID_PARAMETER`, everything else (the daemon unreachable, a
     /// refused or failed IKE exchange such as a wrong key, a required IPsec
-    /// that is not enabled) `ISDSC_FAILED_TO_CONFIGURE_IPSEC`.
+    /// that is not enabled while a provider is there)
+    /// `ISDSC_FAILED_TO_CONFIGURE_IPSEC`.
     pub fn code(&self) -> IsdscCode {
         match self {
             IpsecError::NoKey => IsdscCode::TargetPresharedkeyUnavailable,
@@ -355,10 +356,14 @@ impl IpsecConfig {
     pub fn plan(&self) -> Result<Option<IpsecPlan>, IpsecError> {
         let req = self.security_flags.validate().map_err(|s| IpsecError::InvalidFlags(s.message))?;
         if !req.required {
-            if self.require_ipsec {
-                return Err(IpsecError::Required);
-            }
-            return Ok(None);
+            // Required, but not asked for: with no provider there is no
+            // IPsec on this system at all; with one, this connection's
+            // IPsec is simply not configured.
+            return match (self.require_ipsec, &self.provider) {
+                (false, _) => Ok(None),
+                (true, None) => Err(IpsecError::NoProvider),
+                (true, Some(_)) => Err(IpsecError::Required),
+            };
         }
         if req.ike_mode == Some(IkeMode::Aggressive) {
             return Err(IpsecError::AggressiveMode);
@@ -549,7 +554,11 @@ mod tests {
     #[test]
     fn each_mistake_has_its_status() {
         let code = |c: IpsecConfig| c.plan().unwrap_err().code();
-        assert_eq!(code(IpsecConfig::default().with_require_ipsec(true)), IsdscCode::FailedToConfigureIpsec);
+        assert_eq!(code(IpsecConfig::default().with_require_ipsec(true)), IsdscCode::IpsecNotSupportedOnOs);
+        assert_eq!(
+            code(IpsecConfig::default().with_require_ipsec(true).with_provider(provider())),
+            IsdscCode::FailedToConfigureIpsec
+        );
         assert_eq!(
             code(IpsecConfig::new(V | IKE | SecurityFlags::AGGRESSIVE_MODE_ENABLED).with_key(Secret::new("k"))),
             IsdscCode::RequestNotSupported

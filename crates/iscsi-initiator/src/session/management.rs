@@ -72,7 +72,8 @@ impl Session {
     /// `ISDSC_FAILED_TO_CONFIGURE_IPSEC` when the daemon cannot be reached or
     /// the SA does not come up (a wrong key), `ISDSC_REQUEST_NOT_SUPPORTED`
     /// for aggressive mode. `ISCSI_LOGIN_FLAG_REQUIRE_IPSEC` in the login
-    /// flags without IPsec flags fails with `ISDSC_FAILED_TO_CONFIGURE_IPSEC`.
+    /// flags without IPsec flags fails with `ISDSC_FAILED_TO_CONFIGURE_IPSEC`
+    /// (`ISDSC_IPSEC_NOT_SUPPORTED_ON_OS` when there is no provider).
     /// Tunnel mode goes to the session's tunnel outer address, else the
     /// portal's address; see [`Session::add_connection_with`] to name one.
     /// `login_options` fields count only where their information-specified
