@@ -70,10 +70,9 @@ fn address(raw: &str) -> ApiResult<String> {
     Ok(a.to_string())
 }
 
-/// An iSNS failure as an API error: a malformed address is the caller's
-/// fault; anything else means the server could not be used.
-fn isns_status(server: &StoredIsnsServer, e: &IsnsError) -> Status {
-    Status::new(IsdscCode::IsnsServerNotFound, format!("cannot register with iSNS server {}: {e}", server.server()))
+/// An iSNS failure (its message names the server) as an ISDSC status.
+fn isns_status(e: &IsnsError) -> Status {
+    Status::new(IsdscCode::IsnsServerNotFound, e.to_string())
 }
 
 /// AddiSNSServer: registers with the server first; one that cannot be
@@ -109,10 +108,10 @@ pub async fn add(
         }
         Err(e) if !r.keep => {
             info!(server = %server.server(), "iSNS server not added: {e}");
-            let s = isns_status(&server, e);
+            let s = isns_status(e);
             return Err(Status::new(s.code, format!("{}; {}", s.message, api::ISNS_SERVER_NOT_ADDED)).into());
         }
-        Err(e) => Some(isns_status(&server, e)),
+        Err(e) => Some(isns_status(e)),
         Ok(_) => None,
     };
     let stored = server.clone();
