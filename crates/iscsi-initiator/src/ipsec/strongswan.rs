@@ -149,11 +149,20 @@ impl StrongSwan {
             return Err(IpsecError::NotEstablished { peer, message });
         }
         // Believe the SA table, not the answer: only an installed CHILD_SA
-        // protects the connection.
-        if !self.installed(&mut c, &req.name).await? {
-            return Err(IpsecError::NotEstablished { peer, message: "no installed CHILD_SA after initiate".into() });
+        // protects the connection (it may take a moment to be listed).
+        let deadline = tokio::time::Instant::now() + o.command_timeout;
+        loop {
+            if self.installed(&mut c, &req.name).await? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(IpsecError::NotEstablished {
+                    peer,
+                    message: "no installed CHILD_SA after initiate".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
     }
 
     /// Whether the IKE_SA `name` is up with an installed CHILD_SA.
@@ -290,7 +299,9 @@ pub fn load_conn_message(req: &ProtectRequest, o: &StrongSwanOptions) -> Message
         .with_value("encap", if o.udp_encap { "yes" } else { "no" })
         .with_value("keyingtries", "1")
         .with_value("dpd_delay", "30")
-        .with_value("unique", "no")
+        // No INITIAL_CONTACT, no replacing: our SAs never end others (a
+        // user's own, or our other connections' to the same peer).
+        .with_value("unique", "never")
         .with_section("local", Message::new().with_value("auth", "psk"))
         .with_section("remote", Message::new().with_value("auth", "psk").with_value("id", peer.to_string()))
         .with_section("children", Message::new().with_section(&req.name, child));
