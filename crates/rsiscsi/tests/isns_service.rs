@@ -247,6 +247,7 @@ impl Service {
     /// name → sorted `HOST:PORT,TPGT` portals.
     fn isns_targets(&self, server: &str) -> BTreeMap<String, Vec<String>> {
         let (host, port) = server.rsplit_once(':').unwrap();
+        let port: u64 = port.parse().unwrap();
         self.json(&["target", "list"])["targets"]
             .as_array()
             .unwrap()
@@ -256,7 +257,7 @@ impl Service {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|d| d["symbolic_name"] == "iSNS" && d["address"] == host && d["port"].to_string() == port)
+                    .any(|d| d["symbolic_name"] == "iSNS" && d["address"] == host && d["port"].as_u64() == Some(port))
             })
             .map(|t| {
                 let mut portals: Vec<String> = t["portals"]
