@@ -618,3 +618,113 @@ fn persistent_login_of_a_target_that_registers_is_tried_at_once() {
     svc.ok(&["persistent", "remove", &iqn, "--portal", &portal]);
     reg.deregister(&entity);
 }
+
+/// An isnsd of this test alone on a free port, with a short Registration
+/// Period; killed on drop.
+struct PrivateIsnsd {
+    dir: PathBuf,
+    child: Child,
+    server: String,
+    lab: BTreeMap<String, String>,
+}
+
+impl PrivateIsnsd {
+    fn start(port: u16, period: &str) -> PrivateIsnsd {
+        let dir = std::env::temp_dir().join(format!("rsiscsi-isns-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = format!("127.0.0.1:{port}");
+        let conf = dir.join("isnsd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "SourceName = iqn.2026-12.rs.rsiscsi:isnsd-private\nBindAddress = {server}\n\
+                 ControlSocket = {d}/isnsctl\nPIDFile = {d}/isnsd.pid\nRegistrationPeriod = {period}\n\
+                 DefaultDiscoveryDomain = 1\nSLPRegister = 0\nSecurity = 0\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let adm = dir.join("isnsadm.conf");
+        std::fs::write(
+            &adm,
+            format!("SourceName = iqn.2026-12.rs.rsiscsi:isns-admin-private\nServerAddress = {server}\nSecurity = 0\n"),
+        )
+        .unwrap();
+        let child = Command::new("isnsd")
+            .args(["-f", "-4", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("isnsd.log")).unwrap())
+            .spawn()
+            .expect("isnsd runs (is open-isns-server installed?)");
+        let t0 = Instant::now();
+        while TcpStream::connect(&server).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the private isnsd does not listen on {server}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut lab = BTreeMap::new();
+        lab.insert("ISNS_ADM_CONF".to_string(), adm.display().to_string());
+        PrivateIsnsd { dir, child, server, lab }
+    }
+}
+
+impl Drop for PrivateIsnsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A server kept with --keep while nothing listens is registered with as
+/// soon as it comes up (back-off, no command run); the service refreshes
+/// its registration before the server's 6 s Registration Period ends (it
+/// is still registered long after), while a target that nobody refreshes
+/// expires and leaves the target list (by SCN, or at the latest when the
+/// service refreshes and checks the list).
+#[test]
+fn kept_server_is_registered_when_it_comes_up_and_the_registration_is_refreshed() {
+    let _ = isns_lab(); // the lab installed isnsd and isnsadm
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("127.0.0.1:{port}");
+    let me = node_name("isns-keep");
+    let svc = Service::start("keep", &me);
+    let o = svc.rsiscsi(&["isns", "add", &server, "--keep"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(svc.json(&["isns", "list"])["isns_servers"][0]["state"], "unreachable");
+
+    let isnsd = PrivateIsnsd::start(port, "6s");
+    let up = Instant::now();
+    let state = loop {
+        let j = svc.json(&["isns", "list"]);
+        if j["isns_servers"][0]["state"] == "registered" {
+            break j;
+        }
+        assert!(up.elapsed() < Duration::from_secs(10), "not registered within 10 s of the server coming up: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("registered {:?} after the server came up", up.elapsed());
+    assert_eq!(state["isns_servers"][0]["registration_period_s"], 6, "{state}");
+    assert!(state["isns_servers"][0].get("last_error").is_none(), "{state}");
+    assert!(registered(&isnsd.lab, &me));
+
+    // A target registered once by isnsadm (never refreshed) comes by SCN...
+    let t = format!("iqn.2026-12.lab.isns:{}", unique("expiring"));
+    isnsadm(
+        &isnsd.lab,
+        &["--register", "entity=expiring", &format!("target={t}"), "portal=127.0.0.1:3999", "pg,pgt=1"],
+    );
+    svc.until(&server, Duration::from_secs(5), "the registered target", |x| x.contains_key(&t));
+    // ...and goes when the server expires it; we are refreshed and stay.
+    svc.until(&server, Duration::from_secs(15), "the expired target gone", |x| !x.contains_key(&t));
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(registered(&isnsd.lab, &me), "{me} expired: the service did not refresh its registration");
+    assert_eq!(svc.json(&["isns", "list"])["isns_servers"][0]["state"], "registered");
+
+    svc.ok(&["isns", "remove", &server]);
+    assert!(!registered(&isnsd.lab, &me), "{me} is still registered after isns remove");
+}
