@@ -624,7 +624,6 @@ fn persistent_login_of_a_target_that_registers_is_tried_at_once() {
 struct PrivateIsnsd {
     dir: PathBuf,
     child: Child,
-    server: String,
     lab: BTreeMap<String, String>,
 }
 
@@ -666,7 +665,7 @@ impl PrivateIsnsd {
         }
         let mut lab = BTreeMap::new();
         lab.insert("ISNS_ADM_CONF".to_string(), adm.display().to_string());
-        PrivateIsnsd { dir, child, server, lab }
+        PrivateIsnsd { dir, child, lab }
     }
 }
 
