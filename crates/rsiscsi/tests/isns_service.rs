@@ -317,8 +317,8 @@ fn node_name(what: &str) -> String {
 /// `isns add` lists exactly what the lab's default domain shows, in the
 /// same target list as SendTargets targets; `isns list` in text and JSON;
 /// a second add of the same server is refused; the server is kept across a
-/// restart; `isns remove` deregisters and drops the targets; SIGTERM
-/// deregisters too.
+/// restart; a new node name is registered instead of the old; `isns remove`
+/// deregisters and drops the targets; SIGTERM deregisters too.
 #[test]
 fn isns_add_list_restart_remove() {
     let lab = isns_lab();
@@ -390,6 +390,17 @@ fn isns_add_list_restart_remove() {
     }
     assert!(registered(&lab, &me));
     assert_eq!(svc.isns_targets(&server), got);
+
+    // A new node name: registered again under it, the old one deregistered.
+    let old = me;
+    let me = node_name("isns-svc-renamed");
+    svc.ok(&["initiator", "set", "--name", &me]);
+    let t0 = Instant::now();
+    while !(registered(&lab, &me) && !registered(&lab, &old)) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "not registered as {me} (instead of {old}) within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    svc.until(&server, Duration::from_secs(5), "the targets under the new name", |t| t == &got);
 
     // Remove: deregistered, its targets gone, the server no longer listed.
     assert_eq!(svc.ok(&["isns", "remove", &server]), format!("iSNS server {server} removed\n"));
