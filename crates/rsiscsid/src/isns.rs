@@ -331,8 +331,10 @@ async fn run(app: Arc<App>, server: StoredIsnsServer, mut client: Option<IsnsCli
 
 /// Follows one registration: each SCN is applied as it comes; before the
 /// Registration Period ends the registration is refreshed and the list
-/// checked against the server's (an SCN lost with a broken connection
-/// cannot leave it wrong for longer). `Ok` once stopped and deregistered.
+/// checked against the server's, so that neither an SCN lost with a broken
+/// connection nor one whose lookup the refresh interrupted (`next_event` is
+/// dropped then) leaves it wrong for longer. `Ok` once stopped and
+/// deregistered.
 async fn follow(
     app: &App,
     server: &StoredIsnsServer,
