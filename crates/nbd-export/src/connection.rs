@@ -162,7 +162,8 @@ where
     let mut reader =
         BufReader::with_capacity(64 * 1024, AsyncReadExt::chain(io::Cursor::new(negotiated.leftover), reader));
     let (reply_tx, reply_rx) = mpsc::channel::<Reply>(max_in_flight);
-    let mut writer_task = tokio::spawn(write_replies(writer, reply_rx, params.structured_replies));
+    let device = Arc::clone(&shared.device);
+    let mut writer_task = tokio::spawn(write_replies(writer, reply_rx, params.structured_replies, device));
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
     let mut barrier = WriteBarrier::new();
@@ -422,26 +423,30 @@ async fn fua_flush<D: BlockDevice>(
 
 /// Sends replies in completion order; simple replies, or structured ones when negotiated (proto.md:
 /// reads then MUST use a structured reply; other successes may stay simple).
-async fn write_replies<W: AsyncWrite + Unpin>(
+async fn write_replies<W: AsyncWrite + Unpin, D: BlockDevice>(
     mut writer: W,
     mut replies: mpsc::Receiver<Reply>,
     structured: bool,
+    device: Arc<D>,
 ) -> io::Result<()> {
     while let Some(Reply { cookie, outcome, _reserved }) = replies.recv().await {
         match outcome {
             Outcome::Done => writer.write_all(&simple_reply(cookie, None)).await?,
-            Outcome::Data { offset, mut data } if structured => {
+            Outcome::Data { offset, data } if structured => {
                 if data.is_empty() {
                     writer.write_all(&none_chunk(cookie)).await?;
                 } else {
                     let header = offset_data_header(cookie, offset, data.len(), true)
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    writer.write_all_buf(&mut Buf::chain(&header[..], &mut data)).await?;
+                    // A view is sent (and used up); the data goes back whole.
+                    writer.write_all_buf(&mut Buf::chain(&header[..], data.clone())).await?;
+                    device.recycle(data);
                 }
             }
-            Outcome::Data { mut data, .. } => {
+            Outcome::Data { data, .. } => {
                 let header = simple_reply(cookie, None);
-                writer.write_all_buf(&mut Buf::chain(&header[..], &mut data)).await?;
+                writer.write_all_buf(&mut Buf::chain(&header[..], data.clone())).await?;
+                device.recycle(data);
             }
             Outcome::Failed { errno, message } if structured => {
                 writer.write_all(&error_chunk(cookie, errno, &message, true)).await?;

@@ -78,4 +78,11 @@ pub trait BlockDevice: Send + Sync + 'static {
         len: u32,
         may_trim: bool,
     ) -> impl Future<Output = Result<(), DeviceError>> + Send;
+
+    /// The data of a read once its reply is written, for the device to
+    /// reuse its buffer (large buffers allocated afresh for every read cost
+    /// page faults); the default drops it.
+    fn recycle(&self, data: Bytes) {
+        drop(data);
+    }
 }

@@ -270,16 +270,31 @@ enum Stream {
     Tcp(tokio::net::TcpStream),
 }
 
+/// Socket buffers of a client: a whole read reply (256 KiB from nbdcopy,
+/// up to the 32 MiB maximum) goes out in one `writev` instead of several
+/// waits on a full buffer (the default is about 208 KiB); the kernel caps it
+/// at `net.core.wmem_max`/`rmem_max`.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Best effort: a socket that keeps its default buffers works, only slower.
+fn grow_buffers(fd: &impl std::os::fd::AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(fd, sockopt::SndBuf, &SOCKET_BUFFER);
+    let _ = setsockopt(fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+}
+
 async fn accept(listener: &Listener) -> io::Result<(Stream, String)> {
     match listener {
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
+            grow_buffers(&s);
             Ok((Stream::Unix(s), "unix".to_owned()))
         }
         Listener::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             // proto.md "Protocol phases": TCP peers SHOULD disable Nagle.
             s.set_nodelay(true)?;
+            grow_buffers(&s);
             Ok((Stream::Tcp(s), addr.to_string()))
         }
     }

@@ -396,7 +396,7 @@ fn isns_add_list_restart_remove() {
     let me = node_name("isns-svc-renamed");
     svc.ok(&["initiator", "set", "--name", &me]);
     let t0 = Instant::now();
-    while !(registered(&lab, &me) && !registered(&lab, &old)) {
+    while !registered(&lab, &me) || registered(&lab, &old) {
         assert!(t0.elapsed() < Duration::from_secs(10), "not registered as {me} (instead of {old}) within 10 s");
         std::thread::sleep(Duration::from_millis(100));
     }
