@@ -55,10 +55,12 @@ stop_pidfile() {
 
 # stop_tgt: tgtd ignores SIGTERM; take it down through its management socket, then by its pid.
 stop_tgt() {
-  if tgtadm -C "$ISNS_TGT_CONTROL_PORT" --mode sys --op show >/dev/null 2>&1; then
-    tgtadm -C "$ISNS_TGT_CONTROL_PORT" --op update --mode sys --name State -v offline >/dev/null 2>&1 || true
-    tgtadm -C "$ISNS_TGT_CONTROL_PORT" --lld iscsi --mode target --op delete --force --tid 1 >/dev/null 2>&1 || true
-    tgtadm -C "$ISNS_TGT_CONTROL_PORT" --op delete --mode system >/dev/null 2>&1 ||
+  # tgt's iSNS client can block tgtd on a read from isnsd: every tgtadm call is bounded, and a tgtd
+  # that does not answer is killed by its pid below.
+  if timeout 5 tgtadm -C "$ISNS_TGT_CONTROL_PORT" --mode sys --op show >/dev/null 2>&1; then
+    timeout 5 tgtadm -C "$ISNS_TGT_CONTROL_PORT" --op update --mode sys --name State -v offline >/dev/null 2>&1 || true
+    timeout 5 tgtadm -C "$ISNS_TGT_CONTROL_PORT" --lld iscsi --mode target --op delete --force --tid 1 >/dev/null 2>&1 || true
+    timeout 5 tgtadm -C "$ISNS_TGT_CONTROL_PORT" --op delete --mode system >/dev/null 2>&1 ||
       say "warning: tgtadm --op delete --mode system failed on control port $ISNS_TGT_CONTROL_PORT"
   fi
   stop_pidfile tgtd "$ISNS_LAB/tgt/tgtd.pid"
@@ -98,7 +100,7 @@ adm() { # adm ARGS...: isnsadm as the lab's administrator, logged
 }
 
 tgt() { # tgt ARGS...: tgtadm on this lab's own tgtd
-  tgtadm -C "$ISNS_TGT_CONTROL_PORT" "$@" >>"$ISNS_LAB/tgt/tgtadm.log" 2>&1 ||
+  timeout 10 tgtadm -C "$ISNS_TGT_CONTROL_PORT" "$@" >>"$ISNS_LAB/tgt/tgtadm.log" 2>&1 ||
     {
       log_tail "$ISNS_LAB/tgt/tgtadm.log"
       die "tgtadm $* failed"

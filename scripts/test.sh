@@ -5,10 +5,12 @@
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings, and a build of the fuzz targets
 #   4. starts the target lab (scripts/lab-up.sh) and exports RSISCSI_LAB_ENV=$LAB/lab.env, and the
-#      iSNS lab (scripts/isns-lab.sh up: isnsd on 127.0.0.1:3205) with RSISCSI_ISNS_ENV
+#      iSNS lab (scripts/isns-lab.sh up: isnsd on 127.0.0.1:3205) with RSISCSI_ISNS_ENV, and the IPsec
+#      lab (scripts/ipsec-lab.sh up: two namespaces, a charon in each, tgtd behind the tunnel) with
+#      RSISCSI_IPSEC_ENV; the IPsec lab installs strongSwan and tcpdump itself
 #   5. cargo test --workspace (the integration tests read RSISCSI_LAB_ENV and fail without it);
 #      on failure, the targets' last errors and warnings from their logs
-#   6. always stops the labs again (scripts/lab-down.sh, isns-lab.sh down), keeping cargo test's exit status.
+#   6. always stops the labs again (lab-down.sh, isns-lab.sh down, ipsec-lab.sh down), keeping cargo test's exit status.
 # Extra arguments are passed to `cargo test` (e.g. `scripts/test.sh -- --nocapture`).
 set -Eeuo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,6 +39,7 @@ cargo build --manifest-path fuzz/Cargo.toml --bins || die "the fuzz targets do n
 step "lab up ($LAB)"
 LAB_STARTED=""
 ISNS_STARTED=""
+IPSEC_STARTED=""
 # shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
   local rc=$?
@@ -46,6 +49,9 @@ cleanup() {
   fi
   if [ -n "$ISNS_STARTED" ]; then
     "$HERE/isns-lab.sh" down || say "WARNING: isns-lab.sh down reported leftovers (see above)"
+  fi
+  if [ -n "$IPSEC_STARTED" ]; then
+    "$HERE/ipsec-lab.sh" down || say "WARNING: ipsec-lab.sh down reported leftovers (see above)"
   fi
   exit "$rc"
 }
@@ -63,6 +69,12 @@ ISNS_STARTED=1
 export RSISCSI_ISNS_ENV=/tmp/rsiscsi-isns/isns.env
 [ -s "$RSISCSI_ISNS_ENV" ] || die "isns-lab.sh succeeded but wrote no $RSISCSI_ISNS_ENV"
 
+step "IPsec lab up (/tmp/rsiscsi-ipsec)"
+IPSEC_STARTED=1
+"$HERE/ipsec-lab.sh" up || die "the IPsec lab did not start (see the messages above); no tests were run"
+export RSISCSI_IPSEC_ENV=/tmp/rsiscsi-ipsec/ipsec.env
+[ -s "$RSISCSI_IPSEC_ENV" ] || die "ipsec-lab.sh succeeded but wrote no $RSISCSI_IPSEC_ENV"
+
 step "cargo test --workspace (RSISCSI_LAB_ENV=$RSISCSI_LAB_ENV)"
 set +e
 cargo test --workspace "$@"
@@ -74,7 +86,8 @@ else
   say "cargo test failed (exit $rc)"
   # What the targets complained about, for a failure that involved them
   # (the logs go with the lab).
-  for log in "$LAB/tgt/tgtd.log" "$LAB/istgt/istgt.log" /tmp/rsiscsi-isns/isnsd.log /tmp/rsiscsi-isns/tgt/tgtd.log; do
+  for log in "$LAB/tgt/tgtd.log" "$LAB/istgt/istgt.log" /tmp/rsiscsi-isns/isnsd.log /tmp/rsiscsi-isns/tgt/tgtd.log \
+    /tmp/rsiscsi-ipsec/i/charon.log /tmp/rsiscsi-ipsec/t/charon.log /tmp/rsiscsi-ipsec/tgt/tgtd.log; do
     lines=$(grep -aiE 'error|warn|fail' "$log" 2>/dev/null | tail -n 40 | cut -c1-400) || true
     [ -n "$lines" ] || continue
     say "last errors and warnings in $log:"
