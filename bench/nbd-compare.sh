@@ -1,21 +1,29 @@
 #!/bin/bash
 # NBD export benchmark: 1 GiB copies to and from a LUN through `rsiscsi nbd` (A) against qemu's own
-# libiscsi driver (B), on the loopback targets of bench/targets.sh (tgt-ram on 3300, istgt on 3301).
+# libiscsi driver, run by qemu-img (B) and exported over NBD by qemu-nbd (C), on the loopback targets
+# of bench/targets.sh (tgt-ram on 3300, istgt on 3301).
 #   write  a 1 GiB random file (on /dev/shm) -> the LUN
 #   read   the LUN -> a pre-filled 1 GiB file on /dev/shm (qemu-img cannot convert to /dev/null)
-#   A: rsiscsi nbd URL --socket S &   (ready when it prints its "serving" line)
-#      nbdcopy SRC nbd+unix:///?socket=S   or   nbdcopy nbd+unix:///?socket=S DST   (defaults)
-#      kill -INT: requests finish, SYNCHRONIZE CACHE, logout
-#   B: qemu-img convert -n -f raw -O raw SRC iscsi://...   or   ... iscsi://... DST (defaults)
-# A is timed twice: nbdcopy alone (its login left out) and from the start of `rsiscsi nbd` to its
-# exit (login, copy, flush, logout), which is what B's one command does. CPU: user+system seconds of
-# every process of a side (A: rsiscsi nbd + nbdcopy; B: qemu-img), from GNU time.
+#   A:  rsiscsi nbd URL --socket S &   (ready when it prints its "serving" line)
+#       nbdcopy SRC nbd+unix:///?socket=S   or   nbdcopy nbd+unix:///?socket=S DST   (defaults: our
+#       export offers multi-conn, so nbdcopy opens 4 connections)
+#       kill -INT: requests finish, SYNCHRONIZE CACHE, logout
+#   A1: A with nbdcopy -C 1, the one connection nbdcopy opens to C (like for like with C)
+#   B:  qemu-img convert -n -f raw -O raw SRC iscsi://...   or   ... iscsi://... DST (defaults)
+#   C:  qemu-nbd -f raw -t -k S --pid-file P iscsi://... &   (qemu-nbd's defaults otherwise:
+#       --cache=writeback, --aio=threads, --shared=1, so no multi-conn and nbdcopy opens 1 connection;
+#       ready when S exists: qemu-nbd logs in before it listens), the same nbdcopy, kill -TERM
+#       (flush, logout)
+# A, A1 and C are timed twice: nbdcopy alone (login left out) and from the start of the server to
+# its exit (login, copy, flush, logout), which is what B's one command does. CPU: user+system
+# seconds of every process of a side (A, C: the server + nbdcopy; B: qemu-img), from GNU time.
 # Usage: bench/nbd-compare.sh [--runs N] [--targets "tgt-ram istgt"] [--nbd-args "--connections 2"]
-#                             [--nbdcopy-args "-C 1"]
-# Runs alternate A B / B A; each read is checked against the file the writes put on the LUN. Prints a
-# Markdown table of medians and writes it to bench/results/<date>-nbd.md (RESULT=FILE: elsewhere).
-# Needs root, bench/peer-tools.sh done (qemu-block-extra, libnbd-bin) and a release build:
-# cargo build --release -p rsiscsi. The targets are stopped on exit.
+#                             [--nbdcopy-args "--requests 16"] [--sides "A A1 B C"]
+# Runs alternate A A1 B C / C B A1 A; each read is checked against the file the writes put on the
+# LUN. Prints Markdown tables of medians and writes them to bench/results/<date>-nbd.md
+# (RESULT=FILE: elsewhere).
+# Needs root, bench/peer-tools.sh done (qemu-block-extra, qemu-utils, libnbd-bin) and a release
+# build: cargo build --release -p rsiscsi. The targets are stopped on exit.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -26,6 +34,7 @@ RUNS=5
 TARGETS="tgt-ram istgt"
 NBD_ARGS=""
 NBDCOPY_ARGS=""
+SIDES="A A1 B C"
 MIB=1024
 while (($#)); do
   case "$1" in
@@ -33,7 +42,8 @@ while (($#)); do
     --targets) TARGETS=$2; shift 2 ;;
     --nbd-args) NBD_ARGS=$2; shift 2 ;;
     --nbdcopy-args) NBDCOPY_ARGS=$2; shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    --sides) SIDES=$2; shift 2 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "nbd-compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -42,7 +52,7 @@ die() { say "ERROR: $*"; exit 1; }
 [ -x "$RSISCSI" ] || die "no $RSISCSI: cargo build --release -p rsiscsi"
 "$RSISCSI" nbd --help >/dev/null 2>&1 || die "$RSISCSI has no nbd command"
 [ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || die "qemu-img has no iscsi driver: run bench/peer-tools.sh"
-for t in nbdcopy qemu-img python3 cmp; do command -v "$t" >/dev/null || die "$t missing: run bench/peer-tools.sh"; done
+for t in nbdcopy qemu-img qemu-nbd python3 cmp; do command -v "$t" >/dev/null || die "$t missing: run bench/peer-tools.sh"; done
 [ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is needed for the CPU figures"
 
 OUT="$BENCH_DIR/nbd-compare-$(date +%Y%m%d-%H%M%S)"
@@ -55,11 +65,16 @@ SRC=$FILES/src.raw
 DST=$FILES/dst.raw
 SOCK=$FILES/nbd.sock
 NBD_PID=""
+QNBD_PID=""
 cleanup() {
   # A server still running (a failed run) is stopped by its own process group, which setsid made.
   if [ -n "$NBD_PID" ] && kill -0 "$NBD_PID" 2>/dev/null; then
     kill -INT -- "-$NBD_PID" 2>/dev/null
     wait "$NBD_PID" 2>/dev/null
+  fi
+  if [ -n "$QNBD_PID" ] && kill -0 "$QNBD_PID" 2>/dev/null; then
+    kill -TERM "$QNBD_PID" 2>/dev/null
+    wait 2>/dev/null
   fi
   rm -rf "$FILES"
   "$HERE/targets.sh" down
@@ -107,9 +122,20 @@ check() {
   cmp -s "$SRC" "$DST" || { say "  the read gave other data than was written"; return 1; }
 }
 
-# side_a TARGET URL OP RUN: rsiscsi nbd + nbdcopy.
+# copy_args OP NBD-URI [ARGS...]: sets COPY to nbdcopy's arguments for the copy of one run, between
+# the NBD export and the files.
+copy_args() {
+  local op=$1 nbd=$2
+  shift 2
+  # shellcheck disable=SC2206 # NBDCOPY_ARGS are meant to split
+  COPY=($NBDCOPY_ARGS "$@")
+  if [ "$op" = write ]; then COPY+=("$SRC" "$nbd"); else COPY+=("$nbd" "$DST"); fi
+}
+
+# side_a TARGET URL OP RUN SIDE [NBDCOPY-ARGS...]: rsiscsi nbd + nbdcopy.
 side_a() {
-  local t=$1 url=$2 op=$3 r=$4 log="$OUT/$1.$3.$4.nbd" t0 t1 t2 t3 i ok=true
+  local t=$1 url=$2 op=$3 r=$4 side=$5 log="$OUT/$1.$3.$4.$5" t0 t1 t2 t3 i ok=true
+  shift 5
   local nbd="nbd+unix:///?socket=$SOCK"
   rm -f "$SOCK"
   t0=$(now)
@@ -128,16 +154,11 @@ side_a() {
     kill -INT -- "-$NBD_PID" 2>/dev/null
     wait "$NBD_PID" 2>/dev/null
     NBD_PID=""
-    record "$t" "$op" ours "$r" false null null null null null
+    record "$t" "$op" "$side" "$r" false null null null null null
     return
   fi
-  if [ "$op" = write ]; then
-    # shellcheck disable=SC2086 # NBDCOPY_ARGS are meant to split
-    gnu_time "$log.copy.time" nbdcopy $NBDCOPY_ARGS "$SRC" "$nbd" 2>"$log.copy.err" || ok=false
-  else
-    # shellcheck disable=SC2086
-    gnu_time "$log.copy.time" nbdcopy $NBDCOPY_ARGS "$nbd" "$DST" 2>"$log.copy.err" || ok=false
-  fi
+  copy_args "$op" "$nbd" "$@"
+  gnu_time "$log.copy.time" nbdcopy "${COPY[@]}" 2>"$log.copy.err" || ok=false
   t2=$(now)
   kill -INT -- "-$NBD_PID"
   wait "$NBD_PID" || { ok=false; say "  rsiscsi nbd exited with $?: $(tail -1 "$log.err")"; }
@@ -145,7 +166,45 @@ side_a() {
   t3=$(now)
   [ "$ok" = true ] || say "  nbdcopy failed: $(tail -1 "$log.copy.err")"
   check "$op" || ok=false
-  record "$t" "$op" ours "$r" "$ok" "$(minus "$t1" "$t0")" "$(minus "$t2" "$t1")" "$(minus "$t3" "$t0")" \
+  record "$t" "$op" "$side" "$r" "$ok" "$(minus "$t1" "$t0")" "$(minus "$t2" "$t1")" "$(minus "$t3" "$t0")" \
+    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")"
+}
+
+# side_c TARGET URL OP RUN: qemu-nbd (qemu's libiscsi driver exported over NBD) + nbdcopy.
+side_c() {
+  local t=$1 url=$2 op=$3 r=$4 log="$OUT/$1.$3.$4.C" t0 t1 t2 t3 i ok=true pid
+  local nbd="nbd+unix:///?socket=$SOCK"
+  rm -f "$SOCK" "$log.pid"
+  t0=$(now)
+  /usr/bin/time -f '%e %U %S' -o "$log.time" qemu-nbd -f raw -t -k "$SOCK" --pid-file "$log.pid" "$url" \
+    >"$log.out" 2>"$log.err" &
+  QNBD_PID=$!
+  for ((i = 0; i < 3000; i++)); do
+    [ -S "$SOCK" ] && [ -s "$log.pid" ] && break
+    kill -0 "$QNBD_PID" 2>/dev/null || break
+    sleep 0.005
+  done
+  t1=$(now)
+  pid=$(cat "$log.pid" 2>/dev/null)
+  if ! [ -S "$SOCK" ] || [ -z "$pid" ]; then
+    say "  qemu-nbd did not get ready: $(tail -1 "$log.err")"
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+    wait "$QNBD_PID" 2>/dev/null
+    QNBD_PID=""
+    record "$t" "$op" C "$r" false null null null null null
+    return
+  fi
+  copy_args "$op" "$nbd"
+  gnu_time "$log.copy.time" nbdcopy "${COPY[@]}" 2>"$log.copy.err" || ok=false
+  t2=$(now)
+  # TERM to qemu-nbd itself (its pid file), not to GNU time, which would die without its figures.
+  kill -TERM "$pid"
+  wait "$QNBD_PID" || { ok=false; say "  qemu-nbd exited with $?: $(tail -1 "$log.err")"; }
+  QNBD_PID=""
+  t3=$(now)
+  [ "$ok" = true ] || say "  nbdcopy failed: $(tail -1 "$log.copy.err")"
+  check "$op" || ok=false
+  record "$t" "$op" C "$r" "$ok" "$(minus "$t1" "$t0")" "$(minus "$t2" "$t1")" "$(minus "$t3" "$t0")" \
     "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")"
 }
 
@@ -161,7 +220,7 @@ side_b() {
   t1=$(now)
   [ "$ok" = true ] || say "  qemu-img failed: $(tail -1 "$log.err")"
   check "$op" || ok=false
-  record "$t" "$op" qemu "$r" "$ok" null null "$(minus "$t1" "$t0")" null "$(cpu_of "$log.time")"
+  record "$t" "$op" B "$r" "$ok" null null "$(minus "$t1" "$t0")" null "$(cpu_of "$log.time")"
 }
 
 for t in $TARGETS; do
@@ -170,12 +229,18 @@ for t in $TARGETS; do
   for ((r = 1; r <= RUNS; r++)); do
     # Writes first: the reads then check the data the writes left.
     for op in write read; do
-      sides="side_a side_b"
-      ((r % 2 == 0)) && sides="side_b side_a"
+      sides=$SIDES
+      ((r % 2 == 0)) && sides=$(echo "$SIDES" | tr ' ' '\n' | tac | tr '\n' ' ')
       for side in $sides; do
-        say "$t $op run $r: $([ "$side" = side_a ] && echo "rsiscsi nbd + nbdcopy" || echo "qemu-img")"
+        say "$t $op run $r: $side"
         [ "$op" = read ] && spoil
-        "$side" "$t" "$url" "$op" "$r"
+        case $side in
+          A) side_a "$t" "$url" "$op" "$r" A ;;
+          A1) side_a "$t" "$url" "$op" "$r" A1 -C 1 ;;
+          B) side_b "$t" "$url" "$op" "$r" ;;
+          C) side_c "$t" "$url" "$op" "$r" ;;
+          *) die "unknown side $side" ;;
+        esac
       done
     done
   done
@@ -187,12 +252,13 @@ python3 - "$RAW" "$RUNS" "$MIB" "$RSISCSI" "$ROOT" "$NBD_ARGS" "$NBDCOPY_ARGS" >
 import json, os, platform, statistics, subprocess, sys
 raw, runs, mib, rsiscsi, root, nbd_args, nbdcopy_args = sys.argv[1:8]
 mib = int(mib)
+SIDES = ["A", "A1", "B", "C"]
 rows, order = {}, []
 for line in open(raw):
     r = json.loads(line)
     key = (r["target"], r["op"])
     if key not in rows:
-        rows[key] = {"ours": [], "qemu": [], "failed": 0}
+        rows[key] = {s: [] for s in SIDES} | {"failed": 0}
         order.append(key)
     if r["ok"]:
         rows[key][r["side"]].append(r)
@@ -217,40 +283,67 @@ def ver(cmd):
     lines = subprocess.getoutput(cmd).splitlines()
     return lines[0] if lines else "?"
 
+def copy_rate(vs):
+    return rate(med(vs, lambda v: v["copy"]))
+
+def whole_rate(vs):
+    return rate(med(vs, lambda v: v["total"]))
+
+def cpu(vs):
+    return med(vs, lambda v: (v["cpu_server"] or 0) + (v["cpu_client"] or 0))
+
+def cpu_split(vs):
+    tot = cpu(vs)
+    if tot is None:
+        return "n/a"
+    s, c = med(vs, lambda v: v["cpu_server"]), med(vs, lambda v: v["cpu_client"])
+    return f"{fmt(tot, 2)} ({fmt(s, 2)} + {fmt(c, 2)})"
+
 rev = subprocess.getoutput(f"git -C {root} rev-parse --short HEAD")
 if subprocess.run(["git", "-C", root, "diff", "--quiet", "HEAD", "--", "crates"]).returncode != 0:
     rev += " with uncommitted changes in crates/"
-print(f"# rsiscsi nbd + nbdcopy vs qemu-img with qemu's libiscsi driver, {subprocess.getoutput('date -u +%FT%TZ')}\n")
+print(f"# rsiscsi nbd + nbdcopy vs qemu's libiscsi driver (qemu-img, qemu-nbd + nbdcopy), {subprocess.getoutput('date -u +%FT%TZ')}\n")
 print(f"Host: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; loopback 127.0.0.1; "
       f"{mib} MiB per copy, between the LUN and a file on /dev/shm; {runs} runs per side, alternating "
-      f"(A B, then B A); medians. rsiscsi {rev} (release build); {ver('nbdcopy --version')}; "
-      f"{ver('qemu-img --version')} with block-iscsi.so (qemu-block-extra, libiscsi). Both tools with "
-      f"their default options (nbdcopy: 4 connections, 64 requests of 256 KiB each; qemu-img convert: "
-      f"8 coroutines, cache=unsafe); `rsiscsi nbd URL --socket S{' ' + nbd_args if nbd_args else ''}`"
-      f"{'; nbdcopy ' + nbdcopy_args if nbdcopy_args else ''}.\n")
-print("| target | copy | ours: nbdcopy alone MiB/s | ours: start to exit MiB/s | qemu-img MiB/s | ratio (nbdcopy alone) | ratio (start to exit) "
-      "| ours: login s | CPU s ours (rsiscsi nbd + nbdcopy) | CPU s qemu-img | CPU ratio | runs ours/qemu (failed) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+      f"(A A1 B C, then C B A1 A); medians. rsiscsi {rev} (release build); {ver('nbdcopy --version')}; "
+      f"{ver('qemu-img --version')} and {ver('qemu-nbd --version')} with block-iscsi.so (qemu-block-extra, libiscsi).\n")
+print(f"- A: `rsiscsi nbd URL --socket S{' ' + nbd_args if nbd_args else ''}` + `nbdcopy{' ' + nbdcopy_args if nbdcopy_args else ''}` "
+      "(defaults: our export offers multi-conn, so 4 connections × 64 requests of 256 KiB)")
+print(f"- A1: A with `nbdcopy -C 1{' ' + nbdcopy_args if nbdcopy_args else ''}`: one connection, as nbdcopy opens to C")
+print("- B: `qemu-img convert -n -f raw -O raw` to or from `iscsi://…` (defaults: 8 coroutines, cache=unsafe)")
+print(f"- C: `qemu-nbd -f raw -t -k S iscsi://…` + `nbdcopy{' ' + nbdcopy_args if nbdcopy_args else ''}` (qemu-nbd's "
+      "defaults: --cache=writeback, --aio=threads, --shared=1; with one client allowed it offers no multi-conn, "
+      "so nbdcopy opens 1 connection × 64 requests)\n")
+print("MiB/s; \"copy\" is nbdcopy alone (the server's login left out), \"whole\" is from the start of the "
+      "server to its exit (login, copy, flush, logout), which is what B's one command does. Ratios above 1: A is faster.\n")
+print("| target | copy | A copy | A whole | A1 copy | A1 whole | B whole | C copy | C whole "
+      "| A/B whole | A1/C copy | A1/C whole | A/C whole | runs A/A1/B/C (failed) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for (t, op) in order:
-    o, q = rows[(t, op)]["ours"], rows[(t, op)]["qemu"]
-    copy_a = rate(med(o, lambda v: v["copy"]))
-    whole_a = rate(med(o, lambda v: v["total"]))
-    whole_b = rate(med(q, lambda v: v["total"]))
-    login_a = med(o, lambda v: v["login"])
-    cpu_a = med(o, lambda v: (v["cpu_server"] or 0) + (v["cpu_client"] or 0))
-    cpu_s, cpu_c = med(o, lambda v: v["cpu_server"]), med(o, lambda v: v["cpu_client"])
-    cpu_b = med(q, lambda v: v["cpu_client"])
-    print(f"| {t} | {op} | {fmt(copy_a)} | {fmt(whole_a)} | {fmt(whole_b)} | {ratio(copy_a, whole_b)} | {ratio(whole_a, whole_b)} "
-          f"| {fmt(login_a, 3)} | {fmt(cpu_a, 2)} ({fmt(cpu_s, 2)} + {fmt(cpu_c, 2)}) | {fmt(cpu_b, 2)} | {ratio(cpu_a, cpu_b)} | {len(o)}/{len(q)} ({rows[(t, op)]['failed']}) |")
-
-print("\nRatios are ours / qemu-img: above 1 means ours is faster; the CPU ratio below 1 means ours uses less CPU. "
-      "\"nbdcopy alone\" leaves out our login (and flush and logout), which qemu-img's figure includes: "
-      "\"start to exit\" is the like-for-like comparison.\n")
-print("Per-run seconds (ours nbdcopy alone / ours start to exit | qemu-img):\n")
+    R = rows[(t, op)]
+    a, a1, b, c = (R[s] for s in SIDES)
+    print(f"| {t} | {op} | {fmt(copy_rate(a))} | {fmt(whole_rate(a))} | {fmt(copy_rate(a1))} | {fmt(whole_rate(a1))} "
+          f"| {fmt(whole_rate(b))} | {fmt(copy_rate(c))} | {fmt(whole_rate(c))} "
+          f"| {ratio(whole_rate(a), whole_rate(b))} | {ratio(copy_rate(a1), copy_rate(c))} "
+          f"| {ratio(whole_rate(a1), whole_rate(c))} | {ratio(whole_rate(a), whole_rate(c))} "
+          f"| {len(a)}/{len(a1)}/{len(b)}/{len(c)} ({R['failed']}) |")
+print("\nCPU seconds per copy (user + system, medians): server + nbdcopy for A, A1 and C; qemu-img for B.\n")
+print("| target | copy | A | A1 | B | C | A1/C |")
+print("|---|---|---:|---:|---:|---:|---:|")
 for (t, op) in order:
-    o, q = rows[(t, op)]["ours"], rows[(t, op)]["qemu"]
-    print(f"- {t} {op}: " + ", ".join(f"{v['copy']:.2f}/{v['total']:.2f}" for v in o) + " | "
-          + ", ".join(f"{v['total']:.2f}" for v in q))
+    R = rows[(t, op)]
+    a, a1, b, c = (R[s] for s in SIDES)
+    print(f"| {t} | {op} | {cpu_split(a)} | {cpu_split(a1)} | {fmt(cpu(b), 2)} | {cpu_split(c)} | {ratio(cpu(a1), cpu(c))} |")
+print("\nPer-run seconds (nbdcopy alone/whole for A, A1, C; whole for B), in run order:\n")
+for (t, op) in order:
+    R = rows[(t, op)]
+    parts = []
+    for s in SIDES:
+        if s == "B":
+            parts.append("B " + ", ".join(f"{v['total']:.2f}" for v in R[s]))
+        else:
+            parts.append(s + " " + ", ".join(f"{v['copy']:.2f}/{v['total']:.2f}" for v in R[s]))
+    print(f"- {t} {op}: " + " | ".join(parts))
 PY
 mv "$RESULT.tmp" "$RESULT"
 cat "$RESULT"
