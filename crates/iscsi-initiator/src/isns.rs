@@ -38,8 +38,16 @@ const SCN_QUEUE: usize = 16;
 /// Messages of other transactions skipped while waiting for an answer.
 const MAX_STRAY_MESSAGES: usize = 16;
 
-/// What the SCN listener hands on: a parsed SCN, or why one was invalid.
-type ScnItem = std::result::Result<proto::Scn, String>;
+/// What the SCN listener hands on.
+enum ScnItem {
+    Scn(proto::Scn),
+    /// Why an SCN was invalid (it is dropped, the connection ends).
+    Invalid(String),
+    /// The server closed an SCN connection it had opened: it keeps one open
+    /// for later SCNs, so a close usually means it restarted and forgot our
+    /// registration (open-isns keeps its database in memory).
+    Closed,
+}
 
 /// Everything that can go wrong talking to an iSNS server.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +74,11 @@ pub enum IsnsError {
     Status { server: String, what: String, status: Status },
     #[error("cannot listen for iSNS state change notifications on {addr}: {source}")]
     ScnListen { addr: String, source: std::io::Error },
+    /// The server closed the connection it sends SCNs on (RFC 4171 §6.3.5):
+    /// it may have restarted without our registration, so register again
+    /// (open a new client) to keep receiving them.
+    #[error("iSNS server {server} closed its state change notification connection (restarted?): register again")]
+    ScnClosed { server: String },
     /// The listener task is gone (it never stops on its own while the client lives).
     #[error("the iSNS state change notification listener stopped")]
     ScnStopped,
@@ -629,8 +642,9 @@ impl IsnsClient {
                 return Err(IsnsError::NoScn);
             };
             match rx.recv().await {
-                Some(Ok(scn)) => self.pending.extend(scn.changes),
-                Some(Err(e)) => tracing::warn!(server = %self.addr, "iSNS: dropped an invalid SCN: {e}"),
+                Some(ScnItem::Scn(scn)) => self.pending.extend(scn.changes),
+                Some(ScnItem::Invalid(e)) => tracing::warn!(server = %self.addr, "iSNS: dropped an invalid SCN: {e}"),
+                Some(ScnItem::Closed) => return Err(IsnsError::ScnClosed { server: self.server() }),
                 None => return Err(IsnsError::ScnStopped),
             }
         }
@@ -730,10 +744,13 @@ async fn scn_connection(mut stream: TcpStream, me: String, tx: mpsc::Sender<ScnI
         let m = match read_message(&mut stream, &mut buf, &mut reasm).await {
             Ok(m) => m,
             Err(ReadError::Proto(e)) => {
-                let _ = tx.send(Err(e.to_string())).await;
+                let _ = tx.send(ScnItem::Invalid(e.to_string())).await;
                 return;
             }
-            Err(_) => return,
+            Err(_) => {
+                let _ = tx.send(ScnItem::Closed).await;
+                return;
+            }
         };
         let reply = match m.function {
             FunctionId::SCN => {
@@ -743,7 +760,11 @@ async fn scn_connection(mut stream: TcpStream, me: String, tx: mpsc::Sender<ScnI
                 if stream.write_all(&reply.encode()).await.is_err() {
                     return;
                 }
-                if tx.send(parsed.map_err(|e| e.to_string())).await.is_err() {
+                let item = match parsed {
+                    Ok(scn) => ScnItem::Scn(scn),
+                    Err(e) => ScnItem::Invalid(e.to_string()),
+                };
+                if tx.send(item).await.is_err() {
                     return;
                 }
                 continue;

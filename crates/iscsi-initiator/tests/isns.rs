@@ -761,3 +761,66 @@ async fn hostile_scn_connections_do_not_stop_good_ones() {
     let f = seen.lock().unwrap().functions.clone();
     assert!(f.ends_with(&[FunctionId::SCN_DEREG, FunctionId::DEV_DEREG]), "{f:?}");
 }
+
+/// A restarted isnsd forgets registrations (its database is in memory) and
+/// closes the connection it sent SCNs on: `next_event` says so, so that the
+/// caller registers again instead of waiting for SCNs that never come.
+#[tokio::test]
+async fn a_restarted_isnsd_is_reported_through_next_event() {
+    let _ = lab(); // the lab installed isnsd
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("rsiscsi-isns-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("isnsd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "SourceName = iqn.2026-12.rs.rsiscsi:isnsd-restart\nBindAddress = 127.0.0.1:{port}\n\
+             ControlSocket = {d}/isnsctl\nPIDFile = {d}/isnsd.pid\nRegistrationPeriod = 0\n\
+             DefaultDiscoveryDomain = 1\nSLPRegister = 0\nSecurity = 0\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let adm = dir.join("isnsadm.conf");
+    std::fs::write(
+        &adm,
+        format!("SourceName = iqn.2026-12.rs.rsiscsi:isns-admin\nServerAddress = 127.0.0.1:{port}\nSecurity = 0\n"),
+    )
+    .unwrap();
+    let mut isnsd = Command::new("isnsd")
+        .args(["-f", "-4", "-c"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("isnsd runs (is open-isns-server installed?)");
+    let server = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&server).is_err() {
+        assert!(Instant::now() < deadline, "the private isnsd does not listen on {server}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = IsnsClient::open_with_scn(&server, "iqn.2026-12.rs.rsiscsi:isns-test-restart", TIMEOUT).await.unwrap();
+    let target = "iqn.2026-12.lab.isns:restart-disk";
+    let out = Command::new("isnsadm")
+        .arg("-c")
+        .arg(&adm)
+        .args(["--register", "entity=restart.disk", &format!("target={target}"), "portal=127.0.0.1:3260"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ev = tokio::time::timeout(Duration::from_secs(10), c.next_event()).await.expect("an SCN").unwrap();
+    assert_eq!((ev.kind, ev.target.name.as_str()), (isns::ScnKind::Added, target));
+    isnsd.kill().unwrap();
+    isnsd.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = tokio::time::timeout(Duration::from_secs(10), c.next_event()).await.expect("an answer").unwrap_err();
+    assert!(matches!(err, IsnsError::ScnClosed { .. }), "{err:?}");
+    assert!(err.to_string().contains("register again"), "{err}");
+}
