@@ -23,7 +23,7 @@ _rsiscsid() {
 
     case "${cmd}" in
         rsiscsid)
-            opts="-h -V --socket --state-dir --socket-group --log-level --metrics --max-request-hold-time --link-down-time --help --version"
+            opts="-h -V --socket --state-dir --socket-group --log-level --metrics --max-request-hold-time --link-down-time --vici-socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -54,6 +54,10 @@ _rsiscsid() {
                     return 0
                     ;;
                 --link-down-time)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vici-socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -308,6 +308,11 @@ pub struct Connection {
     pub data_digest: DigestType,
     pub max_recv_data_segment_length: u32,
     pub counters: Counters,
+    /// The name the connection's IPsec protection (its IKE and CHILD SA,
+    /// RFC 7143 §9.3) is loaded under in the IKE daemon, as
+    /// `swanctl --list-sas --ike NAME` takes it; absent: no IPsec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<String>,
 }
 
 /// `MSIscsiInitiator_DeviceOnSession` (what INQUIRY and READ CAPACITY say).
@@ -418,6 +423,13 @@ pub struct PersistentLogin {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator_port: Option<u32>,
     pub security_flags: u64,
+    /// Tunnel mode: the target side's tunnel end it logs in through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_outer_address: Option<String>,
+    /// Whether an IPsec pre-shared key is stored with it (the key itself
+    /// is never returned).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub key_set: bool,
     pub login_options: LoginOptions,
     pub connections: u32,
     pub load_balance_policy: String,
@@ -565,9 +577,15 @@ pub struct LoginRequest {
     pub security_flags: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_options: Option<LoginOptions>,
-    /// IPsec pre-shared key.
+    /// The IKE pre-shared key for the portal (Windows `Key`, RFC 3723 §2.3)
+    /// when `security_flags` ask for IPsec; write-only: never returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<SecretString>,
+    /// Tunnel mode: the target side's tunnel end, address or host name
+    /// (Windows `SetIscsiTunnelModeOuterAddress`); absent: the portal's
+    /// address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_outer_address: Option<String>,
     #[serde(default)]
     pub persistent: bool,
     #[serde(default = "one")]
@@ -595,6 +613,7 @@ impl LoginRequest {
             security_flags: None,
             login_options: None,
             key: None,
+            tunnel_outer_address: None,
             persistent: false,
             connections: 1,
             load_balance_policy: None,
@@ -628,8 +647,13 @@ pub struct AddConnectionRequest {
     pub security_flags: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_options: Option<LoginOptions>,
+    /// The IKE pre-shared key (Windows `Key`); write-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<SecretString>,
+    /// Tunnel mode: the target side's tunnel end; absent: the session's,
+    /// else the portal's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_outer_address: Option<String>,
 }
 
 /// `POST /v1/sessions/{id}/connections` answer.

@@ -406,6 +406,7 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     };
     crate::commands::check_mcs(&args.mcs)?;
     let cfg = session_config(common, Some(&url), &args.session)?;
+    let ipsec = cfg.ipsec.clone();
     let screen = Screen::new(args.progress.mode(std::io::stderr().is_terminal()));
     let mut signals = Signals::listen()?;
     let interrupted = |stop: crate::commands::Stop| {
@@ -417,7 +418,7 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
     let session = tokio::select! {
         r = async {
             let session = crate::commands::open_session(&url.portal, Some(&target), cfg).await?;
-            crate::commands::grow(&session, &url, &args.mcs).await?;
+            crate::commands::grow(&session, &url, &args.mcs, &ipsec).await?;
             Ok::<_, CmdError>(session)
         } => r?,
         stop = signals.recv() => return Err(interrupted(stop)),

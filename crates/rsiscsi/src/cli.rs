@@ -485,7 +485,7 @@ pub struct PathArgs {
     /// Local network interface index to use (absent: any).
     #[arg(long, value_name = "N")]
     pub initiator_port: Option<u32>,
-    /// ISCSI_SECURITY_FLAG_* bits in hex (e.g. 0x41).
+    /// ISCSI_SECURITY_FLAG_* bits in hex (e.g. 0x41; --ipsec sets them for you).
     #[arg(long, value_name = "HEX", value_parser = parse_hex_u64)]
     pub security_flags: Option<u64>,
     #[command(flatten)]
@@ -536,6 +536,8 @@ pub enum IsnsCmd {
     List,
 }
 
+// Parsed once per run: the size of the login variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum TargetCmd {
     /// Run SendTargets on every portal again.
@@ -569,6 +571,8 @@ pub enum TargetCmd {
         link_down_time: Option<u32>,
         #[command(flatten)]
         path: PathArgs,
+        #[command(flatten)]
+        ipsec: IpsecArgs,
     },
 }
 
@@ -585,6 +589,8 @@ pub enum SessionCmd {
         portal: String,
         #[command(flatten)]
         path: PathArgs,
+        #[command(flatten)]
+        ipsec: IpsecArgs,
     },
     /// Log out one connection of a session (not the last one).
     RemoveConnection {
@@ -778,11 +784,86 @@ pub struct SessionArgs {
     // Read through `Common`, which `parse` fills from them.
     #[command(flatten)]
     pub login: LoginArgs,
+    #[command(flatten)]
+    pub ipsec: IpsecArgs,
+    /// charon's VICI socket (default: RSISCSI_VICI_SOCKET, else /var/run/charon.vici).
+    #[arg(long, help_heading = IPSEC_HEADING, requires = "ipsec", value_name = "PATH")]
+    pub vici_socket: Option<PathBuf>,
 }
 
 impl Default for SessionArgs {
     fn default() -> Self {
-        Self { hold_time: 15, max_recv_data_segment_length: None, login: LoginArgs::default() }
+        Self {
+            hold_time: 15,
+            max_recv_data_segment_length: None,
+            login: LoginArgs::default(),
+            ipsec: IpsecArgs::default(),
+            vici_socket: None,
+        }
+    }
+}
+
+/// The help heading of the IPsec options.
+const IPSEC_HEADING: &str = "IPsec options";
+
+/// The IPsec mode of `--ipsec` (Windows ISCSI_SECURITY_FLAG_TUNNEL_MODE_PREFERRED
+/// 0x40 or TRANSPORT_MODE_PREFERRED 0x20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IpsecModeArg {
+    Tunnel,
+    Transport,
+}
+
+/// IPsec under every connection (RFC 7143 §9.3, RFC 3723): an IKEv2 SA
+/// with a pre-shared key, set up by strongSwan's charon before each TCP
+/// connection; a connection whose SA does not come up fails, never falls
+/// back to clear text (so no `--require-ipsec`: `--ipsec` already is
+/// Windows' ISCSI_LOGIN_FLAG_REQUIRE_IPSEC).
+#[derive(Debug, Clone, Default, Args)]
+pub struct IpsecArgs {
+    /// Protect every connection with IPsec in this mode (IKEv2, pre-shared key; set up through
+    /// strongSwan's charon, never falling back to clear text): security flags VALID |
+    /// IKE_IPSEC_ENABLED | TUNNEL_MODE_PREFERRED or TRANSPORT_MODE_PREFERRED.
+    #[arg(long, help_heading = IPSEC_HEADING, value_enum, value_name = "MODE")]
+    pub ipsec: Option<IpsecModeArg>,
+    /// Tunnel mode: the target side's tunnel end, address or host name (Windows'
+    /// SetIscsiTunnelModeOuterAddress; default: the portal's address).
+    #[arg(long, help_heading = IPSEC_HEADING, requires = "ipsec", value_name = "HOST")]
+    pub ipsec_tunnel_peer: Option<String>,
+    /// File holding the IKE pre-shared key (private to its owner; default: RSISCSI_IPSEC_PSK).
+    #[arg(long, help_heading = IPSEC_HEADING, requires = "ipsec", value_name = "FILE")]
+    pub ipsec_psk_file: Option<PathBuf>,
+    /// Perfect forward secrecy: a Diffie-Hellman exchange for each ESP key (security flag
+    /// PFS_ENABLED 0x10).
+    #[arg(long, help_heading = IPSEC_HEADING, requires = "ipsec")]
+    pub ipsec_pfs: bool,
+}
+
+impl IpsecArgs {
+    /// The Windows security flags these options stand for (0: no IPsec).
+    pub fn security_flags(&self) -> iscsi_initiator::model::SecurityFlags {
+        use iscsi_initiator::model::SecurityFlags as F;
+        let Some(mode) = self.ipsec else { return F(0) };
+        let mut f = F::VALID | F::IKE_IPSEC_ENABLED;
+        f = f | match mode {
+            IpsecModeArg::Tunnel => F::TUNNEL_MODE_PREFERRED,
+            IpsecModeArg::Transport => F::TRANSPORT_MODE_PREFERRED,
+        };
+        if self.ipsec_pfs {
+            f = f | F::PFS_ENABLED;
+        }
+        f
+    }
+
+    /// `--ipsec-tunnel-peer` names a tunnel end: refused with transport mode
+    /// (where the IKE peer is the target itself) rather than ignored.
+    pub fn check(&self) -> Result<(), String> {
+        if self.ipsec == Some(IpsecModeArg::Transport) && self.ipsec_tunnel_peer.is_some() {
+            return Err("--ipsec-tunnel-peer names the end of a tunnel: it goes with --ipsec tunnel, not transport \
+                        (in transport mode the IKE peer is the target itself)"
+                .into());
+        }
+        Ok(())
     }
 }
 

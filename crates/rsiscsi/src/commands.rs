@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_initiator::discovery::{DiscoveredTarget, send_targets};
+use iscsi_initiator::ipsec::{IpsecConfig, IpsecError, StrongSwan};
 use iscsi_initiator::isns::IsnsError;
 use iscsi_initiator::model::Status;
-use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal, SecurityFlags};
+use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal};
 use iscsi_initiator::scsi::Capacity;
 use iscsi_initiator::{Error as InitError, ErrorClass, PortalAddr, RecoveryBudget, Session, SessionConfig};
 use iscsi_proto::negotiation::Digest;
@@ -19,7 +20,7 @@ use iscsi_proto::scsi::data::{StandardInquiry, parse_vpd_device_identification, 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Command, Common, DigestArg, McsArgs, ProgressMode, SessionArgs};
+use crate::cli::{Cli, Command, Common, DigestArg, IpsecArgs, McsArgs, ProgressMode, SessionArgs};
 use crate::url::{IscsiUrl, redact};
 use crate::{config, creds};
 
@@ -137,6 +138,114 @@ const CHUNK: u64 = 1 << 20;
 const DEPTH: usize = 8;
 
 pub async fn run(cli: Cli) -> CmdResult {
+    let ipsec = ipsec_of(&cli.command).map(|v| v.map(std::path::Path::to_path_buf));
+    if let Some(vici) = &ipsec {
+        remove_stale(vici.as_deref()).await;
+    }
+    let r = run_command(cli).await;
+    if ipsec.is_some() && !iscsi_initiator::ipsec::finish_cleanups(IPSEC_CLEANUP_LIMIT) {
+        tracing::warn!(
+            "some IPsec connections were still being removed from charon at exit; the next run removes them"
+        );
+    }
+    r
+}
+
+/// How long a one-shot command waits at its end for the removal of IPsec
+/// protections its dropped connections started.
+const IPSEC_CLEANUP_LIMIT: Duration = Duration::from_secs(5);
+
+/// The `--vici-socket` of a one-shot command that asked for IPsec
+/// (`Some(None)`: the default socket); `None` without `--ipsec`.
+fn ipsec_of(command: &Command) -> Option<Option<&std::path::Path>> {
+    let s = match command {
+        Command::Discover { session, .. }
+        | Command::Ls { session, .. }
+        | Command::Inquiry { session, .. }
+        | Command::Capacity { session, .. }
+        | Command::Cp { session, .. } => session,
+        Command::Bench(b) => &b.session,
+        Command::Nbd(n) => &n.session,
+        _ => return None,
+    };
+    s.ipsec.ipsec.map(|_| s.vici_socket.as_deref())
+}
+
+/// Removes from charon what earlier runs that died left under our names
+/// (their SAs, connections and keys), before this one adds its own; a
+/// charon that does not answer is left to the login to report.
+async fn remove_stale(vici: Option<&std::path::Path>) {
+    match strongswan(vici).remove_stale().await {
+        Ok(names) if !names.is_empty() => tracing::info!("removed what dead processes left in charon: {names:?}"),
+        Ok(_) => {}
+        Err(e) => tracing::debug!("could not look for leftovers in charon: {e}"),
+    }
+}
+
+/// charon at `--vici-socket`, else at RSISCSI_VICI_SOCKET, else at its default.
+fn strongswan(vici: Option<&std::path::Path>) -> StrongSwan {
+    match vici {
+        Some(p) => StrongSwan::new(p),
+        None => StrongSwan::from_env(),
+    }
+}
+
+/// The IPsec of a one-shot command's connections (RFC 7143 §9.3, RFC 3723;
+/// Windows' SecurityFlags, Key and SetIscsiTunnelModeOuterAddress): from
+/// `--ipsec`, the key from `--ipsec-psk-file` or RSISCSI_IPSEC_PSK, charon
+/// as the provider. Checked before anything connects, so that a missing
+/// key or a key file others can read is said before any packet is sent.
+pub(crate) fn ipsec_config(args: &IpsecArgs, vici: Option<&std::path::Path>) -> CmdResult<IpsecConfig> {
+    if args.ipsec.is_none() {
+        return Ok(IpsecConfig::default());
+    }
+    args.check()?;
+    let mut c = IpsecConfig::new(args.security_flags()).with_provider(strongswan(vici));
+    if let Some(k) = creds::ipsec_psk(args.ipsec_psk_file.as_deref())? {
+        c = c.with_key(k);
+    }
+    if let Some(p) = &args.ipsec_tunnel_peer {
+        c = c.with_tunnel_outer_address(p.clone());
+    }
+    c.plan().map_err(|e| ipsec_failed(&e))?;
+    Ok(c)
+}
+
+/// An IPsec failure in the user's terms: what to look at, then the
+/// Windows status (ISDSC_TARGET_PRESHAREDKEY_UNAVAILABLE,
+/// ISDSC_FAILED_TO_CONFIGURE_IPSEC, ...) with its code. Exit status 1:
+/// nothing was sent to the target in clear text.
+pub(crate) fn ipsec_failed(e: &IpsecError) -> CmdError {
+    let hint = match e {
+        IpsecError::NoKey => format!(
+            ": give the pre-shared key in a private file with --ipsec-psk-file FILE, or in {}",
+            creds::IPSEC_PSK_ENV
+        ),
+        IpsecError::NoProvider | IpsecError::Unreachable { .. } => format!(
+            "; is charon running with its vici plugin? Give its socket with --vici-socket PATH or {} \
+             (default {})",
+            iscsi_initiator::ipsec::VICI_SOCKET_ENV,
+            iscsi_initiator::ipsec::DEFAULT_VICI_SOCKET
+        ),
+        IpsecError::NotEstablished { .. } | IpsecError::Refused { .. } | IpsecError::Timeout(_) => {
+            "; check the pre-shared key (--ipsec-psk-file or RSISCSI_IPSEC_PSK), the mode and the tunnel peer \
+             (--ipsec-tunnel-peer): the IKE peer must accept them"
+                .to_string()
+        }
+        _ => String::new(),
+    };
+    let code = e.code();
+    CmdError::Failed {
+        message: format!(
+            "IPsec failed: {e}{hint}; nothing was sent in clear text ({}, 0x{:08X})",
+            code.name(),
+            code.as_u32()
+        ),
+        class: ErrorClass::Other,
+    }
+}
+
+async fn run_command(cli: Cli) -> CmdResult {
     match &cli.command {
         Command::Discover { portal: Some(portal), json, session, .. } => {
             discover(&cli.common, portal, *json, session).await
@@ -198,6 +307,7 @@ pub(crate) fn session_config(
     }
     cfg.nop_interval = NOP_INTERVAL;
     cfg.nop_timeout = NOP_TIMEOUT;
+    cfg.ipsec = ipsec_config(&session.ipsec, session.vici_socket.as_deref())?;
     Ok(cfg)
 }
 
@@ -365,8 +475,9 @@ async fn discover_isns(common: &Common, server: &str, json: bool, session: &Sess
 
 pub(crate) async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
     check_mcs(mcs)?;
+    let ipsec = cfg.ipsec.clone();
     let s = open_session(&url.portal, Some(target), cfg).await?;
-    grow(&s, url, mcs).await?;
+    grow(&s, url, mcs, &ipsec).await?;
     Ok(s)
 }
 
@@ -415,6 +526,7 @@ impl LoginWho {
                 "{} closed the connection during the login (is it the target's iSCSI port?): {err}",
                 self.portal
             ),
+            InitError::Ipsec(e) => return ipsec_failed(e),
             _ => return CmdError::Init(err),
         };
         CmdError::Failed { message, class }
@@ -466,19 +578,30 @@ pub(crate) fn check_mcs(mcs: &McsArgs) -> CmdResult {
 }
 
 /// Grows a fresh session to `mcs.connections` connections with
-/// add_connection (any initiator port, no IPsec, the session's own login
-/// settings) and sets its load-balance policy; logs out on failure. The
-/// added connections go to `mcs.add_portals` in turn, or to the URL's portal.
-/// The caller has checked `mcs` with [`check_mcs`] before logging in.
-pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs) -> CmdResult {
+/// add_connection (any initiator port, the session's own login settings,
+/// the IPsec of the leading connection: same flags, key and tunnel peer,
+/// each connection with an SA of its own) and sets its load-balance policy;
+/// logs out on failure. The added connections go to `mcs.add_portals` in
+/// turn, or to the URL's portal. The caller has checked `mcs` with
+/// [`check_mcs`] before logging in.
+pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs, ipsec: &IpsecConfig) -> CmdResult {
     s.set_load_balance_policy(mcs.policy);
     let own = [url.portal.clone()];
     let portals = if mcs.add_portals.is_empty() { &own[..] } else { &mcs.add_portals[..] };
     let wanted = usize::from(mcs.connections);
     for (i, addr) in portals.iter().cycle().take(wanted.saturating_sub(1)).enumerate() {
         let portal = Portal::new(addr.host.clone(), addr.port);
-        let added =
-            s.add_connection(ISCSI_ANY_INITIATOR_PORT, &portal, SecurityFlags(0), &LoginOptions::default(), &[]).await;
+        let key = ipsec.key.as_ref().map(|k| k.expose()).unwrap_or_default();
+        let added = s
+            .add_connection_with(
+                ISCSI_ANY_INITIATOR_PORT,
+                &portal,
+                ipsec.security_flags,
+                &LoginOptions::default(),
+                key,
+                ipsec.tunnel_outer_address.as_deref(),
+            )
+            .await;
         if let Err(st) = added {
             logout(s).await;
             let err = CmdError::from(st);
@@ -590,13 +713,14 @@ async fn describe_target(
 ) -> CmdResult<Vec<LunJson>> {
     let cfg = session_config(common, Some(url), session)?;
     let who = LoginWho::new(&url.portal, &cfg);
+    let ipsec = cfg.ipsec.clone();
     let s = match Session::login(&url.portal, Some(&t.name), cfg).await {
         Ok(s) => s,
         // Without a CHAP user a CHAP target is shown as not listed (ls).
         Err(err) if !who.chap && is_auth(&err) => return Err(err.into()),
         Err(err) => return Err(who.explain(err)),
     };
-    grow(&s, url, mcs).await?;
+    grow(&s, url, mcs, &ipsec).await?;
     let r = async {
         let mut out = Vec::new();
         for lun in s.report_luns().await? {

@@ -175,6 +175,10 @@ fn sample(long: &str, tmp: &Path) -> String {
         "--export-name" => "help".into(),
         "--max-clients" | "--lun" => "1".into(),
         "--nbd-socket" => tmp.join("x.sock").display().to_string(),
+        "--ipsec" => "tunnel".into(),
+        "--ipsec-tunnel-peer" => "127.0.0.1".into(),
+        "--ipsec-psk-file" => file(),
+        "--vici-socket" => tmp.join("charon.vici").display().to_string(),
         other => panic!("no sample value for {other}: add one"),
     }
     .to_string()
@@ -218,6 +222,10 @@ fn every_listed_option_is_taken() {
             args.push(long.to_string());
             if e.term.contains('<') {
                 args.push(sample(long, &tmp));
+            }
+            // The IPsec details go with --ipsec (clap's `requires`).
+            if long.starts_with("--ipsec-") || long == "--vici-socket" {
+                args.extend(["--ipsec".to_string(), "tunnel".to_string()]);
             }
             args.extend(base.iter().cloned());
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();

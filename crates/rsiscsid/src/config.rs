@@ -41,6 +41,11 @@ pub struct Options {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LINK_DOWN_TIME_S,
           value_parser = clap::value_parser!(u32).range(recovery_range()))]
     pub link_down_time: u32,
+    /// strongSwan charon's VICI socket, through which logins that ask for IPsec get their IKEv2
+    /// security associations (RFC 7143 §9.3, RFC 3723).
+    #[arg(long, env = "RSISCSI_VICI_SOCKET", value_name = "PATH",
+          default_value = iscsi_initiator::ipsec::DEFAULT_VICI_SOCKET)]
+    pub vici_socket: PathBuf,
 }
 
 /// `RECOVERY_TIME_RANGE_S` as clap takes it.

@@ -42,6 +42,10 @@ pub struct App {
     /// The host's system-wide node name file, kept in step with the
     /// service's name (`None`: left alone, as in tests that build an `App`).
     pub name_file: Option<PathBuf>,
+    /// Who sets up IPsec for the logins that ask for it (charon at
+    /// `--vici-socket`); `None`: nobody, and such logins fail with
+    /// ISDSC_IPSEC_NOT_SUPPORTED_ON_OS.
+    pub ipsec: Option<Arc<dyn iscsi_initiator::ipsec::IpsecProvider>>,
 }
 
 impl App {
@@ -51,13 +55,14 @@ impl App {
     }
 
     pub fn with_recovery_defaults(store: store::Store, recovery_defaults: recovery::RecoveryTimes) -> Arc<Self> {
-        Self::build(store, recovery_defaults, None)
+        Self::build(store, recovery_defaults, None, None)
     }
 
     pub fn build(
         store: store::Store,
         recovery_defaults: recovery::RecoveryTimes,
         name_file: Option<PathBuf>,
+        ipsec: Option<Arc<dyn iscsi_initiator::ipsec::IpsecProvider>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -67,6 +72,7 @@ impl App {
             started: Instant::now(),
             recovery_defaults,
             name_file,
+            ipsec,
         })
     }
 
@@ -223,7 +229,17 @@ pub async fn run(opts: Options) -> Result<(), ServiceError> {
     let name_file = rsiscsi_api::identity::system_name_file();
     let store = store::Store::open_with(&state_dir, || host_node_name(&name_file))?;
     let listener = bind_socket(&socket, opts.socket_group.as_deref())?;
-    let app = App::build(store, opts.recovery_defaults(), Some(name_file.clone()));
+    let charon = iscsi_initiator::ipsec::StrongSwan::new(&opts.vici_socket);
+    // What an rsiscsid (or a one-shot command) that died left in charon
+    // under our names goes before any login adds its own.
+    match charon.remove_stale().await {
+        Ok(names) if !names.is_empty() => info!("removed what dead processes left in charon: {names:?}"),
+        Ok(_) => {}
+        Err(e) => {
+            info!(vici = %opts.vici_socket.display(), "charon not reachable ({e}); logins asking for IPsec fail until it is")
+        }
+    }
+    let app = App::build(store, opts.recovery_defaults(), Some(name_file.clone()), Some(Arc::new(charon)));
     app.mirror_node_name();
     info!(
         socket = %socket.display(), state_dir = %state_dir.display(), name_file = %name_file.display(),
@@ -274,6 +290,10 @@ pub async fn run(opts: Options) -> Result<(), ServiceError> {
     tokio::join!(app.isns.stop_all(), logout_all(&app, Duration::from_secs(10)));
     // Requests still in flight get a moment to finish.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    // The IPsec removals of sessions dropped without a logout.
+    if !iscsi_initiator::ipsec::finish_cleanups(Duration::from_secs(5)) {
+        warn!("some IPsec connections were still being removed from charon; the next start removes them");
+    }
     let _ = std::fs::remove_file(&socket);
     info!("rsiscsid stopped");
     Ok(())

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iscsi_initiator::ipsec::IpsecConfig;
 use iscsi_initiator::model::{
     self, AuthType, DigestType, ISCSI_ANY_INITIATOR_PORT, IsdscCode, LoadBalancePolicy, LoginFlags, SecurityFlags,
     Status,
@@ -40,8 +41,10 @@ pub fn next_backoff(d: Duration) -> Duration {
 
 /// The API login options as the model's `ISCSI_LOGIN_OPTIONS` (each field
 /// present sets its InformationSpecified bit), checked as Windows checks
-/// them before a login.
-pub fn to_model(o: &api::LoginOptions) -> Result<model::LoginOptions, Status> {
+/// them before a login. `ipsec`: the connection is never made without its
+/// IPsec SA ([`IpsecConfig::protects`]), which relaxes the CHAP secret
+/// length rule (12 to 16 bytes without IPsec, 1 to 16 with it).
+pub fn to_model(o: &api::LoginOptions, ipsec: bool) -> Result<model::LoginOptions, Status> {
     let mut m = model::LoginOptions::default();
     if let Some(f) = o.login_flags {
         m = m.with_login_flags(LoginFlags(f));
@@ -78,18 +81,50 @@ pub fn to_model(o: &api::LoginOptions) -> Result<model::LoginOptions, Status> {
     if let Some(p) = &o.password {
         m = m.with_password(Secret::new(p.expose().as_bytes().to_vec()));
     }
-    m.validate(false)?;
+    m.validate(ipsec)?;
     Ok(m)
 }
 
-/// IPsec cannot be set up from user space: a request for it is refused
-/// rather than connecting in clear text (as `Session::add_connection` does).
-pub fn check_security(flags: u64, login_flags: Option<u32>) -> Result<(), Status> {
+/// The IPsec wishes of a login or added connection (RFC 7143 §9.3, RFC
+/// 3723; Windows `SecurityFlags`, `Key`, `SetIscsiTunnelModeOuterAddress`
+/// and `ISCSI_LOGIN_FLAG_REQUIRE_IPSEC`) with the service's provider, checked
+/// before anything connects: contradicting flags, a missing key, no
+/// provider each fail with their ISDSC status. Nothing is ever connected in
+/// clear text when IPsec was asked for.
+pub fn ipsec_config(
+    provider: Option<&Arc<dyn iscsi_initiator::ipsec::IpsecProvider>>,
+    security_flags: u64,
+    login_flags: Option<u32>,
+    key: Option<&Secret>,
+    tunnel_outer_address: Option<&str>,
+) -> Result<IpsecConfig, Status> {
+    let mut c = IpsecConfig::new(SecurityFlags(security_flags))
+        .with_require_ipsec(LoginFlags(login_flags.unwrap_or(0)).contains(LoginFlags::REQUIRE_IPSEC));
+    // Windows callers may count the key's terminating NUL in its length.
+    if let Some(k) = key.map(|k| k.expose().strip_suffix(&[0]).unwrap_or(k.expose())).filter(|k| !k.is_empty()) {
+        c = c.with_key(Secret::new(k));
+    }
+    if let Some(t) = tunnel_outer_address.map(str::trim).filter(|t| !t.is_empty()) {
+        c = c.with_tunnel_outer_address(t);
+    }
+    if let Some(p) = provider {
+        c = c.with_shared_provider(p.clone());
+    }
+    c.plan()?;
+    Ok(c)
+}
+
+/// A discovery portal's SendTargets runs in clear text: the service holds
+/// no pre-shared key for portals (Windows takes it from the IKE cache of
+/// `SetIscsiIKEInfo`, which rsiscsid does not have), so a portal that asks
+/// for IPsec is refused rather than used without it.
+pub fn check_discovery_security(flags: u64, login_flags: Option<u32>) -> Result<(), Status> {
     let ipsec = SecurityFlags(flags).validate()?;
     if ipsec.required || LoginFlags(login_flags.unwrap_or(0)).contains(LoginFlags::REQUIRE_IPSEC) {
         return Err(Status::new(
-            IsdscCode::IpsecNotSupportedOnOs,
-            "IPsec was requested, but this user-space initiator cannot put an IPsec policy in place; not connecting in clear text",
+            IsdscCode::RequestNotSupported,
+            "IPsec on a discovery portal is not supported (no pre-shared key is kept for portals); \
+             log in with IPsec instead (security_flags and key on the login), not connecting in clear text",
         ));
     }
     Ok(())
@@ -161,7 +196,10 @@ pub struct LoginSpec {
     pub security_flags: u64,
     /// With the password, if any.
     pub login_options: api::LoginOptions,
-    pub key: Vec<u8>,
+    /// The IKE pre-shared key (redacted in `Debug`, zeroized on drop).
+    pub key: Option<Secret>,
+    /// Tunnel mode: the target side's tunnel end.
+    pub tunnel_outer_address: Option<String>,
     pub connections: u32,
     pub policy: LoadBalancePolicy,
     pub isid: Option<[u8; 6]>,
@@ -187,12 +225,21 @@ pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
     if spec.connections == 0 {
         return Err(Status::invalid_parameter("connections must be at least 1"));
     }
-    check_security(spec.security_flags, spec.login_options.login_flags)?;
-    let mo = to_model(&spec.login_options)?;
+    let ipsec = ipsec_config(
+        app.ipsec.as_ref(),
+        spec.security_flags,
+        spec.login_options.login_flags,
+        spec.key.as_ref(),
+        spec.tunnel_outer_address.as_deref(),
+    )?;
+    let mo = to_model(&spec.login_options, ipsec.protects())?;
     let state = app.store.state();
     let secrets = app.store.secrets();
     let mut cfg = session_config(&state.initiator, &secrets, &mo, &spec.target_name, spec.isid)?;
     cfg.recovery_budget = spec.recovery.budget();
+    // The leading connection, its recoveries and the connections added
+    // below get the same protection, each with an SA of its own.
+    cfg.ipsec = ipsec;
     let mportal = model::Portal::new(spec.portal.address.clone(), spec.portal.port);
     let addr = mportal.to_portal_addr()?;
     // The initiator port binds the leading connection too (LoginIScsiTarget).
@@ -202,9 +249,19 @@ pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
     let session = Session::login(&addr, Some(&spec.target_name), cfg).await.map_err(Status::from)?;
     session.set_load_balance_policy(spec.policy);
     let port = spec.initiator_port.unwrap_or(ISCSI_ANY_INITIATOR_PORT);
+    let key = spec.key.as_ref().map(|k| k.expose()).unwrap_or_default();
     for n in 1..spec.connections {
-        if let Err(e) = session.add_connection(port, &mportal, SecurityFlags(spec.security_flags), &mo, &spec.key).await
-        {
+        let added = session
+            .add_connection_with(
+                port,
+                &mportal,
+                SecurityFlags(spec.security_flags),
+                &mo,
+                key,
+                spec.tunnel_outer_address.as_deref(),
+            )
+            .await;
+        if let Err(e) = added {
             if spec.all_or_nothing {
                 let _ = session.logout().await;
                 return Err(Status::new(
@@ -279,7 +336,8 @@ pub fn spec_of(stored: &StoredLogin, secrets: &Secrets, defaults: RecoveryTimes)
         initiator_port: stored.initiator_port,
         security_flags: stored.security_flags,
         login_options,
-        key: Vec::new(),
+        key: secrets.ipsec_keys.get(&stored.key()).map(|k| Secret::new(k.expose().as_bytes())),
+        tunnel_outer_address: stored.tunnel_outer_address.clone(),
         connections: stored.connections.max(1),
         policy: stored.load_balance_policy.parse()?,
         isid: parse_isid(&stored.isid),
@@ -323,6 +381,7 @@ fn is_permanent(code: IsdscCode) -> bool {
             | IsdscCode::InvalidInitiatorChapSecret
             | IsdscCode::InvalidLoadBalancePolicy
             | IsdscCode::IpsecNotSupportedOnOs
+            | IsdscCode::TargetPresharedkeyUnavailable
             | IsdscCode::TargetRemoved
     )
 }
@@ -583,7 +642,7 @@ mod tests {
             password: Some(api::SecretString::new("short")),
             ..Default::default()
         };
-        let e = to_model(&o).unwrap_err();
+        let e = to_model(&o, false).unwrap_err();
         assert_eq!(e.code, IsdscCode::InvalidChapSecret);
         assert!(!e.message.contains("short"), "{}", e.message);
     }
@@ -601,6 +660,7 @@ mod tests {
             portal: api::Portal::new("127.0.0.1", 3260),
             initiator_port: None,
             security_flags: 0,
+            tunnel_outer_address: None,
             login_options: api::LoginOptions::default(),
             connections: 1,
             load_balance_policy: "round-robin".into(),
@@ -627,10 +687,40 @@ mod tests {
         assert!(is_permanent(e.code));
     }
 
+    /// Each IPsec mistake is refused before anything connects, with the
+    /// status Windows gives it; a short CHAP secret passes only on a login
+    /// that IPsec protects.
     #[test]
-    fn ipsec_request_is_refused() {
-        let e = check_security(0x03, None).unwrap_err();
-        assert_eq!(e.code, IsdscCode::IpsecNotSupportedOnOs);
-        assert!(check_security(0, None).is_ok());
+    fn ipsec_wishes_are_checked_before_connecting() {
+        let charon: Arc<dyn iscsi_initiator::ipsec::IpsecProvider> =
+            Arc::new(iscsi_initiator::ipsec::StrongSwan::new("/nonexistent/charon.vici"));
+        let tunnel = 0x43;
+        let key = Secret::new("lab-psk");
+        let code = |p, f, lf, k| ipsec_config(p, f, lf, k, None).unwrap_err().code;
+        assert_eq!(code(None, tunnel, None, Some(&key)), IsdscCode::IpsecNotSupportedOnOs);
+        assert_eq!(code(Some(&charon), tunnel, None, None), IsdscCode::TargetPresharedkeyUnavailable);
+        assert_eq!(code(Some(&charon), 0x63, None, Some(&key)), IsdscCode::InvalidParameter);
+        assert_eq!(code(Some(&charon), 0x0b, None, Some(&key)), IsdscCode::RequestNotSupported);
+        assert_eq!(code(Some(&charon), 0, Some(0x1), None), IsdscCode::FailedToConfigureIpsec);
+        assert!(is_permanent(IsdscCode::TargetPresharedkeyUnavailable));
+        assert!(!is_permanent(IsdscCode::FailedToConfigureIpsec), "charon may come (back) later");
+        let c =
+            ipsec_config(Some(&charon), tunnel, None, Some(&Secret::new(b"lab-psk\0".to_vec())), Some("h")).unwrap();
+        assert!(c.protects());
+        assert_eq!(
+            c.key.as_ref().map(|k| k.expose().to_vec()),
+            Some(b"lab-psk".to_vec()),
+            "a trailing NUL is not the key"
+        );
+        assert!(!format!("{c:?}").contains("lab-psk"));
+        assert!(!ipsec_config(Some(&charon), 0, None, Some(&key), None).unwrap().protects());
+        let short = api::LoginOptions {
+            auth_type: Some(api::AuthType::Chap),
+            password: Some(api::SecretString::new("short")),
+            ..Default::default()
+        };
+        assert!(to_model(&short, true).is_ok());
+        assert!(check_discovery_security(tunnel, None).is_err());
+        assert!(check_discovery_security(0, None).is_ok());
     }
 }

@@ -137,6 +137,7 @@ impl Live {
                 header_digest: digest(c.header_digest),
                 data_digest: digest(c.data_digest),
                 max_recv_data_segment_length: c.max_recv_data_segment_length,
+                ipsec: c.ipsec.clone(),
                 counters: api::Counters {
                     commands: c.counters.commands,
                     bytes_read: c.counters.bytes_in,

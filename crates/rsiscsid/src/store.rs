@@ -49,6 +49,10 @@ pub struct StoredLogin {
     pub initiator_port: Option<u32>,
     #[serde(default)]
     pub security_flags: u64,
+    /// Tunnel mode: the target side's tunnel end (the IPsec pre-shared key
+    /// is in the secrets file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_outer_address: Option<String>,
     /// Without the password (that is in the secrets file).
     #[serde(default)]
     pub login_options: LoginOptions,
@@ -138,14 +142,20 @@ impl State {
     }
 }
 
-/// The secrets: the initiator's own CHAP secret and the CHAP passwords of
-/// portals and persistent logins, by key. Never returned, printed or logged.
+/// The secrets: the initiator's own CHAP secret, the CHAP passwords of
+/// portals and persistent logins and the IPsec pre-shared keys of
+/// persistent logins (Windows `Key`), by key. Never returned, printed or
+/// logged.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Secrets {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator_chap_secret: Option<SecretString>,
     #[serde(default)]
     pub passwords: BTreeMap<String, SecretString>,
+    /// IKE pre-shared keys of persistent logins, by login key; absent in
+    /// the secrets files of older versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ipsec_keys: BTreeMap<String, SecretString>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -153,6 +163,7 @@ impl std::fmt::Debug for Secrets {
         f.debug_struct("Secrets")
             .field("initiator_chap_secret_set", &self.initiator_chap_secret.is_some())
             .field("passwords", &self.passwords.len())
+            .field("ipsec_keys", &self.ipsec_keys.len())
             .finish()
     }
 }

@@ -323,6 +323,7 @@ async fn persistent_flow() {
                 security_flags: None,
                 login_options: None,
                 key: None,
+                tunnel_outer_address: None,
             },
         )
         .await

@@ -217,6 +217,32 @@ pub(crate) fn login_options(common: &Common) -> Result<Option<api::LoginOptions>
     Ok((o != api::LoginOptions::default()).then_some(o))
 }
 
+/// The security flags and key of a service login or added connection:
+/// `--ipsec` sets the flags (Windows ISCSI_SECURITY_FLAG_*), the
+/// pre-shared key is read as the one-shot commands read it (a private file
+/// or RSISCSI_IPSEC_PSK) and sent to the service as the write-only `key`;
+/// `--security-flags` alone is sent as typed. The service's charon sets up
+/// the SA (`rsiscsid --vici-socket`).
+pub(crate) fn ipsec_request(
+    security_flags: Option<u64>,
+    ipsec: &crate::cli::IpsecArgs,
+) -> Result<(Option<u64>, Option<String>, Option<api::SecretString>)> {
+    if ipsec.ipsec.is_none() {
+        return Ok((security_flags, None, None));
+    }
+    if security_flags.is_some() {
+        return Err(Error::Usage("--ipsec sets the security flags: leave out --security-flags".into()));
+    }
+    ipsec.check().map_err(Error::Usage)?;
+    let key = match creds::ipsec_psk(ipsec.ipsec_psk_file.as_deref()).map_err(Error::Local)? {
+        Some(k) => Some(api::SecretString::new(std::str::from_utf8(k.expose()).map_err(|_| {
+            Error::Local("the IPsec pre-shared key must be UTF-8 text to be sent to the service".into())
+        })?)),
+        None => None,
+    };
+    Ok((Some(ipsec.security_flags().bits()), ipsec.ipsec_tunnel_peer.clone(), key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

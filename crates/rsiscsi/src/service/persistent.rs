@@ -79,6 +79,8 @@ mod tests {
             portal: api::Portal::new("127.0.0.1", 3260),
             initiator_port: None,
             security_flags: 0,
+            tunnel_outer_address: None,
+            key_set: false,
             login_options: api::LoginOptions::default(),
             connections: 2,
             load_balance_policy: "round-robin".into(),

@@ -8,7 +8,7 @@ use rsiscsi_api::Client;
 use rsiscsi_api::types as api;
 
 use super::format::{Table, hexdump, host_port, scsi_status, sense};
-use super::{Error, Result, emit, emit_json, login_options, portal_arg};
+use super::{Error, Result, emit, emit_json, ipsec_request, login_options, portal_arg};
 use crate::cli::{Common, SessionCmd};
 
 /// SAM-5 / RFC 7143 §11.3: a CDB is at most 16 bytes in the BHS (longer ones
@@ -24,13 +24,15 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &SessionCmd)
             }
             emit(&session_text(&l.sessions))
         }
-        SessionCmd::AddConnection { session, portal, path } => {
+        SessionCmd::AddConnection { session, portal, path, ipsec } => {
+            let (security_flags, tunnel_outer_address, key) = ipsec_request(path.security_flags, ipsec)?;
             let req = api::AddConnectionRequest {
                 portal: portal_arg(portal)?,
                 initiator_port: path.initiator_port,
-                security_flags: path.security_flags,
+                security_flags,
                 login_options: login_options(common)?,
-                key: None,
+                key,
+                tunnel_outer_address,
             };
             let r = client.add_connection(session, &req).await?;
             if json {
@@ -191,6 +193,11 @@ fn session_text(sessions: &[api::Session]) -> String {
             ]);
         }
         out.push_str(&t.render());
+        for c in &s.connections {
+            if let Some(name) = &c.ipsec {
+                out.push_str(&format!("  Connection {} protected by IPsec (charon: {name})\n", c.connection_id));
+            }
+        }
         for d in &s.devices {
             out.push_str(&format!("  Lun {}: {}\n", d.lun, device_text(d)));
         }

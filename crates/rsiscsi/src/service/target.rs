@@ -5,7 +5,7 @@ use rsiscsi_api::types as api;
 use rsiscsi_api::{Client, ClientError};
 
 use super::format::{Table, host_port};
-use super::{Error, Result, emit, emit_json, login_options, portal_arg};
+use super::{Error, Result, emit, emit_json, ipsec_request, login_options, portal_arg};
 use crate::cli::{Common, TargetCmd};
 
 pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) -> Result {
@@ -45,11 +45,21 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) 
             }
             emit(&target_table(&l.targets))
         }
-        TargetCmd::Login { target, portal, persistent, connections, policy, hold_time, link_down_time, path } => {
+        TargetCmd::Login {
+            target,
+            portal,
+            persistent,
+            connections,
+            policy,
+            hold_time,
+            link_down_time,
+            path,
+            ipsec,
+        } => {
             let mut req = api::LoginRequest::new(target.clone());
             req.portal = portal.as_deref().map(portal_arg).transpose()?;
             req.initiator_port = path.initiator_port;
-            req.security_flags = path.security_flags;
+            (req.security_flags, req.tunnel_outer_address, req.key) = ipsec_request(path.security_flags, ipsec)?;
             req.login_options = login_options(common)?;
             req.persistent = *persistent;
             req.connections = *connections;

@@ -283,6 +283,7 @@ mod tests {
         req.security_flags = Some(0);
         req.login_options = Some(api::LoginOptions::default());
         req.key = Some(api::SecretString::new("k"));
+        req.tunnel_outer_address = Some("t".into());
         req.load_balance_policy = Some("round-robin".into());
         req.max_request_hold_time_s = Some(30);
         req.link_down_time_s = Some(5);
@@ -321,7 +322,9 @@ mod tests {
             target_name: "iqn.t".into(),
             portal: api::Portal::new("h", 3260),
             initiator_port: Some(1),
-            security_flags: 0,
+            security_flags: 0x43,
+            tunnel_outer_address: Some("t".into()),
+            key_set: true,
             login_options: api::LoginOptions::default(),
             connections: 1,
             load_balance_policy: "round-robin".into(),
@@ -333,6 +336,45 @@ mod tests {
             exports: vec![export_request()],
         };
         check_schema("PersistentLogin", &pl, &["max_request_hold_time_s", "link_down_time_s"]);
+        // IPsec (issue 22): the key is write-only, a connection says under
+        // which name its SA is loaded.
+        let add = api::AddConnectionRequest {
+            portal: api::Portal::new("h", 3260),
+            initiator_port: Some(1),
+            security_flags: Some(0x43),
+            login_options: Some(api::LoginOptions::default()),
+            key: Some(api::SecretString::new("k")),
+            tunnel_outer_address: Some("t".into()),
+        };
+        check_schema("AddConnectionRequest", &add, &["portal"]);
+        assert_eq!(schema("IpsecKey")["writeOnly"].as_bool(), Some(true));
+        for s in ["LoginRequest", "AddConnectionRequest"] {
+            let key = &schema(s)["properties"]["key"]["$ref"];
+            assert_eq!(key.as_str(), Some("#/components/schemas/IpsecKey"), "{s}.key");
+        }
+        let conn = api::Connection {
+            connection_id: "1-2".into(),
+            cid: 0,
+            initiator_address: "198.18.9.1".into(),
+            initiator_port: 40000,
+            target_address: "198.18.9.2".into(),
+            target_port: 3260,
+            state: "full-feature".into(),
+            header_digest: api::DigestType::None,
+            data_digest: api::DigestType::None,
+            max_recv_data_segment_length: 262144,
+            counters: api::Counters::default(),
+            ipsec: Some("rsiscsi-1-1-2".into()),
+        };
+        let always: Vec<String> = serde_json::to_value(&conn)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "ipsec")
+            .cloned()
+            .collect();
+        check_schema("Connection", &conn, &always.iter().map(String::as_str).collect::<Vec<_>>());
         check_schema("ExportRequest", &export_request(), &["lun", "nbd_socket"]);
         check_schema("NbdExport", &session.exports[0], &["lun", "nbd_socket", "read_only", "export_name", "clients"]);
         for (name, default) in [

@@ -18,6 +18,8 @@ use crate::error::{ApiErr, ApiResult};
 use crate::store::login_key;
 
 pub async fn list(State(app): State<Arc<App>>) -> Json<api::PersistentLoginList> {
+    // Only whether a key is stored is shown, never the key.
+    let keys = app.store.secrets().ipsec_keys;
     let persistent_logins = app
         .store
         .state()
@@ -31,6 +33,8 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<api::PersistentLoginList>
                 portal: l.portal.clone(),
                 initiator_port: l.initiator_port,
                 security_flags: l.security_flags,
+                tunnel_outer_address: l.tunnel_outer_address.clone(),
+                key_set: keys.contains_key(&l.key()),
                 login_options: l.login_options.redacted(),
                 connections: l.connections,
                 load_balance_policy: l.load_balance_policy.clone(),
@@ -70,6 +74,7 @@ pub async fn remove(
             )));
         }
         sec.passwords.remove(&key);
+        sec.ipsec_keys.remove(&key);
         Ok(())
     })?;
     app.logins.forget(&key);

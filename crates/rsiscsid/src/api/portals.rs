@@ -16,7 +16,7 @@ use tracing::info;
 use super::{body, query};
 use crate::App;
 use crate::error::{ApiErr, ApiResult};
-use crate::logins::{check_security, to_model};
+use crate::logins::{check_discovery_security, to_model};
 use crate::store::portal_key;
 
 pub async fn list(State(app): State<Arc<App>>) -> Json<api::PortalList> {
@@ -50,8 +50,8 @@ pub async fn add(
     if p.address.len() > 255 || p.symbolic_name.len() > 255 {
         return Err(ApiErr::bad_request("portal address and symbolic name are at most 255 bytes"));
     }
-    check_security(p.security_flags, p.login_options.login_flags)?;
-    to_model(&p.login_options)?;
+    check_discovery_security(p.security_flags, p.login_options.login_flags)?;
+    to_model(&p.login_options, false)?;
     iscsi_initiator::model::Portal::new(p.address.clone(), p.port).to_portal_addr()?;
     let password = p.login_options.password.take();
     p.login_options.password_set = password.is_some();

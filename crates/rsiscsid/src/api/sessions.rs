@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::{body, connection_id, path, policy, session_of};
 use crate::App;
 use crate::error::{ApiErr, ApiResult};
-use crate::logins::{check_security, to_model};
+use crate::logins::{ipsec_config, to_model};
 use crate::registry::Live;
 
 /// Whether the session's persistent login is still stored.
@@ -69,19 +69,29 @@ pub async fn add_connection(
         return Err(ApiErr::bad_request("the portal address is empty"));
     }
     let opts = r.login_options.clone().unwrap_or_default();
-    check_security(r.security_flags.unwrap_or(0), opts.login_flags)?;
-    let mo = to_model(&opts)?;
+    let psk = r.key.as_ref().map(|k| iscsi_proto::chap::Secret::new(k.expose().as_bytes()));
+    // Checked here for the CHAP length rule; the session applies the same
+    // flags and key with the service's provider (AddConnection).
+    let ipsec = ipsec_config(
+        app.ipsec.as_ref(),
+        r.security_flags.unwrap_or(0),
+        opts.login_flags,
+        psk.as_ref(),
+        r.tunnel_outer_address.as_deref(),
+    )?;
+    let mo = to_model(&opts, ipsec.protects())?;
     let port = if r.portal.port == 0 { api::DEFAULT_PORT } else { r.portal.port };
     let portal = model::Portal::new(r.portal.address.clone(), port);
-    let key = r.key.as_ref().map(|k| k.expose().as_bytes().to_vec()).unwrap_or_default();
+    let key = psk.as_ref().map(|k| k.expose()).unwrap_or_default();
     let cid = live
         .session
-        .add_connection(
+        .add_connection_with(
             r.initiator_port.unwrap_or(ISCSI_ANY_INITIATOR_PORT),
             &portal,
             SecurityFlags(r.security_flags.unwrap_or(0)),
             &mo,
-            &key,
+            key,
+            r.tunnel_outer_address.as_deref(),
         )
         .await?;
     info!(session = %live.session.id(), connection = %cid, portal = %r.portal, "connection added");

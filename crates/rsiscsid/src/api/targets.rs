@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{body, policy};
 use crate::App;
 use crate::error::{ApiErr, ApiResult};
-use crate::logins::{self, LoginSpec, check_security, parse_isid, session_config, to_model};
+use crate::logins::{self, LoginSpec, ipsec_config, parse_isid, session_config, to_model};
 use crate::store::{StoredLogin, login_key, portal_key};
 
 pub async fn list(State(app): State<Arc<App>>) -> Json<api::TargetList> {
@@ -57,7 +57,7 @@ pub async fn discover(
     let mut opts = p.login_options.clone();
     opts.password = password;
     opts.password_set = false;
-    let mo = to_model(&opts)?;
+    let mo = to_model(&opts, false)?;
     let st = app.store.state();
     let cfg = session_config(&st.initiator, &app.store.secrets(), &mo, "", None)?;
     let addr = iscsi_initiator::model::Portal::new(p.address.clone(), p.port).to_portal_addr()?;
@@ -112,8 +112,16 @@ pub async fn login(
     };
     let recovery = app.recovery_defaults.with(r.max_request_hold_time_s, r.link_down_time_s)?;
     let opts = r.login_options.clone().unwrap_or_default();
-    check_security(r.security_flags.unwrap_or(0), opts.login_flags)?;
-    to_model(&opts)?;
+    // The key lives as a zeroizing Secret from here on.
+    let psk = r.key.as_ref().map(|k| iscsi_proto::chap::Secret::new(k.expose().as_bytes()));
+    let ipsec = ipsec_config(
+        app.ipsec.as_ref(),
+        r.security_flags.unwrap_or(0),
+        opts.login_flags,
+        psk.as_ref(),
+        r.tunnel_outer_address.as_deref(),
+    )?;
+    to_model(&opts, ipsec.protects())?;
     let portal = match &r.portal {
         Some(p) if p.address.trim().is_empty() => return Err(ApiErr::bad_request("the portal address is empty")),
         Some(p) => api::Portal { port: if p.port == 0 { api::DEFAULT_PORT } else { p.port }, ..p.clone() },
@@ -165,6 +173,7 @@ pub async fn login(
                 portal: portal.clone(),
                 initiator_port: r.initiator_port,
                 security_flags: r.security_flags.unwrap_or(0),
+                tunnel_outer_address: r.tunnel_outer_address.clone(),
                 login_options: stored_opts.clone(),
                 connections: r.connections,
                 load_balance_policy: pol.as_str().to_string(),
@@ -190,6 +199,16 @@ pub async fn login(
                     sec.passwords.remove(&key);
                 }
             }
+            // The pre-shared key goes with the CHAP passwords, so that a
+            // restart logs in with IPsec again.
+            match &r.key {
+                Some(k) if ipsec.key.is_some() => {
+                    sec.ipsec_keys.insert(key.clone(), k.clone());
+                }
+                _ => {
+                    sec.ipsec_keys.remove(&key);
+                }
+            }
             Ok::<String, ApiErr>(isid)
         })?;
         isid = parse_isid(&stored_isid);
@@ -201,7 +220,8 @@ pub async fn login(
         initiator_port: r.initiator_port,
         security_flags: r.security_flags.unwrap_or(0),
         login_options: opts,
-        key: r.key.as_ref().map(|k| k.expose().as_bytes().to_vec()).unwrap_or_default(),
+        key: psk,
+        tunnel_outer_address: r.tunnel_outer_address.clone(),
         connections: r.connections,
         policy: pol,
         isid,
