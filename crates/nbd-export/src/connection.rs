@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use nbd_proto::handshake::HandshakeLimits;
 use nbd_proto::reply::{error_chunk, none_chunk, offset_data_header, simple_reply};
 use nbd_proto::{
@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::device::BlockDevice;
 use crate::exporter::Shared;
+use crate::pool::PayloadPool;
 
 /// How a client's session ended without a fault of ours or theirs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +210,7 @@ where
             () = reply_tx.closed() => break ReaderEnd::WriterGone,
         };
         let payload = tokio::select! {
-            r = read_payload(&mut reader, payload_len, verdict.is_ok()) => r,
+            r = read_payload(&mut reader, payload_len, verdict.is_ok(), &shared.payloads) => r,
             () = stopped(&mut stop) => break ReaderEnd::Shutdown,
             () = reply_tx.closed() => break ReaderEnd::WriterGone,
         };
@@ -295,13 +296,26 @@ async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Requ
 
 /// Reads a write's payload (already bounded by [`Request::payload_len`]), or skips it when the request
 /// is refused anyway, to stay in step with the client.
-async fn read_payload<R: AsyncRead + Unpin>(reader: &mut R, len: u32, keep: bool) -> Result<Bytes, ClientError> {
+/// A kept payload goes into a buffer of `pool`, read straight into its spare capacity (no zeroing
+/// first; the reader's buffer is bypassed for reads larger than it).
+async fn read_payload<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    len: u32,
+    keep: bool,
+    pool: &PayloadPool,
+) -> Result<Bytes, ClientError> {
     if len == 0 {
         return Ok(Bytes::new());
     }
     if keep {
-        let mut data = BytesMut::zeroed(usize::try_from(len).unwrap_or(0));
-        reader.read_exact(&mut data).await.map_err(truncated)?;
+        let want = usize::try_from(len).unwrap_or(0);
+        let mut data = pool.take(want);
+        let mut rest = reader.take(u64::from(len));
+        while data.len() < want {
+            if rest.read_buf(&mut data).await? == 0 {
+                return Err(ClientError::TruncatedRequest);
+            }
+        }
         return Ok(data.freeze());
     }
     let skipped = tokio::io::copy(&mut reader.take(u64::from(len)), &mut tokio::io::sink()).await?;
@@ -387,7 +401,12 @@ impl<D: BlockDevice> Job<D> {
             | Command::Trim { length: 0, .. }
             | Command::WriteZeroes { length: 0, .. }
             | Command::Disconnect => Ok(Outcome::Done),
-            Command::Write { offset, fua, .. } => device.write(offset, payload, fua).await.map(|()| Outcome::Done),
+            Command::Write { offset, fua, .. } => {
+                let r = device.write(offset, payload.clone(), fua).await.map(|()| Outcome::Done);
+                // The device is done with the data: its buffer serves a later write.
+                shared.payloads.give(payload);
+                r
+            }
             Command::Flush => device.flush().await.map(|()| Outcome::Done),
             Command::Trim { offset, length, fua } => {
                 fua_flush(device, device.trim(offset, length).await, fua && flush_for_fua).await

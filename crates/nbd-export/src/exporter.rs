@@ -80,6 +80,8 @@ pub(crate) struct Shared<D> {
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) counters: Counters,
+    /// Write payload buffers of all clients, back from finished writes.
+    pub(crate) payloads: crate::pool::PayloadPool,
 }
 
 impl<D: BlockDevice> Shared<D> {
@@ -141,6 +143,7 @@ impl<D: BlockDevice> Exporter<D> {
                 handshake_timeout: Duration::from_secs(30),
                 shutdown_grace: Duration::from_secs(5),
                 counters: Counters::default(),
+                payloads: crate::pool::PayloadPool::default(),
             }),
             clients: Arc::new(AtomicUsize::new(0)),
         }

@@ -21,6 +21,7 @@
 mod connection;
 pub mod device;
 pub mod exporter;
+mod pool;
 pub mod unix;
 
 pub use device::{BlockDevice, BlockSizes, DeviceError, Features};
