@@ -46,7 +46,8 @@ use tracing::{debug, info, warn};
 
 pub use self::strongswan::{
     DEFAULT_VICI_SOCKET, StrongSwan, StrongSwanOptions, VICI_SOCKET_ENV, initiate_message, load_conn_message,
-    load_shared_message, parse_list_sa, terminate_message, unload_conn_message, unload_shared_message,
+    load_shared_message, parse_list_sa, terminate_child_message, terminate_message, unload_conn_message,
+    unload_shared_message,
 };
 use crate::model::{IkeMode, IpsecMode, IsdscCode, SecurityFlags, Status, UniqueConnectionId};
 

@@ -115,6 +115,10 @@ impl StrongSwan {
         for n in &names {
             self.unprotect_inner(n).await?;
         }
+        // IKE_SAs whose CHILD_SAs and connections went away without them
+        // (a cleanup at exit removes only the CHILD_SA).
+        let mut c = self.connect().await?;
+        self.sweep_orphans(&mut c).await?;
         Ok(names)
     }
 
@@ -165,30 +169,72 @@ impl StrongSwan {
         }
     }
 
-    /// Whether the IKE_SA `name` is up with an installed CHILD_SA.
+    /// Whether the CHILD_SA `name` is installed in an established IKE_SA.
+    /// charon puts a CHILD_SA into an IKE_SA it already has with the same
+    /// peer and settings (`charon.reuse_ikesa`, on by default), so the
+    /// second connection to a peer gets its CHILD_SA inside the first one's
+    /// IKE_SA (RFC 3723 §2.3: one phase-2 SA per connection, phase 1 may be
+    /// shared): the CHILD_SA is looked for in every IKE_SA.
     async fn installed(&self, c: &mut ViciConn, name: &str) -> Result<bool, IpsecError> {
-        let msg = Message::new().with_value("ike", name).with_value("noblock", "yes");
+        let msg = Message::new().with_value("noblock", "yes");
         let (events, _) = c.call_streaming("list-sas", msg, "list-sa", self.options.command_timeout).await?;
-        Ok(events.iter().flat_map(parse_list_sa).any(|sa| sa.name == name && sa.is_installed()))
+        Ok(events.iter().flat_map(parse_list_sa).any(|sa| child_installed(&sa, name)))
     }
 
     async fn unprotect_inner(&self, name: &str) -> Result<(), IpsecError> {
-        let t = self.options.command_timeout;
         let mut c = self.connect().await?;
         // No SA to terminate, or a name not loaded, is fine: the goal is
-        // that nothing of this name stays.
+        // that nothing of this name stays. The CHILD_SA alone first: the
+        // IKE_SA of this name may carry the CHILD_SAs of other connections
+        // to the same peer.
         for (cmd, msg) in [
-            ("terminate", terminate_message(name)),
+            ("terminate", terminate_child_message(name)),
             ("unload-conn", unload_conn_message(name)),
             ("unload-shared", unload_shared_message(name)),
         ] {
-            let wait = if cmd == "terminate" { t + t } else { t };
-            match c.call(cmd, msg, wait).await {
-                Ok(r) if r.str("success") == Some("yes") => {}
-                Ok(r) => debug!(name, cmd, errmsg = r.str("errmsg").unwrap_or(""), "nothing to remove"),
-                Err(e @ (IpsecError::Unreachable { .. } | IpsecError::Timeout(_))) => return Err(e),
-                Err(e) => debug!(name, cmd, "{e}"),
-            }
+            self.command_best_effort(&mut c, name, cmd, msg).await?;
+        }
+        self.sweep_orphans(&mut c).await
+    }
+
+    /// One cleanup command; "nothing of that name" is fine.
+    async fn command_best_effort(
+        &self,
+        c: &mut ViciConn,
+        name: &str,
+        cmd: &str,
+        msg: Message,
+    ) -> Result<(), IpsecError> {
+        let t = self.options.command_timeout;
+        let wait = if cmd == "terminate" { t + t } else { t };
+        match c.call(cmd, msg, wait).await {
+            Ok(r) if r.str("success") == Some("yes") => {}
+            Ok(r) => debug!(name, cmd, errmsg = r.str("errmsg").unwrap_or(""), "nothing to remove"),
+            Err(e @ (IpsecError::Unreachable { .. } | IpsecError::Timeout(_))) => return Err(e),
+            Err(e) => debug!(name, cmd, "{e}"),
+        }
+        Ok(())
+    }
+
+    /// Terminates our IKE_SAs that carry no CHILD_SA any more and whose
+    /// connection is no longer loaded: their connection and every
+    /// connection that shared them are gone. An IKE_SA that is still
+    /// being set up (its connection loaded) is left alone.
+    async fn sweep_orphans(&self, c: &mut ViciConn) -> Result<(), IpsecError> {
+        let t = self.options.command_timeout;
+        let (events, _) =
+            c.call_streaming("list-sas", Message::new().with_value("noblock", "yes"), "list-sa", t).await?;
+        let conns = c.call("get-conns", Message::new(), t).await?;
+        let loaded: Vec<&str> = conns.list("conns");
+        let orphans: Vec<String> = events
+            .iter()
+            .flat_map(parse_list_sa)
+            .filter(|sa| sa.name.starts_with(NAME_PREFIX) && sa.children.is_empty())
+            .filter(|sa| !loaded.contains(&sa.name.as_str()))
+            .map(|sa| sa.name)
+            .collect();
+        for n in orphans {
+            self.command_best_effort(c, &n, "terminate", terminate_message(&n)).await?;
         }
         Ok(())
     }
@@ -221,7 +267,26 @@ impl IpsecProvider for StrongSwan {
     }
 
     fn unprotect_blocking(&self, name: &str) {
-        if let Err(e) = unprotect_sync(&self.socket, name, self.options.command_timeout) {
+        // Outside a runtime (the cleanup thread of a dropped protection) a
+        // runtime of its own runs the whole removal, the sweep of an IKE_SA
+        // left without CHILD_SAs included; inside one, blocking on it is
+        // not allowed, and the plain commands are sent (the sweep is left
+        // to the next removal or `remove_stale`).
+        let result = match tokio::runtime::Handle::try_current() {
+            Err(_) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => {
+                    let limit = self.options.command_timeout * 4;
+                    rt.block_on(async {
+                        tokio::time::timeout(limit, self.unprotect_inner(name))
+                            .await
+                            .unwrap_or_else(|_| Err(IpsecError::Timeout(format!("the removal of {name}"))))
+                    })
+                }
+                Err(_) => unprotect_sync(&self.socket, name, self.options.command_timeout),
+            },
+            Ok(_) => unprotect_sync(&self.socket, name, self.options.command_timeout),
+        };
+        if let Err(e) = result {
             tracing::warn!(name, "could not remove the IPsec protection: {e}");
         }
     }
@@ -323,6 +388,17 @@ pub fn initiate_message(name: &str, timeout: Duration) -> Message {
 /// and waiting for its answer for a few seconds at most.
 pub fn terminate_message(name: &str) -> Message {
     Message::new().with_value("ike", name).with_value("force", "yes").with_value("timeout", "3000")
+}
+
+/// `terminate` of the CHILD_SA `name` alone, in whichever IKE_SA it is
+/// (that IKE_SA may protect other connections to the same peer).
+pub fn terminate_child_message(name: &str) -> Message {
+    Message::new().with_value("child", name).with_value("force", "yes").with_value("timeout", "3000")
+}
+
+/// Whether `sa` is established and carries the installed CHILD_SA `name`.
+fn child_installed(sa: &InstalledSa, name: &str) -> bool {
+    sa.state == "ESTABLISHED" && sa.children.iter().any(|c| c.name == name && c.state == "INSTALLED")
 }
 
 pub fn unload_conn_message(name: &str) -> Message {
@@ -472,8 +548,10 @@ fn unprotect_sync(path: &Path, name: &str, t: Duration) -> Result<(), IpsecError
     s.set_write_timeout(Some(t)).map_err(unreachable)?;
     let mut dec = FrameDecoder::new();
     let mut buf = BytesMut::new();
+    // The CHILD_SA alone (its IKE_SA may be shared); an IKE_SA left
+    // without CHILD_SAs is swept by the next cleanup or `remove_stale`.
     for (cmd, msg) in [
-        ("terminate", terminate_message(name)),
+        ("terminate", terminate_child_message(name)),
         ("unload-conn", unload_conn_message(name)),
         ("unload-shared", unload_shared_message(name)),
     ] {
