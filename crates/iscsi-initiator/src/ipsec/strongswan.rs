@@ -692,6 +692,26 @@ mod tests {
         assert!(!parse_list_sa(&connecting)[0].is_installed());
     }
 
+    /// A connection's CHILD_SA counts wherever charon put it; another
+    /// connection's does not.
+    #[test]
+    fn a_child_sa_is_found_in_a_shared_ike_sa() {
+        let child =
+            |name: &str, state: &str| InstalledChild { name: name.into(), state: state.into(), ..Default::default() };
+        let sa = InstalledSa {
+            name: "rsiscsi-1-a-1".into(),
+            state: "ESTABLISHED".into(),
+            children: vec![child("rsiscsi-1-a-1", "INSTALLED"), child("rsiscsi-1-a-2", "INSTALLED")],
+            ..Default::default()
+        };
+        assert!(child_installed(&sa, "rsiscsi-1-a-2"));
+        assert!(!child_installed(&sa, "rsiscsi-1-a-3"));
+        let rekeying = InstalledSa { children: vec![child("rsiscsi-1-a-3", "REKEYING")], ..sa.clone() };
+        assert!(!child_installed(&rekeying, "rsiscsi-1-a-3"));
+        assert_eq!(terminate_child_message("n").str("child"), Some("n"));
+        assert_eq!(terminate_child_message("n").str("ike"), None);
+    }
+
     #[test]
     fn failure_reasons_come_from_the_control_log() {
         let log = [
@@ -729,12 +749,18 @@ mod tests {
                         seen.push(command.clone());
                         match command.as_str() {
                             "list-sas" => {
+                                // Every IKE_SA is listed: the CHILD_SA may be
+                                // in another connection's (charon's reuse).
+                                assert_eq!(message.str("ike"), None);
                                 if installed {
-                                    let child = Message::new().with_value("state", "INSTALLED");
-                                    let ike = Message::new()
-                                        .with_value("state", "ESTABLISHED")
-                                        .with_section("child-sas", Message::new().with_section("c-1", child));
-                                    let ev = Message::new().with_section(message.str("ike").unwrap(), ike);
+                                    let child = Message::new()
+                                        .with_value("state", "INSTALLED")
+                                        .with_value("name", "rsiscsi-1-a-1");
+                                    let ike = Message::new().with_value("state", "ESTABLISHED").with_section(
+                                        "child-sas",
+                                        Message::new().with_section("rsiscsi-1-a-1-7", child),
+                                    );
+                                    let ev = Message::new().with_section("rsiscsi-1-other-1", ike);
                                     c.send(&Packet::Event { event: "list-sa".into(), message: ev }).await.unwrap();
                                 }
                                 c.send(&Packet::response(Message::new())).await.unwrap();
