@@ -206,7 +206,7 @@ pub struct Given {
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success
-  1  any other failure (a SCSI error, a local file error, ...)
+  1  any other failure (a SCSI error, a local file error, IPsec that could not be set up, ...)
   2  usage error: the command line was refused
   3  service commands: rsiscsid is not running
   4  authentication failed (CHAP, or the target does not authorize this initiator)
@@ -1020,6 +1020,54 @@ mod tests {
             let has = sub.get_arguments().any(|a| a.get_id() == "hold_time");
             let one_shot = ["discover", "ls", "inquiry", "capacity", "cp", "bench", "nbd"].contains(&sub.get_name());
             assert_eq!(has, one_shot, "{}", sub.get_name());
+        }
+    }
+
+    /// `--ipsec` stands for Windows' security flags; its details need it;
+    /// the same options on every one-shot command and on the two service
+    /// commands that make a connection, nowhere else.
+    #[test]
+    fn ipsec_options_map_to_the_windows_flags() {
+        let url = "iscsi://h/iqn.2024-01.x:y/0";
+        let ipsec = |args: &[&str]| match parse_from(args).unwrap().command {
+            Command::Cp { session, .. } => session.ipsec,
+            other => panic!("{other:?}"),
+        };
+        let flags = |args: &[&str]| ipsec(args).security_flags().bits();
+        assert_eq!(flags(&["rsiscsi", "cp", url, "f"]), 0);
+        assert_eq!(flags(&["rsiscsi", "cp", "--ipsec", "tunnel", url, "f"]), 0x43);
+        assert_eq!(flags(&["rsiscsi", "cp", "--ipsec", "transport", url, "f"]), 0x23);
+        assert_eq!(flags(&["rsiscsi", "cp", "--ipsec", "tunnel", "--ipsec-pfs", url, "f"]), 0x53);
+        for detail in [
+            vec!["--ipsec-psk-file", "k"],
+            vec!["--ipsec-tunnel-peer", "h"],
+            vec!["--ipsec-pfs"],
+            vec!["--vici-socket", "/s"],
+        ] {
+            let args = [vec!["rsiscsi", "cp"], detail.clone(), vec![url, "f"]].concat();
+            assert!(refused(&args).contains("--ipsec <MODE>"), "{detail:?}: {}", refused(&args));
+        }
+        let a = ipsec(&["rsiscsi", "cp", "--ipsec", "transport", "--ipsec-tunnel-peer", "h", url, "f"]);
+        assert!(a.check().unwrap_err().contains("goes with --ipsec tunnel"));
+        assert!(refused(&["rsiscsi", "cp", "--ipsec", "esp", url, "f"]).contains("invalid value"));
+        let cmd = Cli::command();
+        let mut with = Vec::new();
+        fn walk(c: &clap::Command, path: String, out: &mut Vec<(String, bool, bool)>) {
+            for s in c.get_subcommands() {
+                let p = if path.is_empty() { s.get_name().to_string() } else { format!("{path} {}", s.get_name()) };
+                let has = |id: &str| s.get_arguments().any(|a| a.get_id() == id);
+                if !s.has_subcommands() {
+                    out.push((p.clone(), has("ipsec"), has("vici_socket")));
+                }
+                walk(s, p, out);
+            }
+        }
+        walk(&cmd, String::new(), &mut with);
+        for (p, ipsec, vici) in with {
+            let one_shot = ["discover", "ls", "inquiry", "capacity", "cp", "bench", "nbd"].contains(&p.as_str());
+            let service = ["target login", "session add-connection"].contains(&p.as_str());
+            assert_eq!(ipsec, one_shot || service, "{p}: --ipsec");
+            assert_eq!(vici, one_shot, "{p}: --vici-socket (the service has its own)");
         }
     }
 

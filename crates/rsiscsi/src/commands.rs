@@ -1781,6 +1781,36 @@ mod tests {
         assert_eq!(e.exit_status(), EXIT_REFUSED);
     }
 
+    /// An IPsec failure says what to look at, that nothing went out in
+    /// clear text, and its Windows status; exit status 1.
+    #[test]
+    fn ipsec_failures_say_what_to_check_and_keep_their_code() {
+        let e = ipsec_failed(&IpsecError::NoKey);
+        assert_eq!(e.exit_status(), 1);
+        assert!(e.to_string().contains("--ipsec-psk-file FILE, or in RSISCSI_IPSEC_PSK"), "{e}");
+        assert!(e.to_string().ends_with("(ISDSC_TARGET_PRESHAREDKEY_UNAVAILABLE, 0xEFFF0027)"), "{e}");
+        let e = ipsec_failed(&IpsecError::NotEstablished { peer: "198.18.8.2".into(), message: "AUTH".into() });
+        assert!(e.to_string().contains("check the pre-shared key"), "{e}");
+        assert!(
+            e.to_string().ends_with("nothing was sent in clear text (ISDSC_FAILED_TO_CONFIGURE_IPSEC, 0xEFFF0053)")
+        );
+        let e =
+            ipsec_failed(&IpsecError::Unreachable { path: "/x".into(), source: std::io::ErrorKind::NotFound.into() });
+        assert!(e.to_string().contains("--vici-socket PATH or RSISCSI_VICI_SOCKET"), "{e}");
+        let who = LoginWho { initiator: "iqn.2026-11.rs.rsiscsi:me".into(), chap: false, portal: "h:3260".into() };
+        let e = who.explain(InitError::Ipsec(IpsecError::NoKey));
+        assert_eq!(e.exit_status(), 1);
+        assert!(e.to_string().contains("0xEFFF0027"), "{e}");
+        // No IPsec asked: no config, no key read; asked without a key: refused here.
+        assert!(ipsec_config(&IpsecArgs::default(), None).unwrap().plan().unwrap().is_none());
+        let args = IpsecArgs { ipsec: Some(crate::cli::IpsecModeArg::Tunnel), ..Default::default() };
+        // Only when the environment gives no key (it never does in CI).
+        if std::env::var_os(creds::IPSEC_PSK_ENV).is_none() {
+            let e = ipsec_config(&args, Some(std::path::Path::new("/nonexistent"))).unwrap_err();
+            assert!(e.to_string().contains("0xEFFF0027"), "{e}");
+        }
+    }
+
     #[test]
     fn a_target_not_found_is_followed_by_the_names_of_the_portal() {
         let portal = PortalAddr { host: "127.0.0.1".into(), port: 3260 };

@@ -265,6 +265,33 @@ mod tests {
         assert_eq!(e.exit_code(), EXIT_FAILED);
     }
 
+    /// `--ipsec` sets the flags and sends the key; with `--security-flags`
+    /// too it is a usage error; without it nothing changes.
+    #[test]
+    fn ipsec_options_become_flags_tunnel_peer_and_key() {
+        use crate::cli::{IpsecArgs, IpsecModeArg};
+        assert_eq!(ipsec_request(Some(0x41), &IpsecArgs::default()).unwrap(), (Some(0x41), None, None));
+        let dir = std::env::temp_dir().join(format!("rsiscsi-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("psk");
+        std::fs::write(&f, "lab-psk-123\n").unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let a = IpsecArgs {
+            ipsec: Some(IpsecModeArg::Tunnel),
+            ipsec_tunnel_peer: Some("198.18.8.2".into()),
+            ipsec_psk_file: Some(f.clone()),
+            ipsec_pfs: true,
+        };
+        let (flags, peer, key) = ipsec_request(None, &a).unwrap();
+        assert_eq!((flags, peer.as_deref()), (Some(0x53), Some("198.18.8.2")));
+        assert_eq!(key.unwrap().expose(), "lab-psk-123");
+        assert_eq!(ipsec_request(Some(0x43), &a).unwrap_err().exit_code(), EXIT_USAGE);
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        let e = ipsec_request(None, &a).unwrap_err();
+        assert!(e.to_string().contains("mode 0640"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn portal_arguments_default_to_3260() {
         assert_eq!(portal_arg("127.0.0.1").unwrap(), api::Portal::new("127.0.0.1", 3260));

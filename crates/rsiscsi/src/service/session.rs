@@ -322,6 +322,45 @@ mod tests {
         );
     }
 
+    /// A protected connection is named with its SA, never with a key.
+    #[test]
+    fn session_text_names_the_ipsec_sa_of_each_protected_connection() {
+        let conn = |id: &str, ipsec: Option<&str>| api::Connection {
+            connection_id: id.into(),
+            cid: 0,
+            initiator_address: "198.18.9.1".into(),
+            initiator_port: 40000,
+            target_address: "198.18.9.2".into(),
+            target_port: 3260,
+            state: "full-feature".into(),
+            header_digest: api::DigestType::None,
+            data_digest: api::DigestType::None,
+            max_recv_data_segment_length: 262144,
+            counters: api::Counters::default(),
+            ipsec: ipsec.map(str::to_string),
+        };
+        let s = api::Session {
+            session_id: "ab-4000000000000001".into(),
+            initiator_name: "iqn.i".into(),
+            target_name: "iqn.t".into(),
+            isid: "80b295b4a6ba".into(),
+            tsih: 2,
+            persistent: false,
+            load_balance_policy: "round-robin".into(),
+            parameters: api::SessionParameters::default(),
+            connections: vec![conn("ab-1", Some("rsiscsi-7-ab-1")), conn("ab-2", None)],
+            devices: Vec::new(),
+            counters: api::Counters::default(),
+            max_request_hold_time_s: 30,
+            link_down_time_s: 5,
+            recovery_counters: api::RecoveryCounters::default(),
+            exports: Vec::new(),
+        };
+        let text = session_text(&[s]);
+        assert!(text.contains("  Connection ab-1 protected by IPsec (charon: rsiscsi-7-ab-1)\n"), "{text}");
+        assert!(!text.contains("Connection ab-2 protected"), "{text}");
+    }
+
     #[test]
     fn device_lines_match_ls() {
         let d = api::Device {
