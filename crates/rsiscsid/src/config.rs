@@ -107,6 +107,16 @@ mod tests {
     }
 
     #[test]
+    fn vici_socket_defaults_to_charons() {
+        let o = Options::try_parse_from(["rsiscsid"]).unwrap();
+        if std::env::var_os("RSISCSI_VICI_SOCKET").is_none() {
+            assert_eq!(o.vici_socket, PathBuf::from("/var/run/charon.vici"));
+        }
+        let o = Options::try_parse_from(["rsiscsid", "--vici-socket", "/tmp/c.vici"]).unwrap();
+        assert_eq!(o.vici_socket, PathBuf::from("/tmp/c.vici"));
+    }
+
+    #[test]
     fn explicit_state_dir_wins() {
         let o = Options::try_parse_from(["rsiscsid", "--state-dir", "/tmp/x"]).unwrap();
         assert_eq!(o.state_path(), PathBuf::from("/tmp/x"));

@@ -458,6 +458,81 @@ mod tests {
         assert_eq!(body["error"]["name"], "ERROR_INVALID_PARAMETER");
     }
 
+    async fn post(r: &Router, p: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri(p)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = r.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// IPsec wishes are checked before anything connects or is stored,
+    /// each mistake with its status; a persistent login that gets as far
+    /// as charon (unreachable here) is stored with its key in the secrets
+    /// file only; the key is in no answer; discovery portals refuse IPsec.
+    #[tokio::test]
+    async fn ipsec_requests_are_checked_and_the_key_is_kept_secret() {
+        let d = std::env::temp_dir().join(format!("rsiscsid-ipsec-api-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let charon: Arc<dyn iscsi_initiator::ipsec::IpsecProvider> =
+            Arc::new(iscsi_initiator::ipsec::StrongSwan::new("/nonexistent/charon.vici"));
+        let app = App::build(
+            crate::store::Store::open(&d).unwrap(),
+            crate::recovery::RecoveryTimes::WINDOWS,
+            None,
+            Some(charon),
+        );
+        let r = router(app.clone());
+        let login = |flags: u64, key: Option<&str>| {
+            let mut b = serde_json::json!({
+                "target_name": "iqn.2026-12.x:y",
+                "portal": {"address": "127.0.0.1", "port": 9},
+                "security_flags": flags,
+                "tunnel_outer_address": "127.0.0.2",
+                "persistent": true,
+            });
+            if let Some(k) = key {
+                b["key"] = k.into();
+            }
+            b
+        };
+        for (flags, key, name) in [
+            (0x43, None, "ISDSC_TARGET_PRESHAREDKEY_UNAVAILABLE"),
+            (0x4b, Some("api-psk-secret"), "ISDSC_REQUEST_NOT_SUPPORTED"),
+            (0x63, Some("api-psk-secret"), "ISDSC_INVALID_PARAMETER"),
+        ] {
+            let (status, body) = post(&r, "/v1/targets/login", login(flags, key)).await;
+            assert!(status.is_client_error() || status.is_server_error(), "{flags:#x}: {status}");
+            assert_eq!(body["error"]["name"], name, "{flags:#x}: {body}");
+            assert!(app.store.state().persistent_logins.is_empty(), "{flags:#x}: stored");
+        }
+        let (_, body) = post(&r, "/v1/targets/login", login(0x43, Some("api-psk-secret"))).await;
+        assert_eq!(body["error"]["name"], "ISDSC_FAILED_TO_CONFIGURE_IPSEC", "{body}");
+        assert!(!body.to_string().contains("api-psk-secret"), "{body}");
+        let stored = app.store.state().persistent_logins;
+        assert_eq!(stored.len(), 1);
+        assert_eq!((stored[0].security_flags, stored[0].tunnel_outer_address.as_deref()), (0x43, Some("127.0.0.2")));
+        let state = std::fs::read_to_string(d.join(crate::store::STATE_FILE)).unwrap();
+        let secrets = std::fs::read_to_string(d.join(crate::store::SECRETS_FILE)).unwrap();
+        assert!(!state.contains("api-psk-secret") && secrets.contains("api-psk-secret"));
+        let spec = crate::logins::spec_of(&stored[0], &app.store.secrets(), app.recovery_defaults).unwrap();
+        assert_eq!(spec.key.as_ref().map(|k| k.expose().to_vec()), Some(b"api-psk-secret".to_vec()));
+        assert!(!format!("{spec:?}").contains("api-psk-secret"));
+        let (_, list) = call(&r, "GET", "/v1/persistent-logins").await;
+        assert_eq!(list["persistent_logins"][0]["key_set"], true, "{list}");
+        assert!(!list.to_string().contains("api-psk-secret"), "{list}");
+        let p = serde_json::json!({"address": "127.0.0.1", "port": 9, "security_flags": 0x43});
+        let (_, body) = post(&r, "/v1/portals", p).await;
+        assert_eq!(body["error"]["name"], "ISDSC_REQUEST_NOT_SUPPORTED", "{body}");
+        app.logins.stop_all();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[tokio::test]
     async fn malformed_session_id_is_400_invalid_session_id() {
         let r = router(app());
