@@ -145,6 +145,11 @@ enum ReaderEnd {
 /// be sent). Twice the largest request, so any single valid request fits.
 const BYTES_IN_FLIGHT: u32 = 2 * MAX_WRITE_PAYLOAD;
 
+/// The reader's buffer: room for many request headers (28 bytes each) per `read`, yet small, since
+/// whatever part of a write's payload it takes in is copied once more on its way to the payload
+/// buffer (the rest is read straight into it).
+const REQUEST_BUFFER: usize = 4 * 1024;
+
 async fn transmission<D, R, W>(
     shared: Arc<Shared<D>>,
     id: u64,
@@ -161,7 +166,7 @@ where
     let params = negotiated.params;
     let max_in_flight = shared.config.max_in_flight;
     let mut reader =
-        BufReader::with_capacity(64 * 1024, AsyncReadExt::chain(io::Cursor::new(negotiated.leftover), reader));
+        BufReader::with_capacity(REQUEST_BUFFER, AsyncReadExt::chain(io::Cursor::new(negotiated.leftover), reader));
     let (reply_tx, reply_rx) = mpsc::channel::<Reply>(max_in_flight);
     let device = Arc::clone(&shared.device);
     let mut writer_task = tokio::spawn(write_replies(writer, reply_rx, params.structured_replies, device));
