@@ -55,6 +55,9 @@ die() { say "ERROR: $*"; exit 1; }
 for t in nbdcopy qemu-img qemu-nbd python3 cmp; do command -v "$t" >/dev/null || die "$t missing: run bench/peer-tools.sh"; done
 [ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is needed for the CPU figures"
 
+# The tree the binary is taken to be built from, noted at the start (others may commit meanwhile).
+REV=$(git -C "$ROOT" rev-parse --short HEAD)
+git -C "$ROOT" diff --quiet HEAD -- crates || REV="$REV with uncommitted changes in crates/"
 OUT="$BENCH_DIR/nbd-compare-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 RAW="$OUT/raw.jsonl"
@@ -248,9 +251,9 @@ done
 
 mkdir -p "$HERE/results"
 RESULT=${RESULT:-$HERE/results/$(date +%F)-nbd.md}
-python3 - "$RAW" "$RUNS" "$MIB" "$RSISCSI" "$ROOT" "$NBD_ARGS" "$NBDCOPY_ARGS" >"$RESULT.tmp" <<'PY'
+python3 - "$RAW" "$RUNS" "$MIB" "$RSISCSI" "$REV" "$NBD_ARGS" "$NBDCOPY_ARGS" >"$RESULT.tmp" <<'PY'
 import json, os, platform, statistics, subprocess, sys
-raw, runs, mib, rsiscsi, root, nbd_args, nbdcopy_args = sys.argv[1:8]
+raw, runs, mib, rsiscsi, rev, nbd_args, nbdcopy_args = sys.argv[1:8]
 mib = int(mib)
 SIDES = ["A", "A1", "B", "C"]
 rows, order = {}, []
@@ -299,9 +302,6 @@ def cpu_split(vs):
     s, c = med(vs, lambda v: v["cpu_server"]), med(vs, lambda v: v["cpu_client"])
     return f"{fmt(tot, 2)} ({fmt(s, 2)} + {fmt(c, 2)})"
 
-rev = subprocess.getoutput(f"git -C {root} rev-parse --short HEAD")
-if subprocess.run(["git", "-C", root, "diff", "--quiet", "HEAD", "--", "crates"]).returncode != 0:
-    rev += " with uncommitted changes in crates/"
 print(f"# rsiscsi nbd + nbdcopy vs qemu's libiscsi driver (qemu-img, qemu-nbd + nbdcopy), {subprocess.getoutput('date -u +%FT%TZ')}\n")
 print(f"Host: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; loopback 127.0.0.1; "
       f"{mib} MiB per copy, between the LUN and a file on /dev/shm; {runs} runs per side, alternating "
