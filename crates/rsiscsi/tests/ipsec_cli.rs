@@ -8,6 +8,8 @@
 //! `rsiscsid` is another package's binary: `cargo build -p rsiscsid` first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -264,21 +266,6 @@ fn psk_file_readable_by_others_is_refused() {
     assert!(text(&o.stderr).contains("goes with --ipsec tunnel"), "{}", text(&o.stderr));
 }
 
-/// `target/debug/rsiscsid` beside this test's `target/debug/deps/`.
-fn rsiscsid_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RSISCSID_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("rsiscsid");
-    assert!(
-        bin.is_file(),
-        "rsiscsid is not built at {}: run `cargo build -p rsiscsid` first (or set RSISCSID_BIN)",
-        bin.display()
-    );
-    bin
-}
-
 /// rsiscsid in the initiator namespace, its socket and state in the
 /// lab's scratch directory, charon at the lab's VICI socket.
 struct Daemon<'a> {
@@ -317,7 +304,7 @@ impl<'a> Daemon<'a> {
             "--log-level".into(),
             "debug".into(),
         ];
-        let child = self.lab.in_ns(&rsiscsid_bin(), &args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = self.lab.in_ns(&common::rsiscsid_bin(), &args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let t0 = Instant::now();
         while !self.cli(&s(&["portal", "list"])).status.success() {

@@ -6,19 +6,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-/// The iSNS lab's settings; the test fails (never skips) without them.
-fn isns_lab() -> BTreeMap<String, String> {
-    let path = std::env::var("RSISCSI_ISNS_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-isns/isns.env".into());
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the iSNS lab is not running ({path}: {e}): run scripts/isns-lab.sh up"));
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
-}
+use common::isns_lab;
 
 /// `TARGET PORTAL,TPGT` pairs of a lab setting, as `PORTAL,TPGT TARGET` lines.
 fn lines_of(pairs: &str) -> BTreeSet<String> {

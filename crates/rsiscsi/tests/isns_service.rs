@@ -18,7 +18,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,16 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The iSNS lab's settings; the test fails (never skips) without them.
+/// The iSNS lab's settings, in order.
 fn isns_lab() -> BTreeMap<String, String> {
-    let path = std::env::var("RSISCSI_ISNS_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-isns/isns.env".into());
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the iSNS lab is not running ({path}: {e}): run scripts/isns-lab.sh up"));
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
+    common::isns_lab().into_iter().collect()
 }
 
 /// `TARGET PORTAL,TPGT` pairs of a lab setting, as (target, `PORTAL,TPGT`).
@@ -131,21 +124,6 @@ impl Drop for Registrations {
     }
 }
 
-/// `target/debug/rsiscsid` next to this test's own `target/debug/deps/`.
-fn rsiscsid_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RSISCSID_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("rsiscsid");
-    assert!(
-        bin.is_file(),
-        "rsiscsid is not built at {}: run `cargo build -p rsiscsid` first (or set RSISCSID_BIN)",
-        bin.display()
-    );
-    bin
-}
-
 /// One daemon on its own socket and state directory, killed on drop.
 struct Service {
     dir: PathBuf,
@@ -172,7 +150,7 @@ impl Service {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
-        let child = Command::new(rsiscsid_bin())
+        let child = Command::new(common::rsiscsid_bin())
             .env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
             .env("RUST_LOG", "info")
             .arg("--socket")

@@ -37,22 +37,6 @@ fn target() -> String {
     std::env::var("RSISCSI_TGT_IQN_SVC").unwrap_or_else(|_| "iqn.2024-01.lab.tgt:svc".into())
 }
 
-/// `target/debug/rsiscsid` next to this test's own `target/debug/deps/`.
-fn rsiscsid_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RSISCSID_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("rsiscsid");
-    assert!(
-        bin.is_file(),
-        "rsiscsid is not built at {}: run `cargo build -p rsiscsid` first (or set RSISCSID_BIN)",
-        bin.display()
-    );
-    bin
-}
-
 /// One daemon on its own socket and state directory, killed on drop.
 struct Service {
     dir: PathBuf,
@@ -95,7 +79,7 @@ impl Service {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
-        let child = Command::new(rsiscsid_bin())
+        let child = Command::new(common::rsiscsid_bin())
             .env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
             .arg("--socket")
             .arg(self.socket())

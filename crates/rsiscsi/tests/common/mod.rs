@@ -9,20 +9,45 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// The `export NAME='value'` settings a lab script wrote to the file named
+/// by `var` (else `default`); without it the test fails, saying to run
+/// `script` (never skips).
+pub fn env_file(var: &str, default: &str, script: &str) -> HashMap<String, String> {
+    let path = std::env::var(var).unwrap_or_else(|_| default.into());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the lab is not running ({path}: {e}): run scripts/test.sh, or {script} first"));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
 /// The lab's `export NAME='value'` settings.
 pub fn lab() -> &'static HashMap<String, String> {
     static LAB: OnceLock<HashMap<String, String>> = OnceLock::new();
-    LAB.get_or_init(|| {
-        let path = std::env::var("RSISCSI_LAB_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-lab/lab.env".into());
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("the target lab is not running ({path}: {e}): run scripts/test.sh, or start scripts/lab-up.sh first")
-        });
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect()
-    })
+    LAB.get_or_init(|| env_file("RSISCSI_LAB_ENV", "/tmp/rsiscsi-lab/lab.env", "scripts/lab-up.sh"))
+}
+
+/// The iSNS lab's settings (`scripts/isns-lab.sh up`).
+pub fn isns_lab() -> HashMap<String, String> {
+    env_file("RSISCSI_ISNS_ENV", "/tmp/rsiscsi-isns/isns.env", "scripts/isns-lab.sh up")
+}
+
+/// `target/debug/rsiscsid` next to this test's own `target/debug/deps/`:
+/// another package's binary, which Cargo does not build for these tests.
+pub fn rsiscsid_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RSISCSID_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("rsiscsid");
+    assert!(
+        bin.is_file(),
+        "rsiscsid is not built at {}: run `cargo build -p rsiscsid` first (or set RSISCSID_BIN)",
+        bin.display()
+    );
+    bin
 }
 
 /// One lab setting, e.g. `var("RSISCSI_TGT_IQN_SVC")`.
