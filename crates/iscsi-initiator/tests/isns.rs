@@ -224,42 +224,88 @@ async fn scn_reports_a_target_registered_later_and_its_removal() {
     isnsadm(&lab, &["--dd-deregister", &dd_id]);
 }
 
+/// An isnsd of one test's own on a free loopback port (the lab installed
+/// isnsd), killed and its directory removed on drop.
+struct PrivateIsnsd {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    server: String,
+}
+
+impl PrivateIsnsd {
+    /// `what` names its directory; `period` is its RegistrationPeriod.
+    fn start(what: &str, period: &str) -> PrivateIsnsd {
+        let _ = lab();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = std::env::temp_dir().join(format!("rsiscsi-isns-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("isnsd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "SourceName = iqn.2026-12.rs.rsiscsi:isnsd-{what}\nBindAddress = 127.0.0.1:{port}\n\
+                 ControlSocket = {d}/isnsctl\nPIDFile = {d}/isnsd.pid\nRegistrationPeriod = {period}\n\
+                 DefaultDiscoveryDomain = 1\nSLPRegister = 0\nSecurity = 0\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("isnsadm.conf"),
+            format!("SourceName = iqn.2026-12.rs.rsiscsi:isns-admin\nServerAddress = 127.0.0.1:{port}\nSecurity = 0\n"),
+        )
+        .unwrap();
+        let child = Command::new("isnsd")
+            .args(["-f", "-4", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("isnsd runs (is open-isns-server installed?)");
+        let server = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&server).is_err() {
+            assert!(Instant::now() < deadline, "the private isnsd does not listen on {server}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateIsnsd { child, dir, server }
+    }
+
+    /// isnsadm against this server; it must succeed.
+    fn isnsadm(&self, args: &[&str]) {
+        let out = Command::new("isnsadm")
+            .arg("-c")
+            .arg(self.dir.join("isnsadm.conf"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("isnsadm runs (is open-isns-utils installed?)");
+        assert!(out.status.success(), "isnsadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateIsnsd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A private isnsd on a free port, stopped halfway: the error names the
 /// server and what to check.
 #[tokio::test]
 async fn stopped_isnsd_gives_a_clear_error() {
-    let _ = lab(); // the lab installed isnsd
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("rsiscsi-isns-stop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("isnsd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "SourceName = iqn.2026-12.rs.rsiscsi:isnsd-stop\nBindAddress = 127.0.0.1:{port}\n\
-             ControlSocket = {d}/isnsctl\nPIDFile = {d}/isnsd.pid\nRegistrationPeriod = 10m\n\
-             DefaultDiscoveryDomain = 1\nSLPRegister = 0\nSecurity = 0\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let mut isnsd = Command::new("isnsd")
-        .args(["-f", "-4", "-c"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("isnsd runs (is open-isns-server installed?)");
-    let server = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&server).is_err() {
-        assert!(Instant::now() < deadline, "the private isnsd does not listen on {server}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut isnsd = PrivateIsnsd::start("stop", "10m");
+    let server = isnsd.server.clone();
     let me = "iqn.2026-12.rs.rsiscsi:isns-test-stop";
     let up = isns::discover(&server, me, TIMEOUT).await;
     // This isnsd expires registrations after 10 minutes, and says so.
@@ -267,9 +313,7 @@ async fn stopped_isnsd_gives_a_clear_error() {
         Ok(c) => c.registration_period(),
         Err(e) => panic!("{e}"),
     };
-    isnsd.kill().unwrap();
-    isnsd.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    isnsd.stop();
     assert_eq!(up.unwrap(), vec![], "a fresh isnsd lists no targets");
     assert_eq!(period, Some(Duration::from_secs(600)));
 
@@ -767,59 +811,14 @@ async fn hostile_scn_connections_do_not_stop_good_ones() {
 /// caller registers again instead of waiting for SCNs that never come.
 #[tokio::test]
 async fn a_restarted_isnsd_is_reported_through_next_event() {
-    let _ = lab(); // the lab installed isnsd
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("rsiscsi-isns-restart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("isnsd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "SourceName = iqn.2026-12.rs.rsiscsi:isnsd-restart\nBindAddress = 127.0.0.1:{port}\n\
-             ControlSocket = {d}/isnsctl\nPIDFile = {d}/isnsd.pid\nRegistrationPeriod = 0\n\
-             DefaultDiscoveryDomain = 1\nSLPRegister = 0\nSecurity = 0\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let adm = dir.join("isnsadm.conf");
-    std::fs::write(
-        &adm,
-        format!("SourceName = iqn.2026-12.rs.rsiscsi:isns-admin\nServerAddress = 127.0.0.1:{port}\nSecurity = 0\n"),
-    )
-    .unwrap();
-    let mut isnsd = Command::new("isnsd")
-        .args(["-f", "-4", "-c"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("isnsd runs (is open-isns-server installed?)");
-    let server = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&server).is_err() {
-        assert!(Instant::now() < deadline, "the private isnsd does not listen on {server}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut c = IsnsClient::open_with_scn(&server, "iqn.2026-12.rs.rsiscsi:isns-test-restart", TIMEOUT).await.unwrap();
+    let mut isnsd = PrivateIsnsd::start("restart", "0");
+    let mut c =
+        IsnsClient::open_with_scn(&isnsd.server, "iqn.2026-12.rs.rsiscsi:isns-test-restart", TIMEOUT).await.unwrap();
     let target = "iqn.2026-12.lab.isns:restart-disk";
-    let out = Command::new("isnsadm")
-        .arg("-c")
-        .arg(&adm)
-        .args(["--register", "entity=restart.disk", &format!("target={target}"), "portal=127.0.0.1:3260"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    isnsd.isnsadm(&["--register", "entity=restart.disk", &format!("target={target}"), "portal=127.0.0.1:3260"]);
     let ev = tokio::time::timeout(Duration::from_secs(10), c.next_event()).await.expect("an SCN").unwrap();
     assert_eq!((ev.kind, ev.target.name.as_str()), (isns::ScnKind::Added, target));
-    isnsd.kill().unwrap();
-    isnsd.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    isnsd.stop();
     let err = tokio::time::timeout(Duration::from_secs(10), c.next_event()).await.expect("an answer").unwrap_err();
     assert!(matches!(err, IsnsError::ScnClosed { .. }), "{err:?}");
     assert!(err.to_string().contains("register again"), "{err}");
