@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use serde_json::Value;
 
 /// The iSNS lab's settings, in order.
@@ -124,101 +125,28 @@ impl Drop for Registrations {
     }
 }
 
-/// One daemon on its own socket and state directory, killed on drop.
-struct Service {
-    dir: PathBuf,
-    child: Option<Child>,
-    starts: u32,
+/// The daemon of these tests, with what they ask of it.
+struct Service(Daemon);
+
+impl std::ops::Deref for Service {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.0
+    }
 }
 
 impl Service {
     /// A daemon whose node name is `node_name`.
     fn start(name: &str, node_name: &str) -> Service {
-        let dir = std::env::temp_dir().join(format!("rsiscsi-isns-svc-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut s = Service { dir, child: None, starts: 0 };
-        s.spawn();
+        let s = Service(Daemon::start("isns-svc", name));
         s.ok(&["initiator", "set", "--name", node_name]);
         s
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("rsiscsid.sock")
-    }
-
-    fn spawn(&mut self) {
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
-        let child = Command::new(common::rsiscsid_bin())
-            .env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
-            .env("RUST_LOG", "info")
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let t0 = Instant::now();
-        while !self.rsiscsi(&["isns", "list"]).status.success() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, and wait (20 s at most) for exit status 0.
-    fn stop(&mut self) {
-        let mut c = self.child.take().unwrap();
-        let pid = c.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let t0 = Instant::now();
-        let status = loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                break s;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert_eq!(status.code(), Some(0));
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    fn rsiscsi(&self, args: &[&str]) -> Output {
-        let home = self.dir.join("home");
-        Command::new(env!("CARGO_BIN_EXE_rsiscsi"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .env_remove("RSISCSI_SOCKET")
-            .env_remove("RSISCSI_CHAP_SECRET")
-            .env_remove("RSISCSI_CONFIG_DIR")
-            .env("RSISCSI_SYSTEM_CONFIG_DIR", home.join("etc"))
-            .env("RSISCSI_STATE_DIR", home.join("state"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs it and expects success and a quiet stderr; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.rsiscsi(args);
-        assert!(o.status.success(), "rsiscsi {args:?} failed ({:?}): {}", o.status.code(), stderr(&o));
-        assert!(o.stderr.is_empty(), "stderr of {args:?}: {}", stderr(&o));
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
     /// The targets of `target list --json` that `server` is a source of:
@@ -267,19 +195,6 @@ impl Service {
             }
             assert!(t0.elapsed() < within, "{what}: not within {within:?}; the targets from {server}: {now:?}");
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Keep the daemon's logs and state when a test failed.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

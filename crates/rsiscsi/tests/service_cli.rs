@@ -14,11 +14,12 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::daemon::Daemon;
 use serde_json::Value;
 
 const LUN: &str = "1";
@@ -37,106 +38,30 @@ fn target() -> String {
     std::env::var("RSISCSI_TGT_IQN_SVC").unwrap_or_else(|_| "iqn.2024-01.lab.tgt:svc".into())
 }
 
-/// One daemon on its own socket and state directory, killed on drop.
-struct Service {
-    dir: PathBuf,
-    child: Option<Child>,
-    starts: u32,
+/// The daemon of these tests, with what they ask of it.
+struct Service(Daemon);
+
+impl std::ops::Deref for Service {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.0
+    }
 }
 
 impl Service {
     fn start(name: &str) -> Service {
-        let dir = std::env::temp_dir().join(format!("rsiscsi-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Service::start_in(dir)
+        Service(Daemon::start("cli", name))
     }
 
-    /// A daemon on `dir` as it is: state in `dir/state`, the host's
-    /// system-wide config in `dir/etc` (never the real /etc/rsiscsi).
+    /// A daemon on `dir` as it is (see [`Daemon::start_in`]).
     fn start_in(dir: PathBuf) -> Service {
-        let mut s = Service { dir, child: None, starts: 0 };
-        s.spawn();
-        s
-    }
-
-    /// SIGTERM, and wait for the exit.
-    fn stop(&mut self) {
-        let mut c = self.child.take().unwrap();
-        let pid = i32::try_from(c.id()).unwrap();
-        assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
-        let t0 = Instant::now();
-        while c.try_wait().unwrap().is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("rsiscsid.sock")
-    }
-
-    fn spawn(&mut self) {
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
-        let child = Command::new(common::rsiscsid_bin())
-            .env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        // Ready once `portal list` gets an answer.
-        let t0 = Instant::now();
-        while !self.rsiscsi(&["portal", "list"]).status.success() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM (the service logs every session out and exits 0), then start again.
-    fn restart(&mut self) {
-        let mut c = self.child.take().unwrap();
-        let pid = i32::try_from(c.id()).unwrap();
-        assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
-        let t0 = Instant::now();
-        let status = loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                break s;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert_eq!(status.code(), Some(0));
-        self.spawn();
-    }
-
-    /// Runs `rsiscsi --socket SOCKET ARGS...`.
-    fn rsiscsi(&self, args: &[&str]) -> Output {
-        run_cli(Some(&self.socket()), args, &[])
-    }
-
-    /// Runs it and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.rsiscsi(args);
-        assert!(
-            o.status.success(),
-            "rsiscsi {args:?} failed ({:?}): {}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(o.stderr.is_empty(), "stderr of {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ok(&a)).unwrap()
+        Service(Daemon::start_in(dir))
     }
 
     /// The session of the svc target, from `session list --json`.
@@ -150,36 +75,8 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Keep the daemon's logs and state when a test failed.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 fn run_cli(socket: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rsiscsi"));
-    if let Some(s) = socket {
-        cmd.arg("--socket").arg(s);
-    }
-    cmd.args(args).env_remove("RSISCSI_SOCKET").env_remove("RSISCSI_CHAP_SECRET");
-    // Never the real /etc/rsiscsi, service state or ~/.config (a test that
-    // looks at them gives its own through `env`).
-    let home = std::env::temp_dir().join(format!("rsiscsi-cli-home-{}", std::process::id()));
-    cmd.env("RSISCSI_SYSTEM_CONFIG_DIR", home.join("etc"))
-        .env("RSISCSI_STATE_DIR", home.join("state"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env_remove("RSISCSI_CONFIG_DIR");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    common::daemon::cli(socket, args, env)
 }
 
 fn stderr(o: &Output) -> String {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod daemon;
+
 /// The `export NAME='value'` settings a lab script wrote to the file named
 /// by `var` (else `default`); without it the test fails, saying to run
 /// `script` (never skips).
