@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::error::ErrorClass;
 use crate::portal::{PortalAddr, TargetPortal};
 
 /// The IANA port of iSNS.
@@ -87,6 +88,26 @@ pub enum IsnsError {
 }
 
 impl IsnsError {
+    /// What kind of failure this is, as for the iSCSI errors
+    /// ([`crate::Error::class`]): the server could not be reached, went away
+    /// or did not answer; it answered with a refusal or broke iSNSP; or
+    /// something else (a bad address, our own SCN listener).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            IsnsError::Refused { .. }
+            | IsnsError::Connect { .. }
+            | IsnsError::Timeout { .. }
+            | IsnsError::Resolve { .. }
+            | IsnsError::Closed { .. }
+            | IsnsError::Io { .. }
+            | IsnsError::ScnClosed { .. } => ErrorClass::Unreachable,
+            IsnsError::Protocol { .. } | IsnsError::Status { .. } => ErrorClass::Refused,
+            IsnsError::InvalidAddress(_) | IsnsError::ScnListen { .. } | IsnsError::ScnStopped | IsnsError::NoScn => {
+                ErrorClass::Other
+            }
+        }
+    }
+
     /// The RFC 4171 status, when the server answered with one.
     pub fn status(&self) -> Option<Status> {
         match self {
@@ -805,5 +826,23 @@ mod tests {
             status: Status::SOURCE_UNAUTHORIZED,
         };
         assert_eq!(e.to_string(), "iSNS server s:3205 rejected DevAttrReg: Source Unauthorized (8)");
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_class() {
+        let server = || "127.0.0.1:3205".to_string();
+        assert_eq!(IsnsError::Refused { server: server() }.class(), ErrorClass::Unreachable);
+        assert_eq!(IsnsError::Closed { server: server(), what: "DevAttrQry".into() }.class(), ErrorClass::Unreachable);
+        assert_eq!(IsnsError::ScnClosed { server: server() }.class(), ErrorClass::Unreachable);
+        let status =
+            IsnsError::Status { server: server(), what: "DevAttrReg".into(), status: Status::SCN_EVENT_REJECTED };
+        assert_eq!(status.class(), ErrorClass::Refused);
+        assert_eq!(IsnsError::InvalidAddress("[::1".into()).class(), ErrorClass::Other);
+        assert_eq!(IsnsError::NoScn.class(), ErrorClass::Other);
     }
 }

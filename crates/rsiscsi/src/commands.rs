@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use iscsi_initiator::discovery::{DiscoveredTarget, send_targets};
 use iscsi_initiator::ipsec::{IpsecConfig, IpsecError, StrongSwan};
-use iscsi_initiator::isns::IsnsError;
 use iscsi_initiator::model::Status;
 use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal};
 use iscsi_initiator::scsi::Capacity;
@@ -443,17 +442,9 @@ const ISNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// §5.6.5.4); the same lines as SendTargets discovery.
 async fn discover_isns(common: &Common, server: &str, json: bool, session: &SessionArgs) -> CmdResult {
     let name = session_config(common, None, session)?.initiator_name;
-    let targets = iscsi_initiator::isns::discover(server, &name, ISNS_TIMEOUT).await.map_err(|err| {
-        let class = match &err {
-            IsnsError::Refused { .. }
-            | IsnsError::Connect { .. }
-            | IsnsError::Timeout { .. }
-            | IsnsError::Resolve { .. } => ErrorClass::Unreachable,
-            IsnsError::Protocol { .. } | IsnsError::Status { .. } => ErrorClass::Refused,
-            _ => ErrorClass::Other,
-        };
-        CmdError::Failed { message: err.to_string(), class }
-    })?;
+    let targets = iscsi_initiator::isns::discover(server, &name, ISNS_TIMEOUT)
+        .await
+        .map_err(|err| CmdError::Failed { message: err.to_string(), class: err.class() })?;
     let mut rows = Vec::new();
     let mut text = String::new();
     for t in &targets {
