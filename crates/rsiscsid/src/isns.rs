@@ -276,6 +276,26 @@ async fn wait_or_stop(d: Duration, stop: &mut oneshot::Receiver<()>) -> bool {
     }
 }
 
+/// Shows the server unreachable with `error`, waits out `backoff` and
+/// doubles it; `true` when told to stop meanwhile.
+async fn unreachable_then_wait(
+    app: &App,
+    server: &StoredIsnsServer,
+    error: String,
+    backoff: &mut Duration,
+    stop: &mut oneshot::Receiver<()>,
+) -> bool {
+    app.isns.update(server, |s| {
+        s.state = api::IsnsServerState::Unreachable;
+        s.last_error = Some(error);
+    });
+    if wait_or_stop(*backoff, stop).await {
+        return true;
+    }
+    *backoff = next_backoff(*backoff);
+    false
+}
+
 /// The task of one server: register, follow, and register again after a
 /// failure, until told to stop.
 async fn run(app: Arc<App>, server: StoredIsnsServer, mut client: Option<IsnsClient>, mut stop: oneshot::Receiver<()>) {
@@ -285,9 +305,21 @@ async fn run(app: Arc<App>, server: StoredIsnsServer, mut client: Option<IsnsCli
         let c = match client.take() {
             Some(c) => c,
             None => {
+                let mut opening = std::pin::pin!(open(&app, &server));
                 let opened = tokio::select! {
-                    r = open(&app, &server) => r,
-                    _ = &mut stop => return,
+                    r = &mut opening => r,
+                    _ = &mut stop => {
+                        // A registration under way is finished and taken
+                        // back (RFC 4171 §5.6.5.4 DevDereg), not left at the
+                        // server under a name the service no longer uses.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                            if let Ok((c, _)) = opening.await {
+                                let _ = c.close().await;
+                            }
+                        })
+                        .await;
+                        return;
+                    }
                 };
                 match opened.map_err(|e| e.to_string()).and_then(|(c, found)| {
                     record_all(&app, &server, &found).map_err(|e| e.to_string())?;
@@ -297,14 +329,9 @@ async fn run(app: Arc<App>, server: StoredIsnsServer, mut client: Option<IsnsCli
                     Ok(c) => c,
                     Err(e) => {
                         warn!(server = %name, "iSNS: {e}; trying again in {backoff:?}");
-                        app.isns.update(&server, |s| {
-                            s.state = api::IsnsServerState::Unreachable;
-                            s.last_error = Some(e);
-                        });
-                        if wait_or_stop(backoff, &mut stop).await {
+                        if unreachable_then_wait(&app, &server, e, &mut backoff, &mut stop).await {
                             return;
                         }
-                        backoff = next_backoff(backoff);
                         continue;
                     }
                 }
@@ -316,14 +343,9 @@ async fn run(app: Arc<App>, server: StoredIsnsServer, mut client: Option<IsnsCli
             Ok(()) => return,
             Err(e) => {
                 warn!(server = %name, "iSNS: lost the server ({e}); registering again in {backoff:?}");
-                app.isns.update(&server, |s| {
-                    s.state = api::IsnsServerState::Unreachable;
-                    s.last_error = Some(e);
-                });
-                if wait_or_stop(backoff, &mut stop).await {
+                if unreachable_then_wait(&app, &server, e, &mut backoff, &mut stop).await {
                     return;
                 }
-                backoff = next_backoff(backoff);
             }
         }
     }
