@@ -10,6 +10,8 @@
 mod erl2;
 mod fault;
 pub use self::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, RecoveryStats};
+mod health;
+pub use self::health::ConnectionState;
 mod hold;
 mod io;
 mod management;
@@ -90,6 +92,8 @@ pub struct ConnectionInfo {
     /// The name its IPsec protection is loaded under in the IKE daemon
     /// (`ipsec::connection_name`); `None`: no IPsec.
     pub ipsec: Option<String>,
+    /// Taking commands, stalled, or being recovered.
+    pub state: ConnectionState,
 }
 
 /// Per-connection login settings for [`Session::connect_more`]: the CHAP
@@ -371,6 +375,7 @@ impl Session {
                     .find(|w| w.cid == c.cid)
                     .and_then(|w| w.protection.as_ref())
                     .map(|p| p.name().to_string()),
+                state: ConnectionState::FullFeature,
             })
             .collect()
     }
