@@ -36,6 +36,12 @@ pub fn isns_lab() -> HashMap<String, String> {
     env_file("RSISCSI_ISNS_ENV", "/tmp/rsiscsi-isns/isns.env", "scripts/isns-lab.sh up")
 }
 
+/// The links lab's settings (`bench/links.sh up`: N rate-limited veth links
+/// from the root namespace to tgt and istgt; `RSISCSI_LINK_<K>_...` per link).
+pub fn links_lab() -> HashMap<String, String> {
+    env_file("RSISCSI_LINKS_ENV", "/tmp/rsiscsi-links/links.env", "bench/links.sh up")
+}
+
 /// `target/debug/rsiscsid` next to this test's own `target/debug/deps/`:
 /// another package's binary, which Cargo does not build for these tests.
 pub fn rsiscsid_bin() -> PathBuf {
