@@ -14,16 +14,22 @@
 #       --cache=writeback, --aio=threads, --shared=1, so no multi-conn and nbdcopy opens 1 connection;
 #       ready when S exists: qemu-nbd logs in before it listens), the same nbdcopy, kill -TERM
 #       (flush, logout)
+#   Z:  the ceiling of the NBD hop, no iSCSI at all: nbdkit -f -U S file F & (a server that costs
+#       almost nothing: pread/pwrite of a file on /dev/shm; multi-conn, so nbdcopy opens 4
+#       connections like A) + the same nbdcopy. F is the source file itself for reads (so the check
+#       holds) and a scratch file for writes. A does all Z does plus the target and the iSCSI hop
+#       on the same CPUs, so A cannot beat Z; Z/B shows whether A/B >= 1 is reachable at all.
+#   F:  nbdcopy SRC DST (file to file on /dev/shm, no server): nbdcopy's own floor.
 # A, A1 and C are timed twice: nbdcopy alone (login left out) and from the start of the server to
 # its exit (login, copy, flush, logout), which is what B's one command does. CPU: user+system
 # seconds of every process of a side (A, C: the server + nbdcopy; B: qemu-img), from GNU time.
 # Usage: bench/nbd-compare.sh [--runs N] [--targets "tgt-ram istgt"] [--nbd-args "--connections 2"]
-#                             [--nbdcopy-args "--requests 16"] [--sides "A A1 B C"]
-# Runs alternate A A1 B C / C B A1 A; each read is checked against the file the writes put on the
-# LUN. Prints Markdown tables of medians and writes them to bench/results/<date>-nbd.md
+#                             [--nbdcopy-args "--requests 16"] [--sides "A A1 B C Z F"]
+# Runs alternate A A1 B C Z F / F Z C B A1 A (the sides given); each read is checked against the
+# file the writes put on the LUN. Prints Markdown tables of medians and writes them to bench/results/<date>-nbd.md
 # (RESULT=FILE: elsewhere).
-# Needs root, bench/peer-tools.sh done (qemu-block-extra, qemu-utils, libnbd-bin) and a release
-# build: cargo build --release -p rsiscsi. The targets are stopped on exit.
+# Needs root, bench/peer-tools.sh done (qemu-block-extra, qemu-utils, libnbd-bin, nbdkit for Z) and
+# a release build: cargo build --release -p rsiscsi. The targets are stopped on exit.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -34,7 +40,7 @@ RUNS=5
 TARGETS="tgt-ram istgt"
 NBD_ARGS=""
 NBDCOPY_ARGS=""
-SIDES="A A1 B C"
+SIDES="A A1 B C Z F"
 MIB=1024
 while (($#)); do
   case "$1" in
@@ -43,7 +49,7 @@ while (($#)); do
     --nbd-args) NBD_ARGS=$2; shift 2 ;;
     --nbdcopy-args) NBDCOPY_ARGS=$2; shift 2 ;;
     --sides) SIDES=$2; shift 2 ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "nbd-compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +60,7 @@ die() { say "ERROR: $*"; exit 1; }
 [ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || die "qemu-img has no iscsi driver: run bench/peer-tools.sh"
 for t in nbdcopy qemu-img qemu-nbd python3 cmp; do command -v "$t" >/dev/null || die "$t missing: run bench/peer-tools.sh"; done
 [ -x /usr/bin/time ] || die "GNU time (/usr/bin/time) is needed for the CPU figures"
+case " $SIDES " in *" Z "*) command -v nbdkit >/dev/null || die "nbdkit missing (side Z): run bench/peer-tools.sh" ;; esac
 
 # The tree the binary is taken to be built from, noted at the start (others may commit meanwhile).
 REV=$(git -C "$ROOT" rev-parse --short HEAD)
@@ -67,13 +74,18 @@ FILES=$(mktemp -d /dev/shm/rsiscsi-nbd-compare.XXXXXX) || die "cannot make a dir
 SRC=$FILES/src.raw
 DST=$FILES/dst.raw
 SOCK=$FILES/nbd.sock
+SCRATCH=$FILES/scratch.raw
 NBD_PID=""
 QNBD_PID=""
+KIT_PID=""
 cleanup() {
   # A server still running (a failed run) is stopped by its own process group, which setsid made.
   if [ -n "$NBD_PID" ] && kill -0 "$NBD_PID" 2>/dev/null; then
     kill -INT -- "-$NBD_PID" 2>/dev/null
     wait "$NBD_PID" 2>/dev/null
+  fi
+  if [ -n "$KIT_PID" ] && kill -0 "$KIT_PID" 2>/dev/null; then
+    kill -TERM "$KIT_PID" 2>/dev/null
   fi
   if [ -n "$QNBD_PID" ] && kill -0 "$QNBD_PID" 2>/dev/null; then
     kill -TERM "$QNBD_PID" 2>/dev/null
@@ -92,6 +104,9 @@ minus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
 say "making a ${MIB} MiB random source and a pre-filled destination on $FILES"
 dd if=/dev/urandom of="$SRC" bs=1M count="$MIB" status=none || die "cannot write $SRC"
 dd if=/dev/zero of="$DST" bs=1M count="$MIB" status=none || die "cannot write $DST"
+case " $SIDES " in *" Z "* | *" F "*)
+  dd if=/dev/zero of="$SCRATCH" bs=1M count="$MIB" status=none || die "cannot write $SCRATCH" ;;
+esac
 # Each rsiscsi nbd run uses one config directory (its initiator name is generated once).
 export RSISCSI_CONFIG_DIR="$OUT/config"
 
@@ -211,6 +226,58 @@ side_c() {
     "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")"
 }
 
+# side_z TARGET OP RUN: nbdkit's file plugin on /dev/shm (no iSCSI) + nbdcopy: the NBD hop alone.
+side_z() {
+  local t=$1 op=$2 r=$3 log="$OUT/$1.$2.$3.Z" t0 t1 t2 t3 i ok=true pid kit=()
+  local nbd="nbd+unix:///?socket=$SOCK"
+  # Reads serve the source read-only (what the LUN holds, so the check applies); writes a scratch file.
+  if [ "$op" = read ]; then kit=(-r file "$SRC"); else kit=(file "$SCRATCH"); fi
+  rm -f "$SOCK" "$log.pid"
+  t0=$(now)
+  /usr/bin/time -f '%e %U %S' -o "$log.time" nbdkit -f -U "$SOCK" -P "$log.pid" "${kit[@]}" \
+    >"$log.out" 2>"$log.err" &
+  KIT_PID=$!
+  for ((i = 0; i < 3000; i++)); do
+    [ -S "$SOCK" ] && [ -s "$log.pid" ] && break
+    kill -0 "$KIT_PID" 2>/dev/null || break
+    sleep 0.005
+  done
+  t1=$(now)
+  pid=$(cat "$log.pid" 2>/dev/null)
+  if ! [ -S "$SOCK" ] || [ -z "$pid" ]; then
+    say "  nbdkit did not get ready: $(tail -1 "$log.err")"
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+    wait "$KIT_PID" 2>/dev/null
+    KIT_PID=""
+    record "$t" "$op" Z "$r" false null null null null null
+    return
+  fi
+  copy_args "$op" "$nbd"
+  gnu_time "$log.copy.time" nbdcopy "${COPY[@]}" 2>"$log.copy.err" || ok=false
+  t2=$(now)
+  kill -TERM "$pid"
+  wait "$KIT_PID" || { ok=false; say "  nbdkit exited with $?: $(tail -1 "$log.err")"; }
+  KIT_PID=""
+  t3=$(now)
+  [ "$ok" = true ] || say "  nbdcopy failed: $(tail -1 "$log.copy.err")"
+  check "$op" || ok=false
+  record "$t" "$op" Z "$r" "$ok" "$(minus "$t1" "$t0")" "$(minus "$t2" "$t1")" "$(minus "$t3" "$t0")" \
+    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")"
+}
+
+# side_f TARGET OP RUN: nbdcopy from the source file to a file (reads: DST, writes: the scratch).
+side_f() {
+  local t=$1 op=$2 r=$3 log="$OUT/$1.$2.$3.F" t0 t1 ok=true to=$DST
+  [ "$op" = write ] && to=$SCRATCH
+  t0=$(now)
+  # shellcheck disable=SC2086 # NBDCOPY_ARGS are meant to split
+  gnu_time "$log.time" nbdcopy $NBDCOPY_ARGS "$SRC" "$to" 2>"$log.err" || ok=false
+  t1=$(now)
+  [ "$ok" = true ] || say "  nbdcopy failed: $(tail -1 "$log.err")"
+  check "$op" || ok=false
+  record "$t" "$op" F "$r" "$ok" null "$(minus "$t1" "$t0")" "$(minus "$t1" "$t0")" null "$(cpu_of "$log.time")"
+}
+
 # side_b TARGET URL OP RUN: qemu-img convert with qemu's libiscsi driver.
 side_b() {
   local t=$1 url=$2 op=$3 r=$4 log="$OUT/$1.$3.$4.qemu" t0 t1 ok=true
@@ -242,6 +309,8 @@ for t in $TARGETS; do
           A1) side_a "$t" "$url" "$op" "$r" A1 -C 1 ;;
           B) side_b "$t" "$url" "$op" "$r" ;;
           C) side_c "$t" "$url" "$op" "$r" ;;
+          Z) side_z "$t" "$op" "$r" ;;
+          F) side_f "$t" "$op" "$r" ;;
           *) die "unknown side $side" ;;
         esac
       done
@@ -251,11 +320,11 @@ done
 
 mkdir -p "$HERE/results"
 RESULT=${RESULT:-$HERE/results/$(date +%F)-nbd.md}
-python3 - "$RAW" "$RUNS" "$MIB" "$RSISCSI" "$REV" "$NBD_ARGS" "$NBDCOPY_ARGS" >"$RESULT.tmp" <<'PY'
+python3 - "$RAW" "$RUNS" "$MIB" "$RSISCSI" "$REV" "$NBD_ARGS" "$NBDCOPY_ARGS" "$SIDES" >"$RESULT.tmp" <<'PY'
 import json, os, platform, statistics, subprocess, sys
-raw, runs, mib, rsiscsi, rev, nbd_args, nbdcopy_args = sys.argv[1:8]
+raw, runs, mib, rsiscsi, rev, nbd_args, nbdcopy_args, sides_run = sys.argv[1:9]
 mib = int(mib)
-SIDES = ["A", "A1", "B", "C"]
+SIDES = ["A", "A1", "B", "C", "Z", "F"]
 rows, order = {}, []
 for line in open(raw):
     r = json.loads(line)
@@ -305,7 +374,7 @@ def cpu_split(vs):
 print(f"# rsiscsi nbd + nbdcopy vs qemu's libiscsi driver (qemu-img, qemu-nbd + nbdcopy), {subprocess.getoutput('date -u +%FT%TZ')}\n")
 print(f"Host: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}; loopback 127.0.0.1; "
       f"{mib} MiB per copy, between the LUN and a file on /dev/shm; {runs} runs per side, alternating "
-      f"(A A1 B C, then C B A1 A); medians. rsiscsi {rev} (release build); {ver('nbdcopy --version')}; "
+      f"({sides_run}, then the reverse); medians; load average at the end: {os.getloadavg()[0]:.2f}. rsiscsi {rev} (release build); {ver('nbdcopy --version')}; "
       f"{ver('qemu-img --version')} and {ver('qemu-nbd --version')} with block-iscsi.so (qemu-block-extra, libiscsi).\n")
 print(f"- A: `rsiscsi nbd URL --socket S{' ' + nbd_args if nbd_args else ''}` + `nbdcopy{' ' + nbdcopy_args if nbdcopy_args else ''}` "
       "(defaults: our export offers multi-conn, so 4 connections × 64 requests of 256 KiB)")
@@ -313,34 +382,44 @@ print(f"- A1: A with `nbdcopy -C 1{' ' + nbdcopy_args if nbdcopy_args else ''}`:
 print("- B: `qemu-img convert -n -f raw -O raw` to or from `iscsi://…` (defaults: 8 coroutines, cache=unsafe)")
 print(f"- C: `qemu-nbd -f raw -t -k S iscsi://…` + `nbdcopy{' ' + nbdcopy_args if nbdcopy_args else ''}` (qemu-nbd's "
       "defaults: --cache=writeback, --aio=threads, --shared=1; with one client allowed it offers no multi-conn, "
-      "so nbdcopy opens 1 connection × 64 requests)\n")
+      "so nbdcopy opens 1 connection × 64 requests)")
+print(f"- Z (ceiling, no iSCSI): `nbdkit -f -U S file F` + `nbdcopy{' ' + nbdcopy_args if nbdcopy_args else ''}`, F on /dev/shm "
+      "(the source for reads, a scratch file for writes): the NBD hop with a server that costs almost nothing; "
+      "multi-conn, so 4 connections like A. A does what Z does plus the target and the iSCSI hop on the same CPUs")
+print(f"- F (floor): `nbdcopy{' ' + nbdcopy_args if nbdcopy_args else ''} SRC DST`, file to file on /dev/shm, no server\n")
 print("MiB/s; \"copy\" is nbdcopy alone (the server's login left out), \"whole\" is from the start of the "
       "server to its exit (login, copy, flush, logout), which is what B's one command does. Ratios above 1: A is faster.\n")
 print("| target | copy | A copy | A whole | A1 copy | A1 whole | B whole | C copy | C whole "
-      "| A/B whole | A1/C copy | A1/C whole | A/C whole | runs A/A1/B/C (failed) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+      "| A/B whole | A1/C copy | A1/C whole | A/C whole | Z copy | F copy | Z/B | A/Z copy | runs A/A1/B/C/Z/F (failed) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for (t, op) in order:
     R = rows[(t, op)]
-    a, a1, b, c = (R[s] for s in SIDES)
+    a, a1, b, c, z, f = (R[s] for s in SIDES)
     print(f"| {t} | {op} | {fmt(copy_rate(a))} | {fmt(whole_rate(a))} | {fmt(copy_rate(a1))} | {fmt(whole_rate(a1))} "
           f"| {fmt(whole_rate(b))} | {fmt(copy_rate(c))} | {fmt(whole_rate(c))} "
           f"| {ratio(whole_rate(a), whole_rate(b))} | {ratio(copy_rate(a1), copy_rate(c))} "
           f"| {ratio(whole_rate(a1), whole_rate(c))} | {ratio(whole_rate(a), whole_rate(c))} "
-          f"| {len(a)}/{len(a1)}/{len(b)}/{len(c)} ({R['failed']}) |")
-print("\nCPU seconds per copy (user + system, medians): server + nbdcopy for A, A1 and C; qemu-img for B.\n")
-print("| target | copy | A | A1 | B | C | A1/C |")
-print("|---|---|---:|---:|---:|---:|---:|")
+          f"| {fmt(copy_rate(z))} | {fmt(copy_rate(f))} | {ratio(copy_rate(z), whole_rate(b))} "
+          f"| {ratio(copy_rate(a), copy_rate(z))} "
+          f"| {len(a)}/{len(a1)}/{len(b)}/{len(c)}/{len(z)}/{len(f)} ({R['failed']}) |")
+print("\nCPU seconds per copy (user + system, medians): server + nbdcopy for A, A1, C and Z; qemu-img for B; "
+      "nbdcopy for F. The target's own CPU is not in these figures.\n")
+print("| target | copy | A | A1 | B | C | A1/C | Z | F |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for (t, op) in order:
     R = rows[(t, op)]
-    a, a1, b, c = (R[s] for s in SIDES)
-    print(f"| {t} | {op} | {cpu_split(a)} | {cpu_split(a1)} | {fmt(cpu(b), 2)} | {cpu_split(c)} | {ratio(cpu(a1), cpu(c))} |")
-print("\nPer-run seconds (nbdcopy alone/whole for A, A1, C; whole for B), in run order:\n")
+    a, a1, b, c, z, f = (R[s] for s in SIDES)
+    print(f"| {t} | {op} | {cpu_split(a)} | {cpu_split(a1)} | {fmt(cpu(b), 2)} | {cpu_split(c)} | {ratio(cpu(a1), cpu(c))} "
+          f"| {cpu_split(z)} | {fmt(cpu(f), 2)} |")
+print("\nPer-run seconds (nbdcopy alone/whole for A, A1, C, Z; whole for B; nbdcopy for F), in run order:\n")
 for (t, op) in order:
     R = rows[(t, op)]
     parts = []
     for s in SIDES:
-        if s == "B":
-            parts.append("B " + ", ".join(f"{v['total']:.2f}" for v in R[s]))
+        if not R[s]:
+            continue
+        if s in ("B", "F"):
+            parts.append(s + " " + ", ".join(f"{v['total']:.2f}" for v in R[s]))
         else:
             parts.append(s + " " + ", ".join(f"{v['copy']:.2f}/{v['total']:.2f}" for v in R[s]))
     print(f"- {t} {op}: " + " | ".join(parts))

@@ -4,7 +4,7 @@
 # rebuilds Debian's own fio source with --enable-libiscsi. Source packages come through a
 # private apt configuration under $BENCH_DIR/apt; /etc/apt is left alone. Also qemu-img's
 # iscsi:// driver (qemu-block-extra at qemu-utils' version, from backports) and nbdcopy
-# (libnbd-bin), for bench/nbd-compare.sh.
+# (libnbd-bin) and nbdkit (its side Z), for bench/nbd-compare.sh.
 # Idempotent: a second run only checks that the engine is there. Needs root (apt-get install).
 set -euo pipefail
 BENCH_DIR=${BENCH_DIR:-/tmp/rsiscsi-bench}
@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$BENCH_DIR"
 
 need=()
-for p in libiscsi-bin libiscsi-dev pkg-config zlib1g-dev libaio-dev iperf3 gcc make tgt istgt dpkg-dev; do
+for p in libiscsi-bin libiscsi-dev pkg-config zlib1g-dev libaio-dev iperf3 gcc make tgt istgt dpkg-dev nbdkit; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
