@@ -21,10 +21,18 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// Upper bound on each login round trip.
     pub login_timeout: Duration,
-    /// Send a NOP-Out ping after this long without hearing from the target.
+    /// Send a NOP-Out ping on an idle connection after this long without
+    /// hearing from the target.
     pub nop_interval: Duration,
     /// Declare the connection dead when a ping gets no answer in this time.
     pub nop_timeout: Duration,
+    /// A connection owed answers that hears nothing from the target for
+    /// this long is stalled: it gets no new commands and is pinged at once
+    /// (a link that went down loses packets without RST or FIN, and TCP
+    /// would take minutes to say so). With the default 2 s and the NOP
+    /// timeout of 5 s, a dead link is declared failed about 7 s after its
+    /// last PDU, its commands moved to the other connections.
+    pub stall_time: Duration,
     /// Upper bound on one SCSI command (and on logout).
     pub command_timeout: Duration,
     /// How many times a login redirection (status class 1) is followed.
@@ -115,7 +123,8 @@ impl SessionConfig {
             connect_timeout: Duration::from_secs(10),
             login_timeout: Duration::from_secs(15),
             nop_interval: Duration::from_secs(10),
-            nop_timeout: Duration::from_secs(15),
+            nop_timeout: Duration::from_secs(5),
+            stall_time: Duration::from_secs(2),
             command_timeout: Duration::from_secs(60),
             max_redirects: 4,
             recovery: true,

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::fault::{ConnectionFault, FaultKind};
+use super::health::{Step, Watch};
 use super::rx::{ANSWERS_AT_LEAST, ANSWERS_BACKOFF, ANSWERS_WAIT, RxSocket, answers_mark, owed_mark};
 use super::state::{Out, Reply, ScsiTask, Task, TaskKind, conn_mut, push};
 use super::{Inner, ScsiOutcome, Session};
@@ -152,18 +153,25 @@ fn read_error(e: impl std::fmt::Display) -> ConnectionFault {
 /// session weakly so that dropping the last handle ends it.
 pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut dec: PduDecoder, mut buf: BytesMut) {
     let mut rd = RxSocket::new(rd);
-    let Some((nop_interval, nop_timeout)) = weak.upgrade().map(|i| (i.cfg.nop_interval, i.cfg.nop_timeout)) else {
+    let Some(watch) = weak.upgrade().map(|i| Watch {
+        stall_time: i.cfg.stall_time,
+        nop_interval: i.cfg.nop_interval,
+        nop_timeout: i.cfg.nop_timeout,
+    }) else {
         return;
     };
+    // Mid-segment the target is sending: silence there is a stall at once.
+    let segment_idle = watch.stall_time + watch.nop_timeout;
     // When the last whole PDU came: a silent target went silent then.
     let mut last_pdu = Instant::now();
     let reason = async {
         // One timer for the connection's life, moved only when it fires: a
         // PDU just notes the time (re-arming a timer per PDU costs a timer
         // wheel insert and removal per command).
-        let timer = tokio::time::sleep_until(last_pdu + nop_interval);
+        let timer = tokio::time::sleep_until(last_pdu + watch.stall_time.min(watch.nop_interval));
         tokio::pin!(timer);
-        let mut pinging = false;
+        // When our ping went out, until a PDU answers it.
+        let mut pinged: Option<Instant> = None;
         // After a placed segment another one usually follows: read just its
         // header then, so that its data is not pulled into `buf` and copied.
         let mut header_next = false;
@@ -178,13 +186,11 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                         Ok(h) => h,
                         Err(e) => return malformed(e),
                     };
-                    if let Err(reason) =
-                        place_data_in(&weak, cid, &mut rd, &mut buf, h, nop_interval + nop_timeout).await
-                    {
+                    if let Err(reason) = place_data_in(&weak, cid, &mut rd, &mut buf, h, segment_idle).await {
                         return reason;
                     }
                     last_pdu = Instant::now();
-                    pinging = false;
+                    pinged = None;
                     header_next = true;
                     continue;
                 }
@@ -193,7 +199,7 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                         // Liveness is a whole PDU, not a byte: a target that
                         // trickles bytes is as dead as a silent one.
                         last_pdu = Instant::now();
-                        pinging = false;
+                        pinged = None;
                         let Some(inner) = weak.upgrade() else { return closed() };
                         if let Err(e) = inner.handle_pdu(cid, pdu) {
                             return ConnectionFault::from_error(&e);
@@ -254,22 +260,23 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    // No PDU since the ping (a PDU clears `pinging`).
-                    if pinging {
-                        let what = format!("no answer to NOP-Out within {} s", nop_timeout.as_secs());
-                        return ConnectionFault::new(FaultKind::Silent, what);
-                    }
-                    if now < last_pdu + nop_interval {
-                        // Traffic since the timer was set: not idle yet.
-                        timer.as_mut().reset(last_pdu + nop_interval);
-                        continue;
-                    }
                     let Some(inner) = weak.upgrade() else { return closed() };
-                    if send_ping(&inner, cid) {
-                        pinging = true;
-                        timer.as_mut().reset(now + nop_timeout);
-                    } else {
-                        timer.as_mut().reset(now + nop_interval);
+                    let oldest = inner.lock().oldest_outstanding(cid).map(Instant::from_std);
+                    match watch.step(now.into_std(), last_pdu.into_std(), oldest.map(Instant::into_std), pinged.map(Instant::into_std)) {
+                        Step::Sleep(at) => timer.as_mut().reset(Instant::from_std(at)),
+                        Step::Dead => {
+                            let what = format!("no answer to NOP-Out within {} s", watch.nop_timeout.as_secs());
+                            return ConnectionFault::new(FaultKind::Silent, what);
+                        }
+                        Step::Ping { stalled } => {
+                            let sent = if stalled { send_stall_ping(&inner, cid) } else { send_ping(&inner, cid) };
+                            if sent {
+                                pinged = Some(now);
+                                timer.as_mut().reset(now + watch.nop_timeout);
+                            } else {
+                                timer.as_mut().reset(now + watch.stall_time.min(watch.nop_interval));
+                            }
+                        }
                     }
                 }
             }
@@ -385,6 +392,36 @@ fn send_ping(inner: &Inner, cid: u16) -> bool {
         let out = NopOut { immediate: true, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn, exp_stat_sn: c.exp_stat_sn };
         push(c, out, Bytes::new());
     }
+    true
+}
+
+/// Pings a connection that is owed answers but has been silent for the
+/// stall time, and takes it out of the balancer's choice until it hears
+/// from the target again (`State::heard`). Its CmdSN is the target's
+/// ExpCmdSN as last reported: istgt drops a connection whose immediate PDU
+/// carries any other, and a target held up behind a CmdSN gap (a command
+/// lost with this link) stays exactly there (RFC 7143 §4.2.2.1).
+/// Returns whether a ping went out.
+fn send_stall_ping(inner: &Inner, cid: u16) -> bool {
+    let mut st = inner.lock();
+    let in_service = st.conns.iter().filter(|c| !c.draining && !c.stalled).count();
+    let Some(c) = conn_mut(&mut st.conns, cid) else { return false };
+    if !c.stalled {
+        c.stalled = true;
+        tracing::warn!(
+            cid,
+            outstanding = c.outstanding,
+            in_service,
+            "connection stalled: no PDU from the target within the stall time; pinging it"
+        );
+    }
+    let itt = st.alloc_itt();
+    let cmd_sn = st.window.exp_cmd_sn();
+    st.tasks.insert(itt, Task::new(Some(cid), 0, TaskKind::Ping, None));
+    let Some(c) = conn_mut(&mut st.conns, cid) else { return false };
+    c.ping_itt = Some(itt);
+    let out = NopOut { immediate: true, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn, exp_stat_sn: c.exp_stat_sn };
+    push(c, out, Bytes::new());
     true
 }
 

@@ -8,6 +8,7 @@
 //! spread over the connections by the load-balance policy.
 
 mod erl2;
+mod failover;
 mod fault;
 pub use self::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, RecoveryStats};
 mod health;
@@ -94,6 +95,40 @@ pub struct ConnectionInfo {
     pub ipsec: Option<String>,
     /// Taking commands, stalled, or being recovered.
     pub state: ConnectionState,
+}
+
+/// The management view of connection `c`.
+fn connection_info(st: &State, c: &ConnState) -> ConnectionInfo {
+    ConnectionInfo {
+        id: c.id,
+        cid: c.cid,
+        leading: c.cid == st.leading_cid,
+        portal: c.portal.clone(),
+        local_address: c.local,
+        remote_address: c.remote,
+        header_digest: c.params.header_digest,
+        data_digest: c.params.data_digest,
+        max_recv_data_segment_length: c.params.max_recv_data_segment_length,
+        max_xmit_data_segment_length: c.max_xmit,
+        outstanding: c.outstanding,
+        primary: c.primary,
+        weight: c.weight,
+        counters: {
+            let mut n = c.counters;
+            if let Some(old) = st.retired_counters.get(&c.cid) {
+                n.absorb(old);
+            }
+            n
+        },
+        holds_back: c.tuner.choice(),
+        ipsec: st
+            .wanted
+            .iter()
+            .find(|w| w.cid == c.cid)
+            .and_then(|w| w.protection.as_ref())
+            .map(|p| p.name().to_string()),
+        state: if c.stalled { ConnectionState::Stalled } else { ConnectionState::FullFeature },
+    }
 }
 
 /// Per-connection login settings for [`Session::connect_more`]: the CHAP
@@ -192,6 +227,7 @@ fn spawn_connection(
         ping_itt: None,
         outstanding: 0,
         draining: false,
+        stalled: false,
         primary: true,
         weight: 1,
         counters: ConnCounters::default(),
@@ -290,10 +326,14 @@ impl Session {
         });
         tokio::spawn(sweep_overdue(Arc::downgrade(&inner)));
         let conn = spawn_connection(&inner, 0, id, portal.clone(), stream, l);
+        // Recovery logs in again from the address the route chose for the
+        // first login when the user named none: the connection belongs to
+        // that initiator port (issue 19), not to whatever the route says later.
+        let local_address = inner.cfg.local_address.or(conn.local.map(|a| a.ip()));
         let mut st = inner.lock();
         st.flush_held();
         st.conns.push(conn);
-        let how = ConnectionLogin { local_address: inner.cfg.local_address, ..ConnectionLogin::default() };
+        let how = ConnectionLogin { local_address, ..ConnectionLogin::default() };
         st.wanted.push(state::Wanted { cid: 0, portal, how, protection });
         drop(st);
         Session { inner }
@@ -342,42 +382,22 @@ impl Session {
         self.inner.lock().recovery_stats
     }
 
-    /// The connections in service, leading first.
+    /// The connections of the session, leading first: those in service
+    /// (full feature phase or stalled), then those being recovered, each
+    /// with the id, portal and local address it had.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let st = self.inner.lock();
-        st.conns
-            .iter()
-            .map(|c| ConnectionInfo {
-                id: c.id,
-                cid: c.cid,
-                leading: c.cid == st.leading_cid,
-                portal: c.portal.clone(),
-                local_address: c.local,
-                remote_address: c.remote,
-                header_digest: c.params.header_digest,
-                data_digest: c.params.data_digest,
-                max_recv_data_segment_length: c.params.max_recv_data_segment_length,
-                max_xmit_data_segment_length: c.max_xmit,
-                outstanding: c.outstanding,
-                primary: c.primary,
-                weight: c.weight,
-                counters: {
-                    let mut n = c.counters;
-                    if let Some(old) = st.retired_counters.get(&c.cid) {
-                        n.absorb(old);
-                    }
-                    n
-                },
-                holds_back: c.tuner.choice(),
-                ipsec: st
-                    .wanted
-                    .iter()
-                    .find(|w| w.cid == c.cid)
-                    .and_then(|w| w.protection.as_ref())
-                    .map(|p| p.name().to_string()),
-                state: ConnectionState::FullFeature,
-            })
-            .collect()
+        let mut all: Vec<ConnectionInfo> = st.conns.iter().map(|c| connection_info(&st, c)).collect();
+        if st.closed.is_none() {
+            all.extend(st.recovering.iter().filter(|r| !st.conns.iter().any(|c| c.cid == r.cid)).map(|r| {
+                let mut info = r.info.clone();
+                info.state = ConnectionState::Recovering;
+                info.outstanding = 0;
+                info.leading = false;
+                info
+            }));
+        }
+        all
     }
 
     /// The load-balance policy in force.
@@ -440,6 +460,9 @@ impl Session {
             }
         };
         let conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        // Its reinstatements come from the same local address (see `start`).
+        let mut how = how.clone();
+        how.local_address = how.local_address.or(conn.local.map(|a| a.ip()));
         // Logged out meanwhile: the new connection and its SA go again.
         let closed = {
             let mut st = inner.lock();
@@ -448,7 +471,7 @@ impl Session {
                 None => {
                     st.flush_held();
                     st.conns.push(conn);
-                    st.wanted.push(state::Wanted { cid, portal: portal.clone(), how: how.clone(), protection });
+                    st.wanted.push(state::Wanted { cid, portal: portal.clone(), how, protection });
                     info!(session = %inner.id, connection = %id, cid, portal = %portal, "connection added");
                     st.drain_queue();
                     None
@@ -727,12 +750,24 @@ impl Inner {
         warn!(cid, reason, "connection failed; recovering");
         let generation = st.generation;
         let erl2 = self.erl2_applies(&st, cid);
+        // A silent connection (a link that went down) while others are in
+        // service: its commands move to them now, and it comes back on its
+        // own link whenever that link does (`failover.rs`).
+        let elsewhere =
+            !erl2 && fault.kind == FaultKind::Silent && st.conns.iter().any(|c| c.cid != cid && !c.draining);
+        if let Some(c) = st.conns.iter().find(|c| c.cid == cid) {
+            let info = connection_info(&st, c);
+            st.recovering.retain(|r| r.cid != cid);
+            st.recovering.push(state::Recovering { cid, info });
+        }
         if let Some((portal, id)) = st.orphan_connection(cid, Some((&fault, std::time::Instant::now(), began))) {
             st.drain_queue();
             drop(st);
             let s = Session { inner: self.clone() };
             if erl2 {
                 tokio::spawn(s.recover_erl2(cid, portal, id, fault, generation));
+            } else if elsewhere {
+                tokio::spawn(s.recover_elsewhere(cid, portal, id, fault, generation));
             } else {
                 tokio::spawn(s.recover(cid, portal, id, fault, generation));
             }

@@ -142,6 +142,7 @@ impl Session {
             st.window.update(exp, max);
             st.flush_held();
             st.conns.push(conn);
+            st.recovering.retain(|r| r.cid != cid);
         }
         // istgt drops a connection whose immediate PDU does not carry its
         // ExpCmdSN exactly, and with MC/S that number moves with every
@@ -227,6 +228,8 @@ impl Session {
             st.tsih = tsih;
             st.window = iscsi_proto::seq::CmdWindow::new(exp, exp, max);
             st.generation += 1;
+            // The old connections come back with new CIDs, if at all.
+            st.recovering.clear();
             let leading = super::state::Wanted { cid, portal: portal.clone(), how, protection };
             let wanted = std::mem::replace(&mut st.wanted, vec![leading]);
             st.reissue_all_lost();

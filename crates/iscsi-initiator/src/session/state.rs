@@ -249,6 +249,9 @@ pub(super) struct ConnState {
     pub outstanding: usize,
     /// Being removed: takes no new tasks.
     pub draining: bool,
+    /// Owed answers but silent for the stall time (`health::Watch`): takes
+    /// no new tasks until it hears from the target again.
+    pub stalled: bool,
     pub primary: bool,
     pub weight: u32,
     pub counters: ConnCounters,
@@ -363,6 +366,17 @@ pub(super) struct State {
     pub window_closed_since: Option<Instant>,
     /// Silences of the target that continue each other (`fault.rs`).
     pub silences: super::fault::Silences,
+    /// Connections declared failed and being logged in again, for the
+    /// management view (`ConnectionState::Recovering`).
+    pub recovering: Vec<Recovering>,
+}
+
+/// A connection being recovered, as the management view shows it.
+#[derive(Debug, Clone)]
+pub(super) struct Recovering {
+    pub cid: u16,
+    /// What the view showed of it when it failed.
+    pub info: super::ConnectionInfo,
 }
 
 /// Hashes an ITT. ITTs are ours, handed out in sequence, so they need no
@@ -431,7 +445,29 @@ impl State {
             recovery_stats: super::fault::RecoveryStats::default(),
             window_closed_since: None,
             silences: super::fault::Silences::default(),
+            recovering: Vec::new(),
         }
+    }
+
+    /// A whole PDU came on connection `cid`: a stalled connection is alive
+    /// and takes commands again.
+    pub fn heard(&mut self, cid: u16) {
+        if let Some(c) = conn_mut(&mut self.conns, cid)
+            && c.stalled
+        {
+            c.stalled = false;
+            info!(cid, "stalled connection heard from the target again; back in service");
+        }
+    }
+
+    /// When the oldest SCSI command still unanswered on connection `cid`
+    /// went out (`health::Watch`), `None` when it owes nothing.
+    pub fn oldest_outstanding(&self, cid: u16) -> Option<Instant> {
+        self.tasks
+            .values()
+            .filter(|t| t.cid == Some(cid) && t.cmd_sn.is_some() && matches!(t.kind, TaskKind::Scsi(_)))
+            .filter_map(|t| t.sent_at)
+            .min()
     }
 
     pub fn take_task(&mut self, itt: u32) -> Option<Task> {
@@ -736,6 +772,10 @@ impl State {
     pub fn expire_overdue(&mut self, now: Instant) {
         let window = (self.window.exp_cmd_sn(), self.window.max_cmd_sn(), self.window.current());
         let budget = self.budget;
+        // Filler NOP-Outs (`failover.rs`) nobody answered.
+        self.tasks.retain(|_, t| {
+            !(matches!(t.kind, TaskKind::Ping) && t.abandoned() && t.deadline.is_some_and(|d| d <= now))
+        });
         self.give_up_on_closed_window(now);
         // Commands given up on while queued: never sent (see below).
         let mut unsent = Vec::new();
@@ -830,7 +870,7 @@ impl State {
         let mut views = std::mem::take(&mut self.path_views);
         views.clear();
         views.extend(self.conns.iter().map(|c| PathView {
-            available: !c.draining,
+            available: !c.draining && !c.stalled,
             primary: c.primary,
             weight: c.weight,
             outstanding: c.outstanding,
@@ -1024,6 +1064,7 @@ impl Inner {
     pub(super) fn handle_pdu(self: &Arc<Self>, cid: u16, pdu: Pdu) -> Result<()> {
         let mut st = self.lock();
         let st = &mut *st;
+        st.heard(cid);
         track_target_sequence(st, cid, &pdu.bhs)?;
         let Pdu { bhs, data, .. } = pdu;
         match bhs {
@@ -1122,6 +1163,7 @@ impl Inner {
         let Bhs::DataIn(h) = bhs else { return Ok(()) };
         let mut st = self.lock();
         let st = &mut *st;
+        st.heard(cid);
         track_target_sequence(st, cid, bhs)?;
         // The task may have been aborted or restarted while its data was
         // being read: then the bytes are dropped.
@@ -1392,7 +1434,7 @@ fn on_reject(st: &mut State, h: Reject, data: &Bytes) -> Result<()> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -1412,7 +1454,7 @@ mod tests {
 
     /// A connection on one end of a loopback pair, its writer running,
     /// with `outstanding` commands already at the target.
-    async fn busy_conn(outstanding: usize) -> (ConnState, tokio::net::TcpStream) {
+    pub(crate) async fn busy_conn(outstanding: usize) -> (ConnState, tokio::net::TcpStream) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (peer, _) = l.accept().await.unwrap();
@@ -1435,6 +1477,7 @@ mod tests {
             ping_itt: None,
             outstanding,
             draining: false,
+            stalled: false,
             primary: true,
             weight: 1,
             counters: ConnCounters::default(),
@@ -1617,13 +1660,13 @@ mod tests {
         assert_eq!(b(true, false).unsolicited(4096, 8192), (4096, 4096));
     }
 
-    fn state(next: u32, exp: u32) -> State {
+    pub(crate) fn state(next: u32, exp: u32) -> State {
         let burst = Burst { first_burst_length: 65536, immediate_data: true, initial_r2t: true };
         State::new(CmdWindow::new(next, exp, exp.wrapping_add(31)), burst, 1)
     }
 
     /// A read of one block, nothing received yet.
-    fn one_block_read() -> TaskKind {
+    pub(crate) fn one_block_read() -> TaskKind {
         TaskKind::Scsi(ScsiTask {
             expected_len: 512,
             read: true,
@@ -1702,7 +1745,7 @@ mod tests {
     }
 
     /// The next PDU the connection wrote to `peer`.
-    async fn next_pdu(
+    pub(crate) async fn next_pdu(
         peer: &mut tokio::net::TcpStream,
         dec: &mut iscsi_proto::pdu::PduDecoder,
         buf: &mut BytesMut,

@@ -1,0 +1,409 @@
+//! A connection lost to a silent link while the session has others in
+//! service (issue 19: one connection per network link, a link goes down
+//! mid-copy). Its commands do not wait for the link: they move to the
+//! other connections at once, and the connection itself is logged in again
+//! on its own link, from its own initiator address, whenever the link
+//! comes back.
+//!
+//! Moving a command needs care with the session-wide CmdSN order (RFC 7143
+//! §4.2.2.1): the target runs no command past a CmdSN it has not received,
+//! so commands lost with the link are a gap that holds up every connection.
+//! A command the target received (its ExpCmdSN passed the CmdSN) is simply
+//! sent again as a new command (new ITT, new CmdSN; RFC 7143 §6.2.1, its
+//! answer went down with the link). For one it did not receive, the CmdSN
+//! is first filled with a non-immediate NOP-Out on a connection in service
+//! (§11.18: a NOP-Out takes a CmdSN and is answered), then the command goes
+//! again as new. A CmdSN is filled only once the target's ExpCmdSN stands
+//! exactly at it, so that no filler ever duplicates a CmdSN the target has:
+//! istgt drops a connection on a CmdSN below its ExpCmdSN. Commands sent on
+//! one TCP connection reach the target in order, so once the first lost
+//! CmdSN is missing, every later one lost with it is missing too.
+//!
+//! When the link comes back the connection is reinstated (a login with the
+//! same CID, RFC 7143 §6.3.4, which ends the old one at the target) and
+//! put straight into service: it has no commands of its own left to sort
+//! out, and no new command waits for it meanwhile.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use iscsi_proto::pdu::{NopOut, RESERVED_TAG};
+use iscsi_proto::seq::Sn;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::fault::ConnectionFault;
+use super::state::{State, Task, TaskKind, push};
+use super::{Session, io, spawn_connection};
+use crate::error::{Error, Result};
+use crate::login::{LoginOutcome, LoginParams, login};
+use crate::model::UniqueConnectionId;
+use crate::portal::PortalAddr;
+
+/// First pause between attempts to log a lost connection in again.
+pub(super) const REINSTATE_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest pause between attempts: a link that comes back is in service
+/// again within this (plus a login).
+pub(super) const REINSTATE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How often the lost commands are looked at until all have moved.
+const MOVE_POLL: Duration = Duration::from_millis(10);
+
+/// How long a filler NOP-Out's task waits for its answer.
+const FILLER_LIFETIME: Duration = Duration::from_secs(30);
+
+/// What [`State::move_lost`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Moved {
+    /// Every lost command of the connection went out again.
+    All,
+    /// Some wait: the target's ExpCmdSN is short of the first lost CmdSN
+    /// (another command before it is still on its way), or no connection
+    /// is in service to carry a filler.
+    Waiting,
+}
+
+/// What the mover does next.
+enum Next {
+    Go,
+    Wait,
+    Alone,
+}
+
+/// The next pause after one of `pause` (doubling, within the bounds).
+pub(super) fn next_backoff(pause: Duration) -> Duration {
+    (pause * 2).clamp(REINSTATE_BACKOFF_MIN, REINSTATE_BACKOFF_MAX)
+}
+
+impl State {
+    /// The connection in service (not `not`) a filler NOP-Out goes on:
+    /// one that is not stalled if any, with the fewest tasks. A stalled one
+    /// will do: it may be silent only because the target holds its
+    /// commands behind the very gap the filler closes.
+    fn filler_connection(&self, not: u16) -> Option<u16> {
+        self.conns
+            .iter()
+            .filter(|c| c.cid != not && !c.draining)
+            .min_by_key(|c| (c.stalled, c.outstanding))
+            .map(|c| c.cid)
+    }
+
+    /// Moves the commands lost with connection `lost_cid` to the other
+    /// connections (see the module text). `force`: the target's ExpCmdSN
+    /// did not reach the first lost CmdSN in time; the lost commands go
+    /// again as new without fillers (if the target lacks them, it skips the
+    /// gap or times it out; istgt does after 10 s).
+    pub fn move_lost(&mut self, lost_cid: u16, force: bool) -> Moved {
+        let exp = self.window.exp_cmd_sn();
+        let mut lost: Vec<(u32, Option<u32>)> =
+            self.tasks.iter().filter(|(_, t)| t.lost_on == Some(lost_cid)).map(|(itt, t)| (*itt, t.cmd_sn)).collect();
+        if lost.is_empty() {
+            return Moved::All;
+        }
+        // In CmdSN order from ExpCmdSN; never sent (no CmdSN) first.
+        lost.sort_by_key(|(_, sn)| sn.map_or(i64::MIN, |sn| i64::from(sn.wrapping_sub(exp) as i32)));
+        let missing: Vec<(u32, u32)> =
+            lost.iter().filter_map(|(itt, sn)| sn.filter(|sn| Sn(*sn).ge(Sn(exp))).map(|sn| (*itt, sn))).collect();
+        let mut again: Vec<u32> =
+            lost.iter().filter(|(_, sn)| sn.is_none_or(|sn| Sn(sn).lt(Sn(exp)))).map(|(itt, _)| *itt).collect();
+        let mut result = Moved::All;
+        match missing.first() {
+            None => {}
+            Some((_, first)) if *first == exp => match self.filler_connection(lost_cid) {
+                Some(via) => {
+                    for (itt, sn) in &missing {
+                        self.fill_cmd_sn(*sn, via);
+                        again.push(*itt);
+                    }
+                }
+                None => result = Moved::Waiting,
+            },
+            Some(_) if force => again.extend(missing.iter().map(|(itt, _)| *itt)),
+            Some(_) => result = Moved::Waiting,
+        }
+        if !again.is_empty() {
+            debug!(lost_cid, exp, count = again.len(), missing = missing.len(), "lost commands go out again as new");
+        }
+        // Nobody waits for an abandoned one: it only needed its CmdSN filled.
+        let (abandoned, again): (Vec<u32>, Vec<u32>) =
+            again.into_iter().partition(|itt| self.tasks.get(itt).is_some_and(Task::abandoned));
+        for itt in abandoned {
+            self.tasks.remove(&itt);
+        }
+        self.reissue(again);
+        result
+    }
+
+    /// Fills CmdSN `sn` with a non-immediate NOP-Out on connection `via`
+    /// (RFC 7143 §11.18); its NOP-In answer (and its ExpCmdSN) is consumed
+    /// like a keepalive's.
+    fn fill_cmd_sn(&mut self, sn: u32, via: u16) {
+        let itt = self.alloc_itt();
+        let Some(c) = self.conns.iter().find(|c| c.cid == via) else { return };
+        let out = NopOut { immediate: false, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn: sn, exp_stat_sn: c.exp_stat_sn };
+        push(c, out, Bytes::new());
+        let mut t = Task::new(Some(via), 0, TaskKind::Ping, None);
+        t.cmd_sn = Some(sn);
+        // Forgotten after a while should no answer come (`expire_overdue`).
+        t.deadline = Some(std::time::Instant::now() + FILLER_LIFETIME);
+        self.tasks.insert(itt, t);
+        debug!(sn, via, itt, "CmdSN of a command lost with its link filled with a NOP-Out");
+    }
+
+    /// Whether another connection than `cid` is in service.
+    fn others_in_service(&self, cid: u16) -> bool {
+        self.conns.iter().any(|c| c.cid != cid && !c.draining)
+    }
+}
+
+impl Session {
+    /// Recovers connection `cid`, lost to a silence while others are in
+    /// service: its commands move to them (`State::move_lost`), then it is
+    /// logged in again on its own link, retried with a capped backoff for
+    /// as long as the session has another connection in service. Should
+    /// every other connection go too, the ordinary recovery and its budget
+    /// (`recovery.rs`, `RecoveryBudget::link_down_time`) take over.
+    pub(super) async fn recover_elsewhere(
+        self,
+        cid: u16,
+        portal: PortalAddr,
+        id: UniqueConnectionId,
+        fault: ConnectionFault,
+        generation: u64,
+    ) {
+        // Moving waits at most for the commands in flight on the other
+        // connections to be answered.
+        let force_at = Instant::now() + self.inner.cfg.stall_time.max(Duration::from_secs(1));
+        loop {
+            let next = {
+                let mut st = self.inner.lock();
+                if st.closed.is_some() || st.generation != generation {
+                    return;
+                }
+                if st.move_lost(cid, Instant::now() >= force_at) == Moved::All {
+                    Next::Go
+                } else if st.others_in_service(cid) {
+                    Next::Wait
+                } else {
+                    Next::Alone
+                }
+            };
+            match next {
+                Next::Go => break,
+                Next::Wait => tokio::time::sleep(MOVE_POLL).await,
+                Next::Alone => return Box::pin(self.recover(cid, portal, id, fault, generation)).await,
+            }
+        }
+        info!(session = %self.inner.id, cid, "commands of the lost connection moved to the others; reinstating it on its own link");
+        let mut pause = REINSTATE_BACKOFF_MIN;
+        let mut tries = 0u32;
+        loop {
+            let alone = {
+                let st = self.inner.lock();
+                if st.closed.is_some() || st.generation != generation {
+                    return;
+                }
+                !st.others_in_service(cid)
+            };
+            if alone {
+                return Box::pin(self.recover(cid, portal, id, fault, generation)).await;
+            }
+            tries += 1;
+            let attempt = self.rejoin(cid, &portal, id, generation);
+            let limit = self.inner.cfg.connect_timeout + self.inner.cfg.login_timeout;
+            let r = match tokio::time::timeout(limit, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout("the reinstatement login".into())),
+            };
+            match r {
+                Ok(()) => {
+                    info!(session = %self.inner.id, cid, tries, "connection reinstated on its own link after: {fault}");
+                    self.inner.lock().recovery_stats.connections_reinstated += 1;
+                    return;
+                }
+                Err(Error::SessionClosed) => return,
+                Err(e) => {
+                    if tries == 1 {
+                        warn!(cid, "connection reinstatement failed (retrying while its link is down): {e}");
+                    } else {
+                        debug!(cid, tries, "connection reinstatement failed: {e}");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = next_backoff(pause);
+                }
+            }
+        }
+    }
+
+    /// Logs connection `cid` in again with its CID (RFC 7143 §6.3.4), from
+    /// its own initiator address and with its own login settings, and puts
+    /// it into service.
+    async fn rejoin(&self, cid: u16, portal: &PortalAddr, id: UniqueConnectionId, generation: u64) -> Result<()> {
+        let inner = &self.inner;
+        let (cmd_sn, tsih) = {
+            let st = inner.lock();
+            (st.window.current(), st.tsih)
+        };
+        let how = inner.login_of(cid);
+        let cfg = inner.connection_cfg(&how);
+        let protection = inner.protection_of(cid);
+        let mut stream = io::connect_again(portal, &cfg, how.local_address, protection.as_ref()).await?;
+        let target = inner.target_name.as_deref();
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        let l = match login(&mut stream, &params).await? {
+            LoginOutcome::LoggedIn(l) => l,
+            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
+        };
+        let (exp, max) = (l.exp_cmd_sn, l.max_cmd_sn);
+        let conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        let mut st = inner.lock();
+        if st.closed.is_some() || st.generation != generation {
+            // Dropping it closes it.
+            return Err(Error::SessionClosed);
+        }
+        st.window.update(exp, max);
+        st.flush_held();
+        st.conns.push(conn);
+        st.recovering.retain(|r| r.cid != cid);
+        st.drain_queue();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::session::state::tests::{busy_conn, one_block_read, state};
+    use bytes::BytesMut;
+    use iscsi_proto::pdu::{Bhs, FrameConfig, PduDecoder};
+
+    /// A session state with ExpCmdSN `exp`, next CmdSN `next`, and a live
+    /// connection for each CID in `cids` (their peers' ends returned).
+    async fn state_with_conns(cids: &[u16], next: u32, exp: u32) -> (State, Vec<tokio::net::TcpStream>) {
+        let mut st = state(next, exp);
+        let mut peers = Vec::new();
+        for &cid in cids {
+            let (mut c, peer) = busy_conn(0).await;
+            c.cid = cid;
+            st.conns.push(c);
+            peers.push(peer);
+        }
+        (st, peers)
+    }
+
+    /// The next PDU the peer receives.
+    async fn next_pdu(peer: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Bhs {
+        let mut dec = PduDecoder::new(FrameConfig::default());
+        crate::session::state::tests::next_pdu(peer, &mut dec, buf).await.bhs
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_bounds() {
+        assert_eq!(next_backoff(REINSTATE_BACKOFF_MIN), Duration::from_secs(2));
+        assert_eq!(next_backoff(Duration::from_secs(4)), REINSTATE_BACKOFF_MAX);
+        assert_eq!(next_backoff(REINSTATE_BACKOFF_MAX), REINSTATE_BACKOFF_MAX);
+        assert_eq!(next_backoff(Duration::ZERO), REINSTATE_BACKOFF_MIN);
+    }
+
+    /// A lost read with CmdSN `sn` on connection `lost`.
+    fn lost_task(st: &mut State, sn: u32, lost: u16) -> u32 {
+        let itt = st.alloc_itt();
+        let mut t = Task::new(None, 0, one_block_read(), Some((iscsi_proto::scsi::cdb::test_unit_ready(), 0)));
+        t.cmd_sn = Some(sn);
+        t.lost_on = Some(lost);
+        let (tx, rx) = crate::session::reply::channel();
+        t.reply = Some(tx);
+        std::mem::forget(rx);
+        st.tasks.insert(itt, t);
+        itt
+    }
+
+    #[tokio::test]
+    async fn lost_commands_wait_until_the_target_stands_at_the_first_then_are_filled_and_reissued() {
+        // Connection 1 is alive (its peer socket returned), 2 was lost
+        // with CmdSNs 12 and 14; the target's ExpCmdSN is 11 (command 11
+        // is still on its way on connection 1); our next CmdSN is 15.
+        let (mut st, mut peers) = state_with_conns(&[1], 15, 11).await;
+        let a = lost_task(&mut st, 12, 2);
+        let b = lost_task(&mut st, 14, 2);
+        assert_eq!(st.move_lost(2, false), Moved::Waiting);
+        assert!(st.tasks.get(&a).is_some_and(|t| t.lost_on == Some(2)));
+        // Command 11 arrived: the target now waits for 12, which it lacks.
+        st.window.update(12, 40);
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        let peer = peers.get_mut(0).unwrap();
+        let mut buf = BytesMut::new();
+        // Fillers first, in CmdSN order, non-immediate NOP-Outs.
+        for want in [12u32, 14] {
+            let bhs = next_pdu(peer, &mut buf).await;
+            match bhs {
+                Bhs::NopOut(n) => {
+                    assert!(!n.immediate);
+                    assert_eq!(n.cmd_sn, want);
+                }
+                other => panic!("expected a NOP-Out filler, got {other:?}"),
+            }
+        }
+        // Then the two commands again, with new ITTs and new CmdSNs 15, 16.
+        for want in [15u32, 16] {
+            let bhs = next_pdu(peer, &mut buf).await;
+            match bhs {
+                Bhs::ScsiCommand(c) => {
+                    assert_eq!(c.cmd_sn, want);
+                    assert!(c.itt != a && c.itt != b);
+                }
+                other => panic!("expected a SCSI Command, got {other:?}"),
+            }
+        }
+        assert!(st.tasks.values().all(|t| t.lost_on.is_none()));
+        assert_eq!(st.tasks.values().filter(|t| matches!(t.kind, TaskKind::Scsi(_))).count(), 2);
+    }
+
+    #[tokio::test]
+    async fn commands_the_target_received_go_again_without_filler() {
+        let (mut st, mut peers) = state_with_conns(&[1], 20, 20).await;
+        // The target acknowledged 12 (ExpCmdSN 20): its answer was lost.
+        let a = lost_task(&mut st, 12, 2);
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        let bhs = next_pdu(peers.get_mut(0).unwrap(), &mut BytesMut::new()).await;
+        match bhs {
+            Bhs::ScsiCommand(c) => {
+                assert_eq!(c.cmd_sn, 20);
+                assert_ne!(c.itt, a);
+            }
+            other => panic!("expected the command again, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_connection_in_service_nothing_moves() {
+        let (mut st, _peers) = state_with_conns(&[], 15, 12).await;
+        let a = lost_task(&mut st, 12, 2);
+        assert_eq!(st.move_lost(2, false), Moved::Waiting);
+        assert!(st.tasks.get(&a).is_some_and(|t| t.lost_on == Some(2) && t.cmd_sn == Some(12)));
+        assert!(!st.others_in_service(2));
+    }
+
+    #[tokio::test]
+    async fn forced_moves_reissue_without_filling() {
+        let (mut st, mut peers) = state_with_conns(&[1], 15, 11).await;
+        lost_task(&mut st, 13, 2);
+        assert_eq!(st.move_lost(2, true), Moved::All);
+        let bhs = next_pdu(peers.get_mut(0).unwrap(), &mut BytesMut::new()).await;
+        assert!(matches!(bhs, Bhs::ScsiCommand(c) if c.cmd_sn == 15));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_connection_carries_the_filler_only_when_no_other_will() {
+        let (mut st, _peers) = state_with_conns(&[1, 3], 15, 12).await;
+        if let Some(c) = st.conns.iter_mut().find(|c| c.cid == 1) {
+            c.stalled = true;
+        }
+        assert_eq!(st.filler_connection(2), Some(3));
+        if let Some(c) = st.conns.iter_mut().find(|c| c.cid == 3) {
+            c.draining = true;
+        }
+        assert_eq!(st.filler_connection(2), Some(1));
+    }
+}
