@@ -88,6 +88,25 @@ pub struct BenchArgs {
     /// Print one JSON object instead of one line per metric.
     #[arg(long)]
     pub json: bool,
+    /// Check every block's content. Writes put a stamp in every 512-byte sector (magic, seed,
+    /// sector number, then bytes derived from them) and, at the end, read back and check all they
+    /// wrote; reads check every sector they read (the region must have been written by `bench
+    /// --rw write --verify` with the same --seed, or --prefill writes it first). A difference is
+    /// reported with its LBA, counted in errors and verify_errors, and the exit status is 1.
+    #[arg(long)]
+    pub verify: bool,
+    /// The seed of the --verify stamps: a read checks what a write with the same seed wrote.
+    #[arg(long, default_value_t = 1, requires = "verify", value_name = "N")]
+    pub seed: u64,
+    /// With --verify and a read mode: write the region (see --size) with the stamps first
+    /// (not measured, shown as phase "prefill" in the timeline).
+    #[arg(long, requires = "verify")]
+    pub prefill: bool,
+    /// Print one line a second on stderr: seconds since the start, phase, MiB/s, IOPS, errors and
+    /// each connection's MiB/s (instead of the progress display). --json always has this
+    /// timeline.
+    #[arg(long)]
+    pub timeline: bool,
     #[command(flatten)]
     pub progress: crate::cli::ProgressArgs,
 }
@@ -262,30 +281,184 @@ struct WorkerResult {
     first_error: Option<iscsi_initiator::Error>,
 }
 
-struct Plan {
+/// The differences `--verify` describes in full (the rest are counted).
+const VERIFY_KEEP: usize = 8;
+
+/// What `--verify` keeps while the workload runs.
+struct Verify {
+    seed: u64,
+    /// One bit per slot: written without error at least once (what the
+    /// read-back at the end checks).
+    written: Vec<AtomicU64>,
+    /// Sectors that differed from their stamp.
+    bad: AtomicU64,
+    /// Bytes checked.
+    checked: AtomicU64,
+    /// The first differences, described.
+    first: std::sync::Mutex<Vec<String>>,
+}
+
+impl Verify {
+    fn new(seed: u64, slots: u64) -> Verify {
+        let words = usize::try_from(slots.div_ceil(64)).unwrap_or(0);
+        Verify {
+            seed,
+            written: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            bad: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
+            first: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn mark(&self, slot: u64) {
+        if let Some(w) = usize::try_from(slot / 64).ok().and_then(|i| self.written.get(i)) {
+            w.fetch_or(1 << (slot % 64), Ordering::Relaxed);
+        }
+    }
+
+    fn is_written(&self, slot: u64) -> bool {
+        usize::try_from(slot / 64)
+            .ok()
+            .and_then(|i| self.written.get(i))
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (slot % 64)) != 0)
+    }
+
+    /// Checks `data` read from sector `first_sector` on; returns the
+    /// number of sectors that differ.
+    fn check(&self, data: &[u8], first_sector: u64, block_size: u32) -> u64 {
+        let (bad, n) = crate::stamp::check(data, self.seed, first_sector, VERIFY_KEEP);
+        self.checked.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if n > 0 {
+            self.bad.fetch_add(n, Ordering::Relaxed);
+            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            for b in bad {
+                if first.len() >= VERIFY_KEEP {
+                    break;
+                }
+                first.push(b.describe(block_size, self.seed));
+            }
+        }
+        n
+    }
+}
+
+/// The phases a run goes through, as the timeline names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stage {
+    Prefill = 0,
+    Warmup = 1,
+    Run = 2,
+    Verify = 3,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Prefill => "prefill",
+            Stage::Warmup => "warmup",
+            Stage::Run => "run",
+            Stage::Verify => "verify",
+        }
+    }
+    fn from_u8(v: u8) -> Stage {
+        match v {
+            0 => Stage::Prefill,
+            1 => Stage::Warmup,
+            3 => Stage::Verify,
+            _ => Stage::Run,
+        }
+    }
+}
+
+/// The LUN region and how it is cut into commands, shared by the workload
+/// and the prefill and read-back sweeps of `--verify`.
+struct Io {
     session: Session,
     lun: u64,
     block_size: u32,
     blocks_per_io: u64,
     slots: u64,
+    verify: Option<Verify>,
+    /// Commands completed without error, in any phase: the running rate
+    /// that the progress display and the timeline show.
+    completed: AtomicU64,
+    /// Commands that failed, in any phase.
+    failed: AtomicU64,
+    stage: std::sync::atomic::AtomicU8,
+}
+
+impl Io {
+    fn bytes_per_io(&self) -> u64 {
+        self.blocks_per_io * u64::from(self.block_size)
+    }
+    /// The 512-byte sector where slot `slot` starts.
+    fn first_sector(&self, slot: u64) -> u64 {
+        slot * self.bytes_per_io() / crate::stamp::SECTOR as u64
+    }
+    fn stage(&self) -> Stage {
+        Stage::from_u8(self.stage.load(Ordering::Relaxed))
+    }
+    fn set_stage(&self, s: Stage) {
+        self.stage.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Writes slot `slot`, with its stamps under `--verify`, else `buf`.
+    async fn write(&self, slot: u64, buf: &Bytes) -> iscsi_initiator::Result<()> {
+        let lba = slot * self.blocks_per_io;
+        let data = match &self.verify {
+            Some(v) => {
+                let mut b = vec![0u8; usize::try_from(self.bytes_per_io()).unwrap_or(0)];
+                crate::stamp::fill(&mut b, v.seed, self.first_sector(slot));
+                Bytes::from(b)
+            }
+            None => buf.clone(),
+        };
+        let r = self.session.write_blocks(self.lun, lba, data, self.block_size).await;
+        if let (Ok(()), Some(v)) = (&r, &self.verify) {
+            v.mark(slot);
+        }
+        r
+    }
+
+    /// Reads slot `slot` into `spare` (handed back for the next read) and
+    /// checks it under `--verify`.
+    async fn read(&self, slot: u64, spare: &mut BytesMut) -> iscsi_initiator::Result<()> {
+        let lba = slot * self.blocks_per_io;
+        let blocks = u32::try_from(self.blocks_per_io).unwrap_or(u32::MAX);
+        let buf = std::mem::take(spare);
+        let data = self.session.read_blocks_into(self.lun, lba, blocks, self.block_size, buf).await?;
+        if let Some(v) = &self.verify {
+            v.check(&data, self.first_sector(slot), self.block_size);
+        }
+        // Reads reuse the previous read's buffer: no allocation per command.
+        *spare = data.try_into_mut().unwrap_or_default();
+        Ok(())
+    }
+
+    fn count(&self, ok: bool) {
+        let c = if ok { &self.completed } else { &self.failed };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Plan {
+    io: Arc<Io>,
     rw: RwMode,
     measure_from: Instant,
     stop_at: Instant,
     next_seq: AtomicU64,
-    /// Commands completed without error, measured or not: the running rate
-    /// that the progress display shows.
-    completed: AtomicU64,
 }
 
 async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
     let mut res = WorkerResult::default();
     let mut rng = XorShift(seed | 1);
-    let blocks = u32::try_from(plan.blocks_per_io).unwrap_or(u32::MAX);
-    let bs_bytes = plan.blocks_per_io * u64::from(plan.block_size);
+    let io = &plan.io;
     // One buffer per worker, filled once and sent again and again: `Bytes`
-    // clones share it, so no per-command allocation or copy happens here.
-    let buf = if plan.rw.is_write() {
-        let mut v = vec![0u8; bs_bytes as usize];
+    // clones share it, so no per-command allocation or copy happens here
+    // (--verify stamps each command's own).
+    let buf = if plan.rw.is_write() && io.verify.is_none() {
+        let mut v = vec![0u8; usize::try_from(io.bytes_per_io()).unwrap_or(0)];
         for (i, b) in v.iter_mut().enumerate() {
             *b = (i as u64 ^ seed) as u8;
         }
@@ -300,26 +473,15 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
             break;
         }
         let slot = if plan.rw.is_random() {
-            rng.below(plan.slots)
+            rng.below(io.slots)
         } else {
-            plan.next_seq.fetch_add(1, Ordering::Relaxed) % plan.slots
+            plan.next_seq.fetch_add(1, Ordering::Relaxed) % io.slots
         };
-        let lba = slot * plan.blocks_per_io;
-        let r = if plan.rw.is_write() {
-            plan.session.write_blocks(plan.lun, lba, buf.clone(), plan.block_size).await
-        } else {
-            let spare = std::mem::take(&mut recycled);
-            plan.session.read_blocks_into(plan.lun, lba, blocks, plan.block_size, spare).await.map(|data| {
-                // Reads reuse the previous read's buffer: no allocation per command.
-                recycled = data.try_into_mut().unwrap_or_default();
-            })
-        };
+        let r = if plan.rw.is_write() { io.write(slot, &buf).await } else { io.read(slot, &mut recycled).await };
         // Counted by when it completes, as fio does: what the window moved.
         let done = Instant::now();
         let measured = done >= plan.measure_from && done < plan.stop_at;
-        if r.is_ok() {
-            plan.completed.fetch_add(1, Ordering::Relaxed);
-        }
+        io.count(r.is_ok());
         match r {
             Ok(()) if measured => {
                 res.hist.record(done.saturating_duration_since(start).as_nanos() as u64);
@@ -331,13 +493,231 @@ async fn worker(plan: Arc<Plan>, seed: u64) -> WorkerResult {
                 if res.first_error.is_none() {
                     res.first_error = Some(err);
                 }
-                if plan.session.closed_reason().is_some() {
+                if io.session.closed_reason().is_some() {
                     break;
                 }
             }
         }
     }
     res
+}
+
+/// A `--verify` sweep over the region, one command at a time per worker,
+/// the slots taken in turn from `next`: the prefill writes every slot, the
+/// read-back reads and checks those the workload wrote.
+async fn sweep(io: Arc<Io>, next: Arc<AtomicU64>, write: bool) -> WorkerResult {
+    let mut res = WorkerResult::default();
+    let mut recycled = BytesMut::new();
+    loop {
+        let slot = next.fetch_add(1, Ordering::Relaxed);
+        if slot >= io.slots {
+            break;
+        }
+        let r = if write {
+            io.write(slot, &Bytes::new()).await
+        } else if io.verify.as_ref().is_some_and(|v| v.is_written(slot)) {
+            io.read(slot, &mut recycled).await
+        } else {
+            continue;
+        };
+        io.count(r.is_ok());
+        match r {
+            Ok(()) => res.ops += 1,
+            Err(err) => {
+                res.errors += 1;
+                if res.first_error.is_none() {
+                    res.first_error = Some(err);
+                }
+                if io.session.closed_reason().is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    res
+}
+
+/// Runs `iodepth` sweeps and sums them.
+async fn sweeps(io: &Arc<Io>, iodepth: u32, write: bool) -> CmdResult<WorkerResult> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..iodepth {
+        set.spawn(sweep(io.clone(), next.clone(), write));
+    }
+    let mut sum = WorkerResult::default();
+    while let Some(r) = set.join_next().await {
+        let r = r.map_err(|e| CmdError::from(format!("benchmark worker failed: {e}")))?;
+        sum.ops += r.ops;
+        sum.errors += r.errors;
+        if sum.first_error.is_none() {
+            sum.first_error = r.first_error;
+        }
+    }
+    Ok(sum)
+}
+
+/// One second of the run (the last one may be shorter).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelinePoint {
+    /// Seconds since the start of the first phase, at the end of this sample (every full
+    /// second, and at each change of phase: no sample spans two).
+    pub t: f64,
+    /// `prefill`, `warmup` (not measured), `run` (measured) or `verify` (the read-back of
+    /// `--rw write --verify`): the phase at the end of the sample.
+    pub phase: &'static str,
+    pub mib_s: f64,
+    pub iops: f64,
+    /// Commands that failed in this sample.
+    pub errors: u64,
+    /// Data bytes each connection moved (read plus written), in the order of `paths`.
+    pub per_connection_mib_s: Vec<f64>,
+}
+
+/// A connection of the session, listed once in the report; the timeline's
+/// per-connection rates are in this order.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PathJson {
+    pub connection_id: String,
+    pub cid: u16,
+    pub leading: bool,
+    pub local_address: Option<String>,
+    pub remote_address: Option<String>,
+    pub primary: bool,
+    pub weight: u32,
+}
+
+fn paths(session: &Session) -> Vec<PathJson> {
+    session
+        .connections()
+        .into_iter()
+        .map(|c| PathJson {
+            connection_id: c.id.to_string(),
+            cid: c.cid,
+            leading: c.leading,
+            local_address: c.local_address.map(|a| a.to_string()),
+            remote_address: c.remote_address.map(|a| a.to_string()),
+            primary: c.primary,
+            weight: c.weight,
+        })
+        .collect()
+}
+
+/// Takes the per-second samples of the timeline.
+struct Sampler {
+    start: Instant,
+    last: Instant,
+    last_ops: u64,
+    last_failed: u64,
+    /// The connections by CID (a reinstated connection keeps its CID and
+    /// its counters), in the order of `paths`, with their last byte counts.
+    cids: Vec<(u16, u64)>,
+    bs: u64,
+    print: bool,
+    points: Vec<TimelinePoint>,
+}
+
+/// Data bytes moved by each connection, by CID.
+fn connection_bytes(session: &Session) -> Vec<(u16, u64)> {
+    session.connections().into_iter().map(|c| (c.cid, c.counters.bytes_in + c.counters.bytes_out)).collect()
+}
+
+impl Sampler {
+    fn new(io: &Io, bs: u64, print: bool) -> Sampler {
+        let now = Instant::now();
+        Sampler {
+            start: now,
+            last: now,
+            last_ops: io.completed.load(Ordering::Relaxed),
+            last_failed: io.failed.load(Ordering::Relaxed),
+            cids: connection_bytes(&io.session),
+            bs,
+            print,
+            points: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self, io: &Io) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64().max(1e-3);
+        let ops = io.completed.load(Ordering::Relaxed);
+        let failed = io.failed.load(Ordering::Relaxed);
+        let bytes = connection_bytes(&io.session);
+        let mib = f64::from(1u32 << 20);
+        let round = |v: f64| (v * 10.0).round() / 10.0;
+        let per: Vec<f64> = self
+            .cids
+            .iter_mut()
+            .map(|(cid, last)| {
+                let now_bytes = bytes.iter().find(|(c, _)| c == cid).map_or(*last, |(_, b)| *b);
+                let d = now_bytes.saturating_sub(*last);
+                *last = now_bytes;
+                round(d as f64 / mib / dt)
+            })
+            .collect();
+        let dops = ops.saturating_sub(self.last_ops);
+        let p = TimelinePoint {
+            t: (now.duration_since(self.start).as_secs_f64() * 1000.0).round() / 1000.0,
+            phase: io.stage().name(),
+            mib_s: round(dops as f64 * self.bs as f64 / mib / dt),
+            iops: round(dops as f64 / dt),
+            errors: failed.saturating_sub(self.last_failed),
+            per_connection_mib_s: per,
+        };
+        if self.print {
+            let per: Vec<String> = p.per_connection_mib_s.iter().map(|v| format!("{v:.1}")).collect();
+            eprintln!(
+                "t={:.1}s {} {:.1} MiB/s {:.0} IOPS errors={} per-connection MiB/s [{}]",
+                p.t,
+                p.phase,
+                p.mib_s,
+                p.iops,
+                p.errors,
+                per.join(" ")
+            );
+        }
+        self.points.push(p);
+        (self.last, self.last_ops, self.last_failed) = (now, ops, failed);
+    }
+}
+
+/// Samples every second until stopped; the last, shorter sample is taken
+/// by [`finish_timeline`].
+fn start_timeline(io: Arc<Io>, bs: u64, print: bool) -> (Arc<std::sync::Mutex<Sampler>>, tokio::task::JoinHandle<()>) {
+    let sampler = Arc::new(std::sync::Mutex::new(Sampler::new(&io, bs, print)));
+    let s = sampler.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            s.lock().unwrap_or_else(|p| p.into_inner()).sample(&io);
+        }
+    });
+    (sampler, task)
+}
+
+/// Moves the run to `stage`, closing the timeline's current sample first
+/// so that no sample spans two phases.
+fn switch(io: &Io, sampler: &std::sync::Mutex<Sampler>, stage: Stage) {
+    let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
+    if io.stage() != stage && s.last.elapsed() >= Duration::from_millis(50) {
+        s.sample(io);
+    }
+    io.set_stage(stage);
+}
+
+fn finish_timeline(
+    io: &Io,
+    sampler: &std::sync::Mutex<Sampler>,
+    task: tokio::task::JoinHandle<()>,
+) -> Vec<TimelinePoint> {
+    task.abort();
+    let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
+    if s.last.elapsed() >= Duration::from_millis(100) {
+        s.sample(io);
+    }
+    std::mem::take(&mut s.points)
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -362,7 +742,24 @@ pub struct Report {
     pub cpu_user_s_per_gib: f64,
     pub lat_us: Latency,
     pub connections: u16,
+    /// Commands that failed (measured or not, the --verify sweeps too),
+    /// plus the sectors --verify found different.
     pub errors: u64,
+    /// --verify: the 512-byte sectors that differed from their stamp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_errors: Option<u64>,
+    /// --verify: the bytes checked (the reads, and the read-back of a write run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_bytes: Option<u64>,
+    /// --verify: the seed of the stamps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The session's connections, leading first, as the run began.
+    pub paths: Vec<PathJson>,
+    pub timeline: Vec<TimelinePoint>,
+    /// --verify: the first differences, described.
+    #[serde(skip)]
+    pub verify_first: Vec<String>,
 }
 
 impl Report {
@@ -382,6 +779,9 @@ impl Report {
         let _ = writeln!(s, "latency p99: {:.1} us", self.lat_us.p99);
         let _ = writeln!(s, "latency p99.9: {:.1} us", self.lat_us.p999);
         let _ = writeln!(s, "errors:      {}", self.errors);
+        if let (Some(bad), Some(bytes)) = (self.verify_errors, self.verified_bytes) {
+            let _ = writeln!(s, "verified:    {bytes} bytes, {bad} sectors differ");
+        }
         s
     }
 }
@@ -405,9 +805,12 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
         return Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(&args.url)).into());
     };
     crate::commands::check_mcs(&args.mcs)?;
-    let cfg = session_config(common, Some(&url), &args.session)?;
+    let mut cfg = session_config(common, Some(&url), &args.session)?;
+    crate::commands::apply_from(&mut cfg, &url.portal, &args.mcs)?;
     let ipsec = cfg.ipsec.clone();
-    let screen = Screen::new(args.progress.mode(std::io::stderr().is_terminal()));
+    // The timeline's lines replace the progress display unless --progress asks for both.
+    let tty = std::io::stderr().is_terminal() && !args.timeline;
+    let screen = Screen::new(args.progress.mode(tty));
     let mut signals = Signals::listen()?;
     let interrupted = |stop: crate::commands::Stop| {
         screen.leave();
@@ -451,6 +854,19 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(err) => return Err(format!("cannot write to stdout: {err}").into()),
     }
+    if let Some(bad) = report.verify_errors.filter(|n| *n > 0) {
+        for line in &report.verify_first {
+            eprintln!("rsiscsi: verify: {line}");
+        }
+        let more = bad.saturating_sub(report.verify_first.len() as u64);
+        let first = report.verify_first.first().map(String::as_str).unwrap_or("");
+        let tail = if more > 0 { format!(" ({more} more not shown)") } else { String::new() };
+        return Err(format!(
+            "--verify: {bad} sector(s) differ from what --seed {} writes; the first: {first}{tail}",
+            args.seed
+        )
+        .into());
+    }
     if report.errors > 0 && report.iops == 0.0 {
         // The first error's class picks the exit status (a target that went
         // away is not a SCSI error).
@@ -466,7 +882,7 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
 /// Waits for `until`, showing `phase` with the running rate of the
 /// commands completed; without progress shown, only waits. The display's
 /// own CPU (a redraw at most 20 times a second) is counted in the report.
-async fn watch(mut phase: Phase, plan: &Plan, until: Instant, bs: u64, screen: &Screen) {
+async fn watch(mut phase: Phase, io: &Io, until: Instant, bs: u64, screen: &Screen) {
     let every = match screen.mode {
         ProgressMode::Off => {
             tokio::time::sleep_until(until.into()).await;
@@ -475,7 +891,7 @@ async fn watch(mut phase: Phase, plan: &Plan, until: Instant, bs: u64, screen: &
         ProgressMode::Bar => Duration::from_millis(250),
         ProgressMode::Lines => crate::commands::progress::LINE_EVERY,
     };
-    let (start, ops0) = (Instant::now(), plan.completed.load(Ordering::Relaxed));
+    let (start, ops0) = (Instant::now(), io.completed.load(Ordering::Relaxed));
     let mut last = (start, ops0);
     let rate = |ops: u64, secs: f64| {
         let per_s = ops as f64 / secs.max(1e-3);
@@ -488,11 +904,11 @@ async fn watch(mut phase: Phase, plan: &Plan, until: Instant, bs: u64, screen: &
             break;
         }
         tokio::time::sleep_until(until.min(now + every).into()).await;
-        let (now, ops) = (Instant::now(), plan.completed.load(Ordering::Relaxed));
+        let (now, ops) = (Instant::now(), io.completed.load(Ordering::Relaxed));
         phase.tick(&rate(ops - last.1, now.duration_since(last.0).as_secs_f64()));
         last = (now, ops);
     }
-    let ops = plan.completed.load(Ordering::Relaxed);
+    let ops = io.completed.load(Ordering::Relaxed);
     phase.finish(&rate(ops - ops0, start.elapsed().as_secs_f64()));
 }
 
@@ -512,6 +928,12 @@ async fn measure(
     if block_size == 0 || !args.bs.is_multiple_of(block_size) {
         return Err(format!("--bs {} is not a multiple of the LUN's block size {block_size}", args.bs).into());
     }
+    if args.verify && !block_size.is_multiple_of(crate::stamp::SECTOR as u64) {
+        return Err(format!(
+            "--verify stamps 512-byte sectors: the LUN's block size {block_size} is not a multiple of 512"
+        )
+        .into());
+    }
     let region = args.size.unwrap_or(cap.bytes()).min(cap.bytes());
     let blocks_per_io = args.bs / block_size;
     if u32::try_from(blocks_per_io).is_err() {
@@ -521,18 +943,43 @@ async fn measure(
     if slots == 0 {
         return Err(format!("the LUN region ({region} bytes) is smaller than --bs {}", args.bs).into());
     }
-    let now = Instant::now();
-    let plan = Arc::new(Plan {
+    let io = Arc::new(Io {
         session: session.clone(),
         lun,
         block_size: cap.block_size,
         blocks_per_io,
         slots,
+        verify: args.verify.then(|| Verify::new(args.seed, slots)),
+        completed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        stage: std::sync::atomic::AtomicU8::new(Stage::Warmup as u8),
+    });
+    let paths = paths(session);
+    let (sampler, sampling) = start_timeline(io.clone(), args.bs, args.timeline);
+    let mut errors = 0u64;
+    let mut first_error = None;
+    if args.prefill && !args.rw.is_write() {
+        switch(&io, &sampler, Stage::Prefill);
+        let phase = Phase::spinner(screen, format!("prefill {region} bytes with --verify stamps"));
+        let r = sweeps(&io, args.iodepth, true).await?;
+        phase.finish("");
+        if r.errors > 0 {
+            sampling.abort();
+            let what = format!("--prefill: {} of {} writes failed, the first", r.errors, r.errors + r.ops);
+            return Err(match r.first_error {
+                Some(e) => CmdError::from(e).context(&what),
+                None => what.into(),
+            });
+        }
+    }
+    switch(&io, &sampler, Stage::Warmup);
+    let now = Instant::now();
+    let plan = Arc::new(Plan {
+        io: io.clone(),
         rw: args.rw,
         measure_from: now + warmup,
         stop_at: now + warmup + time,
         next_seq: AtomicU64::new(0),
-        completed: AtomicU64::new(0),
     });
     let base_seed = rand::random::<u64>();
     let mut set = tokio::task::JoinSet::new();
@@ -544,15 +991,16 @@ async fn measure(
     // the CPU used in it; the commands still in flight at its end are waited for, not counted.
     if !warmup.is_zero() {
         let phase = Phase::timed(screen, "warm-up".to_string(), "warm-up", warmup);
-        watch(phase, &plan, plan.measure_from, args.bs, screen).await;
+        watch(phase, &io, plan.measure_from, args.bs, screen).await;
     }
+    switch(&io, &sampler, Stage::Run);
     let cpu0 = process_cpu();
     let name = format!("{} bs={} iodepth={}", args.rw.name(), args.bs, args.iodepth);
     let phase = Phase::timed(screen, name, args.rw.name(), time);
-    watch(phase, &plan, plan.stop_at, args.bs, screen).await;
+    watch(phase, &io, plan.stop_at, args.bs, screen).await;
     let cpu1 = process_cpu();
     let mut hist = Histogram::default();
-    let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
+    let mut ops = 0u64;
     while let Some(r) = set.join_next().await {
         let r = r.map_err(|e| CmdError::from(format!("benchmark worker failed: {e}")))?;
         hist.merge(&r.hist);
@@ -562,6 +1010,18 @@ async fn measure(
             first_error = r.first_error;
         }
     }
+    if args.verify && args.rw.is_write() {
+        // What the run wrote, read back and checked (not measured).
+        switch(&io, &sampler, Stage::Verify);
+        let phase = Phase::spinner(screen, "read back and verify what was written".to_string());
+        let r = sweeps(&io, args.iodepth, false).await?;
+        phase.finish("");
+        errors += r.errors;
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+    }
+    let timeline = finish_timeline(&io, &sampler, sampling);
     let elapsed = plan.stop_at.saturating_duration_since(plan.measure_from).as_secs_f64();
     let (cpu, cpu_user) = match (cpu0, cpu1) {
         (Some(a), Some(b)) => {
@@ -573,6 +1033,14 @@ async fn measure(
     if let Some(e) = &first_error {
         tracing::warn!("{errors} command(s) failed; the first: {e}");
     }
+    let (verify_errors, verified_bytes, verify_first) = match &io.verify {
+        Some(v) => (
+            Some(v.bad.load(Ordering::Relaxed)),
+            Some(v.checked.load(Ordering::Relaxed)),
+            v.first.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        ),
+        None => (None, None, Vec::new()),
+    };
     let bytes = ops as f64 * args.bs as f64;
     let gib = bytes / f64::from(1u32 << 30);
     let us = |ns: u64| (ns as f64 / 1000.0 * 10.0).round() / 10.0;
@@ -591,7 +1059,13 @@ async fn measure(
             p999: us(hist.percentile(99.9)),
         },
         connections: args.mcs.connections,
-        errors,
+        errors: errors + verify_errors.unwrap_or(0),
+        verify_errors,
+        verified_bytes,
+        seed: args.verify.then_some(args.seed),
+        paths,
+        timeline,
+        verify_first,
     };
     Ok((report, first_error))
 }
@@ -655,6 +1129,44 @@ mod tests {
         assert!(T::try_parse_from(["x", "u", "--connections", "0"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--rw", "trim"]).is_err());
         assert!(T::try_parse_from(["x", "u", "--bs", "4q"]).is_err());
+    }
+
+    #[test]
+    fn verify_options_go_together() {
+        let t = T::try_parse_from(["x", "u", "--verify", "--seed", "9", "--prefill", "--timeline"]).unwrap();
+        assert!(t.b.verify && t.b.prefill && t.b.timeline);
+        assert_eq!(t.b.seed, 9);
+        assert_eq!(T::try_parse_from(["x", "u", "--verify"]).unwrap().b.seed, 1);
+        assert!(T::try_parse_from(["x", "u", "--seed", "9"]).is_err(), "--seed without --verify");
+        assert!(T::try_parse_from(["x", "u", "--prefill"]).is_err(), "--prefill without --verify");
+        assert!(T::try_parse_from(["x", "u", "--verify", "--seed", "-1"]).is_err());
+    }
+
+    #[test]
+    fn verify_remembers_the_slots_written() {
+        let v = Verify::new(3, 130);
+        assert_eq!(v.written.len(), 3);
+        for s in [0, 63, 64, 129] {
+            assert!(!v.is_written(s));
+            v.mark(s);
+            assert!(v.is_written(s));
+        }
+        assert!(!v.is_written(1) && !v.is_written(128));
+        // Out of range: neither a panic nor a bit.
+        v.mark(10_000);
+        assert!(!v.is_written(10_000));
+        let mut data = vec![0u8; 4096];
+        crate::stamp::fill(&mut data, 3, 8);
+        assert_eq!(v.check(&data, 8, 512), 0);
+        assert_eq!(v.check(&data, 16, 4096), 8);
+        assert_eq!(v.bad.load(Ordering::Relaxed), 8);
+        assert_eq!(v.checked.load(Ordering::Relaxed), 8192);
+        let first = v.first.lock().unwrap().clone();
+        assert_eq!(first.len(), VERIFY_KEEP);
+        assert_eq!(
+            first[0],
+            "LBA 2 (512-byte sector 0 of it): holds the data of 512-byte sector 8, expected sector 16"
+        );
     }
 
     #[test]

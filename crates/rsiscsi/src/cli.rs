@@ -358,6 +358,7 @@ pub enum Command {
         session: SessionArgs,
     },
     /// List each target of a portal with its LUNs, sizes, vendor and product.
+    #[command(after_help = INITIATOR_PORT_HELP)]
     Ls {
         /// iscsi://HOST[:PORT]/ (every target) or iscsi://HOST[:PORT]/IQN/ (one target).
         url: String,
@@ -370,6 +371,7 @@ pub enum Command {
         session: SessionArgs,
     },
     /// Show INQUIRY data and device identifiers of a LUN.
+    #[command(after_help = INITIATOR_PORT_HELP)]
     Inquiry {
         /// iscsi://HOST[:PORT]/IQN/LUN
         url: String,
@@ -392,6 +394,7 @@ pub enum Command {
         session: SessionArgs,
     },
     /// Copy between local files and LUNs (each side a path or iscsi://HOST[:PORT]/IQN/LUN).
+    #[command(after_help = INITIATOR_PORT_HELP)]
     Cp {
         /// What to read: a local file or iscsi://HOST[:PORT]/IQN/LUN.
         src: String,
@@ -411,9 +414,11 @@ pub enum Command {
         session: SessionArgs,
     },
     /// Measure bandwidth, IOPS, CPU per GiB and latency percentiles on a LUN (overwrites it with --rw write).
+    #[command(after_help = INITIATOR_PORT_HELP)]
     Bench(crate::bench::BenchArgs),
     /// Serve a LUN over NBD (qemu, qemu-img, nbdcopy, nbdfuse) until SIGINT or SIGTERM, then
     /// flush it and log out.
+    #[command(after_help = INITIATOR_PORT_HELP)]
     Nbd(crate::nbd::NbdArgs),
     /// Service: the send-target portals rsiscsid discovers targets on (add, remove, list).
     Portal {
@@ -736,6 +741,14 @@ impl ProgressArgs {
     }
 }
 
+/// What `--add-portal`, `--from` and `--weights` say about initiator ports,
+/// shown after the options of every command that takes them.
+pub const INITIATOR_PORT_HELP: &str = "\
+LOCAL (--from, --add-portal HOST[:PORT]@LOCAL) is an initiator port: a local IP address, an
+interface name (eth1, rsl-i2) or an interface index as `ip link` shows it (Windows'
+InitiatorPortNumber is that index). The connection connects from that address (an interface:
+its first address of the portal's family), and so does its reinstatement after a fault.";
+
 /// One session over several TCP connections (MC/S).
 #[derive(Debug, Clone, Args)]
 pub struct McsArgs {
@@ -747,14 +760,31 @@ pub struct McsArgs {
     #[arg(long, default_value = "round-robin", value_name = "POLICY", value_parser = parse_policy)]
     pub policy: iscsi_initiator::model::LoadBalancePolicy,
     /// HOST[:PORT] of a portal of the same target for the added connections, taken in
-    /// turn (repeat it, one per path or NIC); default: the URL's portal.
-    #[arg(long = "add-portal", value_name = "HOST[:PORT]", value_parser = parse_portal)]
-    pub add_portals: Vec<iscsi_initiator::PortalAddr>,
+    /// turn (repeat it, one per path or NIC); default: the URL's portal. `@LOCAL` makes
+    /// the connection connect from that initiator port (address, interface name or index),
+    /// e.g. 198.19.2.2@rsl-i2 or [::1]:3260@::1.
+    #[arg(long = "add-portal", value_name = "HOST[:PORT][@LOCAL]", value_parser = crate::local::parse_add_portal)]
+    pub add_portals: Vec<crate::local::AddPortal>,
+    /// The initiator port the leading connection connects from: a local address, an
+    /// interface name or an interface index (default: the route's choice).
+    #[arg(long = "from", value_name = "LOCAL", value_parser = crate::local::parse_local)]
+    pub from: Option<crate::local::Local>,
+    /// One weight per connection, the leading one first (as many as --connections), e.g.
+    /// 5,5,1,1; 0 keeps a connection out of use. Only --policy weighted uses them (the other
+    /// policies keep them, unused).
+    #[arg(long, value_name = "W1,W2,...", value_delimiter = ',', value_parser = clap::value_parser!(u32))]
+    pub weights: Vec<u32>,
 }
 
 impl Default for McsArgs {
     fn default() -> Self {
-        Self { connections: 1, policy: iscsi_initiator::model::LoadBalancePolicy::RoundRobin, add_portals: Vec::new() }
+        Self {
+            connections: 1,
+            policy: iscsi_initiator::model::LoadBalancePolicy::RoundRobin,
+            add_portals: Vec::new(),
+            from: None,
+            weights: Vec::new(),
+        }
     }
 }
 
@@ -1069,6 +1099,68 @@ mod tests {
             assert_eq!(ipsec, one_shot || service, "{p}: --ipsec");
             assert_eq!(vici, one_shot, "{p}: --vici-socket (the service has its own)");
         }
+    }
+
+    /// `--from`, `--add-portal ...@LOCAL` and `--weights` on the one-shot
+    /// commands that make a session; what cannot fit is refused before any
+    /// login, with the option named.
+    #[test]
+    fn mcs_local_addresses_and_weights() {
+        use crate::local::Local;
+        let url = "iscsi://127.0.0.1/iqn.2024-01.x:y/0";
+        let mcs = |args: &[&str]| match parse_from([&["rsiscsi", "bench", url][..], args].concat()) {
+            Ok(cli) => match cli.command {
+                Command::Bench(b) => Ok(b.mcs),
+                other => panic!("{other:?}"),
+            },
+            Err(Refused::Usage(m)) => Err(m),
+            Err(other) => panic!("{other:?}"),
+        };
+        let m = mcs(&[
+            "--connections",
+            "3",
+            "--from",
+            "lo",
+            "--add-portal",
+            "198.19.2.2@rsl-i2",
+            "--add-portal",
+            "[::1]:3261@::1",
+            "--weights",
+            "5,1,0",
+            "--policy",
+            "weighted",
+        ])
+        .unwrap();
+        assert_eq!(m.from, Some(Local::Interface("lo".into())));
+        assert_eq!(m.add_portals[0].local, Some(Local::Interface("rsl-i2".into())));
+        assert_eq!(
+            (m.add_portals[1].portal.port, &m.add_portals[1].local),
+            (3261, &Some(Local::Address("::1".parse().unwrap())))
+        );
+        assert_eq!(m.weights, vec![5, 1, 0]);
+        assert_eq!(mcs(&["--from", "3"]).unwrap().from, Some(Local::Index(3)));
+        for (bad, says) in [
+            (vec!["--weights", "1,x"], "invalid value"),
+            (vec!["--weights", "-1"], "unexpected argument"),
+            (vec!["--from", "a/b"], "neither an IP address"),
+            (vec!["--add-portal", "h@"], "empty local address"),
+        ] {
+            let m = mcs(&bad).unwrap_err();
+            assert!(m.contains(says), "{bad:?}: {m}");
+        }
+        let check = |args: &[&str]| crate::commands::check_mcs(&mcs(args).unwrap()).map_err(|e| e.to_string());
+        assert_eq!(check(&["--connections", "2", "--weights", "3,1"]), Ok(()));
+        assert_eq!(
+            check(&["--connections", "3", "--weights", "3,1"]),
+            Err("--weights gives 2 weights for 3 connections: give one per connection, the leading one first".into())
+        );
+        assert!(check(&["--weights", "0"]).unwrap_err().contains("all 0"));
+        assert!(check(&["--weights", "2"]).is_ok(), "one weight for the one connection");
+        let e = check(&["--connections", "2", "--add-portal", "127.0.0.1@rsnosuch0"]).unwrap_err();
+        assert!(e.starts_with("--add-portal 127.0.0.1:3260@rsnosuch0: no network interface"), "{e}");
+        // The help says what an initiator port is.
+        let help = Cli::command().find_subcommand_mut("cp").unwrap().render_long_help().to_string();
+        assert!(help.contains("InitiatorPortNumber") && help.contains("HOST[:PORT][@LOCAL]"), "{help}");
     }
 
     #[test]

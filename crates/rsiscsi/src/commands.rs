@@ -13,6 +13,7 @@ use iscsi_initiator::ipsec::{IpsecConfig, IpsecError, StrongSwan};
 use iscsi_initiator::model::Status;
 use iscsi_initiator::model::options::{ISCSI_ANY_INITIATOR_PORT, LoginOptions, Portal};
 use iscsi_initiator::scsi::Capacity;
+use iscsi_initiator::session::ConnectionLogin;
 use iscsi_initiator::{Error as InitError, ErrorClass, PortalAddr, RecoveryBudget, Session, SessionConfig};
 use iscsi_proto::negotiation::Digest;
 use iscsi_proto::scsi::data::{StandardInquiry, parse_vpd_device_identification, parse_vpd_unit_serial};
@@ -464,8 +465,9 @@ async fn discover_isns(common: &Common, server: &str, json: bool, session: &Sess
     emit(&text)
 }
 
-pub(crate) async fn login(url: &IscsiUrl, target: &str, cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
+pub(crate) async fn login(url: &IscsiUrl, target: &str, mut cfg: SessionConfig, mcs: &McsArgs) -> CmdResult<Session> {
     check_mcs(mcs)?;
+    apply_from(&mut cfg, &url.portal, mcs)?;
     let ipsec = cfg.ipsec.clone();
     let s = open_session(&url.portal, Some(target), cfg).await?;
     grow(&s, url, mcs, &ipsec).await?;
@@ -559,44 +561,97 @@ fn not_found(name: &str, known: &[String], portal: &PortalAddr) -> String {
     format!("target not found{hint} (status class 0x02, detail 0x03)")
 }
 
-/// `--add-portal` is for the added connections: refused before any login
-/// when there are none.
+/// `--add-portal` is for the added connections and `--weights` gives one
+/// weight per connection: both refused before any login when they do not
+/// fit; every `@LOCAL` must name an initiator port of this host that has
+/// an address of its portal's family.
 pub(crate) fn check_mcs(mcs: &McsArgs) -> CmdResult {
     if mcs.connections < 2 && !mcs.add_portals.is_empty() {
         return Err("--add-portal names portals for the added connections: give --connections 2 or more".into());
+    }
+    if !mcs.weights.is_empty() {
+        let (n, want) = (mcs.weights.len(), usize::from(mcs.connections));
+        if n != want {
+            return Err(format!(
+                "--weights gives {n} weight{} for {want} connection{}: give one per connection, the leading one first",
+                if n == 1 { "" } else { "s" },
+                if want == 1 { "" } else { "s" }
+            )
+            .into());
+        }
+        if mcs.weights.iter().all(|w| *w == 0) {
+            return Err("--weights are all 0: no connection would carry commands (0 keeps one out of use)".into());
+        }
+    }
+    for a in &mcs.add_portals {
+        if let Some(l) = &a.local {
+            crate::local::resolve(l, &a.portal).map_err(|m| format!("--add-portal {}@{l}: {m}", a.portal))?;
+        }
+    }
+    Ok(())
+}
+
+/// `--from`: the local address the leading connection (and its
+/// reinstatement) connects from, of the family of `portal`.
+pub(crate) fn apply_from(cfg: &mut SessionConfig, portal: &PortalAddr, mcs: &McsArgs) -> CmdResult {
+    if let Some(l) = &mcs.from {
+        cfg.local_address = Some(crate::local::resolve(l, portal).map_err(|m| format!("--from {l}: {m}"))?);
     }
     Ok(())
 }
 
 /// Grows a fresh session to `mcs.connections` connections with
-/// add_connection (any initiator port, the session's own login settings,
-/// the IPsec of the leading connection: same flags, key and tunnel peer,
-/// each connection with an SA of its own) and sets its load-balance policy;
-/// logs out on failure. The added connections go to `mcs.add_portals` in
-/// turn, or to the URL's portal. The caller has checked `mcs` with
-/// [`check_mcs`] before logging in.
+/// add_connection (the session's own login settings, the IPsec of the
+/// leading connection: same flags, key and tunnel peer, each connection
+/// with an SA of its own), sets its load-balance policy and the weights of
+/// `--weights`; logs out on failure. The added connections go to
+/// `mcs.add_portals` in turn, or to the URL's portal, each from its
+/// `@LOCAL` initiator port (any without one). The caller has checked `mcs`
+/// with [`check_mcs`] before logging in.
 pub(crate) async fn grow(s: &Session, url: &IscsiUrl, mcs: &McsArgs, ipsec: &IpsecConfig) -> CmdResult {
     s.set_load_balance_policy(mcs.policy);
-    let own = [url.portal.clone()];
+    let own = [crate::local::AddPortal { portal: url.portal.clone(), local: None }];
     let portals = if mcs.add_portals.is_empty() { &own[..] } else { &mcs.add_portals[..] };
     let wanted = usize::from(mcs.connections);
-    for (i, addr) in portals.iter().cycle().take(wanted.saturating_sub(1)).enumerate() {
-        let portal = Portal::new(addr.host.clone(), addr.port);
-        let key = ipsec.key.as_ref().map(|k| k.expose()).unwrap_or_default();
-        let added = s
-            .add_connection_with(
-                ISCSI_ANY_INITIATOR_PORT,
-                &portal,
-                ipsec.security_flags,
-                &LoginOptions::default(),
-                key,
-                ipsec.tunnel_outer_address.as_deref(),
-            )
-            .await;
-        if let Err(st) = added {
+    for (i, add) in portals.iter().cycle().take(wanted.saturating_sub(1)).enumerate() {
+        let addr = &add.portal;
+        let added = match &add.local {
+            None => {
+                let portal = Portal::new(addr.host.clone(), addr.port);
+                let key = ipsec.key.as_ref().map(|k| k.expose()).unwrap_or_default();
+                s.add_connection_with(
+                    ISCSI_ANY_INITIATOR_PORT,
+                    &portal,
+                    ipsec.security_flags,
+                    &LoginOptions::default(),
+                    key,
+                    ipsec.tunnel_outer_address.as_deref(),
+                )
+                .await
+                .map_err(CmdError::from)
+            }
+            // The session's login settings and IPsec (the leading
+            // connection's), from this address; kept for its reinstatement.
+            Some(l) => match crate::local::resolve(l, addr) {
+                Ok(ip) => {
+                    let how = ConnectionLogin { local_address: Some(ip), ..ConnectionLogin::default() };
+                    s.connect_more(addr, &how).await.map_err(CmdError::from)
+                }
+                Err(m) => Err(CmdError::from(format!("@{l}: {m}"))),
+            },
+        };
+        if let Err(err) = added {
             logout(s).await;
-            let err = CmdError::from(st);
-            return Err(err.context(&format!("connection {} of {wanted} (to {addr}) could not be added", i + 2)));
+            let at = add.local.as_ref().map(|l| format!(" from {l}")).unwrap_or_default();
+            return Err(err.context(&format!("connection {} of {wanted} (to {addr}{at}) could not be added", i + 2)));
+        }
+    }
+    if !mcs.weights.is_empty() {
+        for (c, w) in s.connections().into_iter().zip(&mcs.weights) {
+            if let Err(err) = s.set_path(c.id, c.primary, *w) {
+                logout(s).await;
+                return Err(CmdError::from(err).context("--weights"));
+            }
         }
     }
     Ok(())
@@ -702,7 +757,8 @@ async fn describe_target(
     mcs: &McsArgs,
     session: &SessionArgs,
 ) -> CmdResult<Vec<LunJson>> {
-    let cfg = session_config(common, Some(url), session)?;
+    let mut cfg = session_config(common, Some(url), session)?;
+    apply_from(&mut cfg, &url.portal, mcs)?;
     let who = LoginWho::new(&url.portal, &cfg);
     let ipsec = cfg.ipsec.clone();
     let s = match Session::login(&url.portal, Some(&t.name), cfg).await {

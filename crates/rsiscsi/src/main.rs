@@ -7,8 +7,10 @@ mod commands;
 mod config;
 mod creds;
 mod docs;
+mod local;
 mod nbd;
 mod service;
+mod stamp;
 mod url;
 
 use std::io::IsTerminal;
