@@ -247,6 +247,18 @@ impl Client {
         self.call_empty(Method::DELETE, &path, Self::NONE).await
     }
 
+    /// `PATCH /v1/sessions/{session_id}/connections/{connection_id}`: the
+    /// connection's path settings; returns the connection as it now is.
+    pub async fn set_path(
+        &self,
+        session_id: &str,
+        connection_id: &str,
+        req: &PathRequest,
+    ) -> Result<Connection, ClientError> {
+        let path = format!("/v1/sessions/{}/connections/{}", q(session_id), q(connection_id));
+        self.call(Method::PATCH, &path, Some(req)).await
+    }
+
     /// `POST /v1/sessions/{session_id}/logout`.
     pub async fn logout(&self, session_id: &str) -> Result<(), ClientError> {
         self.call_empty(Method::POST, &format!("/v1/sessions/{}/logout", q(session_id)), Self::NONE).await

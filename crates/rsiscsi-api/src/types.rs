@@ -302,8 +302,18 @@ pub struct Connection {
     pub initiator_port: u16,
     pub target_address: String,
     pub target_port: u16,
-    /// `login`, `full-feature`, `logout`.
+    /// `full-feature` (in service), `stalled` (no answer from the target
+    /// for a while, commands held) or `recovering` (lost, being logged in
+    /// again: RFC 7143 §6.3.4); older services also said `login`, `logout`.
     pub state: String,
+    /// Whether the connection is a primary path (the failover and
+    /// round-robin-with-subset policies use the primaries; a standby one
+    /// only when no primary is left).
+    #[serde(default = "yes")]
+    pub primary: bool,
+    /// Its weight under the `weighted` policy (0: not used).
+    #[serde(default = "one")]
+    pub weight: u32,
     pub header_digest: DigestType,
     pub data_digest: DigestType,
     pub max_recv_data_segment_length: u32,
@@ -667,6 +677,22 @@ pub struct ConnectionAdded {
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     pub load_balance_policy: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PATCH /v1/sessions/{id}/connections/{cid}`: a connection's path
+/// settings (Windows' `SetLoadBalancePolicy` paths: primary or standby,
+/// weight); what is left out stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
 }
 
 /// `POST /v1/sessions/{id}/scsi`.

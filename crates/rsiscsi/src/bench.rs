@@ -71,9 +71,13 @@ pub struct BenchArgs {
     /// Seconds run before measuring starts (not counted).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub warmup: f64,
-    /// Use only the first SIZE bytes of the LUN (default: all of it).
+    /// Use only SIZE bytes of the LUN from --offset on (default: all of it).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub size: Option<u64>,
+    /// Where the region used starts in the LUN, in bytes (a multiple of the block size; k/M/G
+    /// suffixes allowed).
+    #[arg(long, default_value = "0", value_parser = parse_offset, value_name = "BYTES")]
+    pub offset: u64,
     /// --connections, --policy and --add-portal: one session of several TCP
     /// connections (MC/S, RFC 7143 §4.2.2.5).
     #[command(flatten)]
@@ -131,6 +135,11 @@ impl BenchArgs {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Some(usize::from(self.mcs.connections).clamp(1, cpus))
     }
+}
+
+/// `--offset`: a size, or 0.
+fn parse_offset(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" { Ok(0) } else { parse_size(s) }
 }
 
 /// Parses `4096`, `4k`, `4K`, `4KiB`, `1M`, `1MiB`, `1MB`, `2g`: suffixes are powers of 1024.
@@ -377,6 +386,8 @@ struct Io {
     session: Session,
     lun: u64,
     block_size: u32,
+    /// The LBA where the region starts (`--offset`).
+    first_lba: u64,
     blocks_per_io: u64,
     slots: u64,
     verify: Option<Verify>,
@@ -392,9 +403,13 @@ impl Io {
     fn bytes_per_io(&self) -> u64 {
         self.blocks_per_io * u64::from(self.block_size)
     }
+    /// The LBA where slot `slot` starts.
+    fn lba(&self, slot: u64) -> u64 {
+        self.first_lba + slot * self.blocks_per_io
+    }
     /// The 512-byte sector where slot `slot` starts.
     fn first_sector(&self, slot: u64) -> u64 {
-        slot * self.bytes_per_io() / crate::stamp::SECTOR as u64
+        self.lba(slot) * u64::from(self.block_size) / crate::stamp::SECTOR as u64
     }
     fn stage(&self) -> Stage {
         Stage::from_u8(self.stage.load(Ordering::Relaxed))
@@ -405,7 +420,7 @@ impl Io {
 
     /// Writes slot `slot`, with its stamps under `--verify`, else `buf`.
     async fn write(&self, slot: u64, buf: &Bytes) -> iscsi_initiator::Result<()> {
-        let lba = slot * self.blocks_per_io;
+        let lba = self.lba(slot);
         let data = match &self.verify {
             Some(v) => {
                 let mut b = vec![0u8; usize::try_from(self.bytes_per_io()).unwrap_or(0)];
@@ -424,7 +439,7 @@ impl Io {
     /// Reads slot `slot` into `spare` (handed back for the next read) and
     /// checks it under `--verify`.
     async fn read(&self, slot: u64, spare: &mut BytesMut) -> iscsi_initiator::Result<()> {
-        let lba = slot * self.blocks_per_io;
+        let lba = self.lba(slot);
         let blocks = u32::try_from(self.blocks_per_io).unwrap_or(u32::MAX);
         let buf = std::mem::take(spare);
         let data = self.session.read_blocks_into(self.lun, lba, blocks, self.block_size, buf).await?;
@@ -934,7 +949,16 @@ async fn measure(
         )
         .into());
     }
-    let region = args.size.unwrap_or(cap.bytes()).min(cap.bytes());
+    if !args.offset.is_multiple_of(block_size) || args.offset >= cap.bytes() {
+        return Err(format!(
+            "--offset {} is not a multiple of the block size {block_size} below the LUN's size {}",
+            args.offset,
+            cap.bytes()
+        )
+        .into());
+    }
+    let room = cap.bytes() - args.offset;
+    let region = args.size.unwrap_or(room).min(room);
     let blocks_per_io = args.bs / block_size;
     if u32::try_from(blocks_per_io).is_err() {
         return Err(format!("--bs {} is too large for one command", args.bs).into());
@@ -947,6 +971,7 @@ async fn measure(
         session: session.clone(),
         lun,
         block_size: cap.block_size,
+        first_lba: args.offset / block_size,
         blocks_per_io,
         slots,
         verify: args.verify.then(|| Verify::new(args.seed, slots)),

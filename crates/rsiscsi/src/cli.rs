@@ -441,8 +441,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TargetCmd,
     },
-    /// Service: the sessions rsiscsid holds (list, add-connection, remove-connection, logout, policy, scsi,
-    /// export, unexport).
+    /// Service: the sessions rsiscsid holds (list, add-connection, remove-connection, path, logout, policy,
+    /// scsi, export, unexport).
     Session {
         #[command(flatten)]
         out: ServiceOut,
@@ -487,9 +487,12 @@ pub struct ServiceOut {
 /// `LoginIScsiTarget` parameters).
 #[derive(Debug, Clone, Args)]
 pub struct PathArgs {
-    /// Local network interface index to use (absent: any).
-    #[arg(long, value_name = "N")]
-    pub initiator_port: Option<u32>,
+    /// The initiator port to connect from: a local interface index as `ip link` shows it
+    /// (Windows' InitiatorPortNumber), an interface name, or a local address (taken as the
+    /// interface it is the first address of); the service connects from that interface's
+    /// address of the portal's family (absent: any).
+    #[arg(long, value_name = "N|IFACE|ADDRESS", value_parser = crate::local::parse_local)]
+    pub initiator_port: Option<crate::local::Local>,
     /// ISCSI_SECURITY_FLAG_* bits in hex (e.g. 0x41; --ipsec sets them for you).
     #[arg(long, value_name = "HEX", value_parser = parse_hex_u64)]
     pub security_flags: Option<u64>,
@@ -603,6 +606,25 @@ pub enum SessionCmd {
         session: String,
         /// Connection id (as `session list` or `session add-connection` shows it).
         connection: String,
+    },
+    /// Set a connection's path settings for the load-balance policies: its weight (used by
+    /// the weighted policy; 0 keeps it out of use) and whether it is a primary or a standby
+    /// path (failover-only and round-robin-subset use the primaries); prints the connection.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["weight", "primary", "standby"])))]
+    Path {
+        /// Session id (as `session list` shows it).
+        session: String,
+        /// Connection id (as `session list` or `session add-connection` shows it).
+        connection: String,
+        /// Its weight under the weighted policy (0: not used).
+        #[arg(long, value_name = "N")]
+        weight: Option<u32>,
+        /// Make it a primary path.
+        #[arg(long, conflicts_with = "standby")]
+        primary: bool,
+        /// Make it a standby path (used when no primary is left).
+        #[arg(long)]
+        standby: bool,
     },
     /// Log the whole session out (a persistent login stays stored).
     Logout {
@@ -904,6 +926,16 @@ fn parse_segment_length(s: &str) -> Result<u32, String> {
     match u32::try_from(n) {
         Ok(v) if (512..=MAX).contains(&n) => Ok(v),
         _ => Err(format!("{n} is not in 512..={MAX} (RFC 7143 §13.12)")),
+    }
+}
+
+impl PathArgs {
+    /// `--initiator-port` as the port number the service takes.
+    pub fn port(&self) -> Result<Option<u32>, String> {
+        self.initiator_port
+            .as_ref()
+            .map(|l| crate::local::port_number(l).map_err(|m| format!("--initiator-port {l}: {m}")))
+            .transpose()
     }
 }
 

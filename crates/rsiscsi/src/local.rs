@@ -141,6 +141,36 @@ pub fn resolve(local: &Local, portal: &PortalAddr) -> Result<IpAddr, String> {
     }
 }
 
+/// The initiator port number (interface index) `local` stands for, for
+/// the service's API, which takes a port number: an index as it is, an
+/// interface by its index, an address by the interface it is the first
+/// address of (of its family: the one the service connects from).
+pub fn port_number(local: &Local) -> Result<u32, String> {
+    match local {
+        Local::Index(i) => Ok(*i),
+        Local::Interface(name) => index_of(name),
+        Local::Address(ip) => {
+            let dir =
+                std::fs::read_dir("/sys/class/net").map_err(|e| format!("cannot list network interfaces: {e}"))?;
+            let mut indexes: Vec<u32> =
+                dir.filter_map(|e| index_of(&e.ok()?.file_name().into_string().ok()?).ok()).collect();
+            indexes.sort_unstable();
+            indexes
+                .into_iter()
+                .find(|i| {
+                    iscsi_initiator::session::initiator_port_address(*i, ip.is_ipv6()).ok().flatten() == Some(*ip)
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "local address {ip} is not the first {} address of an interface of this host (the one the \
+                         service connects from): give the interface name or index",
+                        if ip.is_ipv6() { "IPv6" } else { "IPv4" }
+                    )
+                })
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -208,5 +238,16 @@ mod tests {
         assert!(e.contains("no network interface is named \"rsnosuch0\""), "{e}");
         let e = resolve(&Local::Index(999_999), &v4).unwrap_err();
         assert!(e.contains("no network interface has index 999999"), "{e}");
+    }
+
+    #[test]
+    fn port_numbers_for_the_service() {
+        let lo = index_of("lo").unwrap();
+        assert_eq!(port_number(&Local::Index(7)), Ok(7));
+        assert_eq!(port_number(&Local::Interface("lo".into())), Ok(lo));
+        assert_eq!(port_number(&Local::Address("127.0.0.1".parse().unwrap())), Ok(lo));
+        assert!(port_number(&Local::Interface("rsnosuch0".into())).is_err());
+        let e = port_number(&Local::Address("198.18.255.254".parse().unwrap())).unwrap_err();
+        assert!(e.contains("give the interface name or index"), "{e}");
     }
 }

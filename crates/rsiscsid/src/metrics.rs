@@ -4,6 +4,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use iscsi_initiator::session::{ConnectionInfo, ConnectionState};
 use rsiscsi_api::types as api;
 
 use crate::registry::{Live, recovery_counters};
@@ -33,6 +34,13 @@ pub fn render(lives: &[Arc<Live>]) -> String {
             );
         }
     }
+    let conns: Vec<(String, String, Vec<ConnectionInfo>)> = lives
+        .iter()
+        .map(|l| {
+            (l.session.id().to_string(), l.session.target_name().unwrap_or("").to_string(), l.session.connections())
+        })
+        .collect();
+    render_connections(&mut o, &conns);
     let _ = writeln!(o, "# HELP rsiscsi_bytes_total Data bytes moved.\n# TYPE rsiscsi_bytes_total counter");
     for l in lives {
         let sid = l.session.id().to_string();
@@ -78,6 +86,80 @@ pub fn render(lives: &[Arc<Live>]) -> String {
         let _ = writeln!(o, "rsiscsi_command_latency_seconds_count{{session=\"{sid}\"}} {count}");
     }
     o
+}
+
+/// The states a connection is shown in, one gauge series each.
+const STATES: [ConnectionState; 3] =
+    [ConnectionState::FullFeature, ConnectionState::Stalled, ConnectionState::Recovering];
+
+/// Each connection's state (a 0/1 gauge per state, so that a dashboard
+/// sees a link go down and come back), its path settings and how often it
+/// was lost and taken over by recovery, labelled with the session, the
+/// connection, its CID and its local and remote addresses (a connection
+/// reinstated from the same initiator port keeps them: RFC 7143 §6.3.4).
+fn render_connections(o: &mut String, sessions: &[(String, String, Vec<ConnectionInfo>)]) {
+    let labels = |sid: &str, target: &str, c: &ConnectionInfo| {
+        let local = c.local_address.map(|a| a.to_string()).unwrap_or_default();
+        let remote = c.remote_address.map_or_else(|| c.portal.to_string(), |a| a.to_string());
+        format!(
+            "session=\"{}\",connection=\"{}\",cid=\"{}\",target=\"{}\",local=\"{}\",remote=\"{}\"",
+            esc(sid),
+            c.id,
+            c.cid,
+            esc(target),
+            esc(&local),
+            esc(&remote)
+        )
+    };
+    let _ = writeln!(
+        o,
+        "# HELP rsiscsi_connection_state Connection state: 1 for the state it is in (full-feature, stalled, recovering), 0 for the others.\n# TYPE rsiscsi_connection_state gauge"
+    );
+    for (sid, target, conns) in sessions {
+        for c in conns {
+            let l = labels(sid, target, c);
+            for st in STATES {
+                let _ = writeln!(
+                    o,
+                    "rsiscsi_connection_state{{{l},state=\"{}\"}} {}",
+                    st.as_str(),
+                    u8::from(c.state == st)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP rsiscsi_connection_weight Weight of the connection under the weighted policy (0: not used).\n# TYPE rsiscsi_connection_weight gauge"
+    );
+    for (sid, target, conns) in sessions {
+        for c in conns {
+            let _ = writeln!(o, "rsiscsi_connection_weight{{{}}} {}", labels(sid, target, c), c.weight);
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP rsiscsi_connection_primary 1 for a primary path, 0 for a standby one.\n# TYPE rsiscsi_connection_primary gauge"
+    );
+    for (sid, target, conns) in sessions {
+        for c in conns {
+            let _ = writeln!(o, "rsiscsi_connection_primary{{{}}} {}", labels(sid, target, c), u8::from(c.primary));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP rsiscsi_connection_reconnects_total Times the connection failed and recovery took it over (reinstated it or moved its tasks).\n# TYPE rsiscsi_connection_reconnects_total counter"
+    );
+    for (sid, target, conns) in sessions {
+        for c in conns {
+            let _ = writeln!(
+                o,
+                "rsiscsi_connection_reconnects_total{{{}}} {}",
+                labels(sid, target, c),
+                c.counters.reconnects
+            );
+        }
+    }
 }
 
 /// A counter family of the recovery counts: name, help, and its value.
@@ -128,8 +210,12 @@ mod tests {
             "rsiscsi_connections_reinstated_total",
             "rsiscsi_sessions_reinstated_total",
             "rsiscsi_recovery_give_ups_total",
+            "rsiscsi_connection_reconnects_total",
         ] {
             assert!(t.contains(&format!("# TYPE {fam} counter")), "{fam}");
+        }
+        for fam in ["rsiscsi_connection_state", "rsiscsi_connection_weight", "rsiscsi_connection_primary"] {
+            assert!(t.contains(&format!("# TYPE {fam} gauge")), "{fam}");
         }
         assert!(t.contains("# TYPE rsiscsi_command_latency_seconds histogram"));
     }

@@ -16,7 +16,7 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &PortalCmd) 
                 address: p.address,
                 port: p.port,
                 symbolic_name: String::new(),
-                initiator_port: path.initiator_port,
+                initiator_port: path.port().map_err(Error::Usage)?,
                 security_flags: path.security_flags.unwrap_or(0),
                 login_options: login_options(common)?.unwrap_or_default(),
             };

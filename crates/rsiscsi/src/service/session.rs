@@ -28,7 +28,7 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &SessionCmd)
             let (security_flags, tunnel_outer_address, key) = ipsec_request(path.security_flags, ipsec)?;
             let req = api::AddConnectionRequest {
                 portal: portal_arg(portal)?,
-                initiator_port: path.initiator_port,
+                initiator_port: path.port().map_err(Error::Usage)?,
                 security_flags,
                 login_options: login_options(common)?,
                 key,
@@ -44,6 +44,28 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &SessionCmd)
         SessionCmd::RemoveConnection { session, connection } => {
             client.remove_connection(session, connection).await?;
             done(json, &format!("connection {connection} logged out of session {session}\n"))
+        }
+        SessionCmd::Path { session, connection, weight, primary, standby } => {
+            let req = api::PathRequest {
+                weight: *weight,
+                primary: match (primary, standby) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+            };
+            let c = client.set_path(session, connection, &req).await?;
+            if json {
+                return emit_json(&c);
+            }
+            emit(&format!(
+                "connection {} of session {session}: {}, weight {} ({}, {})\n",
+                c.connection_id,
+                if c.primary { "primary" } else { "standby" },
+                c.weight,
+                host_port(&c.initiator_address, c.initiator_port),
+                c.state
+            ))
         }
         SessionCmd::Logout { session } => {
             client.logout(session).await?;
@@ -171,6 +193,7 @@ fn session_text(sessions: &[api::Session]) -> String {
             "LOCAL",
             "TARGET",
             "STATE",
+            "PATH",
             "DIGESTS",
             "COMMANDS",
             "ERRORS",
@@ -185,6 +208,7 @@ fn session_text(sessions: &[api::Session]) -> String {
                 host_port(&c.initiator_address, c.initiator_port),
                 host_port(&c.target_address, c.target_port),
                 c.state.clone(),
+                format!("{} w={}", if c.primary { "primary" } else { "standby" }, c.weight),
                 digests(c),
                 c.counters.commands.to_string(),
                 c.counters.errors.to_string(),
@@ -333,6 +357,8 @@ mod tests {
             target_address: "198.18.9.2".into(),
             target_port: 3260,
             state: "full-feature".into(),
+            primary: true,
+            weight: 1,
             header_digest: api::DigestType::None,
             data_digest: api::DigestType::None,
             max_recv_data_segment_length: 262144,

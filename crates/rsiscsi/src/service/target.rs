@@ -58,7 +58,7 @@ pub async fn run(client: &Client, common: &Common, json: bool, cmd: &TargetCmd) 
         } => {
             let mut req = api::LoginRequest::new(target.clone());
             req.portal = portal.as_deref().map(portal_arg).transpose()?;
-            req.initiator_port = path.initiator_port;
+            req.initiator_port = path.port().map_err(Error::Usage)?;
             (req.security_flags, req.tunnel_outer_address, req.key) = ipsec_request(path.security_flags, ipsec)?;
             req.login_options = login_options(common)?;
             req.persistent = *persistent;

@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/sessions/{session_id}"),
     ("POST", "/v1/sessions/{session_id}/connections"),
     ("DELETE", "/v1/sessions/{session_id}/connections/{connection_id}"),
+    ("PATCH", "/v1/sessions/{session_id}/connections/{connection_id}"),
     ("POST", "/v1/sessions/{session_id}/logout"),
     ("PUT", "/v1/sessions/{session_id}/policy"),
     ("POST", "/v1/sessions/{session_id}/scsi"),
@@ -71,7 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/sessions/{session_id}/connections", post(sessions::add_connection))
         .route(
             "/v1/sessions/{session_id}/connections/{connection_id}",
-            axum::routing::delete(sessions::remove_connection),
+            axum::routing::delete(sessions::remove_connection).patch(sessions::set_path),
         )
         .route("/v1/sessions/{session_id}/logout", post(sessions::logout))
         .route("/v1/sessions/{session_id}/policy", put(sessions::set_policy))
@@ -360,6 +361,8 @@ mod tests {
             target_address: "198.18.9.2".into(),
             target_port: 3260,
             state: "full-feature".into(),
+            primary: true,
+            weight: 1,
             header_digest: api::DigestType::None,
             data_digest: api::DigestType::None,
             max_recv_data_segment_length: 262144,
@@ -376,6 +379,7 @@ mod tests {
             .collect();
         check_schema("Connection", &conn, &always.iter().map(String::as_str).collect::<Vec<_>>());
         check_schema("ExportRequest", &export_request(), &["lun", "nbd_socket"]);
+        check_schema("PathRequest", &api::PathRequest { weight: Some(3), primary: Some(false) }, &[]);
         check_schema("NbdExport", &session.exports[0], &["lun", "nbd_socket", "read_only", "export_name", "clients"]);
         for (name, default) in [
             ("MaxRequestHoldTime", api::DEFAULT_MAX_REQUEST_HOLD_TIME_S),

@@ -112,6 +112,37 @@ pub async fn remove_connection(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A connection's path settings (primary or standby, weight), applied at
+/// once to the live session; the answer is the connection as it now is.
+pub async fn set_path(
+    State(app): State<Arc<App>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    b: super::JsonBody<api::PathRequest>,
+) -> ApiResult<Json<api::Connection>> {
+    let (sid, cid) = path(p)?;
+    let live = session_of(&app, &sid)?;
+    let id = connection_id(&cid)?;
+    let r = body(b)?;
+    if r.weight.is_none() && r.primary.is_none() {
+        return Err(ApiErr::bad_request("nothing to change: give weight, primary or both"));
+    }
+    let c = live.session.connections().into_iter().find(|c| c.id == id).ok_or_else(|| no_connection(&sid, &cid))?;
+    let (primary, weight) = (r.primary.unwrap_or(c.primary), r.weight.unwrap_or(c.weight));
+    live.session.set_path(id, primary, weight).map_err(|_| no_connection(&sid, &cid))?;
+    info!(session = %live.session.id(), connection = %id, primary, weight, "path settings changed");
+    let view = live.view(still_persistent(&app, &live));
+    view.connections
+        .into_iter()
+        .find(|v| v.connection_id == id.to_string())
+        .map(Json)
+        .ok_or_else(|| no_connection(&sid, &cid))
+}
+
+/// 404 `ISDSC_INVALID_CONNECTION_ID`: the session has no such connection.
+fn no_connection(sid: &str, cid: &str) -> ApiErr {
+    model::Status::new(model::IsdscCode::InvalidConnectionId, format!("session {sid} has no connection {cid}")).into()
+}
+
 pub async fn logout(State(app): State<Arc<App>>, p: Result<Path<String>, PathRejection>) -> ApiResult<StatusCode> {
     let id = path(p)?;
     let live = session_of(&app, &id)?;
