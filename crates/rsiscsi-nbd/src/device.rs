@@ -13,6 +13,8 @@ use iscsi_proto::scsi::data::{BlockLimits, LogicalBlockProvisioning};
 use iscsi_proto::scsi::sense::{ScsiError, SenseKey};
 use nbd_export::{BlockDevice, BlockSizes, DeviceError, Errno, Features};
 
+use crate::combine::{ReadQueue, Run};
+
 /// The largest NBD request we accept and the most one SCSI command carries
 /// here: the NBD protocol suggests clients keep to 32 MiB (its "Block size
 /// constraints"), and larger commands only hold the window longer.
@@ -32,6 +34,13 @@ const SPARE_BUFFERS: usize = 64;
 /// wake more tasks per byte; 8 reads of 256 KiB keep tgt and the link busy
 /// (bench/results/2026-12-06-nbd.md: reads 0.8 s → 0.65 s per GiB).
 const READS_IN_FLIGHT: usize = 8;
+/// Most bytes of adjacent waiting reads taken into one READ (see
+/// [`crate::combine`]): nbdcopy's 256 KiB requests four at a time, where
+/// tgt's CPU per GiB drops to what 1–4 MiB reads cost it.
+const COMBINED_READ: u64 = 1 << 20;
+/// Buffers of combined reads kept until every reply cut from them is
+/// written, to be reused then.
+const LENT_BUFFERS: usize = 2 * READS_IN_FLIGHT;
 /// Writes of all clients at once: their data is in memory already, so the
 /// bound is looser; it keeps one client's burst from filling the command
 /// window for the others.
@@ -67,6 +76,11 @@ pub struct LunDevice {
     /// Buffers of earlier reads, back from the NBD writer: a fresh 256 KiB
     /// allocation per read costs its pages' faults every time.
     spare: Mutex<Vec<BytesMut>>,
+    /// Buffers of combined reads whose replies may still be being written:
+    /// each reply holds a slice, so none comes back through `recycle`.
+    lent: Mutex<Vec<Bytes>>,
+    /// Reads waiting for a turn, combined when adjacent.
+    queue: ReadQueue,
     /// Reads of all clients at once (see [`READS_IN_FLIGHT`]).
     reads: tokio::sync::Semaphore,
     /// Writes of all clients at once (see [`WRITES_IN_FLIGHT`]).
@@ -101,13 +115,48 @@ impl LunDevice {
             read_only,
             write_same: AtomicBool::new(true),
             spare: Mutex::new(Vec::new()),
+            lent: Mutex::new(Vec::new()),
+            queue: ReadQueue::default(),
             reads: tokio::sync::Semaphore::new(READS_IN_FLIGHT),
             writes: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
         })
     }
 
     fn spare_buffer(&self) -> BytesMut {
-        self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+        if let Some(buf) = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return buf;
+        }
+        // A combined read's buffer once all its replies are written.
+        let mut lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = lent.iter().position(Bytes::is_unique)
+            && let Ok(mut buf) = lent.swap_remove(i).try_into_mut()
+        {
+            buf.clear();
+            return buf;
+        }
+        BytesMut::new()
+    }
+
+    /// Reads `run` with one READ and hands each of its reads its blocks.
+    async fn read_run(&self, run: Run) -> Result<Bytes, DeviceError> {
+        let blocks = u32::try_from(run.blocks).map_err(|_| too_large());
+        let result = match blocks {
+            Ok(n) => self
+                .session
+                .read_blocks_into(self.lun, run.lba, n, self.cap.block_size, self.spare_buffer())
+                .await
+                .map_err(|e| device_error("READ", &e)),
+            Err(e) => Err(e),
+        };
+        if run.combined() > 0
+            && let Ok(data) = &result
+        {
+            let mut lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
+            if lent.len() < LENT_BUFFERS {
+                lent.push(data.clone());
+            }
+        }
+        run.deliver(result, self.bs())
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -238,19 +287,34 @@ impl BlockDevice for LunDevice {
     }
 
     async fn read(&self, offset: u64, len: u32) -> Result<Bytes, DeviceError> {
-        let _turn = self.reads.acquire().await.map_err(|_| too_large())?;
         let bs = self.bs();
         let first = offset / bs;
         let end = offset.checked_add(u64::from(len)).ok_or_else(too_large)?;
         let blocks = end.div_ceil(bs) - first;
         let per = u64::from(self.max_transfer()) / bs;
         let data = if blocks <= per {
-            let n = u32::try_from(blocks).map_err(|_| too_large())?;
-            self.session
-                .read_blocks_into(self.lun, first, n, self.cap.block_size, self.spare_buffer())
-                .await
-                .map_err(|e| device_error("READ", &e))?
+            // In the queue until a turn is free, or another read's turn takes it along.
+            let (ticket, mut taken) = self.queue.enqueue(first, blocks);
+            let turn = tokio::select! {
+                biased;
+                delivered = &mut taken => Err(delivered),
+                turn = self.reads.acquire() => Ok(turn.map_err(|_| too_large())?),
+            };
+            let delivered = match turn {
+                Err(delivered) => delivered,
+                Ok(turn) => match self.queue.take_run(&ticket, per.min(COMBINED_READ / bs)) {
+                    Some(run) => Ok(self.read_run(run).await),
+                    None => {
+                        // Taken along by another turn in the meantime.
+                        drop(turn);
+                        taken.await
+                    }
+                },
+            };
+            drop(ticket);
+            delivered.map_err(|_| DeviceError::io("the READ this request was part of was dropped"))??
         } else {
+            let _turn = self.reads.acquire().await.map_err(|_| too_large())?;
             // More than the LUN takes in one command: read it in pieces.
             let mut all = bytes::BytesMut::with_capacity(usize::try_from(blocks * bs).map_err(|_| too_large())?);
             let mut at = 0;

@@ -5,6 +5,7 @@
 //! which owns the session (the CLI for `rsiscsi nbd`, the daemon for its
 //! exports).
 
+mod combine;
 mod device;
 
 pub use device::{LunDevice, OpenError};
