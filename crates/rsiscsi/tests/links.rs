@@ -1,0 +1,423 @@
+//! A link lost mid-copy loses nothing (issue 19 point 3): the real `rsiscsi`
+//! and `rsiscsid` over the links lab (`bench/links.sh up`: a target
+//! namespace joined to this, the root, namespace by N rate-limited veth
+//! links, tgt on 198.19.K.2:3260 and istgt on 198.19.K.2:3261 for every
+//! link K). One session has one connection per link, each from its own
+//! initiator port (`--from` / `--add-portal HOST@LOCAL`, or the service's
+//! `--initiator-port IFINDEX`); one link goes down while data moves and
+//! comes back.
+//!
+//! The tests flip shared links, so they run one at a time (one static
+//! lock), and a guard brings the link back up even when a test fails.
+//! They use the whole 1 GiB LUN of each target: nothing else may write
+//! there while they run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The tests flip links of one shared lab: one at a time.
+static LINKS: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs.
+    LINKS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The links lab's settings and what the tests ask of them.
+struct Lab(HashMap<String, String>);
+
+impl Lab {
+    fn get() -> Lab {
+        let lab = Lab(common::links_lab());
+        assert!(lab.count() >= 2, "the links lab has {} link(s); these tests need 2 or more", lab.count());
+        lab
+    }
+
+    fn var(&self, name: &str) -> String {
+        self.0.get(name).unwrap_or_else(|| panic!("{name} missing from the links lab's settings")).clone()
+    }
+
+    fn count(&self) -> usize {
+        self.var("RSISCSI_LINKS_COUNT").parse().unwrap()
+    }
+
+    fn link(&self, k: usize, what: &str) -> String {
+        self.var(&format!("RSISCSI_LINK_{k}_{what}"))
+    }
+
+    fn script(&self) -> String {
+        self.var("RSISCSI_LINKS_SCRIPT")
+    }
+
+    fn lun_bytes(&self) -> u64 {
+        self.var("RSISCSI_LINKS_LUN_BYTES").parse().unwrap()
+    }
+}
+
+/// The two targets of the lab.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Tgt,
+    Istgt,
+}
+
+impl Target {
+    fn key(self) -> &'static str {
+        match self {
+            Target::Tgt => "TGT",
+            Target::Istgt => "ISTGT",
+        }
+    }
+
+    fn iqn(self, lab: &Lab) -> String {
+        lab.var(&format!("RSISCSI_LINKS_{}_IQN", self.key()))
+    }
+
+    fn lun(self, lab: &Lab) -> String {
+        lab.var(&format!("RSISCSI_LINKS_{}_LUN", self.key()))
+    }
+
+    fn port(self, lab: &Lab) -> String {
+        lab.var(&format!("RSISCSI_LINKS_{}_PORT", self.key()))
+    }
+
+    /// Link K's portal of this target.
+    fn portal(self, lab: &Lab, k: usize) -> String {
+        lab.link(k, &format!("{}_PORTAL", self.key()))
+    }
+
+    /// The LUN's URL through link `k`.
+    fn url(self, lab: &Lab, k: usize) -> String {
+        format!("iscsi://{}/{}/{}", self.portal(lab, k), self.iqn(lab), self.lun(lab))
+    }
+}
+
+/// Link K taken down while this lives; up again on drop, even when the test
+/// panics (`bench/links.sh link K up`, and `ip link set ... up` on both ends
+/// should the script fail).
+struct LinkDown {
+    script: String,
+    k: usize,
+    iface: String,
+    target_iface: String,
+    ns: String,
+    up: bool,
+}
+
+impl LinkDown {
+    /// `side`: `ini` (the initiator's end goes down: its routes go, sends
+    /// fail at once) or `tgt` (the far end: only carrier is lost, packets
+    /// vanish, only timeouts tell).
+    fn new(lab: &Lab, k: usize, side: &str) -> LinkDown {
+        let g = LinkDown {
+            script: lab.script(),
+            k,
+            iface: lab.link(k, "IFACE"),
+            target_iface: lab.link(k, "TARGET_IFACE"),
+            ns: lab.var("RSISCSI_LINKS_NS"),
+            up: false,
+        };
+        let o = Command::new(&g.script).args(["link", &k.to_string(), "down", "--side", side]).output().unwrap();
+        assert!(o.status.success(), "links.sh link {k} down: {}", String::from_utf8_lossy(&o.stderr));
+        g
+    }
+
+    fn up(&mut self) {
+        if self.up {
+            return;
+        }
+        self.up = true;
+        let ok = Command::new(&self.script)
+            .args(["link", &self.k.to_string(), "up"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("ip").args(["link", "set", &self.iface, "up"]).status();
+            let _ = Command::new("ip").args(["-n", &self.ns, "link", "set", &self.target_iface, "up"]).status();
+        }
+        assert!(ok, "links.sh link {} up failed (tried ip link set ... up as well)", self.k);
+    }
+}
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        if !self.up {
+            self.up = true;
+            if !Command::new(&self.script)
+                .args(["link", &self.k.to_string(), "up"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                let _ = Command::new("ip").args(["link", "set", &self.iface, "up"]).status();
+                let _ = Command::new("ip").args(["-n", &self.ns, "link", "set", &self.target_iface, "up"]).status();
+            }
+        }
+    }
+}
+
+/// A file of `bytes` on /dev/shm that no earlier run wrote to the LUN:
+/// every 512-byte block starts with `seed` and its own block number, the
+/// rest pseudo-random, so a lost, stale or misplaced block shows.
+struct DataFile(PathBuf);
+
+impl DataFile {
+    fn new(name: &str, bytes: u64, seed: u64) -> DataFile {
+        let path = PathBuf::from(format!("/dev/shm/rsiscsi-links-{}-{name}", std::process::id()));
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+        // One random MiB (splitmix64), stamped per block.
+        let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut chunk = vec![0u8; 1 << 20];
+        for w in chunk.chunks_exact_mut(8) {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            w.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        let blocks_per_chunk = chunk.len() as u64 / 512;
+        for c in 0..bytes / chunk.len() as u64 {
+            for (i, b) in chunk.chunks_exact_mut(512).enumerate() {
+                b[..8].copy_from_slice(&seed.to_le_bytes());
+                b[8..16].copy_from_slice(&(c * blocks_per_chunk + i as u64).to_le_bytes());
+            }
+            f.write_all(&chunk).unwrap();
+        }
+        f.flush().unwrap();
+        DataFile(path)
+    }
+}
+
+impl Drop for DataFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A seed no earlier run used (the LUN must not already hold the data).
+fn fresh_seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+}
+
+/// `cmp` of two files: None when equal, else where they first differ.
+fn differ(a: &Path, b: &Path) -> Option<String> {
+    let o = Command::new("cmp").arg(a).arg(b).output().unwrap();
+    if o.status.success() {
+        None
+    } else {
+        Some(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    }
+}
+
+/// Established TCP connections of process `pid` in this (the root)
+/// namespace to `port`, as (local address, peer address) without ports.
+fn established(pid: u32, port: &str) -> Vec<(String, String)> {
+    let o = Command::new("ss").args(["-Htnp", "state", "established"]).output().unwrap();
+    let owner = format!("pid={pid},");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(&owner))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Recv-Q Send-Q Local Peer Process
+            let (local, peer) = (f.get(2)?, f.get(3)?);
+            let (la, _) = local.rsplit_once(':')?;
+            let (pa, pp) = peer.rsplit_once(':')?;
+            (pp == port).then(|| (la.to_string(), pa.to_string()))
+        })
+        .collect()
+}
+
+/// Waits (`limit` at most) until process `pid` has a connection on each of
+/// links 1..=n, from the link's initiator address to its target address.
+fn wait_one_per_link(lab: &Lab, t: Target, pid: u32, n: usize, limit: Duration) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        let conns = established(pid, &t.port(lab));
+        let missing: Vec<usize> = (1..=n)
+            .filter(|&k| {
+                !conns.iter().any(|(l, p)| *l == lab.link(k, "INITIATOR_ADDR") && *p == lab.link(k, "TARGET_ADDR"))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if t0.elapsed() > limit {
+            return Err(format!("no connection on link(s) {missing:?} after {limit:?}; connections: {conns:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `rsiscsi cp` arguments for one session of one connection per link: the
+/// leading one through link 1 from its initiator port, the others through
+/// links 2..=n from theirs.
+fn mcs_args(lab: &Lab, t: Target) -> Vec<String> {
+    let n = lab.count();
+    let mut a =
+        vec!["--no-progress".to_string(), "--connections".into(), n.to_string(), "--from".into(), lab.link(1, "IFACE")];
+    for k in 2..=n {
+        a.push("--add-portal".into());
+        a.push(format!("{}@{}", t.portal(lab, k), lab.link(k, "IFACE")));
+    }
+    a
+}
+
+fn output_of(child: Child, what: &str, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("{what} did not end within {limit:?} (killed)");
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Direction {
+    /// file -> LUN
+    Write,
+    /// LUN -> file
+    Read,
+}
+
+/// `rsiscsi cp` of the whole LUN over one session of one connection per
+/// link; while it runs, link `down` goes down for `secs` seconds and comes
+/// back. The copy must end with exit 0 and every byte exact.
+fn copy_through_link_loss(t: Target, dir: Direction, down: usize, side: &str, test: &str) {
+    let _serial = serial();
+    let lab = Lab::get();
+    let n = lab.count();
+    let scratch = common::scratch("links", test);
+    let bytes = lab.lun_bytes();
+    let data = DataFile::new(test, bytes, fresh_seed());
+    let back = DataFile(PathBuf::from(format!("/dev/shm/rsiscsi-links-{}-{test}.back", std::process::id())));
+    let url = t.url(&lab, 1);
+    let mcs = mcs_args(&lab, t);
+
+    if dir == Direction::Read {
+        // The LUN first gets this test's data, with every link up.
+        let mut args: Vec<String> = vec!["cp".into(), data.0.display().to_string(), url.clone()];
+        args.extend(mcs.iter().cloned());
+        let o = output_of(
+            common::command(&scratch, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+            "the priming write",
+            Duration::from_secs(120),
+        );
+        assert!(
+            o.status.success(),
+            "priming write failed ({:?}): {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    let (src, dst) = match dir {
+        Direction::Write => (data.0.display().to_string(), url.clone()),
+        Direction::Read => (url.clone(), back.0.display().to_string()),
+    };
+    let mut args: Vec<String> = vec!["cp".into(), src, dst];
+    args.extend(mcs.iter().cloned());
+    let t0 = Instant::now();
+    let child = common::command(&scratch, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Every link carries its connection before one is lost (the binding works).
+    let placed = wait_one_per_link(&lab, t, child.id(), n, Duration::from_secs(20));
+    let mut guard = None;
+    if placed.is_ok() {
+        std::thread::sleep(Duration::from_millis(300));
+        guard = Some(LinkDown::new(&lab, down, side));
+        std::thread::sleep(Duration::from_secs(3));
+        guard.as_mut().unwrap().up();
+    }
+    let o = output_of(child, "rsiscsi cp", Duration::from_secs(300));
+    drop(guard);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    if let Err(e) = placed {
+        panic!("{test}: {e}; rsiscsi cp ended with {:?}: {err}", o.status.code());
+    }
+    assert!(o.status.success(), "{test}: rsiscsi cp failed ({:?}) after {:?}: {err}", o.status.code(), t0.elapsed());
+
+    // Read the LUN back (every link up) when the copy wrote it.
+    if dir == Direction::Write {
+        let mut args: Vec<String> = vec!["cp".into(), url, back.0.display().to_string()];
+        args.extend(mcs.iter().cloned());
+        let o = output_of(
+            common::command(&scratch, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+            "the read-back",
+            Duration::from_secs(120),
+        );
+        assert!(o.status.success(), "read-back failed ({:?}): {}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(std::fs::metadata(&back.0).unwrap().len(), bytes, "{test}: bytes read back");
+    if let Some(d) = differ(&data.0, &back.0) {
+        panic!("{test}: the LUN's bytes differ from the file: {d}");
+    }
+    eprintln!(
+        "{test}: {} MiB {dir:?} with link {down} ({side} side) down for 3 s: exact, {:?}",
+        bytes >> 20,
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn tgt_write_survives_an_added_connections_link_loss() {
+    copy_through_link_loss(Target::Tgt, Direction::Write, 2, "ini", "tgt-write-link2");
+}
+
+#[test]
+fn tgt_read_survives_an_added_connections_link_loss() {
+    copy_through_link_loss(Target::Tgt, Direction::Read, 2, "ini", "tgt-read-link2");
+}
+
+#[test]
+fn tgt_write_survives_the_leading_connections_link_loss() {
+    copy_through_link_loss(Target::Tgt, Direction::Write, 1, "ini", "tgt-write-link1");
+}
+
+#[test]
+fn tgt_read_survives_the_leading_connections_link_loss() {
+    copy_through_link_loss(Target::Tgt, Direction::Read, 1, "ini", "tgt-read-link1");
+}
+
+#[test]
+fn istgt_write_survives_an_added_connections_link_loss() {
+    copy_through_link_loss(Target::Istgt, Direction::Write, 3, "ini", "istgt-write-link3");
+}
+
+#[test]
+fn istgt_read_survives_an_added_connections_link_loss() {
+    copy_through_link_loss(Target::Istgt, Direction::Read, 3, "ini", "istgt-read-link3");
+}
+
+#[test]
+fn istgt_write_survives_the_leading_connections_link_loss() {
+    copy_through_link_loss(Target::Istgt, Direction::Write, 1, "ini", "istgt-write-link1");
+}
+
+#[test]
+fn istgt_read_survives_the_leading_connections_link_loss() {
+    copy_through_link_loss(Target::Istgt, Direction::Read, 1, "ini", "istgt-read-link1");
+}
+
+/// A cable pulled at the far end: the initiator's interface only loses
+/// carrier, nothing fails at once, only timeouts can tell.
+#[test]
+fn tgt_write_survives_a_far_end_carrier_loss() {
+    copy_through_link_loss(Target::Tgt, Direction::Write, 2, "tgt", "tgt-write-link2-far");
+}
