@@ -8,6 +8,10 @@
 #   bench/links.sh link K down|up [--side ini|tgt|both]
 #                                    take link K down or up (default side: ini, see below)
 #   bench/links.sh rate K R          change link K's rate in both directions, live
+#   bench/links.sh locked CMD ARGS...
+#                                    run CMD holding the lab's lock (flock on $LINKS_DIR/lock, also
+#                                    RSISCSI_LINKS_LOCK in links.env): whatever flips links or rates
+#                                    or measures takes it, so that two such users never overlap
 #
 # Layout (defaults: 4 links of 1gbit, 1 GiB LUNs). The initiator side is the ROOT namespace, so the
 # library tests, the CLI and rsiscsid use the links without `ip netns exec`:
@@ -289,6 +293,7 @@ up() {
   trap 'rc=$?; trap - ERR; say "ERROR: links lab start failed (exit $rc); taking down what was started"; down >/dev/null 2>&1 || true; exit $rc' ERR
 
   mkdir -p "$LINKS_DIR"/{tgt,istgt,iperf3,ram}
+  touch "$LINKS_DIR/lock"
   # ---------- links ----------
   ip netns add "$NS"
   ns ip link set lo up
@@ -444,6 +449,8 @@ write_env() {
     e RSISCSI_LINKS_NS "$NS"
     e RSISCSI_LINKS_COUNT "$n"
     e RSISCSI_LINKS_SETTINGS "$4"
+    echo "# Advisory lock (flock, exclusive) of whoever flips links, changes rates or measures: bench/links.sh locked CMD."
+    e RSISCSI_LINKS_LOCK "$LINKS_DIR/lock"
     e RSISCSI_LINKS_TGT_IQN "$TGT_IQN"
     e RSISCSI_LINKS_TGT_LUN "$TGT_LUN"
     e RSISCSI_LINKS_TGT_PORT "$TGT_PORT"
@@ -587,6 +594,13 @@ case "${1:-}" in
   status) status ;;
   link) shift; link_cmd "$@" ;;
   rate) shift; rate_cmd "$@" ;;
+  locked)
+    shift
+    (($#)) || die "usage: $0 locked CMD ARGS..."
+    mkdir -p "$LINKS_DIR"
+    touch "$LINKS_DIR/lock"
+    exec flock "$LINKS_DIR/lock" "$@"
+    ;;
   -h | --help | help) sed -n '2,/^set -Eeuo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) echo "usage: $0 up [--links N] [--rate R | --rates R1,...] [--lun-size SIZE] | down | status | link K down|up | rate K R" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--links N] [--rate R | --rates R1,...] [--lun-size SIZE] | down | status | link K down|up | rate K R | locked CMD..." >&2; exit 2 ;;
 esac
