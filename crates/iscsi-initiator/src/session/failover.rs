@@ -19,6 +19,13 @@
 //! one TCP connection reach the target in order, so once the first lost
 //! CmdSN is missing, every later one lost with it is missing too.
 //!
+//! One exception: a write the target received (its answer lost) may be
+//! waiting at the target for Data-Out still in flight on the dead link;
+//! should the link come back before the old connection is ended, that data
+//! would complete the old write, perhaps after a later write to the same
+//! blocks. Such a write goes again only after the reinstatement, which
+//! ends the old connection and its tasks at the target (§6.3.4).
+//!
 //! When the link comes back the connection is reinstated (a login with the
 //! same CID, RFC 7143 §6.3.4, which ends the old one at the target) and
 //! put straight into service: it has no commands of its own left to sort
@@ -70,6 +77,11 @@ enum Next {
     Alone,
 }
 
+/// Whether a task is a SCSI command that writes data.
+fn is_write(t: &Task) -> bool {
+    matches!(&t.kind, TaskKind::Scsi(s) if !s.write_data.is_empty())
+}
+
 /// The next pause after one of `pause` (doubling, within the bounds).
 pub(super) fn next_backoff(pause: Duration) -> Duration {
     (pause * 2).clamp(REINSTATE_BACKOFF_MIN, REINSTATE_BACKOFF_MAX)
@@ -95,8 +107,12 @@ impl State {
     /// gap or times it out; istgt does after 10 s).
     pub fn move_lost(&mut self, lost_cid: u16, force: bool) -> Moved {
         let exp = self.window.exp_cmd_sn();
-        let mut lost: Vec<(u32, Option<u32>)> =
-            self.tasks.iter().filter(|(_, t)| t.lost_on == Some(lost_cid)).map(|(itt, t)| (*itt, t.cmd_sn)).collect();
+        let mut lost: Vec<(u32, Option<u32>)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.lost_on == Some(lost_cid) && !t.held_for_reinstatement)
+            .map(|(itt, t)| (*itt, t.cmd_sn))
+            .collect();
         if lost.is_empty() {
             return Moved::All;
         }
@@ -130,8 +146,37 @@ impl State {
         for itt in abandoned {
             self.tasks.remove(&itt);
         }
+        // A write the target received may still be waiting there for data
+        // that is in flight on the dead link; the link coming back could
+        // complete it after a later write to the same blocks. It goes again
+        // only once the old connection is ended at the target (the
+        // reinstatement, RFC 7143 §6.3.4; `State::release_held_writes`).
+        let received: Vec<u32> =
+            lost.iter().filter(|(_, sn)| sn.is_some_and(|sn| Sn(sn).lt(Sn(exp)))).map(|(itt, _)| *itt).collect();
+        let (held, again): (Vec<u32>, Vec<u32>) =
+            again.into_iter().partition(|itt| received.contains(itt) && self.tasks.get(itt).is_some_and(is_write));
+        for itt in &held {
+            if let Some(t) = self.tasks.get_mut(itt) {
+                t.held_for_reinstatement = true;
+            }
+        }
         self.reissue(again);
         result
+    }
+
+    /// The connection `cid` was logged in again, which ended the old one at
+    /// the target with every task it had (RFC 7143 §6.3.4): the writes held
+    /// back by [`State::move_lost`] go again as new commands.
+    pub fn release_held_writes(&mut self, cid: u16) -> usize {
+        let held: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.lost_on == Some(cid) && t.held_for_reinstatement)
+            .map(|(itt, _)| *itt)
+            .collect();
+        let n = held.len();
+        self.reissue(held);
+        n
     }
 
     /// Fills CmdSN `sn` with a non-immediate NOP-Out on connection `via`
@@ -265,6 +310,10 @@ impl Session {
         st.flush_held();
         st.conns.push(conn);
         st.recovering.retain(|r| r.cid != cid);
+        let held = st.release_held_writes(cid);
+        if held > 0 {
+            debug!(cid, held, "writes held for the reinstatement go out again");
+        }
         st.drain_queue();
         Ok(())
     }
@@ -374,6 +423,28 @@ mod tests {
             }
             other => panic!("expected the command again, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_the_target_received_waits_for_the_reinstatement() {
+        let (mut st, mut peers) = state_with_conns(&[1], 20, 20).await;
+        let w = lost_task(&mut st, 12, 2);
+        if let Some(TaskKind::Scsi(s)) = st.tasks.get_mut(&w).map(|t| &mut t.kind) {
+            s.read = false;
+            s.write_data = Bytes::from_static(&[7; 512]);
+        }
+        let r = lost_task(&mut st, 13, 2);
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        // The read goes at once; the write stays with its lost connection.
+        let bhs = next_pdu(peers.get_mut(0).unwrap(), &mut BytesMut::new()).await;
+        assert!(matches!(bhs, Bhs::ScsiCommand(c) if c.read && c.cmd_sn == 20), "{bhs:?}");
+        assert!(!st.tasks.contains_key(&r));
+        assert!(st.tasks.get(&w).is_some_and(|t| t.lost_on == Some(2) && t.held_for_reinstatement));
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        // Connection 2 logged in again: the old one is gone at the target.
+        assert_eq!(st.release_held_writes(2), 1);
+        assert!(st.tasks.values().all(|t| t.lost_on.is_none() && !t.held_for_reinstatement));
+        assert!(st.tasks.values().any(|t| t.cmd_sn == Some(21)));
     }
 
     #[tokio::test]

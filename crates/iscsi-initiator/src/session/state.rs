@@ -82,6 +82,9 @@ pub(super) struct Task {
     /// What recovery has seen of this command since a fault first hit it
     /// (the recovery budget, `fault.rs`).
     pub recovery: Option<TaskRecovery>,
+    /// A write lost with a silent link that the target had received: it
+    /// waits for its connection's reinstatement (`failover.rs`).
+    pub held_for_reinstatement: bool,
 }
 
 impl Task {
@@ -106,6 +109,7 @@ impl Task {
             sent_at: None,
             deadline: None,
             recovery: None,
+            held_for_reinstatement: false,
         }
     }
 
@@ -745,6 +749,7 @@ impl State {
                 }
                 t.cid = None;
                 t.lost_on = None;
+                t.held_for_reinstatement = false;
                 t.cmd_sn = None;
                 t.restart();
                 let new = self.alloc_itt();

@@ -1,0 +1,364 @@
+//! The links lab (`bench/links.sh up`, issue 19): one session with one
+//! connection per network link, each from that link's initiator address;
+//! a link goes down under a verified read/write load (packets vanish, no
+//! RST, no FIN) and comes back. Nothing may be lost or doubled, I/O must go
+//! on over the other links meanwhile, and the connection must come back on
+//! its own link from its own address. Tests fail (never skip) without the lab.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::lab::pattern;
+use iscsi_initiator::model::{LoginOptions, Portal, SecurityFlags};
+use iscsi_initiator::session::{ConnectionInfo, ConnectionState};
+use iscsi_initiator::{PortalAddr, Session, SessionConfig};
+
+const BLOCK: u32 = 512;
+/// Bytes per command.
+const CHUNK: usize = 1024 * 1024;
+/// Chunks per worker region.
+const CHUNKS: u64 = 16;
+const WORKERS: u64 = 8;
+/// At least this much data written and read back per test.
+const TOTAL: u64 = 256 * 1024 * 1024;
+
+/// The lab's settings from its env file (`export NAME='value'` lines).
+struct Links(HashMap<String, String>);
+
+impl Links {
+    fn load() -> Links {
+        let path = std::env::var("RSISCSI_LINKS_ENV").unwrap_or_else(|_| "/tmp/rsiscsi-links/links.env".into());
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("the links lab is not running ({path}: {e}): start it with bench/links.sh up"));
+        let vars = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        Links(vars)
+    }
+
+    fn get(&self, k: &str) -> &str {
+        self.0.get(k).unwrap_or_else(|| panic!("{k} missing from the links lab's env file"))
+    }
+
+    fn count(&self) -> usize {
+        self.get("RSISCSI_LINKS_COUNT").parse().unwrap()
+    }
+
+    fn link(&self, k: usize, what: &str) -> &str {
+        self.get(&format!("RSISCSI_LINK_{k}_{what}"))
+    }
+
+    fn initiator_addr(&self, k: usize) -> IpAddr {
+        self.link(k, "INITIATOR_ADDR").parse().unwrap()
+    }
+}
+
+/// One target of the lab.
+#[derive(Clone, Copy)]
+struct Target {
+    name: &'static str,
+    /// Its env-file prefix (`RSISCSI_LINKS_TGT_*`).
+    key: &'static str,
+    /// The first LBA this test's load uses (tests of one target do not overlap).
+    base: u64,
+}
+
+const TGT: Target = Target { name: "tgt", key: "TGT", base: 0 };
+const ISTGT: Target = Target { name: "istgt", key: "ISTGT", base: 0 };
+
+impl Target {
+    fn iqn(&self, l: &Links) -> String {
+        l.get(&format!("RSISCSI_LINKS_{}_IQN", self.key)).to_string()
+    }
+    fn lun(&self, l: &Links) -> u64 {
+        l.get(&format!("RSISCSI_LINKS_{}_LUN", self.key)).parse().unwrap()
+    }
+    fn port(&self, l: &Links) -> u16 {
+        l.get(&format!("RSISCSI_LINKS_{}_PORT", self.key)).parse().unwrap()
+    }
+}
+
+/// Only one test process at a time flips links (nextest runs each test in
+/// a process of its own, so a static mutex would not do).
+struct FlipLock(#[allow(dead_code)] std::fs::File);
+
+impl FlipLock {
+    fn take() -> FlipLock {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/rsiscsi-links/flip.lock")
+            .expect("the links lab's lock file");
+        f.lock().expect("lock the links lab");
+        FlipLock(f)
+    }
+}
+
+/// A link taken down; brought up again (both ends) when dropped, whatever
+/// the test's outcome.
+struct LinkDown {
+    script: String,
+    k: usize,
+    up: bool,
+}
+
+impl LinkDown {
+    /// `ip link set rsl-iK down` on the initiator side: packets vanish.
+    fn take(l: &Links, k: usize) -> LinkDown {
+        let script = l.get("RSISCSI_LINKS_SCRIPT").to_string();
+        let d = LinkDown { script, k, up: false };
+        d.run("down");
+        d
+    }
+
+    fn run(&self, what: &str) {
+        let st = std::process::Command::new(&self.script)
+            .args(["link", &self.k.to_string(), what])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run bench/links.sh");
+        assert!(st.success(), "bench/links.sh link {} {what} failed: {st}", self.k);
+    }
+
+    fn bring_up(&mut self) {
+        self.run("up");
+        self.up = true;
+    }
+}
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        if !self.up {
+            self.run("up");
+        }
+    }
+}
+
+/// Workers that each write fresh 1 MiB patterns over their own region and
+/// read every one straight back, remembering what each chunk holds.
+struct Load {
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    set: tokio::task::JoinSet<(u64, Vec<u64>)>,
+}
+
+impl Load {
+    fn start(s: &Session, t: Target, lun: u64) -> Load {
+        let (stop, bytes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..WORKERS {
+            let (s, stop, bytes) = (s.clone(), stop.clone(), bytes.clone());
+            set.spawn(async move {
+                let mut seeds = vec![0u64; CHUNKS as usize];
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let chunk = n % CHUNKS;
+                    let lba = region(t, w) + chunk * (CHUNK as u64 / u64::from(BLOCK));
+                    let seed = (w << 40) | (n + 1);
+                    let data = pattern(CHUNK, seed);
+                    s.write_blocks(lun, lba, data.clone(), BLOCK)
+                        .await
+                        .unwrap_or_else(|e| panic!("{}: worker {w} write {n}: {e}", t.name));
+                    seeds[chunk as usize] = seed;
+                    let back = s
+                        .read_blocks(lun, lba, CHUNK as u32 / BLOCK, BLOCK)
+                        .await
+                        .unwrap_or_else(|e| panic!("{}: worker {w} read {n}: {e}", t.name));
+                    assert!(back == data, "{}: worker {w} chunk {chunk} round trip {n} read back other data", t.name);
+                    bytes.fetch_add(2 * CHUNK as u64, Ordering::Relaxed);
+                    n += 1;
+                }
+                (w, seeds)
+            });
+        }
+        Load { stop, bytes, set }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `total` bytes have moved, failing after `limit`.
+    async fn until(&self, total: u64, limit: Duration) {
+        let t0 = Instant::now();
+        while self.bytes() < total {
+            assert!(t0.elapsed() < limit, "only {} of {total} bytes moved in {limit:?}", self.bytes());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the workers; returns what each chunk of each worker holds,
+    /// by worker.
+    async fn finish(mut self) -> Vec<(u64, Vec<u64>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        while let Some(r) = self.set.join_next().await {
+            all.push(r.unwrap());
+        }
+        all
+    }
+}
+
+/// The first LBA of worker `w`'s region.
+fn region(t: Target, w: u64) -> u64 {
+    t.base + w * CHUNKS * (CHUNK as u64 / u64::from(BLOCK))
+}
+
+/// Waits until every link is up: the lab is shared, and other suites (the
+/// CLI's, which take no lock of ours) flip links too.
+fn wait_links_up(l: &Links, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let down: Vec<String> = (1..=l.count())
+            .map(|k| l.link(k, "IFACE").to_string())
+            .filter(|i| {
+                let out = std::process::Command::new("ip").args(["-br", "link", "show", i]).output().unwrap();
+                !String::from_utf8_lossy(&out.stdout).contains(" UP ")
+            })
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        assert!(t0.elapsed() < limit, "links still down after {limit:?}: {down:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The connection with local address `ip`, if the session shows one.
+fn on(s: &Session, ip: IpAddr) -> Option<ConnectionInfo> {
+    s.connections().into_iter().find(|c| c.local_address.map(|a| a.ip()) == Some(ip))
+}
+
+/// One session of one connection per link (link 1 leading), a load, link
+/// `k` down mid-way and up again.
+async fn lose_a_link_mid_copy(t: Target, k: usize) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("iscsi_initiator=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let l = Links::load();
+    let _lock = FlipLock::take();
+    let n = l.count();
+    wait_links_up(&l, Duration::from_secs(300));
+    assert!(n >= 2 && k >= 1 && k <= n, "the lab has {n} links; link {k} asked for");
+    let (iqn, lun, port) = (t.iqn(&l), t.lun(&l), t.port(&l));
+
+    let mut cfg = SessionConfig::new("iqn.2026-11.rs.rsiscsi:tests-links");
+    cfg.local_address = Some(l.initiator_addr(1));
+    let portal = PortalAddr { host: l.link(1, "TARGET_ADDR").to_string(), port };
+    let s = Session::login(&portal, Some(&iqn), cfg).await.unwrap();
+    for j in 2..=n {
+        let ifindex: u32 = l.link(j, "IFINDEX").parse().unwrap();
+        let p = Portal::new(l.link(j, "TARGET_ADDR"), port);
+        s.add_connection(ifindex, &p, SecurityFlags::default(), &LoginOptions::default(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{}: add the connection of link {j}: {e}", t.name));
+    }
+    let conns = s.connections();
+    assert_eq!(conns.len(), n);
+    for (j, c) in (1..=n).zip(&conns) {
+        assert_eq!(c.local_address.map(|a| a.ip()), Some(l.initiator_addr(j)), "link {j}'s connection");
+        assert_eq!(c.state, ConnectionState::FullFeature);
+    }
+    let ip = l.initiator_addr(k);
+    let lost = on(&s, ip).unwrap();
+    let reinstated_before = s.recovery_stats().connections_reinstated;
+
+    let load = Load::start(&s, t, lun);
+    load.until(TOTAL / 4, Duration::from_secs(60)).await;
+
+    // The link goes down under load.
+    let mut down = LinkDown::take(&l, k);
+    let t_down = Instant::now();
+    let at_down = load.bytes();
+    let mut seen = Vec::new();
+    // Stalled within the stall time, recovering after the NOP timeout.
+    while !seen.contains(&ConnectionState::Recovering) {
+        assert!(
+            t_down.elapsed() < Duration::from_secs(30),
+            "{}: link {k}'s connection never recovering: {seen:?}",
+            t.name
+        );
+        let c = on(&s, ip).unwrap_or_else(|| panic!("{}: link {k}'s connection left the view", t.name));
+        assert_eq!(c.id, lost.id, "the same connection (id) throughout");
+        assert_eq!(c.portal, lost.portal);
+        if seen.last() != Some(&c.state) {
+            seen.push(c.state);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let detected = t_down.elapsed();
+    // The other links carry the load meanwhile.
+    let at_recovering = load.bytes();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let while_down = load.bytes() - at_down;
+    let after_moving = load.bytes() - at_recovering;
+    assert_eq!(on(&s, ip).map(|c| c.state), Some(ConnectionState::Recovering));
+    down.bring_up();
+    let t_up = Instant::now();
+    let back = loop {
+        let c = on(&s, ip).unwrap_or_else(|| panic!("{}: link {k}'s connection left the view", t.name));
+        if c.state == ConnectionState::FullFeature {
+            break c;
+        }
+        assert!(t_up.elapsed() < Duration::from_secs(30), "{}: link {k}'s connection not back: {c:?}", t.name);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let reinstated_after = t_up.elapsed();
+    assert_eq!(back.cid, lost.cid, "reinstated with its own CID (RFC 7143 §6.3.4)");
+    assert_eq!(back.local_address.map(|a| a.ip()), Some(ip), "from its own initiator address");
+    assert!(back.counters.reconnects >= 1, "{:?}", back.counters);
+    assert!(s.recovery_stats().connections_reinstated > reinstated_before, "{:?}", s.recovery_stats());
+    let commands_back = back.counters.commands;
+    // And takes its share again.
+    load.until(load.bytes().max(TOTAL) + TOTAL / 8, Duration::from_secs(120)).await;
+    let after = on(&s, ip).unwrap();
+    assert!(after.counters.commands > commands_back, "{}: the reinstated connection got no commands", t.name);
+    let moved = load.bytes();
+    let seeds = load.finish().await;
+    eprintln!(
+        "{}: link {k} down: stalled/recovering after {detected:?} ({seen:?}); {while_down} bytes while down, {after_moving} in the 4 s after the move; back in {reinstated_after:?}; {moved} bytes in all",
+        t.name
+    );
+    assert!(after_moving > 0, "{}: no I/O over the other links while link {k} was down", t.name);
+
+    // Every chunk holds what was written to it last, exactly once.
+    for (w, seeds) in &seeds {
+        for (chunk, seed) in seeds.iter().enumerate().filter(|(_, seed)| **seed != 0) {
+            let lba = region(t, *w) + chunk as u64 * (CHUNK as u64 / u64::from(BLOCK));
+            let got = s.read_blocks(lun, lba, CHUNK as u32 / BLOCK, BLOCK).await.unwrap();
+            assert!(got == pattern(CHUNK, *seed), "{}: worker {w} chunk {chunk} holds other data at the end", t.name);
+        }
+    }
+    assert_eq!(s.connections().len(), n);
+    assert!(s.connections().iter().all(|c| c.state == ConnectionState::FullFeature));
+    s.logout().await.unwrap();
+}
+
+#[tokio::test]
+async fn tgt_a_link_lost_mid_copy_loses_nothing() {
+    lose_a_link_mid_copy(TGT, 2).await;
+}
+
+#[tokio::test]
+async fn tgt_the_leading_link_lost_mid_copy_loses_nothing() {
+    lose_a_link_mid_copy(TGT, 1).await;
+}
+
+#[tokio::test]
+async fn istgt_a_link_lost_mid_copy_loses_nothing() {
+    lose_a_link_mid_copy(ISTGT, 3).await;
+}
+
+#[tokio::test]
+async fn istgt_the_leading_link_lost_mid_copy_loses_nothing() {
+    lose_a_link_mid_copy(ISTGT, 1).await;
+}
