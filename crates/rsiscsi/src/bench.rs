@@ -575,7 +575,8 @@ async fn sweeps(io: &Arc<Io>, iodepth: u32, write: bool) -> CmdResult<WorkerResu
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TimelinePoint {
     /// Seconds since the start of the first phase, at the end of this sample (every full
-    /// second, and at each change of phase: no sample spans two).
+    /// second, and at each change of phase: a sample spans at most the last 0.1 s of the
+    /// phase before).
     pub t: f64,
     /// `prefill`, `warmup` (not measured), `run` (measured) or `verify` (the read-back of
     /// `--rw write --verify`): the phase at the end of the sample.
@@ -695,6 +696,10 @@ impl Sampler {
     }
 }
 
+/// The shortest sample: a shorter one (a tick right after a change of
+/// phase) gives rates of a few commands, noise; its commands go to the next.
+const MIN_SAMPLE: Duration = Duration::from_millis(100);
+
 /// Samples every second until stopped; the last, shorter sample is taken
 /// by [`finish_timeline`].
 fn start_timeline(io: Arc<Io>, bs: u64, print: bool) -> (Arc<std::sync::Mutex<Sampler>>, tokio::task::JoinHandle<()>) {
@@ -706,7 +711,11 @@ fn start_timeline(io: Arc<Io>, bs: u64, print: bool) -> (Arc<std::sync::Mutex<Sa
         tick.tick().await;
         loop {
             tick.tick().await;
-            s.lock().unwrap_or_else(|p| p.into_inner()).sample(&io);
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            // A change of phase just took a sample.
+            if s.last.elapsed() >= MIN_SAMPLE {
+                s.sample(&io);
+            }
         }
     });
     (sampler, task)
@@ -716,7 +725,7 @@ fn start_timeline(io: Arc<Io>, bs: u64, print: bool) -> (Arc<std::sync::Mutex<Sa
 /// so that no sample spans two phases.
 fn switch(io: &Io, sampler: &std::sync::Mutex<Sampler>, stage: Stage) {
     let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
-    if io.stage() != stage && s.last.elapsed() >= Duration::from_millis(50) {
+    if io.stage() != stage && s.last.elapsed() >= MIN_SAMPLE {
         s.sample(io);
     }
     io.set_stage(stage);
@@ -729,7 +738,7 @@ fn finish_timeline(
 ) -> Vec<TimelinePoint> {
     task.abort();
     let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
-    if s.last.elapsed() >= Duration::from_millis(100) {
+    if s.last.elapsed() >= MIN_SAMPLE {
         s.sample(io);
     }
     std::mem::take(&mut s.points)
