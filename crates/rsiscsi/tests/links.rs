@@ -16,18 +16,62 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 /// The tests flip links of one shared lab: one at a time.
 static LINKS: Mutex<()> = Mutex::new(());
 
-fn serial() -> MutexGuard<'static, ()> {
+/// Held while a test uses the lab: this binary's lock, and the lab's own
+/// advisory lock (`RSISCSI_LINKS_LOCK`, flock) that other suites and the
+/// benchmarks take before they flip links or measure.
+struct Serial {
+    _lab: std::fs::File,
+    _here: MutexGuard<'static, ()>,
+}
+
+fn serial() -> Serial {
     // A failed test poisons the lock; the next one still runs.
-    LINKS.lock().unwrap_or_else(|p| p.into_inner())
+    let here = LINKS.lock().unwrap_or_else(|p| p.into_inner());
+    let path =
+        common::links_lab().get("RSISCSI_LINKS_LOCK").cloned().unwrap_or_else(|| "/tmp/rsiscsi-links/lock".into());
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+    f.lock().unwrap();
+    wait_links_up(Duration::from_secs(120));
+    Serial { _lab: f, _here: here }
+}
+
+/// Every link up at both ends (carrier on the root side) before a test
+/// starts: another suite that does not take the lab's lock may have one
+/// down for a while.
+fn wait_links_up(limit: Duration) {
+    let lab = common::links_lab();
+    let n: usize = lab.get("RSISCSI_LINKS_COUNT").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let t0 = Instant::now();
+    loop {
+        let down: Vec<usize> = (1..=n)
+            .filter(|k| {
+                let iface = lab.get(&format!("RSISCSI_LINK_{k}_IFACE")).cloned().unwrap_or_default();
+                std::fs::read_to_string(format!("/sys/class/net/{iface}/carrier"))
+                    .map(|c| c.trim() != "1")
+                    .unwrap_or(true)
+            })
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "link(s) {down:?} of the links lab still down after {limit:?} (someone else's test?)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The links lab's settings and what the tests ask of them.
@@ -420,4 +464,287 @@ fn istgt_read_survives_the_leading_connections_link_loss() {
 #[test]
 fn tgt_write_survives_a_far_end_carrier_loss() {
     copy_through_link_loss(Target::Tgt, Direction::Write, 2, "tgt", "tgt-write-link2-far");
+}
+
+/// A real `rsiscsid` of its own (socket, state and config directories),
+/// with its Prometheus metrics on a free loopback port; killed on drop.
+struct Service {
+    dir: PathBuf,
+    metrics: String,
+    child: Child,
+}
+
+impl Service {
+    fn start(name: &str) -> Service {
+        let dir = std::env::temp_dir().join(format!("rsiscsi-links-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("rsiscsid.log")).unwrap();
+        let child = Command::new(common::rsiscsid_bin())
+            .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
+            .env("RUST_LOG", "info")
+            .arg("--socket")
+            .arg(dir.join("rsiscsid.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--metrics", &metrics])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let s = Service { dir, metrics, child };
+        let t0 = Instant::now();
+        while !s.cli(&["portal", "list"]).status.success() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        common::daemon::cli(Some(&self.dir.join("rsiscsid.sock")), args, &[])
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "rsiscsi {args:?} failed ({:?}): {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// The connections of the one session, from `session list --json`.
+    fn connections(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_str(&self.ok(&["session", "list", "--json"])).unwrap();
+        v["sessions"][0]["connections"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `GET /metrics`.
+    fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(&self.metrics).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.") && body.contains(" 200 "), "metrics answer: {body}");
+        body
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The state of link `k`'s connection (found by its initiator address) in
+/// `session list --json`, with that address and its TCP port.
+fn link_state(conns: &[Value], lab: &Lab, k: usize) -> Option<(String, u64)> {
+    let addr = lab.link(k, "INITIATOR_ADDR");
+    conns
+        .iter()
+        .find(|c| c["initiator_address"] == addr.as_str())
+        .map(|c| (c["state"].as_str().unwrap_or("?").to_string(), c["initiator_port"].as_u64().unwrap_or(0)))
+}
+
+/// Link `k`'s connection's state in the metrics: the `state` label of its
+/// `rsiscsi_connection_state` series that reads 1 (found by the `local`
+/// label's address).
+fn metrics_state(text: &str, lab: &Lab, k: usize) -> Option<String> {
+    let local = format!("local=\"{}:", lab.link(k, "INITIATOR_ADDR"));
+    text.lines()
+        .filter(|l| l.starts_with("rsiscsi_connection_state{") && l.contains(&local) && l.ends_with("} 1"))
+        .find_map(|l| l.split("state=\"").nth(1).and_then(|r| r.split('"').next()).map(str::to_string))
+}
+
+/// A session of one connection per link through the service (login and
+/// `session add-connection` with `--initiator-port IFINDEX`), reads going
+/// on; link `down` goes down: `session list` (text and JSON) and the
+/// metrics show its connection stalled, then recovering, the others in
+/// full feature; the link comes back: full feature again, from the same
+/// local address, and no command failed.
+fn service_through_link_loss(t: Target, down: usize, test: &str) {
+    let _serial = serial();
+    let lab = Lab::get();
+    let n = lab.count();
+    let svc = Service::start(test);
+    let iqn = t.iqn(&lab);
+    let ifindex = |k: usize| lab.link(k, "IFINDEX");
+    svc.ok(&["portal", "add", &t.portal(&lab, 1), "--initiator-port", &ifindex(1)]);
+    let login: Value = serde_json::from_str(&svc.ok(&[
+        "target",
+        "login",
+        &iqn,
+        "--portal",
+        &t.portal(&lab, 1),
+        "--initiator-port",
+        &ifindex(1),
+        "--json",
+    ]))
+    .unwrap();
+    let sid = login["session_id"].as_str().unwrap().to_string();
+    for k in 2..=n {
+        svc.ok(&["session", "add-connection", &sid, "--portal", &t.portal(&lab, k), "--initiator-port", &ifindex(k)]);
+    }
+    let conns = svc.connections();
+    assert_eq!(conns.len(), n, "{test}: connections: {conns:?}");
+    let mut ports = Vec::new();
+    for k in 1..=n {
+        let (state, port) = link_state(&conns, &lab, k)
+            .unwrap_or_else(|| panic!("{test}: no connection from link {k}'s address: {conns:?}"));
+        assert_eq!(state, "full-feature", "{test}: link {k} before the loss");
+        ports.push(port);
+    }
+
+    // Reads through the service all along (one at a time, as a user's tool would).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = {
+        let (stop, sock, sid, lun) = (stop.clone(), svc.dir.join("rsiscsid.sock"), sid.clone(), t.lun(&lab));
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // READ(10), LBA 0, 128 blocks.
+                let o = common::daemon::cli(
+                    Some(&sock),
+                    &["session", "scsi", &sid, &lun, "28 00 00 00 00 00 00 00 80 00", "--data-in", "65536"],
+                    &[],
+                );
+                if o.status.success() {
+                    ok += 1;
+                } else {
+                    failed.push(String::from_utf8_lossy(&o.stderr).into_owned());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut link = LinkDown::new(&lab, down, "ini");
+    let t0 = Instant::now();
+    let (mut seen, mut seen_text, mut seen_metrics) =
+        (Vec::<String>::new(), Vec::<String>::new(), Vec::<String>::new());
+    let text_line = |k: usize| {
+        let addr = format!(" {}:", lab.link(k, "INITIATOR_ADDR"));
+        svc.ok(&["session", "list"]).lines().find(|l| l.contains(&addr)).map(str::to_string)
+    };
+    // Down for 10 s: long enough for the stall (2 s without answers) to be declared a failure.
+    while t0.elapsed() < Duration::from_secs(10) {
+        let conns = svc.connections();
+        if let Some((s, _)) = link_state(&conns, &lab, down)
+            && seen.last() != Some(&s)
+        {
+            seen.push(s);
+        }
+        for k in (1..=n).filter(|&k| k != down) {
+            let s = link_state(&conns, &lab, k).map(|x| x.0);
+            assert_eq!(
+                s.as_deref(),
+                Some("full-feature"),
+                "{test}: link {k} while link {down} is down ({:?})",
+                t0.elapsed()
+            );
+        }
+        if let Some(l) = text_line(down) {
+            for st in ["stalled", "recovering"] {
+                if l.contains(&format!(" {st} ")) && !seen_text.iter().any(|x| x == st) {
+                    seen_text.push(st.to_string());
+                }
+            }
+        }
+        if let Some(s) = metrics_state(&svc.metrics(), &lab, down)
+            && !seen_metrics.contains(&s)
+        {
+            seen_metrics.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    link.up();
+    let t_up = Instant::now();
+    let back = loop {
+        let conns = svc.connections();
+        if let Some((s, port)) = link_state(&conns, &lab, down)
+            && s == "full-feature"
+            && conns.len() == n
+        {
+            break port;
+        }
+        assert!(
+            t_up.elapsed() < Duration::from_secs(30),
+            "{test}: link {down}'s connection not back in full feature 30 s after the link returned: {conns:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let back_after = t_up.elapsed();
+    // A few more reads over the restored session, then the I/O stops.
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = io.join().unwrap();
+    let final_metrics = metrics_state(&svc.metrics(), &lab, down);
+    let final_text = text_line(down).unwrap_or_default();
+    let conns = svc.connections();
+    svc.ok(&["session", "logout", &sid]);
+
+    eprintln!(
+        "{test}: link {down}'s connection went {seen:?} (text {seen_text:?}, metrics {seen_metrics:?}); full feature {back_after:?} after the link returned, local port {} -> {back}; {ok} reads, {} failed",
+        ports[down - 1],
+        failed.len()
+    );
+    assert!(
+        seen.iter().any(|s| s == "stalled"),
+        "{test}: session list --json never showed link {down}'s connection stalled: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s == "recovering"),
+        "{test}: session list --json never showed link {down}'s connection recovering: {seen:?}"
+    );
+    assert!(
+        seen_text.iter().any(|s| s == "stalled" || s == "recovering"),
+        "{test}: session list (text) never showed the state change: {seen_text:?}"
+    );
+    assert!(
+        seen_metrics.iter().any(|s| s == "stalled" || s == "recovering"),
+        "{test}: the metrics never showed the state change: {seen_metrics:?}"
+    );
+    assert_eq!(final_metrics.as_deref(), Some("full-feature"), "{test}: metrics after the link returned");
+    assert!(final_text.contains(" full-feature "), "{test}: session list after the link returned: {final_text}");
+    // Reinstated on its own link, from its own initiator address.
+    let (state, _) = link_state(&conns, &lab, down).unwrap();
+    assert_eq!(state, "full-feature");
+    let c = conns.iter().find(|c| c["initiator_address"] == lab.link(down, "INITIATOR_ADDR").as_str()).unwrap();
+    assert_eq!(
+        c["target_address"],
+        lab.link(down, "TARGET_ADDR").as_str(),
+        "{test}: reinstated to another portal: {c}"
+    );
+    assert!(
+        failed.is_empty(),
+        "{test}: {} of {} reads failed during the link loss: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        failed.first()
+    );
+    assert!(ok > 10, "{test}: only {ok} reads went through");
+}
+
+#[test]
+fn service_shows_an_added_connections_link_loss_and_return() {
+    service_through_link_loss(Target::Tgt, 2, "svc-tgt-link2");
+}
+
+#[test]
+fn service_shows_the_leading_connections_link_loss_and_return() {
+    service_through_link_loss(Target::Istgt, 1, "svc-istgt-link1");
 }
