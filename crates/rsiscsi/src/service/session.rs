@@ -193,12 +193,13 @@ fn session_text(sessions: &[api::Session]) -> String {
             "LOCAL",
             "TARGET",
             "STATE",
-            "PATH",
             "DIGESTS",
             "COMMANDS",
             "ERRORS",
             "RECONNECTS",
             "P50/P99-US",
+            "PATH",
+            "WEIGHT",
         ])
         .indented("  ");
         for c in &s.connections {
@@ -208,12 +209,13 @@ fn session_text(sessions: &[api::Session]) -> String {
                 host_port(&c.initiator_address, c.initiator_port),
                 host_port(&c.target_address, c.target_port),
                 c.state.clone(),
-                format!("{} w={}", if c.primary { "primary" } else { "standby" }, c.weight),
                 digests(c),
                 c.counters.commands.to_string(),
                 c.counters.errors.to_string(),
                 c.counters.reconnects.to_string(),
                 format!("{}/{}", c.counters.latency_us.p50, c.counters.latency_us.p99),
+                (if c.primary { "primary" } else { "standby" }).to_string(),
+                c.weight.to_string(),
             ]);
         }
         out.push_str(&t.render());

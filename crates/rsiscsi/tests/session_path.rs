@@ -1,0 +1,213 @@
+//! The service side of issue 19 against a real rsiscsid and tgt's `svc`
+//! target (`RSISCSI_LAB_ENV`): each connection's initiator port
+//! (`--initiator-port` as an index, an interface name or an address), its
+//! state, `rsiscsi session path` (weight, primary/standby) in the API,
+//! `session list` and the daemon's metrics.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn target() -> String {
+    common::var("RSISCSI_TGT_IQN_SVC")
+}
+
+fn portal() -> String {
+    common::var("RSISCSI_TGT_PORTAL")
+}
+
+/// rsiscsid with its metrics listener on a free loopback port, its own
+/// socket and state; killed on drop.
+struct Service {
+    dir: PathBuf,
+    child: Child,
+    metrics: SocketAddr,
+}
+
+impl Service {
+    fn start(name: &str) -> Service {
+        let dir = std::env::temp_dir().join(format!("rsiscsi-session-path-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let log = std::fs::File::create(dir.join("rsiscsid.log")).unwrap();
+        let child = Command::new(common::rsiscsid_bin())
+            .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
+            .arg("--socket")
+            .arg(dir.join("rsiscsid.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--metrics")
+            .arg(metrics.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let svc = Service { dir, child, metrics };
+        let t0 = Instant::now();
+        while !svc.run(&["portal", "list"]).status.success() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        svc
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        common::daemon::cli(Some(&self.dir.join("rsiscsid.sock")), args, &[])
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?} ({:?}): {err}", o.status.code());
+        assert!(o.stderr.is_empty(), "{args:?}: {err}");
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(&[args, &["--json"]].concat())).unwrap()
+    }
+
+    /// The session's connections, by id, from `session list --json`.
+    fn connections(&self, sid: &str) -> Vec<Value> {
+        let l = self.json(&["session", "list"]);
+        let s = l["sessions"].as_array().unwrap().iter().find(|s| s["session_id"] == sid).unwrap().clone();
+        s["connections"].as_array().unwrap().clone()
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(self.metrics).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        use std::io::{Read, Write};
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The value of the metrics line of `family` whose labels contain every
+/// one of `labels`.
+fn metric(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .find(|l| labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn initiator_ports_states_and_path_settings_through_the_service() {
+    let svc = Service::start("paths");
+    let iqn = target();
+    svc.ok(&["portal", "add", &portal()]);
+    let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap().trim().to_string();
+    // The leading connection from interface `lo` (by name), the second from
+    // lo's index, the third from an address of lo: all 127.0.0.1, the first
+    // IPv4 address of lo, which is what an initiator port stands for.
+    let out =
+        svc.ok(&["target", "login", &iqn, "--portal", &portal(), "--initiator-port", "lo", "--policy", "weighted"]);
+    let sid = out.lines().next().unwrap().strip_prefix("session ").unwrap().to_string();
+    let second = svc.ok(&["session", "add-connection", &sid, "--portal", &portal(), "--initiator-port", &lo]);
+    let third = svc.ok(&["session", "add-connection", &sid, "--portal", &portal(), "--initiator-port", "127.0.0.1"]);
+    let (second, third) = (second.trim().to_string(), third.trim().to_string());
+    let conns = svc.connections(&sid);
+    assert_eq!(conns.len(), 3);
+    for c in &conns {
+        assert_eq!(c["initiator_address"], "127.0.0.1", "{c}");
+        assert_eq!(c["state"], "full-feature", "{c}");
+        assert_eq!((c["primary"].as_bool(), c["weight"].as_u64()), (Some(true), Some(1)), "{c}");
+    }
+
+    // session path: weight and standby; the answer is the connection.
+    let out = svc.ok(&["session", "path", &sid, &second, "--weight", "5", "--standby"]);
+    assert!(out.starts_with(&format!("connection {second} of session {sid}: standby, weight 5 (127.0.0.1:")), "{out}");
+    assert!(out.ends_with(", full-feature)\n"), "{out}");
+    let c = svc.json(&["session", "path", &sid, &third, "--weight", "0"]);
+    assert_eq!(
+        (c["connection_id"].as_str(), c["weight"].as_u64(), c["primary"].as_bool()),
+        (Some(third.as_str()), Some(0), Some(true))
+    );
+    let c = svc.json(&["session", "path", &sid, &second, "--primary"]);
+    assert_eq!((c["weight"].as_u64(), c["primary"].as_bool()), (Some(5), Some(true)), "what is left out stays: {c}");
+    svc.ok(&["session", "path", &sid, &second, "--standby"]);
+    let by_id = |id: &str| svc.connections(&sid).into_iter().find(|c| c["connection_id"] == id).unwrap();
+    assert_eq!((by_id(&second)["weight"].as_u64(), by_id(&second)["primary"].as_bool()), (Some(5), Some(false)));
+    assert_eq!(by_id(&third)["weight"].as_u64(), Some(0));
+    // In the text list: PATH and WEIGHT at the end of each connection's row.
+    let text = svc.ok(&["session", "list"]);
+    assert!(text.contains("  CONNECTION "), "{text}");
+    let row = |id: &str| -> Vec<String> {
+        let r =
+            text.lines().find(|l| l.trim_start().starts_with(&format!("{id} "))).unwrap_or_else(|| panic!("{text}"));
+        r.split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(row(&second)[row(&second).len() - 2..], ["standby", "5"], "{text}");
+    assert_eq!(row(&third)[row(&third).len() - 2..], ["primary", "0"], "{text}");
+    assert_eq!(row(&second)[4], "full-feature", "{text}");
+
+    // The weighted policy now sends everything to the leading connection
+    // and the second (5:1... the third has weight 0): SCSI commands through
+    // the service count on the connections that carry them.
+    for _ in 0..12 {
+        svc.ok(&["session", "scsi", &sid, &common::var("RSISCSI_TGT_LUN"), "00 00 00 00 00 00"]);
+    }
+    let third_cmds = by_id(&third)["counters"]["commands"].as_u64().unwrap();
+    let second_cmds = by_id(&second)["counters"]["commands"].as_u64().unwrap();
+    assert_eq!(third_cmds, 0, "weight 0 carries nothing");
+    assert!(second_cmds >= 8, "weight 5 of 6 carries most: {second_cmds}");
+
+    // Metrics: each connection's state, weight and primary, labelled.
+    let m = svc.metrics();
+    for (id, weight, primary) in [(&second, 5.0, 0.0), (&third, 0.0, 1.0)] {
+        let labels = [format!("session=\"{sid}\""), format!("connection=\"{id}\""), "local=\"127.0.0.1:".to_string()];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let state =
+            |s: &str| metric(&m, "rsiscsi_connection_state", &[&labels[..], &[&format!("state=\"{s}\"")]].concat());
+        assert_eq!(state("full-feature"), Some(1.0), "{m}");
+        assert_eq!(state("stalled"), Some(0.0), "{m}");
+        assert_eq!(state("recovering"), Some(0.0), "{m}");
+        assert_eq!(metric(&m, "rsiscsi_connection_weight", &labels), Some(weight), "{m}");
+        assert_eq!(metric(&m, "rsiscsi_connection_primary", &labels), Some(primary), "{m}");
+        assert_eq!(metric(&m, "rsiscsi_connection_reconnects_total", &labels), Some(0.0), "{m}");
+        assert!(m.contains(&format!("remote=\"{}\"", portal())), "{m}");
+    }
+
+    // Refusals: nothing to change (usage), an unknown connection (404), a
+    // malformed one (400), a port that is no interface.
+    let o = svc.run(&["session", "path", &sid, &second]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = svc.run(&["session", "path", &sid, &second, "--primary", "--standby"]);
+    assert_eq!(o.status.code(), Some(2));
+    let unknown = format!("{}-7777", sid.split('-').next().unwrap());
+    let o = svc.run(&["session", "path", &sid, &unknown, "--weight", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains(&format!("has no connection {unknown}"))
+            && err.contains("ISDSC_INVALID_CONNECTION_ID"),
+        "{err}"
+    );
+    let o = svc.run(&["session", "path", &sid, "nonsense", "--weight", "1"]);
+    assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = svc.run(&["session", "add-connection", &sid, "--portal", &portal(), "--initiator-port", "rsnosuch0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--initiator-port rsnosuch0: no network interface is named"));
+
+    svc.ok(&["session", "logout", &sid]);
+}
