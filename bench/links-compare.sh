@@ -36,6 +36,7 @@ WARMUP=1
 TARGETS="tgt istgt"
 WORKLOADS="seq-read seq-write rand-read-qd32"
 ROWS="libiscsi-1 libiscsi-N rsiscsi-1 rsiscsi-N"
+RETRIES=${RETRIES:-2}
 POLICIES="failover-only round-robin round-robin-subset least-queue-depth weighted"
 EQUAL_RATE=1gbit
 UNEQUAL_RATES=""
@@ -220,6 +221,10 @@ iaddr() { local v; v=$(nth "${RSISCSI_LINKS_INITIATOR_ADDRS:-}" "$1"); echo "${v
 url_of() { echo "iscsi://$(taddr "$2"):$(port_of "$1")/$(iqn_of "$1")/$(lun_of "$1")"; }
 
 # ---------- what this rsiscsi build offers ----------
+# A copy of the binary: others' rebuilds of target/release during the runs must not change it.
+cp "$RSISCSI" "$OUT/rsiscsi" || die "cannot copy $RSISCSI"
+RSISCSI_BUILT=$(date -u -r "$RSISCSI" +%FT%TZ)
+RSISCSI="$OUT/rsiscsi"
 HELP=$("$RSISCSI" bench --help 2>&1)
 HAS_FROM=no HAS_LOCAL=no HAS_WEIGHTS=no
 grep -q -- '--from' <<<"$HELP" && HAS_FROM=yes
@@ -234,19 +239,21 @@ say "rsiscsi bench: --from $HAS_FROM, --add-portal ...@LOCAL $HAS_LOCAL, --weigh
 # before the end), the host's idle share and the cores the target used (as bench/compare.sh).
 MEASURED="$OUT/threads.json"
 measured() {
-  local pid=$1 t0 t1 sampler rc
+  local pid=$1 t0 t1 sampler rc cmd
   shift
-  rm -f "$OUT/host.before" "$OUT/host.after" "$OUT/window.before" "$OUT/window.after"
+  rm -f "$OUT/host.before" "$OUT/host.after" "$OUT/window.before" "$OUT/window.after" "$OUT/foreign.mid"
   python3 "$HERE/threads.py" snap "$pid" >"$OUT/threads.before" 2>/dev/null
+  t0=$(date +%s.%N)
+  "$@" &
+  cmd=$!
   (
     sleep "$(python3 -c "print($WARMUP + 1.5)")" && python3 "$HERE/threads.py" host >"$OUT/host.before" &&
-      python3 "$HERE/threads.py" snap "$pid" >"$OUT/window.before" &&
+      python3 "$HERE/threads.py" snap "$pid" >"$OUT/window.before" && foreign "$cmd" >"$OUT/foreign.mid" &&
       sleep "$(python3 -c "print(max($TIME - 3, 0.5))")" && python3 "$HERE/threads.py" host >"$OUT/host.after" &&
       python3 "$HERE/threads.py" snap "$pid" >"$OUT/window.after"
   ) 2>/dev/null &
   sampler=$!
-  t0=$(date +%s.%N)
-  "$@"
+  wait "$cmd"
   rc=$?
   t1=$(date +%s.%N)
   wait "$sampler"
@@ -258,20 +265,55 @@ measured() {
 }
 # Other iSCSI connections over the links when a run starts (a test using the lab at the same time
 # shares the links and the targets' CPU): counted and kept with the run, flagged in the table.
-foreign() { ss -Htn state established '( dport = :3260 or dport = :3261 )' 2>/dev/null | grep -c ' 198\.19\.' ; }
+# foreign [PID]: how many, leaving out those of PID's process tree (the run being measured).
+tree_pids() { local c; echo "$1"; for c in $(pgrep -P "$1"); do tree_pids "$c"; done; }
+foreign() {
+  local mine=" "
+  [ -n "${1:-}" ] && mine=" $(tree_pids "$1" | tr '\n' ' ')"
+  ss -Htnp state established '( dport = :3260 or dport = :3261 )' 2>/dev/null | grep ' 198\.19\.' |
+    python3 -c '
+import re, sys
+mine = set(sys.argv[1].split())
+n = 0
+for line in sys.stdin:
+    pids = set(re.findall(r"pid=(\d+)", line))
+    if not pids & mine:
+        n += 1
+print(n)' "$mine"
+}
 # links_state: one character per link, 1 = both ends up (a link another user took down shows as 0).
+# After a colon, the links' carrier changes so far: a link taken down and up during a run moves it.
 links_state() {
-  local k st=""
+  local k st="" c=0 n
   for ((k = 1; k <= LINKS; k++)); do
     if [ "$(cat "/sys/class/net/rsl-i$k/operstate" 2>/dev/null)" = up ]; then st+=1; else st+=0; fi
+    n=$(cat "/sys/class/net/rsl-i$k/carrier_changes" 2>/dev/null || echo 0)
+    c=$((c + n))
   done
-  echo "$st"
+  echo "$st:$c"
 }
-# record SETUP TARGET WORKLOAD ROW POLICY CONNS RUN KIND FILE FOREIGN LINKS-BEFORE LINKS-AFTER
+# wait_quiet: up to 30 s for the links to be free of other iSCSI connections and all up (another
+# user of the lab, e.g. the link-loss tests, shares the links and the targets' CPU).
+wait_quiet() {
+  local i
+  for ((i = 0; i < 30; i++)); do
+    [ "$(foreign)" = 0 ] && [[ "$(links_state)" != *0*:* ]] && return 0
+    ((i == 0)) && say "  waiting for the links to be quiet (other iSCSI connections or a link down)"
+    sleep 1
+  done
+  return 1
+}
+ATTEMPT=1
+# record SETUP TARGET WORKLOAD ROW POLICY CONNS RUN KIND FILE FOREIGN LINKS-BEFORE LINKS-AFTER;
+# returns 3 when the run was disturbed (other connections before or after it, a link down).
 record() {
-  python3 - "$@" "$MEASURED" >>"$RAW" <<'PY'
+  local fa fm
+  fa=$(foreign)
+  fm=$(cat "$OUT/foreign.mid" 2>/dev/null || echo 0)
+  ((fm > fa)) && fa=$fm
+  python3 - "$@" "$fa" "$ATTEMPT" "$MEASURED" >>"$RAW" <<'PY'
 import json, sys
-setup, target, wl, row, policy, conns, run, kind, path, foreign, before, after, measured = sys.argv[1:14]
+setup, target, wl, row, policy, conns, run, kind, path, foreign, before, after, fa, attempt, measured = sys.argv[1:16]
 try:
     text = open(path).read()
     d = json.loads(text[text.index("{"):])  # fio may print notes before its JSON
@@ -284,9 +326,11 @@ except Exception:
 load = open("/proc/loadavg").read().split()[0]
 print(json.dumps({"setup": setup, "target": target, "workload": wl, "row": row, "policy": policy,
                   "conns": int(conns), "run": int(run), "kind": kind, "data": d, "target_cpu": tcpu,
-                  "foreign": int(foreign or 0), "links_before": before, "links_after": after,
+                  "foreign": int(foreign or 0) + int(fa or 0), "links_before": before, "links_after": after,
+                  "attempt": int(attempt),
                   "load1": float(load), "file": path}))
 PY
+  [ "${10}" = 0 ] && [ "$fa" = 0 ] && [ "${11}" = "${12}" ] && [[ "${11}" != *0*:* ]] || return 3
 }
 note_setup() { # SETUP RATES-AS-BITS IPERF-READ-FILES IPERF-WRITE-FILES
   python3 - "$@" >>"$RAW" <<'PY'
@@ -306,22 +350,27 @@ PY
 # iperf3, one stream per link at once, each direction: the links' ceiling as TCP sees it. Uses the
 # lab's iperf3 servers (198.19.K.2, port RSISCSI_LINKS_IPERF3_PORT) when it runs them.
 iperf_links() { # SETUP -> prints "READ-FILES|WRITE-FILES"
-  local setup=$1 dir k pids files r="" w=""
+  local setup=$1 dir k p pids files r="" w="" try bad f rev
   local port=${RSISCSI_LINKS_IPERF3_PORT:-5201}
   command -v iperf3 >/dev/null || { echo "|"; return; }
   ip netns exec "$TNS" ss -ltnH "sport = :$port" 2>/dev/null | grep -q . || { echo "|"; return; }
   for dir in read write; do
-    pids=() files=""
-    for ((k = 1; k <= LINKS; k++)); do
-      local f="$OUT/$setup.iperf3-$dir-$k.json" rev=()
-      [ "$dir" = read ] && rev=(-R) # the target side sends: the direction of a read
-      timeout -k 5 $((${TIME%.*} + 20)) iperf3 -c "$(taddr "$k")" -B "$(iaddr "$k")" -p "$port" "${rev[@]}" \
-        -l 1M -t "$TIME" -O "${WARMUP%.*}" -J >"$f" 2>/dev/null &
-      pids+=($!)
-      files+=" $f"
+    for try in 1 2 3; do
+      wait_quiet
+      pids=() files="" bad=0
+      for ((k = 1; k <= LINKS; k++)); do
+        f="$OUT/$setup.iperf3-$dir-$k.json" rev=()
+        [ "$dir" = read ] && rev=(-R) # the target side sends: the direction of a read
+        timeout -k 5 $((${TIME%.*} + 20)) iperf3 -c "$(taddr "$k")" -B "$(iaddr "$k")" -p "$port" "${rev[@]}" \
+          -l 1M -t "$TIME" -O "${WARMUP%.*}" -J >"$f" 2>/dev/null &
+        pids+=($!)
+        files+=" $f"
+      done
+      for p in "${pids[@]}"; do wait "$p" || bad=1; done
+      sleep 1 # the servers take a moment before they accept the next test
+      ((bad == 0)) && break
+      say "  an iperf3 client ($dir) failed (try $try of 3)"
     done
-    for p in "${pids[@]}"; do wait "$p" || say "  an iperf3 client ($dir) failed"; done
-    sleep 1 # the servers take a moment before they accept the next test
     if [ "$dir" = read ]; then r=$files; else w=$files; fi
   done
   echo "$r|$w"
@@ -350,16 +399,18 @@ run_one() {
   local setup=$1 t=$2 wl=$3 row=$4 policy=$5 r=$6 weights=$7
   local rw=${RW[$wl]} bs=${BS[$wl]} qd=${QD[$wl]} tpid k f n
   tpid=$(target_pid "$t")
-  local fc lb
+  local fc lb sfx=""
+  ((ATTEMPT > 1)) && sfx=".a$ATTEMPT"
+  wait_quiet
   fc=$(foreign)
   [ "$fc" = 0 ] || say "  note: $fc other iSCSI connection(s) over the links at the start of this run"
   lb=$(links_state)
-  [[ "$lb" != *0* ]] || say "  note: a link is down at the start of this run (links $lb)"
+  [[ "$lb" != *0*:* ]] || say "  note: a link is down at the start of this run (links $lb)"
   case "$row" in
     libiscsi-1 | libiscsi-N)
       n=1
       [ "$row" = libiscsi-N ] && n=$LINKS
-      f="$OUT/$setup.$t.$wl.$row.$r.fio.json"
+      f="$OUT/$setup.$t.$wl.$row.$r$sfx.fio.json"
       local job="$OUT/$setup.$t.$wl.$row.ini"
       printf '[global]\nioengine=libiscsi\nsize=%s\nrw=%s\nbs=%s\niodepth=%s\nruntime=%s\nramp_time=%s\ntime_based\ngroup_reporting\n' \
         1g "$rw" "$bs" "$qd" "$TIME" "$WARMUP" >"$job"
@@ -386,7 +437,7 @@ run_one() {
         done
         [ "$policy" = weighted ] && [ "$HAS_WEIGHTS" = yes ] && args+=(--weights "$weights")
       fi
-      f="$OUT/$setup.$t.$wl.$row${policy:+.$policy}.$r.ours.json"
+      f="$OUT/$setup.$t.$wl.$row${policy:+.$policy}.$r$sfx.ours.json"
       say "$setup $t $wl run $r: $row${policy:+ $policy}"
       printf '%q ' "$RSISCSI" "${args[@]}" >"$f.cmd"
       measured "$tpid" timeout -k 5 "$LIMIT" "$RSISCSI" "${args[@]}" >"$f" 2>"$f.err" ||
@@ -433,7 +484,12 @@ for setup in $SETUPS; do
           for ((i = ${#list[@]} - 1; i >= 0; i--)); do order+=("${list[$i]}"); done
         fi
         for item in "${order[@]}"; do
-          run_one "$setup" "$t" "$wl" "${item%%:*}" "${item#*:}" "$r" "$weights"
+          # A run disturbed by another user of the lab is done again (RETRIES times at most); the
+          # table keeps the last attempt and says how many were disturbed.
+          for ((ATTEMPT = 1; ATTEMPT <= RETRIES + 1; ATTEMPT++)); do
+            run_one "$setup" "$t" "$wl" "${item%%:*}" "${item#*:}" "$r" "$weights" && break
+            ((ATTEMPT <= RETRIES)) && say "  disturbed: again"
+          done
         done
       done
     done
@@ -444,7 +500,7 @@ mkdir -p "$HERE/results"
 RESULT=${RESULT:-$HERE/results/$(date +%F)-links.md}
 python3 "$HERE/links_table.py" "$RAW" --runs "$RUNS" --time "$TIME" --warmup "$WARMUP" --links "$LINKS" \
   --commit "$COMMIT" --dirty "$DIRTY" --started "$STARTED_AT" \
-  --features "from=$HAS_FROM local=$HAS_LOCAL weights=$HAS_WEIGHTS" >"$RESULT.tmp" ||
+  --features "from=$HAS_FROM local=$HAS_LOCAL weights=$HAS_WEIGHTS" --built "$RSISCSI_BUILT" >"$RESULT.tmp" ||
   die "the table could not be made (raw data in $OUT)"
 mv "$RESULT.tmp" "$RESULT"
 cat "$RESULT"
