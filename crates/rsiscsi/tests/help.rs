@@ -133,6 +133,7 @@ fn positionals(path: &[String], tmp: &Path) -> Vec<String> {
         "initiator set" => v(&["--alias", "help"]),
         "session remove-connection" => v(&["1-2", "3"]),
         "session logout" => v(&["1-2"]),
+        "session path" => v(&["1-2", "3", "--weight", "1"]),
         "session policy" => v(&["1-2", "round-robin"]),
         "session scsi" => v(&["1-2", "0", "12", "00", "00", "00", "60", "00"]),
         "nbd" => vec![lun, "--socket".into(), tmp.join("nbd.sock").display().to_string()],
@@ -161,6 +162,8 @@ fn sample(long: &str, tmp: &Path) -> String {
         "--chap-user" | "--target-chap-user" => "user".into(),
         "--chap-secret-file" | "--target-chap-secret-file" | "--secret-file" | "--data-out" => file(),
         "--connections" | "--threads" | "--iodepth" | "--time" | "--initiator-port" => "1".into(),
+        "--from" => "127.0.0.1".into(),
+        "--weights" | "--weight" | "--seed" => "1".into(),
         "--policy" => "round-robin".into(),
         "--hold-time" | "--link-down-time" => "5".into(),
         "--security-flags" => "0x0".into(),
@@ -226,6 +229,10 @@ fn every_listed_option_is_taken() {
             // The IPsec details go with --ipsec (clap's `requires`).
             if long.starts_with("--ipsec-") || long == "--vici-socket" {
                 args.extend(["--ipsec".to_string(), "tunnel".to_string()]);
+            }
+            // The stamps' seed and the prefill go with bench's --verify.
+            if long == "--seed" || long == "--prefill" {
+                args.push("--verify".to_string());
             }
             args.extend(base.iter().cloned());
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
