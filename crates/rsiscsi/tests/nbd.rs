@@ -2,7 +2,7 @@
 //! would point at it (libnbd's nbdinfo and nbdcopy, qemu-img, qemu-io), on
 //! the lab's tgt and istgt targets "nbd" (512 MiB each, this file's own):
 //! sizes and flags as the LUN has them, bytes exact in and out (one and
-//! four NBD connections, and many small adjacent reads combined), a qcow2 image that qemu writes and checks through
+//! four NBD connections, and many small adjacent requests combined), a qcow2 image that qemu writes and checks through
 //! the export, read-only exports, TRIM and WRITE_ZEROES, a client sending
 //! garbage, a target that goes away (EIO, no hang), and SIGTERM (flush,
 //! logout, socket removed). A missing client tool fails the test.
@@ -237,11 +237,16 @@ fn nbdcopy_in_and_out_is_byte_exact_with_one_and_four_connections() {
         assert_same(&src, &back, len);
         let _ = std::fs::remove_file(&back);
     }
-    // Many small adjacent reads at once: the export takes those waiting for a turn into one READ
-    // (up to 1 MiB) and cuts each its own slice of it; every byte must still land in its place.
+    // Many small adjacent requests at once: the export takes those waiting for a turn into one
+    // WRITE or READ (up to 1 MiB), gathering the writes' data and cutting each read its own slice;
+    // every byte must still land in its place.
+    let src = dir.join("src-small.raw");
     let back = dir.join("back-small.raw");
-    tool_ok("nbdcopy", &["--connections", "4", "--requests", "64", "--request-size", "16384", &served.uri(), s(&back)]);
-    assert_same(&dir.join("src-12.raw"), &back, len);
+    random_file(&src, len, 13);
+    let small = ["--connections", "4", "--requests", "64", "--request-size", "16384"];
+    tool_ok("nbdcopy", &[&small[..], &[s(&src), &served.uri()]].concat());
+    tool_ok("nbdcopy", &[&small[..], &[&served.uri(), s(&back)]].concat());
+    assert_same(&src, &back, len);
     let (code, err) = served.stop("TERM");
     assert_eq!(code, Some(0), "{err}");
     assert!(!served_socket_left(&dir), "the socket is left behind");
