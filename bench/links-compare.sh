@@ -282,21 +282,23 @@ for line in sys.stdin:
 print(n)' "$mine"
 }
 # links_state: one character per link, 1 = both ends up (a link another user took down shows as 0).
-# After a colon, the links' carrier changes so far: a link taken down and up during a run moves it.
+# After a colon, the links' carrier changes so far (a link taken down and up during a run moves
+# it), after another the root side's tbf rates (someone's `links.sh rate` during a run changes them).
 links_state() {
-  local k st="" c=0 n
+  local k st="" c=0 n rates=""
   for ((k = 1; k <= LINKS; k++)); do
     if [ "$(cat "/sys/class/net/rsl-i$k/operstate" 2>/dev/null)" = up ]; then st+=1; else st+=0; fi
     n=$(cat "/sys/class/net/rsl-i$k/carrier_changes" 2>/dev/null || echo 0)
     c=$((c + n))
+    rates+="$(tc qdisc show dev "rsl-i$k" 2>/dev/null | awk '/tbf/ { for (i = 1; i <= NF; i++) if ($i == "rate") print $(i + 1) }'),"
   done
-  echo "$st:$c"
+  echo "$st:$c:$rates"
 }
-# wait_quiet: up to 30 s for the links to be free of other iSCSI connections and all up (another
+# wait_quiet: up to QUIET_WAIT (30) s for the links to be free of other iSCSI connections and all up (another
 # user of the lab, e.g. the link-loss tests, shares the links and the targets' CPU).
 wait_quiet() {
   local i
-  for ((i = 0; i < 30; i++)); do
+  for ((i = 0; i < ${QUIET_WAIT:-30}; i++)); do
     [ "$(foreign)" = 0 ] && [[ "$(links_state)" != *0*:* ]] && return 0
     ((i == 0)) && say "  waiting for the links to be quiet (other iSCSI connections or a link down)"
     sleep 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Markdown table and goal verdicts of bench/links-compare.sh, from its raw.jsonl.
 
-  links_table.py RAW [--runs N --time S --warmup S --links N --commit C --dirty N --started T
+  links_table.py RAW [RAW...] [--runs N --time S --warmup S --links N --commit C --dirty N --started T
                       --features "from=.. local=.. weights=.."]
 
 A line of RAW is either a setup ({"kind": "setup", "rates_bits", "mtu", "iperf_read",
@@ -111,7 +111,7 @@ def label(row, policy, conns):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("raw")
+    ap.add_argument("raw", nargs="+", help="raw.jsonl of one or more runs of links-compare.sh")
     ap.add_argument("--runs", default="?")
     ap.add_argument("--time", default="?")
     ap.add_argument("--warmup", default="?")
@@ -124,16 +124,19 @@ def main():
     a = ap.parse_args()
 
     setups, order, rows, attempts = {}, [], {}, {}
-    with open(a.raw) as f:
-        for seq, line in enumerate(f):
-            r = json.loads(line)
-            r["seq"] = seq
-            if r.get("kind") == "setup":
-                setups[r["setup"]] = r
-                continue
-            key = (r["setup"], r["target"], r["workload"], r["row"], r.get("policy") or "")
-            # A disturbed run is done again: only its last attempt counts.
-            attempts.setdefault((key, r["run"]), []).append(r)
+    lines = []
+    for path in a.raw:
+        with open(path) as f:
+            lines += f.readlines()
+    for seq, line in enumerate(lines):
+        r = json.loads(line)
+        r["seq"] = seq
+        if r.get("kind") == "setup":
+            setups[r["setup"]] = r
+            continue
+        key = (r["setup"], r["target"], r["workload"], r["row"], r.get("policy") or "")
+        # A disturbed run is done again: only its last attempt counts.
+        attempts.setdefault((key, r["run"]), []).append(r)
     for (key, run), tries in sorted(attempts.items(), key=lambda kv: kv[1][0]["seq"]):
         r = tries[-1]
         if key not in rows:
