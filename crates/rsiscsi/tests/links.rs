@@ -748,3 +748,96 @@ fn service_shows_an_added_connections_link_loss_and_return() {
 fn service_shows_the_leading_connections_link_loss_and_return() {
     service_through_link_loss(Target::Istgt, 1, "svc-istgt-link1");
 }
+
+/// `rsiscsi bench --verify` over one session of one connection per link,
+/// link `down` lost for 3 s while it runs: exit 0, no error, no sector
+/// whose content differs from its stamp (writes read all they wrote back
+/// at the end; reads check every sector against the stamps that
+/// a first run's `--prefill` wrote).
+fn bench_verify_through_link_loss(t: Target, rw: &str, down: usize, test: &str) {
+    let _serial = serial();
+    let lab = Lab::get();
+    let n = lab.count();
+    let scratch = common::scratch("links", test);
+    let seed = (fresh_seed() % 1_000_000_000).to_string();
+    let mut args: Vec<String> = [
+        "bench",
+        &t.url(&lab, 1),
+        "--rw",
+        rw,
+        "--bs",
+        "1M",
+        "--iodepth",
+        "16",
+        "--time",
+        "10",
+        "--warmup",
+        "1",
+        "--size",
+        "256M",
+        "--verify",
+        "--seed",
+        &seed,
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(mcs_args(&lab, t).into_iter().filter(|a| a != "--no-progress"));
+    if rw.contains("read") {
+        // The stamps first, every link up: a 1 s read run that writes the region before it starts.
+        let mut pre = args.clone();
+        pre.push("--prefill".into());
+        let at = pre.iter().position(|a| a == "--time").unwrap();
+        pre[at + 1] = "1".into();
+        let o = output_of(
+            common::command(&scratch, &pre).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+            "bench --prefill",
+            Duration::from_secs(120),
+        );
+        assert!(
+            o.status.success(),
+            "{test}: bench --prefill failed ({:?}): {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let child = common::command(&scratch, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let placed = wait_one_per_link(&lab, t, child.id(), n, Duration::from_secs(20));
+    let mut guard = None;
+    if placed.is_ok() {
+        std::thread::sleep(Duration::from_secs(2));
+        guard = Some(LinkDown::new(&lab, down, "ini"));
+        std::thread::sleep(Duration::from_secs(3));
+        guard.as_mut().unwrap().up();
+    }
+    let o = output_of(child, "rsiscsi bench --verify", Duration::from_secs(180));
+    drop(guard);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    if let Err(e) = placed {
+        panic!("{test}: {e}; rsiscsi bench ended with {:?}: {err}", o.status.code());
+    }
+    assert!(o.status.success(), "{test}: rsiscsi bench --verify failed ({:?}): {err}", o.status.code());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("{test}: bench --json output is not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout))
+    });
+    assert_eq!(v["errors"], 0, "{test}: {v}");
+    assert_eq!(v["verify_errors"], 0, "{test}: {v}");
+    assert_eq!(v["connections"], n, "{test}: {v}");
+    assert!(v["bw_mib_s"].as_f64().unwrap_or(0.0) > 0.0, "{test}: no data moved: {v}");
+    let seconds = v["timeline"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "{test}: {} MiB/s over {seconds} timeline entries, link {down} down for 3 s, every sector checked",
+        v["bw_mib_s"]
+    );
+}
+
+#[test]
+fn bench_verify_write_survives_an_added_connections_link_loss() {
+    bench_verify_through_link_loss(Target::Tgt, "write", 2, "bench-tgt-write-link2");
+}
+
+#[test]
+fn bench_verify_randread_survives_the_leading_connections_link_loss() {
+    bench_verify_through_link_loss(Target::Istgt, "randread", 1, "bench-istgt-randread-link1");
+}
