@@ -24,6 +24,8 @@ const CHUNK: usize = 1024 * 1024;
 /// Chunks per worker region.
 const CHUNKS: u64 = 16;
 const WORKERS: u64 = 8;
+/// How long a link stays down after its connection shows as recovering.
+const STAY_DOWN: Duration = Duration::from_secs(8);
 /// At least this much data written and read back per test.
 const TOTAL: u64 = 256 * 1024 * 1024;
 
@@ -296,9 +298,11 @@ async fn lose_a_link_mid_copy(t: Target, k: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let detected = t_down.elapsed();
-    // The other links carry the load meanwhile.
+    // The other links carry the load meanwhile: at once on tgt; istgt holds
+    // every connection behind the lost commands' CmdSN gap for 10 s and
+    // then drops them, and they are reinstated, so allow for that.
     let at_recovering = load.bytes();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(STAY_DOWN).await;
     let while_down = load.bytes() - at_down;
     let after_moving = load.bytes() - at_recovering;
     assert_eq!(on(&s, ip).map(|c| c.state), Some(ConnectionState::Recovering));
@@ -325,7 +329,7 @@ async fn lose_a_link_mid_copy(t: Target, k: usize) {
     let moved = load.bytes();
     let seeds = load.finish().await;
     eprintln!(
-        "{}: link {k} down: stalled/recovering after {detected:?} ({seen:?}); {while_down} bytes while down, {after_moving} in the 4 s after the move; back in {reinstated_after:?}; {moved} bytes in all",
+        "{}: link {k} down: stalled/recovering after {detected:?} ({seen:?}); {while_down} bytes while down, {after_moving} in the {STAY_DOWN:?} after; back in {reinstated_after:?}; {moved} bytes in all",
         t.name
     );
     assert!(after_moving > 0, "{}: no I/O over the other links while link {k} was down", t.name);

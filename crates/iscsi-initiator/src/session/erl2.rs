@@ -212,6 +212,8 @@ impl Session {
         let regrow = {
             let mut st = inner.lock();
             let gone = st.wanted.iter().position(|w| w.cid == cid).map(|i| st.wanted.remove(i));
+            // Logged out for good: it comes back (if at all) with a new CID.
+            st.recovering.retain(|r| r.cid != cid);
             gone.filter(|_| st.closed.is_none())
         };
         // The same way (initiator port, CHAP, digests) as the one removed.
