@@ -390,6 +390,7 @@ fn copy_through_link_loss(t: Target, dir: Direction, down: usize, side: &str, te
         guard.as_mut().unwrap().up();
     }
     let o = output_of(child, "rsiscsi cp", Duration::from_secs(300));
+    let took = t0.elapsed();
     drop(guard);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     if let Err(e) = placed {
@@ -413,9 +414,9 @@ fn copy_through_link_loss(t: Target, dir: Direction, down: usize, side: &str, te
         panic!("{test}: the LUN's bytes differ from the file: {d}");
     }
     eprintln!(
-        "{test}: {} MiB {dir:?} with link {down} ({side} side) down for 3 s: exact, {:?}",
+        "{test}: {} MiB {dir:?} with link {down} ({side} side) down for 3 s: exact; the copy took {took:?} ({:.0} MiB/s)",
         bytes >> 20,
-        t0.elapsed()
+        (bytes >> 20) as f64 / took.as_secs_f64()
     );
 }
 
