@@ -13,20 +13,7 @@ use iscsi_proto::scsi::data::{BlockLimits, LogicalBlockProvisioning};
 use iscsi_proto::scsi::sense::{ScsiError, SenseKey};
 use nbd_export::{BlockDevice, BlockSizes, DeviceError, Errno, Features};
 
-use crate::combine::{Queue, Run};
-
-/// Reads waiting for a turn: no payload, each gets its blocks.
-type ReadQueue = Queue<(), Bytes>;
-/// Writes waiting for a turn, with their data.
-type WriteQueue = Queue<WritePart, ()>;
-
-/// A waiting write's data and whether it asked for FUA (only writes alike
-/// are combined).
-#[derive(Default)]
-struct WritePart {
-    data: Bytes,
-    fua: bool,
-}
+use crate::combine::{ReadQueue, Run};
 
 /// The largest NBD request we accept and the most one SCSI command carries
 /// here: the NBD protocol suggests clients keep to 32 MiB (its "Block size
@@ -54,12 +41,6 @@ const COMBINED_READ: u64 = 1 << 20;
 /// Buffers of combined reads kept until every reply cut from them is
 /// written, to be reused then.
 const LENT_BUFFERS: usize = 2 * READS_IN_FLIGHT;
-/// Most bytes of adjacent waiting writes gathered into one WRITE: tgt's CPU
-/// per GiB written drops as for reads; the gathering costs one copy of the
-/// data in memory, less than the target saves.
-const COMBINED_WRITE: u64 = 1 << 20;
-/// Gathering buffers kept for reuse.
-const GATHER_BUFFERS: usize = 8;
 /// Writes of all clients at once: their data is in memory already, so the
 /// bound is looser; it keeps one client's burst from filling the command
 /// window for the others.
@@ -99,11 +80,7 @@ pub struct LunDevice {
     /// each reply holds a slice, so none comes back through `recycle`.
     lent: Mutex<Vec<Bytes>>,
     /// Reads waiting for a turn, combined when adjacent.
-    read_queue: ReadQueue,
-    /// Writes waiting for a turn, combined when adjacent.
-    write_queue: WriteQueue,
-    /// Buffers that gathered combined writes, back once the WRITE is done.
-    gather: Mutex<Vec<BytesMut>>,
+    queue: ReadQueue,
     /// Reads of all clients at once (see [`READS_IN_FLIGHT`]).
     reads: tokio::sync::Semaphore,
     /// Writes of all clients at once (see [`WRITES_IN_FLIGHT`]).
@@ -139,9 +116,7 @@ impl LunDevice {
             write_same: AtomicBool::new(true),
             spare: Mutex::new(Vec::new()),
             lent: Mutex::new(Vec::new()),
-            read_queue: ReadQueue::default(),
-            write_queue: WriteQueue::default(),
-            gather: Mutex::new(Vec::new()),
+            queue: ReadQueue::default(),
             reads: tokio::sync::Semaphore::new(READS_IN_FLIGHT),
             writes: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
         })
@@ -163,7 +138,7 @@ impl LunDevice {
     }
 
     /// Reads `run` with one READ and hands each of its reads its blocks.
-    async fn read_run(&self, run: Run<(), Bytes>) -> Result<Bytes, DeviceError> {
+    async fn read_run(&self, run: Run) -> Result<Bytes, DeviceError> {
         let blocks = u32::try_from(run.blocks).map_err(|_| too_large());
         let result = match blocks {
             Ok(n) => self
@@ -173,62 +148,15 @@ impl LunDevice {
                 .map_err(|e| device_error("READ", &e)),
             Err(e) => Err(e),
         };
-        if run.combined() == 0 {
-            // Alone: the whole buffer goes to the reply and comes back through `recycle`.
-            return result;
-        }
-        if let Ok(data) = &result {
+        if run.combined() > 0
+            && let Ok(data) = &result
+        {
             let mut lent = self.lent.lock().unwrap_or_else(|p| p.into_inner());
             if lent.len() < LENT_BUFFERS {
                 lent.push(data.clone());
             }
         }
-        let bs = self.bs();
-        run.deliver(|at, n| match &result {
-            Ok(data) => blocks_of(data, at, n, bs),
-            Err(e) => Err(e.clone()),
-        })
-    }
-
-    /// Writes `run` with one WRITE (its data gathered when it is more than
-    /// one request) and tells each of its writes the outcome.
-    async fn write_run(&self, mut run: Run<WritePart, ()>) -> Result<(), DeviceError> {
-        let fua = run.payloads().any(|p| p.fua);
-        let mut parts = run.take_payloads();
-        let data = if parts.len() == 1 {
-            parts.pop().map(|p| p.data).unwrap_or_default()
-        } else {
-            let mut buf = self.gather.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-            buf.reserve(parts.iter().map(|p| p.data.len()).sum());
-            for p in &parts {
-                buf.extend_from_slice(&p.data);
-            }
-            buf.freeze()
-        };
-        // The requests' own buffers are free now, for the server's pool.
-        drop(parts);
-        let result = self.write_now(run.lba, data, fua).await;
-        run.deliver(|_, _| result.clone())
-    }
-
-    /// One WRITE (with FUA: WRITE (16) with FUA) of whole blocks at `lba`;
-    /// a gathering buffer comes back for the next run.
-    async fn write_now(&self, lba: u64, data: Bytes, fua: bool) -> Result<(), DeviceError> {
-        let r = if fua {
-            self.session.write_blocks_fua(self.lun, lba, data.clone(), self.cap.block_size).await
-        } else {
-            self.session.write_blocks(self.lun, lba, data.clone(), self.cap.block_size).await
-        };
-        if let Ok(mut buf) = data.try_into_mut()
-            && buf.capacity() <= 2 * COMBINED_WRITE as usize
-        {
-            buf.clear();
-            let mut gather = self.gather.lock().unwrap_or_else(|p| p.into_inner());
-            if gather.len() < GATHER_BUFFERS {
-                gather.push(buf);
-            }
-        }
-        r.map_err(|e| device_error(if fua { "WRITE(16) with FUA" } else { "WRITE" }, &e))
+        run.deliver(result, self.bs())
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -302,20 +230,6 @@ impl LunDevice {
     }
 }
 
-/// Blocks `at .. at + n` (of `bs` bytes) of a combined READ's data.
-fn blocks_of(data: &Bytes, at: u64, n: u64, bs: u64) -> Result<Bytes, DeviceError> {
-    let from = at.checked_mul(bs).and_then(|b| usize::try_from(b).ok());
-    let to = at.checked_add(n).and_then(|e| e.checked_mul(bs)).and_then(|b| usize::try_from(b).ok());
-    match (from, to) {
-        (Some(from), Some(to)) if to <= data.len() => Ok(data.slice(from..to)),
-        _ => Err(DeviceError::io(format!(
-            "READ returned {} bytes, short of blocks {at}..{} of the run",
-            data.len(),
-            at.saturating_add(n)
-        ))),
-    }
-}
-
 fn too_large() -> DeviceError {
     DeviceError { errno: Errno::Einval, message: "request too large".into() }
 }
@@ -380,7 +294,7 @@ impl BlockDevice for LunDevice {
         let per = u64::from(self.max_transfer()) / bs;
         let data = if blocks <= per {
             // In the queue until a turn is free, or another read's turn takes it along.
-            let (ticket, mut taken) = self.read_queue.enqueue(first, blocks, ());
+            let (ticket, mut taken) = self.queue.enqueue(first, blocks);
             let turn = tokio::select! {
                 biased;
                 delivered = &mut taken => Err(delivered),
@@ -388,7 +302,7 @@ impl BlockDevice for LunDevice {
             };
             let delivered = match turn {
                 Err(delivered) => delivered,
-                Ok(turn) => match self.read_queue.take_run(&ticket, per.min(COMBINED_READ / bs), |_, _| true) {
+                Ok(turn) => match self.queue.take_run(&ticket, per.min(COMBINED_READ / bs)) {
                     Some(run) => Ok(self.read_run(run).await),
                     None => {
                         // Taken along by another turn in the meantime.
@@ -430,32 +344,9 @@ impl BlockDevice for LunDevice {
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), DeviceError> {
-        let (lba, blocks) = self.whole_blocks(offset, data.len() as u64, "write")?;
-        let per = self.max_transfer() as usize;
-        if data.len() <= per {
-            // In the queue until a turn is free, or another write's turn takes it along.
-            let (ticket, mut taken) = self.write_queue.enqueue(lba, blocks, WritePart { data, fua });
-            let turn = tokio::select! {
-                biased;
-                delivered = &mut taken => Err(delivered),
-                turn = self.writes.acquire() => Ok(turn.map_err(|_| too_large())?),
-            };
-            let max = (per as u64 / self.bs()).min(COMBINED_WRITE / self.bs());
-            let delivered = match turn {
-                Err(delivered) => delivered,
-                Ok(turn) => match self.write_queue.take_run(&ticket, max, |a, b| a.fua == b.fua) {
-                    Some(run) => Ok(self.write_run(run).await),
-                    None => {
-                        // Taken along by another turn in the meantime.
-                        drop(turn);
-                        taken.await
-                    }
-                },
-            };
-            drop(ticket);
-            return delivered.map_err(|_| DeviceError::io("the WRITE this request was part of was dropped"))?;
-        }
+        let (lba, _) = self.whole_blocks(offset, data.len() as u64, "write")?;
         let _turn = self.writes.acquire().await.map_err(|_| too_large())?;
+        let per = self.max_transfer() as usize;
         let mut at = 0;
         // More than the LUN takes in one command goes in pieces.
         while at < data.len() {
@@ -552,15 +443,6 @@ mod tests {
             information: None,
             descriptor_format: false,
         }))
-    }
-
-    #[test]
-    fn a_combined_reads_blocks_are_cut_from_its_data_and_a_short_buffer_is_an_error() {
-        let data: Bytes = (0u8..4).flat_map(|b| [b; 512]).collect::<Vec<u8>>().into();
-        let part = blocks_of(&data, 1, 2, 512).expect("inside");
-        assert_eq!((part.len(), part[0], part[1023]), (1024, 1, 2));
-        assert!(blocks_of(&data, 3, 2, 512).is_err(), "past the end");
-        assert!(blocks_of(&data, u64::MAX, 1, 512).is_err(), "overflow");
     }
 
     #[test]

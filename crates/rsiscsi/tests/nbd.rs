@@ -237,9 +237,9 @@ fn nbdcopy_in_and_out_is_byte_exact_with_one_and_four_connections() {
         assert_same(&src, &back, len);
         let _ = std::fs::remove_file(&back);
     }
-    // Many small adjacent requests at once: the export takes those waiting for a turn into one
-    // WRITE or READ (up to 1 MiB), gathering the writes' data and cutting each read its own slice;
-    // every byte must still land in its place.
+    // Many small adjacent requests at once: written in 16 KiB pieces, read back so, where the export
+    // takes the reads waiting for a turn into one READ (up to 1 MiB) and cuts each its own slice of
+    // it; every byte must still land in its place.
     let src = dir.join("src-small.raw");
     let back = dir.join("back-small.raw");
     random_file(&src, len, 13);
