@@ -738,8 +738,17 @@ fn finish_timeline(
 ) -> Vec<TimelinePoint> {
     task.abort();
     let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
-    if s.last.elapsed() >= MIN_SAMPLE {
+    if s.last.elapsed() >= MIN_SAMPLE || s.points.is_empty() {
         s.sample(io);
+    } else {
+        // Too short for rates, but every failure counts: the timeline's
+        // errors add up to the commands that failed.
+        let failed = io.failed.load(Ordering::Relaxed);
+        let late = failed.saturating_sub(s.last_failed);
+        if let Some(p) = s.points.last_mut() {
+            p.errors += late;
+        }
+        s.last_failed = failed;
     }
     std::mem::take(&mut s.points)
 }
