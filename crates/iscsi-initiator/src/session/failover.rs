@@ -102,9 +102,12 @@ impl State {
 
     /// Moves the commands lost with connection `lost_cid` to the other
     /// connections (see the module text). `force`: the target's ExpCmdSN
-    /// did not reach the first lost CmdSN in time; the lost commands go
-    /// again as new without fillers (if the target lacks them, it skips the
-    /// gap or times it out; istgt does after 10 s).
+    /// did not reach the first lost CmdSN in time (another command before
+    /// it is slow, or another lost link's gap); the lost CmdSNs at or past
+    /// ExpCmdSN are filled all the same. Should the target have one after
+    /// all, it drops the connection that carried the duplicate (tgt and
+    /// istgt do), which recovery handles; an unfilled gap would instead
+    /// hold the whole session (tgt waits for it forever).
     pub fn move_lost(&mut self, lost_cid: u16, force: bool) -> Moved {
         let exp = self.window.exp_cmd_sn();
         let mut lost: Vec<(u32, Option<u32>)> = self
@@ -125,7 +128,7 @@ impl State {
         let mut result = Moved::All;
         match missing.first() {
             None => {}
-            Some((_, first)) if *first == exp => match self.filler_connection(lost_cid) {
+            Some((_, first)) if *first == exp || force => match self.filler_connection(lost_cid) {
                 Some(via) => {
                     for (itt, sn) in &missing {
                         self.fill_cmd_sn(*sn, via);
@@ -134,7 +137,6 @@ impl State {
                 }
                 None => result = Moved::Waiting,
             },
-            Some(_) if force => again.extend(missing.iter().map(|(itt, _)| *itt)),
             Some(_) => result = Moved::Waiting,
         }
         if !again.is_empty() {
@@ -457,12 +459,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn forced_moves_reissue_without_filling() {
+    async fn forced_moves_fill_what_may_be_missing() {
         let (mut st, mut peers) = state_with_conns(&[1], 15, 11).await;
         lost_task(&mut st, 13, 2);
+        assert_eq!(st.move_lost(2, false), Moved::Waiting);
         assert_eq!(st.move_lost(2, true), Moved::All);
-        let bhs = next_pdu(peers.get_mut(0).unwrap(), &mut BytesMut::new()).await;
-        assert!(matches!(bhs, Bhs::ScsiCommand(c) if c.cmd_sn == 15));
+        let peer = peers.get_mut(0).unwrap();
+        let mut buf = BytesMut::new();
+        let bhs = next_pdu(peer, &mut buf).await;
+        assert!(matches!(bhs, Bhs::NopOut(n) if !n.immediate && n.cmd_sn == 13), "{bhs:?}");
+        let bhs = next_pdu(peer, &mut buf).await;
+        assert!(matches!(bhs, Bhs::ScsiCommand(c) if c.cmd_sn == 15), "{bhs:?}");
     }
 
     #[tokio::test]
