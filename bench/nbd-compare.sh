@@ -129,9 +129,22 @@ spoil() {
     dd if=/dev/zero of="$DST" bs=1M count=1 seek="$at" conv=notrunc status=none
   done
 }
-# record TARGET OP SIDE RUN OK LOGIN COPY TOTAL CPU_SERVER CPU_CLIENT
+# TARGET_PID: the running target's process (tgtd or istgt, from targets.sh's pid files), whose CPU
+# each run also records: on 2 CPUs the target competes with the initiator and the NBD client.
+TARGET_PID=""
+HZ=$(getconf CLK_TCK)
+# target_ticks: user+system clock ticks of the target so far (0 when unknown).
+target_ticks() {
+  awk '{print $14 + $15}' "/proc/$TARGET_PID/stat" 2>/dev/null || echo 0
+}
+# target_cpu TICKS-BEFORE: the target's CPU seconds since.
+target_cpu() {
+  awk -v a="$1" -v b="$(target_ticks)" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}'
+}
+# record TARGET OP SIDE RUN OK LOGIN COPY TOTAL CPU_SERVER CPU_CLIENT [CPU_TARGET]
 record() {
-  printf '{"target":"%s","op":"%s","side":"%s","run":%s,"ok":%s,"login":%s,"copy":%s,"total":%s,"cpu_server":%s,"cpu_client":%s}\n' \
+  (($# < 11)) && set -- "$@" null
+  printf '{"target":"%s","op":"%s","side":"%s","run":%s,"ok":%s,"login":%s,"copy":%s,"total":%s,"cpu_server":%s,"cpu_client":%s,"cpu_target":%s}\n' \
     "$@" >>"$RAW"
 }
 # check OP: after a read, the destination must be the source the writes put on the LUN.
@@ -152,11 +165,12 @@ copy_args() {
 
 # side_a TARGET URL OP RUN SIDE [NBDCOPY-ARGS...]: rsiscsi nbd + nbdcopy.
 side_a() {
-  local t=$1 url=$2 op=$3 r=$4 side=$5 log="$OUT/$1.$3.$4.$5" t0 t1 t2 t3 i ok=true
+  local k0 t=$1 url=$2 op=$3 r=$4 side=$5 log="$OUT/$1.$3.$4.$5" t0 t1 t2 t3 i ok=true
   shift 5
   local nbd="nbd+unix:///?socket=$SOCK"
   rm -f "$SOCK"
   t0=$(now)
+  k0=$(target_ticks)
   # setsid: its own process group, so that SIGINT reaches rsiscsi (GNU time ignores SIGINT).
   # shellcheck disable=SC2086 # NBD_ARGS are meant to split
   setsid /usr/bin/time -f '%e %U %S' -o "$log.time" "$RSISCSI" nbd "$url" --socket "$SOCK" $NBD_ARGS >"$log.out" 2>"$log.err" &
@@ -185,15 +199,16 @@ side_a() {
   [ "$ok" = true ] || say "  nbdcopy failed: $(tail -1 "$log.copy.err")"
   check "$op" || ok=false
   record "$t" "$op" "$side" "$r" "$ok" "$(minus "$t1" "$t0")" "$(minus "$t2" "$t1")" "$(minus "$t3" "$t0")" \
-    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")"
+    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")" "$(target_cpu "$k0")"
 }
 
 # side_c TARGET URL OP RUN: qemu-nbd (qemu's libiscsi driver exported over NBD) + nbdcopy.
 side_c() {
-  local t=$1 url=$2 op=$3 r=$4 log="$OUT/$1.$3.$4.C" t0 t1 t2 t3 i ok=true pid
+  local k0 t=$1 url=$2 op=$3 r=$4 log="$OUT/$1.$3.$4.C" t0 t1 t2 t3 i ok=true pid
   local nbd="nbd+unix:///?socket=$SOCK"
   rm -f "$SOCK" "$log.pid"
   t0=$(now)
+  k0=$(target_ticks)
   /usr/bin/time -f '%e %U %S' -o "$log.time" qemu-nbd -f raw -t -k "$SOCK" --pid-file "$log.pid" "$url" \
     >"$log.out" 2>"$log.err" &
   QNBD_PID=$!
@@ -223,17 +238,18 @@ side_c() {
   [ "$ok" = true ] || say "  nbdcopy failed: $(tail -1 "$log.copy.err")"
   check "$op" || ok=false
   record "$t" "$op" C "$r" "$ok" "$(minus "$t1" "$t0")" "$(minus "$t2" "$t1")" "$(minus "$t3" "$t0")" \
-    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")"
+    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")" "$(target_cpu "$k0")"
 }
 
 # side_z TARGET OP RUN: nbdkit's file plugin on /dev/shm (no iSCSI) + nbdcopy: the NBD hop alone.
 side_z() {
-  local t=$1 op=$2 r=$3 log="$OUT/$1.$2.$3.Z" t0 t1 t2 t3 i ok=true pid kit=()
+  local k0 t=$1 op=$2 r=$3 log="$OUT/$1.$2.$3.Z" t0 t1 t2 t3 i ok=true pid kit=()
   local nbd="nbd+unix:///?socket=$SOCK"
   # Reads serve the source read-only (what the LUN holds, so the check applies); writes a scratch file.
   if [ "$op" = read ]; then kit=(-r file "$SRC"); else kit=(file "$SCRATCH"); fi
   rm -f "$SOCK" "$log.pid"
   t0=$(now)
+  k0=$(target_ticks)
   /usr/bin/time -f '%e %U %S' -o "$log.time" nbdkit -f -U "$SOCK" -P "$log.pid" "${kit[@]}" \
     >"$log.out" 2>"$log.err" &
   KIT_PID=$!
@@ -262,7 +278,7 @@ side_z() {
   [ "$ok" = true ] || say "  nbdcopy failed: $(tail -1 "$log.copy.err")"
   check "$op" || ok=false
   record "$t" "$op" Z "$r" "$ok" "$(minus "$t1" "$t0")" "$(minus "$t2" "$t1")" "$(minus "$t3" "$t0")" \
-    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")"
+    "$(cpu_of "$log.time")" "$(cpu_of "$log.copy.time")" "$(target_cpu "$k0")"
 }
 
 # side_f TARGET OP RUN: nbdcopy from the source file to a file (reads: DST, writes: the scratch).
@@ -280,8 +296,9 @@ side_f() {
 
 # side_b TARGET URL OP RUN: qemu-img convert with qemu's libiscsi driver.
 side_b() {
-  local t=$1 url=$2 op=$3 r=$4 log="$OUT/$1.$3.$4.qemu" t0 t1 ok=true
+  local t=$1 url=$2 op=$3 r=$4 log="$OUT/$1.$3.$4.qemu" t0 t1 k0 ok=true
   t0=$(now)
+  k0=$(target_ticks)
   if [ "$op" = write ]; then
     gnu_time "$log.time" qemu-img convert -n -f raw -O raw "$SRC" "$url" 2>"$log.err" || ok=false
   else
@@ -290,12 +307,16 @@ side_b() {
   t1=$(now)
   [ "$ok" = true ] || say "  qemu-img failed: $(tail -1 "$log.err")"
   check "$op" || ok=false
-  record "$t" "$op" B "$r" "$ok" null null "$(minus "$t1" "$t0")" null "$(cpu_of "$log.time")"
+  record "$t" "$op" B "$r" "$ok" null null "$(minus "$t1" "$t0")" null "$(cpu_of "$log.time")" "$(target_cpu "$k0")"
 }
 
 for t in $TARGETS; do
   url=$(url_of "$t")
   [ -n "$url" ] || { say "unknown target $t"; continue; }
+  case $t in
+    istgt) TARGET_PID=$(cat "$BENCH_DIR/istgt/istgt.launch.pid" 2>/dev/null) ;;
+    *) TARGET_PID=$(cat "$BENCH_DIR/tgt/tgtd.pid" 2>/dev/null) ;;
+  esac
   for ((r = 1; r <= RUNS; r++)); do
     # Writes first: the reads then check the data the writes left.
     for op in write read; do
@@ -411,6 +432,26 @@ for (t, op) in order:
     a, a1, b, c, z, f = (R[s] for s in SIDES)
     print(f"| {t} | {op} | {cpu_split(a)} | {cpu_split(a1)} | {fmt(cpu(b), 2)} | {cpu_split(c)} | {ratio(cpu(a1), cpu(c))} "
           f"| {cpu_split(z)} | {fmt(cpu(f), 2)} |")
+print("\nCPU seconds per copy with the target's own (tgtd or istgt, from /proc during the run), medians: "
+      "what the two CPUs had to do. Z and F have no target.\n")
+print("| target | copy | A all (target + server + nbdcopy) | B all (target + qemu-img) | Z (server + nbdcopy) | F | A/B CPU | Z/B CPU |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+
+def cpu_all(vs):
+    return med(vs, lambda v: (v.get("cpu_target") or 0) + (v["cpu_server"] or 0) + (v["cpu_client"] or 0))
+
+def tgt_split(vs):
+    tot = cpu_all(vs)
+    if tot is None:
+        return "n/a"
+    parts = [med(vs, lambda v: v.get("cpu_target")), med(vs, lambda v: v["cpu_server"]), med(vs, lambda v: v["cpu_client"])]
+    return f"{fmt(tot, 2)} (" + " + ".join(fmt(x, 2) for x in parts if x is not None) + ")"
+
+for (t, op) in order:
+    R = rows[(t, op)]
+    a, a1, b, c, z, f = (R[s] for s in SIDES)
+    print(f"| {t} | {op} | {tgt_split(a)} | {tgt_split(b)} | {cpu_split(z)} | {fmt(cpu(f), 2)} "
+          f"| {ratio(cpu_all(a), cpu_all(b))} | {ratio(cpu(z), cpu_all(b))} |")
 print("\nPer-run seconds (nbdcopy alone/whole for A, A1, C, Z; whole for B; nbdcopy for F), in run order:\n")
 for (t, op) in order:
     R = rows[(t, op)]
