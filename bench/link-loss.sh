@@ -172,10 +172,14 @@ for rw in $RWS; do
   fi
   [ "$rc" = 0 ] || { log_tail "$WORK/$rw.err"; die "rsiscsi bench ($rw) failed with exit $rc"; }
   [ -n "$t_down" ] && [ -n "$t_up" ] || die "the bench ($rw) ended before the link went down and up"
+  # The lab is shared: a rate changed under the run (links.sh rate by someone without the lock)
+  # makes it worthless; say so, in the JSON too.
+  RATES_AFTER=$(envv RSISCSI_LINKS_RATES_BITS)
+  [ "$RATES_AFTER" = "$RATES" ] || say "WARNING: the link rates changed during the run ($RATES -> $RATES_AFTER bit/s): someone else used the lab; run again"
   python3 - "$WORK/$rw.json" "$out" "$TARGET" "$rw" "$LINK" "$t_down" "$t_up" "$RATES" "$URL" "$POLICY" "$N" \
-    "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)" <<'PY'
+    "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)" "$RATES_AFTER" <<'PY'
 import json, subprocess, sys
-src, out, target, rw, link, t_down, t_up, rates, url, policy, n, commit = sys.argv[1:13]
+src, out, target, rw, link, t_down, t_up, rates, url, policy, n, commit, after = sys.argv[1:14]
 bench = json.load(open(src))
 json.dump({
     "what": "rsiscsi bench during the loss of one link (bench/link-loss.sh)",
@@ -183,6 +187,7 @@ json.dump({
     "commit": commit,
     "target": target, "rw": rw, "url": url, "policy": policy, "links": int(n),
     "link_rates_bits": [int(r) for r in rates.split(",")],
+    "link_rates_bits_after": [int(r) for r in after.split(",")],
     "link": int(link), "link_down_t": float(t_down), "link_up_t": float(t_up),
     "bench": bench,
 }, open(out, "w"), indent=1)

@@ -65,6 +65,9 @@ def panel(ax, d):
     ax.text(down, top * 0.97, f" link {d['link']} down\n t={down:.1f} s", color="tab:red", va="top", fontsize=8)
     ax.text(up, top * 0.97, f" link {d['link']} up\n t={up:.1f} s", color="tab:green", va="top", fontsize=8)
     errs = sum(e.get("errors", 0) for e in tl)
+    if d.get("link_rates_bits_after", rates) != rates:
+        ax.text(0.5, 0.5, "link rates changed during this run: not valid", transform=ax.transAxes,
+                ha="center", color="tab:red", fontsize=14, alpha=0.6)
     lead = " (the leading connection's)" if d["link"] == 1 else ""
     if len(set(rates)) == 1:
         links = f"{len(rates)} links of {rates[0] / 1e9:g} Gbit/s"
