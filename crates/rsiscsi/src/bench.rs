@@ -838,6 +838,9 @@ pub async fn run(common: &Common, args: &BenchArgs) -> CmdResult {
         return Err(format!("{} does not name a LUN: expected iscsi://HOST[:PORT]/IQN/LUN", redact(&args.url)).into());
     };
     crate::commands::check_mcs(&args.mcs)?;
+    if args.prefill && args.rw.is_write() {
+        return Err("--prefill is for the read modes: a write run stamps what it writes itself".into());
+    }
     let mut cfg = session_config(common, Some(&url), &args.session)?;
     crate::commands::apply_from(&mut cfg, &url.portal, &args.mcs)?;
     let ipsec = cfg.ipsec.clone();
@@ -1001,7 +1004,7 @@ async fn measure(
     let (sampler, sampling) = start_timeline(io.clone(), args.bs, args.timeline);
     let mut errors = 0u64;
     let mut first_error = None;
-    if args.prefill && !args.rw.is_write() {
+    if args.prefill {
         switch(&io, &sampler, Stage::Prefill);
         let phase = Phase::spinner(screen, format!("prefill {region} bytes with --verify stamps"));
         let r = sweeps(&io, args.iodepth, true).await?;

@@ -215,6 +215,7 @@ fn initiator_ports_that_cannot_work_are_refused_first() {
     let out = common::rsiscsi(&dir, &cp, &[]);
     assert_ne!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("@lo"), "{}", String::from_utf8_lossy(&out.stderr));
+    fails(&dir, &b(nobody, &["--rw", "write", "--verify", "--prefill"]), "--prefill is for the read modes");
     // A malformed LOCAL is a usage error.
     let out = common::rsiscsi(&dir, &["bench", nobody, "--from", "10.0.0"], &[]);
     assert_eq!(out.status.code(), Some(2));
