@@ -131,7 +131,10 @@ fn another_seed_or_a_changed_byte_is_reported_with_its_lba() {
         let (out, r) = bench(&dir, target, offset, &["--rw", "read", "--verify", "--prefill", "--seed", &s]);
         assert!(out.status.success(), "{target}: {}", stderr(&out));
         assert_eq!(r["verify_errors"].as_u64(), Some(0), "{target}: {r}");
-        assert_eq!(r["timeline"][0]["phase"], "prefill", "{target}: {r}");
+        // No difference with a seed never used before: the prefill wrote the
+        // stamps (its sample is there when it took 0.1 s or more).
+        let first = r["timeline"][0]["phase"].as_str().unwrap();
+        assert!(first == "prefill" || first == "run", "{target}: {r}");
         // Read with another seed: every sector differs, the exit status is 1,
         // and stderr names the LBAs and both seeds.
         let other = (seed + 1).to_string();
