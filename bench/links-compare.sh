@@ -36,7 +36,7 @@ WARMUP=1
 TARGETS="tgt istgt"
 WORKLOADS="seq-read seq-write rand-read-qd32"
 ROWS="libiscsi-1 libiscsi-N rsiscsi-1 rsiscsi-N"
-RETRIES=${RETRIES:-2}
+RETRIES=${RETRIES:-3}
 POLICIES="failover-only round-robin round-robin-subset least-queue-depth weighted"
 EQUAL_RATE=1gbit
 UNEQUAL_RATES=""
@@ -294,11 +294,11 @@ links_state() {
   done
   echo "$st:$c:$rates"
 }
-# wait_quiet: up to QUIET_WAIT (30) s for the links to be free of other iSCSI connections and all up (another
+# wait_quiet: up to QUIET_WAIT (60) s for the links to be free of other iSCSI connections and all up (another
 # user of the lab, e.g. the link-loss tests, shares the links and the targets' CPU).
 wait_quiet() {
   local i
-  for ((i = 0; i < ${QUIET_WAIT:-30}; i++)); do
+  for ((i = 0; i < ${QUIET_WAIT:-60}; i++)); do
     [ "$(foreign)" = 0 ] && [[ "$(links_state)" != *0*:* ]] && return 0
     ((i == 0)) && say "  waiting for the links to be quiet (other iSCSI connections or a link down)"
     sleep 1
