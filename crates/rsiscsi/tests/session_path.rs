@@ -35,8 +35,16 @@ impl Service {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let log = std::fs::File::create(dir.join("rsiscsid.log")).unwrap();
-        let child = Command::new(common::rsiscsid_bin())
+        let child = Service::spawn(&dir, metrics);
+        let svc = Service { dir, child, metrics };
+        svc.wait_ready();
+        svc
+    }
+
+    fn spawn(dir: &std::path::Path, metrics: SocketAddr) -> Child {
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let log = std::fs::File::create(dir.join(format!("rsiscsid-{n}.log"))).unwrap();
+        Command::new(common::rsiscsid_bin())
             .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
             .arg("--socket")
             .arg(dir.join("rsiscsid.sock"))
@@ -47,14 +55,29 @@ impl Service {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        let svc = Service { dir, child, metrics };
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
         let t0 = Instant::now();
-        while !svc.run(&["portal", "list"]).status.success() {
+        while !self.run(&["portal", "list"]).status.success() {
             assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        svc
+    }
+
+    /// SIGTERM (its sessions log out), wait for it, start it again on the
+    /// same state.
+    fn restart(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let t0 = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Service::spawn(&self.dir, self.metrics);
+        self.wait_ready();
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -210,4 +233,51 @@ fn initiator_ports_states_and_path_settings_through_the_service() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--initiator-port rsnosuch0: no network interface is named"));
 
     svc.ok(&["session", "logout", &sid]);
+}
+
+/// A persistent login's path settings come back with its session after a
+/// restart of the service, as its policy does.
+#[test]
+fn path_settings_of_a_persistent_login_survive_a_restart() {
+    let mut svc = Service::start("persistent");
+    let iqn = target();
+    svc.ok(&["portal", "add", &portal()]);
+    let out = svc.ok(&[
+        "target",
+        "login",
+        &iqn,
+        "--portal",
+        &portal(),
+        "--persistent",
+        "--connections",
+        "2",
+        "--policy",
+        "weighted",
+    ]);
+    let mut lines = out.lines();
+    let sid = lines.next().unwrap().strip_prefix("session ").unwrap().to_string();
+    let _lead = lines.next().unwrap().strip_prefix("connection ").unwrap().to_string();
+    let second = lines.next().unwrap().strip_prefix("connection ").unwrap().to_string();
+    svc.ok(&["session", "path", &sid, &second, "--weight", "7", "--standby"]);
+    svc.restart();
+    // The session is back (a new id), its second connection with weight 7, standby.
+    let t0 = Instant::now();
+    let conns = loop {
+        let l = svc.json(&["session", "list"]);
+        if let Some(s) = l["sessions"].as_array().unwrap().iter().find(|s| s["target_name"] == iqn.as_str()) {
+            let c = s["connections"].as_array().unwrap().clone();
+            if c.len() == 2 {
+                assert_eq!(s["load_balance_policy"], "weighted");
+                break c;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the persistent login did not come back: {l}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let paths: Vec<(Option<bool>, Option<u64>)> =
+        conns.iter().map(|c| (c["primary"].as_bool(), c["weight"].as_u64())).collect();
+    assert_eq!(paths, [(Some(true), Some(1)), (Some(false), Some(7))]);
+    let new_sid = svc.json(&["session", "list"])["sessions"][0]["session_id"].as_str().unwrap().to_string();
+    svc.ok(&["persistent", "remove", &iqn]);
+    svc.ok(&["session", "logout", &new_sid]);
 }

@@ -209,6 +209,9 @@ pub struct LoginSpec {
     pub all_or_nothing: bool,
     /// Hold time and link-down time of the session (checked).
     pub recovery: RecoveryTimes,
+    /// Path settings of its connections, leading first (a persistent
+    /// login's, as `session path` left them).
+    pub paths: Vec<crate::store::PathSetting>,
 }
 
 /// Parses 12 hex digits.
@@ -271,6 +274,11 @@ pub async fn login(app: &App, spec: &LoginSpec) -> Result<Arc<Live>, Status> {
             }
             warn!(target = %spec.target_name, "persistent login: connection {} of {} failed: {}", n + 1, spec.connections, e.message);
             break;
+        }
+    }
+    for (c, p) in session.connections().into_iter().zip(&spec.paths) {
+        if let Err(e) = session.set_path(c.id, p.primary, p.weight) {
+            warn!(target = %spec.target_name, "path settings of connection {} not restored: {e}", c.id);
         }
     }
     let devices = probe_devices(&session).await;
@@ -344,6 +352,7 @@ pub fn spec_of(stored: &StoredLogin, secrets: &Secrets, defaults: RecoveryTimes)
         persistent_key: Some(stored.key()),
         all_or_nothing: false,
         recovery: defaults.with(stored.max_request_hold_time_s, stored.link_down_time_s)?,
+        paths: stored.paths.clone(),
     })
 }
 
@@ -668,6 +677,7 @@ mod tests {
             max_request_hold_time_s: hold,
             link_down_time_s: link,
             exports: Vec::new(),
+            paths: Vec::new(),
         }
     }
 

@@ -69,6 +69,17 @@ pub struct StoredLogin {
     /// NBD exports served again with each of its sessions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<rsiscsi_api::types::ExportRequest>,
+    /// The path settings of its connections, leading first, as `session
+    /// path` last left them: applied again to each of its sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathSetting>,
+}
+
+/// One connection's path settings (primary or standby, weight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathSetting {
+    pub primary: bool,
+    pub weight: u32,
 }
 
 impl StoredLogin {

@@ -99,6 +99,24 @@ pub async fn add_connection(
     Ok((StatusCode::CREATED, Json(api::ConnectionAdded { connection_id: cid.to_string() })))
 }
 
+/// Keeps a persistent login's path settings in step with its session's
+/// connections (leading first), so that a restart brings them back.
+fn persist_paths(app: &App, live: &Live) -> ApiResult<()> {
+    let Some(key) = &live.persistent_key else { return Ok(()) };
+    let paths: Vec<crate::store::PathSetting> = live
+        .session
+        .connections()
+        .iter()
+        .map(|c| crate::store::PathSetting { primary: c.primary, weight: c.weight })
+        .collect();
+    app.store.update(|st, _| {
+        if let Some(l) = st.persistent_logins.iter_mut().find(|l| &l.key() == key) {
+            l.paths = paths;
+        }
+        Ok::<(), ApiErr>(())
+    })
+}
+
 pub async fn remove_connection(
     State(app): State<Arc<App>>,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -129,6 +147,7 @@ pub async fn set_path(
     let c = live.session.connections().into_iter().find(|c| c.id == id).ok_or_else(|| no_connection(&sid, &cid))?;
     let (primary, weight) = (r.primary.unwrap_or(c.primary), r.weight.unwrap_or(c.weight));
     live.session.set_path(id, primary, weight).map_err(|_| no_connection(&sid, &cid))?;
+    persist_paths(&app, &live)?;
     info!(session = %live.session.id(), connection = %id, primary, weight, "path settings changed");
     let view = live.view(still_persistent(&app, &live));
     view.connections

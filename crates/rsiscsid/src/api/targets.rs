@@ -182,6 +182,8 @@ pub async fn login(
                 link_down_time_s: r.link_down_time_s,
                 // A login stored again keeps the exports it had.
                 exports: old.and_then(|i| st.persistent_logins.get(i)).map(|l| l.exports.clone()).unwrap_or_default(),
+                // A new login starts with the default paths (`session path` sets them).
+                paths: Vec::new(),
             };
             match old {
                 Some(i) => {
@@ -228,6 +230,7 @@ pub async fn login(
         persistent_key: r.persistent.then(|| key.clone()),
         all_or_nothing: true,
         recovery,
+        paths: Vec::new(),
     };
     match logins::login(&app, &spec).await {
         Ok(live) => {
