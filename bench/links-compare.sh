@@ -18,8 +18,11 @@
 # Prints a verdict line per goal of issue 19. Writes a Markdown table to
 # bench/results/<date>-links.md (RESULT=FILE to override), raw JSON to $BENCH_DIR/links-<timestamp>/.
 # The lab: used as found when it is up with N links (the rates of a lab it did not start are set
-# per setup with `links.sh rate` and put back at exit), brought up (and down at exit) otherwise.
+# per block of runs with `links.sh rate` and put back after it), brought up (and down at exit)
+# otherwise. Each block of runs holds the lab's lock (links.sh locked), as the link-loss tests do.
 # Needs root, bench/peer-tools.sh done, a release build (RSISCSI=binary to use another).
+# Environment: RETRIES (3) attempts more for a run disturbed by another user of the lab,
+# QUIET_WAIT (60) s to wait for quiet links before a run, LOCK_WAIT (900) s for the lab's lock.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -53,7 +56,7 @@ while (($#)); do
     --policies) POLICIES=$2; shift 2 ;;
     --equal-rate) EQUAL_RATE=$2; shift 2 ;;
     --unequal-rates) UNEQUAL_RATES=$2; shift 2 ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "links-compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -98,17 +101,44 @@ ORIG_RATES=""   # rates of a lab found up, put back at exit if changed: "K=bits 
 RATES_CHANGED=no
 CHILD_PIDS=()
 cleanup() {
-  local p kv
+  local p
   for p in "${CHILD_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   if [ "$LAB_STARTED" = yes ]; then
     say "taking the links lab down (this script brought it up)"
     "$LINKS_SH" down >"$OUT/lab-down.log" 2>&1 || say "links.sh down failed: $(tail -2 "$OUT/lab-down.log")"
-  elif [ "$RATES_CHANGED" = yes ]; then
-    for kv in $ORIG_RATES; do
-      "$LINKS_SH" rate "${kv%%=*}" "${kv#*=}bit" >>"$OUT/lab-rate.log" 2>&1 ||
-        say "could not put link ${kv%%=*}'s rate back to ${kv#*=} bit/s"
-    done
+  else
+    restore_rates
   fi
+}
+# restore_rates: the rates of a lab this script found up, back as they were before use_setup.
+restore_rates() {
+  local kv
+  [ "$RATES_CHANGED" = yes ] || return 0
+  for kv in $ORIG_RATES; do
+    "$LINKS_SH" rate "${kv%%=*}" "${kv#*=}bit" >>"$OUT/lab-rate.log" 2>&1 ||
+      say "could not put link ${kv%%=*}'s rate back to ${kv#*=} bit/s"
+  done
+  RATES_CHANGED=no
+}
+# The lab's advisory lock (links.sh locked, RSISCSI_LINKS_LOCK): held for one block of runs (a
+# target and workload of one setup, or the iperf3 pass), with that setup's rates set inside it and
+# put back before it is released, so that the link-loss tests and link-loss.sh, which take it too,
+# never run during a measurement nor see this script's rates. Waits up to LOCK_WAIT (900) s.
+LOCK_FD=""
+lock_lab() {
+  local f=${RSISCSI_LINKS_LOCK:-$LAB_DIR/lock}
+  mkdir -p "$(dirname "$f")" && touch "$f" || return 1
+  exec {LOCK_FD}>>"$f" || return 1
+  flock -w "${LOCK_WAIT:-900}" "$LOCK_FD" && return 0
+  exec {LOCK_FD}>&-
+  LOCK_FD=""
+  return 1
+}
+unlock_lab() {
+  [ -n "$LOCK_FD" ] || return 0
+  flock -u "$LOCK_FD"
+  exec {LOCK_FD}>&-
+  LOCK_FD=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -183,7 +213,7 @@ use_setup() {
     die "the links lab is up with $have links, not $LINKS (someone else's: take it down or use --links $have)"
   fi
   cur=$(link_rates) || die "cannot read the links' tbf rates (tc qdisc show dev rsl-iK / in $TNS rsl-tK)"
-  [ -n "$ORIG_RATES" ] || [ "$LAB_STARTED" = yes ] || ORIG_RATES=$cur
+  [ "$LAB_STARTED" = yes ] || ORIG_RATES=$cur
   for ((k = 1; k <= LINKS; k++)); do
     bits=$(rate_bits "${want[$((k - 1))]}") || die "bad rate ${want[$((k - 1))]}"
     if [[ " $cur " != *" $k=$bits "* ]]; then
@@ -202,6 +232,7 @@ use_setup() {
   TNS=${RSISCSI_LINKS_NS:-$TNS}
   LAB_DIR=${RSISCSI_LINKS_DIR:-$LAB_DIR}
 }
+load_env || true # the lock's path, before the first block takes it
 # The target daemons' PIDs (for their threads' CPU), from the lab's PID files.
 target_pid() {
   local f
@@ -456,14 +487,17 @@ for setup in $SETUPS; do
   else
     rates=$UNEQUAL_RATES
   fi
-  use_setup "$rates"
   bits=""
   for x in ${rates//,/ }; do bits+="${bits:+,}$(rate_bits "$x")"; done
   weights=$(weights_of "$bits")
   say "setup $setup: rates $rates (weights for weighted: $weights)"
+  lock_lab || die "could not take the lab's lock in ${LOCK_WAIT:-900} s"
+  use_setup "$rates"
   say "$setup: iperf3, one stream per link"
   io=$(iperf_links "$setup")
   note_setup "$setup" "$bits" "${io%%|*}" "${io#*|}"
+  restore_rates
+  unlock_lab
   # The row list of one (target, workload): every row, rsiscsi-N once per policy.
   list=()
   for row in $ROWS; do
@@ -478,6 +512,11 @@ for setup in $SETUPS; do
   done
   for t in $TARGETS; do
     for wl in $WORKLOADS; do
+      if ! lock_lab; then
+        say "could not take the lab's lock in ${LOCK_WAIT:-900} s: $setup $t $wl left out"
+        continue
+      fi
+      use_setup "$rates"
       for ((r = 1; r <= RUNS; r++)); do
         # Alternate the order run by run so that no row always runs first (or after the same one).
         order=("${list[@]}")
@@ -494,6 +533,8 @@ for setup in $SETUPS; do
           done
         done
       done
+      restore_rates
+      unlock_lab
     done
   done
 done
