@@ -201,15 +201,24 @@ impl State {
     fn others_in_service(&self, cid: u16) -> bool {
         self.conns.iter().any(|c| c.cid != cid && !c.draining)
     }
+
+    /// Whether another connection than `cid` is in service or being
+    /// recovered: a target that drops every connection held behind a CmdSN
+    /// gap (istgt after 10 s) leaves none in service for a moment, and the
+    /// session is not lost for that; each recovery keeps its own budget.
+    fn others_alive(&self, cid: u16) -> bool {
+        self.others_in_service(cid) || self.recovering.iter().any(|r| r.cid != cid)
+    }
 }
 
 impl Session {
     /// Recovers connection `cid`, lost to a silence while others are in
     /// service: its commands move to them (`State::move_lost`), then it is
     /// logged in again on its own link, retried with a capped backoff for
-    /// as long as the session has another connection in service. Should
-    /// every other connection go too, the ordinary recovery and its budget
-    /// (`recovery.rs`, `RecoveryBudget::link_down_time`) take over.
+    /// as long as the session has another connection in service or being
+    /// recovered. Should every other connection be gone for good, the
+    /// ordinary recovery and its budget (`recovery.rs`,
+    /// `RecoveryBudget::link_down_time`) take over.
     pub(super) async fn recover_elsewhere(
         self,
         cid: u16,
@@ -229,7 +238,7 @@ impl Session {
                 }
                 if st.move_lost(cid, Instant::now() >= force_at) == Moved::All {
                     Next::Go
-                } else if st.others_in_service(cid) {
+                } else if st.others_alive(cid) {
                     Next::Wait
                 } else {
                     Next::Alone
@@ -250,7 +259,7 @@ impl Session {
                 if st.closed.is_some() || st.generation != generation {
                     return;
                 }
-                !st.others_in_service(cid)
+                !st.others_alive(cid)
             };
             if alone {
                 return Box::pin(self.recover(cid, portal, id, fault, generation)).await;
@@ -447,6 +456,33 @@ mod tests {
         assert_eq!(st.release_held_writes(2), 1);
         assert!(st.tasks.values().all(|t| t.lost_on.is_none() && !t.held_for_reinstatement));
         assert!(st.tasks.values().any(|t| t.cmd_sn == Some(21)));
+    }
+
+    /// The connection that carried a filler failed too: the hole is filled
+    /// again on another one.
+    #[tokio::test]
+    async fn a_filler_lost_with_its_carrier_is_sent_again() {
+        let (mut st, mut peers) = state_with_conns(&[1, 3], 15, 12).await;
+        lost_task(&mut st, 12, 2);
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        let carrier = st.tasks.values().find(|t| matches!(t.kind, TaskKind::Ping)).and_then(|t| t.cid).unwrap();
+        st.orphan_connection(carrier, None);
+        assert!(st.tasks.values().any(|t| matches!(t.kind, TaskKind::Ping) && t.lost_on == Some(carrier)));
+        assert_eq!(st.move_lost(carrier, false), Moved::All);
+        let other = usize::from(carrier == 1);
+        let peer = peers.get_mut(other).unwrap();
+        let mut buf = BytesMut::new();
+        // On the other connection: the reissued command (CmdSN 15) went
+        // there or to the carrier; the new filler for 12 certainly here.
+        let mut fills = 0;
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_millis(300), next_pdu(peer, &mut buf)).await {
+                Ok(Bhs::NopOut(n)) if !n.immediate && n.cmd_sn == 12 => fills += 1,
+                Ok(_) | Err(_) => {}
+            }
+        }
+        assert_eq!(fills, 1);
+        assert!(st.tasks.values().all(|t| t.lost_on.is_none()));
     }
 
     #[tokio::test]

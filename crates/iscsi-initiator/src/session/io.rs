@@ -133,6 +133,30 @@ async fn resolve_one(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAdd
     })
 }
 
+/// Lets the kernel notice a dead link under an MC/S session (RFC 7143
+/// leaves liveness to the initiator, §11.18): TCP keepalive probes after
+/// `stall_time` of silence, one a second, `nop_timeout` of them, and
+/// `TCP_USER_TIMEOUT` for data left unacknowledged that long. A link that
+/// went down (packets vanish, no RST) then ends the connection with
+/// ETIMEDOUT after about `stall_time + nop_timeout`, while a connection
+/// that is only waiting (its target holds its commands behind a CmdSN gap)
+/// keeps answering at the TCP level and is never pinged at the iSCSI level,
+/// where an immediate NOP-Out would have to guess the target's ExpCmdSN
+/// (istgt drops a connection whose guess is wrong).
+pub(super) fn watch_link(stream: &TcpStream, stall_time: Duration, nop_timeout: Duration) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
+    let ms = u32::try_from((stall_time + nop_timeout).as_millis()).unwrap_or(u32::MAX);
+    let set = setsockopt(stream, sockopt::KeepAlive, &true)
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepIdle, &secs(stall_time)))
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepInterval, &1))
+        .and_then(|()| setsockopt(stream, sockopt::TcpKeepCount, &secs(nop_timeout)))
+        .and_then(|()| setsockopt(stream, sockopt::TcpUserTimeout, &ms));
+    if let Err(e) = set {
+        debug!("TCP keepalive settings not applied: {e}");
+    }
+}
+
 /// The reason a reader gives when the target closed the connection cleanly.
 pub(super) const CLOSED_BY_TARGET: &str = "the target closed the connection";
 
@@ -144,7 +168,12 @@ fn malformed(e: impl std::fmt::Display) -> ConnectionFault {
     ConnectionFault::new(FaultKind::Malformed, format!("malformed PDU from the target: {e}"))
 }
 
-fn read_error(e: impl std::fmt::Display) -> ConnectionFault {
+fn read_error(e: std::io::Error) -> ConnectionFault {
+    // ETIMEDOUT: the kernel's keepalive or user timeout (`watch_link`) saw
+    // the link go silent.
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        return ConnectionFault::new(FaultKind::Silent, format!("the target's TCP stopped answering: {e}"));
+    }
     ConnectionFault::new(FaultKind::Transport, format!("read error: {e}"))
 }
 
@@ -274,6 +303,8 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
                                 pinged = Some(now);
                                 timer.as_mut().reset(now + watch.nop_timeout);
                             } else {
+                                // Looked at again; a dead link ends the read with
+                                // ETIMEDOUT meanwhile (`watch_link`).
                                 timer.as_mut().reset(now + watch.stall_time.min(watch.nop_interval));
                             }
                         }
@@ -395,15 +426,18 @@ fn send_ping(inner: &Inner, cid: u16) -> bool {
     true
 }
 
-/// Pings a connection that is owed answers but has been silent for the
-/// stall time, and takes it out of the balancer's choice until it hears
-/// from the target again (`State::heard`). Its CmdSN is the target's
-/// ExpCmdSN as last reported: istgt drops a connection whose immediate PDU
-/// carries any other, and a target held up behind a CmdSN gap (a command
-/// lost with this link) stays exactly there (RFC 7143 §4.2.2.1).
-/// Returns whether a ping went out.
+/// Takes a connection that is owed answers but has been silent for the
+/// stall time out of the balancer's choice until it hears from the target
+/// again (`State::heard`), and pings it (an immediate NOP-Out, RFC 7143
+/// §11.18) when it is the session's only connection: its CmdSN is then our
+/// next one, which the target expects once it has every command before it
+/// (istgt drops a connection whose immediate PDU carries any other). With
+/// other connections the target's ExpCmdSN moves with their commands, or
+/// stands behind a gap a lost link left: the kernel watches the link
+/// instead (`watch_link`). Returns whether a ping went out.
 fn send_stall_ping(inner: &Inner, cid: u16) -> bool {
     let mut st = inner.lock();
+    let others = st.conns.iter().any(|c| c.cid != cid && !c.draining);
     let in_service = st.conns.iter().filter(|c| !c.draining && !c.stalled).count();
     let Some(c) = conn_mut(&mut st.conns, cid) else { return false };
     if !c.stalled {
@@ -412,11 +446,16 @@ fn send_stall_ping(inner: &Inner, cid: u16) -> bool {
             cid,
             outstanding = c.outstanding,
             in_service,
-            "connection stalled: no PDU from the target within the stall time; pinging it"
+            "connection stalled: no PDU from the target within the stall time"
         );
     }
+    if others {
+        // MC/S: the kernel watches the link (`watch_link`).
+        return false;
+    }
     let itt = st.alloc_itt();
-    let cmd_sn = st.window.exp_cmd_sn();
+    // The sole connection: every command before it reached the target.
+    let cmd_sn = st.window.current();
     st.tasks.insert(itt, Task::new(Some(cid), 0, TaskKind::Ping, None));
     let Some(c) = conn_mut(&mut st.conns, cid) else { return false };
     c.ping_itt = Some(itt);

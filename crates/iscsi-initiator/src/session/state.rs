@@ -594,7 +594,11 @@ impl State {
             (f, now, start, start < began)
         });
         for itt in lost {
-            let keep = matches!(self.tasks.get(&itt).map(|t| &t.kind), Some(TaskKind::Scsi(_)));
+            // A NOP-Out that fills a CmdSN (`failover.rs`, `fill_or_forget`)
+            // is kept too: the hole it was to fill must be filled again.
+            let keep = self.tasks.get(&itt).is_some_and(|t| {
+                matches!(t.kind, TaskKind::Scsi(_)) || (matches!(t.kind, TaskKind::Ping) && t.cmd_sn.is_some())
+            });
             if keep {
                 if let Some(t) = self.tasks.get_mut(&itt) {
                     t.cid = None;
@@ -778,8 +782,12 @@ impl State {
         let window = (self.window.exp_cmd_sn(), self.window.max_cmd_sn(), self.window.current());
         let budget = self.budget;
         // Filler NOP-Outs (`failover.rs`) nobody answered.
+        // (One lost with its connection stays: its hole is filled again.)
         self.tasks.retain(|_, t| {
-            !(matches!(t.kind, TaskKind::Ping) && t.abandoned() && t.deadline.is_some_and(|d| d <= now))
+            !(matches!(t.kind, TaskKind::Ping)
+                && t.abandoned()
+                && t.lost_on.is_none()
+                && t.deadline.is_some_and(|d| d <= now))
         });
         self.give_up_on_closed_window(now);
         // Commands given up on while queued: never sent (see below).
