@@ -27,11 +27,13 @@ pub struct SessionConfig {
     /// Declare the connection dead when a ping gets no answer in this time.
     pub nop_timeout: Duration,
     /// A connection owed answers that hears nothing from the target for
-    /// this long is stalled: it gets no new commands and is pinged at once
-    /// (a link that went down loses packets without RST or FIN, and TCP
-    /// would take minutes to say so). With the default 2 s and the NOP
-    /// timeout of 5 s, a dead link is declared failed about 7 s after its
-    /// last PDU, its commands moved to the other connections.
+    /// this long is stalled: it gets no new commands, and TCP keepalive
+    /// probes (a NOP-Out ping when it is the only connection) ask whether
+    /// the link still works: a link that went down loses packets without
+    /// RST or FIN, and TCP alone would take minutes to say so. With the
+    /// default 2 s and the NOP timeout of 5 s, a dead link is declared
+    /// failed about 7 s after its last PDU, its commands moved to the
+    /// other connections.
     pub stall_time: Duration,
     /// Upper bound on one SCSI command (and on logout).
     pub command_timeout: Duration,

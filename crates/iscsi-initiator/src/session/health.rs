@@ -12,8 +12,10 @@ pub enum ConnectionState {
     FullFeature,
     /// Has outstanding work but has heard nothing from the target for
     /// longer than the stall time (`SessionConfig::stall_time`): the
-    /// balancer gives it no new commands, and a NOP-Out ping asks whether
-    /// the target is still there (RFC 7143 §11.18).
+    /// balancer gives it no new commands. Whether the link is dead is asked
+    /// with TCP keepalive probes (the session's only connection also gets a
+    /// NOP-Out ping, RFC 7143 §11.18); no answer within the NOP timeout
+    /// makes it `Recovering`, any PDU `FullFeature` again.
     Stalled,
     /// Declared failed: its commands were moved to the other connections
     /// or re-issued, and it is being logged in again (same CID, RFC 7143
