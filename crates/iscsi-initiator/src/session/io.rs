@@ -170,9 +170,11 @@ fn malformed(e: impl std::fmt::Display) -> ConnectionFault {
 
 fn read_error(e: std::io::Error) -> ConnectionFault {
     // ETIMEDOUT: the kernel's keepalive or user timeout (`watch_link`) saw
-    // the link go silent.
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        return ConnectionFault::new(FaultKind::Silent, format!("the target's TCP stopped answering: {e}"));
+    // the link go silent; EHOSTUNREACH, ENETUNREACH: it did so while the
+    // route to the target was gone (the link down at our end).
+    use std::io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut};
+    if matches!(e.kind(), TimedOut | HostUnreachable | NetworkUnreachable) {
+        return ConnectionFault::new(FaultKind::Silent, format!("the link to the target stopped answering: {e}"));
     }
     ConnectionFault::new(FaultKind::Transport, format!("read error: {e}"))
 }
