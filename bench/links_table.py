@@ -81,8 +81,9 @@ def ours(d):
     # Nothing completed (a stalled run reports 0 MiB/s and no errors): no figure, not a zero.
     if not d.get("iops"):
         return None
+    p99 = (d.get("lat_us") or {}).get("p99")
     return {"bw": d["bw_mib_s"], "iops": d["iops"], "cpu": d.get("cpu_s_per_gib"), "errors": d.get("errors", 0),
-            "conns_mib_s": per_connection(d)}
+            "p99": p99 / 1000 if p99 is not None else None, "conns_mib_s": per_connection(d)}
 
 
 def med(vals, k):
@@ -156,7 +157,8 @@ def main():
             fv = fio_figures(r["data"], jobs=r["conns"])
             # A session that failed (fio's first error) makes the group's figure a partial one.
             v = None if fv is None or fv["errors"] else {"bw": fv["bw"], "iops": fv["iops"], "cpu": fv["cpu"],
-                                          "errors": fv["errors"], "conns_mib_s": None}
+                                          "errors": fv["errors"], "p99": fv["p99"] / 1000,
+                                          "conns_mib_s": None}
         if v is None:
             continue
         tc = r.get("target_cpu") or {}
@@ -180,7 +182,8 @@ def main():
     print("Columns: **of links' sum** = MiB/s over the links' payload capacity (the tbf rates, 1448 of each "
           "1514 bytes on the wire being payload); **x 1 link** = over rsiscsi's one-connection row; "
           "**/ libiscsi N** = over libiscsi's N sessions; **CPU s/GiB** = the initiator's CPU (user + "
-          "system) per GiB moved; **target busiest %** = the target daemon's busiest thread, % of one core "
+          "system) per GiB moved; **p99 ms** = 99th percentile completion latency (ours: issue to status; fio: "
+          "clat); **target busiest %** = the target daemon's busiest thread, % of one core "
           "(tgtd does all iSCSI work on one thread); **host idle %** = both CPUs' idle share inside the "
           "measured window; **per-connection MiB/s** (ours, when `bench --json` has a timeline) = mean over "
           "the measured seconds of the median run.\n")
@@ -207,8 +210,8 @@ def main():
             print("iperf3: not measured (no iperf3 server in the lab).")
         print()
         print("| target | workload | row | MiB/s | IOPS | of links' sum | x 1 link | / libiscsi N | CPU s/GiB | "
-              "target busiest % | host idle % | per-connection MiB/s | runs |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+              "p99 ms | target busiest % | host idle % | per-connection MiB/s | runs |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
         per_run = []
         for key in [k for k in order if k[0] == setup]:
             _, t, wl, row, pol = key
@@ -238,6 +241,7 @@ def main():
                 notes += f", {s['redone']} disturbed run(s) done again"
             print(f"| {t} | {wl} | {label(row, pol, s['conns'])} | {fmt(bw)} | {fmt(iops)} | {fr(ratio(bw, total))} "
                   f"| {fr(ratio(bw, one))} | {fr(ratio(bw, peer)) if row.endswith('-N') else '-'} | {fmt(cpu, 3)} "
+                  f"| {fmt(med(vs, 'p99'), 1)} "
                   f"| {fmt(tb)}{flag} | {fmt(idle)}{hflag} | {split} | {notes} |")
             per_run.append(f"- {t} {wl} {label(row, pol, s['conns'])}: " + ", ".join(fmt(v['bw']) for v in vs)
                            + f" MiB/s (capacity of its links {fmt(cap, 1)}: {fr(ratio(bw, cap))})")
