@@ -26,6 +26,22 @@
 //! blocks. Such a write goes again only after the reinstatement, which
 //! ends the old connection and its tasks at the target (§6.3.4).
 //!
+//! Some targets read none of the other connections while the gap is open:
+//! istgt runs each connection on a thread of its own, and a thread that
+//! reads a command past a missing CmdSN waits for it (istgt_iscsi.c,
+//! `istgt_iscsi_op_scsi`: `pthread_cond_timedwait` on the session's
+//! `mcs_cond` for `MAX_MCSREVWAIT`, 10 s) and then drops its connection.
+//! Under load every other connection meets such a command at once, so a
+//! filler sent on any of them is never read. When every other connection
+//! is stalled, the fillers therefore go on a connection logged in for them
+//! alone (a new CID on the leading connection's portal and address; istgt
+//! gives it a thread of its own), which takes no commands and logs out
+//! once they are answered. Its login answer also tells the target's
+//! ExpCmdSN exactly (RFC 7143 §11.13), so no filler duplicates a CmdSN.
+//! On it a filler is a TEST UNIT READY rather than a NOP-Out: istgt wakes
+//! the waiting threads only when it runs a SCSI command (`pthread_cond_broadcast`
+//! in `istgt_iscsi_op_scsi`); a NOP-Out advances its ExpCmdSN silently.
+//!
 //! When the link comes back the connection is reinstated (a login with the
 //! same CID, RFC 7143 §6.3.4, which ends the old one at the target) and
 //! put straight into service: it has no commands of its own left to sort
@@ -33,15 +49,16 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use iscsi_proto::pdu::{NopOut, RESERVED_TAG};
+use bytes::{Bytes, BytesMut};
+use iscsi_proto::pdu::{NopOut, RESERVED_TAG, logout_reason, task_attr};
+use iscsi_proto::scsi::cdb;
 use iscsi_proto::seq::Sn;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::fault::ConnectionFault;
-use super::state::{State, Task, TaskKind, push};
-use super::{Session, io, spawn_connection};
+use super::state::{Reply, ScsiTask, State, Task, TaskKind, push};
+use super::{Session, ids, io, spawn_connection};
 use crate::error::{Error, Result};
 use crate::login::{LoginOutcome, LoginParams, login};
 use crate::model::UniqueConnectionId;
@@ -92,7 +109,12 @@ impl State {
     /// one that is not stalled if any, with the fewest tasks. A stalled one
     /// will do: it may be silent only because the target holds its
     /// commands behind the very gap the filler closes.
+    /// A connection logged in to carry fillers (see the module text) comes
+    /// first.
     fn filler_connection(&self, not: u16) -> Option<u16> {
+        if let Some(g) = self.gap_fillers.iter().find(|g| **g != not && self.conns.iter().any(|c| c.cid == **g)) {
+            return Some(*g);
+        }
         self.conns
             .iter()
             .filter(|c| c.cid != not && !c.draining)
@@ -131,7 +153,8 @@ impl State {
             Some((_, first)) if *first == exp || force => match self.filler_connection(lost_cid) {
                 Some(via) => {
                     for (itt, sn) in &missing {
-                        self.fill_cmd_sn(*sn, via);
+                        let lun = self.tasks.get(itt).map_or(0, |t| t.lun);
+                        self.fill_cmd_sn(*sn, via, lun);
                         again.push(*itt);
                     }
                 }
@@ -183,9 +206,27 @@ impl State {
 
     /// Fills CmdSN `sn` with a non-immediate NOP-Out on connection `via`
     /// (RFC 7143 §11.18); its NOP-In answer (and its ExpCmdSN) is consumed
-    /// like a keepalive's.
-    fn fill_cmd_sn(&mut self, sn: u32, via: u16) {
+    /// like a keepalive's. On a connection logged in for fillers, with a
+    /// TEST UNIT READY to LUN `lun` (raw) instead, which istgt wakes its
+    /// waiting connections for (see the module text); nobody waits for it.
+    fn fill_cmd_sn(&mut self, sn: u32, via: u16, lun: u64) {
         let itt = self.alloc_itt();
+        if self.gap_fillers.contains(&via) {
+            let kind = TaskKind::Scsi(ScsiTask {
+                expected_len: 0,
+                read: false,
+                received: 0,
+                next_data_sn: 0,
+                buf: BytesMut::new(),
+                write_data: Bytes::new(),
+            });
+            let mut t = Task::new(Some(via), lun, kind, Some((cdb::test_unit_ready(), task_attr::SIMPLE)));
+            t.deadline = Some(std::time::Instant::now() + FILLER_LIFETIME);
+            self.tasks.insert(itt, t);
+            self.send_command(itt, sn);
+            debug!(sn, via, itt, "CmdSN of a command lost with its link filled with a TEST UNIT READY");
+            return;
+        }
         let Some(c) = self.conns.iter().find(|c| c.cid == via) else { return };
         let out = NopOut { immediate: false, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn: sn, exp_stat_sn: c.exp_stat_sn };
         push(c, out, Bytes::new());
@@ -195,6 +236,21 @@ impl State {
         t.deadline = Some(std::time::Instant::now() + FILLER_LIFETIME);
         self.tasks.insert(itt, t);
         debug!(sn, via, itt, "CmdSN of a command lost with its link filled with a NOP-Out");
+    }
+
+    /// Whether the fillers for connection `lost_cid`'s commands want a
+    /// connection of their own (see the module text): some lost CmdSN may
+    /// be missing at the target, and every other connection in service is
+    /// stalled, as a target that reads none of them behind the gap leaves
+    /// it.
+    fn wants_gap_filler(&self, lost_cid: u16) -> bool {
+        let exp = self.window.exp_cmd_sn();
+        let missing = self.tasks.values().any(|t| {
+            t.lost_on == Some(lost_cid) && !t.held_for_reinstatement && t.cmd_sn.is_some_and(|sn| Sn(sn).ge(Sn(exp)))
+        });
+        let mut others = self.conns.iter().filter(|c| c.cid != lost_cid && !c.draining).peekable();
+        let have = self.gap_fillers.iter().any(|g| self.conns.iter().any(|c| c.cid == *g));
+        missing && !have && others.peek().is_some() && others.all(|c| c.stalled)
     }
 
     /// Whether another connection than `cid` is in service.
@@ -227,28 +283,10 @@ impl Session {
         fault: ConnectionFault,
         generation: u64,
     ) {
-        // Moving waits at most for the commands in flight on the other
-        // connections to be answered.
-        let force_at = Instant::now() + self.inner.cfg.stall_time.max(Duration::from_secs(1));
-        loop {
-            let next = {
-                let mut st = self.inner.lock();
-                if st.closed.is_some() || st.generation != generation {
-                    return;
-                }
-                if st.move_lost(cid, Instant::now() >= force_at) == Moved::All {
-                    Next::Go
-                } else if st.others_alive(cid) {
-                    Next::Wait
-                } else {
-                    Next::Alone
-                }
-            };
-            match next {
-                Next::Go => break,
-                Next::Wait => tokio::time::sleep(MOVE_POLL).await,
-                Next::Alone => return Box::pin(self.recover(cid, portal, id, fault, generation)).await,
-            }
+        match self.move_all(cid, generation).await {
+            Next::Go => {}
+            Next::Alone => return Box::pin(self.recover(cid, portal, id, fault, generation)).await,
+            Next::Wait => return,
         }
         info!(session = %self.inner.id, cid, "commands of the lost connection moved to the others; reinstating it on its own link");
         let mut pause = REINSTATE_BACKOFF_MIN;
@@ -289,6 +327,160 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Moves every command lost with connection `cid` (`State::move_lost`),
+    /// with a connection of their own for the fillers when the others are
+    /// all stalled (see the module text). `Go`: all moved; `Alone`: no other
+    /// connection is left; `Wait`: the session was closed or reinstated.
+    async fn move_all(&self, cid: u16, generation: u64) -> Next {
+        // Moving waits at most for the commands in flight on the other
+        // connections to be answered.
+        let force_at = Instant::now() + self.inner.cfg.stall_time.max(Duration::from_secs(1));
+        let mut gap_filler = None;
+        let next = loop {
+            let (next, want) = {
+                let mut st = self.inner.lock();
+                if st.closed.is_some() || st.generation != generation {
+                    break Next::Wait;
+                }
+                if gap_filler.is_none() && st.wants_gap_filler(cid) {
+                    (Next::Wait, true)
+                } else if st.move_lost(cid, Instant::now() >= force_at) == Moved::All {
+                    (Next::Go, false)
+                } else if st.others_alive(cid) {
+                    (Next::Wait, false)
+                } else {
+                    (Next::Alone, false)
+                }
+            };
+            if want {
+                let limit = self.inner.cfg.connect_timeout + self.inner.cfg.login_timeout;
+                let r = match tokio::time::timeout(limit, self.open_gap_filler(cid, generation)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout("the login of a connection for fillers".into())),
+                };
+                match r {
+                    Ok(g) => {
+                        info!(session = %self.inner.id, lost = cid, cid = g, "every other connection stalled behind the lost commands' CmdSN gap: their fillers go on a connection of their own");
+                        gap_filler = Some(Some(g));
+                    }
+                    Err(e) => {
+                        debug!(lost = cid, "no connection for fillers ({e}); they go on a stalled one");
+                        gap_filler = Some(None);
+                    }
+                }
+                continue;
+            }
+            match next {
+                Next::Wait => tokio::time::sleep(MOVE_POLL).await,
+                other => break other,
+            }
+        };
+        if let Some(Some(g)) = gap_filler {
+            tokio::spawn(self.clone().retire_gap_filler(g));
+        }
+        next
+    }
+
+    /// Logs in a connection for fillers only (see the module text): a new
+    /// CID, on the portal and from the address of a connection in service
+    /// other than `lost_cid` (the leading one if it can), taking no
+    /// commands. Its login answer's ExpCmdSN is the target's own.
+    async fn open_gap_filler(&self, lost_cid: u16, generation: u64) -> Result<u16> {
+        let inner = &self.inner;
+        let (via, portal, cid, cmd_sn, tsih) = {
+            let mut st = inner.lock();
+            if st.closed.is_some() || st.generation != generation {
+                return Err(Error::SessionClosed);
+            }
+            // The target still counts the lost connection.
+            let limit = inner.params.max_connections;
+            if st.conns.len() + st.recovering.len() >= usize::from(limit) {
+                return Err(Error::TooManyConnections { limit });
+            }
+            let leading = st.leading_cid;
+            let c = st
+                .conns
+                .iter()
+                .filter(|c| c.cid != lost_cid && !c.draining)
+                .min_by_key(|c| c.cid != leading)
+                .ok_or(Error::SessionClosed)?;
+            let (via, portal) = (c.cid, c.portal.clone());
+            let cid = st.next_cid;
+            st.next_cid = st.next_cid.wrapping_add(1);
+            (via, portal, cid, st.window.current(), st.tsih)
+        };
+        let how = inner.login_of(via);
+        let cfg = inner.connection_cfg(&how);
+        let protection = inner.protection_of(via);
+        let mut stream = io::connect_again(&portal, &cfg, how.local_address, protection.as_ref()).await?;
+        let target = inner.target_name.as_deref();
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        let l = match login(&mut stream, &params).await? {
+            LoginOutcome::LoggedIn(l) => l,
+            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
+        };
+        let (exp, max) = (l.exp_cmd_sn, l.max_cmd_sn);
+        let mut conn = spawn_connection(inner, cid, ids().next_connection(), portal, stream, *l);
+        conn.draining = true;
+        let mut st = inner.lock();
+        if st.closed.is_some() || st.generation != generation {
+            // Dropping it closes it.
+            return Err(Error::SessionClosed);
+        }
+        st.window.update(exp, max);
+        st.flush_held();
+        st.conns.push(conn);
+        st.gap_fillers.push(cid);
+        Ok(cid)
+    }
+
+    /// Once the fillers on connection `cid` (logged in for them) are
+    /// answered, or after their lifetime, logs it out (reason "close the
+    /// connection", RFC 7143 §11.14.1) and forgets it. New commands wait
+    /// meanwhile and the ones in flight are answered first: istgt aborts
+    /// every command of the session queued at the LU when any one of its
+    /// connections ends (istgt_iscsi.c, the connection's exit calls
+    /// `istgt_lu_clear_task_IT`, which matches by initiator port, not by
+    /// connection), and never answers them.
+    async fn retire_gap_filler(self, cid: u16) {
+        let until = Instant::now() + FILLER_LIFETIME;
+        loop {
+            let busy = {
+                let st = self.inner.lock();
+                if !st.gap_fillers.contains(&cid) {
+                    return;
+                }
+                st.tasks.values().any(|t| t.cid == Some(cid))
+            };
+            if !busy || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(MOVE_POLL).await;
+        }
+        self.inner.lock().hold += 1;
+        self.inner.wait_idle(|_| true).await;
+        let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
+        let limit = self.inner.cfg.login_timeout.max(Duration::from_secs(1));
+        match tokio::time::timeout(limit, self.inner.submit_logout(task, cid)).await {
+            Ok(Ok(Reply::Logout(h))) if h.response == 0 => debug!(cid, "connection for fillers logged out"),
+            Ok(Ok(_)) => debug!(cid, "connection for fillers: the target refused its logout; closed"),
+            Ok(Err(e)) => debug!(cid, "connection for fillers: logout failed ({e}); closed"),
+            Err(_) => debug!(cid, "connection for fillers: no logout answer; closed"),
+        }
+        let mut st = self.inner.lock();
+        st.gap_fillers.retain(|g| *g != cid);
+        st.drop_connection(cid, "its fillers were answered");
+        st.hold = st.hold.saturating_sub(1);
+        st.drain_queue();
+    }
+
+    /// A connection logged in for fillers failed before its fillers were
+    /// answered (the target dropped it, say for a CmdSN it had after all):
+    /// its holes are filled again elsewhere; it is not logged in again.
+    pub(super) async fn move_off_gap_filler(self, cid: u16, generation: u64) {
+        let _ = self.move_all(cid, generation).await;
     }
 
     /// Logs connection `cid` in again with its CID (RFC 7143 §6.3.4), from
@@ -506,6 +698,53 @@ mod tests {
         assert!(matches!(bhs, Bhs::NopOut(n) if !n.immediate && n.cmd_sn == 13), "{bhs:?}");
         let bhs = next_pdu(peer, &mut buf).await;
         assert!(matches!(bhs, Bhs::ScsiCommand(c) if c.cmd_sn == 15), "{bhs:?}");
+    }
+
+    /// Every other connection stalled behind the gap (istgt reads none of
+    /// them): a connection of their own is wanted, and once there the
+    /// fillers go on it as TEST UNIT READYs with the missing CmdSNs, and
+    /// nothing else does.
+    #[tokio::test]
+    async fn fillers_go_on_a_connection_of_their_own_as_test_unit_readys() {
+        let (mut st, mut peers) = state_with_conns(&[1, 3, 4], 15, 12).await;
+        let a = lost_task(&mut st, 12, 2);
+        for c in st.conns.iter_mut().filter(|c| c.cid != 4) {
+            c.stalled = true;
+        }
+        // One connection still reads: no connection of their own.
+        assert!(!st.wants_gap_filler(2));
+        if let Some(c) = st.conns.iter_mut().find(|c| c.cid == 4) {
+            c.stalled = true;
+        }
+        assert!(st.wants_gap_filler(2));
+        // Connection 4 plays the one logged in for the fillers.
+        if let Some(c) = st.conns.iter_mut().find(|c| c.cid == 4) {
+            c.draining = true;
+        }
+        st.gap_fillers.push(4);
+        assert!(!st.wants_gap_filler(2), "one is enough");
+        assert_eq!(st.filler_connection(2), Some(4));
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        let mut buf = BytesMut::new();
+        let bhs = next_pdu(peers.get_mut(2).unwrap(), &mut buf).await;
+        match bhs {
+            Bhs::ScsiCommand(c) => {
+                assert_eq!(c.cmd_sn, 12);
+                assert_eq!(c.cdb[0], 0x00, "TEST UNIT READY");
+                assert!(!c.immediate && !c.read && !c.write);
+                assert_ne!(c.itt, a);
+            }
+            other => panic!("expected a TEST UNIT READY filler, got {other:?}"),
+        }
+        // The lost command itself goes again as new, never on connection 4:
+        // it waits for a connection in service.
+        assert_eq!(st.queued.len(), 1);
+        assert!(st.tasks.values().all(|t| t.cid != Some(4) || t.cmd_sn == Some(12)));
+        // No NOP-Out filler went anywhere.
+        for peer in peers.iter_mut().take(2) {
+            let r = tokio::time::timeout(Duration::from_millis(100), next_pdu(peer, &mut buf)).await;
+            assert!(!matches!(r, Ok(Bhs::NopOut(_))), "{r:?}");
+        }
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use iscsi_proto::seq::CmdWindow;
 use iscsi_proto::text::{self, TextAccumulator, TextPairs};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use self::management::{ScsiData, ScsiResult};
 use self::state::{Burst, ConnState, Reply, ScsiTask, State, Task, TaskKind};
@@ -737,6 +737,21 @@ impl Inner {
             if let Some(t) = st.take_task(itt) {
                 let ok = iscsi_proto::pdu::LogoutResponse { itt, ..Default::default() };
                 state::complete(t, Ok(Reply::Logout(ok)));
+            }
+        }
+        // A connection for fillers (`failover.rs`) is not logged in again:
+        // its unanswered fillers are sent again elsewhere.
+        if st.gap_fillers.contains(&cid) {
+            st.gap_fillers.retain(|g| *g != cid);
+            if !logging_out && st.closed.is_none() {
+                debug!(cid, reason, "connection for fillers failed; its fillers go again");
+                let generation = st.generation;
+                st.orphan_connection(cid, None);
+                st.drain_queue();
+                drop(st);
+                let s = Session { inner: self.clone() };
+                tokio::spawn(s.move_off_gap_filler(cid, generation));
+                return;
             }
         }
         let on_purpose = logging_out || draining || st.closed.is_some();

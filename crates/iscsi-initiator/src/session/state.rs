@@ -341,6 +341,10 @@ pub(super) struct State {
     pub conns: Vec<ConnState>,
     pub leading_cid: u16,
     pub next_cid: u16,
+    /// Connections logged in only to carry the fillers of a CmdSN gap left
+    /// by a lost link, while the target reads none of the others
+    /// (`failover.rs`); they take no commands and log out once done.
+    pub gap_fillers: Vec<u16>,
     pub balancer: Balancer,
     /// Scratch space for `pick_connection`.
     pub path_views: Vec<PathView>,
@@ -436,6 +440,7 @@ impl State {
             conns: Vec::new(),
             leading_cid: 0,
             next_cid: 1,
+            gap_fillers: Vec::new(),
             balancer: Balancer::new(crate::model::LoadBalancePolicy::RoundRobin),
             path_views: Vec::new(),
             retired_counters: HashMap::new(),
