@@ -36,9 +36,7 @@
 //! is stalled, the fillers therefore go on a connection logged in for them
 //! alone (a new CID on the leading connection's portal and address; istgt
 //! gives it a thread of its own), which takes no commands and logs out
-//! once they are answered. Its login answer also tells the target's
-//! ExpCmdSN exactly (RFC 7143 §11.13), so no filler duplicates a CmdSN.
-//! On it a filler is a TEST UNIT READY rather than a NOP-Out: istgt wakes
+//! once they are answered. On it a filler is a TEST UNIT READY rather than a NOP-Out: istgt wakes
 //! the waiting threads only when it runs a SCSI command (`pthread_cond_broadcast`
 //! in `istgt_iscsi_op_scsi`); a NOP-Out advances its ExpCmdSN silently.
 //!
@@ -283,6 +281,8 @@ impl Session {
         fault: ConnectionFault,
         generation: u64,
     ) {
+        // istgt may drop acknowledged commands when the old connection ends.
+        tokio::spawn(self.clone().watch_dropped(generation));
         match self.move_all(cid, generation).await {
             Next::Go => {}
             Next::Alone => return Box::pin(self.recover(cid, portal, id, fault, generation)).await,
@@ -386,7 +386,7 @@ impl Session {
     /// Logs in a connection for fillers only (see the module text): a new
     /// CID, on the portal and from the address of a connection in service
     /// other than `lost_cid` (the leading one if it can), taking no
-    /// commands. Its login answer's ExpCmdSN is the target's own.
+    /// commands.
     async fn open_gap_filler(&self, lost_cid: u16, generation: u64) -> Result<u16> {
         let inner = &self.inner;
         let (via, portal, cid, cmd_sn, tsih) = {
@@ -421,7 +421,8 @@ impl Session {
             LoginOutcome::LoggedIn(l) => l,
             LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
         };
-        let (exp, max) = (l.exp_cmd_sn, l.max_cmd_sn);
+        // Its login answer's ExpCmdSN is not taken: tgt's is not the
+        // session's (with it, the lost commands looked received).
         let mut conn = spawn_connection(inner, cid, ids().next_connection(), portal, stream, *l);
         conn.draining = true;
         let mut st = inner.lock();
@@ -429,7 +430,6 @@ impl Session {
             // Dropping it closes it.
             return Err(Error::SessionClosed);
         }
-        st.window.update(exp, max);
         st.flush_held();
         st.conns.push(conn);
         st.gap_fillers.push(cid);

@@ -7,6 +7,7 @@
 //! command went out on (allegiance, RFC 7143 §4.2.2). New commands are
 //! spread over the connections by the load-balance policy.
 
+mod dropped;
 mod erl2;
 mod failover;
 mod fault;

@@ -345,6 +345,9 @@ pub(super) struct State {
     /// by a lost link, while the target reads none of the others
     /// (`failover.rs`); they take no commands and log out once done.
     pub gap_fillers: Vec<u16>,
+    /// A watch for commands the target dropped unanswered runs
+    /// (`dropped.rs`).
+    pub watching_dropped: bool,
     pub balancer: Balancer,
     /// Scratch space for `pick_connection`.
     pub path_views: Vec<PathView>,
@@ -441,6 +444,7 @@ impl State {
             leading_cid: 0,
             next_cid: 1,
             gap_fillers: Vec::new(),
+            watching_dropped: false,
             balancer: Balancer::new(crate::model::LoadBalancePolicy::RoundRobin),
             path_views: Vec::new(),
             retired_counters: HashMap::new(),
