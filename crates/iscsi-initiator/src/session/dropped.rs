@@ -13,20 +13,18 @@
 //! CmdSN) that got nothing back within [`DROPPED_AFTER`] on a stalled
 //! connection is aborted (ABORT TASK, RFC 7143 §11.5.1: afterwards the
 //! target runs no part of it) and, once the abort is answered, sent again
-//! as a new command.
-//!
-//! A write the target received whose data went down with the link is
-//! aborted the same way (from another connection: task tags are
-//! session-wide) a moment after its commands moved, rather than left for
-//! the reinstatement (`failover.rs`): istgt's LU runs one write at a time
-//! and waits for its data (`wait_lu_task` in istgt_lu_disk.c), so until
-//! the old connection ends there it runs nothing else for the session;
-//! its ABORT TASK ends that wait. Once the abort is answered, no late
-//! data of the old write can complete it: the task is gone.
-//!
-//! New commands wait meanwhile, so that the abort's
+//! as a new command. New commands wait meanwhile, so that the abort's
 //! CmdSN (immediate, the next one) is the target's ExpCmdSN: istgt takes
-//! an immediate request's CmdSN as its ExpCmdSN.
+//! an immediate request's CmdSN as its ExpCmdSN (`istgt_iscsi_op_task`).
+//!
+//! A write the target received whose data went down with the link is not
+//! aborted this way: istgt's LU runs one write at a time and its worker
+//! reads that write's data from the (dead) connection itself
+//! (`istgt_iscsi_transfer_out`), so an ABORT TASK cannot end the wait
+//! (`istgt_lu_disk_queue_clear_internal` only `trylock`s the task) though
+//! it answers "function complete". Such a write stays held for the
+//! reinstatement (`failover.rs`); the LU runs nothing else for the session
+//! until the old connection ends there, once the link is back.
 
 use std::time::{Duration, Instant};
 
@@ -53,11 +51,6 @@ const LINGER: Duration = Duration::from_secs(60);
 /// How long an abort may take to be answered.
 const ABORT_ANSWER: Duration = Duration::from_secs(3);
 
-/// How long a received write held for the reinstatement waits before it
-/// is aborted: the commands that moved with it (and their fillers) reach
-/// the target meanwhile, so the abort's CmdSN is the target's ExpCmdSN.
-const HELD_WRITE_AFTER: Duration = Duration::from_secs(1);
-
 /// A command taken for dropped: (ITT, CID the abort goes on, LUN, CmdSN).
 type Dropped = (u32, u16, u64, u32);
 
@@ -65,7 +58,13 @@ impl State {
     /// The commands taken for dropped at `now` (see the module text): SCSI
     /// commands on a stalled connection in service, acknowledged, without
     /// any Data-In, sent at least `after` ago.
+    /// None while a write is held for a reinstatement: istgt's LU then
+    /// waits for that write's data and answers nothing, without dropping
+    /// anything; aborting what waits behind it would only queue it again.
     pub fn dropped_commands(&self, now: Instant, after: Duration) -> Vec<Dropped> {
+        if self.tasks.values().any(|t| t.held_for_reinstatement) {
+            return Vec::new();
+        }
         let exp = Sn(self.window.exp_cmd_sn());
         self.tasks
             .iter()
@@ -78,19 +77,6 @@ impl State {
                 (c.stalled && !c.draining && s.received == 0 && Sn(sn).lt(exp) && old && !t.abandoned())
                     .then_some((*itt, cid, t.lun, sn))
             })
-            .collect()
-    }
-
-    /// Received writes held for their connection's reinstatement
-    /// (`failover.rs`), each with a connection in service to abort it on.
-    pub fn held_writes(&self) -> Vec<Dropped> {
-        let Some(via) = self.conns.iter().filter(|c| !c.draining).min_by_key(|c| c.outstanding).map(|c| c.cid) else {
-            return Vec::new();
-        };
-        self.tasks
-            .iter()
-            .filter(|(_, t)| t.held_for_reinstatement && t.lost_on.is_some() && !t.abandoned())
-            .filter_map(|(itt, t)| Some((*itt, via, t.lun, t.cmd_sn?)))
             .collect()
     }
 
@@ -128,18 +114,15 @@ impl State {
     }
 
     /// Command `itt` (CmdSN `sn`) was aborted: unless it was answered
-    /// meanwhile or moved, it goes again as a new command (a held write
-    /// too).
+    /// meanwhile or moved, it goes again as a new command.
     pub fn reissue_dropped(&mut self, itt: u32, sn: u32) -> bool {
-        let Some(t) = self.tasks.get(&itt).filter(|t| t.cmd_sn == Some(sn)) else { return false };
-        match (t.cid, t.lost_on, t.held_for_reinstatement) {
-            (Some(cid), None, _) => {
-                if let Some(c) = conn_mut(&mut self.conns, cid) {
-                    c.outstanding = c.outstanding.saturating_sub(1);
-                }
-            }
-            (_, Some(_), true) => {}
-            _ => return false,
+        let Some(cid) =
+            self.tasks.get(&itt).filter(|t| t.cmd_sn == Some(sn) && t.lost_on.is_none()).and_then(|t| t.cid)
+        else {
+            return false;
+        };
+        if let Some(c) = conn_mut(&mut self.conns, cid) {
+            c.outstanding = c.outstanding.saturating_sub(1);
         }
         self.reissue(vec![itt]);
         true
@@ -159,8 +142,6 @@ impl Session {
             st.watching_dropped = true;
         }
         let mut calm_since = Instant::now();
-        // Held writes as first seen, by ITT.
-        let mut held_seen: Vec<(u32, Instant)> = Vec::new();
         // Commands whose abort was not answered: not tried again.
         let mut not_aborted: Vec<u32> = Vec::new();
         loop {
@@ -177,20 +158,7 @@ impl Session {
                 if now.saturating_duration_since(calm_since) >= LINGER {
                     break;
                 }
-                let held = st.held_writes();
-                held_seen.retain(|(itt, _)| held.iter().any(|h| h.0 == *itt));
-                for h in &held {
-                    if !held_seen.iter().any(|(itt, _)| *itt == h.0) {
-                        held_seen.push((h.0, now));
-                    }
-                }
-                let due = held.into_iter().filter(|h| {
-                    held_seen
-                        .iter()
-                        .any(|(itt, at)| *itt == h.0 && now.saturating_duration_since(*at) >= HELD_WRITE_AFTER)
-                });
                 let mut dropped = st.dropped_commands(now, DROPPED_AFTER);
-                dropped.extend(due);
                 dropped.retain(|d| !not_aborted.contains(&d.0));
                 dropped
             };
@@ -236,7 +204,7 @@ impl Session {
         st.hold = st.hold.saturating_sub(1);
         st.drain_queue();
         if again > 0 {
-            info!(session = %self.inner.id, count = again, "commands the target acknowledged but dropped unanswered (or writes whose data went down with a link) were aborted and sent again");
+            info!(session = %self.inner.id, count = again, "commands the target acknowledged but dropped unanswered were aborted and sent again");
         }
         not_done
     }
@@ -278,6 +246,17 @@ mod tests {
         // Data came: it is being answered.
         if let Some(TaskKind::Scsi(s)) = st.tasks.get_mut(&acked).map(|t| &mut t.kind) {
             s.received = 512;
+        }
+        assert!(st.dropped_commands(later, DROPPED_AFTER).is_empty());
+        if let Some(TaskKind::Scsi(s)) = st.tasks.get_mut(&acked).map(|t| &mut t.kind) {
+            s.received = 0;
+        }
+        // A write held for a reinstatement: the LU may be waiting for it.
+        let held = add(&mut st, 10);
+        if let Some(t) = st.tasks.get_mut(&held) {
+            t.cid = None;
+            t.lost_on = Some(2);
+            t.held_for_reinstatement = true;
         }
         assert!(st.dropped_commands(later, DROPPED_AFTER).is_empty());
     }
