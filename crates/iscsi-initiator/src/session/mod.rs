@@ -744,7 +744,8 @@ impl Inner {
         // its unanswered fillers are sent again elsewhere.
         if st.gap_fillers.contains(&cid) {
             st.gap_fillers.retain(|g| *g != cid);
-            if !logging_out && st.closed.is_none() {
+            let unanswered = st.tasks.values().any(|t| t.cid == Some(cid));
+            if unanswered && !logging_out && st.closed.is_none() {
                 debug!(cid, reason, "connection for fillers failed; its fillers go again");
                 let generation = st.generation;
                 st.orphan_connection(cid, None);
