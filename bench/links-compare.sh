@@ -328,9 +328,10 @@ links_state() {
 # wait_quiet: up to QUIET_WAIT (60) s for the links to be free of other iSCSI connections and all up (another
 # user of the lab, e.g. the link-loss tests, shares the links and the targets' CPU).
 wait_quiet() {
-  local i
+  local i st
   for ((i = 0; i < ${QUIET_WAIT:-60}; i++)); do
-    [ "$(foreign)" = 0 ] && [[ "$(links_state)" != *0*:* ]] && return 0
+    st=$(links_state)
+    [ "$(foreign)" = 0 ] && [[ "${st%%:*}" != *0* ]] && return 0
     ((i == 0)) && say "  waiting for the links to be quiet (other iSCSI connections or a link down)"
     sleep 1
   done
@@ -363,7 +364,8 @@ print(json.dumps({"setup": setup, "target": target, "workload": wl, "row": row, 
                   "attempt": int(attempt),
                   "load1": float(load), "file": path}))
 PY
-  [ "${10}" = 0 ] && [ "$fa" = 0 ] && [ "${11}" = "${12}" ] && [[ "${11}" != *0*:* ]] || return 3
+  local st=${11}
+  [ "${10}" = 0 ] && [ "$fa" = 0 ] && [ "${11}" = "${12}" ] && [[ "${st%%:*}" != *0* ]] || return 3
 }
 note_setup() { # SETUP RATES-AS-BITS IPERF-READ-FILES IPERF-WRITE-FILES
   python3 - "$@" >>"$RAW" <<'PY'
@@ -438,7 +440,7 @@ run_one() {
   fc=$(foreign)
   [ "$fc" = 0 ] || say "  note: $fc other iSCSI connection(s) over the links at the start of this run"
   lb=$(links_state)
-  [[ "$lb" != *0*:* ]] || say "  note: a link is down at the start of this run (links $lb)"
+  [[ "${lb%%:*}" != *0* ]] || say "  note: a link is down at the start of this run (links $lb)"
   case "$row" in
     libiscsi-1 | libiscsi-N)
       n=1
