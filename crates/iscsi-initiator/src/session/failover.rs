@@ -71,6 +71,11 @@ pub(super) const REINSTATE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the lost commands are looked at until all have moved.
 const MOVE_POLL: Duration = Duration::from_millis(10);
 
+/// How long new commands wait, after the logout of a connection for
+/// fillers is answered, for the target to close it (see
+/// `Session::retire_gap_filler`).
+const LOGOUT_CLOSE: Duration = Duration::from_secs(2);
+
 /// How long a filler NOP-Out's task waits for its answer.
 const FILLER_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -468,6 +473,12 @@ impl Session {
             Ok(Ok(_)) => debug!(cid, "connection for fillers: the target refused its logout; closed"),
             Ok(Err(e)) => debug!(cid, "connection for fillers: logout failed ({e}); closed"),
             Err(_) => debug!(cid, "connection for fillers: no logout answer; closed"),
+        }
+        // istgt aborts the session's queued commands after its logout
+        // answer, then closes the connection: new commands wait for the close.
+        let until = Instant::now() + LOGOUT_CLOSE;
+        while Instant::now() < until && self.inner.lock().conns.iter().any(|c| c.cid == cid) {
+            tokio::time::sleep(MOVE_POLL).await;
         }
         let mut st = self.inner.lock();
         st.gap_fillers.retain(|g| *g != cid);
