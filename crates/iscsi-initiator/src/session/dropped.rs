@@ -74,7 +74,11 @@ impl State {
                 let sn = t.cmd_sn?;
                 let c = self.conns.iter().find(|c| c.cid == cid)?;
                 let old = t.sent_at.is_some_and(|at| now.saturating_duration_since(at) >= after);
-                (c.stalled && !c.draining && s.received == 0 && Sn(sn).lt(exp) && old && !t.abandoned())
+                // A connection for fillers counts too: its fillers, once
+                // aborted, are forgotten (their CmdSNs are filled).
+                let in_service = !c.draining || self.gap_fillers.contains(&cid);
+                let waited_for = !t.abandoned() || self.gap_fillers.contains(&cid);
+                (c.stalled && in_service && s.received == 0 && Sn(sn).lt(exp) && old && waited_for)
                     .then_some((*itt, cid, t.lun, sn))
             })
             .collect()

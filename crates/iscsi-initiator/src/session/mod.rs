@@ -228,6 +228,8 @@ fn spawn_connection(
         exp_stat_sn: l.exp_stat_sn,
         ping_itt: None,
         outstanding: 0,
+        outstanding_bytes: 0,
+        meter: Default::default(),
         draining: false,
         stalled: false,
         primary: true,
@@ -386,10 +388,13 @@ impl Session {
 
     /// The connections of the session, leading first: those in service
     /// (full feature phase or stalled), then those being recovered, each
-    /// with the id, portal and local address it had.
+    /// with the id, portal and local address it had. A connection logged
+    /// in only to carry a lost link's CmdSN fillers (`failover.rs`) is not
+    /// one of them: it takes no commands and logs out once they are answered.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let st = self.inner.lock();
-        let mut all: Vec<ConnectionInfo> = st.conns.iter().map(|c| connection_info(&st, c)).collect();
+        let mut all: Vec<ConnectionInfo> =
+            st.conns.iter().filter(|c| !st.gap_fillers.contains(&c.cid)).map(|c| connection_info(&st, c)).collect();
         if st.closed.is_none() {
             all.extend(st.recovering.iter().filter(|r| !st.conns.iter().any(|c| c.cid == r.cid)).map(|r| {
                 let mut info = r.info.clone();
