@@ -16,13 +16,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use serde_json::Value;
 
 /// The tests flip links of one shared lab: one at a time.
@@ -467,88 +467,6 @@ fn tgt_write_survives_a_far_end_carrier_loss() {
     copy_through_link_loss(Target::Tgt, Direction::Write, 2, "tgt", "tgt-write-link2-far");
 }
 
-/// A real `rsiscsid` of its own (socket, state and config directories),
-/// with its Prometheus metrics on a free loopback port; killed on drop.
-struct Service {
-    dir: PathBuf,
-    metrics: String,
-    child: Child,
-}
-
-impl Service {
-    fn start(name: &str) -> Service {
-        let dir = std::env::temp_dir().join(format!("rsiscsi-links-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let metrics = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.join("rsiscsid.log")).unwrap();
-        let child = Command::new(common::rsiscsid_bin())
-            .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
-            .env("RUST_LOG", "info")
-            .arg("--socket")
-            .arg(dir.join("rsiscsid.sock"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--metrics", &metrics])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let s = Service { dir, metrics, child };
-        let t0 = Instant::now();
-        while !s.cli(&["portal", "list"]).status.success() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        common::daemon::cli(Some(&self.dir.join("rsiscsid.sock")), args, &[])
-    }
-
-    /// Runs the CLI and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert!(
-            o.status.success(),
-            "rsiscsi {args:?} failed ({:?}): {}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// The connections of the one session, from `session list --json`.
-    fn connections(&self) -> Vec<Value> {
-        let v: Value = serde_json::from_str(&self.ok(&["session", "list", "--json"])).unwrap();
-        v["sessions"][0]["connections"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// `GET /metrics`.
-    fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(&self.metrics).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        assert!(body.starts_with("HTTP/1.") && body.contains(" 200 "), "metrics answer: {body}");
-        body
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
 /// The state of link `k`'s connection (found by its initiator address) in
 /// `session list --json`, with that address and its TCP port.
 fn link_state(conns: &[Value], lab: &Lab, k: usize) -> Option<(String, u64)> {
@@ -579,7 +497,7 @@ fn service_through_link_loss(t: Target, down: usize, test: &str) {
     let _serial = serial();
     let lab = Lab::get();
     let n = lab.count();
-    let svc = Service::start(test);
+    let svc = Daemon::start_with_metrics("links", test);
     let iqn = t.iqn(&lab);
     let ifindex = |k: usize| lab.link(k, "IFINDEX");
     svc.ok(&["portal", "add", &t.portal(&lab, 1), "--initiator-port", &ifindex(1)]);
@@ -598,7 +516,7 @@ fn service_through_link_loss(t: Target, down: usize, test: &str) {
     for k in 2..=n {
         svc.ok(&["session", "add-connection", &sid, "--portal", &t.portal(&lab, k), "--initiator-port", &ifindex(k)]);
     }
-    let conns = svc.connections();
+    let conns = svc.connections(None);
     assert_eq!(conns.len(), n, "{test}: connections: {conns:?}");
     let mut ports = Vec::new();
     for k in 1..=n {
@@ -611,7 +529,7 @@ fn service_through_link_loss(t: Target, down: usize, test: &str) {
     // Reads through the service all along (one at a time, as a user's tool would).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let io = {
-        let (stop, sock, sid, lun) = (stop.clone(), svc.dir.join("rsiscsid.sock"), sid.clone(), t.lun(&lab));
+        let (stop, sock, sid, lun) = (stop.clone(), svc.socket(), sid.clone(), t.lun(&lab));
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -643,7 +561,7 @@ fn service_through_link_loss(t: Target, down: usize, test: &str) {
     };
     // Down for 10 s: long enough for the stall (2 s without answers) to be declared a failure.
     while t0.elapsed() < Duration::from_secs(10) {
-        let conns = svc.connections();
+        let conns = svc.connections(None);
         if let Some((s, _)) = link_state(&conns, &lab, down)
             && seen.last() != Some(&s)
         {
@@ -675,7 +593,7 @@ fn service_through_link_loss(t: Target, down: usize, test: &str) {
     link.up();
     let t_up = Instant::now();
     let back = loop {
-        let conns = svc.connections();
+        let conns = svc.connections(None);
         if let Some((s, port)) = link_state(&conns, &lab, down)
             && s == "full-feature"
             && conns.len() == n
@@ -695,7 +613,7 @@ fn service_through_link_loss(t: Target, down: usize, test: &str) {
     let (ok, failed) = io.join().unwrap();
     let final_metrics = metrics_state(&svc.metrics(), &lab, down);
     let final_text = text_line(down).unwrap_or_default();
-    let conns = svc.connections();
+    let conns = svc.connections(None);
     svc.ok(&["session", "logout", &sid]);
 
     eprintln!(

@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use common::daemon::Daemon;
 
 fn target() -> String {
     common::var("RSISCSI_TGT_IQN_SVC")
@@ -19,110 +16,6 @@ fn target() -> String {
 
 fn portal() -> String {
     common::var("RSISCSI_TGT_PORTAL")
-}
-
-/// rsiscsid with its metrics listener on a free loopback port, its own
-/// socket and state; killed on drop.
-struct Service {
-    dir: PathBuf,
-    child: Child,
-    metrics: SocketAddr,
-}
-
-impl Service {
-    fn start(name: &str) -> Service {
-        let dir = std::env::temp_dir().join(format!("rsiscsi-session-path-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let metrics = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let child = Service::spawn(&dir, metrics);
-        let svc = Service { dir, child, metrics };
-        svc.wait_ready();
-        svc
-    }
-
-    fn spawn(dir: &std::path::Path, metrics: SocketAddr) -> Child {
-        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        let log = std::fs::File::create(dir.join(format!("rsiscsid-{n}.log"))).unwrap();
-        Command::new(common::rsiscsid_bin())
-            .env("RSISCSI_SYSTEM_CONFIG_DIR", dir.join("etc"))
-            .arg("--socket")
-            .arg(dir.join("rsiscsid.sock"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--metrics")
-            .arg(metrics.to_string())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn wait_ready(&self) {
-        let t0 = Instant::now();
-        while !self.run(&["portal", "list"]).status.success() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "rsiscsid did not answer within 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM (its sessions log out), wait for it, start it again on the
-    /// same state.
-    fn restart(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let t0 = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "rsiscsid did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child = Service::spawn(&self.dir, self.metrics);
-        self.wait_ready();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        common::daemon::cli(Some(&self.dir.join("rsiscsid.sock")), args, &[])
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{args:?} ({:?}): {err}", o.status.code());
-        assert!(o.stderr.is_empty(), "{args:?}: {err}");
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(&[args, &["--json"]].concat())).unwrap()
-    }
-
-    /// The session's connections, by id, from `session list --json`.
-    fn connections(&self, sid: &str) -> Vec<Value> {
-        let l = self.json(&["session", "list"]);
-        let s = l["sessions"].as_array().unwrap().iter().find(|s| s["session_id"] == sid).unwrap().clone();
-        s["connections"].as_array().unwrap().clone()
-    }
-
-    fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(self.metrics).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        use std::io::{Read, Write};
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        out
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 /// The value of the metrics line of `family` whose labels contain every
@@ -136,7 +29,7 @@ fn metric(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
 
 #[test]
 fn initiator_ports_states_and_path_settings_through_the_service() {
-    let svc = Service::start("paths");
+    let svc = Daemon::start_with_metrics("session-path", "paths");
     let iqn = target();
     svc.ok(&["portal", "add", &portal()]);
     let lo = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap().trim().to_string();
@@ -149,7 +42,7 @@ fn initiator_ports_states_and_path_settings_through_the_service() {
     let second = svc.ok(&["session", "add-connection", &sid, "--portal", &portal(), "--initiator-port", &lo]);
     let third = svc.ok(&["session", "add-connection", &sid, "--portal", &portal(), "--initiator-port", "127.0.0.1"]);
     let (second, third) = (second.trim().to_string(), third.trim().to_string());
-    let conns = svc.connections(&sid);
+    let conns = svc.connections(Some(&sid));
     assert_eq!(conns.len(), 3);
     for c in &conns {
         assert_eq!(c["initiator_address"], "127.0.0.1", "{c}");
@@ -169,7 +62,7 @@ fn initiator_ports_states_and_path_settings_through_the_service() {
     let c = svc.json(&["session", "path", &sid, &second, "--primary"]);
     assert_eq!((c["weight"].as_u64(), c["primary"].as_bool()), (Some(5), Some(true)), "what is left out stays: {c}");
     svc.ok(&["session", "path", &sid, &second, "--standby"]);
-    let by_id = |id: &str| svc.connections(&sid).into_iter().find(|c| c["connection_id"] == id).unwrap();
+    let by_id = |id: &str| svc.connections(Some(&sid)).into_iter().find(|c| c["connection_id"] == id).unwrap();
     assert_eq!((by_id(&second)["weight"].as_u64(), by_id(&second)["primary"].as_bool()), (Some(5), Some(false)));
     assert_eq!(by_id(&third)["weight"].as_u64(), Some(0));
     // In the text list: PATH and WEIGHT at the end of each connection's row.
@@ -213,12 +106,12 @@ fn initiator_ports_states_and_path_settings_through_the_service() {
 
     // Refusals: nothing to change (usage), an unknown connection (404), a
     // malformed one (400), a port that is no interface.
-    let o = svc.run(&["session", "path", &sid, &second]);
+    let o = svc.rsiscsi(&["session", "path", &sid, &second]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = svc.run(&["session", "path", &sid, &second, "--primary", "--standby"]);
+    let o = svc.rsiscsi(&["session", "path", &sid, &second, "--primary", "--standby"]);
     assert_eq!(o.status.code(), Some(2));
     let unknown = format!("{}-7777", sid.split('-').next().unwrap());
-    let o = svc.run(&["session", "path", &sid, &unknown, "--weight", "1"]);
+    let o = svc.rsiscsi(&["session", "path", &sid, &unknown, "--weight", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success()
@@ -226,9 +119,9 @@ fn initiator_ports_states_and_path_settings_through_the_service() {
             && err.contains("ISDSC_INVALID_CONNECTION_ID"),
         "{err}"
     );
-    let o = svc.run(&["session", "path", &sid, "nonsense", "--weight", "1"]);
+    let o = svc.rsiscsi(&["session", "path", &sid, "nonsense", "--weight", "1"]);
     assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = svc.run(&["session", "add-connection", &sid, "--portal", &portal(), "--initiator-port", "rsnosuch0"]);
+    let o = svc.rsiscsi(&["session", "add-connection", &sid, "--portal", &portal(), "--initiator-port", "rsnosuch0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--initiator-port rsnosuch0: no network interface is named"));
 
@@ -239,7 +132,7 @@ fn initiator_ports_states_and_path_settings_through_the_service() {
 /// restart of the service, as its policy does.
 #[test]
 fn path_settings_of_a_persistent_login_survive_a_restart() {
-    let mut svc = Service::start("persistent");
+    let mut svc = Daemon::start_with_metrics("session-path", "persistent");
     let iqn = target();
     svc.ok(&["portal", "add", &portal()]);
     let out = svc.ok(&[

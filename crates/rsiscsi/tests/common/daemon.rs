@@ -1,6 +1,8 @@
 //! A real `rsiscsid` for the CLI's service tests: its own socket, state
 //! directory and system-wide config (never the host's), killed on drop.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Where its Prometheus metrics listen, when asked for.
+    metrics: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -24,10 +28,22 @@ impl Daemon {
         Daemon::start_in(dir)
     }
 
+    /// [`Daemon::start`] with its metrics on a free loopback port
+    /// (`--metrics`), read with [`Daemon::metrics`].
+    pub fn start_with_metrics(suite: &str, name: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("rsiscsi-{suite}-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut d = Daemon { dir, child: None, starts: 0, metrics: Some(metrics) };
+        d.spawn();
+        d
+    }
+
     /// A daemon on `dir` as it is: state in `dir/state`, the host's
     /// system-wide config in `dir/etc` (never the real /etc/rsiscsi).
     pub fn start_in(dir: PathBuf) -> Daemon {
-        let mut d = Daemon { dir, child: None, starts: 0 };
+        let mut d = Daemon { dir, child: None, starts: 0, metrics: None };
         d.spawn();
         d
     }
@@ -41,17 +57,17 @@ impl Daemon {
     pub fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
-        let child = Command::new(super::rsiscsid_bin())
-            .env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
+        let mut cmd = Command::new(super::rsiscsid_bin());
+        cmd.env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
             .env("RUST_LOG", "info")
             .arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .arg(self.dir.join("state"));
+        if let Some(m) = self.metrics {
+            cmd.arg("--metrics").arg(m.to_string());
+        }
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let t0 = Instant::now();
         while !self.rsiscsi(&["portal", "list"]).status.success() {
@@ -101,6 +117,30 @@ impl Daemon {
         let mut a = args.to_vec();
         a.push("--json");
         serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// The connections of session `sid` (the first session: `None`), from
+    /// `session list --json`.
+    pub fn connections(&self, sid: Option<&str>) -> Vec<Value> {
+        let l = self.json(&["session", "list"]);
+        let sessions = l["sessions"].as_array().cloned().unwrap_or_default();
+        let s = match sid {
+            Some(id) => sessions.into_iter().find(|s| s["session_id"] == id),
+            None => sessions.into_iter().next(),
+        };
+        s.and_then(|s| s["connections"].as_array().cloned()).unwrap_or_default()
+    }
+
+    /// `GET /metrics` of a daemon started with [`Daemon::start_with_metrics`].
+    pub fn metrics(&self) -> String {
+        let addr = self.metrics.expect("a daemon started with start_with_metrics");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.") && body.contains(" 200 "), "metrics answer: {body}");
+        body
     }
 }
 
