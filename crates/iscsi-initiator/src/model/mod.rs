@@ -17,8 +17,8 @@
 //!
 //! let mut balancer = Balancer::new("weighted".parse::<LoadBalancePolicy>().unwrap());
 //! let paths = [
-//!     PathView { available: true, primary: true, weight: 3, outstanding: 0 },
-//!     PathView { available: true, primary: false, weight: 1, outstanding: 0 },
+//!     PathView { available: true, primary: true, weight: 3, ..PathView::default() },
+//!     PathView { available: true, primary: false, weight: 1, ..PathView::default() },
 //! ];
 //! assert_eq!(balancer.pick(&paths), Some(0));
 //! ```

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use super::status::{IsdscCode, Status};
 
@@ -123,6 +124,67 @@ pub struct PathView {
     pub weight: u32,
     /// Tasks sent on the path and not yet completed.
     pub outstanding: usize,
+    /// Payload bytes (both directions) of those tasks.
+    pub outstanding_bytes: u64,
+    /// Recently measured payload throughput of the path, bytes per second;
+    /// 0 = not measured yet.
+    pub bytes_per_sec: u64,
+}
+
+/// The payload throughput of one path, measured only while it has tasks
+/// out (an idle path is not a slow one): an EWMA, weight 1/4, of the bytes
+/// completed per second over samples of at least [`ThroughputMeter::SAMPLE`].
+/// Feeds [`PathView::bytes_per_sec`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThroughputMeter {
+    /// Start of the current sample; `None` while the path is idle.
+    since: Option<Instant>,
+    /// Bytes completed since `since`.
+    bytes: u64,
+    /// The average, bytes per second; 0 = no sample yet.
+    rate: u64,
+}
+
+impl ThroughputMeter {
+    /// Shortest sample: long enough for several completions of large tasks
+    /// on a slow link, short enough to follow a change of speed.
+    pub const SAMPLE: Duration = Duration::from_millis(50);
+
+    /// The path got work after being idle: a sample starts.
+    pub fn busy(&mut self, now: Instant) {
+        if self.since.is_none() {
+            self.since = Some(now);
+            self.bytes = 0;
+        }
+    }
+
+    /// A task that moved `bytes` of payload completed on the path.
+    pub fn completed(&mut self, bytes: u64, now: Instant) {
+        let Some(since) = self.since else {
+            return;
+        };
+        self.bytes = self.bytes.saturating_add(bytes);
+        let took = now.saturating_duration_since(since);
+        if took < Self::SAMPLE {
+            return;
+        }
+        let per_sec = u128::from(self.bytes).saturating_mul(1_000_000_000) / took.as_nanos().max(1);
+        let sample = u64::try_from(per_sec).unwrap_or(u64::MAX);
+        self.rate = if self.rate == 0 { sample } else { self.rate / 4 * 3 + sample / 4 };
+        self.since = Some(now);
+        self.bytes = 0;
+    }
+
+    /// The path ran out of work: the partial sample is dropped.
+    pub fn idle(&mut self) {
+        self.since = None;
+        self.bytes = 0;
+    }
+
+    /// Bytes per second; 0 until a first sample.
+    pub fn bytes_per_sec(&self) -> u64 {
+        self.rate
+    }
 }
 
 /// Chooses the path for each new task under a [`LoadBalancePolicy`]. Pure
@@ -154,6 +216,12 @@ impl Balancer {
     /// The index in `paths` of the path for the next task, or `None` when no
     /// path is available.
     pub fn pick(&mut self, paths: &[PathView]) -> Option<usize> {
+        self.pick_sized(paths, 0)
+    }
+
+    /// Like [`Balancer::pick`], for a task that moves `bytes` of payload
+    /// (least-queue-depth weighs it against each path's speed).
+    pub fn pick_sized(&mut self, paths: &[PathView], bytes: u64) -> Option<usize> {
         if !paths.iter().any(|p| p.available) {
             return None;
         }
@@ -165,12 +233,30 @@ impl Balancer {
             LoadBalancePolicy::RoundRobinWithSubset => {
                 self.rotate(paths, |p| p.available && p.primary).or_else(|| self.rotate(paths, |p| p.available))
             }
-            LoadBalancePolicy::LeastQueueDepth => {
-                let least = paths.iter().filter(|p| p.available).map(|p| p.outstanding).min()?;
-                self.rotate(paths, |p| p.available && p.outstanding == least)
-            }
+            LoadBalancePolicy::LeastQueueDepth => self.least_wait(paths, bytes),
             LoadBalancePolicy::WeightedPaths => self.weighted(paths),
         }
+    }
+
+    /// Least-queue-depth weighed by speed: the available path where this
+    /// task would finish first, i.e. with the least (bytes outstanding +
+    /// `bytes`) / throughput. Counting tasks alone overloads a slow path:
+    /// the target runs commands in CmdSN order across the session (RFC 7143
+    /// §4.2.2.1), so a task stuck behind a slow path's queue holds up the
+    /// fast ones. A path not measured yet counts as the fastest measured;
+    /// with no path measured, the task count decides (Windows' rule).
+    fn least_wait(&mut self, paths: &[PathView], bytes: u64) -> Option<usize> {
+        let fastest = paths.iter().filter(|p| p.available).map(|p| p.bytes_per_sec).max()?;
+        if fastest == 0 {
+            let least = paths.iter().filter(|p| p.available).map(|p| p.outstanding).min()?;
+            return self.rotate(paths, |p| p.available && p.outstanding == least);
+        }
+        let rate = |p: &PathView| if p.bytes_per_sec == 0 { fastest } else { p.bytes_per_sec };
+        // Wait a/ra < b/rb  <=>  a*rb < b*ra, exact in u128 (no division).
+        let wait = |p: &PathView| (u128::from(p.outstanding_bytes.saturating_add(bytes)), u128::from(rate(p)));
+        let less = |a: (u128, u128), b: (u128, u128)| a.0.saturating_mul(b.1) < b.0.saturating_mul(a.1);
+        let best = paths.iter().filter(|p| p.available).map(wait).reduce(|b, w| if less(w, b) { w } else { b })?;
+        self.rotate(paths, |p| p.available && !less(best, wait(p)))
     }
 
     /// The first path at or after the cursor (cyclically) that `want`s, and
@@ -226,7 +312,7 @@ mod tests {
     use super::*;
 
     fn path(available: bool, primary: bool, weight: u32) -> PathView {
-        PathView { available, primary, weight, outstanding: 0 }
+        PathView { available, primary, weight, ..PathView::default() }
     }
 
     fn up(n: usize) -> Vec<PathView> {
@@ -323,6 +409,164 @@ mod tests {
         assert_eq!(counts(&mut b, &paths, 10), vec![0, 0, 10, 0]);
     }
 
+    /// Issues `picks` tasks of `size` bytes, keeping `depth` in flight; each
+    /// path finishes `rates[i]` bytes per tick. Returns the bytes per path.
+    fn simulate(
+        b: &mut Balancer,
+        paths: &mut [PathView],
+        rates: &[u64],
+        size: u64,
+        depth: usize,
+        picks: usize,
+    ) -> Vec<u64> {
+        let mut issued = vec![0u64; paths.len()];
+        let mut queues: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); paths.len()];
+        let mut done = 0;
+        while done < picks {
+            while paths.iter().map(|p| p.outstanding).sum::<usize>() < depth && done < picks {
+                let i = b.pick_sized(paths, size).unwrap();
+                paths[i].outstanding += 1;
+                paths[i].outstanding_bytes += size;
+                queues[i].push_back(size);
+                issued[i] += size;
+                done += 1;
+            }
+            for (i, q) in queues.iter_mut().enumerate() {
+                let mut budget = rates[i];
+                while let Some(front) = q.front_mut() {
+                    let n = budget.min(*front);
+                    *front -= n;
+                    budget -= n;
+                    paths[i].outstanding_bytes -= n;
+                    if *front > 0 {
+                        break;
+                    }
+                    q.pop_front();
+                    paths[i].outstanding -= 1;
+                }
+            }
+        }
+        issued
+    }
+
+    #[test]
+    fn least_wait_with_equal_rates_is_least_queue_depth() {
+        let mut by_wait = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut by_count = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut timed = up(4);
+        for p in &mut timed {
+            p.bytes_per_sec = 100_000_000;
+        }
+        let mut counted = up(4);
+        timed[1].outstanding = 3;
+        timed[1].outstanding_bytes = 3 * 65536;
+        counted[1].outstanding = 3;
+        for step in 0..2000 {
+            let i = by_wait.pick_sized(&timed, 65536).unwrap();
+            assert_eq!(Some(i), by_count.pick_sized(&counted, 65536), "step {step}");
+            timed[i].outstanding += 1;
+            timed[i].outstanding_bytes += 65536;
+            counted[i].outstanding += 1;
+            let done = (step * 7) % 4;
+            if timed[done].outstanding > 0 {
+                timed[done].outstanding -= 1;
+                timed[done].outstanding_bytes -= 65536;
+                counted[done].outstanding -= 1;
+            }
+        }
+    }
+
+    #[test]
+    fn least_wait_gives_a_five_times_slower_path_a_fifth_of_the_bytes() {
+        let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut paths = up(4);
+        let rates = [5 * 65536, 5 * 65536, 65536, 65536];
+        for (p, r) in paths.iter_mut().zip(rates) {
+            p.bytes_per_sec = r;
+        }
+        let bytes = simulate(&mut b, &mut paths, &rates, 65536, 32, 12_000);
+        let total: u64 = bytes.iter().sum();
+        for (i, r) in rates.iter().enumerate() {
+            let share = bytes[i] as f64 / total as f64;
+            let want = *r as f64 / 12.0 / 65536.0;
+            assert!((share - want).abs() < 0.02, "path {i}: {share:.3} of the bytes, want {want:.3}: {bytes:?}");
+        }
+        // The queues take about the same time to run (within one task on a
+        // slow path): no task waits behind a slow path's backlog.
+        let spread = |paths: &[PathView]| {
+            let waits: Vec<f64> = paths.iter().zip(rates).map(|(p, r)| p.outstanding_bytes as f64 / r as f64).collect();
+            waits.iter().cloned().fold(0.0, f64::max) - waits.iter().cloned().fold(f64::MAX, f64::min)
+        };
+        assert!(spread(&paths) <= 1.0, "{paths:?}");
+        // Counting tasks alone keeps as many on a slow path as on a fast
+        // one: five times the wait.
+        let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut counted = up(4);
+        simulate(&mut b, &mut counted, &rates, 65536, 32, 12_000);
+        assert!(spread(&counted) >= 4.0, "{counted:?}");
+    }
+
+    #[test]
+    fn least_wait_counts_an_unmeasured_path_as_the_fastest() {
+        let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut paths = up(3);
+        paths[0].bytes_per_sec = 1000;
+        paths[1].bytes_per_sec = 4000;
+        // Path 2 (no rate yet) is treated as 4000 B/s: it ties with path 1.
+        let mut got = [0usize; 3];
+        for _ in 0..10 {
+            got[b.pick_sized(&paths, 100).unwrap()] += 1;
+        }
+        assert_eq!(got, [0, 5, 5]);
+        paths[1].outstanding_bytes = 400;
+        assert_eq!(b.pick_sized(&paths, 100), Some(2));
+        // Nothing measured: the task count decides.
+        let mut paths = up(2);
+        paths[0].outstanding = 1;
+        paths[0].outstanding_bytes = 1;
+        paths[1].outstanding = 2;
+        assert_eq!(b.pick_sized(&paths, 1 << 20), Some(0));
+    }
+
+    #[test]
+    fn meter_measures_only_busy_time() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut m = ThroughputMeter::default();
+        // Completions without work started (no `busy`) are not counted.
+        m.completed(1000, ms(100));
+        assert_eq!(m.bytes_per_sec(), 0);
+        m.busy(ms(0));
+        m.completed(1_000_000, ms(20));
+        assert_eq!(m.bytes_per_sec(), 0, "a sample is at least 50 ms");
+        m.completed(4_000_000, ms(100));
+        assert_eq!(m.bytes_per_sec(), 50_000_000);
+        // An idle second between two busy spells does not lower the rate.
+        m.idle();
+        m.busy(ms(1100));
+        m.completed(1_000_000, ms(1200));
+        assert_eq!(m.bytes_per_sec(), 50_000_000 / 4 * 3 + 10_000_000 / 4);
+        // A huge count saturates.
+        m.completed(u64::MAX, ms(1250));
+        assert!(m.bytes_per_sec() >= u64::MAX / 4);
+    }
+
+    #[test]
+    fn least_wait_saturates_instead_of_overflowing() {
+        let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut paths = up(3);
+        paths[0].outstanding_bytes = u64::MAX;
+        paths[0].bytes_per_sec = u64::MAX;
+        paths[1].outstanding_bytes = u64::MAX;
+        paths[1].bytes_per_sec = 1;
+        paths[2].available = false;
+        paths[2].bytes_per_sec = u64::MAX;
+        assert_eq!(b.pick_sized(&paths, u64::MAX), Some(0));
+        assert_eq!(b.pick(&paths), Some(0));
+        paths[0].available = false;
+        assert_eq!(b.pick_sized(&paths, u64::MAX), Some(1));
+    }
+
     #[test]
     fn least_queue_depth_keeps_queues_equal() {
         let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
@@ -379,7 +623,13 @@ mod tests {
             let mut b = Balancer::new(policy);
             for n in [5usize, 1, 0, 3, 8, 2, 7, 1] {
                 let paths: Vec<_> = (0..n)
-                    .map(|i| PathView { available: true, primary: i % 2 == 0, weight: i as u32, outstanding: i })
+                    .map(|i| PathView {
+                        available: true,
+                        primary: i % 2 == 0,
+                        weight: i as u32,
+                        outstanding: i,
+                        ..PathView::default()
+                    })
                     .collect();
                 for _ in 0..20 {
                     match b.pick(&paths) {

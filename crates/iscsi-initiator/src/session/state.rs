@@ -23,6 +23,7 @@ use tracing::{debug, info};
 use super::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, TaskRecovery, Verdict};
 use super::{Inner, ScsiOutcome, Session};
 use crate::error::{Error, Result};
+use crate::model::policy::ThroughputMeter;
 use crate::model::{Balancer, PathView, UniqueConnectionId};
 use crate::portal::PortalAddr;
 
@@ -36,6 +37,21 @@ pub(super) struct ScsiTask {
     /// receive buffer's frozen slices are released at once.
     pub buf: BytesMut,
     pub write_data: Bytes,
+}
+
+impl ScsiTask {
+    /// Payload bytes the command moves, both directions (for the balancer).
+    pub fn payload(&self) -> u64 {
+        u64::from(self.expected_len).max(self.write_data.len() as u64)
+    }
+}
+
+/// The payload of task `t` when it is a SCSI command, else 0.
+fn payload_of(t: &Task) -> u64 {
+    match &t.kind {
+        TaskKind::Scsi(s) => s.payload(),
+        _ => 0,
+    }
 }
 
 pub(super) enum TaskKind {
@@ -251,6 +267,10 @@ pub(super) struct ConnState {
     pub ping_itt: Option<u32>,
     /// SCSI tasks in flight on this connection.
     pub outstanding: usize,
+    /// Their payload bytes, and the connection's measured throughput: the
+    /// least-queue-depth policy weighs both (`model::policy`).
+    pub outstanding_bytes: u64,
+    pub meter: ThroughputMeter,
     /// Being removed: takes no new tasks.
     pub draining: bool,
     /// Owed answers but silent for the stall time (`health::Watch`): takes
@@ -268,13 +288,27 @@ impl ConnState {
     /// One of this connection's tasks is no longer at the target. Answers
     /// that come while the target was busy feed the hold-back trial; a
     /// connection that runs dry restarts its measured window.
-    fn task_left(&mut self) {
+    fn task_left(&mut self, bytes: u64) {
         if self.outstanding >= super::io::HOLD_AT {
             self.tuner.completed();
         }
         self.outstanding = self.outstanding.saturating_sub(1);
+        self.outstanding_bytes = self.outstanding_bytes.saturating_sub(bytes);
         if self.outstanding == 0 {
             self.tuner.idle();
+            self.meter.idle();
+            // Tasks dropped by recovery without this call leave no residue.
+            self.outstanding_bytes = 0;
+        }
+    }
+
+    /// A SCSI task of `bytes` payload was sent on this connection.
+    fn task_sent(&mut self, bytes: u64) {
+        self.outstanding += 1;
+        self.outstanding_bytes = self.outstanding_bytes.saturating_add(bytes);
+        self.counters.commands += 1;
+        if self.outstanding == 1 {
+            self.meter.busy(Instant::now());
         }
     }
 }
@@ -488,9 +522,11 @@ impl State {
         if let (TaskKind::Scsi(_), Some(cid)) = (&t.kind, t.cid)
             && let Some(c) = conn_mut(&mut self.conns, cid)
         {
-            c.task_left();
+            let now = Instant::now();
+            c.meter.completed(payload_of(&t), now);
+            c.task_left(payload_of(&t));
             if let Some(at) = t.sent_at {
-                c.counters.latency.record(at.elapsed());
+                c.counters.latency.record(now.saturating_duration_since(at));
             }
             // Held-back commands go once the target runs short of work.
             c.link.flush_if_short(&c.tx, c.outstanding);
@@ -661,9 +697,9 @@ impl State {
                         t.lost_on = None;
                         t.restart();
                     }
+                    let bytes = self.tasks.get(&itt).map_or(0, payload_of);
                     if let Some(c) = conn_mut(&mut self.conns, new_cid) {
-                        c.outstanding += 1;
-                        c.counters.commands += 1;
+                        c.task_sent(bytes);
                     }
                     self.send_command(itt, sn);
                 }
@@ -731,7 +767,7 @@ impl State {
                 && let Some(cid) = t.cid
                 && let Some(c) = conn_mut(&mut self.conns, cid)
             {
-                c.task_left();
+                c.task_left(payload_of(t));
             }
         }
         if !stale.is_empty() {
@@ -887,7 +923,7 @@ impl State {
     }
 
     /// Chooses the connection for a new SCSI task by the load-balance policy.
-    fn pick_connection(&mut self) -> Option<u16> {
+    fn pick_connection(&mut self, bytes: u64) -> Option<u16> {
         // Reuses one buffer: this runs for every command.
         let mut views = std::mem::take(&mut self.path_views);
         views.clear();
@@ -896,8 +932,10 @@ impl State {
             primary: c.primary,
             weight: c.weight,
             outstanding: c.outstanding,
+            outstanding_bytes: c.outstanding_bytes,
+            bytes_per_sec: c.meter.bytes_per_sec(),
         }));
-        let i = self.balancer.pick(&views);
+        let i = self.balancer.pick_sized(&views, bytes);
         self.path_views = views;
         self.conns.get(i?).map(|c| c.cid)
     }
@@ -914,15 +952,15 @@ impl State {
             if !self.window.is_open() || self.hold > 0 {
                 return;
             }
-            let Some(cid) = self.pick_connection() else { return };
+            let bytes = self.tasks.get(&itt).map_or(0, payload_of);
+            let Some(cid) = self.pick_connection(bytes) else { return };
             self.queued.pop_front();
             let Some(cmd_sn) = self.window.take() else { return };
             if let Some(t) = self.tasks.get_mut(&itt) {
                 t.cid = Some(cid);
             }
             if let Some(c) = conn_mut(&mut self.conns, cid) {
-                c.outstanding += 1;
-                c.counters.commands += 1;
+                c.task_sent(bytes);
             }
             self.send_command(itt, cmd_sn);
         }
@@ -1498,6 +1536,8 @@ pub(super) mod tests {
             max_xmit: 8192,
             ping_itt: None,
             outstanding,
+            outstanding_bytes: 0,
+            meter: Default::default(),
             draining: false,
             stalled: false,
             primary: true,
