@@ -499,22 +499,7 @@ impl Session {
     /// it into service.
     async fn rejoin(&self, cid: u16, portal: &PortalAddr, id: UniqueConnectionId, generation: u64) -> Result<()> {
         let inner = &self.inner;
-        let (cmd_sn, tsih) = {
-            let st = inner.lock();
-            (st.window.current(), st.tsih)
-        };
-        let how = inner.login_of(cid);
-        let cfg = inner.connection_cfg(&how);
-        let protection = inner.protection_of(cid);
-        let mut stream = io::connect_again(portal, &cfg, how.local_address, protection.as_ref()).await?;
-        let target = inner.target_name.as_deref();
-        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
-        let l = match login(&mut stream, &params).await? {
-            LoginOutcome::LoggedIn(l) => l,
-            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
-        };
-        let (exp, max) = (l.exp_cmd_sn, l.max_cmd_sn);
-        let conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        let (conn, exp, max) = self.login_again(cid, portal, id).await?;
         let mut st = inner.lock();
         if st.closed.is_some() || st.generation != generation {
             // Dropping it closes it.

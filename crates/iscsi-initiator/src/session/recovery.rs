@@ -110,15 +110,22 @@ impl Session {
         st.conns.clear();
     }
 
-    /// Logs in a connection with the failed one's CID (RFC 7143 §6.3.4).
-    async fn reinstate_connection(&self, cid: u16, portal: &PortalAddr, id: UniqueConnectionId) -> Result<()> {
+    /// Logs connection `cid` in again with its CID (RFC 7143 §6.3.4), from
+    /// the same initiator port, with the same CHAP, digests and IPsec (its
+    /// SA brought back first if it went away). Returns the running
+    /// connection, not yet in the session's list, and the ExpCmdSN and
+    /// MaxCmdSN of the target's login answer.
+    pub(super) async fn login_again(
+        &self,
+        cid: u16,
+        portal: &PortalAddr,
+        id: UniqueConnectionId,
+    ) -> Result<(super::state::ConnState, u32, u32)> {
         let inner = &self.inner;
         let (cmd_sn, tsih) = {
             let st = inner.lock();
             (st.window.current(), st.tsih)
         };
-        // From the same initiator port, with the same CHAP, digests and
-        // IPsec (its SA brought back first if it went away).
         let how = inner.login_of(cid);
         let cfg = inner.connection_cfg(&how);
         let protection = inner.protection_of(cid);
@@ -130,7 +137,13 @@ impl Session {
             LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
         };
         let (exp, max) = (l.exp_cmd_sn, l.max_cmd_sn);
-        let mut conn = spawn_connection(inner, cid, id, portal.clone(), stream, *l);
+        Ok((spawn_connection(inner, cid, id, portal.clone(), stream, *l), exp, max))
+    }
+
+    /// Logs in a connection with the failed one's CID (RFC 7143 §6.3.4).
+    async fn reinstate_connection(&self, cid: u16, portal: &PortalAddr, id: UniqueConnectionId) -> Result<()> {
+        let inner = &self.inner;
+        let (mut conn, exp, max) = self.login_again(cid, portal, id).await?;
         // Not in service until its lost commands are sorted out.
         conn.draining = true;
         {
