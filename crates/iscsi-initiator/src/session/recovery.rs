@@ -45,6 +45,10 @@ impl Session {
         fault: ConnectionFault,
         generation: u64,
     ) {
+        // istgt drops the acknowledged commands of the other connections
+        // too when this one ends there; they are aborted and sent again
+        // (`dropped.rs`; one watch per session).
+        tokio::spawn(self.clone().watch_dropped(generation));
         let p = &self.inner.params;
         let wait = Duration::from_secs(u64::from(p.default_time2wait));
         let link_down = self.inner.cfg.recovery_budget.link_down_time.max(wait + RETRY_PAUSE);
