@@ -11,9 +11,9 @@
 //! A command the target received (its ExpCmdSN passed the CmdSN) is simply
 //! sent again as a new command (new ITT, new CmdSN; RFC 7143 §6.2.1, its
 //! answer went down with the link). For one it did not receive, the CmdSN
-//! is first filled with a non-immediate NOP-Out on a connection in service
-//! (§11.18: a NOP-Out takes a CmdSN and is answered), then the command goes
-//! again as new. A CmdSN is filled only once the target's ExpCmdSN stands
+//! is first filled with a TEST UNIT READY on a connection in service (a
+//! command nobody waits for, `State::send_filler` says why not a NOP-Out),
+//! then the command goes again as new. A CmdSN is filled only once the target's ExpCmdSN stands
 //! exactly at it, so that no filler ever duplicates a CmdSN the target has:
 //! istgt drops a connection on a CmdSN below its ExpCmdSN. Commands sent on
 //! one TCP connection reach the target in order, so once the first lost
@@ -36,9 +36,7 @@
 //! is stalled, the fillers therefore go on a connection logged in for them
 //! alone (a new CID on the leading connection's portal and address; istgt
 //! gives it a thread of its own), which takes no commands and logs out
-//! once they are answered. On it a filler is a TEST UNIT READY rather than a NOP-Out: istgt wakes
-//! the waiting threads only when it runs a SCSI command (`pthread_cond_broadcast`
-//! in `istgt_iscsi_op_scsi`); a NOP-Out advances its ExpCmdSN silently.
+//! once they are answered.
 //!
 //! When the link comes back the connection is reinstated (a login with the
 //! same CID, RFC 7143 §6.3.4, which ends the old one at the target) and
@@ -47,15 +45,13 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use iscsi_proto::pdu::{NopOut, RESERVED_TAG, logout_reason, task_attr};
-use iscsi_proto::scsi::cdb;
+use iscsi_proto::pdu::logout_reason;
 use iscsi_proto::seq::Sn;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::fault::ConnectionFault;
-use super::state::{Reply, ScsiTask, State, Task, TaskKind, push};
+use super::state::{FILLER_LIFETIME, Reply, State, Task, TaskKind};
 use super::{Session, ids, io, spawn_connection};
 use crate::error::{Error, Result};
 use crate::login::{LoginOutcome, LoginParams, login};
@@ -75,9 +71,6 @@ const MOVE_POLL: Duration = Duration::from_millis(10);
 /// fillers is answered, for the target to close it (see
 /// `Session::retire_gap_filler`).
 const LOGOUT_CLOSE: Duration = Duration::from_secs(2);
-
-/// How long a filler NOP-Out's task waits for its answer.
-const FILLER_LIFETIME: Duration = Duration::from_secs(30);
 
 /// What [`State::move_lost`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +101,7 @@ pub(super) fn next_backoff(pause: Duration) -> Duration {
 }
 
 impl State {
-    /// The connection in service (not `not`) a filler NOP-Out goes on:
+    /// The connection in service (not `not`) a filler goes on:
     /// one that is not stalled if any, with the fewest tasks. A stalled one
     /// will do: it may be silent only because the target holds its
     /// commands behind the very gap the filler closes.
@@ -207,38 +200,13 @@ impl State {
         n
     }
 
-    /// Fills CmdSN `sn` with a non-immediate NOP-Out on connection `via`
-    /// (RFC 7143 §11.18); its NOP-In answer (and its ExpCmdSN) is consumed
-    /// like a keepalive's. On a connection logged in for fillers, with a
-    /// TEST UNIT READY to LUN `lun` (raw) instead, which istgt wakes its
-    /// waiting connections for (see the module text); nobody waits for it.
+    /// Fills CmdSN `sn` with a TEST UNIT READY to LUN `lun` (raw) on
+    /// connection `via` (see `State::send_filler`); nobody waits for it.
     fn fill_cmd_sn(&mut self, sn: u32, via: u16, lun: u64) {
         let itt = self.alloc_itt();
-        if self.gap_fillers.contains(&via) {
-            let kind = TaskKind::Scsi(ScsiTask {
-                expected_len: 0,
-                read: false,
-                received: 0,
-                next_data_sn: 0,
-                buf: BytesMut::new(),
-                write_data: Bytes::new(),
-            });
-            let mut t = Task::new(Some(via), lun, kind, Some((cdb::test_unit_ready(), task_attr::SIMPLE)));
-            t.deadline = Some(std::time::Instant::now() + FILLER_LIFETIME);
-            self.tasks.insert(itt, t);
-            self.send_command(itt, sn);
-            debug!(sn, via, itt, "CmdSN of a command lost with its link filled with a TEST UNIT READY");
-            return;
-        }
-        let Some(c) = self.conns.iter().find(|c| c.cid == via) else { return };
-        let out = NopOut { immediate: false, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn: sn, exp_stat_sn: c.exp_stat_sn };
-        push(c, out, Bytes::new());
-        let mut t = Task::new(Some(via), 0, TaskKind::Ping, None);
-        t.cmd_sn = Some(sn);
-        // Forgotten after a while should no answer come (`expire_overdue`).
-        t.deadline = Some(std::time::Instant::now() + FILLER_LIFETIME);
-        self.tasks.insert(itt, t);
-        debug!(sn, via, itt, "CmdSN of a command lost with its link filled with a NOP-Out");
+        self.tasks.insert(itt, Task::new(Some(via), lun, TaskKind::Ping, None));
+        self.send_filler(itt, sn, via);
+        debug!(sn, via, itt, "CmdSN of a command lost with its link filled with a TEST UNIT READY");
     }
 
     /// Whether the fillers for connection `lost_cid`'s commands want a
@@ -523,7 +491,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::session::state::tests::{busy_conn, one_block_read, state};
-    use bytes::BytesMut;
+    use bytes::{Bytes, BytesMut};
     use iscsi_proto::pdu::{Bhs, FrameConfig, PduDecoder};
 
     /// A session state with ExpCmdSN `exp`, next CmdSN `next`, and a live
@@ -544,6 +512,13 @@ mod tests {
     async fn next_pdu(peer: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Bhs {
         let mut dec = PduDecoder::new(FrameConfig::default());
         crate::session::state::tests::next_pdu(peer, &mut dec, buf).await.bhs
+    }
+
+    /// Whether `bhs` is a filler of CmdSN `sn`: a non-immediate TEST UNIT
+    /// READY without data.
+    fn is_filler(bhs: &Bhs, sn: u32) -> bool {
+        matches!(bhs, Bhs::ScsiCommand(c) if c.cmd_sn == sn && c.cdb[0] == 0x00 && !c.immediate && !c.read && !c.write
+            && c.expected_data_transfer_length == 0)
     }
 
     #[test]
@@ -582,16 +557,10 @@ mod tests {
         assert_eq!(st.move_lost(2, false), Moved::All);
         let peer = peers.get_mut(0).unwrap();
         let mut buf = BytesMut::new();
-        // Fillers first, in CmdSN order, non-immediate NOP-Outs.
+        // Fillers first, in CmdSN order, TEST UNIT READYs.
         for want in [12u32, 14] {
             let bhs = next_pdu(peer, &mut buf).await;
-            match bhs {
-                Bhs::NopOut(n) => {
-                    assert!(!n.immediate);
-                    assert_eq!(n.cmd_sn, want);
-                }
-                other => panic!("expected a NOP-Out filler, got {other:?}"),
-            }
+            assert!(is_filler(&bhs, want), "expected a TEST UNIT READY filler for {want}, got {bhs:?}");
         }
         // Then the two commands again, with new ITTs and new CmdSNs 15, 16.
         for want in [15u32, 16] {
@@ -605,7 +574,12 @@ mod tests {
             }
         }
         assert!(st.tasks.values().all(|t| t.lost_on.is_none()));
-        assert_eq!(st.tasks.values().filter(|t| matches!(t.kind, TaskKind::Scsi(_))).count(), 2);
+        assert_eq!(st.tasks.values().filter(|t| !t.filler).count(), 2);
+        // Fillers nobody answered are forgotten after their lifetime.
+        let fillers = st.tasks.values().filter(|t| t.filler).count();
+        assert_eq!(fillers, 2);
+        st.expire_overdue(std::time::Instant::now() + FILLER_LIFETIME + Duration::from_secs(1));
+        assert!(st.tasks.values().all(|t| !t.filler));
     }
 
     #[tokio::test]
@@ -653,9 +627,9 @@ mod tests {
         let (mut st, mut peers) = state_with_conns(&[1, 3], 15, 12).await;
         lost_task(&mut st, 12, 2);
         assert_eq!(st.move_lost(2, false), Moved::All);
-        let carrier = st.tasks.values().find(|t| matches!(t.kind, TaskKind::Ping)).and_then(|t| t.cid).unwrap();
+        let carrier = st.tasks.values().find(|t| t.filler).and_then(|t| t.cid).unwrap();
         st.orphan_connection(carrier, None);
-        assert!(st.tasks.values().any(|t| matches!(t.kind, TaskKind::Ping) && t.lost_on == Some(carrier)));
+        assert!(st.tasks.values().any(|t| t.filler && t.lost_on == Some(carrier)));
         assert_eq!(st.move_lost(carrier, false), Moved::All);
         let other = usize::from(carrier == 1);
         let peer = peers.get_mut(other).unwrap();
@@ -665,7 +639,7 @@ mod tests {
         let mut fills = 0;
         for _ in 0..2 {
             match tokio::time::timeout(Duration::from_millis(300), next_pdu(peer, &mut buf)).await {
-                Ok(Bhs::NopOut(n)) if !n.immediate && n.cmd_sn == 12 => fills += 1,
+                Ok(bhs) if is_filler(&bhs, 12) => fills += 1,
                 Ok(_) | Err(_) => {}
             }
         }
@@ -691,7 +665,7 @@ mod tests {
         let peer = peers.get_mut(0).unwrap();
         let mut buf = BytesMut::new();
         let bhs = next_pdu(peer, &mut buf).await;
-        assert!(matches!(bhs, Bhs::NopOut(n) if !n.immediate && n.cmd_sn == 13), "{bhs:?}");
+        assert!(is_filler(&bhs, 13), "{bhs:?}");
         let bhs = next_pdu(peer, &mut buf).await;
         assert!(matches!(bhs, Bhs::ScsiCommand(c) if c.cmd_sn == 15), "{bhs:?}");
     }
@@ -736,10 +710,10 @@ mod tests {
         // it waits for a connection in service.
         assert_eq!(st.queued.len(), 1);
         assert!(st.tasks.values().all(|t| t.cid != Some(4) || t.cmd_sn == Some(12)));
-        // No NOP-Out filler went anywhere.
+        // No filler went anywhere else.
         for peer in peers.iter_mut().take(2) {
             let r = tokio::time::timeout(Duration::from_millis(100), next_pdu(peer, &mut buf)).await;
-            assert!(!matches!(r, Ok(Bhs::NopOut(_))), "{r:?}");
+            assert!(!matches!(&r, Ok(bhs) if is_filler(bhs, 12)), "{r:?}");
         }
     }
 

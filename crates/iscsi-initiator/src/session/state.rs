@@ -76,6 +76,9 @@ pub(super) enum Reply {
     TaskMgmt(TaskMgmtResponse),
 }
 
+/// How long a filler (`State::send_filler`) waits for its answer.
+pub(super) const FILLER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(super) struct Task {
     /// The connection the task belongs to (allegiance, RFC 7143 §4.2.2);
     /// `None` while a SCSI command waits for the CmdSN window.
@@ -101,6 +104,9 @@ pub(super) struct Task {
     /// A write lost with a silent link that the target had received: it
     /// waits for its connection's reinstatement (`failover.rs`).
     pub held_for_reinstatement: bool,
+    /// A TEST UNIT READY that only fills a CmdSN (`State::send_filler`):
+    /// forgotten after `FILLER_LIFETIME` should no answer come.
+    pub filler: bool,
 }
 
 impl Task {
@@ -126,6 +132,7 @@ impl Task {
             deadline: None,
             recovery: None,
             held_for_reinstatement: false,
+            filler: false,
         }
     }
 
@@ -639,11 +646,9 @@ impl State {
             (f, now, start, start < began)
         });
         for itt in lost {
-            // A NOP-Out that fills a CmdSN (`failover.rs`, `fill_or_forget`)
-            // is kept too: the hole it was to fill must be filled again.
-            let keep = self.tasks.get(&itt).is_some_and(|t| {
-                matches!(t.kind, TaskKind::Scsi(_)) || (matches!(t.kind, TaskKind::Ping) && t.cmd_sn.is_some())
-            });
+            // A filler (`send_filler`) is kept too: the hole it was to
+            // fill must be filled again.
+            let keep = self.tasks.get(&itt).is_some_and(|t| matches!(t.kind, TaskKind::Scsi(_)));
             if keep {
                 if let Some(t) = self.tasks.get_mut(&itt) {
                     t.cid = None;
@@ -711,25 +716,45 @@ impl State {
     }
 
     /// A lost command nobody waits for any more (`Task::abandoned`) is not
-    /// sent again: when the target never got its CmdSN, a NOP-Out with
-    /// that CmdSN fills the hole instead (RFC 7143 §4.2.2.1: the target
-    /// delivers nothing past a missing CmdSN; §11.18: a non-immediate
-    /// NOP-Out takes a CmdSN and is answered with a NOP-In); else it is
-    /// forgotten.
+    /// sent again: when the target never got its CmdSN, a filler takes that
+    /// CmdSN instead (`State::send_filler`; RFC 7143 §4.2.2.1: the target
+    /// delivers nothing past a missing CmdSN); else it is forgotten.
     pub fn fill_or_forget(&mut self, itt: u32, sn: Option<u32>, new_cid: u16, exp_cmd_sn: u32) {
         let Some(sn) = sn.filter(|sn| Sn(*sn).ge(Sn(exp_cmd_sn))) else {
             self.tasks.remove(&itt);
             return;
         };
-        let Some(c) = self.conns.iter().find(|c| c.cid == new_cid) else { return };
-        let out = NopOut { immediate: false, lun: 0, itt, ttt: RESERVED_TAG, cmd_sn: sn, exp_stat_sn: c.exp_stat_sn };
-        push(c, out, Bytes::new());
-        if let Some(t) = self.tasks.get_mut(&itt) {
-            t.kind = TaskKind::Ping;
-            t.cid = Some(new_cid);
-            t.lost_on = None;
+        self.send_filler(itt, sn, new_cid);
+        debug!(itt, sn, "abandoned command's CmdSN filled with a TEST UNIT READY");
+    }
+
+    /// Turns task `itt` into a filler of CmdSN `sn` and sends it on
+    /// connection `via`: a TEST UNIT READY to the task's LUN that nobody
+    /// waits for. A SCSI command rather than a non-immediate NOP-Out
+    /// (which would do by RFC 7143 §11.18): istgt advances its ExpCmdSN for
+    /// a NOP-Out without waking the connections whose later commands wait
+    /// for that CmdSN, so they sat out its 10 s `MAX_MCSREVWAIT`
+    /// (istgt_iscsi.c, `istgt_iscsi_op_scsi` wakes them for SCSI commands
+    /// only), stalled to the balancer meanwhile.
+    pub fn send_filler(&mut self, itt: u32, sn: u32, via: u16) {
+        let Some(t) = self.tasks.get_mut(&itt) else { return };
+        t.kind = TaskKind::Scsi(ScsiTask {
+            expected_len: 0,
+            read: false,
+            received: 0,
+            next_data_sn: 0,
+            buf: BytesMut::new(),
+            write_data: Bytes::new(),
+        });
+        t.cdb = Some((iscsi_proto::scsi::cdb::test_unit_ready(), iscsi_proto::pdu::task_attr::SIMPLE));
+        t.cid = Some(via);
+        t.lost_on = None;
+        t.filler = true;
+        t.deadline = Some(Instant::now() + FILLER_LIFETIME);
+        if let Some(c) = conn_mut(&mut self.conns, via) {
+            c.task_sent(0);
         }
-        debug!(itt, sn, "abandoned command's CmdSN filled with a NOP-Out");
+        self.send_command(itt, sn);
     }
 
     /// The target's ExpCmdSN once it can no longer move while new commands
@@ -826,14 +851,17 @@ impl State {
     pub fn expire_overdue(&mut self, now: Instant) {
         let window = (self.window.exp_cmd_sn(), self.window.max_cmd_sn(), self.window.current());
         let budget = self.budget;
-        // Filler NOP-Outs (`failover.rs`) nobody answered.
+        // Fillers (`send_filler`) nobody answered.
         // (One lost with its connection stays: its hole is filled again.)
-        self.tasks.retain(|_, t| {
-            !(matches!(t.kind, TaskKind::Ping)
-                && t.abandoned()
-                && t.lost_on.is_none()
-                && t.deadline.is_some_and(|d| d <= now))
-        });
+        let overdue: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.filler && t.abandoned() && t.lost_on.is_none() && t.deadline.is_some_and(|d| d <= now))
+            .map(|(itt, _)| *itt)
+            .collect();
+        for itt in overdue {
+            self.take_task(itt);
+        }
         self.give_up_on_closed_window(now);
         // Commands given up on while queued: never sent (see below).
         let mut unsent = Vec::new();
@@ -1831,8 +1859,8 @@ pub(super) mod tests {
     }
 
     /// RFC 7143 §4.2.2.1: a command recovery gave up on is never sent
-    /// again; the CmdSN the target never got is filled by a NOP-Out, so
-    /// that the commands behind it are not held up; one it got is forgotten.
+    /// again; the CmdSN the target never got is filled by a TEST UNIT READY,
+    /// so that the commands behind it are not held up; one it got is forgotten.
     #[tokio::test]
     async fn an_abandoned_command_is_not_sent_again_but_its_cmd_sn_is_filled() {
         let (conn, mut peer) = busy_conn(0).await;
@@ -1844,11 +1872,14 @@ pub(super) mod tests {
         let retried = st.replay_lost(5, 0, 13);
         assert_eq!(retried, vec![(waiting, 15)], "only the command someone waits for is retried");
         assert!(!st.tasks.contains_key(&got), "a command the target had is forgotten");
-        assert!(matches!(st.tasks.get(&hole).map(|t| &t.kind), Some(TaskKind::Ping)));
+        assert!(st.tasks.get(&hole).is_some_and(|t| t.filler));
         let (mut dec, mut buf) = (iscsi_proto::pdu::PduDecoder::new(FrameConfig::default()), BytesMut::new());
         match next_pdu(&mut peer, &mut dec, &mut buf).await.bhs {
-            Bhs::NopOut(n) => assert_eq!((n.immediate, n.itt, n.cmd_sn), (false, hole, 14)),
-            other => panic!("expected the NOP-Out filling CmdSN 14, got {other:?}"),
+            Bhs::ScsiCommand(c) => {
+                assert_eq!((c.immediate, c.itt, c.cmd_sn, c.cdb[0]), (false, hole, 14, 0x00));
+                assert!(!c.read && !c.write && c.expected_data_transfer_length == 0);
+            }
+            other => panic!("expected the TEST UNIT READY filling CmdSN 14, got {other:?}"),
         }
         match next_pdu(&mut peer, &mut dec, &mut buf).await.bhs {
             Bhs::ScsiCommand(c) => assert_eq!((c.itt, c.cmd_sn), (waiting, 15)),
