@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
 use super::status::{IsdscCode, Status};
 
@@ -126,65 +125,9 @@ pub struct PathView {
     pub outstanding: usize,
     /// Payload bytes (both directions) of those tasks.
     pub outstanding_bytes: u64,
-    /// Recently measured payload throughput of the path, bytes per second;
+    /// Measured payload throughput of the path, bytes per second;
     /// 0 = not measured yet.
     pub bytes_per_sec: u64,
-}
-
-/// The payload throughput of one path, measured only while it has tasks
-/// out (an idle path is not a slow one): an EWMA, weight 1/4, of the bytes
-/// completed per second over samples of at least [`ThroughputMeter::SAMPLE`].
-/// Feeds [`PathView::bytes_per_sec`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ThroughputMeter {
-    /// Start of the current sample; `None` while the path is idle.
-    since: Option<Instant>,
-    /// Bytes completed since `since`.
-    bytes: u64,
-    /// The average, bytes per second; 0 = no sample yet.
-    rate: u64,
-}
-
-impl ThroughputMeter {
-    /// Shortest sample: long enough for several completions of large tasks
-    /// on a slow link, short enough to follow a change of speed.
-    pub const SAMPLE: Duration = Duration::from_millis(50);
-
-    /// The path got work after being idle: a sample starts.
-    pub fn busy(&mut self, now: Instant) {
-        if self.since.is_none() {
-            self.since = Some(now);
-            self.bytes = 0;
-        }
-    }
-
-    /// A task that moved `bytes` of payload completed on the path.
-    pub fn completed(&mut self, bytes: u64, now: Instant) {
-        let Some(since) = self.since else {
-            return;
-        };
-        self.bytes = self.bytes.saturating_add(bytes);
-        let took = now.saturating_duration_since(since);
-        if took < Self::SAMPLE {
-            return;
-        }
-        let per_sec = u128::from(self.bytes).saturating_mul(1_000_000_000) / took.as_nanos().max(1);
-        let sample = u64::try_from(per_sec).unwrap_or(u64::MAX);
-        self.rate = if self.rate == 0 { sample } else { self.rate / 4 * 3 + sample / 4 };
-        self.since = Some(now);
-        self.bytes = 0;
-    }
-
-    /// The path ran out of work: the partial sample is dropped.
-    pub fn idle(&mut self) {
-        self.since = None;
-        self.bytes = 0;
-    }
-
-    /// Bytes per second; 0 until a first sample.
-    pub fn bytes_per_sec(&self) -> u64 {
-        self.rate
-    }
 }
 
 /// Chooses the path for each new task under a [`LoadBalancePolicy`]. Pure
@@ -526,29 +469,6 @@ mod tests {
         paths[0].outstanding_bytes = 1;
         paths[1].outstanding = 2;
         assert_eq!(b.pick_sized(&paths, 1 << 20), Some(0));
-    }
-
-    #[test]
-    fn meter_measures_only_busy_time() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut m = ThroughputMeter::default();
-        // Completions without work started (no `busy`) are not counted.
-        m.completed(1000, ms(100));
-        assert_eq!(m.bytes_per_sec(), 0);
-        m.busy(ms(0));
-        m.completed(1_000_000, ms(20));
-        assert_eq!(m.bytes_per_sec(), 0, "a sample is at least 50 ms");
-        m.completed(4_000_000, ms(100));
-        assert_eq!(m.bytes_per_sec(), 50_000_000);
-        // An idle second between two busy spells does not lower the rate.
-        m.idle();
-        m.busy(ms(1100));
-        m.completed(1_000_000, ms(1200));
-        assert_eq!(m.bytes_per_sec(), 50_000_000 / 4 * 3 + 10_000_000 / 4);
-        // A huge count saturates.
-        m.completed(u64::MAX, ms(1250));
-        assert!(m.bytes_per_sec() >= u64::MAX / 4);
     }
 
     #[test]

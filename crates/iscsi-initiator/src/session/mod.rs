@@ -229,7 +229,6 @@ fn spawn_connection(
         ping_itt: None,
         outstanding: 0,
         outstanding_bytes: 0,
-        meter: Default::default(),
         draining: false,
         stalled: false,
         primary: true,

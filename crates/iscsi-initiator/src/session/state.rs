@@ -23,7 +23,6 @@ use tracing::{debug, info};
 use super::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, TaskRecovery, Verdict};
 use super::{Inner, ScsiOutcome, Session};
 use crate::error::{Error, Result};
-use crate::model::policy::ThroughputMeter;
 use crate::model::{Balancer, PathView, UniqueConnectionId};
 use crate::portal::PortalAddr;
 
@@ -274,10 +273,8 @@ pub(super) struct ConnState {
     pub ping_itt: Option<u32>,
     /// SCSI tasks in flight on this connection.
     pub outstanding: usize,
-    /// Their payload bytes, and the connection's measured throughput: the
-    /// least-queue-depth policy weighs both (`model::policy`).
+    /// Their payload bytes (`PathView::outstanding_bytes`).
     pub outstanding_bytes: u64,
-    pub meter: ThroughputMeter,
     /// Being removed: takes no new tasks.
     pub draining: bool,
     /// Owed answers but silent for the stall time (`health::Watch`): takes
@@ -303,7 +300,6 @@ impl ConnState {
         self.outstanding_bytes = self.outstanding_bytes.saturating_sub(bytes);
         if self.outstanding == 0 {
             self.tuner.idle();
-            self.meter.idle();
             // Tasks dropped by recovery without this call leave no residue.
             self.outstanding_bytes = 0;
         }
@@ -314,9 +310,6 @@ impl ConnState {
         self.outstanding += 1;
         self.outstanding_bytes = self.outstanding_bytes.saturating_add(bytes);
         self.counters.commands += 1;
-        if self.outstanding == 1 {
-            self.meter.busy(Instant::now());
-        }
     }
 }
 
@@ -530,7 +523,6 @@ impl State {
             && let Some(c) = conn_mut(&mut self.conns, cid)
         {
             let now = Instant::now();
-            c.meter.completed(payload_of(&t), now);
             c.task_left(payload_of(&t));
             if let Some(at) = t.sent_at {
                 c.counters.latency.record(now.saturating_duration_since(at));
@@ -961,14 +953,17 @@ impl State {
             weight: c.weight,
             outstanding: c.outstanding,
             outstanding_bytes: c.outstanding_bytes,
-            // Not fed to the balancer yet (0 = the task count decides, as
-            // before): on istgt, whose LU runs a session's writes nearly one
-            // at a time, a connection's completion rate follows what it was
-            // given, not its link, and weighing by it cut writes over links
-            // of 1, 1, 0.2, 0.2 Gbit/s from 0.33 to 0.26 of their sum (on
-            // tgt it raised them from 0.53 to 1.00). A link-side measure
-            // (socket send rate) is the next step (issue 19).
-            // `c.meter.bytes_per_sec()` when it measures the link.
+            // No measure of a connection's link is fed yet (0: the task
+            // count decides). Two were tried and dropped: the completion
+            // rate of its commands, and the time from a burst of Data-Out
+            // sent for an R2T to the target's next word on that task. On
+            // tgt either lifts writes over links of 1, 1, 0.2, 0.2 Gbit/s
+            // from 0.53 to 1.00 of their sum; on istgt, which runs a
+            // session's writes nearly one at a time in CmdSN order, both
+            // follow the target's queue rather than the link (writes fell
+            // to 0.26 and 0.22 of that sum, and on equal links to about
+            // half). What would measure the link is the socket's (TCP_INFO's
+            // delivery rate, out of reach of this crate's safe code).
             bytes_per_sec: 0,
         }));
         let i = self.balancer.pick_sized(&views, bytes);
@@ -1573,7 +1568,6 @@ pub(super) mod tests {
             ping_itt: None,
             outstanding,
             outstanding_bytes: 0,
-            meter: Default::default(),
             draining: false,
             stalled: false,
             primary: true,
