@@ -29,7 +29,8 @@ pub enum LoadBalancePolicy {
     /// paths; standbys only when no primary is available.
     RoundRobinWithSubset = 3,
     /// `MSiSCSI_LB_DYN_LEAST_QUEUE_DEPTH`: the path with the fewest
-    /// outstanding tasks.
+    /// outstanding tasks; once the links' rates are measured (writes), the
+    /// path where the task would finish first (see `Balancer::pick_sized`).
     LeastQueueDepth = 4,
     /// `MSiSCSI_LB_WEIGHTED_PATHS`: paths share tasks in proportion to their
     /// administrator-set weights.
@@ -130,6 +131,68 @@ pub struct PathView {
     pub bytes_per_sec: u64,
 }
 
+/// A path's link rate for [`PathView::bytes_per_sec`]: the median of the
+/// last [`LinkRate::WINDOW`] delivery rate samples of its TCP socket
+/// (`tcp_info::delivery_rate`, one per sweep) that say something of the
+/// link: the path, not our sending, limited them, and at least
+/// [`LinkRate::MIN_MOVED`] bytes were acknowledged since the sample before.
+/// The median, as single samples stray far both ways (on a 1 Gbit/s link,
+/// from 0.1 to 14 Gbit/s when ACKs bunch up). A path that only reads (our
+/// side sends small commands) stays unmeasured, and one that sent nothing
+/// worth a sample for a whole window forgets its rate: a path judged slow
+/// gets little to send, and must not stay judged on old samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkRate {
+    samples: [u64; LinkRate::WINDOW],
+    /// How many samples were kept (the next goes at `taken % WINDOW`).
+    taken: usize,
+    /// The socket's acknowledged bytes at the last sample.
+    acked: u64,
+    /// Samples in a row that were not kept.
+    skipped: usize,
+}
+
+impl LinkRate {
+    /// Samples kept: at one every 250 ms, the last two seconds.
+    pub const WINDOW: usize = 8;
+    /// Samples needed before the rate counts.
+    pub const MIN_SAMPLES: usize = 3;
+    /// Bytes that must have moved since the sample before for a sample to
+    /// count: a few bursts of write data, not a few commands.
+    pub const MIN_MOVED: u64 = 256 << 10;
+
+    /// A sample of `bytes_per_sec`, the socket having had `bytes_acked`
+    /// acknowledged in all; `app_limited` ones are left out.
+    pub fn sample(&mut self, bytes_per_sec: u64, app_limited: bool, bytes_acked: u64) {
+        let moved = bytes_acked.wrapping_sub(self.acked);
+        self.acked = bytes_acked;
+        if app_limited || bytes_per_sec == 0 || moved < Self::MIN_MOVED {
+            self.skipped = self.skipped.saturating_add(1);
+            if self.skipped >= Self::WINDOW {
+                self.taken = 0;
+            }
+            return;
+        }
+        self.skipped = 0;
+        if let Some(slot) = self.samples.get_mut(self.taken % Self::WINDOW) {
+            *slot = bytes_per_sec;
+        }
+        self.taken = self.taken.wrapping_add(1);
+    }
+
+    /// Bytes per second; 0 until [`LinkRate::MIN_SAMPLES`] samples.
+    pub fn bytes_per_sec(&self) -> u64 {
+        let n = self.taken.min(Self::WINDOW);
+        if n < Self::MIN_SAMPLES {
+            return 0;
+        }
+        let mut s = self.samples;
+        let kept = s.get_mut(..n).unwrap_or_default();
+        kept.sort_unstable();
+        kept.get(n / 2).copied().unwrap_or(0)
+    }
+}
+
 /// Chooses the path for each new task under a [`LoadBalancePolicy`]. Pure
 /// state: the session passes the current paths at every call, and the slice
 /// may grow or shrink between calls (connections added or removed).
@@ -186,8 +249,9 @@ impl Balancer {
     /// `bytes`) / throughput. Counting tasks alone overloads a slow path:
     /// the target runs commands in CmdSN order across the session (RFC 7143
     /// §4.2.2.1), so a task stuck behind a slow path's queue holds up the
-    /// fast ones. A path not measured yet counts as the fastest measured;
-    /// with no path measured, the task count decides (Windows' rule).
+    /// fast ones. The speeds are the links' (`LinkRate`, from the sockets).
+    /// A path not measured yet counts as the fastest measured; with no
+    /// path measured, the task count decides (Windows' rule).
     fn least_wait(&mut self, paths: &[PathView], bytes: u64) -> Option<usize> {
         let fastest = paths.iter().filter(|p| p.available).map(|p| p.bytes_per_sec).max()?;
         if fastest == 0 {
@@ -469,6 +533,42 @@ mod tests {
         paths[0].outstanding_bytes = 1;
         paths[1].outstanding = 2;
         assert_eq!(b.pick_sized(&paths, 1 << 20), Some(0));
+    }
+
+    #[test]
+    fn link_rate_is_the_median_of_the_recent_path_limited_samples() {
+        const M: u64 = LinkRate::MIN_MOVED;
+        let mut r = LinkRate::default();
+        let mut acked = 0;
+        let mut sample = |r: &mut LinkRate, rate: u64, app_limited: bool, moved: u64| {
+            acked += moved;
+            r.sample(rate, app_limited, acked);
+        };
+        sample(&mut r, 100, false, M);
+        sample(&mut r, 5000, true, M);
+        sample(&mut r, 0, false, M);
+        sample(&mut r, 9000, false, M - 1);
+        sample(&mut r, 120, false, M);
+        assert_eq!(r.bytes_per_sec(), 0, "two samples are not enough");
+        // Strays both ways do not move the median.
+        sample(&mut r, 14_000, false, M);
+        assert_eq!(r.bytes_per_sec(), 120);
+        sample(&mut r, 10, false, 10 * M);
+        sample(&mut r, 110, false, M);
+        assert_eq!(r.bytes_per_sec(), 110);
+        // The link slows down: within a window the old samples are gone.
+        for _ in 0..LinkRate::WINDOW {
+            sample(&mut r, 20, false, M);
+        }
+        assert_eq!(r.bytes_per_sec(), 20);
+        // A window without a sample worth keeping (a path given nothing to
+        // send, or only reads): the rate is forgotten.
+        for _ in 0..LinkRate::WINDOW - 1 {
+            sample(&mut r, 5, false, 100);
+        }
+        assert_eq!(r.bytes_per_sec(), 20);
+        sample(&mut r, 5, true, M);
+        assert_eq!(r.bytes_per_sec(), 0);
     }
 
     #[test]

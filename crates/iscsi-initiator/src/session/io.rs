@@ -520,6 +520,16 @@ impl Link {
         }
     }
 
+    /// The socket's delivery rate (`tcp_info`); `None` where the kernel
+    /// reports none.
+    pub(super) fn delivery_rate(&self) -> Option<tcp_info::DeliveryRate> {
+        let stream: &tokio::net::TcpStream = self.wr.as_ref();
+        tcp_info::delivery_rate(stream).unwrap_or_else(|e| {
+            debug!("TCP_INFO: {e}");
+            None
+        })
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, Vec<Out>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -229,6 +229,7 @@ fn spawn_connection(
         ping_itt: None,
         outstanding: 0,
         outstanding_bytes: 0,
+        link_rate: Default::default(),
         draining: false,
         stalled: false,
         primary: true,
@@ -252,6 +253,7 @@ async fn sweep_overdue(weak: std::sync::Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         let mut st = inner.lock();
         st.expire_overdue(std::time::Instant::now());
+        st.sample_link_rates();
         // A command held back (io::Link) waits one tick at most, even when
         // the target sits on the commands it has.
         st.flush_held();

@@ -23,6 +23,7 @@ use tracing::{debug, info};
 use super::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, TaskRecovery, Verdict};
 use super::{Inner, ScsiOutcome, Session};
 use crate::error::{Error, Result};
+use crate::model::policy::{LinkRate, LoadBalancePolicy};
 use crate::model::{Balancer, PathView, UniqueConnectionId};
 use crate::portal::PortalAddr;
 
@@ -275,6 +276,8 @@ pub(super) struct ConnState {
     pub outstanding: usize,
     /// Their payload bytes (`PathView::outstanding_bytes`).
     pub outstanding_bytes: u64,
+    /// The link's rate from the socket (`State::sample_link_rates`).
+    pub link_rate: LinkRate,
     /// Being removed: takes no new tasks.
     pub draining: bool,
     /// Owed answers but silent for the stall time (`health::Watch`): takes
@@ -942,6 +945,23 @@ impl State {
         self.window_closed_since = None;
     }
 
+    /// Takes a delivery rate sample of each connection's socket for the
+    /// least-queue-depth policy (`LinkRate`), when it is the session's
+    /// policy and there is a choice to make. Completion times would not
+    /// do: istgt runs a session's writes nearly one at a time in CmdSN
+    /// order, so every connection completes at the pace of its queue
+    /// whatever the link (bench/results/2026-12-07-links.md).
+    pub fn sample_link_rates(&mut self) {
+        if self.conns.len() < 2 || self.balancer.policy() != LoadBalancePolicy::LeastQueueDepth {
+            return;
+        }
+        for c in &mut self.conns {
+            if let Some(r) = c.link.delivery_rate() {
+                c.link_rate.sample(r.bytes_per_sec, r.app_limited, r.bytes_acked);
+            }
+        }
+    }
+
     /// Chooses the connection for a new SCSI task by the load-balance policy.
     fn pick_connection(&mut self, bytes: u64) -> Option<u16> {
         // Reuses one buffer: this runs for every command.
@@ -953,18 +973,7 @@ impl State {
             weight: c.weight,
             outstanding: c.outstanding,
             outstanding_bytes: c.outstanding_bytes,
-            // No measure of a connection's link is fed yet (0: the task
-            // count decides). Two were tried and dropped: the completion
-            // rate of its commands, and the time from a burst of Data-Out
-            // sent for an R2T to the target's next word on that task. On
-            // tgt either lifts writes over links of 1, 1, 0.2, 0.2 Gbit/s
-            // from 0.53 to 1.00 of their sum; on istgt, which runs a
-            // session's writes nearly one at a time in CmdSN order, both
-            // follow the target's queue rather than the link (writes fell
-            // to 0.26 and 0.22 of that sum, and on equal links to about
-            // half). What would measure the link is the socket's (TCP_INFO's
-            // delivery rate, out of reach of this crate's safe code).
-            bytes_per_sec: 0,
+            bytes_per_sec: c.link_rate.bytes_per_sec(),
         }));
         let i = self.balancer.pick_sized(&views, bytes);
         self.path_views = views;
@@ -1568,6 +1577,7 @@ pub(super) mod tests {
             ping_itt: None,
             outstanding,
             outstanding_bytes: 0,
+            link_rate: LinkRate::default(),
             draining: false,
             stalled: false,
             primary: true,
