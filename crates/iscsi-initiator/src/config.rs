@@ -31,9 +31,9 @@ pub struct SessionConfig {
     /// probes (a NOP-Out ping when it is the only connection) ask whether
     /// the link still works: a link that went down loses packets without
     /// RST or FIN, and TCP alone would take minutes to say so. With the
-    /// default 2 s and the NOP timeout of 5 s, a dead link is declared
-    /// failed about 7 s after its last PDU, its commands moved to the
-    /// other connections.
+    /// default 2 s and two unanswered probes a second apart, a dead link
+    /// is declared failed about 4 s after its last PDU, its commands moved
+    /// to the other connections.
     pub stall_time: Duration,
     /// Upper bound on one SCSI command (and on logout).
     pub command_timeout: Duration,

@@ -208,7 +208,7 @@ fn spawn_connection(
 ) -> ConnState {
     let (rx_cfg, tx_cfg) = frame_configs(&l.negotiated);
     let (local, remote) = (stream.local_addr().ok(), stream.peer_addr().ok());
-    io::watch_link(&stream, inner.cfg.stall_time, inner.cfg.nop_timeout);
+    io::watch_link(&stream, inner.cfg.stall_time);
     let (tx, rx) = mpsc::unbounded_channel();
     let (rd, wr) = stream.into_split();
     let link = Arc::new(io::Link::new(wr));
