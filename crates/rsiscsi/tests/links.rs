@@ -342,9 +342,23 @@ enum Direction {
 }
 
 /// `rsiscsi cp` of the whole LUN over one session of one connection per
-/// link; while it runs, link `down` goes down for `secs` seconds and comes
-/// back. The copy must end with exit 0 and every byte exact.
+/// link; while it runs, link `down` goes down for 3 s and comes back. The
+/// copy must end with exit 0 and every byte exact.
 fn copy_through_link_loss(t: Target, dir: Direction, down: usize, side: &str, test: &str) {
+    copy_through_link_loss_for(t, dir, down, side, Duration::from_secs(3), &[], test);
+}
+
+/// [`copy_through_link_loss`] with the link down for `outage`, `extra`
+/// added to the copy's options.
+fn copy_through_link_loss_for(
+    t: Target,
+    dir: Direction,
+    down: usize,
+    side: &str,
+    outage: Duration,
+    extra: &[&str],
+    test: &str,
+) {
     let _serial = serial();
     let lab = Lab::get();
     let n = lab.count();
@@ -378,6 +392,7 @@ fn copy_through_link_loss(t: Target, dir: Direction, down: usize, side: &str, te
     };
     let mut args: Vec<String> = vec!["cp".into(), src, dst];
     args.extend(mcs.iter().cloned());
+    args.extend(extra.iter().map(|a| a.to_string()));
     let t0 = Instant::now();
     let child = common::command(&scratch, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Every link carries its connection before one is lost (the binding works).
@@ -386,7 +401,7 @@ fn copy_through_link_loss(t: Target, dir: Direction, down: usize, side: &str, te
     if placed.is_ok() {
         std::thread::sleep(Duration::from_millis(300));
         guard = Some(LinkDown::new(&lab, down, side));
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(outage);
         guard.as_mut().unwrap().up();
     }
     let o = output_of(child, "rsiscsi cp", Duration::from_secs(300));
@@ -414,7 +429,7 @@ fn copy_through_link_loss(t: Target, dir: Direction, down: usize, side: &str, te
         panic!("{test}: the LUN's bytes differ from the file: {d}");
     }
     eprintln!(
-        "{test}: {} MiB {dir:?} with link {down} ({side} side) down for 3 s: exact; the copy took {took:?} ({:.0} MiB/s)",
+        "{test}: {} MiB {dir:?} with link {down} ({side} side) down for {outage:?}: exact; the copy took {took:?} ({:.0} MiB/s)",
         bytes >> 20,
         (bytes >> 20) as f64 / took.as_secs_f64()
     );
@@ -458,6 +473,43 @@ fn istgt_write_survives_the_leading_connections_link_loss() {
 #[test]
 fn istgt_read_survives_the_leading_connections_link_loss() {
     copy_through_link_loss(Target::Istgt, Direction::Read, 1, "ini", "istgt-read-link1");
+}
+
+/// A link down for longer than the copy's hold time: writes the target
+/// received whose data went down with the link cannot wait for their
+/// connection's reinstatement; the lost connection is ended at the target
+/// by a login with its CID over another link, and they go again.
+#[test]
+fn tgt_write_survives_a_link_down_past_the_hold_time() {
+    let outage = Duration::from_secs(12);
+    copy_through_link_loss_for(
+        Target::Tgt,
+        Direction::Write,
+        2,
+        "ini",
+        outage,
+        &["--hold-time", "8"],
+        "tgt-write-link2-long",
+    );
+}
+
+/// istgt ends no connection on a login with its CID (its
+/// `istgt_append_sess` adds one), and its LU waits for a received write's
+/// data from the dead connection until that connection ends there, which
+/// is when the link comes back: with a hold time longer than the outage,
+/// the copy goes through.
+#[test]
+fn istgt_write_survives_a_long_link_loss() {
+    let outage = Duration::from_secs(12);
+    copy_through_link_loss_for(
+        Target::Istgt,
+        Direction::Write,
+        3,
+        "ini",
+        outage,
+        &["--hold-time", "40"],
+        "istgt-write-link3-long",
+    );
 }
 
 /// A cable pulled at the far end: the initiator's interface only loses

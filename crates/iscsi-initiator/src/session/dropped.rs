@@ -22,9 +22,10 @@
 //! reads that write's data from the (dead) connection itself
 //! (`istgt_iscsi_transfer_out`), so an ABORT TASK cannot end the wait
 //! (`istgt_lu_disk_queue_clear_internal` only `trylock`s the task) though
-//! it answers "function complete". Such a write stays held for the
-//! reinstatement (`failover.rs`); the LU runs nothing else for the session
-//! until the old connection ends there, once the link is back.
+//! it answers "function complete". Such a write stays held until the old
+//! connection is ended at the target (`failover.rs`: a login with its CID
+//! over another link, or its reinstatement); the LU runs nothing else for
+//! the session until then.
 
 use std::time::{Duration, Instant};
 

@@ -23,8 +23,10 @@
 //! waiting at the target for Data-Out still in flight on the dead link;
 //! should the link come back before the old connection is ended, that data
 //! would complete the old write, perhaps after a later write to the same
-//! blocks. Such a write goes again only after the reinstatement, which
-//! ends the old connection and its tasks at the target (§6.3.4).
+//! blocks. Such a write goes again only once the old connection and its
+//! tasks are ended at the target (§6.3.4): by its reinstatement, or, while
+//! its link stays down, by a login with its CID over another link, closed
+//! at once (`Session::end_elsewhere`).
 //!
 //! Some targets read none of the other connections while the gap is open:
 //! istgt runs each connection on a thread of its own, and a thread that
@@ -224,6 +226,11 @@ impl State {
         missing && !have && others.peek().is_some() && others.all(|c| c.stalled)
     }
 
+    /// Whether writes lost with connection `cid` wait for its reinstatement.
+    fn holds_writes_for(&self, cid: u16) -> bool {
+        self.tasks.values().any(|t| t.lost_on == Some(cid) && t.held_for_reinstatement)
+    }
+
     /// Whether another connection than `cid` is in service.
     fn others_in_service(&self, cid: u16) -> bool {
         self.conns.iter().any(|c| c.cid != cid && !c.draining)
@@ -264,6 +271,7 @@ impl Session {
         info!(session = %self.inner.id, cid, "commands of the lost connection moved to the others; reinstating it on its own link");
         let mut pause = REINSTATE_BACKOFF_MIN;
         let mut tries = 0u32;
+        let mut ended_elsewhere = false;
         loop {
             let alone = {
                 let st = self.inner.lock();
@@ -294,6 +302,21 @@ impl Session {
                         warn!(cid, "connection reinstatement failed (retrying while its link is down): {e}");
                     } else {
                         debug!(cid, tries, "connection reinstatement failed: {e}");
+                    }
+                    if !ended_elsewhere && self.inner.lock().holds_writes_for(cid) {
+                        let r = match tokio::time::timeout(limit, self.end_elsewhere(cid, generation)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(Error::Timeout("the login that ends the lost connection".into())),
+                        };
+                        match r {
+                            Ok(n) => {
+                                ended_elsewhere = true;
+                                info!(session = %self.inner.id, cid, writes = n, "lost connection ended at the target by a login with its CID over another link; its held writes go again")
+                            }
+                            Err(e) => {
+                                debug!(cid, "could not end the lost connection over another link (tried again): {e}")
+                            }
+                        }
                     }
                     tokio::time::sleep(pause).await;
                     pause = next_backoff(pause);
@@ -460,6 +483,53 @@ impl Session {
     /// its holes are filled again elsewhere; it is not logged in again.
     pub(super) async fn move_off_gap_filler(self, cid: u16, generation: u64) {
         let _ = self.move_all(cid, generation).await;
+    }
+
+    /// Ends lost connection `cid` at the target while its link is down, so
+    /// that the writes held for its reinstatement (`State::move_lost`) need
+    /// not wait for the link: a login with its CID over the portal and from
+    /// the address of a connection in service (RFC 7143 §6.3.4: a login
+    /// with the CID of an existing connection ends that connection and its
+    /// tasks at the target, whatever link it comes over), closed at once.
+    /// The held writes then go again as new commands; the connection itself
+    /// is logged in on its own link when that comes back. Returns how many
+    /// writes went again.
+    async fn end_elsewhere(&self, cid: u16, generation: u64) -> Result<usize> {
+        let inner = &self.inner;
+        let (via, portal, cmd_sn, tsih) = {
+            let st = inner.lock();
+            if st.closed.is_some() || st.generation != generation {
+                return Err(Error::SessionClosed);
+            }
+            let leading = st.leading_cid;
+            let c = st
+                .conns
+                .iter()
+                .filter(|c| c.cid != cid && !c.draining)
+                .min_by_key(|c| (c.stalled, c.cid != leading))
+                .ok_or(Error::SessionClosed)?;
+            (c.cid, c.portal.clone(), st.window.current(), st.tsih)
+        };
+        let how = inner.login_of(via);
+        let cfg = inner.connection_cfg(&how);
+        let protection = inner.protection_of(via);
+        let mut stream = io::connect_again(&portal, &cfg, how.local_address, protection.as_ref()).await?;
+        let target = inner.target_name.as_deref();
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        match login(&mut stream, &params).await? {
+            LoginOutcome::LoggedIn(_) => {}
+            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
+        }
+        // The old connection is gone at the target; this one has no task
+        // and closes (the target ends it as it would a failed one).
+        drop(stream);
+        let mut st = inner.lock();
+        if st.closed.is_some() || st.generation != generation {
+            return Err(Error::SessionClosed);
+        }
+        let n = st.release_held_writes(cid);
+        st.drain_queue();
+        Ok(n)
     }
 
     /// Logs connection `cid` in again with its CID (RFC 7143 §6.3.4), from

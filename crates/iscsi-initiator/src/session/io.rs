@@ -191,7 +191,14 @@ fn read_error(e: std::io::Error) -> ConnectionFault {
 /// Reads, frames and dispatches PDUs; pings the target when it is quiet
 /// and declares the connection dead when a ping goes unanswered. Holds the
 /// session weakly so that dropping the last handle ends it.
-pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut dec: PduDecoder, mut buf: BytesMut) {
+pub(super) async fn reader(
+    weak: Weak<Inner>,
+    cid: u16,
+    rd: OwnedReadHalf,
+    mut dec: PduDecoder,
+    mut buf: BytesMut,
+    failed: WriteFailure,
+) {
     let mut rd = RxSocket::new(rd);
     let Some(watch) = weak.upgrade().map(|i| Watch {
         stall_time: i.cfg.stall_time,
@@ -286,9 +293,9 @@ pub(super) async fn reader(weak: Weak<Inner>, cid: u16, rd: OwnedReadHalf, mut d
             tokio::select! {
                 biased;
                 r = rd.read(&mut limited, mark) => match r {
-                    Ok(0) => return closed(),
+                    Ok(0) => return link_failure(&failed).unwrap_or_else(closed),
                     Ok(_) => {}
-                    Err(e) => return read_error(e),
+                    Err(e) => return link_failure(&failed).unwrap_or_else(|| read_error(e)),
                 },
                 () = bounded => {
                     debug!(cid, mark, "expected answers did not come in time; reading them as they come for a while");
@@ -510,6 +517,23 @@ pub(super) struct Link {
     /// Wakes the writer when a command is held back into an empty batch,
     /// to send the batch at the end of the current scheduler pass.
     held_since_pass: Notify,
+    /// Why the writer stopped, for the reader (see [`WriteFailure`]).
+    failed: WriteFailure,
+}
+
+/// The error the writer met, shared with the reader: a link that goes
+/// down at our end fails a send with "no route to host" and the reader
+/// then sees only an end of stream, which alone would read as the target
+/// closing the connection (and send it to the ordinary recovery instead of
+/// the other links).
+pub(super) type WriteFailure = Arc<std::sync::OnceLock<std::io::ErrorKind>>;
+
+/// The fault to report for a connection whose writer met `failed`, when
+/// that says the link went away (see `read_error`).
+fn link_failure(failed: &WriteFailure) -> Option<ConnectionFault> {
+    use std::io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut};
+    let kind = *failed.get()?;
+    matches!(kind, TimedOut | HostUnreachable | NetworkUnreachable).then(|| read_error(kind.into()))
 }
 
 /// Commands the target must already have before new ones are held back.
@@ -526,7 +550,13 @@ impl Link {
             queued: AtomicUsize::new(0),
             held: Mutex::new(Vec::with_capacity(HOLD_BATCH)),
             held_since_pass: Notify::new(),
+            failed: WriteFailure::default(),
         }
+    }
+
+    /// Where the writer leaves the error it stopped on.
+    pub(super) fn failure(&self) -> WriteFailure {
+        self.failed.clone()
     }
 
     /// The socket's delivery rate (`tcp_info`); `None` where the kernel
@@ -746,6 +776,7 @@ pub(super) async fn writer(link: Arc<Link>, mut rx: mpsc::UnboundedReceiver<Out>
         let segs: Vec<&[u8]> = batch.iter().flat_map(Out::segments).collect();
         if let Err(e) = write_all_vectored(&link.wr, &segs).await {
             debug!("write failed: {e}");
+            let _ = link.failed.set(e.kind());
             return;
         }
         link.queued.fetch_sub(batch.len(), Ordering::AcqRel);
@@ -826,6 +857,19 @@ impl Session {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A send that found no route (the link down at our end) makes the
+    /// reader's end of stream a silent link, not a target that closed.
+    #[test]
+    fn a_write_that_lost_the_route_reads_as_a_lost_link() {
+        let f = WriteFailure::default();
+        assert!(link_failure(&f).is_none());
+        let _ = f.set(std::io::ErrorKind::HostUnreachable);
+        assert_eq!(link_failure(&f).map(|x| x.kind), Some(FaultKind::Silent));
+        let g = WriteFailure::default();
+        let _ = g.set(std::io::ErrorKind::BrokenPipe);
+        assert!(link_failure(&g).is_none(), "a reset or closed socket stays what the reader sees");
+    }
 
     /// A PDU-sized unit whose bytes all equal `tag`.
     fn unit(tag: u8) -> Out {

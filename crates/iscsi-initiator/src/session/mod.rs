@@ -213,7 +213,8 @@ fn spawn_connection(
     let (rd, wr) = stream.into_split();
     let link = Arc::new(io::Link::new(wr));
     let w = tokio::spawn(io::writer(link.clone(), rx, tx.downgrade()));
-    let r = tokio::spawn(io::reader(Arc::downgrade(inner), cid, rd, PduDecoder::new(rx_cfg), l.leftover));
+    let r =
+        tokio::spawn(io::reader(Arc::downgrade(inner), cid, rd, PduDecoder::new(rx_cfg), l.leftover, link.failure()));
     ConnState {
         cid,
         id,
