@@ -56,7 +56,7 @@ use super::fault::ConnectionFault;
 use super::state::{FILLER_LIFETIME, Reply, State, Task, TaskKind};
 use super::{Session, ids, io, spawn_connection};
 use crate::error::{Error, Result};
-use crate::login::{LoginOutcome, LoginParams, login};
+use crate::login::{LoggedIn, LoginOutcome, LoginParams, login};
 use crate::model::UniqueConnectionId;
 use crate::portal::PortalAddr;
 
@@ -407,16 +407,7 @@ impl Session {
             st.next_cid = st.next_cid.wrapping_add(1);
             (via, portal, cid, st.window.current(), st.tsih)
         };
-        let how = inner.login_of(via);
-        let cfg = inner.connection_cfg(&how);
-        let protection = inner.protection_of(via);
-        let mut stream = io::connect_again(&portal, &cfg, how.local_address, protection.as_ref()).await?;
-        let target = inner.target_name.as_deref();
-        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
-        let l = match login(&mut stream, &params).await? {
-            LoginOutcome::LoggedIn(l) => l,
-            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
-        };
+        let (stream, l) = self.login_like(via, &portal, cid, cmd_sn, tsih).await?;
         // Its login answer's ExpCmdSN is not taken: tgt's is not the
         // session's (with it, the lost commands looked received).
         let mut conn = spawn_connection(inner, cid, ids().next_connection(), portal, stream, *l);
@@ -485,6 +476,30 @@ impl Session {
         let _ = self.move_all(cid, generation).await;
     }
 
+    /// Logs CID `cid` in to `portal` over a new TCP connection made as
+    /// connection `via`'s was (its login settings, initiator address and
+    /// protection), with CmdSN `cmd_sn` in session `tsih`.
+    async fn login_like(
+        &self,
+        via: u16,
+        portal: &PortalAddr,
+        cid: u16,
+        cmd_sn: u32,
+        tsih: u16,
+    ) -> Result<(tokio::net::TcpStream, Box<LoggedIn>)> {
+        let inner = &self.inner;
+        let how = inner.login_of(via);
+        let cfg = inner.connection_cfg(&how);
+        let protection = inner.protection_of(via);
+        let mut stream = io::connect_again(portal, &cfg, how.local_address, protection.as_ref()).await?;
+        let target = inner.target_name.as_deref();
+        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
+        match login(&mut stream, &params).await? {
+            LoginOutcome::LoggedIn(l) => Ok((stream, l)),
+            LoginOutcome::Redirect(to) => Err(Error::Redirected(to)),
+        }
+    }
+
     /// Ends lost connection `cid` at the target while its link is down, so
     /// that the writes held for its reinstatement (`State::move_lost`) need
     /// not wait for the link: a login with its CID over the portal and from
@@ -510,16 +525,7 @@ impl Session {
                 .ok_or(Error::SessionClosed)?;
             (c.cid, c.portal.clone(), st.window.current(), st.tsih)
         };
-        let how = inner.login_of(via);
-        let cfg = inner.connection_cfg(&how);
-        let protection = inner.protection_of(via);
-        let mut stream = io::connect_again(&portal, &cfg, how.local_address, protection.as_ref()).await?;
-        let target = inner.target_name.as_deref();
-        let params = LoginParams { cfg: &cfg, target_name: target, tsih, cid, cmd_sn, exp_stat_sn: 0 };
-        match login(&mut stream, &params).await? {
-            LoginOutcome::LoggedIn(_) => {}
-            LoginOutcome::Redirect(to) => return Err(Error::Redirected(to)),
-        }
+        let (stream, _) = self.login_like(via, &portal, cid, cmd_sn, tsih).await?;
         // The old connection is gone at the target; this one has no task
         // and closes (the target ends it as it would a failed one).
         drop(stream);
