@@ -335,8 +335,8 @@ async fn read_into_a_recycled_buffer_returns_the_written_blocks() {
 /// A busy connection's reader sleeps until several answers are there
 /// (`rx::answers_mark`): 32 workers keep 32 verified 4 KiB reads at the
 /// target; every byte must come back right and the reader must have
-/// waited for answers in groups at least once (without the mark it never
-/// does: the counter stays at 0).
+/// waited for answers in groups, and been woken by them, at least once
+/// (without the mark it never does: the counter stays at 0).
 #[tokio::test]
 async fn busy_reads_are_answered_in_groups_and_stay_exact() {
     for lab in BOTH {
@@ -345,28 +345,39 @@ async fn busy_reads_are_answered_in_groups_and_stay_exact() {
         for w in 0..32u64 {
             s.write_blocks(lab.lun, base + w * 8, pattern(4096, 31_000 + w), 512).await.unwrap();
         }
-        let mut set = tokio::task::JoinSet::new();
-        for w in 0..32u64 {
-            let s = s.clone();
-            set.spawn(async move {
-                let want = pattern(4096, 31_000 + w);
-                for round in 0..300 {
-                    let back = s.read_blocks(lab.lun, base + w * 8, 8, 512).await.unwrap();
-                    assert!(back == want, "worker {w} round {round}: blocks differ");
-                }
-            });
+        // How many waits a batch sees depends on the load: a reader slowed
+        // down (debug build, the other lab tests on the same daemons) finds
+        // many answers at each read anyway and then has fewer than 8
+        // commands out. Alone it waits 660-780 times per batch here; with
+        // the whole suite, 1 (which ran out) was seen. A wait may also run
+        // out when the target stalls (one per second at most, then a
+        // back-off). So batches go on until one wait was met by the answers
+        // themselves, at most 8 of them.
+        let mut batches = 0;
+        loop {
+            batches += 1;
+            let mut set = tokio::task::JoinSet::new();
+            for w in 0..32u64 {
+                let s = s.clone();
+                set.spawn(async move {
+                    let want = pattern(4096, 31_000 + w);
+                    for round in 0..300 {
+                        let back = s.read_blocks(lab.lun, base + w * 8, 8, 512).await.unwrap();
+                        assert!(back == want, "worker {w} round {round}: blocks differ");
+                    }
+                });
+            }
+            join_within(set, 120, &format!("{}: the busy reads stalled", lab.name)).await;
+            let c = s.connections()[0].counters;
+            eprintln!(
+                "{}: after {batches} batches {} waits for several answers, {} ran out",
+                lab.name, c.answer_waits, c.answer_waits_ran_out
+            );
+            if c.answer_waits > c.answer_waits_ran_out {
+                break;
+            }
+            assert!(batches < 8, "{}: no wait for several answers was met", lab.name);
         }
-        join_within(set, 120, &format!("{}: the busy reads stalled", lab.name)).await;
-        let c = s.connections()[0].counters;
-        eprintln!("{}: {} waits for several answers, {} ran out", lab.name, c.answer_waits, c.answer_waits_ran_out);
-        // How many waits depends on the load: a reader slowed down (debug
-        // build, the other lab tests on the same daemons) finds many answers
-        // at each read anyway and then has fewer than 8 commands out. Alone
-        // it waits 660-780 times here; with the whole suite, 34 were seen.
-        // A wait may also run out when the target stalls (one per second
-        // at most, then a back-off), but not all of them: some were met by
-        // the answers themselves.
-        assert!(c.answer_waits > c.answer_waits_ran_out, "{}: no wait for several answers was met", lab.name);
         s.logout().await.unwrap();
     }
 }
@@ -380,11 +391,13 @@ async fn short_answers_to_busy_reads_do_not_stall() {
     for lab in BOTH {
         let s = open_busy(&lab, 60).await;
         let end = s.read_capacity(lab.lun).await.unwrap().blocks;
-        let mut rounds = 0;
-        let mut last_start = std::time::Instant::now();
+        // A reader slowed down by other load may find every answer there
+        // already and never wait: rounds go on for up to 30 s.
+        let started = std::time::Instant::now();
+        let mut last_start = started;
         while s.connections()[0].counters.answer_waits_ran_out == 0 {
-            rounds += 1;
-            assert!(rounds <= 50, "{}: the reader never waited for answers that fell short", lab.name);
+            let waited = started.elapsed() < std::time::Duration::from_secs(30);
+            assert!(waited, "{}: the reader never waited for answers that fell short", lab.name);
             last_start = std::time::Instant::now();
             failing_reads(&s, lab, end).await;
         }

@@ -51,6 +51,20 @@ pub fn delivery_rate(fd: &impl AsFd) -> io::Result<Option<DeliveryRate>> {
     Ok(parse(&buf, len))
 }
 
+/// Bytes of connected TCP socket `fd`'s stream the peer acknowledged
+/// since the connection began (`tcpi_bytes_acked`); `Ok(None)` where the
+/// kernel does not report it (before Linux 4.1, or not Linux). Still
+/// readable once the connection failed: what reached the peer before.
+pub fn bytes_acked(fd: &impl AsFd) -> io::Result<Option<u64>> {
+    let (buf, len) = get(fd)?;
+    Ok(parse_acked(&buf, len))
+}
+
+fn parse_acked(buf: &[u8; BUF], len: usize) -> Option<u64> {
+    let acked = buf.get(BYTES_ACKED_AT..BYTES_ACKED_AT + 8).filter(|_| len >= BYTES_ACKED_AT + 8)?;
+    Some(u64::from_ne_bytes(acked.try_into().ok()?))
+}
+
 /// The fields read from the first `len` bytes of a `struct tcp_info`.
 fn parse(buf: &[u8; BUF], len: usize) -> Option<DeliveryRate> {
     let rate = buf.get(DELIVERY_RATE_AT..DELIVERY_RATE_AT + 8).filter(|_| len >= DELIVERY_RATE_AT + 8)?;
@@ -96,6 +110,8 @@ mod tests {
         buf[DELIVERY_RATE_AT..DELIVERY_RATE_AT + 8].copy_from_slice(&5u64.to_ne_bytes());
         buf[BYTES_ACKED_AT..BYTES_ACKED_AT + 8].copy_from_slice(&9u64.to_ne_bytes());
         assert_eq!(parse(&buf, DELIVERY_RATE_AT + 7), None);
+        assert_eq!(parse_acked(&buf, DELIVERY_RATE_AT + 7), Some(9));
+        assert_eq!(parse_acked(&buf, BYTES_ACKED_AT + 7), None);
         assert_eq!(parse(&buf, BUF), Some(DeliveryRate { bytes_per_sec: 5, app_limited: false, bytes_acked: 9 }));
         buf[APP_LIMITED_AT] = 0b101;
         assert_eq!(parse(&buf, BUF), Some(DeliveryRate { bytes_per_sec: 5, app_limited: true, bytes_acked: 9 }));
@@ -121,6 +137,7 @@ mod tests {
         let r = delivery_rate(&c).unwrap().unwrap();
         assert!(r.bytes_per_sec > 0, "{r:?}");
         assert!(r.bytes_acked >= 4 << 20, "{r:?}");
+        assert_eq!(bytes_acked(&c).unwrap(), Some(r.bytes_acked));
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(delivery_rate(&udp).is_err());
     }

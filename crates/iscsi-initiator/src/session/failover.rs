@@ -8,9 +8,12 @@
 //! Moving a command needs care with the session-wide CmdSN order (RFC 7143
 //! §4.2.2.1): the target runs no command past a CmdSN it has not received,
 //! so commands lost with the link are a gap that holds up every connection.
-//! A command the target received (its ExpCmdSN passed the CmdSN) is simply
-//! sent again as a new command (new ITT, new CmdSN; RFC 7143 §6.2.1, its
-//! answer went down with the link). For one it did not receive, the CmdSN
+//! A command the target received (its ExpCmdSN passed the CmdSN, or its
+//! TCP acknowledged every byte of the command before the link died,
+//! `Task::delivered`) is simply sent again as a new command (new ITT, new
+//! CmdSN; RFC 7143 §6.2.1, its answer went down with the link). The
+//! acknowledgement matters when the other connections are idle: no answer
+//! on them has told us the target's ExpCmdSN moved past the lost command. For one it did not receive, the CmdSN
 //! is first filled with a TEST UNIT READY on a connection in service (a
 //! command nobody waits for, `State::send_filler` says why not a NOP-Out),
 //! then the command goes again as new. A CmdSN is filled only once the target's ExpCmdSN stands
@@ -129,22 +132,28 @@ impl State {
     /// istgt do), which recovery handles; an unfilled gap would instead
     /// hold the whole session (tgt waits for it forever).
     pub fn move_lost(&mut self, lost_cid: u16, force: bool) -> Moved {
-        let exp = self.window.exp_cmd_sn();
-        let mut lost: Vec<(u32, Option<u32>)> = self
+        let exp = self.known_exp_cmd_sn();
+        // (ITT, CmdSN; `None` if never sent or known delivered).
+        let mut lost: Vec<(u32, Option<u32>, bool)> = self
             .tasks
             .iter()
             .filter(|(_, t)| t.lost_on == Some(lost_cid) && !t.held_for_reinstatement)
-            .map(|(itt, t)| (*itt, t.cmd_sn))
+            .map(|(itt, t)| (*itt, t.cmd_sn, t.delivered))
             .collect();
         if lost.is_empty() {
             return Moved::All;
         }
         // In CmdSN order from ExpCmdSN; never sent (no CmdSN) first.
-        lost.sort_by_key(|(_, sn)| sn.map_or(i64::MIN, |sn| i64::from(sn.wrapping_sub(exp) as i32)));
+        lost.sort_by_key(|(_, sn, _)| sn.map_or(i64::MIN, |sn| i64::from(sn.wrapping_sub(exp) as i32)));
+        // Received: ExpCmdSN passed it, or the target's TCP acknowledged it.
+        let received_sn = |sn: &u32, delivered: bool| delivered || Sn(*sn).lt(Sn(exp));
         let missing: Vec<(u32, u32)> =
-            lost.iter().filter_map(|(itt, sn)| sn.filter(|sn| Sn(*sn).ge(Sn(exp))).map(|sn| (*itt, sn))).collect();
-        let mut again: Vec<u32> =
-            lost.iter().filter(|(_, sn)| sn.is_none_or(|sn| Sn(sn).lt(Sn(exp)))).map(|(itt, _)| *itt).collect();
+            lost.iter().filter_map(|(itt, sn, d)| sn.filter(|sn| !received_sn(sn, *d)).map(|sn| (*itt, sn))).collect();
+        let mut again: Vec<u32> = lost
+            .iter()
+            .filter(|(_, sn, d)| sn.as_ref().is_none_or(|sn| received_sn(sn, *d)))
+            .map(|(itt, _, _)| *itt)
+            .collect();
         let mut result = Moved::All;
         match missing.first() {
             None => {}
@@ -174,8 +183,11 @@ impl State {
         // complete it after a later write to the same blocks. It goes again
         // only once the old connection is ended at the target (the
         // reinstatement, RFC 7143 §6.3.4; `State::release_held_writes`).
-        let received: Vec<u32> =
-            lost.iter().filter(|(_, sn)| sn.is_some_and(|sn| Sn(sn).lt(Sn(exp)))).map(|(itt, _)| *itt).collect();
+        let received: Vec<u32> = lost
+            .iter()
+            .filter(|(_, sn, d)| sn.as_ref().is_some_and(|sn| received_sn(sn, *d)))
+            .map(|(itt, _, _)| *itt)
+            .collect();
         let (held, again): (Vec<u32>, Vec<u32>) =
             again.into_iter().partition(|itt| received.contains(itt) && self.tasks.get(itt).is_some_and(is_write));
         for itt in &held {
@@ -217,9 +229,12 @@ impl State {
     /// stalled, as a target that reads none of them behind the gap leaves
     /// it.
     fn wants_gap_filler(&self, lost_cid: u16) -> bool {
-        let exp = self.window.exp_cmd_sn();
+        let exp = self.known_exp_cmd_sn();
         let missing = self.tasks.values().any(|t| {
-            t.lost_on == Some(lost_cid) && !t.held_for_reinstatement && t.cmd_sn.is_some_and(|sn| Sn(sn).ge(Sn(exp)))
+            t.lost_on == Some(lost_cid)
+                && !t.held_for_reinstatement
+                && !t.delivered
+                && t.cmd_sn.is_some_and(|sn| Sn(sn).ge(Sn(exp)))
         });
         let mut others = self.conns.iter().filter(|c| c.cid != lost_cid && !c.draining).peekable();
         let have = self.gap_fillers.iter().any(|g| self.conns.iter().any(|c| c.cid == *g));
@@ -674,6 +689,54 @@ mod tests {
         }
     }
 
+    /// The target got command 12 (its TCP acknowledged every byte) but
+    /// the answer was lost with connection 2 before any other answer told
+    /// us so: our ExpCmdSN still says 12. It must go again as new, not be
+    /// filled: tgt and istgt drop a connection that carries a CmdSN below
+    /// their ExpCmdSN. Command 13 was still unacknowledged in our socket:
+    /// that one is missing and is filled.
+    #[tokio::test]
+    async fn a_command_the_targets_tcp_acknowledged_is_not_filled() {
+        let (mut st, mut peers) = state_with_conns(&[1, 2], 14, 12).await;
+        let mut sent = Vec::new();
+        for sn in [12u32, 13] {
+            let itt = lost_task(&mut st, sn, 2);
+            if let Some(t) = st.tasks.get_mut(&itt) {
+                t.lost_on = None;
+                t.cid = Some(2);
+            }
+            st.send_command(itt, sn);
+            sent.push(itt);
+        }
+        let (a, b) = (sent[0], sent[1]);
+        let end = st.tasks.get(&b).and_then(|t| t.sent_end).unwrap();
+        assert!(st.tasks.get(&a).and_then(|t| t.sent_end).unwrap() < end);
+        let link2 = st.conns.iter().find(|c| c.cid == 2).unwrap();
+        let t0 = std::time::Instant::now();
+        while link2.link.acked() < Some(end) {
+            assert!(t0.elapsed() < Duration::from_secs(5), "loopback never acknowledged: {:?}", link2.link.acked());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // As if 13's last bytes were still in our socket when the link died.
+        if let Some(t) = st.tasks.get_mut(&b) {
+            t.sent_end = Some(end + 1);
+        }
+        assert!(st.orphan_connection(2, None).is_some());
+        assert!(st.tasks.get(&a).is_some_and(|t| t.delivered && t.lost_on == Some(2)));
+        assert!(st.tasks.get(&b).is_some_and(|t| !t.delivered));
+        assert_eq!(st.known_exp_cmd_sn(), 13);
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        let (peer, mut buf) = (peers.get_mut(0).unwrap(), BytesMut::new());
+        let bhs = next_pdu(peer, &mut buf).await;
+        assert!(is_filler(&bhs, 13), "expected a filler for 13 only, got {bhs:?}");
+        for want in [14u32, 15] {
+            match next_pdu(peer, &mut buf).await {
+                Bhs::ScsiCommand(c) => assert!(c.cmd_sn == want && c.read && c.itt != a && c.itt != b, "{c:?}"),
+                other => panic!("expected a SCSI Command, got {other:?}"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_write_the_target_received_waits_for_the_reinstatement() {
         let (mut st, mut peers) = state_with_conns(&[1], 20, 20).await;
@@ -696,14 +759,17 @@ mod tests {
         assert!(st.tasks.values().any(|t| t.cmd_sn == Some(21)));
     }
 
-    /// The connection that carried a filler failed too: the hole is filled
-    /// again on another one.
+    /// The connection that carried a filler failed too, before the target
+    /// acknowledged it: the hole is filled again on another one.
     #[tokio::test]
     async fn a_filler_lost_with_its_carrier_is_sent_again() {
         let (mut st, mut peers) = state_with_conns(&[1, 3], 15, 12).await;
         lost_task(&mut st, 12, 2);
         assert_eq!(st.move_lost(2, false), Moved::All);
-        let carrier = st.tasks.values().find(|t| t.filler).and_then(|t| t.cid).unwrap();
+        let filler = st.tasks.iter_mut().find(|(_, t)| t.filler).unwrap().1;
+        let carrier = filler.cid.unwrap();
+        // Its bytes never left our socket.
+        filler.sent_end = Some(u64::MAX);
         st.orphan_connection(carrier, None);
         assert!(st.tasks.values().any(|t| t.filler && t.lost_on == Some(carrier)));
         assert_eq!(st.move_lost(carrier, false), Moved::All);
@@ -721,6 +787,31 @@ mod tests {
         }
         assert_eq!(fills, 1);
         assert!(st.tasks.values().all(|t| t.lost_on.is_none()));
+    }
+
+    /// A filler whose carrier failed after the target's TCP acknowledged
+    /// it filled its hole: it is forgotten, not sent again.
+    #[tokio::test]
+    async fn a_filler_the_target_acknowledged_is_not_sent_again() {
+        let (mut st, mut peers) = state_with_conns(&[1, 3], 15, 12).await;
+        lost_task(&mut st, 12, 2);
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        let (itt, filler) = st.tasks.iter().find(|(_, t)| t.filler).map(|(i, t)| (*i, t)).unwrap();
+        let (carrier, end) = (filler.cid.unwrap(), filler.sent_end.unwrap());
+        let c = st.conns.iter().find(|c| c.cid == carrier).unwrap();
+        let t0 = std::time::Instant::now();
+        while c.link.acked() < Some(end) {
+            assert!(t0.elapsed() < Duration::from_secs(5), "loopback never acknowledged");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        st.orphan_connection(carrier, None);
+        assert_eq!(st.move_lost(carrier, false), Moved::All);
+        assert!(!st.tasks.contains_key(&itt), "the delivered filler is forgotten");
+        let peer = peers.get_mut(usize::from(carrier == 1)).unwrap();
+        let mut buf = BytesMut::new();
+        while let Ok(bhs) = tokio::time::timeout(Duration::from_millis(200), next_pdu(peer, &mut buf)).await {
+            assert!(!is_filler(&bhs, 12), "filled twice: {bhs:?}");
+        }
     }
 
     #[tokio::test]

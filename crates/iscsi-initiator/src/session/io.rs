@@ -4,7 +4,7 @@
 
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use std::time::Duration;
@@ -519,6 +519,12 @@ pub(super) struct Link {
     held_since_pass: Notify,
     /// Why the writer stopped, for the reader (see [`WriteFailure`]).
     failed: WriteFailure,
+    /// Bytes of PDUs handed to [`Link::send`] so far, in stream order: a
+    /// PDU ends at the count taken right after its send.
+    pushed: AtomicU64,
+    /// The socket's acknowledged bytes when the link was made (the login's),
+    /// so that [`Link::acked`] counts from the first PDU sent here.
+    acked_at_start: Option<u64>,
 }
 
 /// The error the writer met, shared with the reader: a link that goes
@@ -545,13 +551,36 @@ const HOLD_BATCH: usize = 4;
 
 impl Link {
     pub(super) fn new(wr: OwnedWriteHalf) -> Self {
+        let acked_at_start = Self::acked_total(&wr);
         Self {
             wr,
             queued: AtomicUsize::new(0),
             held: Mutex::new(Vec::with_capacity(HOLD_BATCH)),
             held_since_pass: Notify::new(),
             failed: WriteFailure::default(),
+            pushed: AtomicU64::new(0),
+            acked_at_start,
         }
+    }
+
+    fn acked_total(wr: &OwnedWriteHalf) -> Option<u64> {
+        let stream: &tokio::net::TcpStream = wr.as_ref();
+        tcp_info::bytes_acked(stream).unwrap_or_else(|e| {
+            debug!("TCP_INFO: {e}");
+            None
+        })
+    }
+
+    /// Where the PDUs sent so far end in the stream (see `pushed`).
+    pub(super) fn pushed(&self) -> u64 {
+        self.pushed.load(Ordering::Relaxed)
+    }
+
+    /// How much of what was sent here the target's TCP acknowledged, so
+    /// certainly received; still known after the link failed. `None`
+    /// where the kernel does not say.
+    pub(super) fn acked(&self) -> Option<u64> {
+        Some(Self::acked_total(&self.wr)?.saturating_sub(self.acked_at_start?))
     }
 
     /// Where the writer leaves the error it stopped on.
@@ -590,6 +619,7 @@ impl Link {
         out: Out,
         busy: Option<usize>,
     ) -> std::result::Result<(), ()> {
+        self.pushed.fetch_add(out.len() as u64, Ordering::Relaxed);
         let mut held = self.held();
         let hold = busy.is_some_and(|n| n.saturating_sub(held.len()) >= HOLD_AT);
         if held.is_empty() && !hold {

@@ -107,6 +107,13 @@ pub(super) struct Task {
     /// A TEST UNIT READY that only fills a CmdSN (`State::send_filler`):
     /// forgotten after `FILLER_LIFETIME` should no answer come.
     pub filler: bool,
+    /// Where the command PDU (with its immediate data) ends in its
+    /// connection's stream (`io::Link::pushed`), once sent.
+    pub sent_end: Option<u64>,
+    /// The command was lost with its connection after the target's TCP had
+    /// acknowledged all of it (`State::orphan_connection`): the target got
+    /// it, whatever ExpCmdSN it last reported (`failover.rs`).
+    pub delivered: bool,
 }
 
 impl Task {
@@ -133,6 +140,8 @@ impl Task {
             recovery: None,
             held_for_reinstatement: false,
             filler: false,
+            sent_end: None,
+            delivered: false,
         }
     }
 
@@ -631,6 +640,9 @@ impl State {
             self.recovery_stats.recoveries += 1;
         }
         let lost: Vec<u32> = self.tasks.iter().filter(|(_, t)| t.cid == Some(cid)).map(|(itt, _)| *itt).collect();
+        // What the target's TCP acknowledged, it has: read before the
+        // socket closes.
+        let acked = c.link.acked();
         let sns: Vec<Option<u32>> = lost.iter().map(|i| self.tasks.get(i).and_then(|t| t.cmd_sn)).collect();
         let (exp, next) = (self.window.exp_cmd_sn(), self.window.current());
         debug!(cid, exp, next, lost = ?sns, "connection orphaned; its commands wait for recovery");
@@ -648,6 +660,7 @@ impl State {
                 if let Some(t) = self.tasks.get_mut(&itt) {
                     t.cid = None;
                     t.lost_on = Some(cid);
+                    t.delivered = t.sent_end.zip(acked).is_some_and(|(end, acked)| end <= acked);
                     // Not before the command went out (a silence may have begun
                     // earlier), unless an earlier silence goes on.
                     if let Some((fault, now, began, chained)) = fault
@@ -752,6 +765,25 @@ impl State {
         self.send_command(itt, sn);
     }
 
+    /// The least the target's ExpCmdSN is: the last one it reported, past
+    /// the commands right after it that it got although their answers were
+    /// lost with a connection (`Task::delivered`). Without that, a command
+    /// whose answer was lost reads as missing while the other connections
+    /// are idle, and a CmdSN filler would duplicate it: tgt and istgt drop
+    /// the connection that carries a CmdSN below their ExpCmdSN.
+    pub fn known_exp_cmd_sn(&self) -> u32 {
+        let mut exp = self.window.exp_cmd_sn();
+        let mut delivered: Vec<u32> =
+            self.tasks.values().filter(|t| t.lost_on.is_some() && t.delivered).filter_map(|t| t.cmd_sn).collect();
+        delivered.sort_unstable_by_key(|sn| sn.wrapping_sub(exp));
+        for sn in delivered {
+            if sn == exp {
+                exp = exp.wrapping_add(1);
+            }
+        }
+        exp
+    }
+
     /// The target's ExpCmdSN once it can no longer move while new commands
     /// are held back, else `None`. Every command sent on a live connection
     /// reaches the target, so its ExpCmdSN stops at the first command lost
@@ -760,11 +792,11 @@ impl State {
     /// immediate PDU must carry that number (istgt drops the connection
     /// otherwise, RFC 7143 §4.2.2.1 "immediate delivery").
     pub fn settled_exp_cmd_sn(&self) -> Option<u32> {
-        let exp = self.window.exp_cmd_sn();
+        let exp = self.known_exp_cmd_sn();
         let gap = self
             .tasks
             .values()
-            .filter(|t| t.lost_on.is_some())
+            .filter(|t| t.lost_on.is_some() && !t.delivered)
             .filter_map(|t| t.cmd_sn)
             .filter(|sn| Sn(*sn).ge(Sn(exp)))
             .min_by_key(|sn| sn.wrapping_sub(exp));
@@ -1052,6 +1084,8 @@ impl State {
         let Some((cdb, attr)) = t.cdb else { return };
         t.cmd_sn = Some(cmd_sn);
         t.sent_at = Some(Instant::now());
+        t.delivered = false;
+        t.sent_end = None;
         let Some(c) = t.cid.and_then(|cid| self.conns.iter_mut().find(|c| c.cid == cid)) else { return };
         let TaskKind::Scsi(s) = &t.kind else { return };
         let total = s.write_data.len();
@@ -1077,9 +1111,11 @@ impl State {
         c.counters.bytes_out += immediate as u64;
         if unsolicited_end > immediate {
             push(c, cmd, s.write_data.slice(..immediate));
+            t.sent_end = Some(c.link.pushed());
             send_data_out(c, t.lun, itt, RESERVED_TAG, &s.write_data, immediate, unsolicited_end - immediate);
         } else {
             push_command(c, cmd, s.write_data.slice(..immediate), sole_connection);
+            t.sent_end = Some(c.link.pushed());
         }
     }
 }

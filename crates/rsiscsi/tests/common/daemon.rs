@@ -59,7 +59,8 @@ impl Daemon {
         let log = std::fs::File::create(self.dir.join(format!("rsiscsid{}.log", self.starts))).unwrap();
         let mut cmd = Command::new(super::rsiscsid_bin());
         cmd.env("RSISCSI_SYSTEM_CONFIG_DIR", self.dir.join("etc"))
-            .env("RUST_LOG", "info")
+            // RSISCSI_TEST_LOG: a finer level to look into a failure.
+            .env("RUST_LOG", std::env::var("RSISCSI_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")
