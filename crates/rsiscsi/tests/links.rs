@@ -673,10 +673,10 @@ fn service_through_link_loss(t: Target, down: usize, test: &str) {
         ports[down - 1],
         failed.len()
     );
-    assert!(
-        seen.iter().any(|s| s == "stalled"),
-        "{test}: session list --json never showed link {down}'s connection stalled: {seen:?}"
-    );
+    // `stalled` lasts from the stall (2 s without an answer) to the death
+    // the kernel declares, which for a read it lost in flight comes at
+    // nearly the same moment (`TCP_USER_TIMEOUT`, 2 s): it may be too
+    // short to see; `recovering` is not.
     assert!(
         seen.iter().any(|s| s == "recovering"),
         "{test}: session list --json never showed link {down}'s connection recovering: {seen:?}"
