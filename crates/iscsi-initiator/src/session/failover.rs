@@ -13,7 +13,12 @@
 //! `Task::delivered`) is simply sent again as a new command (new ITT, new
 //! CmdSN; RFC 7143 §6.2.1, its answer went down with the link). The
 //! acknowledgement matters when the other connections are idle: no answer
-//! on them has told us the target's ExpCmdSN moved past the lost command. For one it did not receive, the CmdSN
+//! on them has told us the target's ExpCmdSN moved past the lost command.
+//! Acknowledged is not yet read, though: should every connection then
+//! wait with the target's ExpCmdSN standing at that CmdSN, the target's
+//! process never read it (istgt's thread for the lost connection can be
+//! stuck sending to the dead link), and it is filled after all
+//! (`State::unconfirmed_to_fill`). For one it did not receive, the CmdSN
 //! is first filled with a TEST UNIT READY on a connection in service (a
 //! command nobody waits for, `State::send_filler` says why not a NOP-Out),
 //! then the command goes again as new. A CmdSN is filled only once the target's ExpCmdSN stands
@@ -68,6 +73,12 @@ pub(super) const REINSTATE_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest pause between attempts: a link that comes back is in service
 /// again within this (plus a login).
 pub(super) const REINSTATE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Pause between attempts that fail at this host (see [`failed_here`]).
+const LOCAL_RETRY: Duration = Duration::from_millis(200);
+
+/// How long commands lost with a link that the target's TCP acknowledged
+/// are watched for the target running them (`Session::watch_unconfirmed`).
+const UNCONFIRMED_WATCH: Duration = Duration::from_secs(30);
 
 /// How often the lost commands are looked at until all have moved.
 const MOVE_POLL: Duration = Duration::from_millis(10);
@@ -105,22 +116,51 @@ pub(super) fn next_backoff(pause: Duration) -> Duration {
     (pause * 2).clamp(REINSTATE_BACKOFF_MIN, REINSTATE_BACKOFF_MAX)
 }
 
+/// Whether a failed reinstatement stopped at this host: no route to the
+/// portal (the link is down at our end) or the initiator port's address
+/// gone. Such a try reaches no target, so it is made again every
+/// [`LOCAL_RETRY`] without backing off: the connection is back within
+/// that of its link, not up to [`REINSTATE_BACKOFF_MAX`] later.
+fn failed_here(e: &Error) -> bool {
+    use std::io::ErrorKind as K;
+    let (Error::Connect { source, .. } | Error::Io(source)) = e else { return false };
+    matches!(source.kind(), K::NetworkUnreachable | K::HostUnreachable | K::NetworkDown | K::AddrNotAvailable)
+}
+
+/// The pause before the next reinstatement after `e`, and the backoff
+/// that follows it.
+fn pause_after(pause: Duration, e: &Error) -> (Duration, Duration) {
+    if failed_here(e) { (LOCAL_RETRY, pause) } else { (pause, next_backoff(pause)) }
+}
+
 impl State {
-    /// The connection in service (not `not`) a filler goes on:
-    /// one that is not stalled if any, with the fewest tasks. A stalled one
-    /// will do: it may be silent only because the target holds its
-    /// commands behind the very gap the filler closes.
+    /// The connection in service (not `not`) a filler of CmdSN `gap` goes
+    /// on: one that carries no command past the gap if any (see
+    /// [`State::waits_behind`]), then one not stalled, with the fewest
+    /// tasks. Any will do in the end: one may be silent only because the
+    /// target holds its commands behind the very gap the filler closes.
     /// A connection logged in to carry fillers (see the module text) comes
     /// first.
-    fn filler_connection(&self, not: u16) -> Option<u16> {
+    fn filler_connection(&self, not: u16, gap: u32) -> Option<u16> {
         if let Some(g) = self.gap_fillers.iter().find(|g| **g != not && self.conns.iter().any(|c| c.cid == **g)) {
             return Some(*g);
         }
         self.conns
             .iter()
             .filter(|c| c.cid != not && !c.draining)
-            .min_by_key(|c| (c.stalled, c.outstanding))
+            .min_by_key(|c| (self.waits_behind(c.cid, gap), c.stalled, c.outstanding))
             .map(|c| c.cid)
+    }
+
+    /// Whether connection `cid` carries a command past CmdSN `gap`: a
+    /// target that reads a connection's PDUs in order, one thread each
+    /// (istgt), may be holding that connection at such a command until the
+    /// gap is filled, and would never read a filler sent behind it. Under
+    /// load that is every connection, well before the stall time tells.
+    fn waits_behind(&self, cid: u16, gap: u32) -> bool {
+        self.tasks
+            .values()
+            .any(|t| t.cid == Some(cid) && t.lost_on.is_none() && t.cmd_sn.is_some_and(|sn| Sn(sn).gt(Sn(gap))))
     }
 
     /// Moves the commands lost with connection `lost_cid` to the other
@@ -143,6 +183,18 @@ impl State {
         if lost.is_empty() {
             return Moved::All;
         }
+        // The target's TCP has them; whether the target reads them is
+        // watched (`State::unconfirmed_to_fill`).
+        let reported = Sn(self.window.exp_cmd_sn());
+        for (itt, sn, delivered) in &lost {
+            if let (Some(sn), true) = (sn, delivered)
+                && Sn(*sn).ge(reported)
+                && !self.unconfirmed.iter().any(|(u, _)| u == sn)
+            {
+                let lun = self.tasks.get(itt).map_or(0, |t| t.lun);
+                self.unconfirmed.push((*sn, lun));
+            }
+        }
         // In CmdSN order from ExpCmdSN; never sent (no CmdSN) first.
         lost.sort_by_key(|(_, sn, _)| sn.map_or(i64::MIN, |sn| i64::from(sn.wrapping_sub(exp) as i32)));
         // Received: ExpCmdSN passed it, or the target's TCP acknowledged it.
@@ -157,7 +209,7 @@ impl State {
         let mut result = Moved::All;
         match missing.first() {
             None => {}
-            Some((_, first)) if *first == exp || force => match self.filler_connection(lost_cid) {
+            Some((_, first)) if *first == exp || force => match self.filler_connection(lost_cid, *first) {
                 Some(via) => {
                     for (itt, sn) in &missing {
                         let lun = self.tasks.get(itt).map_or(0, |t| t.lun);
@@ -226,19 +278,53 @@ impl State {
     /// Whether the fillers for connection `lost_cid`'s commands want a
     /// connection of their own (see the module text): some lost CmdSN may
     /// be missing at the target, and every other connection in service is
-    /// stalled, as a target that reads none of them behind the gap leaves
-    /// it.
+    /// stalled or carries a command past the first missing CmdSN
+    /// ([`State::waits_behind`]), as a target that reads none of them
+    /// behind the gap leaves it. The stall alone comes too late: a link
+    /// lost under load is declared dead about when the others, held since
+    /// it went down, reach the stall time.
     fn wants_gap_filler(&self, lost_cid: u16) -> bool {
         let exp = self.known_exp_cmd_sn();
-        let missing = self.tasks.values().any(|t| {
-            t.lost_on == Some(lost_cid)
-                && !t.held_for_reinstatement
-                && !t.delivered
-                && t.cmd_sn.is_some_and(|sn| Sn(sn).ge(Sn(exp)))
-        });
+        let first_missing = self
+            .tasks
+            .values()
+            .filter(|t| t.lost_on == Some(lost_cid) && !t.held_for_reinstatement && !t.delivered)
+            .filter_map(|t| t.cmd_sn)
+            .filter(|sn| Sn(*sn).ge(Sn(exp)))
+            .min_by_key(|sn| sn.wrapping_sub(exp));
+        let Some(gap) = first_missing else { return false };
         let mut others = self.conns.iter().filter(|c| c.cid != lost_cid && !c.draining).peekable();
         let have = self.gap_fillers.iter().any(|g| self.conns.iter().any(|c| c.cid == *g));
-        missing && !have && others.peek().is_some() && others.all(|c| c.stalled)
+        !have && others.peek().is_some() && others.all(|c| c.stalled || self.waits_behind(c.cid, gap))
+    }
+
+    /// The CmdSNs of [`State::unconfirmed`] that the target evidently
+    /// never ran, in order, and forgets them (the caller fills them); the
+    /// ones its ExpCmdSN passed are forgotten too. Evidently: its ExpCmdSN
+    /// stands at the first of them and every connection in service is
+    /// stalled, i.e. holds commands it does not answer. The target's kernel
+    /// acknowledged them, but its process may never read that socket again:
+    /// istgt's thread for the lost connection may be stuck sending to the
+    /// dead link while the threads of the others wait for the CmdSN (and
+    /// drop their connections after 10 s). tgt reads every socket, runs
+    /// them, and answers on the others: none is filled twice.
+    pub(super) fn unconfirmed_to_fill(&mut self) -> Vec<(u32, u64)> {
+        let exp = self.window.exp_cmd_sn();
+        self.unconfirmed.retain(|(sn, _)| Sn(*sn).ge(Sn(exp)));
+        self.unconfirmed.sort_unstable_by_key(|(sn, _)| sn.wrapping_sub(exp));
+        let mut others = self.conns.iter().filter(|c| !c.draining).peekable();
+        let held = others.peek().is_some() && others.all(|c| c.stalled);
+        if !held || self.unconfirmed.first().is_none_or(|(sn, _)| *sn != exp) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.unconfirmed)
+    }
+
+    /// Fills the CmdSNs `unconfirmed_to_fill` gave on connection `via`.
+    pub(super) fn fill_unconfirmed(&mut self, fill: &[(u32, u64)], via: u16) {
+        for (sn, lun) in fill {
+            self.fill_cmd_sn(*sn, via, *lun);
+        }
     }
 
     /// Whether writes lost with connection `cid` wait for its reinstatement.
@@ -263,8 +349,9 @@ impl State {
 impl Session {
     /// Recovers connection `cid`, lost to a silence while others are in
     /// service: its commands move to them (`State::move_lost`), then it is
-    /// logged in again on its own link, retried with a capped backoff for
-    /// as long as the session has another connection in service or being
+    /// logged in again on its own link, retried with a capped backoff (or
+    /// every [`LOCAL_RETRY`] while the link is down at our end) for as long
+    /// as the session has another connection in service or being
     /// recovered. Should every other connection be gone for good, the
     /// ordinary recovery and its budget (`recovery.rs`,
     /// `RecoveryBudget::link_down_time`) take over.
@@ -284,6 +371,9 @@ impl Session {
             Next::Wait => return,
         }
         info!(session = %self.inner.id, cid, "commands of the lost connection moved to the others; reinstating it on its own link");
+        if !self.inner.lock().unconfirmed.is_empty() {
+            tokio::spawn(self.clone().watch_unconfirmed(cid, generation));
+        }
         let mut pause = REINSTATE_BACKOFF_MIN;
         let mut tries = 0u32;
         let mut ended_elsewhere = false;
@@ -333,8 +423,9 @@ impl Session {
                             }
                         }
                     }
-                    tokio::time::sleep(pause).await;
-                    pause = next_backoff(pause);
+                    let (now, next) = pause_after(pause, &e);
+                    tokio::time::sleep(now).await;
+                    pause = next;
                 }
             }
         }
@@ -392,6 +483,62 @@ impl Session {
             tokio::spawn(self.clone().retire_gap_filler(g));
         }
         next
+    }
+
+    /// Watches the commands lost with connection `cid` that the target's
+    /// TCP acknowledged (`State::unconfirmed`) until its ExpCmdSN passes
+    /// them, and fills them should it evidently never run them
+    /// (`State::unconfirmed_to_fill`): on a connection of their own, since
+    /// the target is then reading none of the others. Gives up after
+    /// [`UNCONFIRMED_WATCH`]: by then istgt has dropped the connections
+    /// held behind them, and their recovery starts afresh.
+    async fn watch_unconfirmed(self, cid: u16, generation: u64) {
+        let until = Instant::now() + UNCONFIRMED_WATCH;
+        while Instant::now() < until {
+            tokio::time::sleep(MOVE_POLL).await;
+            let fill = {
+                let mut st = self.inner.lock();
+                if st.closed.is_some() || st.generation != generation {
+                    return;
+                }
+                let fill = st.unconfirmed_to_fill();
+                if fill.is_empty() && st.unconfirmed.is_empty() {
+                    return;
+                }
+                fill
+            };
+            if fill.is_empty() {
+                continue;
+            }
+            let limit = self.inner.cfg.connect_timeout + self.inner.cfg.login_timeout;
+            let own = match tokio::time::timeout(limit, self.open_gap_filler(cid, generation)).await {
+                Ok(Ok(g)) => Some(g),
+                Ok(Err(e)) => {
+                    debug!(lost = cid, "no connection for fillers ({e}); they go on a stalled one");
+                    None
+                }
+                Err(_) => None,
+            };
+            {
+                let mut st = self.inner.lock();
+                if st.closed.is_some() || st.generation != generation {
+                    return;
+                }
+                let gap = fill.first().map_or(0, |(sn, _)| *sn);
+                match own.or_else(|| st.filler_connection(cid, gap)) {
+                    Some(via) => {
+                        info!(session = %self.inner.id, lost = cid, via, count = fill.len(), "the target acknowledged but never ran commands lost with a link (the others wait for them): their CmdSNs are filled");
+                        st.fill_unconfirmed(&fill, via);
+                    }
+                    None => st.unconfirmed.extend(fill),
+                }
+            }
+            if let Some(g) = own {
+                tokio::spawn(self.clone().retire_gap_filler(g));
+            }
+        }
+        // By now the target's ExpCmdSN says more than these do.
+        self.inner.lock().unconfirmed.clear();
     }
 
     /// Logs in a connection for fillers only (see the module text): a new
@@ -613,6 +760,22 @@ mod tests {
     }
 
     #[test]
+    fn a_try_that_fails_at_this_host_is_made_again_soon_without_backing_off() {
+        let io = |k: std::io::ErrorKind| std::io::Error::new(k, "test");
+        let here =
+            Error::Connect { addr: "198.19.2.2:3260".into(), source: io(std::io::ErrorKind::NetworkUnreachable) };
+        assert_eq!(pause_after(Duration::from_secs(4), &here), (LOCAL_RETRY, Duration::from_secs(4)));
+        let gone = Error::Io(io(std::io::ErrorKind::AddrNotAvailable));
+        assert_eq!(pause_after(REINSTATE_BACKOFF_MIN, &gone), (LOCAL_RETRY, REINSTATE_BACKOFF_MIN));
+        // The target answered (or may have): back off.
+        let refused =
+            Error::Connect { addr: "198.19.2.2:3260".into(), source: io(std::io::ErrorKind::ConnectionRefused) };
+        assert_eq!(pause_after(Duration::from_secs(2), &refused), (Duration::from_secs(2), Duration::from_secs(4)));
+        let slow = Error::ConnectTimeout("198.19.2.2:3260".into());
+        assert_eq!(pause_after(Duration::from_secs(4), &slow), (Duration::from_secs(4), REINSTATE_BACKOFF_MAX));
+    }
+
+    #[test]
     fn backoff_doubles_within_its_bounds() {
         assert_eq!(next_backoff(REINSTATE_BACKOFF_MIN), Duration::from_secs(2));
         assert_eq!(next_backoff(Duration::from_secs(4)), REINSTATE_BACKOFF_MAX);
@@ -759,6 +922,57 @@ mod tests {
         assert!(st.tasks.values().any(|t| t.cmd_sn == Some(21)));
     }
 
+    /// istgt: the lost connection's thread never reads a command its
+    /// kernel acknowledged, and the others wait for its CmdSN. Only when
+    /// every connection is stalled and the target's ExpCmdSN stands at it
+    /// is it filled; one the target ran (its ExpCmdSN passed it) never.
+    #[tokio::test]
+    async fn an_acknowledged_command_the_target_never_runs_is_filled_once_the_others_wait() {
+        let (mut st, mut peers) = state_with_conns(&[1, 3], 15, 12).await;
+        let a = lost_task(&mut st, 12, 2);
+        let b = lost_task(&mut st, 13, 2);
+        for itt in [a, b] {
+            if let Some(t) = st.tasks.get_mut(&itt) {
+                t.delivered = true;
+                t.lun = 5;
+            }
+        }
+        assert_eq!(st.known_exp_cmd_sn(), 14);
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        assert!(st.tasks.values().all(|t| !t.filler), "no filler while the target may run them");
+        assert_eq!(st.unconfirmed_to_fill(), vec![], "the others are answering");
+        assert_eq!(st.known_exp_cmd_sn(), 14, "still taken as received");
+        for c in &mut st.conns {
+            c.stalled = true;
+        }
+        let fill = st.unconfirmed_to_fill();
+        assert_eq!(fill, vec![(12, 5), (13, 5)]);
+        assert!(st.unconfirmed.is_empty());
+        assert_eq!(st.known_exp_cmd_sn(), 12);
+        st.fill_unconfirmed(&fill, 1);
+        let (peer, mut buf) = (peers.get_mut(0).unwrap(), BytesMut::new());
+        let mut filled = Vec::new();
+        while let Ok(bhs) = tokio::time::timeout(Duration::from_millis(300), next_pdu(peer, &mut buf)).await {
+            filled.extend([12, 13].into_iter().filter(|sn| is_filler(&bhs, *sn)));
+        }
+        assert_eq!(filled, vec![12, 13]);
+
+        // The target ran them: its ExpCmdSN passed them; nothing to fill.
+        let (mut st, _peers) = state_with_conns(&[1], 15, 12).await;
+        let a = lost_task(&mut st, 12, 2);
+        if let Some(t) = st.tasks.get_mut(&a) {
+            t.delivered = true;
+        }
+        assert_eq!(st.move_lost(2, false), Moved::All);
+        assert_eq!(st.unconfirmed.len(), 1);
+        st.window.update(13, 40);
+        for c in &mut st.conns {
+            c.stalled = true;
+        }
+        assert_eq!(st.unconfirmed_to_fill(), vec![]);
+        assert!(st.unconfirmed.is_empty());
+    }
+
     /// The connection that carried a filler failed too, before the target
     /// acknowledged it: the hole is filled again on another one.
     #[tokio::test]
@@ -837,6 +1051,30 @@ mod tests {
         assert!(matches!(bhs, Bhs::ScsiCommand(c) if c.cmd_sn == 15), "{bhs:?}");
     }
 
+    /// Under load every other connection carries commands past the gap
+    /// before any is stalled: istgt holds each at such a command, so the
+    /// fillers want a connection of their own at once. A connection with
+    /// nothing past the gap can carry them instead.
+    #[tokio::test]
+    async fn connections_with_commands_past_the_gap_do_not_carry_its_fillers() {
+        let (mut st, _peers) = state_with_conns(&[1, 3], 15, 12).await;
+        lost_task(&mut st, 12, 2);
+        let on = |st: &mut State, sn: u32, cid: u16| {
+            let itt = lost_task(st, sn, 2);
+            if let Some(t) = st.tasks.get_mut(&itt) {
+                t.lost_on = None;
+                t.cid = Some(cid);
+            }
+        };
+        on(&mut st, 11, 3);
+        on(&mut st, 13, 1);
+        assert!(st.conns.iter().all(|c| !c.stalled));
+        assert!(!st.wants_gap_filler(2), "connection 3 is not held at the target");
+        assert_eq!(st.filler_connection(2, 12), Some(3));
+        on(&mut st, 14, 3);
+        assert!(st.wants_gap_filler(2), "both may be held behind CmdSN 12");
+    }
+
     /// Every other connection stalled behind the gap (istgt reads none of
     /// them): a connection of their own is wanted, and once there the
     /// fillers go on it as TEST UNIT READYs with the missing CmdSNs, and
@@ -860,7 +1098,7 @@ mod tests {
         }
         st.gap_fillers.push(4);
         assert!(!st.wants_gap_filler(2), "one is enough");
-        assert_eq!(st.filler_connection(2), Some(4));
+        assert_eq!(st.filler_connection(2, 12), Some(4));
         assert_eq!(st.move_lost(2, false), Moved::All);
         let mut buf = BytesMut::new();
         let bhs = next_pdu(peers.get_mut(2).unwrap(), &mut buf).await;
@@ -890,10 +1128,10 @@ mod tests {
         if let Some(c) = st.conns.iter_mut().find(|c| c.cid == 1) {
             c.stalled = true;
         }
-        assert_eq!(st.filler_connection(2), Some(3));
+        assert_eq!(st.filler_connection(2, 12), Some(3));
         if let Some(c) = st.conns.iter_mut().find(|c| c.cid == 3) {
             c.draining = true;
         }
-        assert_eq!(st.filler_connection(2), Some(1));
+        assert_eq!(st.filler_connection(2, 12), Some(1));
     }
 }

@@ -391,6 +391,11 @@ pub(super) struct State {
     /// by a lost link, while the target reads none of the others
     /// (`failover.rs`); they take no commands and log out once done.
     pub gap_fillers: Vec<u16>,
+    /// (CmdSN, LUN) of commands lost with a connection after the target's
+    /// TCP acknowledged them, while the target has not yet confirmed it
+    /// ran them (its ExpCmdSN has not passed them): acknowledged bytes may
+    /// still wait in a socket the target does not read (`failover.rs`).
+    pub unconfirmed: Vec<(u32, u64)>,
     /// A watch for commands the target dropped unanswered runs
     /// (`dropped.rs`).
     pub watching_dropped: bool,
@@ -490,6 +495,7 @@ impl State {
             leading_cid: 0,
             next_cid: 1,
             gap_fillers: Vec::new(),
+            unconfirmed: Vec::new(),
             watching_dropped: false,
             balancer: Balancer::new(crate::model::LoadBalancePolicy::RoundRobin),
             path_views: Vec::new(),
@@ -773,8 +779,13 @@ impl State {
     /// the connection that carries a CmdSN below their ExpCmdSN.
     pub fn known_exp_cmd_sn(&self) -> u32 {
         let mut exp = self.window.exp_cmd_sn();
-        let mut delivered: Vec<u32> =
-            self.tasks.values().filter(|t| t.lost_on.is_some() && t.delivered).filter_map(|t| t.cmd_sn).collect();
+        let mut delivered: Vec<u32> = self
+            .tasks
+            .values()
+            .filter(|t| t.lost_on.is_some() && t.delivered)
+            .filter_map(|t| t.cmd_sn)
+            .chain(self.unconfirmed.iter().map(|(sn, _)| *sn))
+            .collect();
         delivered.sort_unstable_by_key(|sn| sn.wrapping_sub(exp));
         for sn in delivered {
             if sn == exp {
