@@ -407,3 +407,117 @@ async fn istgt_a_link_lost_mid_copy_loses_nothing() {
 async fn istgt_the_leading_link_lost_mid_copy_loses_nothing() {
     lose_a_link_mid_copy(ISTGT, 1).await;
 }
+
+/// Links given other rates for a test (`bench/links.sh rate`); their
+/// rates as the lab had them are put back when dropped, whatever the
+/// test's outcome.
+struct Rates {
+    script: String,
+    before: Vec<(usize, String)>,
+}
+
+impl Rates {
+    fn set(l: &Links, rates: &[(usize, &str)]) -> Rates {
+        let mut r = Rates { script: l.get("RSISCSI_LINKS_SCRIPT").to_string(), before: Vec::new() };
+        for (k, rate) in rates {
+            r.before.push((*k, l.link(*k, "RATE").to_string()));
+            r.run(*k, rate);
+        }
+        r
+    }
+
+    fn run(&self, k: usize, rate: &str) {
+        let st = std::process::Command::new(&self.script)
+            .args(["rate", &k.to_string(), rate])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run bench/links.sh");
+        assert!(st.success(), "bench/links.sh rate {k} {rate} failed: {st}");
+    }
+}
+
+impl Drop for Rates {
+    fn drop(&mut self) {
+        for (k, rate) in &self.before {
+            self.run(*k, rate);
+        }
+    }
+}
+
+/// Least-queue-depth weighs each connection by its link's rate as the
+/// socket measures it (`TCP_INFO` delivery rate, `LinkRate`): on links of
+/// 1 Gbit/s, 1 Gbit/s, 200 Mbit/s, 200 Mbit/s under a verified read/write
+/// load, the fast links' connections report several times the rate of the
+/// slow ones, and carry several times what the slow ones do (by command count alone a
+/// write queued on a slow link holds up the target's CmdSN order).
+#[tokio::test]
+async fn least_queue_depth_weighs_links_by_their_measured_rates() {
+    let l = Links::load();
+    let _lock = FlipLock::take(&l);
+    let n = l.count();
+    assert!(n >= 4, "the lab has {n} links; this test wants 4");
+    wait_links_up(&l, Duration::from_secs(300));
+    let t = TGT;
+    let (iqn, lun, port) = (t.iqn(&l), t.lun(&l), t.port(&l));
+    let _rates = Rates::set(&l, &[(1, "1gbit"), (2, "1gbit"), (3, "200mbit"), (4, "200mbit")]);
+
+    let mut cfg = SessionConfig::new("iqn.2026-11.rs.rsiscsi:tests-links");
+    cfg.local_address = Some(l.initiator_addr(1));
+    let portal = PortalAddr { host: l.link(1, "TARGET_ADDR").to_string(), port };
+    let s = Session::login(&portal, Some(&iqn), cfg).await.unwrap();
+    for j in 2..=4 {
+        let ifindex: u32 = l.link(j, "IFINDEX").parse().unwrap();
+        let p = Portal::new(l.link(j, "TARGET_ADDR"), port);
+        s.add_connection(ifindex, &p, SecurityFlags::default(), &LoginOptions::default(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("add the connection of link {j}: {e}"));
+    }
+    s.set_load_balance_policy(iscsi_initiator::model::LoadBalancePolicy::LeastQueueDepth);
+    let link_of = |c: &ConnectionInfo| {
+        (1..=4).find(|j| c.local_address.map(|a| a.ip()) == Some(l.initiator_addr(*j))).unwrap()
+    };
+    let moved = |s: &Session| {
+        let mut by_link = [0u64; 4];
+        for c in s.connections() {
+            by_link[link_of(&c) - 1] = c.counters.bytes_in + c.counters.bytes_out;
+        }
+        by_link
+    };
+
+    let load = Load::start(&s, t, lun);
+    // Rates are measured while writes go (the first samples see the
+    // shapers' bursts); then a window of steady state.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = moved(&s);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = moved(&s);
+    let conns = s.connections();
+    let all = load.finish().await;
+    assert_eq!(all.len(), WORKERS as usize);
+
+    let share: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let rate = |j: usize| conns.iter().find(|c| link_of(c) == j).and_then(|c| c.link_rate);
+    let rates: Vec<Option<u64>> = (1..=4).map(rate).collect();
+    eprintln!("bytes moved per link: {share:?}; measured rates (bytes/s): {rates:?}");
+    // The policy needs the links' rates relative to each other: the fast
+    // links measured, each well above any slow one measured (a slow link
+    // that carried little may not have enough samples yet).
+    for j in 0..2 {
+        let r = rates[j].unwrap_or_else(|| panic!("link {}: no measured rate under least-queue-depth", j + 1));
+        assert!(r > 60_000_000, "link {} (1 Gbit/s, 125 MB/s): measured only {r} bytes/s", j + 1);
+        for (k, slow) in rates.iter().enumerate().skip(2) {
+            if let Some(slow) = slow {
+                assert!(r > 2 * slow, "link {} measured {r} bytes/s, link {} (200 Mbit/s) {slow}", j + 1, k + 1);
+            }
+        }
+    }
+    let (fast, slow) = (share[0].min(share[1]), share[2].max(share[3]));
+    assert!(
+        fast >= 3 * slow,
+        "the 1 Gbit/s links carried {:?} and the 200 Mbit/s ones {:?}: not weighed by rate",
+        &share[..2],
+        &share[2..]
+    );
+    s.logout().await.unwrap();
+}

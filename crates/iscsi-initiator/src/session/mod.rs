@@ -96,6 +96,10 @@ pub struct ConnectionInfo {
     pub ipsec: Option<String>,
     /// Taking commands, stalled, or being recovered.
     pub state: ConnectionState,
+    /// The link's rate as the least-queue-depth policy weighs it, bytes
+    /// per second (the median of the socket's recent delivery-rate samples,
+    /// `LinkRate`); `None` under another policy or before enough samples.
+    pub link_rate: Option<u64>,
 }
 
 /// The management view of connection `c`.
@@ -129,6 +133,8 @@ fn connection_info(st: &State, c: &ConnState) -> ConnectionInfo {
             .and_then(|w| w.protection.as_ref())
             .map(|p| p.name().to_string()),
         state: if c.stalled { ConnectionState::Stalled } else { ConnectionState::FullFeature },
+        link_rate: Some(c.link_rate.bytes_per_sec())
+            .filter(|r| *r > 0 && st.balancer.policy() == crate::model::LoadBalancePolicy::LeastQueueDepth),
     }
 }
 
