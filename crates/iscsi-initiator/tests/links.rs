@@ -474,9 +474,8 @@ async fn least_queue_depth_weighs_links_by_their_measured_rates() {
             .unwrap_or_else(|e| panic!("add the connection of link {j}: {e}"));
     }
     s.set_load_balance_policy(iscsi_initiator::model::LoadBalancePolicy::LeastQueueDepth);
-    let link_of = |c: &ConnectionInfo| {
-        (1..=4).find(|j| c.local_address.map(|a| a.ip()) == Some(l.initiator_addr(*j))).unwrap()
-    };
+    let link_of =
+        |c: &ConnectionInfo| (1..=4).find(|j| c.local_address.map(|a| a.ip()) == Some(l.initiator_addr(*j))).unwrap();
     let moved = |s: &Session| {
         let mut by_link = [0u64; 4];
         for c in s.connections() {

@@ -323,6 +323,11 @@ pub struct Connection {
     /// `swanctl --list-sas --ike NAME` takes it; absent: no IPsec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipsec: Option<String>,
+    /// The link's rate the least-queue-depth policy weighs the connection
+    /// by, bytes per second (the socket's measured delivery rate); absent
+    /// under other policies and until measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_rate_bytes_per_sec: Option<u64>,
 }
 
 /// `MSIscsiInitiator_DeviceOnSession` (what INQUIRY and READ CAPACITY say).

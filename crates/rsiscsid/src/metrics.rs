@@ -139,6 +139,17 @@ fn render_connections(o: &mut String, sessions: &[(String, String, Vec<Connectio
     }
     let _ = writeln!(
         o,
+        "# HELP rsiscsi_connection_link_rate_bytes_per_second The link rate least-queue-depth weighs the connection by (the socket's measured delivery rate); only connections measured.\n# TYPE rsiscsi_connection_link_rate_bytes_per_second gauge"
+    );
+    for (sid, target, conns) in sessions {
+        for c in conns {
+            if let Some(r) = c.link_rate {
+                let _ = writeln!(o, "rsiscsi_connection_link_rate_bytes_per_second{{{}}} {r}", labels(sid, target, c));
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
         "# HELP rsiscsi_connection_primary 1 for a primary path, 0 for a standby one.\n# TYPE rsiscsi_connection_primary gauge"
     );
     for (sid, target, conns) in sessions {
@@ -214,7 +225,12 @@ mod tests {
         ] {
             assert!(t.contains(&format!("# TYPE {fam} counter")), "{fam}");
         }
-        for fam in ["rsiscsi_connection_state", "rsiscsi_connection_weight", "rsiscsi_connection_primary"] {
+        for fam in [
+            "rsiscsi_connection_state",
+            "rsiscsi_connection_weight",
+            "rsiscsi_connection_primary",
+            "rsiscsi_connection_link_rate_bytes_per_second",
+        ] {
             assert!(t.contains(&format!("# TYPE {fam} gauge")), "{fam}");
         }
         assert!(t.contains("# TYPE rsiscsi_command_latency_seconds histogram"));

@@ -140,6 +140,7 @@ impl Live {
                 data_digest: digest(c.data_digest),
                 max_recv_data_segment_length: c.max_recv_data_segment_length,
                 ipsec: c.ipsec.clone(),
+                link_rate_bytes_per_sec: c.link_rate,
                 counters: api::Counters {
                     commands: c.counters.commands,
                     bytes_read: c.counters.bytes_in,

@@ -223,6 +223,13 @@ fn session_text(sessions: &[api::Session]) -> String {
             if let Some(name) = &c.ipsec {
                 out.push_str(&format!("  Connection {} protected by IPsec (charon: {name})\n", c.connection_id));
             }
+            if let Some(r) = c.link_rate_bytes_per_sec {
+                out.push_str(&format!(
+                    "  Connection {} link rate {:.1} MB/s (measured, weighs it under least-queue-depth)\n",
+                    c.connection_id,
+                    r as f64 / 1e6
+                ));
+            }
         }
         for d in &s.devices {
             out.push_str(&format!("  Lun {}: {}\n", d.lun, device_text(d)));
@@ -366,6 +373,7 @@ mod tests {
             max_recv_data_segment_length: 262144,
             counters: api::Counters::default(),
             ipsec: ipsec.map(str::to_string),
+            link_rate_bytes_per_sec: None,
         };
         let s = api::Session {
             session_id: "ab-4000000000000001".into(),
@@ -376,7 +384,11 @@ mod tests {
             persistent: false,
             load_balance_policy: "round-robin".into(),
             parameters: api::SessionParameters::default(),
-            connections: vec![conn("ab-1", Some("rsiscsi-7-ab-1")), conn("ab-2", None)],
+            connections: vec![conn("ab-1", Some("rsiscsi-7-ab-1")), {
+                let mut c = conn("ab-2", None);
+                c.link_rate_bytes_per_sec = Some(121_453_867);
+                c
+            }],
             devices: Vec::new(),
             counters: api::Counters::default(),
             max_request_hold_time_s: 30,
@@ -387,6 +399,12 @@ mod tests {
         let text = session_text(&[s]);
         assert!(text.contains("  Connection ab-1 protected by IPsec (charon: rsiscsi-7-ab-1)\n"), "{text}");
         assert!(!text.contains("Connection ab-2 protected"), "{text}");
+        // A measured link rate shows where it was measured.
+        assert!(
+            text.contains("  Connection ab-2 link rate 121.5 MB/s (measured, weighs it under least-queue-depth)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Connection ab-1 link rate"), "{text}");
     }
 
     #[test]

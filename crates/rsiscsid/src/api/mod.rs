@@ -368,13 +368,14 @@ mod tests {
             max_recv_data_segment_length: 262144,
             counters: api::Counters::default(),
             ipsec: Some("rsiscsi-1-1-2".into()),
+            link_rate_bytes_per_sec: Some(121_000_000),
         };
         let always: Vec<String> = serde_json::to_value(&conn)
             .unwrap()
             .as_object()
             .unwrap()
             .keys()
-            .filter(|k| *k != "ipsec")
+            .filter(|k| *k != "ipsec" && *k != "link_rate_bytes_per_sec")
             .cloned()
             .collect();
         check_schema("Connection", &conn, &always.iter().map(String::as_str).collect::<Vec<_>>());
