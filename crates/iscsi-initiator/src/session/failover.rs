@@ -83,11 +83,6 @@ const UNCONFIRMED_WATCH: Duration = Duration::from_secs(30);
 /// How often the lost commands are looked at until all have moved.
 const MOVE_POLL: Duration = Duration::from_millis(10);
 
-/// How long new commands wait, after the logout of a connection for
-/// fillers is answered, for the target to close it (see
-/// `Session::retire_gap_filler`).
-const LOGOUT_CLOSE: Duration = Duration::from_secs(2);
-
 /// What [`State::move_lost`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Moved {
@@ -618,12 +613,7 @@ impl Session {
             Ok(Err(e)) => debug!(cid, "connection for fillers: logout failed ({e}); closed"),
             Err(_) => debug!(cid, "connection for fillers: no logout answer; closed"),
         }
-        // istgt aborts the session's queued commands after its logout
-        // answer, then closes the connection: new commands wait for the close.
-        let until = Instant::now() + LOGOUT_CLOSE;
-        while Instant::now() < until && self.inner.lock().conns.iter().any(|c| c.cid == cid) {
-            tokio::time::sleep(MOVE_POLL).await;
-        }
+        self.inner.wait_closed_by_target(cid).await;
         let mut st = self.inner.lock();
         st.gap_fillers.retain(|g| *g != cid);
         st.drop_connection(cid, "its fillers were answered");

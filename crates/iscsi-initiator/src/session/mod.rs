@@ -46,6 +46,10 @@ use crate::login::{LoggedIn, LoginOutcome, LoginParams, login};
 use crate::model::{IdAllocator, LoadBalancePolicy, UniqueConnectionId, UniqueSessionId};
 use crate::portal::PortalAddr;
 
+/// How long new commands wait, after a connection's logout is answered,
+/// for the target to close it (`Inner::wait_closed_by_target`).
+const LOGOUT_CLOSE: Duration = Duration::from_secs(2);
+
 /// Direction and size of a SCSI command's data.
 #[derive(Debug, Clone)]
 pub enum DataDirection {
@@ -531,6 +535,9 @@ impl Session {
         self.inner.wait_idle(|_| true).await;
         let task = Task::new(Some(cid), 0, TaskKind::Logout(logout_reason::CLOSE_CONNECTION), None);
         let r = self.inner.submit_logout(task, cid).await;
+        if r.is_ok() {
+            self.inner.wait_closed_by_target(cid).await;
+        }
         let protection = {
             let mut st = self.inner.lock();
             let protection = st.wanted.iter().find(|w| w.cid == cid).and_then(|w| w.protection.clone());
@@ -889,6 +896,20 @@ impl Inner {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// After connection `cid`'s logout was answered, waits (at most
+    /// [`LOGOUT_CLOSE`]) for the target to close it. Whoever logs a
+    /// connection out holds new commands until then: istgt's cleanup of a
+    /// connection aborts every command of the session queued at its LU,
+    /// whichever connection brought it (`istgt_lu_clear_task_IT`, matched
+    /// by initiator port), and never answers them; it runs after the
+    /// logout answer and before the socket is closed.
+    async fn wait_closed_by_target(&self, cid: u16) {
+        let until = tokio::time::Instant::now() + LOGOUT_CLOSE;
+        while tokio::time::Instant::now() < until && self.lock().conns.iter().any(|c| c.cid == cid) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
