@@ -250,8 +250,9 @@ impl Balancer {
     /// the target runs commands in CmdSN order across the session (RFC 7143
     /// §4.2.2.1), so a task stuck behind a slow path's queue holds up the
     /// fast ones. The speeds are the links' (`LinkRate`, from the sockets).
-    /// A path not measured yet counts as the fastest measured; with no
-    /// path measured, the task count decides (Windows' rule).
+    /// Paths within one task of the best finish are taken in turn. A path
+    /// not measured yet counts as the fastest measured; with no path
+    /// measured, the task count decides (Windows' rule).
     fn least_wait(&mut self, paths: &[PathView], bytes: u64) -> Option<usize> {
         let fastest = paths.iter().filter(|p| p.available).map(|p| p.bytes_per_sec).max()?;
         if fastest == 0 {
@@ -263,7 +264,15 @@ impl Balancer {
         let wait = |p: &PathView| (u128::from(p.outstanding_bytes.saturating_add(bytes)), u128::from(rate(p)));
         let less = |a: (u128, u128), b: (u128, u128)| a.0.saturating_mul(b.1) < b.0.saturating_mul(a.1);
         let best = paths.iter().filter(|p| p.available).map(wait).reduce(|b, w| if less(w, b) { w } else { b })?;
-        self.rotate(paths, |p| p.available && !less(best, wait(p)))
+        // Paths that would finish it within one such task of the best are
+        // as good, and taken in turn: a measured rate is not exact, and
+        // picking by its last digits sends runs of consecutive CmdSNs to
+        // one connection, which a target that reads each connection on a
+        // thread of its own and runs them in CmdSN order (istgt) then
+        // waits on (equal links, istgt 1 MiB writes: 0.72 of the links'
+        // sum with the strict minimum, 0.90 with this; round-robin 0.94).
+        let within = (best.0.saturating_add(u128::from(bytes)), best.1);
+        self.rotate(paths, |p| p.available && !less(within, wait(p)))
     }
 
     /// The first path at or after the cursor (cyclically) that `want`s, and
@@ -457,30 +466,29 @@ mod tests {
     }
 
     #[test]
-    fn least_wait_with_equal_rates_is_least_queue_depth() {
-        let mut by_wait = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
-        let mut by_count = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+    fn least_wait_with_equal_rates_keeps_queues_within_a_task_and_takes_them_in_turn() {
+        let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
         let mut timed = up(4);
-        for p in &mut timed {
-            p.bytes_per_sec = 100_000_000;
+        for (p, r) in timed.iter_mut().zip([100_000_000, 101_000_000, 99_000_000, 100_500_000]) {
+            p.bytes_per_sec = r;
         }
-        let mut counted = up(4);
-        timed[1].outstanding = 3;
         timed[1].outstanding_bytes = 3 * 65536;
-        counted[1].outstanding = 3;
+        let mut picks = Vec::new();
         for step in 0..2000 {
-            let i = by_wait.pick_sized(&timed, 65536).unwrap();
-            assert_eq!(Some(i), by_count.pick_sized(&counted, 65536), "step {step}");
-            timed[i].outstanding += 1;
+            let i = b.pick_sized(&timed, 65536).unwrap();
+            picks.push(i);
             timed[i].outstanding_bytes += 65536;
-            counted[i].outstanding += 1;
             let done = (step * 7) % 4;
-            if timed[done].outstanding > 0 {
-                timed[done].outstanding -= 1;
-                timed[done].outstanding_bytes -= 65536;
-                counted[done].outstanding -= 1;
+            timed[done].outstanding_bytes = timed[done].outstanding_bytes.saturating_sub(65536);
+            let q: Vec<u64> = timed.iter().map(|p| p.outstanding_bytes / 65536).collect();
+            if step > 10 {
+                let (lo, hi) = (q.iter().min().unwrap(), q.iter().max().unwrap());
+                assert!(hi - lo <= 2, "step {step}: queues {q:?}");
             }
         }
+        // Rates 1 % apart do not make runs on the fastest path.
+        let longest_run = picks.chunk_by(|a, b| a == b).map(<[usize]>::len).max().unwrap();
+        assert!(longest_run <= 2, "a run of {longest_run} picks on one path");
     }
 
     #[test]
