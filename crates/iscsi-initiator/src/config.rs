@@ -30,12 +30,10 @@ pub struct SessionConfig {
     /// this long is stalled: it gets no new commands, and TCP keepalive
     /// probes (a NOP-Out ping when it is the only connection) ask whether
     /// the link still works: a link that went down loses packets without
-    /// RST or FIN, and TCP alone would take minutes to say so. Data left
-    /// unacknowledged for this long also ends the connection
-    /// (`TCP_USER_TIMEOUT`): with the default 2 s a link lost under load
-    /// is declared failed about 2 s after it went down (an idle one after
-    /// two more unanswered probes a second apart), its commands moved to
-    /// the other connections.
+    /// RST or FIN, and TCP alone would take minutes to say so. With the
+    /// default 2 s and two unanswered probes a second apart, a dead link
+    /// is declared failed about 4 s after its last PDU, its commands moved
+    /// to the other connections.
     pub stall_time: Duration,
     /// Upper bound on one SCSI command (and on logout).
     pub command_timeout: Duration,

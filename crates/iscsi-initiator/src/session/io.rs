@@ -133,30 +133,32 @@ async fn resolve_one(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAdd
     })
 }
 
-/// Keepalive probes (one a second) an idle link has to answer before it
-/// is taken for dead: the kernel answers them whatever the target process
-/// is doing, so only a broken path misses two in a row.
+/// Keepalive probes (one a second) a link has to answer before it is
+/// taken for dead, and as long again for data left unacknowledged (not
+/// shorter: `TCP_USER_TIMEOUT` also ends a connection whose target
+/// advertises a zero window that long, i.e. stops reading for a while;
+/// with the stall time alone, 2 s, a plain write to istgt over four links
+/// failed in CI, most likely so): the kernel answers both whatever the target process is doing, so only a
+/// broken path misses two in a row, and every second of waiting is a
+/// second in which the session's other links move nothing (the target
+/// runs no command past the CmdSNs lost with the link).
 pub(super) const LINK_PROBES: u32 = 2;
 
 /// Lets the kernel notice a dead link (RFC 7143 leaves liveness to the
-/// initiator, §11.18): `TCP_USER_TIMEOUT` of `stall_time` for data left
-/// unacknowledged, and for a link with nothing in flight TCP keepalive
-/// probes after `stall_time` of silence, [`LINK_PROBES`] of them a second
-/// apart. A link that goes down (packets vanish, no RST) under load then
-/// ends the connection with ETIMEDOUT `stall_time` after the first
-/// segment it lost, an idle one `stall_time` + 2 s after its last PDU.
-/// Every second of that wait is a second in which the session's other
-/// links move nothing (the target runs no command past the CmdSNs lost
-/// with the link), and the acknowledgement comes from the target's kernel,
-/// not its process: a connection that is only waiting (its target holds
-/// its commands behind a CmdSN gap, or reads nothing for a while) keeps
-/// acknowledging, or answers zero-window probes. Nor is it pinged at the
-/// iSCSI level, where an immediate NOP-Out would have to guess the
-/// target's ExpCmdSN (istgt drops a connection whose guess is wrong).
+/// initiator, §11.18): TCP keepalive probes after `stall_time` of
+/// silence, [`LINK_PROBES`] of them a second apart, and `TCP_USER_TIMEOUT`
+/// for data left unacknowledged as long. A link that went down (packets
+/// vanish, no RST) then ends the connection with ETIMEDOUT about
+/// `stall_time` + 2 s after its last PDU, while a connection that is only
+/// waiting (its target holds its commands behind a CmdSN gap) keeps
+/// answering at the TCP level and is never pinged at the iSCSI level,
+/// where an immediate NOP-Out would have to guess the target's ExpCmdSN
+/// (istgt drops a connection whose guess is wrong).
 pub(super) fn watch_link(stream: &TcpStream, stall_time: Duration) {
     use nix::sys::socket::{setsockopt, sockopt};
     let secs = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
-    let ms = u32::try_from(stall_time.as_millis().max(1)).unwrap_or(u32::MAX);
+    let probes = Duration::from_secs(u64::from(LINK_PROBES));
+    let ms = u32::try_from((stall_time + probes).as_millis()).unwrap_or(u32::MAX);
     let set = setsockopt(stream, sockopt::KeepAlive, &true)
         .and_then(|()| setsockopt(stream, sockopt::TcpKeepIdle, &secs(stall_time)))
         .and_then(|()| setsockopt(stream, sockopt::TcpKeepInterval, &1))
