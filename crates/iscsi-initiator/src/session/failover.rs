@@ -275,9 +275,10 @@ impl State {
     /// be missing at the target, and every other connection in service is
     /// stalled or carries a command past the first missing CmdSN
     /// ([`State::waits_behind`]), as a target that reads none of them
-    /// behind the gap leaves it. The stall alone comes too late: a link
-    /// lost under load is declared dead about when the others, held since
-    /// it went down, reach the stall time.
+    /// behind the gap leaves it. The stall alone can come too late: the
+    /// others, held since the link went down, reach the stall time only
+    /// about when the kernel declares the link dead (with a 2 s
+    /// `TCP_USER_TIMEOUT` they were flagged a few ms after it).
     fn wants_gap_filler(&self, lost_cid: u16) -> bool {
         let exp = self.known_exp_cmd_sn();
         let first_missing = self

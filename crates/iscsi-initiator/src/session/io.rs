@@ -138,7 +138,8 @@ async fn resolve_one(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAdd
 /// shorter: `TCP_USER_TIMEOUT` also ends a connection whose target
 /// advertises a zero window that long, i.e. stops reading for a while;
 /// with the stall time alone, 2 s, a plain write to istgt over four links
-/// failed in CI, most likely so): the kernel answers both whatever the target process is doing, so only a
+/// failed in CI, most likely so): the kernel answers both whatever the
+/// target process is doing, so only a
 /// broken path misses two in a row, and every second of waiting is a
 /// second in which the session's other links move nothing (the target
 /// runs no command past the CmdSNs lost with the link).
