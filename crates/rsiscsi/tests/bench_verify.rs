@@ -241,7 +241,7 @@ fn timeline_has_a_sample_a_second_per_phase_and_connection() {
         let per = p["per_connection_mib_s"].as_array().unwrap();
         assert_eq!(per.len(), 3, "{p}");
         assert!(p["mib_s"].as_f64().unwrap() >= 0.0 && p["iops"].as_f64().unwrap() >= 0.0);
-        assert_eq!(p["errors"], 0);
+        assert_eq!(p["errors"], 0, "{p}\n{}", stderr(&out));
     }
     // The run's samples moved data, on every connection.
     for p in tl.iter().filter(|p| p["phase"] == "run") {

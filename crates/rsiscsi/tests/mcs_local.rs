@@ -61,8 +61,13 @@ fn bench(dir: &Scratch, target_url: &str, extra: &[&str]) -> Value {
     ];
     args.extend_from_slice(extra);
     let out = common::rsiscsi(dir, &args, &[]);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every bench here runs without a lost command; on a failure the log
+    // (stderr) says which connection or command went wrong.
+    assert_eq!(r["errors"], 0, "{args:?}: {r}\n{err}");
+    r
 }
 
 fn ip_of(v: &Value) -> String {

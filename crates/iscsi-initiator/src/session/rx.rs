@@ -112,16 +112,26 @@ impl RxSocket {
         }
         loop {
             let offered = b.chunk_mut().len();
-            match self.rd.try_read_buf(b) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // A short read emptied the receive queue (tcp_recvmsg copies
+            // while data is queued): the readiness is forgotten then rather
+            // than learnt from one more `recv` that fails. The `recv` runs
+            // inside `try_io`, which clears the readiness only if no event
+            // came since it looked, i.e. since before the `recv`: clearing
+            // after it would also erase the event of bytes that arrived in
+            // between, and when those filled the window the target could
+            // send nothing more to raise another (a connection hung with a
+            // whole Data-In unread until the command timed out).
+            let mut short = 0;
+            let r = self.rd.as_ref().try_io(Interest::READABLE, || match self.rd.try_read_buf(b) {
                 Ok(n) if n > 0 && n < offered => {
-                    // A short read emptied the receive queue (tcp_recvmsg
-                    // copies while data is queued): forget the readiness
-                    // now rather than learn it from one more `recv` that
-                    // fails. Bytes arriving since raise a new event.
-                    self.forget_readiness();
-                    return Ok(n);
+                    short = n;
+                    Err(io::ErrorKind::WouldBlock.into())
                 }
+                r => r,
+            });
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => return Ok(short),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return r,
             }
             if mark != self.lowat && self.supported {

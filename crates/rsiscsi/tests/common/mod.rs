@@ -108,6 +108,11 @@ pub fn command<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Command {
         .env_remove("RSISCSI_LOG")
         .env_remove("RUST_BACKTRACE")
         .stdin(std::process::Stdio::null());
+    // RSISCSI_TEST_LOG=debug hands a log filter to the CLI, to see why a
+    // run failed (tests that check stderr line by line then fail too).
+    if let Some(f) = std::env::var_os("RSISCSI_TEST_LOG") {
+        c.env("RSISCSI_LOG", f);
+    }
     c
 }
 
