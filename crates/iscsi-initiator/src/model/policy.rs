@@ -37,6 +37,15 @@ pub enum LoadBalancePolicy {
     WeightedPaths = 5,
 }
 
+/// Least-queue-depth takes as equally good every path that would finish a
+/// task within a quarter of the best path's wait (or one task, if more):
+/// measured rates of equal links drift by more than one deep queue's last
+/// task. istgt 1 MiB writes over 4 equal links, 2-run medians: 345-371
+/// MiB/s with one task, 336-386 with an eighth, 401-407 with a quarter
+/// (round-robin 421-434); unequal links (1, 1, 0.2, 0.2 Gbit/s) no worse
+/// (tgt 267 -> 273, istgt 167 -> 172; bench/results/2026-12-07-links-rerun.md).
+const LQD_SLACK_DIVISOR: u128 = 4;
+
 const SPELLINGS: &str = "failover-only, round-robin, round-robin-subset, least-queue-depth, weighted";
 
 impl LoadBalancePolicy {
@@ -250,7 +259,7 @@ impl Balancer {
     /// the target runs commands in CmdSN order across the session (RFC 7143
     /// §4.2.2.1), so a task stuck behind a slow path's queue holds up the
     /// fast ones. The speeds are the links' (`LinkRate`, from the sockets).
-    /// Paths within one task of the best finish are taken in turn. A path
+    /// Paths close to the best finish are taken in turn. A path
     /// not measured yet counts as the fastest measured; with no path
     /// measured, the task count decides (Windows' rule).
     fn least_wait(&mut self, paths: &[PathView], bytes: u64) -> Option<usize> {
@@ -264,14 +273,14 @@ impl Balancer {
         let wait = |p: &PathView| (u128::from(p.outstanding_bytes.saturating_add(bytes)), u128::from(rate(p)));
         let less = |a: (u128, u128), b: (u128, u128)| a.0.saturating_mul(b.1) < b.0.saturating_mul(a.1);
         let best = paths.iter().filter(|p| p.available).map(wait).reduce(|b, w| if less(w, b) { w } else { b })?;
-        // Paths that would finish it within one such task of the best are
-        // as good, and taken in turn: a measured rate is not exact, and
-        // picking by its last digits sends runs of consecutive CmdSNs to
-        // one connection, which a target that reads each connection on a
-        // thread of its own and runs them in CmdSN order (istgt) then
-        // waits on (equal links, istgt 1 MiB writes: 0.72 of the links'
-        // sum with the strict minimum, 0.90 with this; round-robin 0.94).
-        let within = (best.0.saturating_add(u128::from(bytes)), best.1);
+        // Paths that would finish it within a quarter of the best wait (at
+        // least one such task) are as good, and taken in turn: a measured
+        // rate is not exact, and picking by its last digits sends runs of
+        // consecutive CmdSNs to one connection, which a target that reads
+        // each connection on a thread of its own and runs them in CmdSN
+        // order (istgt) then waits on ([`LQD_SLACK_DIVISOR`]).
+        let slack = u128::from(bytes).max(best.0 / LQD_SLACK_DIVISOR);
+        let within = (best.0.saturating_add(slack), best.1);
         self.rotate(paths, |p| p.available && !less(within, wait(p)))
     }
 
@@ -489,6 +498,31 @@ mod tests {
         // Rates 1 % apart do not make runs on the fastest path.
         let longest_run = picks.chunk_by(|a, b| a == b).map(<[usize]>::len).max().unwrap();
         assert!(longest_run <= 2, "a run of {longest_run} picks on one path");
+    }
+
+    /// Deep queues on links whose measured rates differ by 15 % (equal
+    /// links, measured while busy): still taken in turn, no runs.
+    #[test]
+    fn least_wait_takes_deep_queues_in_turn_despite_rates_apart() {
+        let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
+        let mut timed = up(4);
+        const MIB: u64 = 1 << 20;
+        for (p, r) in timed.iter_mut().zip([100_000_000, 115_000_000, 100_000_000, 100_000_000]) {
+            p.bytes_per_sec = r;
+            p.outstanding_bytes = 16 * MIB;
+        }
+        let mut picks = Vec::new();
+        for _ in 0..400 {
+            let i = b.pick_sized(&timed, MIB).unwrap();
+            // A command of that path finishes as this one joins it: the
+            // queues stay 16 deep (`timed` is left as it is).
+            picks.push(i);
+        }
+        let longest_run = picks.chunk_by(|a, b| a == b).map(<[usize]>::len).max().unwrap();
+        assert_eq!(longest_run, 1, "{picks:?}");
+        for i in 0..4 {
+            assert_eq!(picks.iter().filter(|p| **p == i).count(), 100);
+        }
     }
 
     #[test]
