@@ -58,13 +58,19 @@ impl Session {
         // lock: its lost commands are a CmdSN gap that holds up the whole
         // session (§4.2.2.1), and istgt gives up on a gap after ~10 s.
         tokio::time::sleep(wait).await;
-        let _one_at_a_time = self.inner.recovery.lock().await;
-        if self.inner.lock().generation != generation {
-            // A session reinstatement since then re-issued this connection's tasks.
-            return;
-        }
         let mut last = String::new();
         while Instant::now() < deadline {
+            // One login at a time, but the lock is let go between tries: a
+            // try can fail on a CmdSN gap that another lost connection's
+            // commands make (istgt drops a connection whose probe is past
+            // its ExpCmdSN), and that connection's recovery, waiting for the
+            // lock, is what fills it (a retry loop holding the lock through
+            // its pauses kept it out until both gave up).
+            let one_at_a_time = self.inner.recovery.lock().await;
+            if self.inner.lock().generation != generation {
+                // A session reinstatement since then re-issued this connection's tasks.
+                return;
+            }
             if self.inner.lock().closed.is_some() {
                 return;
             }
@@ -84,9 +90,14 @@ impl Session {
                 Err(e) => {
                     last = e.to_string();
                     warn!(cid, "connection reinstatement failed: {e}");
+                    drop(one_at_a_time);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
+        }
+        let _one_at_a_time = self.inner.recovery.lock().await;
+        if self.inner.lock().generation != generation {
+            return;
         }
         while Instant::now() < deadline {
             if self.inner.lock().closed.is_some() {
