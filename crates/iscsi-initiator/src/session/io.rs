@@ -134,15 +134,16 @@ async fn resolve_one(addr: &PortalAddr, cfg: &SessionConfig, local: Option<IpAdd
 }
 
 /// Keepalive probes (one a second) a link has to answer before it is
-/// taken for dead, and as long again for data left unacknowledged (not
-/// shorter: `TCP_USER_TIMEOUT` also ends a connection whose target
-/// advertises a zero window that long, i.e. stops reading for a while;
-/// with the stall time alone, 2 s, a plain write to istgt over four links
-/// failed in CI, most likely so): the kernel answers both whatever the
-/// target process is doing, so only a
+/// taken for dead, and as long again for data left unacknowledged: the
+/// kernel answers both whatever the target process is doing, so only a
 /// broken path misses two in a row, and every second of waiting is a
 /// second in which the session's other links move nothing (the target
-/// runs no command past the CmdSNs lost with the link).
+/// runs no command past the CmdSNs lost with the link). Not shorter:
+/// `TCP_USER_TIMEOUT` also ends a connection whose target advertises a
+/// zero window that long (stops reading for a while). With the stall time
+/// alone, 2 s, a plain write to istgt over four links failed once in CI;
+/// the reader's lost wake-up found later (`rx`) may have caused that
+/// instead, and 2 s has not been tried again since.
 pub(super) const LINK_PROBES: u32 = 2;
 
 /// Lets the kernel notice a dead link (RFC 7143 leaves liveness to the
