@@ -46,6 +46,20 @@ pub enum LoadBalancePolicy {
 /// (tgt 267 -> 273, istgt 167 -> 172; bench/results/2026-12-07-links-rerun.md).
 const LQD_SLACK_DIVISOR: u128 = 4;
 
+/// How much a path may hold, in time at its measured link rate, before a
+/// new task waits in the session's queue for the first path with room
+/// instead of joining its queue ([`PathView::has_room`]). Binding a task to
+/// a path late keeps every path's queue short, so CmdSN order follows the
+/// order in which the links deliver: a target that runs a session's
+/// commands in CmdSN order (istgt) no longer waits on a command stuck
+/// behind a long queue while the other links idle, and istgt, which sends
+/// R2Ts at once for only 16 commands on the leading connection, has none
+/// deferred. 4 links of 1, 1, 0.2 and 0.2 Gbit/s, 1 MiB writes at iodepth
+/// 64 to istgt: weighted 212-226 -> 273 MiB/s, least-queue-depth 173-183
+/// -> 265 (links' sum 274); equal links and tgt unchanged. 100 ms gave
+/// least-queue-depth 231, 200 ms 187.
+pub const ROOM_HORIZON_MS: u64 = 50;
+
 const SPELLINGS: &str = "failover-only, round-robin, round-robin-subset, least-queue-depth, weighted";
 
 impl LoadBalancePolicy {
@@ -140,6 +154,18 @@ pub struct PathView {
     pub bytes_per_sec: u64,
 }
 
+impl PathView {
+    /// Whether the path takes a task of `bytes` now: while what it holds
+    /// with it would move within [`ROOM_HORIZON_MS`] at its measured rate.
+    /// An idle path, and one not measured (a path that only reads: our
+    /// side sends small commands), always has room.
+    pub fn has_room(&self, bytes: u64) -> bool {
+        self.bytes_per_sec == 0
+            || self.outstanding == 0
+            || self.outstanding_bytes.saturating_add(bytes) <= self.bytes_per_sec.saturating_mul(ROOM_HORIZON_MS) / 1000
+    }
+}
+
 /// A path's link rate for [`PathView::bytes_per_sec`]: the median of the
 /// last [`LinkRate::WINDOW`] delivery rate samples of its TCP socket
 /// (`tcp_info::delivery_rate`, one per sweep) that say something of the
@@ -212,11 +238,13 @@ pub struct Balancer {
     cursor: usize,
     /// Smooth weighted round robin state, one entry per path index.
     current: Vec<i64>,
+    /// `current` before the last pick, put back when the pick is held.
+    saved: Vec<i64>,
 }
 
 impl Balancer {
     pub fn new(policy: LoadBalancePolicy) -> Self {
-        Self { policy, cursor: 0, current: Vec::new() }
+        Self { policy, cursor: 0, current: Vec::new(), saved: Vec::new() }
     }
 
     pub fn policy(&self) -> LoadBalancePolicy {
@@ -235,8 +263,30 @@ impl Balancer {
     }
 
     /// Like [`Balancer::pick`], for a task that moves `bytes` of payload
-    /// (least-queue-depth weighs it against each path's speed).
+    /// (least-queue-depth weighs it against each path's speed). When the
+    /// policy spreads tasks over two or more available paths and the one it
+    /// chooses has no room ([`PathView::has_room`]), the task is held:
+    /// `None`, and the choice is undone so that the same path comes first
+    /// again once it has room (a full fast path is waited for, not passed
+    /// over for a slow one).
     pub fn pick_sized(&mut self, paths: &[PathView], bytes: u64) -> Option<usize> {
+        let spread = self.policy != LoadBalancePolicy::FailoverOnly && paths.iter().filter(|p| p.available).count() > 1;
+        if !spread {
+            return self.choose(paths, bytes);
+        }
+        let cursor = self.cursor;
+        self.saved.clone_from(&self.current);
+        let i = self.choose(paths, bytes)?;
+        if paths.get(i).is_some_and(|p| p.has_room(bytes)) {
+            return Some(i);
+        }
+        self.cursor = cursor;
+        std::mem::swap(&mut self.current, &mut self.saved);
+        None
+    }
+
+    /// The policy's choice, with no regard to room.
+    fn choose(&mut self, paths: &[PathView], bytes: u64) -> Option<usize> {
         if !paths.iter().any(|p| p.available) {
             return None;
         }
@@ -436,6 +486,9 @@ mod tests {
 
     /// Issues `picks` tasks of `size` bytes, keeping `depth` in flight; each
     /// path finishes `rates[i]` bytes per tick. Returns the bytes per path.
+    /// Runs `picks` tasks of `size` bytes at `depth` in flight; a tick is a
+    /// millisecond, `rates` are bytes per tick (the paths' `bytes_per_sec`
+    /// are per second: 1000 times that).
     fn simulate(
         b: &mut Balancer,
         paths: &mut [PathView],
@@ -449,7 +502,8 @@ mod tests {
         let mut done = 0;
         while done < picks {
             while paths.iter().map(|p| p.outstanding).sum::<usize>() < depth && done < picks {
-                let i = b.pick_sized(paths, size).unwrap();
+                // Held (no room): the next tick makes some.
+                let Some(i) = b.pick_sized(paths, size) else { break };
                 paths[i].outstanding += 1;
                 paths[i].outstanding_bytes += size;
                 queues[i].push_back(size);
@@ -479,7 +533,7 @@ mod tests {
         let mut b = Balancer::new(LoadBalancePolicy::LeastQueueDepth);
         let mut timed = up(4);
         for (p, r) in timed.iter_mut().zip([100_000_000, 101_000_000, 99_000_000, 100_500_000]) {
-            p.bytes_per_sec = r;
+            p.bytes_per_sec = r * 1000;
         }
         timed[1].outstanding_bytes = 3 * 65536;
         let mut picks = Vec::new();
@@ -508,7 +562,7 @@ mod tests {
         let mut timed = up(4);
         const MIB: u64 = 1 << 20;
         for (p, r) in timed.iter_mut().zip([100_000_000, 115_000_000, 100_000_000, 100_000_000]) {
-            p.bytes_per_sec = r;
+            p.bytes_per_sec = r * 1000;
             p.outstanding_bytes = 16 * MIB;
         }
         let mut picks = Vec::new();
@@ -531,7 +585,7 @@ mod tests {
         let mut paths = up(4);
         let rates = [5 * 65536, 5 * 65536, 65536, 65536];
         for (p, r) in paths.iter_mut().zip(rates) {
-            p.bytes_per_sec = r;
+            p.bytes_per_sec = r * 1000;
         }
         let bytes = simulate(&mut b, &mut paths, &rates, 65536, 32, 12_000);
         let total: u64 = bytes.iter().sum();
@@ -677,6 +731,125 @@ mod tests {
         // Weight 0 only when nothing else is available.
         let paths = vec![path(false, false, 4), path(true, false, 0), path(true, false, 0)];
         assert_eq!(counts(&mut b, &paths, 100), vec![0, 50, 50]);
+    }
+
+    #[test]
+    fn room_is_what_the_link_moves_within_the_horizon() {
+        const MIB: u64 = 1 << 20;
+        // 100 MiB/s and a 50 ms horizon: 5 MiB.
+        let p = |outstanding: usize, bytes: u64, rate: u64| PathView {
+            available: true,
+            outstanding,
+            outstanding_bytes: bytes,
+            bytes_per_sec: rate,
+            ..PathView::default()
+        };
+        assert_eq!(ROOM_HORIZON_MS, 50);
+        assert!(p(4, 4 * MIB, 100 * MIB).has_room(MIB));
+        assert!(!p(5, 5 * MIB, 100 * MIB).has_room(MIB));
+        // Idle and unmeasured paths always take a task, whatever its size.
+        assert!(p(0, 0, 100 * MIB).has_room(64 * MIB));
+        assert!(p(64, 64 * MIB, 0).has_room(MIB));
+        // Saturates instead of overflowing.
+        assert!(!p(1, u64::MAX, u64::MAX).has_room(u64::MAX));
+    }
+
+    #[test]
+    fn a_full_path_holds_the_task_and_comes_first_once_it_has_room() {
+        const MIB: u64 = 1 << 20;
+        let mut b = Balancer::new(LoadBalancePolicy::WeightedPaths);
+        let link =
+            |weight: u32, rate: u64| PathView { available: true, weight, bytes_per_sec: rate, ..PathView::default() };
+        let mut paths = vec![link(5, 100 * MIB), link(5, 100 * MIB), link(1, 20 * MIB), link(1, 20 * MIB)];
+        let mut order = Vec::new();
+        for _ in 0..12 {
+            let i = b.pick_sized(&paths, MIB).unwrap();
+            order.push(i);
+        }
+        assert_eq!(counts_of(&order, 4), vec![5, 5, 1, 1]);
+        // Path 0 is full (5 MiB at 100 MiB/s): its turn is held, not given
+        // to a slow path, and nothing moves until it has room again.
+        paths[0].outstanding = 5;
+        paths[0].outstanding_bytes = 5 * MIB;
+        let next = {
+            let mut probe = b.clone();
+            probe.choose(&paths, MIB).unwrap()
+        };
+        assert_eq!(next, 0, "smooth weighted round robin starts over with the heaviest path");
+        for _ in 0..3 {
+            assert_eq!(b.pick_sized(&paths, MIB), None);
+        }
+        paths[0].outstanding = 4;
+        paths[0].outstanding_bytes = 4 * MIB;
+        assert_eq!(b.pick_sized(&paths, MIB), Some(0));
+        // The shares stay the weights' over the next round.
+        paths[0].outstanding = 0;
+        paths[0].outstanding_bytes = 0;
+        let order: Vec<_> = (0..12).map(|_| b.pick_sized(&paths, MIB).unwrap()).collect();
+        assert_eq!(counts_of(&order, 4), vec![5, 5, 1, 1]);
+
+        // Least-queue-depth and round-robin hold the same way.
+        for policy in [LoadBalancePolicy::LeastQueueDepth, LoadBalancePolicy::RoundRobin] {
+            let mut b = Balancer::new(policy);
+            let full = PathView { outstanding: 5, outstanding_bytes: 5 * MIB, ..link(1, 100 * MIB) };
+            let paths = vec![full, full];
+            assert_eq!(b.pick_sized(&paths, MIB), None, "{policy}");
+        }
+    }
+
+    #[test]
+    fn held_tasks_still_fill_unequal_links_in_proportion() {
+        // 1 MiB tasks, 64 in flight; 1 MiB takes 10 ms on a fast path and
+        // 50 ms on a slow one, so room (50 ms) holds about five tasks on a
+        // fast path and one on a slow one: most of the 64 wait unbound.
+        const MIB: u64 = 1 << 20;
+        let rates = [MIB / 10, MIB / 10, MIB / 50, MIB / 50];
+        for policy in [LoadBalancePolicy::LeastQueueDepth, LoadBalancePolicy::WeightedPaths] {
+            let mut b = Balancer::new(policy);
+            let mut paths = up(4);
+            for ((p, r), w) in paths.iter_mut().zip(rates).zip([5, 5, 1, 1]) {
+                p.bytes_per_sec = r * 1000;
+                p.weight = w;
+            }
+            let bytes = simulate(&mut b, &mut paths, &rates, MIB, 64, 2400);
+            let total: u64 = bytes.iter().sum();
+            for (i, r) in rates.iter().enumerate() {
+                let share = bytes[i] as f64 / total as f64;
+                let want = *r as f64 / (12 * MIB / 50) as f64;
+                assert!((share - want).abs() < 0.03, "{policy} path {i}: {share:.3}, want {want:.3}: {bytes:?}");
+            }
+            // No path holds much more than the horizon's worth.
+            for (p, r) in paths.iter().zip(rates) {
+                assert!(p.outstanding_bytes <= (r * ROOM_HORIZON_MS).max(MIB) + MIB, "{policy}: {paths:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn failover_only_and_a_sole_path_never_hold() {
+        const MIB: u64 = 1 << 20;
+        let full = PathView {
+            available: true,
+            primary: true,
+            weight: 1,
+            outstanding: 64,
+            outstanding_bytes: 64 * MIB,
+            bytes_per_sec: MIB,
+        };
+        let mut b = Balancer::new(LoadBalancePolicy::FailoverOnly);
+        assert_eq!(b.pick_sized(&[full, full], MIB), Some(0));
+        for policy in
+            [LoadBalancePolicy::RoundRobin, LoadBalancePolicy::LeastQueueDepth, LoadBalancePolicy::WeightedPaths]
+        {
+            let mut b = Balancer::new(policy);
+            let down = PathView { available: false, ..full };
+            assert_eq!(b.pick_sized(&[full], MIB), Some(0), "{policy}");
+            assert_eq!(b.pick_sized(&[down, full], MIB), Some(1), "{policy}");
+        }
+    }
+
+    fn counts_of(order: &[usize], n: usize) -> Vec<usize> {
+        (0..n).map(|i| order.iter().filter(|&&j| j == i).count()).collect()
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tracing::{debug, info};
 use super::fault::{ConnectionFault, FaultKind, GiveUp, GiveUpWhy, TaskRecovery, Verdict};
 use super::{Inner, ScsiOutcome, Session};
 use crate::error::{Error, Result};
-use crate::model::policy::{LinkRate, LoadBalancePolicy};
+use crate::model::policy::LinkRate;
 use crate::model::{Balancer, PathView, UniqueConnectionId};
 use crate::portal::PortalAddr;
 
@@ -988,14 +988,15 @@ impl State {
         self.window_closed_since = None;
     }
 
-    /// Takes a delivery rate sample of each connection's socket for the
-    /// least-queue-depth policy (`LinkRate`), when it is the session's
-    /// policy and there is a choice to make. Completion times would not
-    /// do: istgt runs a session's writes nearly one at a time in CmdSN
-    /// order, so every connection completes at the pace of its queue
-    /// whatever the link (bench/results/2026-12-07-links.md).
+    /// Takes a delivery rate sample of each connection's socket (`LinkRate`)
+    /// when there is a choice of connection to make: least-queue-depth
+    /// weighs queues by it, and every spreading policy holds a task back
+    /// from a path whose queue is long for its link (`PathView::has_room`).
+    /// Completion times would not do: istgt runs a session's writes nearly
+    /// one at a time in CmdSN order, so every connection completes at the
+    /// pace of its queue whatever the link (bench/results/2026-12-07-links.md).
     pub fn sample_link_rates(&mut self) {
-        if self.conns.len() < 2 || self.balancer.policy() != LoadBalancePolicy::LeastQueueDepth {
+        if self.conns.len() < 2 {
             return;
         }
         for c in &mut self.conns {
