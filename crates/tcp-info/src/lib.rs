@@ -1,7 +1,8 @@
 //! What the kernel knows of a TCP connection's path (Linux `TCP_INFO`,
 //! tcp(7)): the delivery rate, i.e. how fast the data we sent was
 //! acknowledged over the last round trip, which the initiator's
-//! least-queue-depth balancer weighs connections by (issue 19: several
+//! least-queue-depth balancer weighs connections by, and by which every
+//! spreading policy keeps a connection's queue short (issue 19: several
 //! links of unequal speed). Nothing at the iSCSI level measures the link:
 //! a target that runs a session's commands in CmdSN order answers every
 //! connection at the pace of its queue.
