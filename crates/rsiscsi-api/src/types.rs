@@ -323,9 +323,10 @@ pub struct Connection {
     /// `swanctl --list-sas --ike NAME` takes it; absent: no IPsec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipsec: Option<String>,
-    /// The link's rate the least-queue-depth policy weighs the connection
-    /// by, bytes per second (the socket's measured delivery rate); absent
-    /// under other policies and until measured.
+    /// The link's rate, bytes per second (the socket's measured delivery
+    /// rate), which least-queue-depth weighs the connection by and every
+    /// spreading policy bounds its queue by; absent until measured (a
+    /// connection that only reads, or a session's only one, stays so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_rate_bytes_per_sec: Option<u64>,
 }

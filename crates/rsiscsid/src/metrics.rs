@@ -139,7 +139,7 @@ fn render_connections(o: &mut String, sessions: &[(String, String, Vec<Connectio
     }
     let _ = writeln!(
         o,
-        "# HELP rsiscsi_connection_link_rate_bytes_per_second The link rate least-queue-depth weighs the connection by (the socket's measured delivery rate); only connections measured.\n# TYPE rsiscsi_connection_link_rate_bytes_per_second gauge"
+        "# HELP rsiscsi_connection_link_rate_bytes_per_second The connection's link rate (the socket's measured delivery rate), which least-queue-depth weighs it by and every spreading policy bounds its queue by; only connections measured.\n# TYPE rsiscsi_connection_link_rate_bytes_per_second gauge"
     );
     for (sid, target, conns) in sessions {
         for c in conns {

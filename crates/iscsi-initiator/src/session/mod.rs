@@ -100,9 +100,11 @@ pub struct ConnectionInfo {
     pub ipsec: Option<String>,
     /// Taking commands, stalled, or being recovered.
     pub state: ConnectionState,
-    /// The link's rate as the least-queue-depth policy weighs it, bytes
-    /// per second (the median of the socket's recent delivery-rate samples,
-    /// `LinkRate`); `None` under another policy or before enough samples.
+    /// The link's rate, bytes per second (the median of the socket's recent
+    /// delivery-rate samples, `LinkRate`): least-queue-depth weighs the
+    /// connection by it, and every spreading policy bounds its queue by it
+    /// (`PathView::has_room`). `None` while the session has one connection,
+    /// and before enough samples (a connection that only reads stays so).
     pub link_rate: Option<u64>,
 }
 
@@ -137,8 +139,7 @@ fn connection_info(st: &State, c: &ConnState) -> ConnectionInfo {
             .and_then(|w| w.protection.as_ref())
             .map(|p| p.name().to_string()),
         state: if c.stalled { ConnectionState::Stalled } else { ConnectionState::FullFeature },
-        link_rate: Some(c.link_rate.bytes_per_sec())
-            .filter(|r| *r > 0 && st.balancer.policy() == crate::model::LoadBalancePolicy::LeastQueueDepth),
+        link_rate: Some(c.link_rate.bytes_per_sec()).filter(|r| *r > 0),
     }
 }
 
