@@ -452,23 +452,16 @@ impl Drop for Rates {
     }
 }
 
-/// Least-queue-depth weighs each connection by its link's rate as the
-/// socket measures it (`TCP_INFO` delivery rate, `LinkRate`): on links of
-/// 1 Gbit/s, 1 Gbit/s, 200 Mbit/s, 200 Mbit/s under a verified read/write
-/// load, the fast links' connections report several times the rate of the
-/// slow ones, and carry several times what the slow ones do (by command count alone a
-/// write queued on a slow link holds up the target's CmdSN order).
-#[tokio::test]
-async fn least_queue_depth_weighs_links_by_their_measured_rates() {
-    let l = Links::load();
-    let _lock = FlipLock::take(&l);
+/// Links 1 to 4 at 1, 1, 0.2 and 0.2 Gbit/s for one test (the lab's lock
+/// held, the rates put back when dropped), and one session on `t` with one
+/// connection per link, each from its link's address.
+async fn unequal_links_session(l: &Links, t: Target) -> (FlipLock, Rates, Session) {
+    let lock = FlipLock::take(l);
     let n = l.count();
     assert!(n >= 4, "the lab has {n} links; this test wants 4");
-    wait_links_up(&l, Duration::from_secs(300));
-    let t = TGT;
-    let (iqn, lun, port) = (t.iqn(&l), t.lun(&l), t.port(&l));
-    let _rates = Rates::set(&l, &[(1, "1gbit"), (2, "1gbit"), (3, "200mbit"), (4, "200mbit")]);
-
+    wait_links_up(l, Duration::from_secs(300));
+    let (iqn, port) = (t.iqn(l), t.port(l));
+    let rates = Rates::set(l, &[(1, "1gbit"), (2, "1gbit"), (3, "200mbit"), (4, "200mbit")]);
     let mut cfg = SessionConfig::new("iqn.2026-11.rs.rsiscsi:tests-links");
     cfg.local_address = Some(l.initiator_addr(1));
     let portal = PortalAddr { host: l.link(1, "TARGET_ADDR").to_string(), port };
@@ -480,6 +473,21 @@ async fn least_queue_depth_weighs_links_by_their_measured_rates() {
             .await
             .unwrap_or_else(|e| panic!("add the connection of link {j}: {e}"));
     }
+    (lock, rates, s)
+}
+
+/// Least-queue-depth weighs each connection by its link's rate as the
+/// socket measures it (`TCP_INFO` delivery rate, `LinkRate`): on links of
+/// 1 Gbit/s, 1 Gbit/s, 200 Mbit/s, 200 Mbit/s under a verified read/write
+/// load, the fast links' connections report several times the rate of the
+/// slow ones, and carry several times what the slow ones do (by command count alone a
+/// write queued on a slow link holds up the target's CmdSN order).
+#[tokio::test]
+async fn least_queue_depth_weighs_links_by_their_measured_rates() {
+    let l = Links::load();
+    let t = TGT;
+    let lun = t.lun(&l);
+    let (_lock, _rates, s) = unequal_links_session(&l, t).await;
     s.set_load_balance_policy(iscsi_initiator::model::LoadBalancePolicy::LeastQueueDepth);
     let link_of =
         |c: &ConnectionInfo| (1..=4).find(|j| c.local_address.map(|a| a.ip()) == Some(l.initiator_addr(*j))).unwrap();
@@ -540,25 +548,9 @@ async fn least_queue_depth_weighs_links_by_their_measured_rates() {
 async fn weighted_writes_wait_for_room_instead_of_queueing_deep_on_istgt() {
     const DEPTH: u64 = 64;
     let l = Links::load();
-    let _lock = FlipLock::take(&l);
-    let n = l.count();
-    assert!(n >= 4, "the lab has {n} links; this test wants 4");
-    wait_links_up(&l, Duration::from_secs(300));
     let t = ISTGT;
-    let (iqn, lun, port) = (t.iqn(&l), t.lun(&l), t.port(&l));
-    let _rates = Rates::set(&l, &[(1, "1gbit"), (2, "1gbit"), (3, "200mbit"), (4, "200mbit")]);
-
-    let mut cfg = SessionConfig::new("iqn.2026-11.rs.rsiscsi:tests-links");
-    cfg.local_address = Some(l.initiator_addr(1));
-    let portal = PortalAddr { host: l.link(1, "TARGET_ADDR").to_string(), port };
-    let s = Session::login(&portal, Some(&iqn), cfg).await.unwrap();
-    for j in 2..=4 {
-        let ifindex: u32 = l.link(j, "IFINDEX").parse().unwrap();
-        let p = Portal::new(l.link(j, "TARGET_ADDR"), port);
-        s.add_connection(ifindex, &p, SecurityFlags::default(), &LoginOptions::default(), &[])
-            .await
-            .unwrap_or_else(|e| panic!("add the connection of link {j}: {e}"));
-    }
+    let lun = t.lun(&l);
+    let (_lock, _rates, s) = unequal_links_session(&l, t).await;
     let link_of =
         |c: &ConnectionInfo| (1..=4).find(|j| c.local_address.map(|a| a.ip()) == Some(l.initiator_addr(*j))).unwrap();
     for c in s.connections() {
