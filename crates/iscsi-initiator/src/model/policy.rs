@@ -484,11 +484,10 @@ mod tests {
         assert_eq!(counts(&mut b, &paths, 10), vec![0, 0, 10, 0]);
     }
 
-    /// Issues `picks` tasks of `size` bytes, keeping `depth` in flight; each
-    /// path finishes `rates[i]` bytes per tick. Returns the bytes per path.
-    /// Runs `picks` tasks of `size` bytes at `depth` in flight; a tick is a
-    /// millisecond, `rates` are bytes per tick (the paths' `bytes_per_sec`
-    /// are per second: 1000 times that).
+    /// Issues `picks` tasks of `size` bytes, keeping `depth` in flight (less
+    /// while tasks are held); each path finishes `rates[i]` bytes per tick,
+    /// a tick being a millisecond (the paths' `bytes_per_sec` are per
+    /// second: 1000 times that). Returns the bytes per path.
     fn simulate(
         b: &mut Balancer,
         paths: &mut [PathView],
