@@ -462,11 +462,12 @@ fn send_stall_ping(inner: &Inner, cid: u16) -> bool {
     let mut st = inner.lock();
     let others = st.conns.iter().any(|c| c.cid != cid && !c.draining);
     let in_service = st.conns.iter().filter(|c| !c.draining && !c.stalled).count();
-    let Some(outstanding) = conn_mut(&mut st.conns, cid).map(|c| c.outstanding) else { return false };
-    if st.stall(cid) {
+    let Some(c) = conn_mut(&mut st.conns, cid) else { return false };
+    if !c.stalled {
+        c.stalled = true;
         tracing::warn!(
             cid,
-            outstanding,
+            outstanding = c.outstanding,
             in_service,
             "connection stalled: no PDU from the target within the stall time"
         );

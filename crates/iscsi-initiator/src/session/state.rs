@@ -1006,21 +1006,6 @@ impl State {
         }
     }
 
-    /// Takes connection `cid` out of the balancer's choice until it hears
-    /// from the target again (`heard`); returns whether it was in service.
-    /// Commands held in the queue for its room (`PathView::has_room`) go
-    /// to the other connections now rather than at the next answer, which
-    /// may not come while they sit idle.
-    pub fn stall(&mut self, cid: u16) -> bool {
-        let Some(c) = conn_mut(&mut self.conns, cid) else { return false };
-        if c.stalled {
-            return false;
-        }
-        c.stalled = true;
-        self.drain_queue();
-        true
-    }
-
     /// Chooses the connection for a new SCSI task by the load-balance policy.
     fn pick_connection(&mut self, bytes: u64) -> Option<u16> {
         // Reuses one buffer: this runs for every command.
@@ -1979,37 +1964,6 @@ pub(super) mod tests {
             "target broke the iSCSI protocol: Data-In for unknown task 0x40000001 \
              (same fault on 1 reinstated connection; gave up)"
         );
-    }
-
-    /// A command held for a full connection's room (late binding) goes to
-    /// another connection once that one stalls, without waiting for an
-    /// answer from the target.
-    #[tokio::test]
-    async fn a_command_held_for_a_connection_that_stalls_goes_to_another() {
-        let mut st = state(10, 10);
-        let mut peers = Vec::new();
-        for cid in [0, 1] {
-            let (mut c, peer) = busy_conn(1).await;
-            c.cid = cid;
-            // 100 MB/s measured: 5 MB of room in 50 ms; 10 MiB already held.
-            for k in 1..=3 {
-                c.link_rate.sample(100_000_000, false, k << 20);
-            }
-            c.outstanding_bytes = 10 << 20;
-            st.conns.push(c);
-            peers.push(peer);
-        }
-        let (itt, _rx) = lost_read(&mut st, 0, 0, true);
-        if let Some(t) = st.tasks.get_mut(&itt) {
-            (t.cmd_sn, t.lost_on) = (None, None);
-        }
-        st.queued.push_back(itt);
-        st.drain_queue();
-        assert_eq!(st.queued.len(), 1, "round-robin's pick, connection 0, is full: the command waits");
-        assert!(st.stall(0));
-        assert!(!st.stall(0), "already stalled");
-        assert!(st.queued.is_empty());
-        assert_eq!(st.tasks.get(&itt).and_then(|t| t.cid), Some(1));
     }
 
     /// A queued command whose waiter timed out leaves the queue at once: it
